@@ -1,0 +1,112 @@
+# Parley: one Makefile. `make` builds build/parley; `make run` and
+# `make test` first install missing Debian packages (scripts/deps.sh).
+#
+# Variants build into their own folders: the plain build in build/, the
+# AddressSanitizer + UndefinedBehaviorSanitizer build in build/asan/ (SAN=1),
+# fuzzers in build/fuzz/.
+
+CC ?= cc
+BUILD ?= build
+SAN ?=
+PKGS := sqlite3 jansson libcrypto libsodium
+TEST_PKGS := cmocka
+
+LISTEN ?= 127.0.0.1:8080
+DATA ?= parley-data
+FUZZ_SECONDS ?= 30
+
+OPT := -O2
+SANFLAGS :=
+ifeq ($(SAN),1)
+OPT := -O1
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+
+CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -g $(OPT) -pthread $(SANFLAGS) -MMD -MP \
+          $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(EXTRA_CFLAGS)
+LDFLAGS := -pthread $(SANFLAGS)
+LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+TEST_LIBS := $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)
+
+LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CLIENT_OBJ := $(BUILD)/obj/client/pclient.o
+UNIT_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/unit_*.c))
+INTEG_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/integ_*.c))
+
+.PHONY: all deps deps-test run test check check-plain check-asan fuzz fuzz-build fuzz-smoke clean
+
+all: $(BUILD)/parley
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Isrc -Iclient -c $< -o $@
+
+$(BUILD)/libparley.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/parley: $(BUILD)/obj/src/main.o $(BUILD)/libparley.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/unit_%: $(BUILD)/obj/tests/unit_%.o $(BUILD)/libparley.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
+
+$(BUILD)/tests/integ_%: $(BUILD)/obj/tests/integ_%.o $(BUILD)/obj/tests/harness.o $(CLIENT_OBJ) $(BUILD)/libparley.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
+
+deps:
+	@scripts/deps.sh build
+
+deps-test:
+	@scripts/deps.sh test
+
+run: deps
+	@$(MAKE) --no-print-directory $(BUILD)/parley
+	./$(BUILD)/parley serve --listen $(LISTEN) --data $(DATA)
+
+# Every test, plain and under ASan+UBSan, then each fuzzer for a moment.
+test: deps-test
+	@$(MAKE) --no-print-directory check-plain
+	@$(MAKE) --no-print-directory check-asan
+	@$(MAKE) --no-print-directory fuzz-smoke
+	@echo "make test: all passed"
+
+check-plain:
+	@$(MAKE) --no-print-directory check BUILD=build
+
+check-asan:
+	@$(MAKE) --no-print-directory check BUILD=build/asan SAN=1
+
+# Runs the unit and integration tests of one build variant.
+check: $(BUILD)/parley $(UNIT_TESTS) $(INTEG_TESTS)
+	@scripts/run-tests.sh $(BUILD) $(UNIT_TESTS) $(INTEG_TESTS)
+
+# libFuzzer targets (clang): the HTTP parser and the WebSocket frame parser.
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
+               $(shell pkg-config --cflags libcrypto 2>/dev/null)
+FUZZ_LIBS := $(shell pkg-config --libs libcrypto 2>/dev/null)
+
+build/fuzz/fuzz_http: fuzz/fuzz_http.c src/http.c src/sbuf.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $^ $(FUZZ_LIBS)
+
+build/fuzz/fuzz_ws: fuzz/fuzz_ws.c src/ws.c src/utf8.c src/sbuf.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $^ $(FUZZ_LIBS)
+
+fuzz-build: build/fuzz/fuzz_http build/fuzz/fuzz_ws
+
+fuzz: deps-test
+	@$(MAKE) --no-print-directory fuzz-build
+	@scripts/run-fuzz.sh $(FUZZ_SECONDS) build/fuzz/fuzz_http build/fuzz/fuzz_ws
+
+fuzz-smoke: fuzz-build
+	@scripts/run-fuzz.sh 5 build/fuzz/fuzz_http build/fuzz/fuzz_ws
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

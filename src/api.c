@@ -1,0 +1,721 @@
+/* api.c - the HTTP API (api.h), run on the worker threads.
+ *
+ * Every handler gets the request copied off the I/O thread, answers with a
+ * complete response, and posts it back to the connection. Validation comes
+ * before any write, so a refused request changes nothing. */
+#include "api.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "auth.h"
+#include "bus.h"
+#include "frames.h"
+#include "gateway.h"
+#include "jbuf.h"
+#include "log.h"
+#include "loop.h"
+#include "store.h"
+#include "workers.h"
+
+#define MAX_ID ((int64_t)1 << 53)
+#define DEVICE_NAME_MAX 64
+
+typedef struct api_req {
+	server_t *srv;
+	uint64_t conn;
+	int keep_alive;
+	char method[8];
+	char *target;           /* NUL-terminated copy */
+	size_t target_len, path_len;
+	char *token;            /* from Authorization: Bearer, or NULL */
+	size_t token_len;
+	char *body;
+	size_t body_len;
+} api_req_t;
+
+typedef struct api_res {
+	int status;
+	jbuf_t body;            /* JSON; empty for 204 */
+	const char *extra;      /* extra header lines */
+} api_res_t;
+
+typedef struct upgrade_req {
+	server_t *srv;
+	uint64_t conn;
+	size_t token_len;
+	char accept[29];
+	char token[];
+} upgrade_req_t;
+
+sbuf_t *api_error_response(int status, const char *code, const char *message, int keep_alive)
+{
+	jbuf_t b;
+	sbuf_t *r;
+
+	jbuf_init(&b);
+	jbuf_lit(&b, "{\"error\":{\"code\":");
+	jbuf_cstr(&b, code);
+	jbuf_lit(&b, ",\"message\":");
+	jbuf_cstr(&b, message);
+	jbuf_lit(&b, "}}");
+	r = b.oom ? NULL : http_response(status, "application/json", b.data, b.len, keep_alive, NULL);
+	jbuf_free(&b);
+	return r;
+}
+
+static void fail(api_res_t *res, int status, const char *code, const char *message)
+{
+	res->status = status;
+	jbuf_reset(&res->body);
+	jbuf_lit(&res->body, "{\"error\":{\"code\":");
+	jbuf_cstr(&res->body, code);
+	jbuf_lit(&res->body, ",\"message\":");
+	jbuf_cstr(&res->body, message);
+	jbuf_lit(&res->body, "}}");
+}
+
+static void fail_store(api_res_t *res, int r)
+{
+	switch (r) {
+	case STORE_FORBIDDEN:
+		fail(res, 403, "forbidden", "not a member of this conversation");
+		break;
+	case STORE_NOT_FOUND:
+		fail(res, 404, "not_found", "not found");
+		break;
+	default:
+		fail(res, 500, "internal", "the store failed; retry later");
+	}
+}
+
+/* A JSON number that is a valid id: an integer in [1, 2^53). */
+static int json_id(const json_t *v, int64_t *out)
+{
+	json_int_t x;
+
+	if (!json_is_integer(v))
+		return -1;
+	x = json_integer_value(v);
+	if (x < 1 || x >= MAX_ID)
+		return -1;
+	*out = x;
+	return 0;
+}
+
+/* A decimal path segment or query value in [lo, 2^53). */
+static int parse_id(const char *s, size_t n, int64_t lo, int64_t *out)
+{
+	int64_t x = 0;
+	size_t i;
+
+	if (n == 0 || n > 16)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		x = x * 10 + (s[i] - '0');
+	}
+	if (x < lo || x >= MAX_ID)
+		return -1;
+	*out = x;
+	return 0;
+}
+
+static json_t *parse_body(const api_req_t *rq, api_res_t *res)
+{
+	json_error_t err;
+	json_t *j;
+
+	if (rq->body_len == 0) {
+		fail(res, 400, "bad_request", "a JSON object body is required");
+		return NULL;
+	}
+	j = json_loadb(rq->body, rq->body_len, JSON_REJECT_DUPLICATES, &err);
+	if (!j || !json_is_object(j)) {
+		fail(res, 400, "bad_request", j ? "the body must be a JSON object" : "the body is not valid JSON");
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+/* Authenticates the request's bearer token. */
+static int authenticate(store_t *st, const api_req_t *rq, api_res_t *res, int64_t *user,
+                        int64_t *device)
+{
+	uint8_t hash[32];
+	int r;
+
+	if (!rq->token || auth_token_hash(rq->token, rq->token_len, hash) < 0) {
+		fail(res, 401, "unauthorized", rq->token ? "invalid token" : "a bearer token is required");
+		return -1;
+	}
+	r = store_device_by_token(st, hash, user, device);
+	if (r == STORE_NOT_FOUND) {
+		fail(res, 401, "unauthorized", "invalid or expired token");
+		return -1;
+	}
+	if (r != STORE_OK) {
+		fail_store(res, r);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- accounts ------------------------------------------------------- */
+
+static void user_json(jbuf_t *b, int64_t id, const char *name)
+{
+	jbuf_lit(b, "{\"user_id\":");
+	jbuf_int(b, id);
+	jbuf_lit(b, ",\"username\":");
+	jbuf_cstr(b, name);
+	jbuf_lit(b, "}");
+}
+
+static void create_user(store_t *st, const api_req_t *rq, api_res_t *res)
+{
+	json_t *j = parse_body(rq, res), *u, *p;
+	char hash[AUTH_PWHASH_MAX];
+	int64_t id;
+	int r;
+
+	if (!j)
+		return;
+	u = json_object_get(j, "username");
+	p = json_object_get(j, "password");
+	if (!json_is_string(u) || !auth_username_valid(json_string_value(u), json_string_length(u))) {
+		fail(res, 400, "bad_request", "username: 3 to 32 characters of a-z, 0-9, '_', '.', '-'");
+	} else if (!json_is_string(p) || json_string_length(p) < AUTH_PASSWORD_MIN ||
+	           json_string_length(p) > AUTH_PASSWORD_MAX) {
+		fail(res, 400, "bad_request", "password: 8 to 128 bytes");
+	} else if (auth_password_hash(json_string_value(p), json_string_length(p), hash) < 0) {
+		fail(res, 500, "internal", "cannot hash the password");
+	} else if ((r = store_user_create(st, json_string_value(u), hash, clock_wall_ms(), &id)) ==
+	           STORE_EXISTS) {
+		fail(res, 409, "conflict", "username taken");
+	} else if (r != STORE_OK) {
+		fail_store(res, r);
+	} else {
+		res->status = 201;
+		user_json(&res->body, id, json_string_value(u));
+		log_info("api: new user %lld (%s)", (long long)id, json_string_value(u));
+	}
+	json_decref(j);
+}
+
+static void find_user(store_t *st, const api_req_t *rq, api_res_t *res)
+{
+	char name[64];
+	int64_t user, device, id;
+	int n, r;
+
+	if (authenticate(st, rq, res, &user, &device) < 0)
+		return;
+	n = http_query_param(rq->target, rq->target_len, "username", name, sizeof name);
+	if (n < 0) {
+		fail(res, 400, "bad_request", "the username query parameter is required");
+		return;
+	}
+	if (!auth_username_valid(name, (size_t)n)) {
+		fail(res, 404, "not_found", "no such user");
+		return;
+	}
+	r = store_user_by_name(st, name, &id, NULL);
+	if (r == STORE_NOT_FOUND) {
+		fail(res, 404, "not_found", "no such user");
+		return;
+	}
+	if (r != STORE_OK) {
+		fail_store(res, r);
+		return;
+	}
+	res->status = 200;
+	user_json(&res->body, id, name);
+}
+
+static void create_session(store_t *st, const api_req_t *rq, api_res_t *res)
+{
+	json_t *j = parse_body(rq, res), *u, *p, *d;
+	char token[AUTH_TOKEN_LEN + 1], *hash = NULL;
+	uint8_t thash[32];
+	int64_t user = 0, device;
+	const char *dname = "device";
+	int r = STORE_NOT_FOUND;
+
+	if (!j)
+		return;
+	u = json_object_get(j, "username");
+	p = json_object_get(j, "password");
+	d = json_object_get(j, "device_name");
+	if (!json_is_string(u) || !json_is_string(p)) {
+		fail(res, 400, "bad_request", "username and password are required strings");
+		goto out;
+	}
+	if (d && !json_is_null(d)) {
+		if (!json_is_string(d) || json_string_length(d) < 1 ||
+		    json_string_length(d) > DEVICE_NAME_MAX) {
+			fail(res, 400, "bad_request", "device_name: 1 to 64 bytes");
+			goto out;
+		}
+		dname = json_string_value(d);
+	}
+	if (auth_username_valid(json_string_value(u), json_string_length(u)))
+		r = store_user_by_name(st, json_string_value(u), &user, &hash);
+	if (r != STORE_OK && r != STORE_NOT_FOUND) {
+		fail_store(res, r);
+		goto out;
+	}
+	/* Unknown users cost a hash too: the delay tells nothing. */
+	if (!auth_password_check(r == STORE_OK ? hash : NULL, json_string_value(p),
+	                         json_string_length(p))) {
+		fail(res, 401, "unauthorized", "wrong username or password");
+		goto out;
+	}
+	auth_token_new(token, thash);
+	if ((r = store_device_create(st, user, dname, thash, clock_wall_ms(), &device)) != STORE_OK) {
+		fail_store(res, r);
+		goto out;
+	}
+	res->status = 201;
+	jbuf_lit(&res->body, "{\"token\":");
+	jbuf_cstr(&res->body, token);
+	jbuf_lit(&res->body, ",\"user_id\":");
+	jbuf_int(&res->body, user);
+	jbuf_lit(&res->body, ",\"device_id\":");
+	jbuf_int(&res->body, device);
+	jbuf_lit(&res->body, "}");
+out:
+	free(hash);
+	json_decref(j);
+}
+
+static void delete_session(store_t *st, const api_req_t *rq, api_res_t *res)
+{
+	int64_t user, device;
+	int r;
+
+	if (authenticate(st, rq, res, &user, &device) < 0)
+		return;
+	if ((r = store_device_delete(st, user, device)) != STORE_OK && r != STORE_NOT_FOUND) {
+		fail_store(res, r);
+		return;
+	}
+	/* The token no longer authenticates; now end its live sockets. */
+	bus_kick_device(rq->srv->bus, user, device);
+	res->status = 204;
+}
+
+/* ---- conversations -------------------------------------------------- */
+
+static const char *kind_name(int kind)
+{
+	return kind == STORE_GROUP ? "group" : "direct";
+}
+
+static void conv_head_json(jbuf_t *b, const store_conv_t *c)
+{
+	size_t i;
+
+	jbuf_lit(b, "{\"conversation_id\":");
+	jbuf_int(b, c->id);
+	jbuf_lit(b, ",\"kind\":");
+	jbuf_cstr(b, kind_name(c->kind));
+	jbuf_lit(b, ",\"title\":");
+	jbuf_cstr(b, c->title);
+	jbuf_lit(b, ",\"members\":[");
+	for (i = 0; i < c->nmembers; i++) {
+		if (i)
+			jbuf_raw(b, ",", 1);
+		jbuf_int(b, c->members[i]);
+	}
+	jbuf_lit(b, "]");
+}
+
+static void message_json(jbuf_t *b, const store_message_t *m)
+{
+	jbuf_raw(b, "{", 1);
+	frames_message_json(b, m);
+	jbuf_raw(b, "}", 1);
+}
+
+static void create_conversation(store_t *st, const api_req_t *rq, api_res_t *res)
+{
+	json_t *j, *members, *v;
+	int64_t user, device, other = 0, id, conv;
+	store_conv_t c;
+	size_t i, others = 0;
+	int created, r;
+	char name[STORE_USERNAME_MAX + 1];
+
+	if (authenticate(st, rq, res, &user, &device) < 0)
+		return;
+	if (!(j = parse_body(rq, res)))
+		return;
+	members = json_object_get(j, "members");
+	if (!json_is_array(members) || json_array_size(members) == 0) {
+		fail(res, 400, "bad_request", "members must be a non-empty array of user ids");
+		goto out;
+	}
+	json_array_foreach(members, i, v) {
+		if (json_id(v, &id) < 0) {
+			fail(res, 400, "bad_request", "members must be user ids");
+			goto out;
+		}
+		if (id != user && id != other) {
+			other = id;
+			others++;
+		}
+	}
+	if (others == 0) {
+		fail(res, 400, "bad_request", "members must name someone other than yourself");
+		goto out;
+	}
+	if (others > 1) {
+		fail(res, 400, "bad_request", "group conversations are not supported by this server yet");
+		goto out;
+	}
+	if ((r = store_user_by_id(st, other, name)) != STORE_OK) {
+		if (r == STORE_NOT_FOUND)
+			fail(res, 404, "not_found", "no such user");
+		else
+			fail_store(res, r);
+		goto out;
+	}
+	if ((r = store_direct_open(st, user, other, clock_wall_ms(), &conv, &created)) != STORE_OK ||
+	    (r = store_conv_get(st, conv, user, &c)) != STORE_OK) {
+		fail_store(res, r);
+		goto out;
+	}
+	res->status = created ? 201 : 200;
+	conv_head_json(&res->body, &c);
+	jbuf_lit(&res->body, "}");
+	store_conv_clear(&c);
+out:
+	json_decref(j);
+}
+
+static void list_conversations(store_t *st, const api_req_t *rq, api_res_t *res)
+{
+	int64_t user, device;
+	store_conv_t *cs;
+	size_t n, i;
+	int r;
+
+	if (authenticate(st, rq, res, &user, &device) < 0)
+		return;
+	if ((r = store_conv_list(st, user, &cs, &n)) != STORE_OK) {
+		fail_store(res, r);
+		return;
+	}
+	res->status = 200;
+	jbuf_lit(&res->body, "{\"conversations\":[");
+	for (i = 0; i < n; i++) {
+		if (i)
+			jbuf_raw(&res->body, ",", 1);
+		conv_head_json(&res->body, &cs[i]);
+		jbuf_lit(&res->body, ",\"last_seq\":");
+		jbuf_int(&res->body, cs[i].last_seq);
+		jbuf_lit(&res->body, ",\"last_message\":");
+		if (cs[i].last_message)
+			message_json(&res->body, cs[i].last_message);
+		else
+			jbuf_lit(&res->body, "null");
+		jbuf_lit(&res->body, ",\"read_seq\":");
+		jbuf_int(&res->body, cs[i].read_seq);
+		jbuf_lit(&res->body, ",\"unread\":");
+		jbuf_int(&res->body, cs[i].unread);
+		jbuf_lit(&res->body, "}");
+	}
+	jbuf_lit(&res->body, "]}");
+	store_convs_free(cs, n);
+}
+
+static void history(store_t *st, const api_req_t *rq, int64_t conv, api_res_t *res)
+{
+	int64_t user, device, before = 0, limit = 50;
+	store_message_t *ms;
+	char v[32];
+	size_t n, i;
+	int has_more, r, len;
+
+	if (authenticate(st, rq, res, &user, &device) < 0)
+		return;
+	if ((len = http_query_param(rq->target, rq->target_len, "before", v, sizeof v)) != -1 &&
+	    (len < 0 || parse_id(v, (size_t)len, 1, &before) < 0)) {
+		fail(res, 400, "bad_request", "before must be a seq (a positive integer)");
+		return;
+	}
+	if ((len = http_query_param(rq->target, rq->target_len, "limit", v, sizeof v)) != -1 &&
+	    (len < 0 || parse_id(v, (size_t)len, 1, &limit) < 0 || limit > 200)) {
+		fail(res, 400, "bad_request", "limit must be 1 to 200");
+		return;
+	}
+	r = store_history(st, conv, user, before, (int)limit, &ms, &n, &has_more);
+	if (r != STORE_OK) {
+		fail_store(res, r);
+		return;
+	}
+	res->status = 200;
+	jbuf_lit(&res->body, "{\"messages\":[");
+	for (i = 0; i < n; i++) {
+		if (i)
+			jbuf_raw(&res->body, ",", 1);
+		message_json(&res->body, &ms[i]);
+	}
+	jbuf_lit(&res->body, "],\"has_more\":");
+	jbuf_lit(&res->body, has_more ? "true" : "false");
+	jbuf_lit(&res->body, "}");
+	store_messages_free(ms, n);
+}
+
+static void receipts(store_t *st, const api_req_t *rq, int64_t conv, int64_t seq, api_res_t *res)
+{
+	int64_t user, device;
+	store_receipt_t *rs;
+	size_t n, i;
+	int r;
+
+	if (authenticate(st, rq, res, &user, &device) < 0)
+		return;
+	if ((r = store_receipts(st, conv, user, seq, &rs, &n)) != STORE_OK) {
+		if (r == STORE_NOT_FOUND)
+			fail(res, 404, "not_found", "no such message");
+		else
+			fail_store(res, r);
+		return;
+	}
+	res->status = 200;
+	jbuf_lit(&res->body, "{\"receipts\":[");
+	for (i = 0; i < n; i++) {
+		if (i)
+			jbuf_raw(&res->body, ",", 1);
+		jbuf_lit(&res->body, "{\"user_id\":");
+		jbuf_int(&res->body, rs[i].user_id);
+		jbuf_lit(&res->body, ",\"delivered_at\":");
+		if (rs[i].delivered_at)
+			jbuf_int(&res->body, rs[i].delivered_at);
+		else
+			jbuf_lit(&res->body, "null");
+		jbuf_lit(&res->body, ",\"read_at\":");
+		if (rs[i].read_at)
+			jbuf_int(&res->body, rs[i].read_at);
+		else
+			jbuf_lit(&res->body, "null");
+		jbuf_lit(&res->body, "}");
+	}
+	jbuf_lit(&res->body, "]}");
+	free(rs);
+}
+
+static void members_change(store_t *st, const api_req_t *rq, int64_t conv, api_res_t *res)
+{
+	int64_t user, device, last;
+	int r;
+
+	if (authenticate(st, rq, res, &user, &device) < 0)
+		return;
+	if ((r = store_member_head(st, conv, user, &last)) != STORE_OK) {
+		fail_store(res, r);
+		return;
+	}
+	fail(res, 400, "bad_request", "a direct conversation has exactly its two members");
+}
+
+/* ---- routing -------------------------------------------------------- */
+
+static int method_is(const api_req_t *rq, const char *m)
+{
+	return strcmp(rq->method, m) == 0;
+}
+
+static void route(store_t *st, api_req_t *rq, api_res_t *res)
+{
+	const char *p = rq->target + 8; /* after "/api/v1/" */
+	size_t n = rq->path_len - 8;
+	const char *seg[6];
+	size_t len[6], ns = 0;
+	int64_t conv, seq;
+
+	/* Split the path into at most 6 segments. */
+	while (n > 0 && ns < 6) {
+		const char *slash = memchr(p, '/', n);
+		size_t l = slash ? (size_t)(slash - p) : n;
+		seg[ns] = p;
+		len[ns++] = l;
+		if (!slash)
+			break;
+		p = slash + 1;
+		n -= l + 1;
+		if (n == 0) { /* trailing slash */
+			fail(res, 404, "not_found", "no such endpoint");
+			return;
+		}
+	}
+#define SEG(i, s) (len[i] == sizeof(s) - 1 && memcmp(seg[i], s, sizeof(s) - 1) == 0)
+	if (ns == 1 && SEG(0, "users")) {
+		if (method_is(rq, "POST"))
+			create_user(st, rq, res);
+		else if (method_is(rq, "GET"))
+			find_user(st, rq, res);
+		else
+			goto not_allowed;
+		return;
+	}
+	if (ns == 1 && SEG(0, "sessions")) {
+		if (!method_is(rq, "POST"))
+			goto not_allowed;
+		create_session(st, rq, res);
+		return;
+	}
+	if (ns == 2 && SEG(0, "sessions") && SEG(1, "current")) {
+		if (!method_is(rq, "DELETE"))
+			goto not_allowed;
+		delete_session(st, rq, res);
+		return;
+	}
+	if (ns >= 1 && SEG(0, "conversations")) {
+		if (ns == 1) {
+			if (method_is(rq, "POST"))
+				create_conversation(st, rq, res);
+			else if (method_is(rq, "GET"))
+				list_conversations(st, rq, res);
+			else
+				goto not_allowed;
+			return;
+		}
+		if (parse_id(seg[1], len[1], 1, &conv) < 0) {
+			fail(res, 404, "not_found", "no such conversation");
+			return;
+		}
+		if (ns == 3 && SEG(2, "messages")) {
+			if (!method_is(rq, "GET"))
+				goto not_allowed;
+			history(st, rq, conv, res);
+			return;
+		}
+		if (ns == 5 && SEG(2, "messages") && SEG(4, "receipts")) {
+			if (!method_is(rq, "GET"))
+				goto not_allowed;
+			if (parse_id(seg[3], len[3], 1, &seq) < 0) {
+				fail(res, 404, "not_found", "no such message");
+				return;
+			}
+			receipts(st, rq, conv, seq, res);
+			return;
+		}
+		if ((ns == 3 && SEG(2, "members") && method_is(rq, "POST")) ||
+		    (ns == 4 && SEG(2, "members") && method_is(rq, "DELETE"))) {
+			members_change(st, rq, conv, res);
+			return;
+		}
+		if (ns == 3 && SEG(2, "members")) {
+			res->extra = "Allow: POST\r\n";
+			goto not_allowed;
+		}
+	}
+#undef SEG
+	fail(res, 404, "not_found", "no such endpoint");
+	return;
+not_allowed:
+	fail(res, 405, "bad_request", "method not allowed on this endpoint");
+}
+
+static void api_req_free(api_req_t *rq)
+{
+	free(rq->target);
+	free(rq->token);
+	free(rq->body);
+	free(rq);
+}
+
+static void request_job(store_t *st, void *arg)
+{
+	api_req_t *rq = arg;
+	api_res_t res = {0};
+	sbuf_t *out;
+
+	jbuf_init(&res.body);
+	route(st, rq, &res);
+	if (res.body.oom)
+		fail(&res, 500, "internal", "out of memory");
+	out = http_response(res.status, "application/json", res.body.data,
+	                    res.status == 204 ? 0 : res.body.len, rq->keep_alive, res.extra);
+	gw_post_http(rq->srv->gw, rq->conn, out, rq->keep_alive);
+	jbuf_free(&res.body);
+	api_req_free(rq);
+}
+
+int api_submit_request(server_t *srv, uint64_t conn, const http_request_t *req,
+                       const char *body, size_t body_len)
+{
+	api_req_t *rq = calloc(1, sizeof *rq);
+	const http_header_t *h;
+
+	if (!rq)
+		return -1;
+	rq->srv = srv;
+	rq->conn = conn;
+	rq->keep_alive = req->keep_alive;
+	if (req->method_len < sizeof rq->method)
+		memcpy(rq->method, req->method, req->method_len);
+	rq->target = strndup(req->target, req->target_len);
+	rq->target_len = req->target_len;
+	rq->path_len = req->path_len;
+	h = http_find_header(req, "authorization");
+	if (h && h->value_len > 7 && strncasecmp(h->value, "bearer ", 7) == 0) {
+		rq->token = strndup(h->value + 7, h->value_len - 7);
+		rq->token_len = h->value_len - 7;
+	}
+	if (body_len) {
+		rq->body = malloc(body_len);
+		if (rq->body)
+			memcpy(rq->body, body, body_len);
+		rq->body_len = body_len;
+	}
+	if (!rq->target || (h && !rq->token && rq->token_len) || (body_len && !rq->body) ||
+	    workers_submit(srv->workers, request_job, rq) < 0) {
+		api_req_free(rq);
+		return -1;
+	}
+	return 0;
+}
+
+static void upgrade_job(store_t *st, void *arg)
+{
+	upgrade_req_t *u = arg;
+	int64_t user = 0, device = 0;
+	uint8_t hash[32];
+
+	if (auth_token_hash(u->token, u->token_len, hash) == 0 &&
+	    store_device_by_token(st, hash, &user, &device) != STORE_OK)
+		user = device = 0;
+	gw_post_upgrade(u->srv->gw, u->conn, user, device, u->accept);
+	free(u);
+}
+
+int api_submit_upgrade(server_t *srv, uint64_t conn, const char *token, size_t len,
+                       const char accept[29])
+{
+	upgrade_req_t *u;
+
+	if (len > AUTH_TOKEN_LEN)
+		len = AUTH_TOKEN_LEN + 1; /* cannot be a token; still answered 401 */
+	if (!(u = malloc(sizeof *u + len + 1)))
+		return -1;
+	u->srv = srv;
+	u->conn = conn;
+	u->token_len = len;
+	memcpy(u->accept, accept, 29);
+	memcpy(u->token, token, len);
+	u->token[len] = 0;
+	if (workers_submit(srv->workers, upgrade_job, u) < 0) {
+		free(u);
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,28 @@
+/* api.h - the HTTP API of docs/protocol.md: users, sessions, conversations,
+ * history and receipts, and the token check of the WebSocket upgrade.
+ *
+ * The api_submit_* functions run on an I/O thread: they copy what the
+ * request needs and queue a job on the worker pool, which authenticates,
+ * talks to the store and posts the answer back to the connection. They
+ * return 0, or -1 when the pool's queue is full (the caller answers 503). */
+#ifndef PARLEY_API_H
+#define PARLEY_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "http.h"
+#include "server.h"
+
+int api_submit_request(server_t *srv, uint64_t conn, const http_request_t *req,
+                       const char *body, size_t body_len);
+
+/* Checks a bearer token for a WebSocket upgrade; answers with
+ * gw_post_upgrade. */
+int api_submit_upgrade(server_t *srv, uint64_t conn, const char *token, size_t len,
+                       const char accept[29]);
+
+/* Encodes {"error":{"code","message"}} as a complete HTTP response. */
+sbuf_t *api_error_response(int status, const char *code, const char *message, int keep_alive);
+
+#endif

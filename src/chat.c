@@ -1,0 +1,765 @@
+/* chat.c - the message service (chat.h).
+ *
+ * Sends and receipts become store ops for the group-commit writer; their
+ * completions (on the writer thread) post the ack to the sending connection
+ * and hand msg/receipt frames to the bus, encoded once for all recipients.
+ *
+ * Resume is paged: a worker reads up to RESUME_PAGE_MSGS messages or
+ * RESUME_PAGE_BYTES of bodies, the connection queues them, and the next page
+ * is read only once its outbound queue has drained, so a client that missed
+ * a lot is caught up without its queue ever passing the bound.
+ *
+ * Order on one connection. Live msg frames of a conversation being replayed
+ * are held until its replay is sent, then released minus those the replay
+ * already covered. Live frames sent before the resume arrived are recorded
+ * per connection as a seq range per conversation (live frames on a
+ * connection are contiguous: the writer publishes each conversation in seq
+ * order and nothing is dropped without dropping the connection), and the
+ * replay skips that range, so no message reaches a connection twice. */
+#include "chat.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "bus.h"
+#include "frames.h"
+#include "log.h"
+#include "workers.h"
+#include "writer.h"
+#include "ws.h"
+
+#define MAX_ID ((int64_t)1 << 53)
+#define BODY_MAX 16384
+#define CMID_MAX 64
+#define RESUME_CONVS_MAX 4096
+#define RESUME_REPLAY_MAX 1000      /* per conversation, the newest */
+#define RESUME_PAGE_MSGS 200
+#define RESUME_PAGE_BYTES (256 * 1024)
+#define RESUME_LOW_WATER (64 * 1024) /* read the next page below this */
+#define RESUME_HELD_MAX 10000        /* live frames held during a replay */
+
+typedef struct live_range {
+	int64_t conv, first, last;
+} live_range_t;
+
+typedef struct resume_conv {
+	int64_t conv, after, upto;
+	int forbidden;
+} resume_conv_t;
+
+/* Travels between the connection's thread and a worker; only one of them
+ * holds it at a time. */
+typedef struct resume {
+	server_t *srv;
+	uint64_t conn;
+	int64_t user;
+	resume_conv_t *convs;
+	size_t nconvs, cur;
+	int planned;            /* the first job fixed the ranges */
+	int reported;           /* the loop sent the errors of the plan */
+	int failed;             /* the store failed */
+	sbuf_t *resumed;        /* the closing "resumed" frame */
+	sbuf_t **page;
+	size_t npage, cappage;
+} resume_t;
+
+typedef struct chat_conn {
+	live_range_t *live;
+	size_t nlive, caplive;
+	resume_t *resume;       /* in progress, or NULL */
+	int resume_in_job;      /* a worker holds it */
+	int resume_wait_drain;
+	sbuf_t **held;
+	size_t nheld, capheld;
+	json_t *pending;        /* a resume that came during another */
+} chat_conn_t;
+
+typedef struct send_op {
+	store_op_t op;          /* first: the writer hands back &op */
+	server_t *srv;
+	uint64_t origin;
+	char cmid[CMID_MAX + 1];
+	char body[];
+} send_op_t;
+
+typedef struct receipt_op {
+	store_op_t op;
+	server_t *srv;
+	uint64_t origin;
+} receipt_op_t;
+
+static void resume_start(server_t *srv, gw_conn_t *c, chat_conn_t *cc, json_t *convs);
+
+static chat_conn_t *state_of(gw_conn_t *c, int create)
+{
+	void **slot = gw_conn_chat(c);
+
+	if (!*slot && create)
+		*slot = calloc(1, sizeof(chat_conn_t));
+	return *slot;
+}
+
+static void send_error(gw_conn_t *c, const char *code, const char *message, const char *ref,
+                       int64_t conv)
+{
+	sbuf_t *f = frames_error(code, message, ref, conv);
+
+	gw_conn_send(c, f);
+	sbuf_unref(f);
+}
+
+static int json_id(const json_t *v, int64_t *out)
+{
+	json_int_t x;
+
+	if (!json_is_integer(v))
+		return -1;
+	x = json_integer_value(v);
+	if (x < 1 || x >= MAX_ID)
+		return -1;
+	*out = x;
+	return 0;
+}
+
+/* ---- send ----------------------------------------------------------- */
+
+static int cmid_valid(const json_t *v)
+{
+	const char *s;
+	size_t n, i;
+
+	if (!json_is_string(v))
+		return 0;
+	s = json_string_value(v);
+	n = json_string_length(v);
+	if (n < 1 || n > CMID_MAX)
+		return 0;
+	for (i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
+static void handle_send(server_t *srv, gw_conn_t *c, json_t *j)
+{
+	json_t *cmid = json_object_get(j, "cmid"), *body = json_object_get(j, "body");
+	const char *ref = cmid_valid(cmid) ? json_string_value(cmid) : NULL;
+	send_op_t *s;
+	int64_t conv;
+	size_t blen = json_is_string(body) ? json_string_length(body) : 0;
+
+	if (!ref) {
+		send_error(c, "bad_request", "cmid must be 1 to 64 printable ASCII characters", NULL, 0);
+		return;
+	}
+	if (json_id(json_object_get(j, "conv"), &conv) < 0) {
+		send_error(c, "bad_request", "conv must be a conversation id", ref, 0);
+		return;
+	}
+	if (!json_is_string(body) || blen < 1 || blen > BODY_MAX) {
+		send_error(c, blen > BODY_MAX ? "too_large" : "bad_request",
+		           "body must be a string of 1 to 16384 bytes", ref, conv);
+		return;
+	}
+	if (gw_conn_sends_begin(c, srv->cfg.max_sends_in_flight) < 0) {
+		send_error(c, "rate_limited", "too many sends awaiting their ack; wait for acks", ref, conv);
+		return;
+	}
+	if (!(s = malloc(sizeof *s + blen + 1))) {
+		gw_conn_sends_end(c);
+		send_error(c, "unavailable", "out of memory; retry", ref, conv);
+		return;
+	}
+	memset(&s->op, 0, sizeof s->op);
+	s->srv = srv;
+	s->origin = gw_conn_handle(c);
+	strcpy(s->cmid, ref);
+	memcpy(s->body, json_string_value(body), blen + 1);
+	s->op.kind = STORE_OP_SEND;
+	s->op.user = gw_conn_user(c);
+	s->op.device = gw_conn_device(c);
+	s->op.conv = conv;
+	s->op.cmid = s->cmid;
+	s->op.body = s->body;
+	s->op.body_len = blen;
+	if (writer_submit(srv->writer, &s->op) < 0) {
+		gw_conn_sends_end(c);
+		free(s);
+		send_error(c, "unavailable", "the server is overloaded; retry with the same cmid", ref,
+		           conv);
+	}
+}
+
+/* ---- receipt -------------------------------------------------------- */
+
+static void handle_receipt(server_t *srv, gw_conn_t *c, json_t *j)
+{
+	json_t *state = json_object_get(j, "state"), *seqv = json_object_get(j, "seq");
+	receipt_op_t *r;
+	int64_t conv;
+	json_int_t seq;
+	int st;
+
+	if (json_id(json_object_get(j, "conv"), &conv) < 0) {
+		send_error(c, "bad_request", "conv must be a conversation id", NULL, 0);
+		return;
+	}
+	if (!json_is_string(state) || (strcmp(json_string_value(state), "delivered") != 0 &&
+	                               strcmp(json_string_value(state), "read") != 0)) {
+		send_error(c, "bad_request", "state must be \"delivered\" or \"read\"", NULL, conv);
+		return;
+	}
+	st = strcmp(json_string_value(state), "read") == 0 ? STORE_READ : STORE_DELIVERED;
+	if (!json_is_integer(seqv) || (seq = json_integer_value(seqv)) < 0 || seq >= MAX_ID) {
+		send_error(c, "bad_request", "seq must be a non-negative integer", NULL, conv);
+		return;
+	}
+	if (seq == 0)
+		return; /* below every watermark: nothing to do */
+	if (!(r = calloc(1, sizeof *r))) {
+		send_error(c, "unavailable", "out of memory; retry", NULL, conv);
+		return;
+	}
+	r->srv = srv;
+	r->origin = gw_conn_handle(c);
+	r->op.kind = STORE_OP_RECEIPT;
+	r->op.user = gw_conn_user(c);
+	r->op.device = gw_conn_device(c);
+	r->op.conv = conv;
+	r->op.state = st;
+	r->op.seq = seq;
+	if (writer_submit(srv->writer, &r->op) < 0) {
+		free(r);
+		send_error(c, "unavailable", "the server is overloaded; retry", NULL, conv);
+	}
+}
+
+/* ---- writer completions (writer thread) ----------------------------- */
+
+static void send_done(send_op_t *s)
+{
+	server_t *srv = s->srv;
+	store_op_t *op = &s->op;
+	sbuf_t *f;
+	size_t i;
+
+	switch (op->status) {
+	case STORE_OK:
+	case STORE_EXISTS:
+		f = frames_ack(s->cmid, op->conv, op->out_id, op->out_seq, op->out_ts);
+		gw_post_ack(srv->gw, s->origin, f);
+		sbuf_unref(f);
+		if (op->status == STORE_EXISTS)
+			break; /* stored and fanned out the first time */
+		{
+			store_message_t m = {op->conv, op->out_id, op->out_seq, op->user, op->out_ts,
+			                     s->cmid, s->body, op->body_len};
+			f = frames_msg(&m);
+		}
+		if (!f) {
+			log_error("chat: out of memory encoding message %lld; recipients will resume",
+			          (long long)op->out_id);
+			break;
+		}
+		/* Every device of every member, but the one that sent it. */
+		for (i = 0; i < op->nmembers; i++)
+			bus_deliver(srv->bus, op->members[i],
+			            op->members[i] == op->user ? op->device : 0, f);
+		sbuf_unref(f);
+		break;
+	case STORE_FORBIDDEN:
+		f = frames_error("forbidden", "not a member of this conversation", s->cmid, op->conv);
+		gw_post_ack(srv->gw, s->origin, f);
+		sbuf_unref(f);
+		break;
+	default:
+		f = frames_error("unavailable", "the message could not be stored; retry with the same cmid",
+		                 s->cmid, op->conv);
+		gw_post_ack(srv->gw, s->origin, f);
+		sbuf_unref(f);
+	}
+	store_op_release(op);
+	free(s);
+}
+
+static void receipt_done(receipt_op_t *r)
+{
+	server_t *srv = r->srv;
+	store_op_t *op = &r->op;
+	sbuf_t *f;
+	size_t i;
+
+	if (op->status == STORE_OK && op->applied) {
+		if ((f = frames_receipt(op->conv, op->user, op->state, op->out_seq)) != NULL) {
+			for (i = 0; i < op->nmembers; i++) {
+				if (op->members[i] == op->user)
+					bus_deliver(srv->bus, op->user, op->device, f); /* own other devices */
+				else if (op->conv_kind == STORE_DIRECT)
+					bus_deliver(srv->bus, op->members[i], 0, f);
+			}
+			sbuf_unref(f);
+		}
+	} else if (op->status == STORE_FORBIDDEN) {
+		f = frames_error("forbidden", "not a member of this conversation", NULL, op->conv);
+		gw_post_frame(srv->gw, r->origin, f);
+		sbuf_unref(f);
+	} else if (op->status != STORE_OK) {
+		f = frames_error("unavailable", "the receipt could not be stored; retry", NULL, op->conv);
+		gw_post_frame(srv->gw, r->origin, f);
+		sbuf_unref(f);
+	}
+	store_op_release(op);
+	free(r);
+}
+
+void chat_writer_done(store_op_t *op, void *ud)
+{
+	(void)ud;
+	if (op->kind == STORE_OP_SEND)
+		send_done((send_op_t *)op);
+	else
+		receipt_done((receipt_op_t *)op);
+}
+
+/* ---- live delivery and resume --------------------------------------- */
+
+static live_range_t *live_find(chat_conn_t *cc, int64_t conv)
+{
+	size_t i;
+
+	for (i = 0; i < cc->nlive; i++)
+		if (cc->live[i].conv == conv)
+			return &cc->live[i];
+	return NULL;
+}
+
+/* Sends a live msg frame and records it in the connection's live range. */
+static void send_live(gw_conn_t *c, chat_conn_t *cc, sbuf_t *frame)
+{
+	live_range_t *r = live_find(cc, frame->conv);
+
+	if (r) {
+		if (frame->seq <= r->last)
+			return; /* already on this connection */
+		r->last = frame->seq;
+	} else {
+		if (cc->nlive == cc->caplive) {
+			size_t cap = cc->caplive ? cc->caplive * 2 : 4;
+			live_range_t *l = realloc(cc->live, cap * sizeof *l);
+			if (!l) {
+				gw_conn_close(c, WS_CLOSE_INTERNAL, "out of memory");
+				return;
+			}
+			cc->live = l;
+			cc->caplive = cap;
+		}
+		cc->live[cc->nlive++] = (live_range_t){frame->conv, frame->seq, frame->seq};
+	}
+	gw_conn_send(c, frame);
+}
+
+static resume_conv_t *resume_conv(resume_t *r, int64_t conv)
+{
+	size_t i;
+
+	for (i = 0; i < r->nconvs; i++)
+		if (r->convs[i].conv == conv)
+			return &r->convs[i];
+	return NULL;
+}
+
+void chat_on_live(server_t *srv, gw_conn_t *c, sbuf_t *frame)
+{
+	chat_conn_t *cc;
+
+	(void)srv;
+	if (!frame->seq) { /* not a message: no ordering to keep */
+		gw_conn_send(c, frame);
+		return;
+	}
+	if (!(cc = state_of(c, 1))) {
+		gw_conn_close(c, WS_CLOSE_INTERNAL, "out of memory");
+		return;
+	}
+	if (cc->resume && resume_conv(cc->resume, frame->conv)) {
+		if (cc->nheld == RESUME_HELD_MAX) {
+			gw_conn_close(c, 1013, "too far behind; reconnect and resume");
+			return;
+		}
+		if (cc->nheld == cc->capheld) {
+			size_t cap = cc->capheld ? cc->capheld * 2 : 16;
+			sbuf_t **h = realloc(cc->held, cap * sizeof *h);
+			if (!h) {
+				gw_conn_close(c, WS_CLOSE_INTERNAL, "out of memory");
+				return;
+			}
+			cc->held = h;
+			cc->capheld = cap;
+		}
+		cc->held[cc->nheld++] = sbuf_ref(frame);
+		return;
+	}
+	send_live(c, cc, frame);
+}
+
+static void resume_free(resume_t *r)
+{
+	size_t i;
+
+	if (!r)
+		return;
+	for (i = 0; i < r->npage; i++)
+		sbuf_unref(r->page[i]);
+	free(r->page);
+	free(r->convs);
+	sbuf_unref(r->resumed);
+	free(r);
+}
+
+static int page_add(resume_t *r, sbuf_t *f)
+{
+	if (r->npage == r->cappage) {
+		size_t cap = r->cappage ? r->cappage * 2 : 64;
+		sbuf_t **p = realloc(r->page, cap * sizeof *p);
+		if (!p)
+			return -1;
+		r->page = p;
+		r->cappage = cap;
+	}
+	r->page[r->npage++] = f;
+	return 0;
+}
+
+/* Fixes what to replay: for each listed conversation the range
+ * (after, head], at most the newest RESUME_REPLAY_MAX; and the heads. */
+static int resume_plan(store_t *st, resume_t *r)
+{
+	store_head_t *heads;
+	size_t n, i;
+	jbuf_t b;
+
+	for (i = 0; i < r->nconvs; i++) {
+		resume_conv_t *rc = &r->convs[i];
+		int64_t head;
+		int x = store_member_head(st, rc->conv, r->user, &head);
+
+		if (x == STORE_FORBIDDEN) {
+			rc->forbidden = 1;
+			continue;
+		}
+		if (x != STORE_OK)
+			return -1;
+		rc->upto = head;
+		if (rc->after < head - RESUME_REPLAY_MAX)
+			rc->after = head - RESUME_REPLAY_MAX;
+		if (rc->after > head)
+			rc->after = head;
+	}
+	if (store_heads(st, r->user, &heads, &n) != STORE_OK)
+		return -1;
+	jbuf_init(&b);
+	jbuf_lit(&b, "{\"type\":\"resumed\",\"heads\":{");
+	for (i = 0; i < n; i++) {
+		char key[24];
+		if (i)
+			jbuf_raw(&b, ",", 1);
+		snprintf(key, sizeof key, "\"%lld\":", (long long)heads[i].conv);
+		jbuf_lit(&b, key);
+		jbuf_int(&b, heads[i].last_seq);
+	}
+	jbuf_lit(&b, "}}");
+	free(heads);
+	r->resumed = frames_from_json(&b);
+	jbuf_free(&b);
+	return r->resumed ? 0 : -1;
+}
+
+static void resume_page_ready(gw_conn_t *c, void *p);
+
+/* Worker: plans (first time) and reads the next page. */
+static void resume_job(store_t *st, void *arg)
+{
+	resume_t *r = arg;
+	size_t count = 0, bytes = 0;
+
+	if (!r->planned) {
+		if (resume_plan(st, r) < 0) {
+			r->failed = 1;
+			goto out;
+		}
+		r->planned = 1;
+	}
+	while (r->cur < r->nconvs && count < RESUME_PAGE_MSGS && bytes < RESUME_PAGE_BYTES) {
+		resume_conv_t *rc = &r->convs[r->cur];
+		store_message_t *ms;
+		size_t n, i;
+
+		if (rc->forbidden || rc->after >= rc->upto) {
+			r->cur++;
+			continue;
+		}
+		if (store_replay(st, rc->conv, rc->after, rc->upto, RESUME_PAGE_MSGS - count,
+		                 RESUME_PAGE_BYTES - bytes, &ms, &n) != STORE_OK) {
+			r->failed = 1;
+			goto out;
+		}
+		if (n == 0)
+			rc->after = rc->upto;
+		for (i = 0; i < n; i++) {
+			sbuf_t *f = frames_msg(&ms[i]);
+			if (!f || page_add(r, f) < 0) {
+				sbuf_unref(f);
+				r->failed = 1;
+				store_messages_free(ms, n);
+				goto out;
+			}
+			rc->after = ms[i].seq;
+			bytes += ms[i].body_len;
+			count++;
+		}
+		store_messages_free(ms, n);
+	}
+out:
+	gw_post_call(r->srv->gw, r->conn, resume_page_ready, r);
+}
+
+static void resume_next(gw_conn_t *c, chat_conn_t *cc)
+{
+	resume_t *r = cc->resume;
+
+	cc->resume_in_job = 1;
+	if (workers_submit(r->srv->workers, resume_job, r) < 0) {
+		cc->resume_in_job = 0;
+		gw_conn_close(c, 1013, "server overloaded; reconnect and resume");
+	}
+}
+
+static void resume_finish(gw_conn_t *c, chat_conn_t *cc)
+{
+	resume_t *r = cc->resume;
+	server_t *srv = r->srv;
+	size_t i;
+	json_t *pending;
+
+	gw_conn_send(c, r->resumed);
+	cc->resume = NULL;
+	/* Release held live frames; the replay has covered those up to its
+	 * range's end. */
+	for (i = 0; i < cc->nheld; i++) {
+		sbuf_t *f = cc->held[i];
+		resume_conv_t *rc = resume_conv(r, f->conv);
+		if (!rc || rc->forbidden || f->seq > rc->upto)
+			send_live(c, cc, f);
+		sbuf_unref(f);
+	}
+	cc->nheld = 0;
+	free(cc->held);
+	cc->held = NULL;
+	cc->capheld = 0;
+	resume_free(r);
+	if ((pending = cc->pending) != NULL) {
+		cc->pending = NULL;
+		resume_start(srv, c, cc, pending);
+		json_decref(pending);
+	}
+}
+
+static void resume_page_ready(gw_conn_t *c, void *p)
+{
+	resume_t *r = p;
+	chat_conn_t *cc;
+	size_t i;
+
+	if (!c || !(cc = state_of(c, 0)) || cc->resume != r) {
+		resume_free(r);
+		return;
+	}
+	cc->resume_in_job = 0;
+	if (r->failed) {
+		send_error(c, "unavailable", "resume failed; retry", NULL, 0);
+		for (i = 0; i < cc->nheld; i++)
+			send_live(c, cc, cc->held[i]), sbuf_unref(cc->held[i]);
+		cc->nheld = 0;
+		cc->resume = NULL;
+		resume_free(r);
+		return;
+	}
+	if (!r->reported) {
+		r->reported = 1;
+		for (i = 0; i < r->nconvs; i++)
+			if (r->convs[i].forbidden)
+				send_error(c, "forbidden", "not a member of this conversation", NULL,
+				           r->convs[i].conv);
+	}
+	for (i = 0; i < r->npage; i++) {
+		sbuf_t *f = r->page[i];
+		live_range_t *lr = live_find(cc, f->conv);
+		/* Skip what went out live before the resume came in. */
+		if (!lr || f->seq < lr->first || f->seq > lr->last)
+			gw_conn_send(c, f);
+		sbuf_unref(f);
+	}
+	r->npage = 0;
+	if (r->cur >= r->nconvs)
+		resume_finish(c, cc);
+	else if (gw_conn_queued(c) < RESUME_LOW_WATER)
+		resume_next(c, cc);
+	else
+		cc->resume_wait_drain = 1;
+}
+
+void chat_on_drained(server_t *srv, gw_conn_t *c)
+{
+	chat_conn_t *cc = state_of(c, 0);
+
+	(void)srv;
+	if (cc && cc->resume && cc->resume_wait_drain && !cc->resume_in_job) {
+		cc->resume_wait_drain = 0;
+		resume_next(c, cc);
+	}
+}
+
+static void resume_start(server_t *srv, gw_conn_t *c, chat_conn_t *cc, json_t *convs)
+{
+	resume_t *r = calloc(1, sizeof *r);
+	const char *key;
+	json_t *v;
+
+	if (!r || (json_object_size(convs) &&
+	           !(r->convs = calloc(json_object_size(convs), sizeof *r->convs)))) {
+		free(r);
+		send_error(c, "unavailable", "out of memory; retry", NULL, 0);
+		return;
+	}
+	r->srv = srv;
+	r->conn = gw_conn_handle(c);
+	r->user = gw_conn_user(c);
+	json_object_foreach(convs, key, v) {
+		resume_conv_t *rc = &r->convs[r->nconvs++];
+		rc->conv = strtoll(key, NULL, 10);
+		rc->after = json_integer_value(v);
+	}
+	cc->resume = r;
+	cc->resume_wait_drain = 0;
+	resume_next(c, cc);
+}
+
+static int conv_key(const char *key, int64_t *out)
+{
+	int64_t x = 0;
+	size_t i, n = strlen(key);
+
+	if (n == 0 || n > 16)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (key[i] < '0' || key[i] > '9')
+			return -1;
+		x = x * 10 + (key[i] - '0');
+	}
+	if (x < 1 || x >= MAX_ID)
+		return -1;
+	*out = x;
+	return 0;
+}
+
+static void handle_resume(server_t *srv, gw_conn_t *c, json_t *j)
+{
+	json_t *convs = json_object_get(j, "convs"), *v;
+	chat_conn_t *cc;
+	const char *key;
+	int64_t conv;
+
+	if (!json_is_object(convs)) {
+		send_error(c, "bad_request", "convs must be an object of conversation id -> last seq",
+		           NULL, 0);
+		return;
+	}
+	if (json_object_size(convs) > RESUME_CONVS_MAX) {
+		send_error(c, "too_large", "at most 4096 conversations per resume", NULL, 0);
+		return;
+	}
+	json_object_foreach(convs, key, v) {
+		if (conv_key(key, &conv) < 0 || !json_is_integer(v) || json_integer_value(v) < 0 ||
+		    json_integer_value(v) >= MAX_ID) {
+			send_error(c, "bad_request", "convs must map conversation ids to seqs (>= 0)", NULL, 0);
+			return;
+		}
+	}
+	if (!(cc = state_of(c, 1))) {
+		send_error(c, "unavailable", "out of memory; retry", NULL, 0);
+		return;
+	}
+	if (cc->resume) {
+		/* One replay at a time per connection; the latest request waits. */
+		json_decref(cc->pending);
+		cc->pending = json_incref(convs);
+		return;
+	}
+	resume_start(srv, c, cc, convs);
+}
+
+void chat_conn_closed(server_t *srv, gw_conn_t *c)
+{
+	chat_conn_t *cc = state_of(c, 0);
+	size_t i;
+
+	(void)srv;
+	if (!cc)
+		return;
+	/* A resume held by a worker is freed when it comes back and finds
+	 * the connection gone. */
+	if (!cc->resume_in_job)
+		resume_free(cc->resume);
+	for (i = 0; i < cc->nheld; i++)
+		sbuf_unref(cc->held[i]);
+	free(cc->held);
+	free(cc->live);
+	json_decref(cc->pending);
+	free(cc);
+	*gw_conn_chat(c) = NULL;
+}
+
+/* ---- dispatch ------------------------------------------------------- */
+
+static void handle_ping(gw_conn_t *c, json_t *j)
+{
+	json_t *ref = json_object_get(j, "ref");
+	char *text = ref ? json_dumps(ref, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+	sbuf_t *f = frames_pong(text);
+
+	free(text);
+	gw_conn_send(c, f);
+	sbuf_unref(f);
+}
+
+void chat_on_text(server_t *srv, gw_conn_t *c, const uint8_t *data, size_t len)
+{
+	json_error_t err;
+	json_t *j = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &err), *type;
+	const char *t;
+
+	if (!j || !json_is_object(j)) {
+		send_error(c, "bad_request", j ? "a frame must be a JSON object" : "a frame must be valid JSON",
+		           NULL, 0);
+		json_decref(j);
+		return;
+	}
+	type = json_object_get(j, "type");
+	t = json_is_string(type) ? json_string_value(type) : "";
+	if (strcmp(t, "send") == 0)
+		handle_send(srv, c, j);
+	else if (strcmp(t, "receipt") == 0)
+		handle_receipt(srv, c, j);
+	else if (strcmp(t, "resume") == 0)
+		handle_resume(srv, c, j);
+	else if (strcmp(t, "ping") == 0)
+		handle_ping(c, j);
+	else if (strcmp(t, "typing") == 0 || strcmp(t, "presence") == 0 || strcmp(t, "watch") == 0)
+		send_error(c, "bad_request", "presence and typing are not supported by this server yet",
+		           NULL, 0);
+	else
+		send_error(c, "bad_request", "unknown frame type", NULL, 0);
+	json_decref(j);
+}

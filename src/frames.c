@@ -1,0 +1,141 @@
+/* frames.c - the frame encoders of frames.h, on jbuf. */
+#include "frames.h"
+
+#include <string.h>
+
+#include "ws.h"
+
+void frames_message_json(jbuf_t *b, const store_message_t *m)
+{
+	jbuf_key(b, "conv", 1);
+	jbuf_int(b, m->conv);
+	jbuf_key(b, "id", 0);
+	jbuf_int_str(b, m->id);
+	jbuf_key(b, "seq", 0);
+	jbuf_int(b, m->seq);
+	jbuf_key(b, "from", 0);
+	jbuf_int(b, m->from);
+	jbuf_key(b, "cmid", 0);
+	jbuf_cstr(b, m->cmid);
+	jbuf_key(b, "body", 0);
+	jbuf_str(b, m->body, m->body_len);
+	jbuf_key(b, "ts", 0);
+	jbuf_int(b, m->ts);
+}
+
+sbuf_t *frames_from_json(const jbuf_t *b)
+{
+	if (b->oom)
+		return NULL;
+	return ws_frame_new(WS_OP_TEXT, b->data, b->len);
+}
+
+static sbuf_t *finish(jbuf_t *b)
+{
+	sbuf_t *f;
+
+	jbuf_raw(b, "}", 1);
+	f = frames_from_json(b);
+	jbuf_free(b);
+	return f;
+}
+
+sbuf_t *frames_ready(int64_t user, int64_t device, int64_t server_time)
+{
+	jbuf_t b;
+
+	jbuf_init(&b);
+	jbuf_lit(&b, "{\"type\":\"ready\"");
+	jbuf_key(&b, "user_id", 0);
+	jbuf_int(&b, user);
+	jbuf_key(&b, "device_id", 0);
+	jbuf_int(&b, device);
+	jbuf_key(&b, "server_time", 0);
+	jbuf_int(&b, server_time);
+	return finish(&b);
+}
+
+sbuf_t *frames_msg(const store_message_t *m)
+{
+	jbuf_t b;
+	sbuf_t *f;
+
+	jbuf_init(&b);
+	jbuf_lit(&b, "{\"type\":\"msg\",");
+	frames_message_json(&b, m);
+	if ((f = finish(&b)) != NULL) {
+		f->conv = m->conv;
+		f->seq = m->seq;
+	}
+	return f;
+}
+
+sbuf_t *frames_ack(const char *cmid, int64_t conv, int64_t id, int64_t seq, int64_t ts)
+{
+	jbuf_t b;
+
+	jbuf_init(&b);
+	jbuf_lit(&b, "{\"type\":\"ack\"");
+	jbuf_key(&b, "cmid", 0);
+	jbuf_cstr(&b, cmid);
+	jbuf_key(&b, "conv", 0);
+	jbuf_int(&b, conv);
+	jbuf_key(&b, "id", 0);
+	jbuf_int_str(&b, id);
+	jbuf_key(&b, "seq", 0);
+	jbuf_int(&b, seq);
+	jbuf_key(&b, "ts", 0);
+	jbuf_int(&b, ts);
+	return finish(&b);
+}
+
+sbuf_t *frames_receipt(int64_t conv, int64_t user, int state, int64_t seq)
+{
+	jbuf_t b;
+
+	jbuf_init(&b);
+	jbuf_lit(&b, "{\"type\":\"receipt\"");
+	jbuf_key(&b, "conv", 0);
+	jbuf_int(&b, conv);
+	jbuf_key(&b, "user", 0);
+	jbuf_int(&b, user);
+	jbuf_key(&b, "state", 0);
+	jbuf_cstr(&b, state == STORE_READ ? "read" : "delivered");
+	jbuf_key(&b, "seq", 0);
+	jbuf_int(&b, seq);
+	return finish(&b);
+}
+
+sbuf_t *frames_error(const char *code, const char *message, const char *ref, int64_t conv)
+{
+	jbuf_t b;
+
+	jbuf_init(&b);
+	jbuf_lit(&b, "{\"type\":\"error\"");
+	jbuf_key(&b, "code", 0);
+	jbuf_cstr(&b, code);
+	jbuf_key(&b, "message", 0);
+	jbuf_cstr(&b, message);
+	if (ref) {
+		jbuf_key(&b, "ref", 0);
+		jbuf_cstr(&b, ref);
+	}
+	if (conv) {
+		jbuf_key(&b, "conv", 0);
+		jbuf_int(&b, conv);
+	}
+	return finish(&b);
+}
+
+sbuf_t *frames_pong(const char *ref_json)
+{
+	jbuf_t b;
+
+	jbuf_init(&b);
+	jbuf_lit(&b, "{\"type\":\"pong\"");
+	if (ref_json) {
+		jbuf_key(&b, "ref", 0);
+		jbuf_lit(&b, ref_json);
+	}
+	return finish(&b);
+}

@@ -1,0 +1,32 @@
+/* frames.h - encoders for the server's WebSocket frames (docs/protocol.md).
+ *
+ * Each returns a complete WebSocket text frame in a new sbuf (one reference)
+ * ready to queue on any number of connections, or NULL when out of memory.
+ * Safe from any thread. */
+#ifndef PARLEY_FRAMES_H
+#define PARLEY_FRAMES_H
+
+#include <stdint.h>
+
+#include "jbuf.h"
+#include "sbuf.h"
+#include "store.h"
+
+/* Appends the fields of the protocol's MESSAGE object, "conv" to "ts",
+ * without braces: the caller opens the object (and may add fields first). */
+void frames_message_json(jbuf_t *b, const store_message_t *m);
+
+/* Wraps JSON text in a WebSocket text frame. */
+sbuf_t *frames_from_json(const jbuf_t *b);
+
+sbuf_t *frames_ready(int64_t user, int64_t device, int64_t server_time);
+/* A "msg" frame, labelled with its conv and seq (sbuf.h). */
+sbuf_t *frames_msg(const store_message_t *m);
+sbuf_t *frames_ack(const char *cmid, int64_t conv, int64_t id, int64_t seq, int64_t ts);
+sbuf_t *frames_receipt(int64_t conv, int64_t user, int state, int64_t seq);
+/* ref: the refused send's cmid, or NULL. conv: added when not 0. */
+sbuf_t *frames_error(const char *code, const char *message, const char *ref, int64_t conv);
+/* ref_json: the ping's ref as JSON text, or NULL for none. */
+sbuf_t *frames_pong(const char *ref_json);
+
+#endif

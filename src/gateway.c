@@ -1,0 +1,1437 @@
+/* gateway.c - connections, HTTP/1.1 and WebSocket transport (gateway.h).
+ *
+ * Life of a connection, all on one I/O thread:
+ *
+ *   accept -> HTTP: requests are parsed from the bytes at hand; API requests
+ *   go to a worker and the connection waits (reading paused) for the answer;
+ *   an upgrade request waits likewise for its token check, then
+ *   -> WS: frames are parsed and validated here, complete text messages go
+ *   to the message service;
+ *   -> CLOSING: a final response or close frame is queued, input ignored;
+ *   once it is flushed, -> LINGER: our side is shut down and we read until
+ *   the peer closes (or 2 s pass), so that unread input does not make the
+ *   kernel reset the connection before the peer has read our last words;
+ *   -> dead: marked, and freed at the end of the loop turn, never inside its
+ *   own callback (tasks posted to its handle are then dropped).
+ *
+ * Memory: an idle connection holds only its gw_conn_t. Reads go into one
+ * per-thread buffer; only the unconsumed tail of a partial request or frame
+ * is copied into a buffer of the connection's own, freed once consumed.
+ * Outbound frames are shared sbufs queued by reference; the queue is bounded
+ * (out_limit) and a client that lets it fill is dropped.
+ *
+ * Timers: a wheel of 128 one-second slots. A connection sits in the slot of
+ * its next deadline; activity only updates a timestamp, and the slot, when
+ * reached, re-files connections that are not due after all. */
+#include "gateway.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "chat.h"
+#include "frames.h"
+#include "http.h"
+#include "log.h"
+#include "loop.h"
+#include "utf8.h"
+#include "ws.h"
+
+#define WHEEL 128
+#define READ_CHUNK 65536
+#define WS_MAX_MESSAGE 65536
+#define WS_MAX_FRAME (WS_MAX_MESSAGE + 14)
+#define HTTP_MAX_REQUEST (HTTP_MAX_HEAD + HTTP_MAX_BODY)
+#define HTTP_PARTIAL_TIMEOUT_S 10 /* to finish a request once begun */
+#define LINGER_S 2
+#define ACCEPT_BATCH 64
+
+enum { ST_HTTP, ST_WS, ST_CLOSING, ST_LINGER };
+
+enum {
+	F_BUSY = 1 << 0,        /* a request is with a worker; reading paused */
+	F_OUT_WATCH = 1 << 1,   /* EPOLLOUT is being watched */
+	F_DIRTY = 1 << 2,       /* on the thread's flush list */
+	F_FLUSH_CLOSE = 1 << 3, /* shut down after the queue drains */
+	F_DEAD = 1 << 4,        /* on the reap list */
+	F_IN_WHEEL = 1 << 5,
+	F_READ_OFF = 1 << 6,    /* EPOLLIN not watched */
+};
+
+typedef struct outnode {
+	struct outnode *next;
+	sbuf_t *buf;
+	uint32_t off;
+} outnode_t;
+
+typedef struct io_thread io_thread_t;
+
+struct gw_conn {
+	loop_watch_t watch;      /* first: the loop calls back through it */
+	io_thread_t *t;
+	int fd;
+	uint32_t slot, gen;
+	uint8_t state;
+	uint8_t frag_opcode;     /* message in progress: TEXT, BINARY or 0 */
+	uint8_t utf8;            /* validator state across fragments */
+	uint8_t sends;           /* sends awaiting their ack */
+	uint16_t flags;
+	uint32_t last_rx, last_ping, due; /* loop seconds */
+	gw_conn_t *wprev, *wnext;
+	gw_conn_t *next_dirty;
+	uint8_t *rbuf;           /* unconsumed input, NULL when none */
+	uint32_t rlen, rcap;
+	uint32_t out_bytes;
+	outnode_t *out_head, *out_tail;
+	uint8_t *frag;           /* fragments of a message in progress */
+	uint32_t frag_len, frag_cap;
+	int64_t user, device;
+	void *chat;
+};
+
+struct io_thread {
+	gateway_t *gw;
+	int index;
+	pthread_t thread;
+	int started;
+	loop_t *loop;
+	int lfd;
+	int accept_paused;
+	loop_watch_t lwatch;
+	gw_conn_t **conns;       /* by slot */
+	uint32_t *gens;          /* by slot: survives the connection */
+	uint32_t nslots;
+	uint32_t *free_slots;
+	uint32_t nfree;
+	size_t nconns;
+	gw_conn_t *dirty;
+	gw_conn_t **reap;
+	size_t nreap, capreap;
+	gw_conn_t *wheel[WHEEL];
+	uint32_t wheel_now;
+	uint8_t *tbuf;
+	int exiting;
+	int64_t exit_deadline_ms;
+	char name[16];
+};
+
+struct gateway {
+	server_t *srv;
+	int n;
+	io_thread_t *t;
+	int port;
+};
+
+static void conn_kill(gw_conn_t *c);
+static void conn_process(gw_conn_t *c);
+static void conn_flush(gw_conn_t *c);
+
+/* ---- handles -------------------------------------------------------- */
+
+static uint64_t handle_of(const gw_conn_t *c)
+{
+	return ((uint64_t)c->t->index << 56) | ((uint64_t)(c->gen & 0xffffff) << 32) | c->slot;
+}
+
+static io_thread_t *thread_of(gateway_t *gw, uint64_t h)
+{
+	unsigned i = (unsigned)(h >> 56);
+
+	return i < (unsigned)gw->n ? &gw->t[i] : NULL;
+}
+
+static gw_conn_t *resolve(io_thread_t *t, uint64_t h)
+{
+	uint32_t slot = (uint32_t)h, gen = (uint32_t)(h >> 32) & 0xffffff;
+	gw_conn_t *c;
+
+	if (slot >= t->nslots || !(c = t->conns[slot]))
+		return NULL;
+	if ((c->gen & 0xffffff) != gen || (c->flags & F_DEAD))
+		return NULL;
+	return c;
+}
+
+/* ---- timer wheel ---------------------------------------------------- */
+
+static void wheel_unlink(io_thread_t *t, gw_conn_t *c)
+{
+	if (!(c->flags & F_IN_WHEEL))
+		return;
+	if (c->wprev)
+		c->wprev->wnext = c->wnext;
+	else
+		t->wheel[c->due % WHEEL] = c->wnext;
+	if (c->wnext)
+		c->wnext->wprev = c->wprev;
+	c->wprev = c->wnext = NULL;
+	c->flags &= ~F_IN_WHEEL;
+}
+
+static void schedule(gw_conn_t *c, uint32_t due)
+{
+	io_thread_t *t = c->t;
+
+	wheel_unlink(t, c);
+	if (due <= t->wheel_now)
+		due = t->wheel_now + 1;
+	if (due > t->wheel_now + WHEEL - 1)
+		due = t->wheel_now + WHEEL - 1; /* re-filed when reached */
+	c->due = due;
+	c->wprev = NULL;
+	c->wnext = t->wheel[due % WHEEL];
+	if (c->wnext)
+		c->wnext->wprev = c;
+	t->wheel[due % WHEEL] = c;
+	c->flags |= F_IN_WHEEL;
+}
+
+/* ---- output --------------------------------------------------------- */
+
+static void mark_dirty(gw_conn_t *c)
+{
+	if (!(c->flags & F_DIRTY)) {
+		c->flags |= F_DIRTY;
+		c->next_dirty = c->t->dirty;
+		c->t->dirty = c;
+	}
+}
+
+/* Queues buf (taking over the caller's reference). */
+static void conn_queue(gw_conn_t *c, sbuf_t *buf)
+{
+	outnode_t *n;
+
+	if (!buf) {
+		log_error("gateway: out of memory for a frame; dropping the connection");
+		conn_kill(c);
+		return;
+	}
+	if ((c->flags & F_DEAD) || c->state == ST_LINGER) {
+		sbuf_unref(buf);
+		return;
+	}
+	if ((uint64_t)c->out_bytes + buf->len > c->t->gw->srv->cfg.out_limit) {
+		log_info("gateway: fd %d (user %lld) reads too slowly: %u bytes queued; disconnecting",
+		         c->fd, (long long)c->user, c->out_bytes);
+		sbuf_unref(buf);
+		conn_kill(c);
+		return;
+	}
+	if (!(n = malloc(sizeof *n))) {
+		sbuf_unref(buf);
+		conn_kill(c);
+		return;
+	}
+	n->next = NULL;
+	n->buf = buf;
+	n->off = 0;
+	if (c->out_tail)
+		c->out_tail->next = n;
+	else
+		c->out_head = n;
+	c->out_tail = n;
+	c->out_bytes += buf->len;
+	mark_dirty(c);
+}
+
+static void set_events(gw_conn_t *c)
+{
+	uint32_t ev = 0;
+
+	if (!(c->flags & F_READ_OFF))
+		ev |= EPOLLIN;
+	if (c->flags & F_OUT_WATCH)
+		ev |= EPOLLOUT;
+	if (loop_watch_mod(c->t->loop, c->fd, ev, &c->watch) < 0)
+		log_warn("gateway: epoll_ctl(fd %d): %s", c->fd, strerror(errno));
+}
+
+static void pause_reading(gw_conn_t *c, int off)
+{
+	if (!!(c->flags & F_READ_OFF) == !!off)
+		return;
+	if (off)
+		c->flags |= F_READ_OFF;
+	else
+		c->flags &= ~F_READ_OFF;
+	set_events(c);
+}
+
+static void start_linger(gw_conn_t *c)
+{
+	c->state = ST_LINGER;
+	c->flags &= ~F_FLUSH_CLOSE;
+	shutdown(c->fd, SHUT_WR);
+	pause_reading(c, 0);
+	schedule(c, c->t->wheel_now + LINGER_S);
+}
+
+static void conn_flush(gw_conn_t *c)
+{
+	server_t *srv = c->t->gw->srv;
+
+	while (c->out_head) {
+		struct iovec iov[64];
+		outnode_t *n = c->out_head;
+		ssize_t w;
+		int cnt = 0;
+
+		for (; n && cnt < 64; n = n->next, cnt++) {
+			iov[cnt].iov_base = n->buf->data + n->off;
+			iov[cnt].iov_len = n->buf->len - n->off;
+		}
+		w = writev(c->fd, iov, cnt);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				break;
+			log_debug("gateway: write to fd %d: %s", c->fd, strerror(errno));
+			conn_kill(c);
+			return;
+		}
+		c->out_bytes -= (uint32_t)w;
+		while (w > 0) {
+			n = c->out_head;
+			if ((size_t)w < n->buf->len - n->off) {
+				n->off += (uint32_t)w;
+				break;
+			}
+			w -= n->buf->len - n->off;
+			c->out_head = n->next;
+			sbuf_unref(n->buf);
+			free(n);
+		}
+		if (!c->out_head)
+			c->out_tail = NULL;
+	}
+	if (c->out_head) {
+		if (!(c->flags & F_OUT_WATCH)) {
+			c->flags |= F_OUT_WATCH;
+			set_events(c);
+		}
+		return;
+	}
+	if (c->flags & F_OUT_WATCH) {
+		c->flags &= ~F_OUT_WATCH;
+		set_events(c);
+	}
+	if (c->flags & F_FLUSH_CLOSE)
+		start_linger(c);
+	else if (c->state == ST_WS && c->chat)
+		chat_on_drained(srv, c);
+}
+
+/* ---- closing -------------------------------------------------------- */
+
+static void conn_kill(gw_conn_t *c)
+{
+	io_thread_t *t = c->t;
+
+	if (c->flags & F_DEAD)
+		return;
+	c->flags |= F_DEAD;
+	if (t->nreap == t->capreap) {
+		size_t cap = t->capreap ? t->capreap * 2 : 64;
+		gw_conn_t **r = realloc(t->reap, cap * sizeof *r);
+		if (!r) {
+			/* Cannot defer: the connection is not inside a callback
+			 * of its own only if we are lucky, so leak it instead of
+			 * risking a use after free. Closing the fd stops it. */
+			log_error("gateway: out of memory reaping fd %d", c->fd);
+			shutdown(c->fd, SHUT_RDWR);
+			return;
+		}
+		t->reap = r;
+		t->capreap = cap;
+	}
+	t->reap[t->nreap++] = c;
+}
+
+static void conn_free(gw_conn_t *c)
+{
+	io_thread_t *t = c->t;
+	server_t *srv = t->gw->srv;
+	outnode_t *n, *next;
+
+	wheel_unlink(t, c);
+	loop_watch_del(t->loop, c->fd);
+	close(c->fd);
+	if (c->user) {
+		bus_detach(srv->bus, c->user, handle_of(c));
+		chat_conn_closed(srv, c);
+	}
+	for (n = c->out_head; n; n = next) {
+		next = n->next;
+		sbuf_unref(n->buf);
+		free(n);
+	}
+	free(c->rbuf);
+	free(c->frag);
+	t->conns[c->slot] = NULL;
+	t->gens[c->slot]++;
+	t->free_slots[t->nfree++] = c->slot;
+	t->nconns--;
+	free(c);
+}
+
+void gw_conn_close(gw_conn_t *c, int code, const char *reason)
+{
+	if (c->flags & F_DEAD || c->state == ST_CLOSING || c->state == ST_LINGER)
+		return;
+	if (c->state == ST_WS) {
+		conn_queue(c, ws_close_frame_new(code, reason));
+		free(c->frag);
+		c->frag = NULL;
+		c->frag_len = c->frag_cap = 0;
+		c->frag_opcode = 0;
+	}
+	c->state = ST_CLOSING;
+	c->flags |= F_FLUSH_CLOSE;
+	mark_dirty(c);
+}
+
+/* Answers an HTTP request with an error and closes after it is sent. */
+static void http_fail(gw_conn_t *c, int status, const char *code, const char *message,
+                      const char *extra_header)
+{
+	sbuf_t *r;
+
+	if (extra_header) {
+		char body[256];
+		int n = snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}",
+		                 code, message);
+		r = http_response(status, "application/json", body, (size_t)n, 0, extra_header);
+	} else {
+		r = api_error_response(status, code, message, 0);
+	}
+	conn_queue(c, r);
+	c->state = ST_CLOSING;
+	c->flags |= F_FLUSH_CLOSE;
+}
+
+/* ---- HTTP ----------------------------------------------------------- */
+
+static void handle_upgrade(gw_conn_t *c, const http_request_t *req)
+{
+	server_t *srv = c->t->gw->srv;
+	const http_header_t *h;
+	char token[256], accept[29];
+	const char *tok = NULL;
+	size_t toklen = 0;
+	int n;
+
+	if (!http_is(req, "GET", "/chat/v1/ws")) {
+		http_fail(c, 405, "bad_request", "the WebSocket endpoint takes GET", "Allow: GET\r\n");
+		return;
+	}
+	h = http_find_header(req, "upgrade");
+	if (!h || !http_value_has_token(h->value, h->value_len, "websocket") ||
+	    !(h = http_find_header(req, "connection")) ||
+	    !http_value_has_token(h->value, h->value_len, "upgrade")) {
+		http_fail(c, 426, "bad_request", "this endpoint speaks WebSocket only",
+		          "Upgrade: websocket\r\n");
+		return;
+	}
+	h = http_find_header(req, "sec-websocket-version");
+	if (!h || h->value_len != 2 || memcmp(h->value, "13", 2) != 0) {
+		http_fail(c, 426, "bad_request", "WebSocket version 13 is required",
+		          "Sec-WebSocket-Version: 13\r\n");
+		return;
+	}
+	h = http_find_header(req, "sec-websocket-key");
+	if (!h || ws_accept_key(h->value, h->value_len, accept) < 0) {
+		http_fail(c, 400, "bad_request", "missing or malformed Sec-WebSocket-Key", NULL);
+		return;
+	}
+	h = http_find_header(req, "authorization");
+	if (h && h->value_len > 7 && strncasecmp(h->value, "bearer ", 7) == 0) {
+		tok = h->value + 7;
+		toklen = h->value_len - 7;
+	} else if ((n = http_query_param(req->target, req->target_len, "token", token,
+	                                 sizeof token)) >= 0) {
+		tok = token;
+		toklen = (size_t)n;
+	}
+	if (!tok || toklen == 0) {
+		http_fail(c, 401, "unauthorized", "a bearer token is required", NULL);
+		return;
+	}
+	if (api_submit_upgrade(srv, handle_of(c), tok, toklen, accept) < 0) {
+		http_fail(c, 503, "unavailable", "the server is overloaded; retry later", NULL);
+		return;
+	}
+	c->flags |= F_BUSY;
+	pause_reading(c, 1);
+}
+
+static void handle_request(gw_conn_t *c, const http_request_t *req, const char *body,
+                           size_t body_len)
+{
+	server_t *srv = c->t->gw->srv;
+	int keep = req->keep_alive;
+
+	if (req->path_len == 8 && memcmp(req->target, "/healthz", 8) == 0) {
+		if (!http_is(req, "GET", "/healthz")) {
+			http_fail(c, 405, "bad_request", "healthz takes GET", "Allow: GET\r\n");
+			return;
+		}
+		if (atomic_load(&srv->draining))
+			conn_queue(c, api_error_response(503, "unavailable", "shutting down", 0));
+		else
+			conn_queue(c, http_response(200, "application/json", "{\"status\":\"ok\"}", 15,
+			                            keep, NULL));
+		if (!keep || atomic_load(&srv->draining)) {
+			c->state = ST_CLOSING;
+			c->flags |= F_FLUSH_CLOSE;
+		}
+		return;
+	}
+	if (req->path_len == 11 && memcmp(req->target, "/chat/v1/ws", 11) == 0) {
+		handle_upgrade(c, req);
+		return;
+	}
+	if (req->path_len >= 8 && memcmp(req->target, "/api/v1/", 8) == 0) {
+		if (api_submit_request(srv, handle_of(c), req, body, body_len) < 0) {
+			http_fail(c, 503, "unavailable", "the server is overloaded; retry later", NULL);
+			return;
+		}
+		c->flags |= F_BUSY;
+		pause_reading(c, 1);
+		return;
+	}
+	conn_queue(c, api_error_response(404, "not_found", "no such endpoint", keep));
+	if (!keep) {
+		c->state = ST_CLOSING;
+		c->flags |= F_FLUSH_CLOSE;
+	}
+}
+
+/* Parses and handles requests in data; returns the bytes consumed. */
+static size_t process_http(gw_conn_t *c, const char *data, size_t len)
+{
+	size_t off = 0;
+
+	while (off < len && c->state == ST_HTTP && !(c->flags & (F_BUSY | F_DEAD))) {
+		const char *p = data + off;
+		size_t avail = len - off, need;
+		http_request_t req;
+		int r = http_parse_request(p, avail, &req);
+
+		if (r == HTTP_INCOMPLETE) {
+			size_t scan = avail < HTTP_MAX_REQUEST_LINE ? avail : HTTP_MAX_REQUEST_LINE;
+			if (avail > HTTP_MAX_REQUEST_LINE && !memchr(p, '\n', scan))
+				http_fail(c, 414, "too_large", "request line too long", NULL);
+			else if (avail > HTTP_MAX_HEAD)
+				http_fail(c, 431, "too_large", "request headers too large", NULL);
+			break;
+		}
+		if (r == HTTP_TOO_MANY_HEADERS) {
+			http_fail(c, 431, "too_large", "too many request headers", NULL);
+			break;
+		}
+		if (r < 0) {
+			http_fail(c, 400, "bad_request", "malformed HTTP request", NULL);
+			break;
+		}
+		if (req.target_len > HTTP_MAX_REQUEST_LINE) {
+			http_fail(c, 414, "too_large", "request target too long", NULL);
+			break;
+		}
+		if ((size_t)r > HTTP_MAX_HEAD) {
+			http_fail(c, 431, "too_large", "request headers too large", NULL);
+			break;
+		}
+		if (req.chunked) {
+			http_fail(c, 411, "bad_request", "send a Content-Length; chunked bodies are not accepted",
+			          NULL);
+			break;
+		}
+		if (req.content_length > HTTP_MAX_BODY) {
+			http_fail(c, 413, "too_large", "request body over 65536 bytes", NULL);
+			break;
+		}
+		need = (size_t)r + (size_t)(req.content_length > 0 ? req.content_length : 0);
+		if (avail < need)
+			break;
+		handle_request(c, &req, p + r, need - (size_t)r);
+		off += need;
+	}
+	return off;
+}
+
+/* ---- WebSocket ------------------------------------------------------ */
+
+static void ws_message(gw_conn_t *c, const uint8_t *data, size_t len)
+{
+	chat_on_text(c->t->gw->srv, c, data, len);
+}
+
+static int frag_append(gw_conn_t *c, const uint8_t *p, size_t n)
+{
+	if (c->frag_len + n > c->frag_cap) {
+		size_t cap = c->frag_cap ? c->frag_cap : 1024;
+		uint8_t *f;
+		while (cap < c->frag_len + n)
+			cap *= 2;
+		if (cap > WS_MAX_MESSAGE)
+			cap = WS_MAX_MESSAGE;
+		if (!(f = realloc(c->frag, cap)))
+			return -1;
+		c->frag = f;
+		c->frag_cap = (uint32_t)cap;
+	}
+	memcpy(c->frag + c->frag_len, p, n);
+	c->frag_len += (uint32_t)n;
+	return 0;
+}
+
+static void ws_frame(gw_conn_t *c, const ws_frame_t *f)
+{
+	int code, bad;
+
+	switch (f->opcode) {
+	case WS_OP_PING:
+		conn_queue(c, ws_frame_new(WS_OP_PONG, f->payload, f->payload_len));
+		return;
+	case WS_OP_PONG:
+		return; /* last_rx is already updated */
+	case WS_OP_CLOSE:
+		if ((bad = ws_check_close(f->payload, f->payload_len, &code)) != 0) {
+			gw_conn_close(c, bad, "invalid close frame");
+			return;
+		}
+		/* Echo the peer's code, as RFC 6455 section 5.5.1 asks. */
+		gw_conn_close(c, code, NULL);
+		return;
+	case WS_OP_BINARY:
+		gw_conn_close(c, WS_CLOSE_UNSUPPORTED, "binary messages are not supported");
+		return;
+	case WS_OP_CONT:
+		if (c->frag_opcode == WS_OP_BINARY) {
+			gw_conn_close(c, WS_CLOSE_UNSUPPORTED, "binary messages are not supported");
+			return;
+		}
+		break;
+	default:
+		break;
+	}
+	/* Text, whole or in fragments: validate as it comes, fail fast. */
+	c->utf8 = (uint8_t)utf8_validate(c->utf8, f->payload, f->payload_len);
+	if (c->utf8 == UTF8_REJECT || (f->fin && c->utf8 != UTF8_ACCEPT)) {
+		gw_conn_close(c, WS_CLOSE_INVALID_DATA, "invalid UTF-8 in a text message");
+		return;
+	}
+	if (f->opcode == WS_OP_TEXT && f->fin) {
+		ws_message(c, f->payload, f->payload_len);
+		return;
+	}
+	if (frag_append(c, f->payload, f->payload_len) < 0) {
+		gw_conn_close(c, WS_CLOSE_INTERNAL, "out of memory");
+		return;
+	}
+	if (f->opcode == WS_OP_TEXT)
+		c->frag_opcode = WS_OP_TEXT;
+	if (f->fin) {
+		uint8_t *m = c->frag;
+		size_t n = c->frag_len;
+
+		c->frag = NULL;
+		c->frag_len = c->frag_cap = 0;
+		c->frag_opcode = 0;
+		ws_message(c, m, n);
+		free(m);
+	}
+}
+
+static size_t process_ws(gw_conn_t *c, uint8_t *data, size_t len)
+{
+	size_t off = 0;
+
+	while (off < len && c->state == ST_WS && !(c->flags & F_DEAD)) {
+		ws_frame_t f;
+		long r = ws_next_frame(data + off, len - off, c->frag_opcode, c->frag_len,
+		                       WS_MAX_MESSAGE, &f);
+		if (r == WS_INCOMPLETE)
+			break;
+		if (r < 0) {
+			gw_conn_close(c, (int)-r, r == -WS_CLOSE_TOO_BIG ? "message too big"
+			                                                  : "WebSocket protocol error");
+			return len;
+		}
+		off += (size_t)r;
+		ws_frame(c, &f);
+	}
+	return off;
+}
+
+/* ---- input ---------------------------------------------------------- */
+
+static size_t process_bytes(gw_conn_t *c, uint8_t *data, size_t len)
+{
+	switch (c->state) {
+	case ST_HTTP:
+		return process_http(c, (const char *)data, len);
+	case ST_WS:
+		return process_ws(c, data, len);
+	default:
+		return len; /* closing: input is ignored */
+	}
+}
+
+/* Runs what is buffered in rbuf (after a worker's answer unpaused us). */
+static void conn_process(gw_conn_t *c)
+{
+	size_t used;
+
+	if (!c->rlen)
+		return;
+	used = process_bytes(c, c->rbuf, c->rlen);
+	if (c->flags & F_DEAD)
+		return;
+	if (used >= c->rlen) {
+		free(c->rbuf);
+		c->rbuf = NULL;
+		c->rlen = c->rcap = 0;
+	} else if (used) {
+		memmove(c->rbuf, c->rbuf + used, c->rlen - used);
+		c->rlen -= (uint32_t)used;
+	}
+}
+
+static uint32_t input_cap(const gw_conn_t *c)
+{
+	return c->state == ST_WS ? WS_MAX_FRAME : HTTP_MAX_REQUEST;
+}
+
+static void conn_read(gw_conn_t *c)
+{
+	io_thread_t *t = c->t;
+	server_t *srv = t->gw->srv;
+	int i;
+
+	for (i = 0; i < 4 && !(c->flags & (F_DEAD | F_READ_OFF)); i++) {
+		uint8_t *dst;
+		size_t room, used, len;
+		ssize_t n;
+
+		if (c->rlen) {
+			uint32_t cap = input_cap(c);
+			if (c->rlen >= cap) {
+				/* The parser would have refused this by now. */
+				conn_kill(c);
+				return;
+			}
+			if (c->rcap < cap && c->rcap - c->rlen < READ_CHUNK) {
+				size_t ncap = c->rlen + READ_CHUNK < cap ? c->rlen + READ_CHUNK : cap;
+				uint8_t *b = realloc(c->rbuf, ncap);
+				if (!b) {
+					conn_kill(c);
+					return;
+				}
+				c->rbuf = b;
+				c->rcap = (uint32_t)ncap;
+			}
+			dst = c->rbuf + c->rlen;
+			room = c->rcap - c->rlen;
+		} else {
+			dst = t->tbuf;
+			room = READ_CHUNK;
+		}
+		n = read(c->fd, dst, room);
+		if (n == 0) {
+			conn_kill(c);
+			return;
+		}
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				conn_kill(c);
+			return;
+		}
+		c->last_rx = loop_now_s(t->loop);
+		if (c->state >= ST_CLOSING || atomic_load(&srv->draining)) {
+			continue; /* no new work once closing or shutting down */
+		}
+		if (dst == t->tbuf) {
+			used = process_bytes(c, dst, (size_t)n);
+			if (c->flags & F_DEAD)
+				return;
+			if (used < (size_t)n) {
+				len = (size_t)n - used;
+				c->rcap = len < 4096 ? 4096 : (uint32_t)len;
+				if (!(c->rbuf = malloc(c->rcap))) {
+					conn_kill(c);
+					return;
+				}
+				memcpy(c->rbuf, dst + used, len);
+				c->rlen = (uint32_t)len;
+			}
+		} else {
+			c->rlen += (uint32_t)n;
+			conn_process(c);
+		}
+		if ((size_t)n < room)
+			break;
+	}
+}
+
+static void conn_on_io(loop_t *loop, loop_watch_t *w, uint32_t events)
+{
+	gw_conn_t *c = (gw_conn_t *)w;
+
+	(void)loop;
+	if (c->flags & F_DEAD)
+		return;
+	if (events & EPOLLOUT)
+		conn_flush(c);
+	if (c->flags & F_DEAD)
+		return;
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+		if ((events & (EPOLLHUP | EPOLLERR)) && (c->flags & F_READ_OFF)) {
+			conn_kill(c); /* gone while a worker had its request */
+			return;
+		}
+		conn_read(c);
+	}
+}
+
+/* ---- timers --------------------------------------------------------- */
+
+static void conn_timer(gw_conn_t *c, uint32_t now)
+{
+	const server_config_t *cfg = &c->t->gw->srv->cfg;
+	uint32_t limit, next;
+
+	switch (c->state) {
+	case ST_HTTP:
+		if (c->flags & F_BUSY) {
+			schedule(c, now + 5);
+			return;
+		}
+		limit = (uint32_t)(c->rlen ? HTTP_PARTIAL_TIMEOUT_S : cfg->http_timeout_s);
+		if (now - c->last_rx >= limit) {
+			conn_kill(c);
+			return;
+		}
+		schedule(c, c->last_rx + limit);
+		return;
+	case ST_WS:
+		if (now - c->last_rx >= (uint32_t)cfg->idle_timeout_s) {
+			log_debug("gateway: user %lld silent for %ds; closing", (long long)c->user,
+			          cfg->idle_timeout_s);
+			gw_conn_close(c, WS_CLOSE_GOING_AWAY, "idle timeout");
+			schedule(c, now + LINGER_S + 1);
+			return;
+		}
+		if (now - c->last_ping >= (uint32_t)cfg->ping_interval_s) {
+			conn_queue(c, ws_frame_new(WS_OP_PING, NULL, 0));
+			c->last_ping = now;
+		}
+		next = c->last_ping + (uint32_t)cfg->ping_interval_s;
+		if (c->last_rx + (uint32_t)cfg->idle_timeout_s < next)
+			next = c->last_rx + (uint32_t)cfg->idle_timeout_s;
+		schedule(c, next);
+		return;
+	default:
+		/* Closing or lingering past its time. */
+		conn_kill(c);
+	}
+}
+
+static void on_tick(loop_t *loop, void *ud, uint32_t now)
+{
+	io_thread_t *t = ud;
+
+	(void)loop;
+	if (t->accept_paused && t->lfd >= 0 &&
+	    loop_watch_add(t->loop, t->lfd, EPOLLIN, &t->lwatch) == 0)
+		t->accept_paused = 0;
+	while (t->wheel_now < now) {
+		gw_conn_t *c, *next;
+		uint32_t slot;
+
+		t->wheel_now++;
+		slot = t->wheel_now % WHEEL;
+		c = t->wheel[slot];
+		t->wheel[slot] = NULL;
+		for (; c; c = next) {
+			next = c->wnext;
+			c->wprev = c->wnext = NULL;
+			c->flags &= ~F_IN_WHEEL;
+			if (c->flags & F_DEAD)
+				continue;
+			if (c->due > t->wheel_now)
+				schedule(c, c->due);
+			else
+				conn_timer(c, t->wheel_now);
+		}
+	}
+}
+
+/* ---- accepting ------------------------------------------------------ */
+
+static int slot_alloc(io_thread_t *t, uint32_t *slot)
+{
+	if (!t->nfree) {
+		uint32_t n = t->nslots ? t->nslots * 2 : 1024, i;
+		gw_conn_t **c = realloc(t->conns, n * sizeof *c);
+		uint32_t *g, *f;
+
+		if (!c)
+			return -1;
+		t->conns = c;
+		if (!(g = realloc(t->gens, n * sizeof *g)))
+			return -1;
+		t->gens = g;
+		if (!(f = realloc(t->free_slots, n * sizeof *f)))
+			return -1;
+		t->free_slots = f;
+		for (i = t->nslots; i < n; i++) {
+			t->conns[i] = NULL;
+			t->gens[i] = 0;
+		}
+		for (i = n; i > t->nslots; i--)
+			t->free_slots[t->nfree++] = i - 1;
+		t->nslots = n;
+	}
+	*slot = t->free_slots[--t->nfree];
+	return 0;
+}
+
+static void on_accept(loop_t *loop, loop_watch_t *w, uint32_t events)
+{
+	io_thread_t *t = (io_thread_t *)((char *)w - offsetof(io_thread_t, lwatch));
+	int i;
+
+	(void)events;
+	for (i = 0; i < ACCEPT_BATCH; i++) {
+		int fd = accept4(t->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), one = 1;
+		gw_conn_t *c;
+		uint32_t slot;
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS) {
+				/* Level-triggered: the listener would wake us at once
+				 * again. Stop watching it until the next tick. */
+				log_warn("gateway: accept: %s; pausing accepts for a second", strerror(errno));
+				loop_watch_del(loop, t->lfd);
+				t->accept_paused = 1;
+			}
+			return;
+		}
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		if (!(c = calloc(1, sizeof *c)) || slot_alloc(t, &slot) < 0) {
+			log_warn("gateway: out of memory for a new connection");
+			free(c);
+			close(fd);
+			return;
+		}
+		c->watch.on_io = conn_on_io;
+		c->t = t;
+		c->fd = fd;
+		c->slot = slot;
+		c->gen = t->gens[slot];
+		c->state = ST_HTTP;
+		c->last_rx = loop_now_s(loop);
+		t->conns[slot] = c;
+		t->nconns++;
+		if (loop_watch_add(loop, fd, EPOLLIN, &c->watch) < 0) {
+			log_warn("gateway: epoll_ctl: %s", strerror(errno));
+			conn_kill(c);
+			continue;
+		}
+		schedule(c, c->last_rx + (uint32_t)t->gw->srv->cfg.http_timeout_s);
+	}
+}
+
+/* ---- end of each loop turn ------------------------------------------ */
+
+static void before_sleep(loop_t *loop, void *ud)
+{
+	io_thread_t *t = ud;
+	size_t i;
+
+	/* Flush every connection written to in this turn: one writev per
+	 * connection per turn however many frames it got. */
+	while (t->dirty) {
+		gw_conn_t *c = t->dirty;
+		t->dirty = c->next_dirty;
+		c->next_dirty = NULL;
+		c->flags &= ~F_DIRTY;
+		if (!(c->flags & F_DEAD))
+			conn_flush(c);
+	}
+	for (i = 0; i < t->nreap; i++)
+		conn_free(t->reap[i]);
+	t->nreap = 0;
+	if (t->exiting) {
+		if (t->nconns == 0 || loop_now_ms(loop) >= t->exit_deadline_ms) {
+			uint32_t s;
+			for (s = 0; s < t->nslots; s++)
+				if (t->conns[s])
+					conn_free(t->conns[s]);
+			loop_stop(loop);
+		}
+	}
+}
+
+/* ---- posted tasks --------------------------------------------------- */
+
+static void task_live(loop_t *loop, void *p, uint64_t u)
+{
+	io_thread_t *t = loop_hooks_ud(loop);
+	sbuf_t *frame = p;
+	gw_conn_t *c = resolve(t, u);
+
+	if (c && c->state == ST_WS)
+		chat_on_live(t->gw->srv, c, frame);
+	sbuf_unref(frame);
+}
+
+static void task_frame(loop_t *loop, void *p, uint64_t u)
+{
+	io_thread_t *t = loop_hooks_ud(loop);
+	gw_conn_t *c = resolve(t, u);
+
+	if (c && c->state == ST_WS)
+		conn_queue(c, p);
+	else
+		sbuf_unref(p);
+}
+
+static void task_ack(loop_t *loop, void *p, uint64_t u)
+{
+	io_thread_t *t = loop_hooks_ud(loop);
+	gw_conn_t *c = resolve(t, u);
+
+	if (c && c->sends)
+		c->sends--;
+	if (c && c->state == ST_WS)
+		conn_queue(c, p);
+	else
+		sbuf_unref(p);
+}
+
+typedef struct call {
+	gw_call_fn fn;
+	void *p;
+} call_t;
+
+static void task_call(loop_t *loop, void *p, uint64_t u)
+{
+	io_thread_t *t = loop_hooks_ud(loop);
+	call_t *call = p;
+	gw_conn_t *c = resolve(t, u);
+
+	call->fn(c && c->state == ST_WS ? c : NULL, call->p);
+	free(call);
+}
+
+static void http_done(loop_t *loop, sbuf_t *resp, uint64_t u, int keep)
+{
+	io_thread_t *t = loop_hooks_ud(loop);
+	gw_conn_t *c = resolve(t, u);
+
+	if (!c || !(c->flags & F_BUSY)) {
+		sbuf_unref(resp);
+		return;
+	}
+	c->flags &= ~F_BUSY;
+	conn_queue(c, resp);
+	if (!keep || atomic_load(&t->gw->srv->draining) || t->exiting) {
+		c->state = ST_CLOSING;
+		c->flags |= F_FLUSH_CLOSE;
+		return;
+	}
+	c->last_rx = loop_now_s(loop);
+	pause_reading(c, 0);
+	conn_process(c); /* a pipelined request may be waiting */
+}
+
+static void task_http_keep(loop_t *loop, void *p, uint64_t u)
+{
+	http_done(loop, p, u, 1);
+}
+
+static void task_http_close(loop_t *loop, void *p, uint64_t u)
+{
+	http_done(loop, p, u, 0);
+}
+
+typedef struct upgrade {
+	int64_t user, device;
+	char accept[29];
+} upgrade_t;
+
+static void task_upgrade(loop_t *loop, void *p, uint64_t u)
+{
+	io_thread_t *t = loop_hooks_ud(loop);
+	server_t *srv = t->gw->srv;
+	upgrade_t *up = p;
+	gw_conn_t *c = resolve(t, u);
+	char head[256];
+	int n;
+
+	if (!c || !(c->flags & F_BUSY) || c->state != ST_HTTP) {
+		free(up);
+		return;
+	}
+	c->flags &= ~F_BUSY;
+	if (atomic_load(&srv->draining) || t->exiting) {
+		http_fail(c, 503, "unavailable", "shutting down", NULL);
+	} else if (!up->user) {
+		http_fail(c, 401, "unauthorized", "invalid or expired token", NULL);
+	} else if (bus_attach(srv->bus, up->user, up->device, handle_of(c)) < 0) {
+		http_fail(c, 503, "unavailable", "out of memory", NULL);
+	} else {
+		n = snprintf(head, sizeof head,
+		             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+		             "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", up->accept);
+		conn_queue(c, sbuf_copy(head, (size_t)n));
+		c->state = ST_WS;
+		c->user = up->user;
+		c->device = up->device;
+		c->last_rx = c->last_ping = loop_now_s(loop);
+		conn_queue(c, frames_ready(c->user, c->device, clock_wall_ms()));
+		schedule(c, c->last_ping + (uint32_t)srv->cfg.ping_interval_s);
+		pause_reading(c, 0);
+		conn_process(c);
+	}
+	free(up);
+}
+
+static void task_kick(loop_t *loop, void *p, uint64_t u)
+{
+	io_thread_t *t = loop_hooks_ud(loop);
+	gw_conn_t *c = resolve(t, u);
+
+	(void)p;
+	if (c && c->state == ST_WS)
+		gw_conn_close(c, WS_CLOSE_POLICY, "session ended");
+}
+
+static void task_stop_accept(loop_t *loop, void *p, uint64_t u)
+{
+	io_thread_t *t = loop_hooks_ud(loop);
+
+	(void)p;
+	(void)u;
+	if (t->lfd >= 0) {
+		if (!t->accept_paused)
+			loop_watch_del(loop, t->lfd);
+		close(t->lfd);
+		t->lfd = -1;
+	}
+}
+
+static void task_goaway(loop_t *loop, void *p, uint64_t u)
+{
+	io_thread_t *t = loop_hooks_ud(loop);
+	uint32_t s;
+
+	(void)p;
+	t->exiting = 1;
+	t->exit_deadline_ms = loop_now_ms(loop) + (int64_t)u;
+	for (s = 0; s < t->nslots; s++) {
+		gw_conn_t *c = t->conns[s];
+		if (!c || (c->flags & F_DEAD))
+			continue;
+		if (c->state == ST_WS)
+			gw_conn_close(c, WS_CLOSE_GOING_AWAY, "server shutting down");
+		else if (c->state == ST_HTTP && !(c->flags & F_BUSY))
+			conn_kill(c);
+	}
+}
+
+/* ---- public: any thread --------------------------------------------- */
+
+static void post(gateway_t *gw, uint64_t conn, loop_task_fn fn, void *p)
+{
+	io_thread_t *t = thread_of(gw, conn);
+
+	if (!t || loop_post(t->loop, fn, p, conn) < 0) {
+		log_error("gateway: cannot post to connection %llx", (unsigned long long)conn);
+		/* Run it with a handle that resolves to nothing so that it
+		 * releases what it carries. */
+		if (t)
+			fn(t->loop, p, ~0ULL);
+	}
+}
+
+void gw_post_frame(gateway_t *gw, uint64_t conn, sbuf_t *frame)
+{
+	if (frame)
+		post(gw, conn, task_frame, sbuf_ref(frame));
+}
+
+void gw_post_ack(gateway_t *gw, uint64_t conn, sbuf_t *frame)
+{
+	if (frame)
+		post(gw, conn, task_ack, sbuf_ref(frame));
+}
+
+void gw_post_call(gateway_t *gw, uint64_t conn, gw_call_fn fn, void *p)
+{
+	call_t *call = malloc(sizeof *call);
+
+	if (!call) {
+		fn(NULL, p);
+		return;
+	}
+	call->fn = fn;
+	call->p = p;
+	post(gw, conn, task_call, call);
+}
+
+void gw_post_http(gateway_t *gw, uint64_t conn, sbuf_t *response, int keep_alive)
+{
+	if (!response)
+		response = sbuf_copy("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"
+		                     "Connection: close\r\n\r\n", 76);
+	post(gw, conn, keep_alive ? task_http_keep : task_http_close, response);
+}
+
+void gw_post_upgrade(gateway_t *gw, uint64_t conn, int64_t user, int64_t device,
+                     const char accept[29])
+{
+	upgrade_t *up = malloc(sizeof *up);
+
+	if (!up) {
+		gw_post_http(gw, conn, NULL, 0);
+		return;
+	}
+	up->user = user;
+	up->device = device;
+	memcpy(up->accept, accept, 29);
+	post(gw, conn, task_upgrade, up);
+}
+
+static void sink_deliver(void *ud, uint64_t conn, sbuf_t *frame)
+{
+	post(ud, conn, task_live, sbuf_ref(frame));
+}
+
+static void sink_kick(void *ud, uint64_t conn)
+{
+	post(ud, conn, task_kick, NULL);
+}
+
+bus_sink_t gateway_bus_sink(gateway_t *gw)
+{
+	bus_sink_t s = {sink_deliver, sink_kick, gw};
+	return s;
+}
+
+/* ---- public: connection's own thread -------------------------------- */
+
+uint64_t gw_conn_handle(const gw_conn_t *c)
+{
+	return handle_of(c);
+}
+
+int64_t gw_conn_user(const gw_conn_t *c)
+{
+	return c->user;
+}
+
+int64_t gw_conn_device(const gw_conn_t *c)
+{
+	return c->device;
+}
+
+void **gw_conn_chat(gw_conn_t *c)
+{
+	return &c->chat;
+}
+
+void gw_conn_send(gw_conn_t *c, sbuf_t *frame)
+{
+	if (frame)
+		conn_queue(c, sbuf_ref(frame));
+}
+
+size_t gw_conn_queued(const gw_conn_t *c)
+{
+	return c->out_bytes;
+}
+
+int gw_conn_sends_begin(gw_conn_t *c, int max)
+{
+	if (c->sends >= max || c->sends == UINT8_MAX)
+		return -1;
+	c->sends++;
+	return 0;
+}
+
+void gw_conn_sends_end(gw_conn_t *c)
+{
+	if (c->sends)
+		c->sends--;
+}
+
+/* ---- set-up and shut-down ------------------------------------------- */
+
+static int listen_on(const char *host, int port, int *out_port)
+{
+	struct addrinfo hints = {0}, *res = NULL;
+	char portstr[16];
+	int fd = -1, one = 1, rc;
+
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	snprintf(portstr, sizeof portstr, "%d", port);
+	if ((rc = getaddrinfo(host, portstr, &hints, &res)) != 0) {
+		log_error("gateway: cannot resolve %s: %s", host, gai_strerror(rc));
+		return -1;
+	}
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+	    bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
+		log_error("gateway: cannot listen on %s:%d: %s", host, port, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(res);
+		return -1;
+	}
+	if (out_port) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof ss;
+		getsockname(fd, (struct sockaddr *)&ss, &sl);
+		*out_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+		                                           : ((struct sockaddr_in *)&ss)->sin_port);
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
+gateway_t *gateway_new(server_t *srv)
+{
+	gateway_t *gw = calloc(1, sizeof *gw);
+	int i;
+
+	if (!gw)
+		return NULL;
+	gw->srv = srv;
+	gw->n = srv->cfg.threads;
+	if (!(gw->t = calloc((size_t)gw->n, sizeof *gw->t)))
+		goto err;
+	for (i = 0; i < gw->n; i++) {
+		io_thread_t *t = &gw->t[i];
+		loop_hooks_t hooks = {before_sleep, on_tick, t};
+
+		t->gw = gw;
+		t->index = i;
+		t->lfd = -1;
+		snprintf(t->name, sizeof t->name, "io-%d", i);
+		/* SO_REUSEPORT: one listener per thread and the kernel spreads
+		 * connections among them; with port 0 the first picks it. */
+		t->lfd = listen_on(srv->cfg.host, i == 0 ? srv->cfg.port : gw->port,
+		                   i == 0 ? &gw->port : NULL);
+		if (t->lfd < 0)
+			goto err;
+		if (!(t->loop = loop_new(&hooks)) || !(t->tbuf = malloc(READ_CHUNK)))
+			goto err;
+		t->lwatch.on_io = on_accept;
+		if (loop_watch_add(t->loop, t->lfd, EPOLLIN, &t->lwatch) < 0)
+			goto err;
+		t->wheel_now = loop_now_s(t->loop);
+	}
+	return gw;
+err:
+	gateway_free(gw);
+	return NULL;
+}
+
+static void *io_main(void *p)
+{
+	io_thread_t *t = p;
+
+	log_set_thread_name(t->name);
+	t->wheel_now = (uint32_t)(clock_mono_ms() / 1000);
+	loop_run(t->loop);
+	return NULL;
+}
+
+int gateway_start(gateway_t *gw)
+{
+	int i;
+
+	for (i = 0; i < gw->n; i++) {
+		if (pthread_create(&gw->t[i].thread, NULL, io_main, &gw->t[i]) != 0) {
+			log_error("gateway: cannot start I/O thread %d", i);
+			return -1;
+		}
+		gw->t[i].started = 1;
+	}
+	return 0;
+}
+
+int gateway_port(const gateway_t *gw)
+{
+	return gw->port;
+}
+
+void gateway_stop_accepting(gateway_t *gw)
+{
+	int i;
+
+	for (i = 0; i < gw->n; i++)
+		post(gw, (uint64_t)i << 56, task_stop_accept, NULL);
+}
+
+void gateway_shutdown(gateway_t *gw, int grace_ms)
+{
+	int i;
+
+	for (i = 0; i < gw->n; i++)
+		if (loop_post(gw->t[i].loop, task_goaway, NULL, (uint64_t)grace_ms) < 0)
+			log_error("gateway: cannot tell I/O thread %d to stop", i);
+	for (i = 0; i < gw->n; i++) {
+		if (gw->t[i].started)
+			pthread_join(gw->t[i].thread, NULL);
+		gw->t[i].started = 0;
+	}
+}
+
+void gateway_free(gateway_t *gw)
+{
+	int i;
+	uint32_t s;
+
+	if (!gw)
+		return;
+	for (i = 0; gw->t && i < gw->n; i++) {
+		io_thread_t *t = &gw->t[i];
+		for (s = 0; s < t->nslots; s++)
+			if (t->conns[s])
+				conn_free(t->conns[s]);
+		/* Tasks still queued resolve to no connection and only release
+		 * what they carry. */
+		loop_free(t->loop);
+		if (t->lfd >= 0)
+			close(t->lfd);
+		free(t->conns);
+		free(t->gens);
+		free(t->free_slots);
+		free(t->reap);
+		free(t->tbuf);
+	}
+	free(gw->t);
+	free(gw);
+}

@@ -1,0 +1,146 @@
+/* main.c - the parley command line. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "server.h"
+#include "snowflake.h"
+
+#define PARLEY_VERSION "0.1.0"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: parley serve [options]\n"
+	        "       parley --version\n"
+	        "\n"
+	        "Runs a Parley chat server node.\n"
+	        "\n"
+	        "options:\n"
+	        "  --listen HOST:PORT   address to listen on (default 127.0.0.1:8080;\n"
+	        "                       port 0 picks a free port, printed when ready)\n"
+	        "  --data DIR           data directory, created if missing (default ./parley-data)\n"
+	        "  --threads N          I/O threads (default: one per core)\n"
+	        "  --node-id N          node id 0-1023 for message ids (default 0)\n"
+	        "  --log-level LEVEL    debug, info, warn or error (default info)\n"
+	        "  -h, --help           show this help\n");
+}
+
+static int parse_int(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int parse_listen(const char *s, server_config_t *cfg)
+{
+	const char *colon;
+	size_t hlen;
+	long port;
+
+	if (s[0] == '[') { /* [v6]:port */
+		const char *close = strchr(s, ']');
+		if (!close || close[1] != ':')
+			return -1;
+		hlen = (size_t)(close - s - 1);
+		if (hlen == 0 || hlen >= sizeof cfg->host)
+			return -1;
+		memcpy(cfg->host, s + 1, hlen);
+		cfg->host[hlen] = 0;
+		colon = close + 1;
+	} else {
+		if (!(colon = strrchr(s, ':')))
+			return -1;
+		hlen = (size_t)(colon - s);
+		if (hlen == 0 || hlen >= sizeof cfg->host)
+			return -1;
+		memcpy(cfg->host, s, hlen);
+		cfg->host[hlen] = 0;
+	}
+	if (parse_int(colon + 1, 0, 65535, &port) < 0)
+		return -1;
+	cfg->port = (int)port;
+	return 0;
+}
+
+static int bad(const char *msg, const char *arg)
+{
+	fprintf(stderr, "parley: %s '%s'; see 'parley serve --help'\n", msg, arg);
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	server_config_t cfg;
+	long v;
+	int i;
+
+	server_config_defaults(&cfg);
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+		printf("parley %s\n", PARLEY_VERSION);
+		return 0;
+	}
+	if (strcmp(argv[1], "serve") != 0)
+		return bad("unknown command", argv[1]);
+	for (i = 2; i < argc; i++) {
+		const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			usage(stdout);
+			return 0;
+		}
+		if (strncmp(a, "--", 2) != 0)
+			return bad("unexpected argument", a);
+		if (strcmp(a, "--listen") && strcmp(a, "--data") && strcmp(a, "--threads") &&
+		    strcmp(a, "--node-id") && strcmp(a, "--log-level"))
+			return bad("unknown option", a);
+		if (!val)
+			return bad("missing value for", a);
+		i++;
+		if (!strcmp(a, "--listen")) {
+			if (parse_listen(val, &cfg) < 0)
+				return bad("--listen wants HOST:PORT, not", val);
+		} else if (!strcmp(a, "--data")) {
+			if (!*val || strlen(val) >= sizeof cfg.data_dir - 64)
+				return bad("--data wants a directory, not", val);
+			snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", val);
+		} else if (!strcmp(a, "--threads")) {
+			if (parse_int(val, 1, 64, &v) < 0)
+				return bad("--threads wants 1 to 64, not", val);
+			cfg.threads = (int)v;
+		} else if (!strcmp(a, "--node-id")) {
+			if (parse_int(val, 0, SNOWFLAKE_NODE_MAX, &v) < 0)
+				return bad("--node-id wants 0 to 1023, not", val);
+			cfg.node_id = (uint32_t)v;
+		} else {
+			if (!strcmp(val, "debug"))
+				log_level = LOG_DEBUG;
+			else if (!strcmp(val, "info"))
+				log_level = LOG_INFO;
+			else if (!strcmp(val, "warn"))
+				log_level = LOG_WARN;
+			else if (!strcmp(val, "error"))
+				log_level = LOG_ERROR;
+			else
+				return bad("--log-level wants debug, info, warn or error, not", val);
+		}
+	}
+	return server_run(&cfg);
+}

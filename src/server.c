@@ -1,0 +1,145 @@
+/* server.c - start-up and orderly shut-down of a node (server.h). */
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "bus.h"
+#include "chat.h"
+#include "gateway.h"
+#include "log.h"
+#include "store.h"
+#include "workers.h"
+#include "writer.h"
+
+#define SHUTDOWN_GRACE_MS 3000
+
+void server_config_defaults(server_config_t *cfg)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	memset(cfg, 0, sizeof *cfg);
+	snprintf(cfg->host, sizeof cfg->host, "127.0.0.1");
+	cfg->port = 8080;
+	snprintf(cfg->data_dir, sizeof cfg->data_dir, "parley-data");
+	cfg->threads = n > 0 ? (int)n : 1;
+	cfg->workers = 0;
+	cfg->node_id = 0;
+	cfg->out_limit = 1 << 20;
+	cfg->ping_interval_s = 30;
+	cfg->idle_timeout_s = 75;
+	cfg->http_timeout_s = 60;
+	cfg->max_sends_in_flight = 128;
+}
+
+/* Creates the data directory if missing and takes its lock, so that two
+ * servers never share one store. Returns the lock's fd or -1 (logged). */
+static int data_dir_lock(const char *dir)
+{
+	char path[4200];
+	struct stat st;
+	int fd;
+
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		log_error("cannot create data directory %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		log_error("data directory %s is not a directory", dir);
+		return -1;
+	}
+	if (access(dir, R_OK | W_OK | X_OK) < 0) {
+		log_error("data directory %s is not writable: %s", dir, strerror(errno));
+		return -1;
+	}
+	snprintf(path, sizeof path, "%s/LOCK", dir);
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+		log_error("cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		log_error("data directory %s is in use by another parley process", dir);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int server_run(const server_config_t *cfg)
+{
+	server_t srv_, *srv = &srv_;
+	sigset_t sigs;
+	store_t *st;
+	bus_sink_t sink;
+	int lockfd, sig, status = 1;
+	uint64_t batches, ops;
+
+	memset(srv, 0, sizeof *srv);
+	srv->cfg = *cfg;
+	if (srv->cfg.workers <= 0)
+		srv->cfg.workers = srv->cfg.threads < 2 ? 2 : srv->cfg.threads;
+	atomic_init(&srv->draining, 0);
+
+	/* Block the stop signals before any thread starts, so every thread
+	 * inherits the mask and only sigwait below receives them. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (auth_init() < 0) {
+		log_error("cannot initialise libsodium");
+		return 1;
+	}
+	if ((lockfd = data_dir_lock(cfg->data_dir)) < 0)
+		return 1;
+	/* Open once here so that a bad store fails before we listen. */
+	if (!(st = store_open(cfg->data_dir)))
+		goto out;
+	store_close(st);
+	if (!(srv->writer = writer_new(cfg->data_dir, cfg->node_id, 65536, chat_writer_done, srv)))
+		goto out;
+	if (!(srv->workers = workers_new(srv->cfg.workers, cfg->data_dir, 16384)))
+		goto out;
+	if (!(srv->gw = gateway_new(srv)))
+		goto out;
+	sink = gateway_bus_sink(srv->gw);
+	if (!(srv->bus = bus_local_new(&sink)))
+		goto out;
+	if (gateway_start(srv->gw) < 0)
+		goto out;
+
+	printf("parley: listening on http://%s:%d (threads %d, data %s, node %u)\n", cfg->host,
+	       gateway_port(srv->gw), srv->cfg.threads, cfg->data_dir, cfg->node_id);
+	fflush(stdout);
+	log_info("ready: %d I/O threads, %d workers", srv->cfg.threads, srv->cfg.workers);
+
+	while (sigwait(&sigs, &sig) != 0)
+		;
+	log_info("%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	/* Stop taking work, let the writer store and acknowledge everything
+	 * it was given, then say goodbye to the clients. */
+	gateway_stop_accepting(srv->gw);
+	atomic_store(&srv->draining, 1);
+	writer_drain(srv->writer);
+	gateway_shutdown(srv->gw, SHUTDOWN_GRACE_MS);
+	writer_stats(srv->writer, &batches, &ops);
+	log_info("stopped: %llu ops stored in %llu commits", (unsigned long long)ops,
+	         (unsigned long long)batches);
+	status = 0;
+out:
+	workers_free(srv->workers);
+	writer_free(srv->writer);
+	gateway_free(srv->gw);
+	bus_free(srv->bus);
+	close(lockfd);
+	return status;
+}

@@ -1,0 +1,48 @@
+/* server.h - the parts of one running node and its settings.
+ *
+ * main.c fills the configuration, server_run builds the parts in order
+ * (store schema, writer, workers, bus, gateway), serves until SIGINT or
+ * SIGTERM, then takes them down in the order that loses nothing: stop
+ * accepting, let the writer finish and acknowledge what it holds, close
+ * WebSockets with 1001, flush, exit. */
+#ifndef PARLEY_SERVER_H
+#define PARLEY_SERVER_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct bus bus_t;
+typedef struct writer writer_t;
+typedef struct workers workers_t;
+typedef struct gateway gateway_t;
+
+typedef struct server_config {
+	char host[256];
+	int port;                 /* 0: any free port (printed when ready) */
+	char data_dir[4096];
+	int threads;              /* I/O threads; 0: one per core */
+	int workers;              /* worker threads; 0: default */
+	uint32_t node_id;         /* 0..1023, the snowflake node bits */
+	size_t out_limit;         /* bytes queued to one client before it is dropped */
+	int ping_interval_s;      /* server pings this often (30) */
+	int idle_timeout_s;       /* closes a WebSocket silent this long (75) */
+	int http_timeout_s;       /* closes an HTTP connection idle this long */
+	int max_sends_in_flight;  /* per connection, awaiting their ack */
+} server_config_t;
+
+typedef struct server {
+	server_config_t cfg;
+	bus_t *bus;
+	writer_t *writer;
+	workers_t *workers;
+	gateway_t *gw;
+	atomic_int draining;      /* shutting down: no new work is taken */
+} server_t;
+
+void server_config_defaults(server_config_t *cfg);
+
+/* Runs a node until SIGINT/SIGTERM. Returns the process exit status. */
+int server_run(const server_config_t *cfg);
+
+#endif

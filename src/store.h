@@ -1,0 +1,248 @@
+/* store.h - the durable store: users, devices, conversations, messages and
+ * receipt watermarks, behind one interface.
+ *
+ * This is the first of Parley's two seams for scale-out. The gateway and the
+ * message logic call only the functions below; the backend (SQLite today,
+ * store_sqlite.c; PostgreSQL later) sits behind the vtable. Every call
+ * blocks on disk or network, so none is ever made from an I/O thread: only
+ * the worker pool (workers.h) and the group-commit writer (writer.h) hold a
+ * store handle, one handle per thread.
+ *
+ * Returns: STORE_OK (0) or a negative STORE_* code. Strings and arrays handed
+ * out are malloc'd and owned by the caller; free them with the *_free helpers
+ * at the end of this file. */
+#ifndef PARLEY_STORE_H
+#define PARLEY_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+	STORE_OK = 0,
+	STORE_NOT_FOUND = -1,
+	STORE_EXISTS = -2,     /* unique name taken; or a send already stored */
+	STORE_FORBIDDEN = -3,  /* not a member (or no such conversation) */
+	STORE_ERROR = -4,      /* the backend failed; logged where it happened */
+};
+
+enum { STORE_DIRECT = 1, STORE_GROUP = 2 };
+enum { STORE_DELIVERED = 1, STORE_READ = 2 };
+
+#define STORE_USERNAME_MAX 32
+#define STORE_TOKEN_HASH_LEN 32
+
+typedef struct store store_t;
+
+typedef struct store_message {
+	int64_t conv, id, seq, from, ts;
+	char *cmid;
+	char *body;
+	size_t body_len;
+} store_message_t;
+
+typedef struct store_conv {
+	int64_t id;
+	int kind;
+	char *title;            /* NULL when none */
+	int64_t *members;       /* every member, ascending */
+	size_t nmembers;
+	int64_t last_seq;
+	int64_t last_ts;
+	int64_t read_seq;       /* the caller's own read watermark */
+	int64_t unread;         /* messages after read_seq sent by others */
+	store_message_t *last_message; /* NULL when the conversation is empty */
+} store_conv_t;
+
+typedef struct store_receipt {
+	int64_t user_id;
+	int64_t delivered_at;   /* Unix ms, 0 when not yet */
+	int64_t read_at;
+} store_receipt_t;
+
+typedef struct store_head {
+	int64_t conv;
+	int64_t last_seq;
+} store_head_t;
+
+/* A write of the message hot path, applied by store_apply in one
+ * transaction together with every other op of its batch. */
+enum { STORE_OP_SEND = 1, STORE_OP_RECEIPT = 2 };
+
+typedef struct store_op {
+	int kind;
+	int64_t user, device, conv;
+	/* SEND */
+	const char *cmid;
+	const char *body;
+	size_t body_len;
+	int64_t new_id;         /* the id a new message gets; its time is ts */
+	/* RECEIPT */
+	int state;              /* STORE_DELIVERED or STORE_READ */
+	int64_t seq;            /* in: the watermark asked for */
+	int64_t now_ms;
+	/* Results. status: STORE_OK; STORE_EXISTS for a repeated send (id, seq
+	 * and ts are then the stored ones); STORE_FORBIDDEN; STORE_ERROR. */
+	int status;
+	int64_t out_id, out_seq, out_ts;
+	int applied;            /* RECEIPT: the watermark moved (to out_seq) */
+	int conv_kind;
+	int64_t *members;       /* on STORE_OK: every member; free with store_op_release */
+	size_t nmembers;
+} store_op_t;
+
+typedef struct store_vtab {
+	void (*close)(store_t *s);
+	int (*user_create)(store_t *s, const char *username, const char *pwhash,
+	                   int64_t now_ms, int64_t *user_id);
+	int (*user_by_name)(store_t *s, const char *username, int64_t *user_id, char **pwhash);
+	int (*user_by_id)(store_t *s, int64_t user_id, char username[STORE_USERNAME_MAX + 1]);
+	int (*device_create)(store_t *s, int64_t user_id, const char *name,
+	                     const uint8_t token_hash[STORE_TOKEN_HASH_LEN], int64_t now_ms,
+	                     int64_t *device_id);
+	int (*device_by_token)(store_t *s, const uint8_t token_hash[STORE_TOKEN_HASH_LEN],
+	                       int64_t *user_id, int64_t *device_id);
+	int (*device_delete)(store_t *s, int64_t user_id, int64_t device_id);
+	int (*direct_open)(store_t *s, int64_t user_a, int64_t user_b, int64_t now_ms,
+	                   int64_t *conv_id, int *created);
+	int (*conv_get)(store_t *s, int64_t conv_id, int64_t user_id, store_conv_t *out);
+	int (*conv_list)(store_t *s, int64_t user_id, store_conv_t **out, size_t *n);
+	int (*history)(store_t *s, int64_t conv_id, int64_t user_id, int64_t before, int limit,
+	               store_message_t **out, size_t *n, int *has_more);
+	int (*receipts)(store_t *s, int64_t conv_id, int64_t user_id, int64_t seq,
+	                store_receipt_t **out, size_t *n);
+	int (*member_head)(store_t *s, int64_t conv_id, int64_t user_id, int64_t *last_seq);
+	int (*heads)(store_t *s, int64_t user_id, store_head_t **out, size_t *n);
+	int (*replay)(store_t *s, int64_t conv_id, int64_t after, int64_t upto,
+	              size_t max_count, size_t max_bytes, store_message_t **out, size_t *n);
+	int (*apply)(store_t *s, store_op_t *ops, size_t n);
+} store_vtab_t;
+
+struct store {
+	const store_vtab_t *vt;
+};
+
+/* Opens a handle on the store in data_dir, creating the schema if needed.
+ * Returns NULL and logs why on failure. One handle per thread. */
+store_t *store_open(const char *data_dir);
+
+static inline void store_close(store_t *s)
+{
+	if (s)
+		s->vt->close(s);
+}
+
+/* Creates a user; STORE_EXISTS when the username is taken. */
+static inline int store_user_create(store_t *s, const char *username, const char *pwhash,
+                                    int64_t now_ms, int64_t *user_id)
+{
+	return s->vt->user_create(s, username, pwhash, now_ms, user_id);
+}
+
+/* Looks a user up by name; *pwhash (if pwhash is not NULL) is malloc'd. */
+static inline int store_user_by_name(store_t *s, const char *username, int64_t *user_id,
+                                     char **pwhash)
+{
+	return s->vt->user_by_name(s, username, user_id, pwhash);
+}
+
+static inline int store_user_by_id(store_t *s, int64_t user_id,
+                                   char username[STORE_USERNAME_MAX + 1])
+{
+	return s->vt->user_by_id(s, user_id, username);
+}
+
+/* Creates a device (one login) whose bearer token hashes to token_hash. */
+static inline int store_device_create(store_t *s, int64_t user_id, const char *name,
+                                      const uint8_t token_hash[STORE_TOKEN_HASH_LEN],
+                                      int64_t now_ms, int64_t *device_id)
+{
+	return s->vt->device_create(s, user_id, name, token_hash, now_ms, device_id);
+}
+
+static inline int store_device_by_token(store_t *s, const uint8_t token_hash[STORE_TOKEN_HASH_LEN],
+                                        int64_t *user_id, int64_t *device_id)
+{
+	return s->vt->device_by_token(s, token_hash, user_id, device_id);
+}
+
+static inline int store_device_delete(store_t *s, int64_t user_id, int64_t device_id)
+{
+	return s->vt->device_delete(s, user_id, device_id);
+}
+
+/* Finds or creates the direct conversation of two distinct users. */
+static inline int store_direct_open(store_t *s, int64_t a, int64_t b, int64_t now_ms,
+                                    int64_t *conv_id, int *created)
+{
+	return s->vt->direct_open(s, a, b, now_ms, conv_id, created);
+}
+
+/* One conversation as user_id sees it; STORE_FORBIDDEN if not a member.
+ * Free with store_conv_clear. */
+static inline int store_conv_get(store_t *s, int64_t conv_id, int64_t user_id, store_conv_t *out)
+{
+	return s->vt->conv_get(s, conv_id, user_id, out);
+}
+
+/* The user's conversations, most recent activity first. */
+static inline int store_conv_list(store_t *s, int64_t user_id, store_conv_t **out, size_t *n)
+{
+	return s->vt->conv_list(s, user_id, out, n);
+}
+
+/* Messages with seq < before (all when before <= 0), ascending, at most
+ * limit of the newest; *has_more when older ones exist. */
+static inline int store_history(store_t *s, int64_t conv_id, int64_t user_id, int64_t before,
+                                int limit, store_message_t **out, size_t *n, int *has_more)
+{
+	return s->vt->history(s, conv_id, user_id, before, limit, out, n, has_more);
+}
+
+/* Per-member delivered/read times of message seq, for every member but its
+ * sender; STORE_NOT_FOUND when there is no such message. */
+static inline int store_receipts(store_t *s, int64_t conv_id, int64_t user_id, int64_t seq,
+                                 store_receipt_t **out, size_t *n)
+{
+	return s->vt->receipts(s, conv_id, user_id, seq, out, n);
+}
+
+/* The conversation's latest seq if user_id is a member, else STORE_FORBIDDEN. */
+static inline int store_member_head(store_t *s, int64_t conv_id, int64_t user_id,
+                                    int64_t *last_seq)
+{
+	return s->vt->member_head(s, conv_id, user_id, last_seq);
+}
+
+/* Every conversation of the user with its latest seq. */
+static inline int store_heads(store_t *s, int64_t user_id, store_head_t **out, size_t *n)
+{
+	return s->vt->heads(s, user_id, out, n);
+}
+
+/* Messages with after < seq <= upto, ascending, stopping at max_count
+ * messages or once max_bytes of bodies are taken (always at least one). */
+static inline int store_replay(store_t *s, int64_t conv_id, int64_t after, int64_t upto,
+                               size_t max_count, size_t max_bytes, store_message_t **out,
+                               size_t *n)
+{
+	return s->vt->replay(s, conv_id, after, upto, max_count, max_bytes, out, n);
+}
+
+/* Applies a batch of ops in one durable transaction: when it returns
+ * STORE_OK every op with status STORE_OK or STORE_EXISTS is on disk. On
+ * STORE_ERROR nothing was stored and every op's status is STORE_ERROR. */
+static inline int store_apply(store_t *s, store_op_t *ops, size_t n)
+{
+	return s->vt->apply(s, ops, n);
+}
+
+void store_message_clear(store_message_t *m);
+void store_messages_free(store_message_t *m, size_t n);
+void store_conv_clear(store_conv_t *c);
+void store_convs_free(store_conv_t *c, size_t n);
+void store_op_release(store_op_t *op);
+
+/* Backends. */
+store_t *store_sqlite_open(const char *data_dir);
+
+#endif

@@ -1,0 +1,984 @@
+/* store_sqlite.c - the embedded store backend: one SQLite database file in
+ * the data directory, in WAL mode with synchronous=FULL, so a commit is on
+ * disk when it returns and readers never block the writer.
+ *
+ * Each thread opens its own handle (connection) with its own prepared
+ * statements. The message hot path (store_apply) is called only by the
+ * group-commit writer, which hands it a whole batch per transaction; the
+ * rarer writes of the HTTP API (users, devices, direct conversations) take
+ * SQLite's write lock briefly from the worker threads, waiting for it with a
+ * busy timeout. */
+#include "store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "log.h"
+
+#define SCHEMA_VERSION 1
+
+enum {
+	Q_USER_INSERT,
+	Q_USER_BY_NAME,
+	Q_USER_BY_ID,
+	Q_DEVICE_INSERT,
+	Q_DEVICE_BY_TOKEN,
+	Q_DEVICE_DELETE,
+	Q_DIRECT_FIND,
+	Q_CONV_INSERT,
+	Q_MEMBER_INSERT,
+	Q_MEMBER_CONV,     /* kind, title, last_seq, last_ts, read_seq, delivered_seq */
+	Q_MEMBERS_OF,
+	Q_CONV_LIST,
+	Q_MESSAGE_AT,
+	Q_UNREAD,
+	Q_HISTORY,
+	Q_REPLAY,
+	Q_HEADS,
+	Q_SEND_FIND,
+	Q_SEQ_NEXT,
+	Q_MESSAGE_INSERT,
+	Q_READ_SET,
+	Q_DELIVERED_SET,
+	Q_MARK_INSERT,
+	Q_MARK_AT,
+	Q_BEGIN,
+	Q_COMMIT,
+	Q_ROLLBACK,
+	Q_COUNT
+};
+
+static const char *const queries[Q_COUNT] = {
+	[Q_USER_INSERT] = "INSERT INTO users(username, pwhash, created_at) VALUES(?1, ?2, ?3)",
+	[Q_USER_BY_NAME] = "SELECT id, pwhash FROM users WHERE username = ?1",
+	[Q_USER_BY_ID] = "SELECT username FROM users WHERE id = ?1",
+	[Q_DEVICE_INSERT] = "INSERT INTO devices(user_id, name, token_hash, created_at) VALUES(?1, ?2, ?3, ?4)",
+	[Q_DEVICE_BY_TOKEN] = "SELECT user_id, id FROM devices WHERE token_hash = ?1",
+	[Q_DEVICE_DELETE] = "DELETE FROM devices WHERE id = ?1 AND user_id = ?2",
+	[Q_DIRECT_FIND] = "SELECT id FROM conversations WHERE direct_key = ?1",
+	[Q_CONV_INSERT] = "INSERT INTO conversations(kind, title, direct_key, created_by, created_at, last_ts) "
+	                  "VALUES(?1, ?2, ?3, ?4, ?5, ?5)",
+	[Q_MEMBER_INSERT] = "INSERT INTO members(conv_id, user_id, role, joined_at) VALUES(?1, ?2, ?3, ?4)",
+	[Q_MEMBER_CONV] = "SELECT c.kind, c.title, c.last_seq, c.last_ts, m.read_seq, m.delivered_seq "
+	                  "FROM members m JOIN conversations c ON c.id = m.conv_id "
+	                  "WHERE m.conv_id = ?1 AND m.user_id = ?2",
+	[Q_MEMBERS_OF] = "SELECT user_id FROM members WHERE conv_id = ?1 ORDER BY user_id",
+	[Q_CONV_LIST] = "SELECT c.id FROM members m JOIN conversations c ON c.id = m.conv_id "
+	                "WHERE m.user_id = ?1 ORDER BY c.last_ts DESC, c.id DESC",
+	[Q_MESSAGE_AT] = "SELECT id, seq, sender, cmid, body, ts FROM messages WHERE conv_id = ?1 AND seq = ?2",
+	[Q_UNREAD] = "SELECT count(*) FROM messages WHERE conv_id = ?1 AND seq > ?2 AND sender <> ?3",
+	[Q_HISTORY] = "SELECT id, seq, sender, cmid, body, ts FROM messages "
+	              "WHERE conv_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+	[Q_REPLAY] = "SELECT id, seq, sender, cmid, body, ts FROM messages "
+	             "WHERE conv_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
+	[Q_HEADS] = "SELECT c.id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conv_id "
+	            "WHERE m.user_id = ?1 ORDER BY c.id",
+	[Q_SEND_FIND] = "SELECT id, seq, ts FROM messages WHERE conv_id = ?1 AND sender = ?2 AND cmid = ?3",
+	[Q_SEQ_NEXT] = "UPDATE conversations SET last_seq = last_seq + 1, last_ts = ?2 WHERE id = ?1 "
+	               "RETURNING last_seq",
+	[Q_MESSAGE_INSERT] = "INSERT INTO messages(id, conv_id, seq, sender, cmid, body, ts) "
+	                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	[Q_READ_SET] = "UPDATE members SET read_seq = ?3, delivered_seq = max(delivered_seq, ?3) "
+	               "WHERE conv_id = ?1 AND user_id = ?2",
+	[Q_DELIVERED_SET] = "UPDATE members SET delivered_seq = ?3 WHERE conv_id = ?1 AND user_id = ?2",
+	[Q_MARK_INSERT] = "INSERT OR REPLACE INTO receipt_marks(conv_id, user_id, state, seq, ts) "
+	                  "VALUES(?1, ?2, ?3, ?4, ?5)",
+	/* Watermarks only rise, so the first mark at or above seq is the moment
+	 * the watermark passed it. A read implies delivery: both states count
+	 * for delivered_at (?3 = 1), only reads for read_at (?3 = 2). */
+	[Q_MARK_AT] = "SELECT min(ts) FROM (SELECT ts FROM receipt_marks WHERE conv_id = ?1 AND user_id = ?2 "
+	              "AND state = 1 AND seq >= ?4 ORDER BY seq LIMIT 1) "
+	              "UNION ALL SELECT min(ts) FROM (SELECT ts FROM receipt_marks WHERE conv_id = ?1 "
+	              "AND user_id = ?2 AND state = 2 AND seq >= ?4 ORDER BY seq LIMIT 1) ",
+	[Q_BEGIN] = "BEGIN IMMEDIATE",
+	[Q_COMMIT] = "COMMIT",
+	[Q_ROLLBACK] = "ROLLBACK",
+};
+
+static const char schema[] =
+	"CREATE TABLE IF NOT EXISTS meta("
+	"  key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS users("
+	"  id INTEGER PRIMARY KEY,"
+	"  username TEXT NOT NULL UNIQUE,"
+	"  pwhash TEXT NOT NULL,"
+	"  created_at INTEGER NOT NULL,"
+	"  last_seen INTEGER);"
+	"CREATE TABLE IF NOT EXISTS devices("
+	"  id INTEGER PRIMARY KEY,"
+	"  user_id INTEGER NOT NULL REFERENCES users(id),"
+	"  name TEXT NOT NULL,"
+	"  token_hash BLOB NOT NULL UNIQUE,"
+	"  created_at INTEGER NOT NULL);"
+	"CREATE INDEX IF NOT EXISTS devices_by_user ON devices(user_id);"
+	"CREATE TABLE IF NOT EXISTS conversations("
+	"  id INTEGER PRIMARY KEY,"
+	"  kind INTEGER NOT NULL,"
+	"  title TEXT,"
+	"  direct_key TEXT UNIQUE,"      /* 'low:high' user ids of a direct chat */
+	"  created_by INTEGER NOT NULL,"
+	"  created_at INTEGER NOT NULL,"
+	"  last_seq INTEGER NOT NULL DEFAULT 0,"
+	"  last_ts INTEGER NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS members("
+	"  conv_id INTEGER NOT NULL,"
+	"  user_id INTEGER NOT NULL,"
+	"  role INTEGER NOT NULL DEFAULT 0,"
+	"  joined_at INTEGER NOT NULL,"
+	"  delivered_seq INTEGER NOT NULL DEFAULT 0,"
+	"  read_seq INTEGER NOT NULL DEFAULT 0,"
+	"  PRIMARY KEY(conv_id, user_id)) WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS members_by_user ON members(user_id, conv_id);"
+	/* The snowflake id is the rowid: rows go in roughly time order and the
+	 * (conv_id, seq) index serves history and resume. */
+	"CREATE TABLE IF NOT EXISTS messages("
+	"  id INTEGER PRIMARY KEY,"
+	"  conv_id INTEGER NOT NULL,"
+	"  seq INTEGER NOT NULL,"
+	"  sender INTEGER NOT NULL,"
+	"  cmid TEXT NOT NULL,"
+	"  body TEXT NOT NULL,"
+	"  ts INTEGER NOT NULL,"
+	"  UNIQUE(conv_id, seq),"
+	"  UNIQUE(conv_id, sender, cmid));"
+	/* One row per receipt frame that moved a watermark: what per-message
+	 * delivered_at / read_at are derived from. */
+	"CREATE TABLE IF NOT EXISTS receipt_marks("
+	"  conv_id INTEGER NOT NULL,"
+	"  user_id INTEGER NOT NULL,"
+	"  state INTEGER NOT NULL,"
+	"  seq INTEGER NOT NULL,"
+	"  ts INTEGER NOT NULL,"
+	"  PRIMARY KEY(conv_id, user_id, state, seq)) WITHOUT ROWID;";
+
+typedef struct sqlite_store {
+	store_t base;
+	sqlite3 *db;
+	sqlite3_stmt *q[Q_COUNT];
+} sqlite_store_t;
+
+static const store_vtab_t sqlite_vtab;
+
+#define S(s) ((sqlite_store_t *)(s))
+
+static int fail(sqlite_store_t *s, const char *what)
+{
+	log_error("store: %s: %s", what, sqlite3_errmsg(s->db));
+	return STORE_ERROR;
+}
+
+/* Returns the statement reset and ready for binding. */
+static sqlite3_stmt *q(sqlite_store_t *s, int which)
+{
+	sqlite3_stmt *st = s->q[which];
+
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return st;
+}
+
+static char *dup_col(sqlite3_stmt *st, int col, size_t *len)
+{
+	const unsigned char *t = sqlite3_column_text(st, col);
+	int n = sqlite3_column_bytes(st, col);
+	char *r;
+
+	if (!t)
+		return NULL;
+	r = malloc((size_t)n + 1);
+	if (!r)
+		return NULL;
+	memcpy(r, t, (size_t)n);
+	r[n] = 0;
+	if (len)
+		*len = (size_t)n;
+	return r;
+}
+
+/* Reads a message row (id, seq, sender, cmid, body, ts) into m. */
+static int read_message(sqlite3_stmt *st, int64_t conv, store_message_t *m)
+{
+	m->conv = conv;
+	m->id = sqlite3_column_int64(st, 0);
+	m->seq = sqlite3_column_int64(st, 1);
+	m->from = sqlite3_column_int64(st, 2);
+	m->cmid = dup_col(st, 3, NULL);
+	m->body = dup_col(st, 4, &m->body_len);
+	m->ts = sqlite3_column_int64(st, 5);
+	if (!m->cmid || !m->body) {
+		store_message_clear(m);
+		return STORE_ERROR;
+	}
+	return STORE_OK;
+}
+
+static int exec(sqlite_store_t *s, int which)
+{
+	int rc = sqlite3_step(q(s, which));
+
+	sqlite3_reset(s->q[which]);
+	return rc == SQLITE_DONE ? STORE_OK : fail(s, queries[which]);
+}
+
+store_t *store_sqlite_open(const char *data_dir)
+{
+	sqlite_store_t *s = calloc(1, sizeof *s);
+	char path[4096], *err = NULL;
+	int i, version = 0;
+	sqlite3_stmt *st;
+
+	if (!s)
+		return NULL;
+	s->base.vt = &sqlite_vtab;
+	if ((size_t)snprintf(path, sizeof path, "%s/parley.db", data_dir) >= sizeof path) {
+		log_error("store: data directory path too long");
+		free(s);
+		return NULL;
+	}
+	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+	                    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		log_error("store: cannot open %s: %s", path,
+		          s->db ? sqlite3_errmsg(s->db) : "out of memory");
+		goto err;
+	}
+	sqlite3_busy_timeout(s->db, 10000);
+	/* WAL: readers never block the writer. synchronous=FULL: the WAL is
+	 * fsync'd at every commit, so an ack survives a power cut. */
+	if (sqlite3_exec(s->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+	                 "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;", NULL, NULL, &err) != SQLITE_OK ||
+	    sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &err) != SQLITE_OK) {
+		log_error("store: cannot set up %s: %s", path, err ? err : "?");
+		goto err;
+	}
+	if (sqlite3_exec(s->db, schema, NULL, NULL, &err) != SQLITE_OK) {
+		log_error("store: cannot create schema in %s: %s", path, err);
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		goto err;
+	}
+	if (sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = 'schema_version'", -1,
+	                       &st, NULL) == SQLITE_OK) {
+		if (sqlite3_step(st) == SQLITE_ROW)
+			version = sqlite3_column_int(st, 0);
+		sqlite3_finalize(st);
+	}
+	if (version > SCHEMA_VERSION) {
+		log_error("store: %s has schema version %d; this parley knows up to %d", path, version,
+		          SCHEMA_VERSION);
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		goto err;
+	}
+	if (sqlite3_exec(s->db, "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', 1);"
+	                 "COMMIT", NULL, NULL, &err) != SQLITE_OK) {
+		log_error("store: cannot write schema version in %s: %s", path, err);
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		goto err;
+	}
+	for (i = 0; i < Q_COUNT; i++) {
+		if (sqlite3_prepare_v3(s->db, queries[i], -1, SQLITE_PREPARE_PERSISTENT, &s->q[i],
+		                       NULL) != SQLITE_OK) {
+			log_error("store: cannot prepare \"%s\": %s", queries[i], sqlite3_errmsg(s->db));
+			goto err;
+		}
+	}
+	return &s->base;
+err:
+	sqlite3_free(err);
+	sqlite_vtab.close(&s->base);
+	return NULL;
+}
+
+static void sq_close(store_t *base)
+{
+	sqlite_store_t *s = S(base);
+	int i;
+
+	for (i = 0; i < Q_COUNT; i++)
+		sqlite3_finalize(s->q[i]);
+	sqlite3_close(s->db);
+	free(s);
+}
+
+static int sq_user_create(store_t *base, const char *username, const char *pwhash,
+                          int64_t now_ms, int64_t *user_id)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_USER_INSERT);
+	int rc;
+
+	sqlite3_bind_text(st, 1, username, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, pwhash, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, now_ms);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc == SQLITE_CONSTRAINT)
+		return STORE_EXISTS;
+	if (rc != SQLITE_DONE)
+		return fail(s, "user insert");
+	*user_id = sqlite3_last_insert_rowid(s->db);
+	return STORE_OK;
+}
+
+static int sq_user_by_name(store_t *base, const char *username, int64_t *user_id, char **pwhash)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_USER_BY_NAME);
+	int rc, r = STORE_OK;
+
+	sqlite3_bind_text(st, 1, username, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*user_id = sqlite3_column_int64(st, 0);
+		if (pwhash && !(*pwhash = dup_col(st, 1, NULL)))
+			r = STORE_ERROR;
+	} else {
+		r = rc == SQLITE_DONE ? STORE_NOT_FOUND : fail(s, "user by name");
+	}
+	sqlite3_reset(st);
+	return r;
+}
+
+static int sq_user_by_id(store_t *base, int64_t user_id, char username[STORE_USERNAME_MAX + 1])
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_USER_BY_ID);
+	int rc, r = STORE_OK;
+
+	sqlite3_bind_int64(st, 1, user_id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		const unsigned char *t = sqlite3_column_text(st, 0);
+		snprintf(username, STORE_USERNAME_MAX + 1, "%s", t ? (const char *)t : "");
+	} else {
+		r = rc == SQLITE_DONE ? STORE_NOT_FOUND : fail(s, "user by id");
+	}
+	sqlite3_reset(st);
+	return r;
+}
+
+static int sq_device_create(store_t *base, int64_t user_id, const char *name,
+                            const uint8_t token_hash[STORE_TOKEN_HASH_LEN], int64_t now_ms,
+                            int64_t *device_id)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_DEVICE_INSERT);
+	int rc;
+
+	sqlite3_bind_int64(st, 1, user_id);
+	sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 3, token_hash, STORE_TOKEN_HASH_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, now_ms);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return fail(s, "device insert");
+	*device_id = sqlite3_last_insert_rowid(s->db);
+	return STORE_OK;
+}
+
+static int sq_device_by_token(store_t *base, const uint8_t token_hash[STORE_TOKEN_HASH_LEN],
+                              int64_t *user_id, int64_t *device_id)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_DEVICE_BY_TOKEN);
+	int rc, r = STORE_OK;
+
+	sqlite3_bind_blob(st, 1, token_hash, STORE_TOKEN_HASH_LEN, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*user_id = sqlite3_column_int64(st, 0);
+		*device_id = sqlite3_column_int64(st, 1);
+	} else {
+		r = rc == SQLITE_DONE ? STORE_NOT_FOUND : fail(s, "device by token");
+	}
+	sqlite3_reset(st);
+	return r;
+}
+
+static int sq_device_delete(store_t *base, int64_t user_id, int64_t device_id)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_DEVICE_DELETE);
+	int rc;
+
+	sqlite3_bind_int64(st, 1, device_id);
+	sqlite3_bind_int64(st, 2, user_id);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return fail(s, "device delete");
+	return sqlite3_changes(s->db) ? STORE_OK : STORE_NOT_FOUND;
+}
+
+static int sq_direct_open(store_t *base, int64_t a, int64_t b, int64_t now_ms,
+                          int64_t *conv_id, int *created)
+{
+	sqlite_store_t *s = S(base);
+	char key[48];
+	sqlite3_stmt *st;
+	int rc, i;
+
+	snprintf(key, sizeof key, "%lld:%lld", (long long)(a < b ? a : b), (long long)(a < b ? b : a));
+	*created = 0;
+	if (exec(s, Q_BEGIN) != STORE_OK)
+		return STORE_ERROR;
+	st = q(s, Q_DIRECT_FIND);
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*conv_id = sqlite3_column_int64(st, 0);
+		sqlite3_reset(st);
+		return exec(s, Q_COMMIT);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		goto err;
+	st = q(s, Q_CONV_INSERT);
+	sqlite3_bind_int(st, 1, STORE_DIRECT);
+	sqlite3_bind_null(st, 2);
+	sqlite3_bind_text(st, 3, key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, a);
+	sqlite3_bind_int64(st, 5, now_ms);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		goto err;
+	*conv_id = sqlite3_last_insert_rowid(s->db);
+	for (i = 0; i < 2; i++) {
+		st = q(s, Q_MEMBER_INSERT);
+		sqlite3_bind_int64(st, 1, *conv_id);
+		sqlite3_bind_int64(st, 2, i ? b : a);
+		sqlite3_bind_int(st, 3, 0);
+		sqlite3_bind_int64(st, 4, now_ms);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE)
+			goto err;
+	}
+	if (exec(s, Q_COMMIT) != STORE_OK)
+		goto err;
+	*created = 1;
+	return STORE_OK;
+err:
+	fail(s, "direct conversation");
+	exec(s, Q_ROLLBACK);
+	return STORE_ERROR;
+}
+
+/* Appends every member of conv_id to *members. */
+static int load_members(sqlite_store_t *s, int64_t conv_id, int64_t **members, size_t *n)
+{
+	sqlite3_stmt *st = q(s, Q_MEMBERS_OF);
+	size_t cap = 0;
+	int rc;
+
+	*members = NULL;
+	*n = 0;
+	sqlite3_bind_int64(st, 1, conv_id);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (*n == cap) {
+			int64_t *m;
+			cap = cap ? cap * 2 : 4;
+			m = realloc(*members, cap * sizeof *m);
+			if (!m) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			*members = m;
+		}
+		(*members)[(*n)++] = sqlite3_column_int64(st, 0);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		free(*members);
+		*members = NULL;
+		*n = 0;
+		return fail(s, "members");
+	}
+	return STORE_OK;
+}
+
+/* Fills c (but for members) from the membership of user_id in conv_id. */
+static int load_member_conv(sqlite_store_t *s, int64_t conv_id, int64_t user_id, store_conv_t *c,
+                            int64_t *delivered_seq)
+{
+	sqlite3_stmt *st = q(s, Q_MEMBER_CONV);
+	int rc, r = STORE_OK;
+
+	sqlite3_bind_int64(st, 1, conv_id);
+	sqlite3_bind_int64(st, 2, user_id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		c->id = conv_id;
+		c->kind = sqlite3_column_int(st, 0);
+		c->title = dup_col(st, 1, NULL);
+		c->last_seq = sqlite3_column_int64(st, 2);
+		c->last_ts = sqlite3_column_int64(st, 3);
+		c->read_seq = sqlite3_column_int64(st, 4);
+		if (delivered_seq)
+			*delivered_seq = sqlite3_column_int64(st, 5);
+	} else {
+		r = rc == SQLITE_DONE ? STORE_FORBIDDEN : fail(s, "membership");
+	}
+	sqlite3_reset(st);
+	return r;
+}
+
+static int load_message_at(sqlite_store_t *s, int64_t conv_id, int64_t seq, store_message_t **out)
+{
+	sqlite3_stmt *st = q(s, Q_MESSAGE_AT);
+	int rc, r = STORE_OK;
+
+	*out = NULL;
+	sqlite3_bind_int64(st, 1, conv_id);
+	sqlite3_bind_int64(st, 2, seq);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		store_message_t *m = calloc(1, sizeof *m);
+		if (!m || read_message(st, conv_id, m) != STORE_OK) {
+			free(m);
+			r = STORE_ERROR;
+		} else {
+			*out = m;
+		}
+	} else {
+		r = rc == SQLITE_DONE ? STORE_NOT_FOUND : fail(s, "message");
+	}
+	sqlite3_reset(st);
+	return r;
+}
+
+static int sq_conv_get(store_t *base, int64_t conv_id, int64_t user_id, store_conv_t *c)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st;
+	int r;
+
+	memset(c, 0, sizeof *c);
+	if ((r = load_member_conv(s, conv_id, user_id, c, NULL)) != STORE_OK)
+		return r;
+	if ((r = load_members(s, conv_id, &c->members, &c->nmembers)) != STORE_OK)
+		goto err;
+	if (c->last_seq > 0) {
+		r = load_message_at(s, conv_id, c->last_seq, &c->last_message);
+		if (r != STORE_OK)
+			goto err;
+	}
+	st = q(s, Q_UNREAD);
+	sqlite3_bind_int64(st, 1, conv_id);
+	sqlite3_bind_int64(st, 2, c->read_seq);
+	sqlite3_bind_int64(st, 3, user_id);
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		sqlite3_reset(st);
+		r = fail(s, "unread count");
+		goto err;
+	}
+	c->unread = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	return STORE_OK;
+err:
+	store_conv_clear(c);
+	return r == STORE_NOT_FOUND ? STORE_ERROR : r;
+}
+
+static int sq_conv_list(store_t *base, int64_t user_id, store_conv_t **out, size_t *n)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_CONV_LIST);
+	int64_t *ids = NULL;
+	size_t nids = 0, cap = 0, i;
+	int rc, r = STORE_OK;
+
+	*out = NULL;
+	*n = 0;
+	sqlite3_bind_int64(st, 1, user_id);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (nids == cap) {
+			int64_t *m;
+			cap = cap ? cap * 2 : 16;
+			if (!(m = realloc(ids, cap * sizeof *m))) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			ids = m;
+		}
+		ids[nids++] = sqlite3_column_int64(st, 0);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		free(ids);
+		return fail(s, "conversation list");
+	}
+	/* The list and each entry are read in one transaction so that an entry
+	 * never mixes states from before and after a send. */
+	if (nids && sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+		free(ids);
+		return fail(s, "begin");
+	}
+	if (nids && !(*out = calloc(nids, sizeof **out)))
+		r = STORE_ERROR;
+	for (i = 0; r == STORE_OK && i < nids; i++) {
+		r = sq_conv_get(base, ids[i], user_id, &(*out)[*n]);
+		if (r == STORE_OK)
+			(*n)++;
+		else if (r == STORE_FORBIDDEN) /* left between the two reads */
+			r = STORE_OK;
+	}
+	if (nids)
+		sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+	free(ids);
+	if (r != STORE_OK) {
+		store_convs_free(*out, *n);
+		*out = NULL;
+		*n = 0;
+	}
+	return r;
+}
+
+/* Collects the rows of a message query on conv_id into *out. */
+static int collect_messages(sqlite_store_t *s, sqlite3_stmt *st, int64_t conv_id, size_t max_bytes,
+                            store_message_t **out, size_t *n)
+{
+	size_t cap = 0, bytes = 0;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (*n == cap) {
+			store_message_t *m;
+			cap = cap ? cap * 2 : 16;
+			if (!(m = realloc(*out, cap * sizeof *m))) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			*out = m;
+		}
+		if (read_message(st, conv_id, &(*out)[*n]) != STORE_OK) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		bytes += (*out)[*n].body_len;
+		(*n)++;
+		if (bytes >= max_bytes)
+			break;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		store_messages_free(*out, *n);
+		*out = NULL;
+		*n = 0;
+		return fail(s, "messages");
+	}
+	return STORE_OK;
+}
+
+static int sq_history(store_t *base, int64_t conv_id, int64_t user_id, int64_t before, int limit,
+                      store_message_t **out, size_t *n, int *has_more)
+{
+	sqlite_store_t *s = S(base);
+	store_conv_t c = {0};
+	sqlite3_stmt *st;
+	size_t i;
+	int r;
+
+	*out = NULL;
+	*n = 0;
+	*has_more = 0;
+	if ((r = load_member_conv(s, conv_id, user_id, &c, NULL)) != STORE_OK)
+		return r;
+	free(c.title);
+	st = q(s, Q_HISTORY);
+	sqlite3_bind_int64(st, 1, conv_id);
+	sqlite3_bind_int64(st, 2, before > 0 ? before : INT64_MAX);
+	sqlite3_bind_int(st, 3, limit + 1); /* one more tells whether there is more */
+	if ((r = collect_messages(s, st, conv_id, SIZE_MAX, out, n)) != STORE_OK)
+		return r;
+	if (*n > (size_t)limit) {
+		*has_more = 1;
+		store_message_clear(&(*out)[--*n]);
+	}
+	for (i = 0; i < *n / 2; i++) { /* newest first -> ascending */
+		store_message_t t = (*out)[i];
+		(*out)[i] = (*out)[*n - 1 - i];
+		(*out)[*n - 1 - i] = t;
+	}
+	return STORE_OK;
+}
+
+static int sq_receipts(store_t *base, int64_t conv_id, int64_t user_id, int64_t seq,
+                       store_receipt_t **out, size_t *n)
+{
+	sqlite_store_t *s = S(base);
+	store_conv_t c = {0};
+	store_message_t *m = NULL;
+	int64_t *members = NULL;
+	size_t nmembers = 0, i;
+	int r;
+
+	*out = NULL;
+	*n = 0;
+	if ((r = load_member_conv(s, conv_id, user_id, &c, NULL)) != STORE_OK)
+		return r;
+	free(c.title);
+	if (seq < 1 || seq > c.last_seq)
+		return STORE_NOT_FOUND;
+	if ((r = load_message_at(s, conv_id, seq, &m)) != STORE_OK)
+		return r;
+	if ((r = load_members(s, conv_id, &members, &nmembers)) != STORE_OK)
+		goto done;
+	if (nmembers && !(*out = calloc(nmembers, sizeof **out))) {
+		r = STORE_ERROR;
+		goto done;
+	}
+	for (i = 0; i < nmembers; i++) {
+		sqlite3_stmt *st;
+		store_receipt_t *rc;
+
+		if (members[i] == m->from)
+			continue;
+		rc = &(*out)[(*n)++];
+		rc->user_id = members[i];
+		st = q(s, Q_MARK_AT);
+		sqlite3_bind_int64(st, 1, conv_id);
+		sqlite3_bind_int64(st, 2, members[i]);
+		sqlite3_bind_int64(st, 4, seq);
+		if (sqlite3_step(st) == SQLITE_ROW)
+			rc->delivered_at = sqlite3_column_int64(st, 0);
+		if (sqlite3_step(st) == SQLITE_ROW)
+			rc->read_at = sqlite3_column_int64(st, 0);
+		sqlite3_reset(st);
+		/* A read implies delivery, possibly earlier. */
+		if (rc->read_at && (!rc->delivered_at || rc->read_at < rc->delivered_at))
+			rc->delivered_at = rc->read_at;
+	}
+done:
+	free(members);
+	store_messages_free(m, 1);
+	if (r != STORE_OK) {
+		free(*out);
+		*out = NULL;
+		*n = 0;
+	}
+	return r;
+}
+
+static int sq_member_head(store_t *base, int64_t conv_id, int64_t user_id, int64_t *last_seq)
+{
+	store_conv_t c = {0};
+	int r = load_member_conv(S(base), conv_id, user_id, &c, NULL);
+
+	free(c.title);
+	if (r == STORE_OK)
+		*last_seq = c.last_seq;
+	return r;
+}
+
+static int sq_heads(store_t *base, int64_t user_id, store_head_t **out, size_t *n)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_HEADS);
+	size_t cap = 0;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	sqlite3_bind_int64(st, 1, user_id);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (*n == cap) {
+			store_head_t *h;
+			cap = cap ? cap * 2 : 16;
+			if (!(h = realloc(*out, cap * sizeof *h))) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			*out = h;
+		}
+		(*out)[*n].conv = sqlite3_column_int64(st, 0);
+		(*out)[*n].last_seq = sqlite3_column_int64(st, 1);
+		(*n)++;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		free(*out);
+		*out = NULL;
+		*n = 0;
+		return fail(s, "heads");
+	}
+	return STORE_OK;
+}
+
+static int sq_replay(store_t *base, int64_t conv_id, int64_t after, int64_t upto,
+                     size_t max_count, size_t max_bytes, store_message_t **out, size_t *n)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_REPLAY);
+
+	sqlite3_bind_int64(st, 1, conv_id);
+	sqlite3_bind_int64(st, 2, after);
+	sqlite3_bind_int64(st, 3, upto);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)max_count);
+	return collect_messages(s, st, conv_id, max_bytes, out, n);
+}
+
+/* The membership row of (conv, user) for a hot-path op: kind, last_seq and
+ * watermarks. Returns STORE_FORBIDDEN when not a member. */
+static int op_membership(sqlite_store_t *s, store_op_t *op, int64_t *last_seq, int64_t *read_seq,
+                         int64_t *delivered_seq)
+{
+	store_conv_t c = {0};
+	int r = load_member_conv(s, op->conv, op->user, &c, delivered_seq);
+
+	free(c.title);
+	if (r == STORE_OK) {
+		op->conv_kind = c.kind;
+		*last_seq = c.last_seq;
+		*read_seq = c.read_seq;
+	}
+	return r;
+}
+
+static int apply_send(sqlite_store_t *s, store_op_t *op)
+{
+	int64_t last_seq, read_seq, delivered_seq;
+	sqlite3_stmt *st;
+	int rc, r;
+
+	if ((r = op_membership(s, op, &last_seq, &read_seq, &delivered_seq)) != STORE_OK)
+		return r;
+	st = q(s, Q_SEND_FIND);
+	sqlite3_bind_int64(st, 1, op->conv);
+	sqlite3_bind_int64(st, 2, op->user);
+	sqlite3_bind_text(st, 3, op->cmid, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		op->out_id = sqlite3_column_int64(st, 0);
+		op->out_seq = sqlite3_column_int64(st, 1);
+		op->out_ts = sqlite3_column_int64(st, 2);
+		sqlite3_reset(st);
+		return STORE_EXISTS;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return fail(s, "send lookup");
+	op->out_id = op->new_id;
+	op->out_ts = op->now_ms;
+	st = q(s, Q_SEQ_NEXT);
+	sqlite3_bind_int64(st, 1, op->conv);
+	sqlite3_bind_int64(st, 2, op->out_ts);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(st);
+		return fail(s, "seq");
+	}
+	op->out_seq = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	st = q(s, Q_MESSAGE_INSERT);
+	sqlite3_bind_int64(st, 1, op->out_id);
+	sqlite3_bind_int64(st, 2, op->conv);
+	sqlite3_bind_int64(st, 3, op->out_seq);
+	sqlite3_bind_int64(st, 4, op->user);
+	sqlite3_bind_text(st, 5, op->cmid, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 6, op->body, (int)op->body_len, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 7, op->out_ts);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return fail(s, "message insert");
+	return STORE_OK;
+}
+
+static int apply_receipt(sqlite_store_t *s, store_op_t *op)
+{
+	int64_t last_seq, read_seq, delivered_seq, seq;
+	sqlite3_stmt *st;
+	int r;
+
+	if ((r = op_membership(s, op, &last_seq, &read_seq, &delivered_seq)) != STORE_OK)
+		return r;
+	/* Nobody can have received what does not exist yet. */
+	seq = op->seq < last_seq ? op->seq : last_seq;
+	op->out_seq = seq;
+	op->applied = 0;
+	if (seq <= (op->state == STORE_READ ? read_seq : delivered_seq))
+		return STORE_OK; /* at or below the watermark: ignored */
+	st = q(s, op->state == STORE_READ ? Q_READ_SET : Q_DELIVERED_SET);
+	sqlite3_bind_int64(st, 1, op->conv);
+	sqlite3_bind_int64(st, 2, op->user);
+	sqlite3_bind_int64(st, 3, seq);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		sqlite3_reset(st);
+		return fail(s, "watermark");
+	}
+	sqlite3_reset(st);
+	st = q(s, Q_MARK_INSERT);
+	sqlite3_bind_int64(st, 1, op->conv);
+	sqlite3_bind_int64(st, 2, op->user);
+	sqlite3_bind_int(st, 3, op->state);
+	sqlite3_bind_int64(st, 4, seq);
+	sqlite3_bind_int64(st, 5, op->now_ms);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		sqlite3_reset(st);
+		return fail(s, "receipt mark");
+	}
+	sqlite3_reset(st);
+	op->applied = 1;
+	return STORE_OK;
+}
+
+static int sq_apply(store_t *base, store_op_t *ops, size_t n)
+{
+	sqlite_store_t *s = S(base);
+	size_t i;
+
+	if (exec(s, Q_BEGIN) != STORE_OK)
+		goto err;
+	for (i = 0; i < n; i++) {
+		store_op_t *op = &ops[i];
+		op->members = NULL;
+		op->nmembers = 0;
+		op->status = op->kind == STORE_OP_SEND ? apply_send(s, op) : apply_receipt(s, op);
+		if (op->status == STORE_ERROR) {
+			exec(s, Q_ROLLBACK);
+			goto err;
+		}
+		if (op->status == STORE_OK &&
+		    load_members(s, op->conv, &op->members, &op->nmembers) != STORE_OK) {
+			exec(s, Q_ROLLBACK);
+			goto err;
+		}
+	}
+	if (exec(s, Q_COMMIT) != STORE_OK) {
+		exec(s, Q_ROLLBACK);
+		goto err;
+	}
+	return STORE_OK;
+err:
+	for (i = 0; i < n; i++) {
+		store_op_release(&ops[i]);
+		ops[i].status = STORE_ERROR;
+	}
+	return STORE_ERROR;
+}
+
+static const store_vtab_t sqlite_vtab = {
+	.close = sq_close,
+	.user_create = sq_user_create,
+	.user_by_name = sq_user_by_name,
+	.user_by_id = sq_user_by_id,
+	.device_create = sq_device_create,
+	.device_by_token = sq_device_by_token,
+	.device_delete = sq_device_delete,
+	.direct_open = sq_direct_open,
+	.conv_get = sq_conv_get,
+	.conv_list = sq_conv_list,
+	.history = sq_history,
+	.receipts = sq_receipts,
+	.member_head = sq_member_head,
+	.heads = sq_heads,
+	.replay = sq_replay,
+	.apply = sq_apply,
+};

@@ -1,0 +1,163 @@
+/* writer.c - the group-commit writer of writer.h. */
+#include "writer.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "log.h"
+#include "loop.h"
+#include "snowflake.h"
+
+#define MAX_BATCH 1024
+
+struct writer {
+	pthread_t thread;
+	store_t *store;
+	snowflake_t ids;
+	writer_done_fn done;
+	void *ud;
+
+	pthread_mutex_t lock;
+	pthread_cond_t more;     /* ops queued or stopping */
+	pthread_cond_t drained;  /* queue empty and no batch in hand */
+	store_op_t **ring;
+	unsigned cap, head, count;
+	int busy, stopping;
+	atomic_uint_fast64_t batches, ops;
+};
+
+static void *writer_main(void *p)
+{
+	writer_t *w = p;
+	store_op_t **batch = malloc(MAX_BATCH * sizeof *batch);
+	store_op_t *ops = malloc(MAX_BATCH * sizeof *ops);
+
+	log_set_thread_name("writer");
+	if (!batch || !ops) {
+		log_error("writer: out of memory at start");
+		abort();
+	}
+	for (;;) {
+		unsigned n, i;
+		int64_t now;
+
+		pthread_mutex_lock(&w->lock);
+		while (w->count == 0 && !w->stopping) {
+			w->busy = 0;
+			pthread_cond_broadcast(&w->drained);
+			pthread_cond_wait(&w->more, &w->lock);
+		}
+		if (w->count == 0) {
+			w->busy = 0;
+			pthread_cond_broadcast(&w->drained);
+			pthread_mutex_unlock(&w->lock);
+			break;
+		}
+		n = w->count < MAX_BATCH ? w->count : MAX_BATCH;
+		for (i = 0; i < n; i++)
+			batch[i] = w->ring[(w->head + i) % w->cap];
+		w->head = (w->head + n) % w->cap;
+		w->count -= n;
+		w->busy = 1;
+		pthread_mutex_unlock(&w->lock);
+
+		/* store_apply wants a contiguous array; the ops themselves live
+		 * in their submitters' structures, so copy in and out. */
+		now = clock_wall_ms();
+		for (i = 0; i < n; i++) {
+			ops[i] = *batch[i];
+			ops[i].now_ms = now;
+			if (ops[i].kind == STORE_OP_SEND) {
+				ops[i].new_id = snowflake_next(&w->ids, now);
+				ops[i].now_ms = snowflake_time_ms(ops[i].new_id);
+			}
+		}
+		if (store_apply(w->store, ops, n) != STORE_OK)
+			log_error("writer: a batch of %u ops failed; every op is answered with an error", n);
+		w->batches++;
+		w->ops += n;
+		for (i = 0; i < n; i++) {
+			*batch[i] = ops[i];
+			w->done(batch[i], w->ud);
+		}
+	}
+	free(batch);
+	free(ops);
+	return NULL;
+}
+
+writer_t *writer_new(const char *data_dir, uint32_t node_id, unsigned queue_cap,
+                     writer_done_fn done, void *ud)
+{
+	writer_t *w = calloc(1, sizeof *w);
+
+	if (!w)
+		return NULL;
+	w->cap = queue_cap;
+	w->done = done;
+	w->ud = ud;
+	snowflake_init(&w->ids, node_id);
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->more, NULL);
+	pthread_cond_init(&w->drained, NULL);
+	if (!(w->ring = calloc(queue_cap, sizeof *w->ring)) || !(w->store = store_open(data_dir)))
+		goto err;
+	if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+		log_error("writer: cannot start its thread");
+		goto err;
+	}
+	return w;
+err:
+	store_close(w->store);
+	free(w->ring);
+	free(w);
+	return NULL;
+}
+
+int writer_submit(writer_t *w, store_op_t *op)
+{
+	int r = -1;
+
+	pthread_mutex_lock(&w->lock);
+	if (w->count < w->cap && !w->stopping) {
+		w->ring[(w->head + w->count) % w->cap] = op;
+		w->count++;
+		w->busy = 1;
+		pthread_cond_signal(&w->more);
+		r = 0;
+	}
+	pthread_mutex_unlock(&w->lock);
+	return r;
+}
+
+void writer_drain(writer_t *w)
+{
+	pthread_mutex_lock(&w->lock);
+	while (w->count > 0 || w->busy)
+		pthread_cond_wait(&w->drained, &w->lock);
+	pthread_mutex_unlock(&w->lock);
+}
+
+void writer_free(writer_t *w)
+{
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->lock);
+	w->stopping = 1;
+	pthread_cond_signal(&w->more);
+	pthread_mutex_unlock(&w->lock);
+	pthread_join(w->thread, NULL);
+	store_close(w->store);
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->more);
+	pthread_cond_destroy(&w->drained);
+	free(w->ring);
+	free(w);
+}
+
+void writer_stats(writer_t *w, uint64_t *batches, uint64_t *ops)
+{
+	*batches = atomic_load(&w->batches);
+	*ops = atomic_load(&w->ops);
+}

@@ -1,0 +1,42 @@
+/* writer.h - the group-commit writer: the one thread that stores messages
+ * and receipt watermarks.
+ *
+ * I/O threads submit store ops and go back to their sockets. The writer
+ * takes every op waiting, applies them in one transaction with one fsync
+ * (store_apply), and only then calls the completion for each op, on the
+ * writer thread, in submission order. While one batch is being fsync'd the
+ * next one gathers, so throughput grows with load instead of being capped
+ * at one fsync per message. The writer also owns the node's snowflake
+ * generator: ids are unique per node because only this thread makes them. */
+#ifndef PARLEY_WRITER_H
+#define PARLEY_WRITER_H
+
+#include <stdint.h>
+
+#include "store.h"
+
+typedef struct writer writer_t;
+
+/* Called on the writer thread once op's batch is durable (or failed, with
+ * op->status STORE_ERROR). The callee owns op from then on. */
+typedef void (*writer_done_fn)(store_op_t *op, void *ud);
+
+/* Opens the writer's store handle and starts its thread. queue_cap bounds
+ * the ops waiting. Returns NULL (logged) on failure. */
+writer_t *writer_new(const char *data_dir, uint32_t node_id, unsigned queue_cap,
+                     writer_done_fn done, void *ud);
+
+/* Queues op. Returns 0, or -1 when the queue is full (the caller keeps op
+ * and should answer "unavailable"). Any thread. */
+int writer_submit(writer_t *w, store_op_t *op);
+
+/* Waits until every op submitted so far is stored and completed. */
+void writer_drain(writer_t *w);
+
+/* Drains, stops the thread and frees the writer. Accepts NULL. */
+void writer_free(writer_t *w);
+
+/* Batches committed and ops stored since start (for logs and benchmarks). */
+void writer_stats(writer_t *w, uint64_t *batches, uint64_t *ops);
+
+#endif
