@@ -47,7 +47,7 @@ typedef struct store_conv {
 	int64_t *members;       /* every member, ascending */
 	size_t nmembers;
 	int64_t last_seq;
-	int64_t last_ts;
+	int64_t activity;       /* orders the list: later is greater */
 	int64_t read_seq;       /* the caller's own read watermark */
 	int64_t unread;         /* messages after read_seq sent by others */
 	store_message_t *last_message; /* NULL when the conversation is empty */

@@ -60,15 +60,15 @@ static const char *const queries[Q_COUNT] = {
 	[Q_DEVICE_BY_TOKEN] = "SELECT user_id, id FROM devices WHERE token_hash = ?1",
 	[Q_DEVICE_DELETE] = "DELETE FROM devices WHERE id = ?1 AND user_id = ?2",
 	[Q_DIRECT_FIND] = "SELECT id FROM conversations WHERE direct_key = ?1",
-	[Q_CONV_INSERT] = "INSERT INTO conversations(kind, title, direct_key, created_by, created_at, last_ts) "
-	                  "VALUES(?1, ?2, ?3, ?4, ?5, ?5)",
+	[Q_CONV_INSERT] = "INSERT INTO conversations(kind, title, direct_key, created_by, created_at, activity) "
+	                  "VALUES(?1, ?2, ?3, ?4, ?5, (?5 - 1704067200000) << 22)",
 	[Q_MEMBER_INSERT] = "INSERT INTO members(conv_id, user_id, role, joined_at) VALUES(?1, ?2, ?3, ?4)",
-	[Q_MEMBER_CONV] = "SELECT c.kind, c.title, c.last_seq, c.last_ts, m.read_seq, m.delivered_seq "
+	[Q_MEMBER_CONV] = "SELECT c.kind, c.title, c.last_seq, c.activity, m.read_seq, m.delivered_seq "
 	                  "FROM members m JOIN conversations c ON c.id = m.conv_id "
 	                  "WHERE m.conv_id = ?1 AND m.user_id = ?2",
 	[Q_MEMBERS_OF] = "SELECT user_id FROM members WHERE conv_id = ?1 ORDER BY user_id",
 	[Q_CONV_LIST] = "SELECT c.id FROM members m JOIN conversations c ON c.id = m.conv_id "
-	                "WHERE m.user_id = ?1 ORDER BY c.last_ts DESC, c.id DESC",
+	                "WHERE m.user_id = ?1 ORDER BY c.activity DESC, c.id DESC",
 	[Q_MESSAGE_AT] = "SELECT id, seq, sender, cmid, body, ts FROM messages WHERE conv_id = ?1 AND seq = ?2",
 	[Q_UNREAD] = "SELECT count(*) FROM messages WHERE conv_id = ?1 AND seq > ?2 AND sender <> ?3",
 	[Q_HISTORY] = "SELECT id, seq, sender, cmid, body, ts FROM messages "
@@ -78,7 +78,7 @@ static const char *const queries[Q_COUNT] = {
 	[Q_HEADS] = "SELECT c.id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conv_id "
 	            "WHERE m.user_id = ?1 ORDER BY c.id",
 	[Q_SEND_FIND] = "SELECT id, seq, ts FROM messages WHERE conv_id = ?1 AND sender = ?2 AND cmid = ?3",
-	[Q_SEQ_NEXT] = "UPDATE conversations SET last_seq = last_seq + 1, last_ts = ?2 WHERE id = ?1 "
+	[Q_SEQ_NEXT] = "UPDATE conversations SET last_seq = last_seq + 1, activity = ?2 WHERE id = ?1 "
 	               "RETURNING last_seq",
 	[Q_MESSAGE_INSERT] = "INSERT INTO messages(id, conv_id, seq, sender, cmid, body, ts) "
 	                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -123,7 +123,10 @@ static const char schema[] =
 	"  created_by INTEGER NOT NULL,"
 	"  created_at INTEGER NOT NULL,"
 	"  last_seq INTEGER NOT NULL DEFAULT 0,"
-	"  last_ts INTEGER NOT NULL);"
+	/* Orders the conversation list: the snowflake id of the last message,
+	 * or one made of the creation time. Ids strictly increase, so two
+	 * sends in one millisecond still order. */
+	"  activity INTEGER NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS members("
 	"  conv_id INTEGER NOT NULL,"
 	"  user_id INTEGER NOT NULL,"
@@ -516,7 +519,7 @@ static int load_member_conv(sqlite_store_t *s, int64_t conv_id, int64_t user_id,
 		c->kind = sqlite3_column_int(st, 0);
 		c->title = dup_col(st, 1, NULL);
 		c->last_seq = sqlite3_column_int64(st, 2);
-		c->last_ts = sqlite3_column_int64(st, 3);
+		c->activity = sqlite3_column_int64(st, 3);
 		c->read_seq = sqlite3_column_int64(st, 4);
 		if (delivered_seq)
 			*delivered_seq = sqlite3_column_int64(st, 5);
@@ -868,7 +871,7 @@ static int apply_send(sqlite_store_t *s, store_op_t *op)
 	op->out_ts = op->now_ms;
 	st = q(s, Q_SEQ_NEXT);
 	sqlite3_bind_int64(st, 1, op->conv);
-	sqlite3_bind_int64(st, 2, op->out_ts);
+	sqlite3_bind_int64(st, 2, op->out_id);
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_ROW) {
 		sqlite3_reset(st);

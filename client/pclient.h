@@ -1,0 +1,70 @@
+/* pclient.h - Parley's client library: HTTP/1.1 requests and a WebSocket
+ * client over one blocking TCP connection, with timeouts.
+ *
+ * It speaks only docs/protocol.md, so what it can do an independent client
+ * can do too. The tests drive the server through it; the command-line
+ * client and the load generator will grow from it. It deliberately also
+ * lets a caller send malformed bytes and frames, for the tests of bad input.
+ *
+ * Functions return 0 on success or a negative value: PC_TIMEOUT when
+ * nothing came in time, PC_CLOSED when the peer closed, PC_ERROR else. */
+#ifndef PARLEY_PCLIENT_H
+#define PARLEY_PCLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PC_ERROR (-1)
+#define PC_TIMEOUT (-2)
+#define PC_CLOSED (-3)
+
+typedef struct pc_conn pc_conn_t;
+
+typedef struct pc_response {
+	int status;
+	char *head;      /* status line and headers, NUL-terminated */
+	char *body;      /* NUL-terminated */
+	size_t body_len;
+} pc_response_t;
+
+typedef struct pc_frame {
+	int fin;
+	int opcode;
+	uint8_t *data;   /* NUL-terminated for convenience */
+	size_t len;
+} pc_frame_t;
+
+/* Connects to host:port. Returns NULL on failure. */
+pc_conn_t *pc_connect(const char *host, int port);
+void pc_close(pc_conn_t *c);
+int pc_fd(const pc_conn_t *c);
+
+/* Writes all of data. */
+int pc_send_raw(pc_conn_t *c, const void *data, size_t len);
+
+/* Sends one request (token and body may be NULL) and reads the answer. */
+int pc_http(pc_conn_t *c, const char *method, const char *path, const char *token,
+            const char *body, pc_response_t *res, int timeout_ms);
+/* Reads one response (after pc_send_raw of a request). */
+int pc_read_response(pc_conn_t *c, pc_response_t *res, int timeout_ms);
+void pc_response_free(pc_response_t *res);
+/* Value of a response header (case-insensitive) copied into out, or -1. */
+int pc_response_header(const pc_response_t *res, const char *name, char *out, size_t cap);
+
+/* Upgrades to a WebSocket at path (which may carry ?token=); token, when
+ * not NULL, goes in an Authorization header. Returns 0 on 101; otherwise
+ * the refusal is in *res (when res is not NULL) and PC_ERROR is returned. */
+int pc_ws_open(pc_conn_t *c, const char *path, const char *token, pc_response_t *res,
+               int timeout_ms);
+
+/* Sends one frame, masked with a random key (mask 0: unmasked, for tests
+ * of bad clients). rsv adds reserved bits (also for those tests). */
+int pc_ws_send_frame(pc_conn_t *c, int fin, int opcode, const void *data, size_t len, int mask,
+                     int rsv);
+/* Sends a complete text message. */
+int pc_ws_send_text(pc_conn_t *c, const char *text);
+/* Receives one frame. */
+int pc_ws_recv(pc_conn_t *c, pc_frame_t *f, int timeout_ms);
+void pc_frame_free(pc_frame_t *f);
+
+#endif

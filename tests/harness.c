@@ -1,0 +1,304 @@
+/* harness.c - the integration test harness of harness.h. */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+int hx_start(hx_server_t *s, const char *data_dir, const char *const *extra)
+{
+	const char *bin = getenv("PARLEY_BIN") ? getenv("PARLEY_BIN") : "build/parley";
+	const char *argv[32];
+	char line[512];
+	size_t len = 0;
+	int pipefd[2], n = 0, i;
+	time_t deadline;
+
+	memset(s, 0, sizeof *s);
+	if (data_dir) {
+		snprintf(s->data_dir, sizeof s->data_dir, "%s", data_dir);
+	} else {
+		snprintf(s->data_dir, sizeof s->data_dir, "/tmp/parley-test-XXXXXX");
+		if (!mkdtemp(s->data_dir))
+			return -1;
+		s->own_dir = 1;
+	}
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return -1;
+	argv[n++] = bin;
+	argv[n++] = "serve";
+	argv[n++] = "--listen";
+	argv[n++] = "127.0.0.1:0";
+	argv[n++] = "--data";
+	argv[n++] = s->data_dir;
+	argv[n++] = "--threads";
+	argv[n++] = "2";
+	for (i = 0; extra && extra[i] && n < 30; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	s->pid = fork();
+	if (s->pid < 0)
+		return -1;
+	if (s->pid == 0) {
+		dup2(pipefd[1], STDOUT_FILENO);
+		execv(bin, (char *const *)argv);
+		fprintf(stderr, "harness: cannot run %s: %s\n", bin, strerror(errno));
+		_exit(127);
+	}
+	close(pipefd[1]);
+	s->out_fd = pipefd[0];
+	/* The server prints one line when it accepts traffic. */
+	deadline = time(NULL) + 30;
+	while (time(NULL) < deadline) {
+		struct pollfd p = {.fd = s->out_fd, .events = POLLIN};
+		ssize_t r;
+		char *at;
+
+		if (poll(&p, 1, 1000) <= 0)
+			continue;
+		r = read(s->out_fd, line + len, sizeof line - 1 - len);
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+		line[len] = 0;
+		if ((at = strstr(line, "listening on http://")) && strchr(at, '\n')) {
+			char *colon = strrchr(strtok(at + 20, " \n"), ':');
+			s->port = colon ? atoi(colon + 1) : 0;
+			return s->port > 0 ? 0 : -1;
+		}
+	}
+	hx_stop(s, SIGKILL);
+	return -1;
+}
+
+int hx_stop(hx_server_t *s, int sig)
+{
+	int status = 0;
+
+	if (s->pid <= 0)
+		return -1;
+	kill(s->pid, sig);
+	while (waitpid(s->pid, &status, 0) < 0 && errno == EINTR)
+		;
+	s->pid = 0;
+	if (s->out_fd > 0)
+		close(s->out_fd);
+	s->out_fd = 0;
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return WEXITSTATUS(status);
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+void hx_cleanup(hx_server_t *s)
+{
+	if (s->own_dir && s->data_dir[0])
+		nftw(s->data_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+const char *hx_name(const char *prefix)
+{
+	static char buf[40];
+	static unsigned counter;
+
+	snprintf(buf, sizeof buf, "%.12s_%d_%u", prefix, (int)getpid() % 100000, ++counter);
+	return buf;
+}
+
+json_t *hx_http(int port, const char *method, const char *path, const char *token,
+                const char *body, int *status)
+{
+	pc_conn_t *c = pc_connect("127.0.0.1", port);
+	pc_response_t res;
+	json_t *j = NULL;
+
+	assert_non_null(c);
+	assert_int_equal(pc_http(c, method, path, token, body, &res, HX_TIMEOUT), 0);
+	*status = res.status;
+	if (res.body_len) {
+		j = json_loadb(res.body, res.body_len, 0, NULL);
+		if (!j)
+			fail_msg("response body is not JSON: %s", res.body);
+	}
+	pc_response_free(&res);
+	pc_close(c);
+	return j;
+}
+
+void hx_user(int port, const char *prefix, hx_user_t *u)
+{
+	char body[256];
+	json_t *j;
+	int st;
+
+	memset(u, 0, sizeof *u);
+	snprintf(u->name, sizeof u->name, "%s", hx_name(prefix));
+	snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"correct horse\"}", u->name);
+	j = hx_http(port, "POST", "/api/v1/users", NULL, body, &st);
+	assert_int_equal(st, 201);
+	u->id = hx_int(j, "user_id");
+	json_decref(j);
+	hx_login(port, u, u);
+}
+
+void hx_login(int port, hx_user_t *u, hx_user_t *device)
+{
+	char body[256];
+	json_t *j;
+	int st;
+
+	snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"correct horse\"}", u->name);
+	j = hx_http(port, "POST", "/api/v1/sessions", NULL, body, &st);
+	assert_int_equal(st, 201);
+	if (device != u)
+		*device = *u;
+	assert_int_equal(hx_int(j, "user_id"), u->id);
+	device->device = hx_int(j, "device_id");
+	snprintf(device->token, sizeof device->token, "%s", hx_str(j, "token"));
+	json_decref(j);
+}
+
+int64_t hx_direct(int port, const hx_user_t *a, const hx_user_t *b)
+{
+	char body[64];
+	json_t *j;
+	int64_t id;
+	int st;
+
+	snprintf(body, sizeof body, "{\"members\":[%lld]}", (long long)b->id);
+	j = hx_http(port, "POST", "/api/v1/conversations", a->token, body, &st);
+	assert_true(st == 201 || st == 200);
+	id = hx_int(j, "conversation_id");
+	json_decref(j);
+	return id;
+}
+
+pc_conn_t *hx_ws(int port, const hx_user_t *u)
+{
+	pc_conn_t *c = pc_connect("127.0.0.1", port);
+	json_t *j;
+
+	assert_non_null(c);
+	assert_int_equal(pc_ws_open(c, "/chat/v1/ws", u->token, NULL, HX_TIMEOUT), 0);
+	j = hx_expect(c, "ready");
+	assert_int_equal(hx_int(j, "user_id"), u->id);
+	assert_int_equal(hx_int(j, "device_id"), u->device);
+	json_decref(j);
+	return c;
+}
+
+void hx_sendf(pc_conn_t *c, const char *fmt, ...)
+{
+	char *text;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&text, fmt, ap);
+	va_end(ap);
+	assert_true(n >= 0);
+	assert_int_equal(pc_ws_send_text(c, text), 0);
+	free(text);
+}
+
+json_t *hx_recv_within(pc_conn_t *c, int ms)
+{
+	for (;;) {
+		pc_frame_t f;
+		json_t *j;
+		int r = pc_ws_recv(c, &f, ms);
+
+		if (r == PC_TIMEOUT)
+			return NULL;
+		if (r < 0)
+			fail_msg("connection ended while waiting for a frame (%d)", r);
+		if (f.opcode == 0x9) { /* ping: answer and keep waiting */
+			pc_ws_send_frame(c, 1, 0xA, f.data, f.len, 1, 0);
+			pc_frame_free(&f);
+			continue;
+		}
+		if (f.opcode != 0x1)
+			fail_msg("expected a text frame, got opcode %d (%s)", f.opcode,
+			         f.len > 2 ? (char *)f.data + 2 : "");
+		j = json_loadb((char *)f.data, f.len, 0, NULL);
+		if (!j)
+			fail_msg("frame is not JSON: %s", f.data);
+		pc_frame_free(&f);
+		return j;
+	}
+}
+
+json_t *hx_recv(pc_conn_t *c)
+{
+	json_t *j = hx_recv_within(c, HX_TIMEOUT);
+
+	if (!j)
+		fail_msg("no frame within %d ms", HX_TIMEOUT);
+	return j;
+}
+
+json_t *hx_expect(pc_conn_t *c, const char *type)
+{
+	json_t *j = hx_recv(c);
+	const char *t = json_string_value(json_object_get(j, "type"));
+
+	if (!t || strcmp(t, type) != 0) {
+		char *text = json_dumps(j, JSON_COMPACT);
+		fail_msg("expected a \"%s\" frame, got %s", type, text);
+	}
+	return j;
+}
+
+int hx_expect_close(pc_conn_t *c)
+{
+	for (;;) {
+		pc_frame_t f;
+		int code;
+
+		if (pc_ws_recv(c, &f, HX_TIMEOUT) < 0)
+			return -1;
+		if (f.opcode == 0x8) {
+			code = f.len >= 2 ? (f.data[0] << 8) | f.data[1] : 1005;
+			pc_frame_free(&f);
+			return code;
+		}
+		pc_frame_free(&f);
+	}
+}
+
+int64_t hx_int(const json_t *j, const char *key)
+{
+	json_t *v = json_object_get(j, key);
+
+	if (!json_is_integer(v)) {
+		char *text = json_dumps(j, JSON_COMPACT);
+		fail_msg("no integer \"%s\" in %s", key, text ? text : "(null)");
+	}
+	return json_integer_value(v);
+}
+
+const char *hx_str(const json_t *j, const char *key)
+{
+	json_t *v = json_object_get(j, key);
+
+	if (!json_is_string(v)) {
+		char *text = json_dumps(j, JSON_COMPACT);
+		fail_msg("no string \"%s\" in %s", key, text ? text : "(null)");
+	}
+	return json_string_value(v);
+}

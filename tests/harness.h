@@ -1,0 +1,80 @@
+/* harness.h - what the integration tests share: starting the real parley
+ * binary on a free loopback port with a temporary data directory, waiting
+ * for its readiness line (never a sleep), and short-hands over pclient for
+ * the protocol's requests and frames.
+ *
+ * The binary is $PARLEY_BIN (default build/parley). Helpers that cannot
+ * reach their goal fail the current cmocka test. */
+#ifndef PARLEY_HARNESS_H
+#define PARLEY_HARNESS_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "pclient.h"
+
+#define HX_TIMEOUT 10000 /* ms: generous for sanitizer builds */
+
+typedef struct hx_server {
+	pid_t pid;
+	int port;
+	int out_fd;          /* the server's stdout */
+	char data_dir[256];
+	int own_dir;         /* made by hx_start, removed by hx_cleanup */
+} hx_server_t;
+
+/* Starts a server; data_dir NULL makes a fresh temporary one. Extra
+ * arguments (NULL-terminated list) are appended. Returns 0 or -1. */
+int hx_start(hx_server_t *s, const char *data_dir, const char *const *extra);
+/* Sends sig and waits; returns the exit status, or 128+signal. */
+int hx_stop(hx_server_t *s, int sig);
+/* Removes the data directory if hx_start made it. */
+void hx_cleanup(hx_server_t *s);
+
+/* A username unique to this test run, from a prefix. */
+const char *hx_name(const char *prefix);
+
+/* HTTP request on a fresh connection; returns the parsed JSON body (NULL
+ * when empty) and the status. */
+json_t *hx_http(int port, const char *method, const char *path, const char *token,
+                const char *body, int *status);
+
+typedef struct hx_user {
+	int64_t id, device;
+	char name[40];
+	char token[64];
+} hx_user_t;
+
+/* Registers a fresh user and logs in (one device). */
+void hx_user(int port, const char *prefix, hx_user_t *u);
+/* Logs the user in again: a second device. */
+void hx_login(int port, hx_user_t *u, hx_user_t *device);
+/* Opens (or finds) the direct conversation of a and b. */
+int64_t hx_direct(int port, const hx_user_t *a, const hx_user_t *b);
+
+/* Opens a WebSocket for u and reads its ready frame. */
+pc_conn_t *hx_ws(int port, const hx_user_t *u);
+/* Sends a text frame built printf-style. */
+void hx_sendf(pc_conn_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The next text frame as JSON (answering pings); fails the test on
+ * timeout or a non-text frame. */
+json_t *hx_recv(pc_conn_t *c);
+/* Like hx_recv but returns NULL when nothing comes within ms. */
+json_t *hx_recv_within(pc_conn_t *c, int ms);
+/* The next frame, which must be of the given type. */
+json_t *hx_expect(pc_conn_t *c, const char *type);
+/* Waits for a close frame and returns its code (-1 if the connection
+ * ended without one); skips other frames. */
+int hx_expect_close(pc_conn_t *c);
+
+/* Field accessors that fail the test when the field is missing. */
+int64_t hx_int(const json_t *j, const char *key);
+const char *hx_str(const json_t *j, const char *key);
+
+#endif
