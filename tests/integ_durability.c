@@ -1,0 +1,268 @@
+/* integ_durability.c - "ack means durable" and the process lifecycle.
+ *
+ * Several devices send concurrently; the moment the last ack arrives the
+ * server is killed with SIGKILL. After a restart on the same data directory
+ * every acknowledged message is there, with its acked id and seq, and the
+ * conversation's seqs run 1..N without a gap. A send repeated after the
+ * restart gets the original ack. Also: the command line's refusals, the
+ * readiness of /healthz, and a clean SIGTERM that closes WebSockets with
+ * 1001 after acknowledging what was in flight. */
+#include "harness.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define DEVICES 4
+#define PER_DEVICE 150
+
+typedef struct acked {
+	char id[24];
+	int64_t seq;
+} acked_t;
+
+static void test_kill9_keeps_acked(void **state)
+{
+	hx_server_t srv;
+	hx_user_t a, b, dev[DEVICES];
+	pc_conn_t *c[DEVICES];
+	acked_t *acks = calloc(DEVICES * PER_DEVICE, sizeof *acks);
+	char path[160], dir[256];
+	int64_t conv, before = 0;
+	int d, i, st, got = 0, total = DEVICES * PER_DEVICE;
+	json_t *j;
+
+	(void)state;
+	assert_int_equal(hx_start(&srv, NULL, NULL), 0);
+	snprintf(dir, sizeof dir, "%s", srv.data_dir);
+	hx_user(srv.port, "dur", &a);
+	hx_user(srv.port, "dur", &b);
+	conv = hx_direct(srv.port, &a, &b);
+	for (d = 0; d < DEVICES; d++) {
+		hx_login(srv.port, &a, &dev[d]);
+		c[d] = hx_ws(srv.port, &dev[d]);
+	}
+	/* All devices send at once, in rounds of 50 in flight each. */
+	for (i = 0; i < PER_DEVICE; i += 50) {
+		int k;
+		for (d = 0; d < DEVICES; d++)
+			for (k = i; k < i + 50; k++)
+				hx_sendf(c[d], "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"d%d-%d\",\"body\":\"m %d %d\"}",
+				         (long long)conv, d, k, d, k);
+		for (d = 0; d < DEVICES; d++) {
+			for (k = i; k < i + 50;) {
+				int dd, kk;
+				j = hx_recv(c[d]);
+				if (strcmp(hx_str(j, "type"), "ack") != 0) { /* the other devices' msgs */
+					json_decref(j);
+					continue;
+				}
+				assert_int_equal(sscanf(hx_str(j, "cmid"), "d%d-%d", &dd, &kk), 2);
+				assert_int_equal(dd, d);
+				snprintf(acks[d * PER_DEVICE + kk].id, 24, "%s", hx_str(j, "id"));
+				acks[d * PER_DEVICE + kk].seq = hx_int(j, "seq");
+				json_decref(j);
+				got++;
+				k++;
+			}
+		}
+	}
+	assert_int_equal(got, total);
+	/* Acked: now pull the plug. */
+	assert_int_equal(hx_stop(&srv, SIGKILL), 128 + SIGKILL);
+	for (d = 0; d < DEVICES; d++)
+		pc_close(c[d]);
+
+	assert_int_equal(hx_start(&srv, dir, NULL), 0);
+	srv.own_dir = 1;
+	/* Page through history from the newest, checking every seq. */
+	{
+		char *seen = calloc((size_t)total + 1, 1);
+		int64_t expect = total;
+		for (;;) {
+			json_t *msgs, *m;
+			size_t n, x;
+			if (before)
+				snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages?limit=200&before=%lld",
+				         (long long)conv, (long long)before);
+			else
+				snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages?limit=200",
+				         (long long)conv);
+			j = hx_http(srv.port, "GET", path, b.token, NULL, &st);
+			assert_int_equal(st, 200);
+			msgs = json_object_get(j, "messages");
+			n = json_array_size(msgs);
+			for (x = n; x-- > 0;) {
+				int dd, kk;
+				m = json_array_get(msgs, x);
+				assert_int_equal(hx_int(m, "seq"), expect); /* gapless */
+				assert_int_equal(sscanf(hx_str(m, "cmid"), "d%d-%d", &dd, &kk), 2);
+				assert_int_equal(acks[dd * PER_DEVICE + kk].seq, expect);
+				assert_string_equal(acks[dd * PER_DEVICE + kk].id, hx_str(m, "id"));
+				seen[expect] = 1;
+				expect--;
+			}
+			before = n ? hx_int(json_array_get(msgs, 0), "seq") : 0;
+			if (!json_is_true(json_object_get(j, "has_more"))) {
+				json_decref(j);
+				break;
+			}
+			json_decref(j);
+		}
+		assert_int_equal(expect, 0);
+		free(seen);
+	}
+	/* Idempotent across the restart: the first message's ack again. */
+	c[0] = hx_ws(srv.port, &dev[0]);
+	hx_sendf(c[0], "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"d0-0\",\"body\":\"m 0 0\"}", (long long)conv);
+	j = hx_expect(c[0], "ack");
+	assert_string_equal(hx_str(j, "id"), acks[0].id);
+	assert_int_equal(hx_int(j, "seq"), acks[0].seq);
+	json_decref(j);
+	/* And a new message continues the sequence. */
+	hx_sendf(c[0], "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"after\",\"body\":\"x\"}", (long long)conv);
+	j = hx_expect(c[0], "ack");
+	assert_int_equal(hx_int(j, "seq"), total + 1);
+	json_decref(j);
+	pc_close(c[0]);
+	assert_int_equal(hx_stop(&srv, SIGTERM), 0);
+	hx_cleanup(&srv);
+	free(acks);
+}
+
+static void test_sigterm_closes_with_1001(void **state)
+{
+	hx_server_t srv;
+	hx_user_t a, b;
+	pc_conn_t *ca;
+	pc_frame_t f;
+	json_t *j;
+	char dir[256], path[128];
+	int64_t conv;
+	int i, acks = 0, code = -1, st;
+
+	(void)state;
+	assert_int_equal(hx_start(&srv, NULL, NULL), 0);
+	snprintf(dir, sizeof dir, "%s", srv.data_dir);
+	hx_user(srv.port, "term", &a);
+	hx_user(srv.port, "term", &b);
+	conv = hx_direct(srv.port, &a, &b);
+	ca = hx_ws(srv.port, &a);
+	/* Sends in flight when the signal comes: those the server took are
+	 * stored and acknowledged before the 1001 close; the rest are not
+	 * stored, and the client will retry them. */
+	for (i = 0; i < 50; i++)
+		hx_sendf(ca, "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"t%d\",\"body\":\"x\"}",
+		         (long long)conv, i);
+	kill(srv.pid, SIGTERM);
+	while (pc_ws_recv(ca, &f, HX_TIMEOUT) == 0) {
+		if (f.opcode == 0x8) {
+			code = (f.data[0] << 8) | f.data[1];
+			pc_frame_free(&f);
+			break;
+		}
+		assert_int_equal(f.opcode, 1);
+		j = json_loadb((char *)f.data, f.len, 0, NULL);
+		assert_string_equal(hx_str(j, "type"), "ack");
+		assert_int_equal(hx_int(j, "seq"), ++acks); /* in order, gapless */
+		json_decref(j);
+		pc_frame_free(&f);
+	}
+	assert_int_equal(code, 1001);
+	assert_int_equal(hx_stop(&srv, 0), 0);
+	pc_close(ca);
+
+	assert_int_equal(hx_start(&srv, dir, NULL), 0);
+	srv.own_dir = 1;
+	snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages?limit=200", (long long)conv);
+	j = hx_http(srv.port, "GET", path, b.token, NULL, &st);
+	assert_int_equal(json_array_size(json_object_get(j, "messages")), acks);
+	json_decref(j);
+	assert_int_equal(hx_stop(&srv, SIGTERM), 0);
+	hx_cleanup(&srv);
+}
+
+/* Runs parley with args; returns its exit status and stderr's first line. */
+static int run_cli(const char *const *args, char *err, size_t cap)
+{
+	const char *bin = getenv("PARLEY_BIN") ? getenv("PARLEY_BIN") : "build/parley";
+	const char *argv[16];
+	int p[2], n = 0, status;
+	pid_t pid;
+	ssize_t r;
+
+	argv[n++] = bin;
+	while (*args && n < 15)
+		argv[n++] = *args++;
+	argv[n] = NULL;
+	assert_int_equal(pipe(p), 0);
+	pid = fork();
+	if (pid == 0) {
+		dup2(p[1], 2);
+		dup2(p[1], 1);
+		close(p[0]);
+		execv(bin, (char *const *)argv);
+		_exit(127);
+	}
+	close(p[1]);
+	r = read(p[0], err, cap - 1);
+	err[r > 0 ? r : 0] = 0;
+	close(p[0]);
+	waitpid(pid, &status, 0);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void test_command_line(void **state)
+{
+	char out[4096];
+	hx_server_t srv;
+	const char *help[] = {"serve", "--help", NULL};
+	const char *bogus[] = {"serve", "--bogus", "1", NULL};
+	const char *threads[] = {"serve", "--threads", "0", NULL};
+	const char *listen[] = {"serve", "--listen", "nocolon", NULL};
+	const char *node[] = {"serve", "--node-id", "1024", NULL};
+	const char *missing[] = {"serve", "--data", NULL};
+	const char *nodir[] = {"serve", "--listen", "127.0.0.1:0", "--data", "/proc/parley-cannot", NULL};
+	const char *cmd[] = {"frobnicate", NULL};
+	const char *inuse[8] = {"serve", "--listen", "127.0.0.1:0", "--data", NULL, NULL};
+
+	(void)state;
+	assert_int_equal(run_cli(help, out, sizeof out), 0);
+	assert_non_null(strstr(out, "--listen HOST:PORT"));
+	assert_int_equal(run_cli(bogus, out, sizeof out), 2);
+	assert_non_null(strstr(out, "unknown option '--bogus'"));
+	assert_int_equal(run_cli(threads, out, sizeof out), 2);
+	assert_int_equal(run_cli(listen, out, sizeof out), 2);
+	assert_int_equal(run_cli(node, out, sizeof out), 2);
+	assert_int_equal(run_cli(missing, out, sizeof out), 2);
+	assert_int_equal(run_cli(cmd, out, sizeof out), 2);
+	assert_int_not_equal(run_cli(nodir, out, sizeof out), 0);
+	assert_non_null(strstr(out, "data directory"));
+	/* Two servers on one data directory: the second refuses. */
+	assert_int_equal(hx_start(&srv, NULL, NULL), 0);
+	inuse[4] = srv.data_dir;
+	assert_int_not_equal(run_cli(inuse, out, sizeof out), 0);
+	assert_non_null(strstr(out, "in use"));
+	{
+		int st;
+		json_t *j = hx_http(srv.port, "GET", "/healthz", NULL, NULL, &st);
+		assert_int_equal(st, 200);
+		assert_string_equal(hx_str(j, "status"), "ok");
+		json_decref(j);
+	}
+	assert_int_equal(hx_stop(&srv, SIGINT), 0);
+	hx_cleanup(&srv);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_kill9_keeps_acked),
+		cmocka_unit_test(test_sigterm_closes_with_1001),
+		cmocka_unit_test(test_command_line),
+	};
+	return cmocka_run_group_tests_name("integ_durability", tests, NULL, NULL);
+}
