@@ -5,7 +5,7 @@
  * and hand msg/receipt frames to the bus, encoded once for all recipients.
  *
  * Resume is paged: a worker reads up to RESUME_PAGE_MSGS messages or
- * RESUME_PAGE_BYTES of bodies, the connection queues them, and the next page
+ * a quarter of the outbound bound in bodies, the connection queues them, and the next page
  * is read only once its outbound queue has drained, so a client that missed
  * a lot is caught up without its queue ever passing the bound.
  *
@@ -35,9 +35,12 @@
 #define CMID_MAX 64
 #define RESUME_CONVS_MAX 4096
 #define RESUME_REPLAY_MAX 1000      /* per conversation, the newest */
+/* A replay page is at most RESUME_PAGE_MSGS messages and a quarter of the
+ * outbound bound in bodies (frames add ~150 bytes each), and the next page
+ * is read once the queue is below an eighth of the bound: a replay never
+ * comes near the bound that disconnects slow readers. */
 #define RESUME_PAGE_MSGS 200
-#define RESUME_PAGE_BYTES (256 * 1024)
-#define RESUME_LOW_WATER (64 * 1024) /* read the next page below this */
+#define RESUME_PAGE_BYTES_MAX (256 * 1024)
 #define RESUME_HELD_MAX 10000        /* live frames held during a replay */
 
 typedef struct live_range {
@@ -60,6 +63,7 @@ typedef struct resume {
 	int planned;            /* the first job fixed the ranges */
 	int reported;           /* the loop sent the errors of the plan */
 	int failed;             /* the store failed */
+	size_t page_bytes;      /* body bytes per page */
 	sbuf_t *resumed;        /* the closing "resumed" frame */
 	sbuf_t **page;
 	size_t npage, cappage;
@@ -491,7 +495,7 @@ static void resume_job(store_t *st, void *arg)
 		}
 		r->planned = 1;
 	}
-	while (r->cur < r->nconvs && count < RESUME_PAGE_MSGS && bytes < RESUME_PAGE_BYTES) {
+	while (r->cur < r->nconvs && count < RESUME_PAGE_MSGS && bytes < r->page_bytes) {
 		resume_conv_t *rc = &r->convs[r->cur];
 		store_message_t *ms;
 		size_t n, i;
@@ -501,7 +505,7 @@ static void resume_job(store_t *st, void *arg)
 			continue;
 		}
 		if (store_replay(st, rc->conv, rc->after, rc->upto, RESUME_PAGE_MSGS - count,
-		                 RESUME_PAGE_BYTES - bytes, &ms, &n) != STORE_OK) {
+		                 r->page_bytes - bytes, &ms, &n) != STORE_OK) {
 			r->failed = 1;
 			goto out;
 		}
@@ -604,7 +608,7 @@ static void resume_page_ready(gw_conn_t *c, void *p)
 	r->npage = 0;
 	if (r->cur >= r->nconvs)
 		resume_finish(c, cc);
-	else if (gw_conn_queued(c) < RESUME_LOW_WATER)
+	else if (gw_conn_queued(c) < r->srv->cfg.out_limit / 8)
 		resume_next(c, cc);
 	else
 		cc->resume_wait_drain = 1;
@@ -636,6 +640,9 @@ static void resume_start(server_t *srv, gw_conn_t *c, chat_conn_t *cc, json_t *c
 	r->srv = srv;
 	r->conn = gw_conn_handle(c);
 	r->user = gw_conn_user(c);
+	r->page_bytes = srv->cfg.out_limit / 4;
+	if (r->page_bytes > RESUME_PAGE_BYTES_MAX)
+		r->page_bytes = RESUME_PAGE_BYTES_MAX;
 	json_object_foreach(convs, key, v) {
 		resume_conv_t *rc = &r->convs[r->nconvs++];
 		rc->conv = strtoll(key, NULL, 10);

@@ -221,8 +221,14 @@ static void conn_queue(gw_conn_t *c, sbuf_t *buf)
 		return;
 	}
 	if ((uint64_t)c->out_bytes + buf->len > c->t->gw->srv->cfg.out_limit) {
+		struct linger hard = {1, 0};
+
 		log_info("gateway: fd %d (user %lld) reads too slowly: %u bytes queued; disconnecting",
 		         c->fd, (long long)c->user, c->out_bytes);
+		/* Reset rather than close: a plain close would leave what the
+		 * kernel still holds for this reader in an orphaned socket,
+		 * the very memory the bound is there to limit. */
+		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
 		sbuf_unref(buf);
 		conn_kill(c);
 		return;

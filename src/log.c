@@ -4,6 +4,7 @@
  * write(2), so lines from different threads never interleave. */
 #include "log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,6 +17,8 @@ static _Thread_local const char *thread_name = "main";
 void log_set_thread_name(const char *name)
 {
 	thread_name = name;
+	/* Also the kernel's name, so top -H and perf tell threads apart. */
+	pthread_setname_np(pthread_self(), name);
 }
 
 void log_write(int level, const char *fmt, ...)

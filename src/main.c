@@ -25,6 +25,10 @@ static void usage(FILE *f)
 	        "  --threads N          I/O threads (default: one per core)\n"
 	        "  --node-id N          node id 0-1023 for message ids (default 0)\n"
 	        "  --log-level LEVEL    debug, info, warn or error (default info)\n"
+	        "  --ping-interval S    seconds between the server's WebSocket pings (default 30)\n"
+	        "  --idle-timeout S     close a WebSocket silent this long (default 75)\n"
+	        "  --out-limit BYTES    outbound bytes queued for one client before it is\n"
+	        "                       dropped as too slow (default 1048576)\n"
 	        "  -h, --help           show this help\n");
 }
 
@@ -109,7 +113,8 @@ int main(int argc, char **argv)
 		if (strncmp(a, "--", 2) != 0)
 			return bad("unexpected argument", a);
 		if (strcmp(a, "--listen") && strcmp(a, "--data") && strcmp(a, "--threads") &&
-		    strcmp(a, "--node-id") && strcmp(a, "--log-level"))
+		    strcmp(a, "--node-id") && strcmp(a, "--log-level") && strcmp(a, "--ping-interval") &&
+		    strcmp(a, "--idle-timeout") && strcmp(a, "--out-limit"))
 			return bad("unknown option", a);
 		if (!val)
 			return bad("missing value for", a);
@@ -129,6 +134,18 @@ int main(int argc, char **argv)
 			if (parse_int(val, 0, SNOWFLAKE_NODE_MAX, &v) < 0)
 				return bad("--node-id wants 0 to 1023, not", val);
 			cfg.node_id = (uint32_t)v;
+		} else if (!strcmp(a, "--ping-interval")) {
+			if (parse_int(val, 1, 3600, &v) < 0)
+				return bad("--ping-interval wants 1 to 3600 seconds, not", val);
+			cfg.ping_interval_s = (int)v;
+		} else if (!strcmp(a, "--idle-timeout")) {
+			if (parse_int(val, 2, 7200, &v) < 0)
+				return bad("--idle-timeout wants 2 to 7200 seconds, not", val);
+			cfg.idle_timeout_s = (int)v;
+		} else if (!strcmp(a, "--out-limit")) {
+			if (parse_int(val, 65536, 1L << 30, &v) < 0)
+				return bad("--out-limit wants 65536 to 1073741824 bytes, not", val);
+			cfg.out_limit = (size_t)v;
 		} else {
 			if (!strcmp(val, "debug"))
 				log_level = LOG_DEBUG;
@@ -141,6 +158,11 @@ int main(int argc, char **argv)
 			else
 				return bad("--log-level wants debug, info, warn or error, not", val);
 		}
+	}
+	if (cfg.idle_timeout_s <= cfg.ping_interval_s) {
+		fprintf(stderr, "parley: --idle-timeout (%d) must be longer than --ping-interval (%d)\n",
+		        cfg.idle_timeout_s, cfg.ping_interval_s);
+		return 2;
 	}
 	return server_run(&cfg);
 }

@@ -302,3 +302,11 @@ const char *hx_str(const json_t *j, const char *key)
 	}
 	return json_string_value(v);
 }
+
+void hx_filter(void)
+{
+	const char *f = getenv("HX_FILTER");
+
+	if (f && *f)
+		cmocka_set_test_filter(f);
+}

@@ -73,6 +73,9 @@ json_t *hx_expect(pc_conn_t *c, const char *type);
  * ended without one); skips other frames. */
 int hx_expect_close(pc_conn_t *c);
 
+/* Runs only the tests whose names match $HX_FILTER (a cmocka pattern). */
+void hx_filter(void);
+
 /* Field accessors that fail the test when the field is missing. */
 int64_t hx_int(const json_t *j, const char *key);
 const char *hx_str(const json_t *j, const char *key);

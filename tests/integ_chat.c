@@ -165,7 +165,7 @@ static void test_receipts(void **state)
 	cb = hx_ws(srv.port, &b);
 	cb2 = hx_ws(srv.port, &b2);
 	for (i = 1; i <= 3; i++) {
-		char cmid[8];
+		char cmid[16];
 		snprintf(cmid, sizeof cmid, "c%d", i);
 		json_decref(send_msg(ca, conv, cmid, "ping"));
 		json_decref(hx_expect(cb, "msg"));
@@ -272,7 +272,7 @@ static void test_resume(void **state)
 	pc_conn_t *ca, *cb;
 	json_t *j;
 	int64_t conv, i;
-	char cmid[16];
+	char cmid[32];
 
 	(void)state;
 	hx_user(srv.port, "alice", &a);
@@ -349,5 +349,6 @@ int main(void)
 		cmocka_unit_test(test_resume),
 		cmocka_unit_test(test_resume_heads_and_empty),
 	};
+	hx_filter();
 	return cmocka_run_group_tests_name("integ_chat", tests, setup, teardown);
 }

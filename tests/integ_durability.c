@@ -264,5 +264,6 @@ int main(void)
 		cmocka_unit_test(test_sigterm_closes_with_1001),
 		cmocka_unit_test(test_command_line),
 	};
+	hx_filter();
 	return cmocka_run_group_tests_name("integ_durability", tests, NULL, NULL);
 }

@@ -414,5 +414,6 @@ int main(void)
 		cmocka_unit_test(test_list_order),
 		cmocka_unit_test(test_logout),
 	};
+	hx_filter();
 	return cmocka_run_group_tests_name("integ_http", tests, setup, teardown);
 }

@@ -327,5 +327,6 @@ int main(void)
 		cmocka_unit_test(test_close_frames),
 		cmocka_unit_test(test_bad_frames),
 	};
+	hx_filter();
 	return cmocka_run_group_tests_name("integ_ws", tests, setup, teardown);
 }
