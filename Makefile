@@ -36,7 +36,7 @@ INTEG_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/integ_*.c)
 
 .PHONY: all deps deps-test run test check check-plain check-asan fuzz fuzz-build fuzz-smoke clean
 
-all: $(BUILD)/parley
+all: $(BUILD)/parley $(BUILD)/parley-cli
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -47,6 +47,9 @@ $(BUILD)/libparley.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/parley: $(BUILD)/obj/src/main.o $(BUILD)/libparley.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/parley-cli: $(BUILD)/obj/client/cli.o $(CLIENT_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/unit_%: $(BUILD)/obj/tests/unit_%.o $(BUILD)/libparley.a
@@ -81,7 +84,7 @@ check-asan:
 	@$(MAKE) --no-print-directory check BUILD=build/asan SAN=1
 
 # Runs the unit and integration tests of one build variant.
-check: $(BUILD)/parley $(UNIT_TESTS) $(INTEG_TESTS)
+check: $(BUILD)/parley $(BUILD)/parley-cli $(UNIT_TESTS) $(INTEG_TESTS)
 	@scripts/run-tests.sh $(BUILD) $(UNIT_TESTS) $(INTEG_TESTS)
 
 # libFuzzer targets (clang): the HTTP parser and the WebSocket frame parser.
