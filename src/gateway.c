@@ -405,6 +405,8 @@ void gw_conn_close(gw_conn_t *c, int code, const char *reason)
 	c->state = ST_CLOSING;
 	c->flags |= F_FLUSH_CLOSE;
 	mark_dirty(c);
+	/* A peer that never reads our last words is not waited for long. */
+	schedule(c, c->t->wheel_now + LINGER_S + 3);
 }
 
 /* Answers an HTTP request with an error and closes after it is sent. */
@@ -424,6 +426,7 @@ static void http_fail(gw_conn_t *c, int status, const char *code, const char *me
 	conn_queue(c, r);
 	c->state = ST_CLOSING;
 	c->flags |= F_FLUSH_CLOSE;
+	schedule(c, c->t->wheel_now + LINGER_S + 3);
 }
 
 /* ---- HTTP ----------------------------------------------------------- */
