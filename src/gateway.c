@@ -65,6 +65,7 @@ enum {
 	F_DEAD = 1 << 4,        /* on the reap list */
 	F_IN_WHEEL = 1 << 5,
 	F_READ_OFF = 1 << 6,    /* EPOLLIN not watched */
+	F_CONTINUED = 1 << 7,   /* "100 Continue" sent for the request at hand */
 };
 
 typedef struct outnode {
@@ -571,8 +572,17 @@ static size_t process_http(gw_conn_t *c, const char *data, size_t len)
 			break;
 		}
 		need = (size_t)r + (size_t)(req.content_length > 0 ? req.content_length : 0);
-		if (avail < need)
+		if (avail < need) {
+			/* curl and others wait for this before sending a body. */
+			const http_header_t *e = http_find_header(&req, "expect");
+			if (e && !(c->flags & F_CONTINUED) && e->value_len == 12 &&
+			    strncasecmp(e->value, "100-continue", 12) == 0) {
+				conn_queue(c, sbuf_copy("HTTP/1.1 100 Continue\r\n\r\n", 25));
+				c->flags |= F_CONTINUED;
+			}
 			break;
+		}
+		c->flags &= ~F_CONTINUED;
 		handle_request(c, &req, p + r, need - (size_t)r);
 		off += need;
 	}
@@ -1402,6 +1412,43 @@ void gateway_stop_accepting(gateway_t *gw)
 
 	for (i = 0; i < gw->n; i++)
 		post(gw, (uint64_t)i << 56, task_stop_accept, NULL);
+}
+
+typedef struct barrier {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int left;
+} barrier_t;
+
+static void task_barrier(loop_t *loop, void *p, uint64_t u)
+{
+	barrier_t *b = p;
+
+	(void)loop;
+	(void)u;
+	pthread_mutex_lock(&b->lock);
+	if (--b->left == 0)
+		pthread_cond_signal(&b->cond);
+	pthread_mutex_unlock(&b->lock);
+}
+
+void gateway_quiesce(gateway_t *gw)
+{
+	barrier_t b;
+	int i;
+
+	pthread_mutex_init(&b.lock, NULL);
+	pthread_cond_init(&b.cond, NULL);
+	b.left = gw->n;
+	for (i = 0; i < gw->n; i++)
+		if (loop_post(gw->t[i].loop, task_barrier, &b, 0) < 0)
+			task_barrier(gw->t[i].loop, &b, 0);
+	pthread_mutex_lock(&b.lock);
+	while (b.left > 0)
+		pthread_cond_wait(&b.cond, &b.lock);
+	pthread_mutex_unlock(&b.lock);
+	pthread_mutex_destroy(&b.lock);
+	pthread_cond_destroy(&b.cond);
 }
 
 void gateway_shutdown(gateway_t *gw, int grace_ms)

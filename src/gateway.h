@@ -34,6 +34,9 @@ int gateway_port(const gateway_t *gw);
 bus_sink_t gateway_bus_sink(gateway_t *gw);
 /* Closes the listeners; connections stay. */
 void gateway_stop_accepting(gateway_t *gw);
+/* Returns once every I/O thread has finished the turn it was in: input read
+ * before the caller set srv->draining has been handed on by then. */
+void gateway_quiesce(gateway_t *gw);
 /* Closes every WebSocket with 1001 and every HTTP connection, flushes for
  * at most grace_ms, stops and joins the I/O threads. */
 void gateway_shutdown(gateway_t *gw, int grace_ms);

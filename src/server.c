@@ -129,6 +129,10 @@ int server_run(const server_config_t *cfg)
 	 * it was given, then say goodbye to the clients. */
 	gateway_stop_accepting(srv->gw);
 	atomic_store(&srv->draining, 1);
+	/* Frames read before the flag was set may still be on their way to
+	 * the writer; wait for every I/O thread to finish its turn so that
+	 * the drain below covers them, and their acks precede the 1001. */
+	gateway_quiesce(srv->gw);
 	writer_drain(srv->writer);
 	gateway_shutdown(srv->gw, SHUTDOWN_GRACE_MS);
 	writer_stats(srv->writer, &batches, &ops);

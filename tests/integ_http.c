@@ -119,6 +119,28 @@ static void test_pipelined_api_requests(void **state)
 	pc_close(c);
 }
 
+static void test_expect_continue(void **state)
+{
+	pc_conn_t *c = pc_connect("127.0.0.1", srv.port);
+	pc_response_t res;
+	char head[256], body[128];
+	int hn, bn;
+
+	(void)state;
+	bn = snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"12345678\"}", hx_name("cont"));
+	hn = snprintf(head, sizeof head,
+	              "POST /api/v1/users HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", bn);
+	assert_int_equal(pc_send_raw(c, head, (size_t)hn), 0);
+	assert_int_equal(pc_read_response(c, &res, HX_TIMEOUT), 0);
+	assert_int_equal(res.status, 100);
+	pc_response_free(&res);
+	assert_int_equal(pc_send_raw(c, body, (size_t)bn), 0);
+	assert_int_equal(pc_read_response(c, &res, HX_TIMEOUT), 0);
+	assert_int_equal(res.status, 201);
+	pc_response_free(&res);
+	pc_close(c);
+}
+
 static void test_malformed_and_oversized(void **state)
 {
 	char code[32], *big;
@@ -406,6 +428,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_healthz_and_keepalive),
 		cmocka_unit_test(test_pipelined_api_requests),
+		cmocka_unit_test(test_expect_continue),
 		cmocka_unit_test(test_malformed_and_oversized),
 		cmocka_unit_test(test_routes),
 		cmocka_unit_test(test_accounts_bad_input),
