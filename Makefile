@@ -49,7 +49,7 @@ $(BUILD)/libparley.a: $(LIB_OBJ)
 $(BUILD)/parley: $(BUILD)/obj/src/main.o $(BUILD)/libparley.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/parley-cli: $(BUILD)/obj/client/cli.o $(CLIENT_OBJ)
+$(BUILD)/parley-cli: $(BUILD)/obj/client/cli.o $(CLIENT_OBJ) $(BUILD)/libparley.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/unit_%: $(BUILD)/obj/tests/unit_%.o $(BUILD)/libparley.a

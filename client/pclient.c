@@ -16,6 +16,8 @@
 
 #include <openssl/rand.h>
 
+#include "ws.h"
+
 struct pc_conn {
 	int fd;
 	uint8_t *buf;      /* received, not yet consumed */
@@ -260,36 +262,18 @@ int pc_ws_open(pc_conn_t *c, const char *path, const char *token, pc_response_t 
 int pc_ws_send_frame(pc_conn_t *c, int fin, int opcode, const void *data, size_t len, int mask,
                      int rsv)
 {
-	uint8_t head[14], key[4] = {0}, *frame;
-	size_t h = 2, i;
+	uint8_t key[4] = {0}, *frame;
+	size_t h, i;
 	int r;
 
-	head[0] = (uint8_t)((fin ? 0x80 : 0) | ((rsv & 7) << 4) | (opcode & 0x0f));
-	if (len < 126) {
-		head[1] = (uint8_t)len;
-	} else if (len <= 0xffff) {
-		head[1] = 126;
-		head[2] = (uint8_t)(len >> 8);
-		head[3] = (uint8_t)len;
-		h = 4;
-	} else {
-		head[1] = 127;
-		for (i = 0; i < 8; i++)
-			head[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
-		h = 10;
-	}
-	if (mask) {
-		head[1] |= 0x80;
-		if (RAND_bytes(key, 4) != 1)
-			return PC_ERROR;
-		memcpy(head + h, key, 4);
-		h += 4;
-	}
-	if (!(frame = malloc(h + len)))
+	if (mask && RAND_bytes(key, 4) != 1)
 		return PC_ERROR;
-	memcpy(frame, head, h);
+	if (!(frame = malloc(14 + len)))
+		return PC_ERROR;
+	h = ws_encode_header(frame, fin, opcode, len, mask ? key : NULL);
+	frame[0] |= (uint8_t)((rsv & 7) << 4);
 	for (i = 0; i < len; i++)
-		frame[h + i] = ((const uint8_t *)data)[i] ^ (mask ? key[i & 3] : 0);
+		frame[h + i] = ((const uint8_t *)data)[i] ^ key[i & 3];
 	r = pc_send_raw(c, frame, h + len);
 	free(frame);
 	return r;

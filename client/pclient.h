@@ -6,6 +6,8 @@
  * client and the load generator will grow from it. It deliberately also
  * lets a caller send malformed bytes and frames, for the tests of bad input.
  *
+ * It shares the WebSocket codec (src/ws.c) with the server.
+ *
  * Functions return 0 on success or a negative value: PC_TIMEOUT when
  * nothing came in time, PC_CLOSED when the peer closed, PC_ERROR else. */
 #ifndef PARLEY_PCLIENT_H

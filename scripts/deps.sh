@@ -3,22 +3,28 @@
 # As root it runs apt-get; otherwise it prints the one command to run and fails.
 # Usage: scripts/deps.sh build|test
 set -eu
-pkgs="build-essential pkg-config libsqlite3-dev libjansson-dev libssl-dev libsodium-dev"
-if [ "${1:-build}" = test ]; then
-	pkgs="$pkgs libcmocka-dev clang libclang-rt-14-dev curl"
-fi
-missing=""
-for p in $pkgs; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
-done
-[ -z "$missing" ] && exit 0
-if [ "$(id -u)" -eq 0 ]; then
+
+# Installs (or asks for) every package named that is not installed.
+need() {
+	missing=""
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+	done
+	[ -z "$missing" ] && return 0
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "deps: missing packages. Run:" >&2
+		echo "  sudo apt-get install -y$missing" >&2
+		exit 1
+	fi
 	echo "deps: installing$missing" >&2
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -q >/dev/null
 	apt-get install -y -q --no-install-recommends $missing >/dev/null
-else
-	echo "deps: missing packages. Run:" >&2
-	echo "  sudo apt-get install -y$missing" >&2
-	exit 1
+}
+
+need build-essential pkg-config libsqlite3-dev libjansson-dev libssl-dev libsodium-dev
+if [ "${1:-build}" = test ]; then
+	need libcmocka-dev clang
+	# libFuzzer comes with clang's runtime, named after its major version.
+	need "libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"
 fi

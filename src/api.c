@@ -15,13 +15,13 @@
 #include "bus.h"
 #include "frames.h"
 #include "gateway.h"
+#include "ids.h"
 #include "jbuf.h"
 #include "log.h"
 #include "loop.h"
 #include "store.h"
 #include "workers.h"
 
-#define MAX_ID ((int64_t)1 << 53)
 #define DEVICE_NAME_MAX 64
 
 typedef struct api_req {
@@ -90,39 +90,6 @@ static void fail_store(api_res_t *res, int r)
 	default:
 		fail(res, 500, "internal", "the store failed; retry later");
 	}
-}
-
-/* A JSON number that is a valid id: an integer in [1, 2^53). */
-static int json_id(const json_t *v, int64_t *out)
-{
-	json_int_t x;
-
-	if (!json_is_integer(v))
-		return -1;
-	x = json_integer_value(v);
-	if (x < 1 || x >= MAX_ID)
-		return -1;
-	*out = x;
-	return 0;
-}
-
-/* A decimal path segment or query value in [lo, 2^53). */
-static int parse_id(const char *s, size_t n, int64_t lo, int64_t *out)
-{
-	int64_t x = 0;
-	size_t i;
-
-	if (n == 0 || n > 16)
-		return -1;
-	for (i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		x = x * 10 + (s[i] - '0');
-	}
-	if (x < lo || x >= MAX_ID)
-		return -1;
-	*out = x;
-	return 0;
 }
 
 static json_t *parse_body(const api_req_t *rq, api_res_t *res)
@@ -362,7 +329,7 @@ static void create_conversation(store_t *st, const api_req_t *rq, api_res_t *res
 		goto out;
 	}
 	json_array_foreach(members, i, v) {
-		if (json_id(v, &id) < 0) {
+		if (id_from_json(v, 1, &id) < 0) {
 			fail(res, 400, "bad_request", "members must be user ids");
 			goto out;
 		}
@@ -446,12 +413,12 @@ static void history(store_t *st, const api_req_t *rq, int64_t conv, api_res_t *r
 	if (authenticate(st, rq, res, &user, &device) < 0)
 		return;
 	if ((len = http_query_param(rq->target, rq->target_len, "before", v, sizeof v)) != -1 &&
-	    (len < 0 || parse_id(v, (size_t)len, 1, &before) < 0)) {
+	    (len < 0 || id_parse(v, (size_t)len, 1, &before) < 0)) {
 		fail(res, 400, "bad_request", "before must be a seq (a positive integer)");
 		return;
 	}
 	if ((len = http_query_param(rq->target, rq->target_len, "limit", v, sizeof v)) != -1 &&
-	    (len < 0 || parse_id(v, (size_t)len, 1, &limit) < 0 || limit > 200)) {
+	    (len < 0 || id_parse(v, (size_t)len, 1, &limit) < 0 || limit > 200)) {
 		fail(res, 400, "bad_request", "limit must be 1 to 200");
 		return;
 	}
@@ -588,7 +555,7 @@ static void route(store_t *st, api_req_t *rq, api_res_t *res)
 				goto not_allowed;
 			return;
 		}
-		if (parse_id(seg[1], len[1], 1, &conv) < 0) {
+		if (id_parse(seg[1], len[1], 1, &conv) < 0) {
 			fail(res, 404, "not_found", "no such conversation");
 			return;
 		}
@@ -601,7 +568,7 @@ static void route(store_t *st, api_req_t *rq, api_res_t *res)
 		if (ns == 5 && SEG(2, "messages") && SEG(4, "receipts")) {
 			if (!method_is(rq, "GET"))
 				goto not_allowed;
-			if (parse_id(seg[3], len[3], 1, &seq) < 0) {
+			if (id_parse(seg[3], len[3], 1, &seq) < 0) {
 				fail(res, 404, "not_found", "no such message");
 				return;
 			}

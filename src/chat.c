@@ -25,12 +25,12 @@
 
 #include "bus.h"
 #include "frames.h"
+#include "ids.h"
 #include "log.h"
 #include "workers.h"
 #include "writer.h"
 #include "ws.h"
 
-#define MAX_ID ((int64_t)1 << 53)
 #define BODY_MAX 16384
 #define CMID_MAX 64
 #define RESUME_CONVS_MAX 4096
@@ -114,19 +114,6 @@ static void send_error(gw_conn_t *c, const char *code, const char *message, cons
 	sbuf_unref(f);
 }
 
-static int json_id(const json_t *v, int64_t *out)
-{
-	json_int_t x;
-
-	if (!json_is_integer(v))
-		return -1;
-	x = json_integer_value(v);
-	if (x < 1 || x >= MAX_ID)
-		return -1;
-	*out = x;
-	return 0;
-}
-
 /* ---- send ----------------------------------------------------------- */
 
 static int cmid_valid(const json_t *v)
@@ -158,7 +145,7 @@ static void handle_send(server_t *srv, gw_conn_t *c, json_t *j)
 		send_error(c, "bad_request", "cmid must be 1 to 64 printable ASCII characters", NULL, 0);
 		return;
 	}
-	if (json_id(json_object_get(j, "conv"), &conv) < 0) {
+	if (id_from_json(json_object_get(j, "conv"), 1, &conv) < 0) {
 		send_error(c, "bad_request", "conv must be a conversation id", ref, 0);
 		return;
 	}
@@ -203,10 +190,10 @@ static void handle_receipt(server_t *srv, gw_conn_t *c, json_t *j)
 	json_t *state = json_object_get(j, "state"), *seqv = json_object_get(j, "seq");
 	receipt_op_t *r;
 	int64_t conv;
-	json_int_t seq;
+	int64_t seq;
 	int st;
 
-	if (json_id(json_object_get(j, "conv"), &conv) < 0) {
+	if (id_from_json(json_object_get(j, "conv"), 1, &conv) < 0) {
 		send_error(c, "bad_request", "conv must be a conversation id", NULL, 0);
 		return;
 	}
@@ -216,7 +203,7 @@ static void handle_receipt(server_t *srv, gw_conn_t *c, json_t *j)
 		return;
 	}
 	st = strcmp(json_string_value(state), "read") == 0 ? STORE_READ : STORE_DELIVERED;
-	if (!json_is_integer(seqv) || (seq = json_integer_value(seqv)) < 0 || seq >= MAX_ID) {
+	if (id_from_json(seqv, 0, &seq) < 0) {
 		send_error(c, "bad_request", "seq must be a non-negative integer", NULL, conv);
 		return;
 	}
@@ -653,30 +640,12 @@ static void resume_start(server_t *srv, gw_conn_t *c, chat_conn_t *cc, json_t *c
 	resume_next(c, cc);
 }
 
-static int conv_key(const char *key, int64_t *out)
-{
-	int64_t x = 0;
-	size_t i, n = strlen(key);
-
-	if (n == 0 || n > 16)
-		return -1;
-	for (i = 0; i < n; i++) {
-		if (key[i] < '0' || key[i] > '9')
-			return -1;
-		x = x * 10 + (key[i] - '0');
-	}
-	if (x < 1 || x >= MAX_ID)
-		return -1;
-	*out = x;
-	return 0;
-}
-
 static void handle_resume(server_t *srv, gw_conn_t *c, json_t *j)
 {
 	json_t *convs = json_object_get(j, "convs"), *v;
 	chat_conn_t *cc;
 	const char *key;
-	int64_t conv;
+	int64_t conv, seq;
 
 	if (!json_is_object(convs)) {
 		send_error(c, "bad_request", "convs must be an object of conversation id -> last seq",
@@ -688,8 +657,7 @@ static void handle_resume(server_t *srv, gw_conn_t *c, json_t *j)
 		return;
 	}
 	json_object_foreach(convs, key, v) {
-		if (conv_key(key, &conv) < 0 || !json_is_integer(v) || json_integer_value(v) < 0 ||
-		    json_integer_value(v) >= MAX_ID) {
+		if (id_parse(key, strlen(key), 1, &conv) < 0 || id_from_json(v, 0, &seq) < 0) {
 			send_error(c, "bad_request", "convs must map conversation ids to seqs (>= 0)", NULL, 0);
 			return;
 		}

@@ -180,9 +180,9 @@ static void test_slow_reader_dropped(void **state)
 	cc = hx_ws(srv.port, &c);
 	memset(body, 'w', 16384);
 	body[16384] = 0;
-	/* Bob never reads: 600 x 16 KiB is far past the 256 KiB bound and
-	 * what the kernel buffers for a socket (4 MiB at most here). */
-	send_n(ca, conv_ab, 1, 600, body);
+	/* Bob never reads: 1,000 x 16 KiB is far past the 256 KiB bound and
+	 * what the kernel buffers for a connection (at most 10 MiB here). */
+	send_n(ca, conv_ab, 1, 1000, body);
 	free(body);
 	/* Carol, on the same server, is served as usual. */
 	send_n(ca, conv_ac, 1, 1, "hello carol");
@@ -204,8 +204,8 @@ static void test_slow_reader_dropped(void **state)
 	pc_close(cb);
 	/* He reconnects and resumes: everything is there. */
 	cb = hx_ws(srv.port, &b);
-	hx_sendf(cb, "{\"type\":\"resume\",\"convs\":{\"%lld\":590}}", (long long)conv_ab);
-	for (int s = 591; s <= 600; s++) {
+	hx_sendf(cb, "{\"type\":\"resume\",\"convs\":{\"%lld\":990}}", (long long)conv_ab);
+	for (int s = 991; s <= 1000; s++) {
 		j = hx_expect(cb, "msg");
 		assert_int_equal(hx_int(j, "seq"), s);
 		json_decref(j);
