@@ -175,14 +175,14 @@ static void create_user(store_t *st, const api_req_t *rq, api_res_t *res)
 	json_decref(j);
 }
 
+/* Open without a token: whether a name is taken is no secret (registering
+ * it would tell), and a client may look its contacts up before logging in. */
 static void find_user(store_t *st, const api_req_t *rq, api_res_t *res)
 {
 	char name[64];
-	int64_t user, device, id;
+	int64_t id;
 	int n, r;
 
-	if (authenticate(st, rq, res, &user, &device) < 0)
-		return;
 	n = http_query_param(rq->target, rq->target_len, "username", name, sizeof name);
 	if (n < 0) {
 		fail(res, 400, "bad_request", "the username query parameter is required");
@@ -413,10 +413,12 @@ static void history(store_t *st, const api_req_t *rq, int64_t conv, api_res_t *r
 	if (authenticate(st, rq, res, &user, &device) < 0)
 		return;
 	if ((len = http_query_param(rq->target, rq->target_len, "before", v, sizeof v)) != -1 &&
-	    (len < 0 || id_parse(v, (size_t)len, 1, &before) < 0)) {
-		fail(res, 400, "bad_request", "before must be a seq (a positive integer)");
+	    (len < 0 || id_parse(v, (size_t)len, 0, &before) < 0)) {
+		fail(res, 400, "bad_request", "before must be a seq (an integer >= 0)");
 		return;
 	}
+	if (len == 1 && before == 0)
+		before = 1; /* seq < 0: nothing, but the membership is still checked */
 	if ((len = http_query_param(rq->target, rq->target_len, "limit", v, sizeof v)) != -1 &&
 	    (len < 0 || id_parse(v, (size_t)len, 1, &limit) < 0 || limit > 200)) {
 		fail(res, 400, "bad_request", "limit must be 1 to 200");

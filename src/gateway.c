@@ -375,6 +375,8 @@ static void conn_free(gw_conn_t *c)
 	loop_watch_del(t->loop, c->fd);
 	close(c->fd);
 	if (c->user) {
+		log_debug("gateway: fd %d: user %lld device %lld disconnected", c->fd, (long long)c->user,
+		          (long long)c->device);
 		bus_detach(srv->bus, c->user, handle_of(c));
 		chat_conn_closed(srv, c);
 	}
@@ -1126,6 +1128,8 @@ static void task_upgrade(loop_t *loop, void *p, uint64_t u)
 		c->device = up->device;
 		c->last_rx = c->last_ping = loop_now_s(loop);
 		conn_queue(c, frames_ready(c->user, c->device, clock_wall_ms()));
+		log_debug("gateway: fd %d: user %lld device %lld connected", c->fd, (long long)c->user,
+		          (long long)c->device);
 		schedule(c, c->last_ping + (uint32_t)srv->cfg.ping_interval_s);
 		pause_reading(c, 0);
 		conn_process(c);

@@ -21,8 +21,8 @@ int id_parse(const char *s, size_t n, int64_t lo, int64_t *out)
 
 	/* 2^53 has 16 digits: more cannot be an id, and this bound keeps x
 	 * from overflowing. */
-	if (n == 0 || n > 16)
-		return -1;
+	if (n == 0 || n > 16 || (n > 1 && s[0] == '0'))
+		return -1; /* one spelling per id: "7", never "007" */
 	for (i = 0; i < n; i++) {
 		if (s[i] < '0' || s[i] > '9')
 			return -1;

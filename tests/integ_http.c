@@ -253,6 +253,16 @@ static void test_accounts_bad_input(void **state)
 	expect_error(srv.port, "GET", "/api/v1/users?username=nobody_here", a.token, NULL, 404,
 	             "not_found");
 	expect_error(srv.port, "GET", "/api/v1/users", a.token, NULL, 400, "bad_request");
+	{ /* the lookup needs no token */
+		char path[96];
+		int st;
+		json_t *j;
+		snprintf(path, sizeof path, "/api/v1/users?username=%s", a.name);
+		j = hx_http(srv.port, "GET", path, NULL, NULL, &st);
+		assert_int_equal(st, 200);
+		assert_int_equal(hx_int(j, "user_id"), a.id);
+		json_decref(j);
+	}
 }
 
 static void test_conversations_bad_input(void **state)
@@ -357,6 +367,14 @@ static void test_history_pages(void **state)
 	j = hx_http(srv.port, "GET", path, b.token, NULL, &st);
 	assert_int_equal(json_array_size(json_object_get(j, "messages")), 25);
 	json_decref(j);
+	snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages?before=0", (long long)conv);
+	j = hx_http(srv.port, "GET", path, b.token, NULL, &st);
+	assert_int_equal(st, 200);
+	assert_int_equal(json_array_size(json_object_get(j, "messages")), 0);
+	assert_true(json_is_false(json_object_get(j, "has_more")));
+	json_decref(j);
+	snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages?before=007", (long long)conv);
+	expect_error(srv.port, "GET", path, b.token, NULL, 400, "bad_request");
 	pc_close(ca);
 }
 
