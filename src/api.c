@@ -87,6 +87,12 @@ static void fail_store(api_res_t *res, int r)
 	case STORE_NOT_FOUND:
 		fail(res, 404, "not_found", "not found");
 		break;
+	case STORE_NOT_GROUP:
+		fail(res, 400, "bad_request", "a direct conversation has exactly its two members");
+		break;
+	case STORE_FULL:
+		fail(res, 400, "bad_request", "a group has at most 1024 members");
+		break;
 	default:
 		fail(res, 500, "internal", "the store failed; retry later");
 	}
@@ -284,6 +290,13 @@ static const char *kind_name(int kind)
 	return kind == STORE_GROUP ? "group" : "direct";
 }
 
+static void message_json(jbuf_t *b, const store_message_t *m)
+{
+	jbuf_raw(b, "{", 1);
+	frames_message_json(b, m);
+	jbuf_raw(b, "}", 1);
+}
+
 static void conv_head_json(jbuf_t *b, const store_conv_t *c)
 {
 	size_t i;
@@ -301,22 +314,66 @@ static void conv_head_json(jbuf_t *b, const store_conv_t *c)
 		jbuf_int(b, c->members[i]);
 	}
 	jbuf_lit(b, "]");
+	if (c->kind == STORE_GROUP) {
+		jbuf_lit(b, ",\"admins\":[");
+		for (i = 0; i < c->nadmins; i++) {
+			if (i)
+				jbuf_raw(b, ",", 1);
+			jbuf_int(b, c->admins[i]);
+		}
+		jbuf_lit(b, "]");
+	}
 }
 
-static void message_json(jbuf_t *b, const store_message_t *m)
+/* The full entry of the conversation list. */
+static void conv_entry_json(jbuf_t *b, const store_conv_t *c)
 {
-	jbuf_raw(b, "{", 1);
-	frames_message_json(b, m);
-	jbuf_raw(b, "}", 1);
+	conv_head_json(b, c);
+	jbuf_lit(b, ",\"last_seq\":");
+	jbuf_int(b, c->last_seq);
+	jbuf_lit(b, ",\"last_message\":");
+	if (c->last_message)
+		message_json(b, c->last_message);
+	else
+		jbuf_lit(b, "null");
+	jbuf_lit(b, ",\"read_seq\":");
+	jbuf_int(b, c->read_seq);
+	jbuf_lit(b, ",\"unread\":");
+	jbuf_int(b, c->unread);
+	jbuf_lit(b, "}");
 }
+
+/* Tells every member of conv (and also, when not 0, a user who just left
+ * it) of a membership change. */
+static void announce(store_t *st, server_t *srv, int64_t conv, const char *event, int64_t user,
+                     int64_t by, int64_t also)
+{
+	int64_t *ids;
+	size_t n, i;
+	sbuf_t *f;
+
+	if (store_members(st, conv, &ids, &n) != STORE_OK)
+		return; /* logged by the store; clients still learn on resume */
+	if ((f = frames_members(conv, event, user, by, n)) != NULL) {
+		for (i = 0; i < n; i++)
+			bus_deliver(srv->bus, ids[i], 0, f);
+		if (also)
+			bus_deliver(srv->bus, also, 0, f);
+		sbuf_unref(f);
+	}
+	free(ids);
+}
+
+#define TITLE_MAX 128
 
 static void create_conversation(store_t *st, const api_req_t *rq, api_res_t *res)
 {
-	json_t *j, *members, *v;
-	int64_t user, device, other = 0, id, conv;
+	json_t *j, *members, *v, *title;
+	int64_t user, device, id, conv, *others = NULL;
+	const char *t = NULL;
 	store_conv_t c;
-	size_t i, others = 0;
-	int created, r;
+	size_t i, k, n = 0;
+	int created = 1, r;
 	char name[STORE_USERNAME_MAX + 1];
 
 	if (authenticate(st, rq, res, &user, &device) < 0)
@@ -324,37 +381,57 @@ static void create_conversation(store_t *st, const api_req_t *rq, api_res_t *res
 	if (!(j = parse_body(rq, res)))
 		return;
 	members = json_object_get(j, "members");
+	title = json_object_get(j, "title");
 	if (!json_is_array(members) || json_array_size(members) == 0) {
 		fail(res, 400, "bad_request", "members must be a non-empty array of user ids");
 		goto out;
 	}
+	if (json_array_size(members) > 4 * STORE_GROUP_MAX) {
+		fail(res, 400, "bad_request", "a group has at most 1024 members");
+		goto out;
+	}
+	if (title && !json_is_null(title)) {
+		if (!json_is_string(title) || json_string_length(title) < 1 ||
+		    json_string_length(title) > TITLE_MAX) {
+			fail(res, 400, "bad_request", "title must be a string of 1 to 128 bytes");
+			goto out;
+		}
+		t = json_string_value(title);
+	}
+	if (!(others = malloc(json_array_size(members) * sizeof *others))) {
+		fail(res, 500, "internal", "out of memory");
+		goto out;
+	}
+	/* The other members, each once; naming oneself is harmless. */
 	json_array_foreach(members, i, v) {
 		if (id_from_json(v, 1, &id) < 0) {
 			fail(res, 400, "bad_request", "members must be user ids");
 			goto out;
 		}
-		if (id != user && id != other) {
-			other = id;
-			others++;
-		}
+		for (k = 0; k < n && others[k] != id; k++)
+			;
+		if (id != user && k == n)
+			others[n++] = id;
 	}
-	if (others == 0) {
+	if (n == 0) {
 		fail(res, 400, "bad_request", "members must name someone other than yourself");
 		goto out;
 	}
-	if (others > 1) {
-		fail(res, 400, "bad_request", "group conversations are not supported by this server yet");
+	if (n + 1 > STORE_GROUP_MAX) {
+		fail(res, 400, "bad_request", "a group has at most 1024 members");
 		goto out;
 	}
-	if ((r = store_user_by_id(st, other, name)) != STORE_OK) {
-		if (r == STORE_NOT_FOUND)
-			fail(res, 404, "not_found", "no such user");
-		else
-			fail_store(res, r);
+	if (n == 1) {
+		if ((r = store_user_by_id(st, others[0], name)) == STORE_OK)
+			r = store_direct_open(st, user, others[0], clock_wall_ms(), &conv, &created);
+	} else {
+		r = store_group_create(st, user, others, n, t, clock_wall_ms(), &conv);
+	}
+	if (r == STORE_NOT_FOUND) {
+		fail(res, 404, "not_found", "no such user");
 		goto out;
 	}
-	if ((r = store_direct_open(st, user, other, clock_wall_ms(), &conv, &created)) != STORE_OK ||
-	    (r = store_conv_get(st, conv, user, &c)) != STORE_OK) {
+	if (r != STORE_OK || (r = store_conv_get(st, conv, user, &c)) != STORE_OK) {
 		fail_store(res, r);
 		goto out;
 	}
@@ -362,8 +439,31 @@ static void create_conversation(store_t *st, const api_req_t *rq, api_res_t *res
 	conv_head_json(&res->body, &c);
 	jbuf_lit(&res->body, "}");
 	store_conv_clear(&c);
+	if (n > 1) {
+		log_info("api: user %lld created group %lld of %zu members", (long long)user,
+		         (long long)conv, n + 1);
+		announce(st, rq->srv, conv, "created", 0, user, 0);
+	}
 out:
+	free(others);
 	json_decref(j);
+}
+
+static void get_conversation(store_t *st, const api_req_t *rq, int64_t conv, api_res_t *res)
+{
+	int64_t user, device;
+	store_conv_t c;
+	int r;
+
+	if (authenticate(st, rq, res, &user, &device) < 0)
+		return;
+	if ((r = store_conv_get(st, conv, user, &c)) != STORE_OK) {
+		fail_store(res, r);
+		return;
+	}
+	res->status = 200;
+	conv_entry_json(&res->body, &c);
+	store_conv_clear(&c);
 }
 
 static void list_conversations(store_t *st, const api_req_t *rq, api_res_t *res)
@@ -384,19 +484,7 @@ static void list_conversations(store_t *st, const api_req_t *rq, api_res_t *res)
 	for (i = 0; i < n; i++) {
 		if (i)
 			jbuf_raw(&res->body, ",", 1);
-		conv_head_json(&res->body, &cs[i]);
-		jbuf_lit(&res->body, ",\"last_seq\":");
-		jbuf_int(&res->body, cs[i].last_seq);
-		jbuf_lit(&res->body, ",\"last_message\":");
-		if (cs[i].last_message)
-			message_json(&res->body, cs[i].last_message);
-		else
-			jbuf_lit(&res->body, "null");
-		jbuf_lit(&res->body, ",\"read_seq\":");
-		jbuf_int(&res->body, cs[i].read_seq);
-		jbuf_lit(&res->body, ",\"unread\":");
-		jbuf_int(&res->body, cs[i].unread);
-		jbuf_lit(&res->body, "}");
+		conv_entry_json(&res->body, &cs[i]);
 	}
 	jbuf_lit(&res->body, "]}");
 	store_convs_free(cs, n);
@@ -481,18 +569,58 @@ static void receipts(store_t *st, const api_req_t *rq, int64_t conv, int64_t seq
 	free(rs);
 }
 
-static void members_change(store_t *st, const api_req_t *rq, int64_t conv, api_res_t *res)
+static void add_member(store_t *st, const api_req_t *rq, int64_t conv, api_res_t *res)
 {
-	int64_t user, device, last;
+	int64_t user, device, target;
+	json_t *j;
 	int r;
 
 	if (authenticate(st, rq, res, &user, &device) < 0)
 		return;
-	if ((r = store_member_head(st, conv, user, &last)) != STORE_OK) {
-		fail_store(res, r);
+	if (!(j = parse_body(rq, res)))
+		return;
+	if (id_from_json(json_object_get(j, "user_id"), 1, &target) < 0) {
+		fail(res, 400, "bad_request", "user_id must be a user id");
+		json_decref(j);
 		return;
 	}
-	fail(res, 400, "bad_request", "a direct conversation has exactly its two members");
+	json_decref(j);
+	r = store_member_add(st, conv, user, target, clock_wall_ms());
+	if (r == STORE_OK || r == STORE_EXISTS) {
+		res->status = 204; /* adding a member twice changes nothing */
+		if (r == STORE_OK)
+			announce(st, rq->srv, conv, "added", target, user, 0);
+	} else if (r == STORE_NOT_FOUND) {
+		fail(res, 404, "not_found", "no such user");
+	} else if (r == STORE_FORBIDDEN) {
+		fail(res, 403, "forbidden", "only a group's admins add members");
+	} else {
+		fail_store(res, r);
+	}
+}
+
+static void remove_member(store_t *st, const api_req_t *rq, int64_t conv, int64_t target,
+                          api_res_t *res)
+{
+	int64_t user, device, promoted;
+	int r;
+
+	if (authenticate(st, rq, res, &user, &device) < 0)
+		return;
+	r = store_member_remove(st, conv, user, target, &promoted);
+	if (r == STORE_OK) {
+		res->status = 204;
+		/* The one who went hears of it too, on every device. */
+		announce(st, rq->srv, conv, target == user ? "left" : "removed", target, user, target);
+		if (promoted)
+			announce(st, rq->srv, conv, "admin", promoted, user, 0);
+	} else if (r == STORE_NOT_FOUND) {
+		fail(res, 404, "not_found", "not a member of this group");
+	} else if (r == STORE_FORBIDDEN) {
+		fail(res, 403, "forbidden", "only a group's admins remove others; anyone may leave");
+	} else {
+		fail_store(res, r);
+	}
 }
 
 /* ---- routing -------------------------------------------------------- */
@@ -561,6 +689,12 @@ static void route(store_t *st, api_req_t *rq, api_res_t *res)
 			fail(res, 404, "not_found", "no such conversation");
 			return;
 		}
+		if (ns == 2) {
+			if (!method_is(rq, "GET"))
+				goto not_allowed;
+			get_conversation(st, rq, conv, res);
+			return;
+		}
 		if (ns == 3 && SEG(2, "messages")) {
 			if (!method_is(rq, "GET"))
 				goto not_allowed;
@@ -577,9 +711,17 @@ static void route(store_t *st, api_req_t *rq, api_res_t *res)
 			receipts(st, rq, conv, seq, res);
 			return;
 		}
-		if ((ns == 3 && SEG(2, "members") && method_is(rq, "POST")) ||
-		    (ns == 4 && SEG(2, "members") && method_is(rq, "DELETE"))) {
-			members_change(st, rq, conv, res);
+		if (ns == 3 && SEG(2, "members") && method_is(rq, "POST")) {
+			add_member(st, rq, conv, res);
+			return;
+		}
+		if (ns == 4 && SEG(2, "members") && method_is(rq, "DELETE")) {
+			int64_t target;
+			if (id_parse(seg[3], len[3], 1, &target) < 0) {
+				fail(res, 404, "not_found", "not a member of this group");
+				return;
+			}
+			remove_member(st, rq, conv, target, res);
 			return;
 		}
 		if (ns == 3 && SEG(2, "members")) {

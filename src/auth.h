@@ -16,8 +16,11 @@
 #define AUTH_PASSWORD_MIN 8
 #define AUTH_PASSWORD_MAX 128
 
-/* Initialises libsodium. Returns 0, or -1 if it cannot. */
-int auth_init(void);
+/* Initialises libsodium. fast_hashing selects Argon2id's minimum cost
+ * instead of the interactive one: for tests and benchmarks that register
+ * thousands of users, never for real accounts (see --fast-password-hashing).
+ * Returns 0, or -1 if libsodium cannot start. */
+int auth_init(int fast_hashing);
 
 /* 3-32 characters of [a-z0-9_.-]. */
 int auth_username_valid(const char *name, size_t len);

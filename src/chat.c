@@ -433,8 +433,8 @@ static int resume_plan(store_t *st, resume_t *r)
 
 	for (i = 0; i < r->nconvs; i++) {
 		resume_conv_t *rc = &r->convs[i];
-		int64_t head;
-		int x = store_member_head(st, rc->conv, r->user, &head);
+		int64_t head, joined;
+		int x = store_member_head(st, rc->conv, r->user, &head, &joined);
 
 		if (x == STORE_FORBIDDEN) {
 			rc->forbidden = 1;
@@ -445,6 +445,8 @@ static int resume_plan(store_t *st, resume_t *r)
 		rc->upto = head;
 		if (rc->after < head - RESUME_REPLAY_MAX)
 			rc->after = head - RESUME_REPLAY_MAX;
+		if (rc->after < joined)
+			rc->after = joined; /* nothing from before it joined */
 		if (rc->after > head)
 			rc->after = head;
 	}

@@ -127,6 +127,27 @@ sbuf_t *frames_error(const char *code, const char *message, const char *ref, int
 	return finish(&b);
 }
 
+sbuf_t *frames_members(int64_t conv, const char *event, int64_t user, int64_t by, size_t count)
+{
+	jbuf_t b;
+
+	jbuf_init(&b);
+	jbuf_lit(&b, "{\"type\":\"members\"");
+	jbuf_key(&b, "conv", 0);
+	jbuf_int(&b, conv);
+	jbuf_key(&b, "event", 0);
+	jbuf_cstr(&b, event);
+	if (user) {
+		jbuf_key(&b, "user", 0);
+		jbuf_int(&b, user);
+	}
+	jbuf_key(&b, "by", 0);
+	jbuf_int(&b, by);
+	jbuf_key(&b, "count", 0);
+	jbuf_int(&b, (int64_t)count);
+	return finish(&b);
+}
+
 sbuf_t *frames_pong(const char *ref_json)
 {
 	jbuf_t b;

@@ -26,6 +26,9 @@ sbuf_t *frames_ack(const char *cmid, int64_t conv, int64_t id, int64_t seq, int6
 sbuf_t *frames_receipt(int64_t conv, int64_t user, int state, int64_t seq);
 /* ref: the refused send's cmid, or NULL. conv: added when not 0. */
 sbuf_t *frames_error(const char *code, const char *message, const char *ref, int64_t conv);
+/* A group's membership changed: event is "created", "added", "removed",
+ * "left" or "admin"; user is who it concerns (0: none), by who did it. */
+sbuf_t *frames_members(int64_t conv, const char *event, int64_t user, int64_t by, size_t count);
 /* ref_json: the ping's ref as JSON text, or NULL for none. */
 sbuf_t *frames_pong(const char *ref_json);
 

@@ -29,6 +29,10 @@ static void usage(FILE *f)
 	        "  --idle-timeout S     close a WebSocket silent this long (default 75)\n"
 	        "  --out-limit BYTES    outbound bytes queued for one client before it is\n"
 	        "                       dropped as too slow (default 1048576)\n"
+	        "  --fast-password-hashing\n"
+	        "                       hash new passwords at Argon2id's minimum cost, so that\n"
+	        "                       tests and benchmarks can register thousands of users;\n"
+	        "                       never for real accounts\n"
 	        "  -h, --help           show this help\n");
 }
 
@@ -112,6 +116,10 @@ int main(int argc, char **argv)
 		}
 		if (strncmp(a, "--", 2) != 0)
 			return bad("unexpected argument", a);
+		if (!strcmp(a, "--fast-password-hashing")) {
+			cfg.fast_password_hashing = 1;
+			continue;
+		}
 		if (strcmp(a, "--listen") && strcmp(a, "--data") && strcmp(a, "--threads") &&
 		    strcmp(a, "--node-id") && strcmp(a, "--log-level") && strcmp(a, "--ping-interval") &&
 		    strcmp(a, "--idle-timeout") && strcmp(a, "--out-limit"))

@@ -95,7 +95,10 @@ int server_run(const server_config_t *cfg)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (auth_init() < 0) {
+	if (cfg->fast_password_hashing)
+		log_warn("--fast-password-hashing: new passwords get Argon2id's minimum cost; "
+		         "for tests and benchmarks only");
+	if (auth_init(cfg->fast_password_hashing) < 0) {
 		log_error("cannot initialise libsodium");
 		return 1;
 	}

@@ -29,6 +29,7 @@ typedef struct server_config {
 	int idle_timeout_s;       /* closes a WebSocket silent this long (75) */
 	int http_timeout_s;       /* closes an HTTP connection idle this long */
 	int max_sends_in_flight;  /* per connection, awaiting their ack */
+	int fast_password_hashing; /* tests and benchmarks only */
 } server_config_t;
 
 typedef struct server {

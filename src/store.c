@@ -33,9 +33,11 @@ void store_conv_clear(store_conv_t *c)
 {
 	free(c->title);
 	free(c->members);
+	free(c->admins);
 	store_messages_free(c->last_message, c->last_message ? 1 : 0);
 	c->title = NULL;
 	c->members = NULL;
+	c->admins = NULL;
 	c->last_message = NULL;
 }
 

@@ -23,12 +23,15 @@ enum {
 	STORE_EXISTS = -2,     /* unique name taken; or a send already stored */
 	STORE_FORBIDDEN = -3,  /* not a member (or no such conversation) */
 	STORE_ERROR = -4,      /* the backend failed; logged where it happened */
+	STORE_FULL = -5,       /* a group at its member limit */
+	STORE_NOT_GROUP = -6,  /* a group operation on a direct conversation */
 };
 
 enum { STORE_DIRECT = 1, STORE_GROUP = 2 };
 enum { STORE_DELIVERED = 1, STORE_READ = 2 };
 
 #define STORE_USERNAME_MAX 32
+#define STORE_GROUP_MAX 1024   /* members of a group, its creator included */
 #define STORE_TOKEN_HASH_LEN 32
 
 typedef struct store store_t;
@@ -46,6 +49,8 @@ typedef struct store_conv {
 	char *title;            /* NULL when none */
 	int64_t *members;       /* every member, ascending */
 	size_t nmembers;
+	int64_t *admins;        /* a group's admins, ascending */
+	size_t nadmins;
 	int64_t last_seq;
 	int64_t activity;       /* orders the list: later is greater */
 	int64_t read_seq;       /* the caller's own read watermark */
@@ -110,7 +115,15 @@ typedef struct store_vtab {
 	               store_message_t **out, size_t *n, int *has_more);
 	int (*receipts)(store_t *s, int64_t conv_id, int64_t user_id, int64_t seq,
 	                store_receipt_t **out, size_t *n);
-	int (*member_head)(store_t *s, int64_t conv_id, int64_t user_id, int64_t *last_seq);
+	int (*member_head)(store_t *s, int64_t conv_id, int64_t user_id, int64_t *last_seq,
+	                   int64_t *joined_seq);
+	int (*members)(store_t *s, int64_t conv_id, int64_t **ids, size_t *n);
+	int (*group_create)(store_t *s, int64_t creator, const int64_t *others, size_t n,
+	                    const char *title, int64_t now_ms, int64_t *conv_id);
+	int (*member_add)(store_t *s, int64_t conv_id, int64_t actor, int64_t user_id,
+	                  int64_t now_ms);
+	int (*member_remove)(store_t *s, int64_t conv_id, int64_t actor, int64_t user_id,
+	                     int64_t *promoted);
 	int (*heads)(store_t *s, int64_t user_id, store_head_t **out, size_t *n);
 	int (*replay)(store_t *s, int64_t conv_id, int64_t after, int64_t upto,
 	              size_t max_count, size_t max_bytes, store_message_t **out, size_t *n);
@@ -206,11 +219,47 @@ static inline int store_receipts(store_t *s, int64_t conv_id, int64_t user_id, i
 	return s->vt->receipts(s, conv_id, user_id, seq, out, n);
 }
 
-/* The conversation's latest seq if user_id is a member, else STORE_FORBIDDEN. */
+/* The conversation's latest seq if user_id is a member, else STORE_FORBIDDEN;
+ * and the seq at which the user joined: it sees only messages after it. */
 static inline int store_member_head(store_t *s, int64_t conv_id, int64_t user_id,
-                                    int64_t *last_seq)
+                                    int64_t *last_seq, int64_t *joined_seq)
 {
-	return s->vt->member_head(s, conv_id, user_id, last_seq);
+	return s->vt->member_head(s, conv_id, user_id, last_seq, joined_seq);
+}
+
+/* Every member of a conversation, ascending, without checking who asks:
+ * for the server's own fan-out. */
+static inline int store_members(store_t *s, int64_t conv_id, int64_t **ids, size_t *n)
+{
+	return s->vt->members(s, conv_id, ids, n);
+}
+
+/* Creates a group of creator (its admin) and the n distinct users in
+ * others. STORE_NOT_FOUND when one of them does not exist, STORE_FULL
+ * past STORE_GROUP_MAX members. title may be NULL. */
+static inline int store_group_create(store_t *s, int64_t creator, const int64_t *others, size_t n,
+                                     const char *title, int64_t now_ms, int64_t *conv_id)
+{
+	return s->vt->group_create(s, creator, others, n, title, now_ms, conv_id);
+}
+
+/* actor, an admin, adds user_id to a group; the new member sees messages
+ * from now on. STORE_FORBIDDEN: actor not a member or not an admin;
+ * STORE_NOT_GROUP; STORE_NOT_FOUND: no such user; STORE_EXISTS: already a
+ * member; STORE_FULL. */
+static inline int store_member_add(store_t *s, int64_t conv_id, int64_t actor, int64_t user_id,
+                                   int64_t now_ms)
+{
+	return s->vt->member_add(s, conv_id, actor, user_id, now_ms);
+}
+
+/* Removes user_id from a group: an admin removes anyone, anyone leaves.
+ * When the last admin goes, the longest-standing member becomes admin
+ * (*promoted, else 0). STORE_NOT_FOUND: user_id is not a member. */
+static inline int store_member_remove(store_t *s, int64_t conv_id, int64_t actor, int64_t user_id,
+                                      int64_t *promoted)
+{
+	return s->vt->member_remove(s, conv_id, actor, user_id, promoted);
 }
 
 /* Every conversation of the user with its latest seq. */

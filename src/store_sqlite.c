@@ -33,6 +33,13 @@ enum {
 	Q_MEMBER_INSERT,
 	Q_MEMBER_CONV,     /* kind, title, last_seq, last_ts, read_seq, delivered_seq */
 	Q_MEMBERS_OF,
+	Q_ADMINS_OF,
+	Q_RECEIPT_MEMBERS,
+	Q_USER_EXISTS,
+	Q_MEMBER_COUNT,
+	Q_MEMBER_DELETE,
+	Q_ADMIN_COUNT,
+	Q_PROMOTE,
 	Q_CONV_LIST,
 	Q_MESSAGE_AT,
 	Q_UNREAD,
@@ -62,17 +69,31 @@ static const char *const queries[Q_COUNT] = {
 	[Q_DIRECT_FIND] = "SELECT id FROM conversations WHERE direct_key = ?1",
 	[Q_CONV_INSERT] = "INSERT INTO conversations(kind, title, direct_key, created_by, created_at, activity) "
 	                  "VALUES(?1, ?2, ?3, ?4, ?5, (?5 - 1704067200000) << 22)",
-	[Q_MEMBER_INSERT] = "INSERT INTO members(conv_id, user_id, role, joined_at) VALUES(?1, ?2, ?3, ?4)",
-	[Q_MEMBER_CONV] = "SELECT c.kind, c.title, c.last_seq, c.activity, m.read_seq, m.delivered_seq "
+	/* A new member's watermarks start where it joined: what came before is
+	 * neither unread nor visible to it. */
+	[Q_MEMBER_INSERT] = "INSERT INTO members(conv_id, user_id, role, joined_at, joined_seq, delivered_seq, "
+	                    "read_seq) VALUES(?1, ?2, ?3, ?4, ?5, ?5, ?5)",
+	[Q_MEMBER_CONV] = "SELECT c.kind, c.title, c.last_seq, c.activity, m.read_seq, m.delivered_seq, "
+	                  "m.joined_seq, m.role "
 	                  "FROM members m JOIN conversations c ON c.id = m.conv_id "
 	                  "WHERE m.conv_id = ?1 AND m.user_id = ?2",
 	[Q_MEMBERS_OF] = "SELECT user_id FROM members WHERE conv_id = ?1 ORDER BY user_id",
+	[Q_ADMINS_OF] = "SELECT user_id FROM members WHERE conv_id = ?1 AND role = 1 ORDER BY user_id",
+	[Q_RECEIPT_MEMBERS] = "SELECT user_id FROM members WHERE conv_id = ?1 AND joined_seq < ?2 "
+	                      "ORDER BY user_id",
+	[Q_USER_EXISTS] = "SELECT 1 FROM users WHERE id = ?1",
+	[Q_MEMBER_COUNT] = "SELECT count(*) FROM members WHERE conv_id = ?1",
+	[Q_MEMBER_DELETE] = "DELETE FROM members WHERE conv_id = ?1 AND user_id = ?2",
+	[Q_ADMIN_COUNT] = "SELECT count(*) FROM members WHERE conv_id = ?1 AND role = 1",
+	[Q_PROMOTE] = "UPDATE members SET role = 1 WHERE conv_id = ?1 AND user_id = "
+	              "(SELECT user_id FROM members WHERE conv_id = ?1 ORDER BY joined_at, user_id LIMIT 1) "
+	              "RETURNING user_id",
 	[Q_CONV_LIST] = "SELECT c.id FROM members m JOIN conversations c ON c.id = m.conv_id "
 	                "WHERE m.user_id = ?1 ORDER BY c.activity DESC, c.id DESC",
 	[Q_MESSAGE_AT] = "SELECT id, seq, sender, cmid, body, ts FROM messages WHERE conv_id = ?1 AND seq = ?2",
 	[Q_UNREAD] = "SELECT count(*) FROM messages WHERE conv_id = ?1 AND seq > ?2 AND sender <> ?3",
 	[Q_HISTORY] = "SELECT id, seq, sender, cmid, body, ts FROM messages "
-	              "WHERE conv_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+	              "WHERE conv_id = ?1 AND seq < ?2 AND seq > ?4 ORDER BY seq DESC LIMIT ?3",
 	[Q_REPLAY] = "SELECT id, seq, sender, cmid, body, ts FROM messages "
 	             "WHERE conv_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
 	[Q_HEADS] = "SELECT c.id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conv_id "
@@ -130,10 +151,11 @@ static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS members("
 	"  conv_id INTEGER NOT NULL,"
 	"  user_id INTEGER NOT NULL,"
-	"  role INTEGER NOT NULL DEFAULT 0,"
+	"  role INTEGER NOT NULL DEFAULT 0,"         /* 1: admin */
 	"  joined_at INTEGER NOT NULL,"
 	"  delivered_seq INTEGER NOT NULL DEFAULT 0,"
 	"  read_seq INTEGER NOT NULL DEFAULT 0,"
+	"  joined_seq INTEGER NOT NULL DEFAULT 0,"  /* sees messages after this */
 	"  PRIMARY KEY(conv_id, user_id)) WITHOUT ROWID;"
 	"CREATE INDEX IF NOT EXISTS members_by_user ON members(user_id, conv_id);"
 	/* The snowflake id is the rowid: rows go in roughly time order and the
@@ -416,6 +438,89 @@ static int sq_device_delete(store_t *base, int64_t user_id, int64_t device_id)
 	return sqlite3_changes(s->db) ? STORE_OK : STORE_NOT_FOUND;
 }
 
+/* Collects the user ids a query (?1 = conv_id, ?2 = arg) yields. */
+static int load_ids_arg(sqlite_store_t *s, int which, int64_t conv_id, int64_t arg,
+                        int64_t **members, size_t *n)
+{
+	sqlite3_stmt *st = q(s, which);
+	size_t cap = 0;
+	int rc;
+
+	*members = NULL;
+	*n = 0;
+	sqlite3_bind_int64(st, 1, conv_id);
+	if (sqlite3_bind_parameter_count(st) >= 2)
+		sqlite3_bind_int64(st, 2, arg);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (*n == cap) {
+			int64_t *m;
+			cap = cap ? cap * 2 : 4;
+			m = realloc(*members, cap * sizeof *m);
+			if (!m) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			*members = m;
+		}
+		(*members)[(*n)++] = sqlite3_column_int64(st, 0);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		free(*members);
+		*members = NULL;
+		*n = 0;
+		return fail(s, "members");
+	}
+	return STORE_OK;
+}
+
+static int load_ids(sqlite_store_t *s, int which, int64_t conv_id, int64_t **ids, size_t *n)
+{
+	return load_ids_arg(s, which, conv_id, 0, ids, n);
+}
+
+/* Every member of conv_id, ascending. */
+static int load_members(sqlite_store_t *s, int64_t conv_id, int64_t **members, size_t *n)
+{
+	return load_ids(s, Q_MEMBERS_OF, conv_id, members, n);
+}
+
+static int insert_member(sqlite_store_t *s, int64_t conv_id, int64_t user_id, int role,
+                         int64_t now_ms, int64_t joined_seq)
+{
+	sqlite3_stmt *st = q(s, Q_MEMBER_INSERT);
+	int rc;
+
+	sqlite3_bind_int64(st, 1, conv_id);
+	sqlite3_bind_int64(st, 2, user_id);
+	sqlite3_bind_int(st, 3, role);
+	sqlite3_bind_int64(st, 4, now_ms);
+	sqlite3_bind_int64(st, 5, joined_seq);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc == SQLITE_CONSTRAINT)
+		return STORE_EXISTS;
+	return rc == SQLITE_DONE ? STORE_OK : fail(s, "member insert");
+}
+
+/* One integer from a query with ?1 (and ?2). */
+static int query_int(sqlite_store_t *s, int which, int64_t a, int64_t b, int64_t *out)
+{
+	sqlite3_stmt *st = q(s, which);
+	int rc;
+
+	sqlite3_bind_int64(st, 1, a);
+	if (sqlite3_bind_parameter_count(st) >= 2)
+		sqlite3_bind_int64(st, 2, b);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*out = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	if (rc == SQLITE_ROW)
+		return STORE_OK;
+	return rc == SQLITE_DONE ? STORE_NOT_FOUND : fail(s, queries[which]);
+}
+
 static int sq_direct_open(store_t *base, int64_t a, int64_t b, int64_t now_ms,
                           int64_t *conv_id, int *created)
 {
@@ -451,14 +556,7 @@ static int sq_direct_open(store_t *base, int64_t a, int64_t b, int64_t now_ms,
 		goto err;
 	*conv_id = sqlite3_last_insert_rowid(s->db);
 	for (i = 0; i < 2; i++) {
-		st = q(s, Q_MEMBER_INSERT);
-		sqlite3_bind_int64(st, 1, *conv_id);
-		sqlite3_bind_int64(st, 2, i ? b : a);
-		sqlite3_bind_int(st, 3, 0);
-		sqlite3_bind_int64(st, 4, now_ms);
-		rc = sqlite3_step(st);
-		sqlite3_reset(st);
-		if (rc != SQLITE_DONE)
+		if (insert_member(s, *conv_id, i ? b : a, 0, now_ms, 0) != STORE_OK)
 			goto err;
 	}
 	if (exec(s, Q_COMMIT) != STORE_OK)
@@ -471,42 +569,9 @@ err:
 	return STORE_ERROR;
 }
 
-/* Appends every member of conv_id to *members. */
-static int load_members(sqlite_store_t *s, int64_t conv_id, int64_t **members, size_t *n)
-{
-	sqlite3_stmt *st = q(s, Q_MEMBERS_OF);
-	size_t cap = 0;
-	int rc;
-
-	*members = NULL;
-	*n = 0;
-	sqlite3_bind_int64(st, 1, conv_id);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (*n == cap) {
-			int64_t *m;
-			cap = cap ? cap * 2 : 4;
-			m = realloc(*members, cap * sizeof *m);
-			if (!m) {
-				rc = SQLITE_NOMEM;
-				break;
-			}
-			*members = m;
-		}
-		(*members)[(*n)++] = sqlite3_column_int64(st, 0);
-	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE) {
-		free(*members);
-		*members = NULL;
-		*n = 0;
-		return fail(s, "members");
-	}
-	return STORE_OK;
-}
-
 /* Fills c (but for members) from the membership of user_id in conv_id. */
 static int load_member_conv(sqlite_store_t *s, int64_t conv_id, int64_t user_id, store_conv_t *c,
-                            int64_t *delivered_seq)
+                            int64_t *delivered_seq, int64_t *joined_seq, int *role)
 {
 	sqlite3_stmt *st = q(s, Q_MEMBER_CONV);
 	int rc, r = STORE_OK;
@@ -523,6 +588,10 @@ static int load_member_conv(sqlite_store_t *s, int64_t conv_id, int64_t user_id,
 		c->read_seq = sqlite3_column_int64(st, 4);
 		if (delivered_seq)
 			*delivered_seq = sqlite3_column_int64(st, 5);
+		if (joined_seq)
+			*joined_seq = sqlite3_column_int64(st, 6);
+		if (role)
+			*role = sqlite3_column_int(st, 7);
 	} else {
 		r = rc == SQLITE_DONE ? STORE_FORBIDDEN : fail(s, "membership");
 	}
@@ -561,9 +630,12 @@ static int sq_conv_get(store_t *base, int64_t conv_id, int64_t user_id, store_co
 	int r;
 
 	memset(c, 0, sizeof *c);
-	if ((r = load_member_conv(s, conv_id, user_id, c, NULL)) != STORE_OK)
+	if ((r = load_member_conv(s, conv_id, user_id, c, NULL, NULL, NULL)) != STORE_OK)
 		return r;
 	if ((r = load_members(s, conv_id, &c->members, &c->nmembers)) != STORE_OK)
+		goto err;
+	if (c->kind == STORE_GROUP &&
+	    (r = load_ids(s, Q_ADMINS_OF, conv_id, &c->admins, &c->nadmins)) != STORE_OK)
 		goto err;
 	if (c->last_seq > 0) {
 		r = load_message_at(s, conv_id, c->last_seq, &c->last_message);
@@ -685,19 +757,21 @@ static int sq_history(store_t *base, int64_t conv_id, int64_t user_id, int64_t b
 	sqlite_store_t *s = S(base);
 	store_conv_t c = {0};
 	sqlite3_stmt *st;
+	int64_t joined;
 	size_t i;
 	int r;
 
 	*out = NULL;
 	*n = 0;
 	*has_more = 0;
-	if ((r = load_member_conv(s, conv_id, user_id, &c, NULL)) != STORE_OK)
+	if ((r = load_member_conv(s, conv_id, user_id, &c, NULL, &joined, NULL)) != STORE_OK)
 		return r;
 	free(c.title);
 	st = q(s, Q_HISTORY);
 	sqlite3_bind_int64(st, 1, conv_id);
 	sqlite3_bind_int64(st, 2, before > 0 ? before : INT64_MAX);
 	sqlite3_bind_int(st, 3, limit + 1); /* one more tells whether there is more */
+	sqlite3_bind_int64(st, 4, joined);
 	if ((r = collect_messages(s, st, conv_id, SIZE_MAX, out, n)) != STORE_OK)
 		return r;
 	if (*n > (size_t)limit) {
@@ -718,20 +792,21 @@ static int sq_receipts(store_t *base, int64_t conv_id, int64_t user_id, int64_t 
 	sqlite_store_t *s = S(base);
 	store_conv_t c = {0};
 	store_message_t *m = NULL;
-	int64_t *members = NULL;
+	int64_t *members = NULL, joined;
 	size_t nmembers = 0, i;
 	int r;
 
 	*out = NULL;
 	*n = 0;
-	if ((r = load_member_conv(s, conv_id, user_id, &c, NULL)) != STORE_OK)
+	if ((r = load_member_conv(s, conv_id, user_id, &c, NULL, &joined, NULL)) != STORE_OK)
 		return r;
 	free(c.title);
-	if (seq < 1 || seq > c.last_seq)
+	if (seq <= joined || seq > c.last_seq)
 		return STORE_NOT_FOUND;
 	if ((r = load_message_at(s, conv_id, seq, &m)) != STORE_OK)
 		return r;
-	if ((r = load_members(s, conv_id, &members, &nmembers)) != STORE_OK)
+	/* Those who were members when it was sent (and still are). */
+	if ((r = load_ids_arg(s, Q_RECEIPT_MEMBERS, conv_id, seq, &members, &nmembers)) != STORE_OK)
 		goto done;
 	if (nmembers && !(*out = calloc(nmembers, sizeof **out))) {
 		r = STORE_ERROR;
@@ -769,16 +844,155 @@ done:
 	return r;
 }
 
-static int sq_member_head(store_t *base, int64_t conv_id, int64_t user_id, int64_t *last_seq)
+static int sq_member_head(store_t *base, int64_t conv_id, int64_t user_id, int64_t *last_seq,
+                          int64_t *joined_seq)
 {
 	store_conv_t c = {0};
-	int r = load_member_conv(S(base), conv_id, user_id, &c, NULL);
+	int r = load_member_conv(S(base), conv_id, user_id, &c, NULL, joined_seq, NULL);
 
 	free(c.title);
 	if (r == STORE_OK)
 		*last_seq = c.last_seq;
 	return r;
 }
+
+static int sq_members(store_t *base, int64_t conv_id, int64_t **ids, size_t *n)
+{
+	return load_members(S(base), conv_id, ids, n);
+}
+
+static int sq_group_create(store_t *base, int64_t creator, const int64_t *others, size_t n,
+                           const char *title, int64_t now_ms, int64_t *conv_id)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st;
+	int64_t one;
+	size_t i;
+	int r = STORE_ERROR, rc;
+
+	if (n + 1 > STORE_GROUP_MAX)
+		return STORE_FULL;
+	if (exec(s, Q_BEGIN) != STORE_OK)
+		return STORE_ERROR;
+	st = q(s, Q_CONV_INSERT);
+	sqlite3_bind_int(st, 1, STORE_GROUP);
+	if (title)
+		sqlite3_bind_text(st, 2, title, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 2);
+	sqlite3_bind_null(st, 3);
+	sqlite3_bind_int64(st, 4, creator);
+	sqlite3_bind_int64(st, 5, now_ms);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		fail(s, "group insert");
+		goto err;
+	}
+	*conv_id = sqlite3_last_insert_rowid(s->db);
+	if ((r = insert_member(s, *conv_id, creator, 1, now_ms, 0)) != STORE_OK)
+		goto err;
+	for (i = 0; i < n; i++) {
+		if ((r = query_int(s, Q_USER_EXISTS, others[i], 0, &one)) != STORE_OK)
+			goto err; /* STORE_NOT_FOUND: no such user */
+		if ((r = insert_member(s, *conv_id, others[i], 0, now_ms, 0)) != STORE_OK)
+			goto err; /* STORE_EXISTS: named twice */
+	}
+	if ((r = exec(s, Q_COMMIT)) != STORE_OK)
+		goto err;
+	return STORE_OK;
+err:
+	exec(s, Q_ROLLBACK);
+	return r;
+}
+
+/* The role of user_id in a group (1: admin), checking it is a member of a
+ * group; *last_seq is the group's head. */
+static int group_role(sqlite_store_t *s, int64_t conv_id, int64_t user_id, int *role,
+                      int64_t *last_seq)
+{
+	store_conv_t c = {0};
+	int r = load_member_conv(s, conv_id, user_id, &c, NULL, NULL, role);
+
+	free(c.title);
+	if (r == STORE_OK && c.kind != STORE_GROUP)
+		return STORE_NOT_GROUP;
+	if (last_seq)
+		*last_seq = c.last_seq;
+	return r;
+}
+
+/* Commits, or rolls back and returns r when r is not STORE_OK. */
+static int finish(sqlite_store_t *s, int r)
+{
+	if (r == STORE_OK && exec(s, Q_COMMIT) == STORE_OK)
+		return STORE_OK;
+	exec(s, Q_ROLLBACK);
+	return r == STORE_OK ? STORE_ERROR : r;
+}
+
+static int sq_member_add(store_t *base, int64_t conv_id, int64_t actor, int64_t user_id,
+                         int64_t now_ms)
+{
+	sqlite_store_t *s = S(base);
+	int64_t last_seq = 0, count, one;
+	int role = 0, r;
+
+	if (exec(s, Q_BEGIN) != STORE_OK)
+		return STORE_ERROR;
+	r = group_role(s, conv_id, actor, &role, &last_seq);
+	if (r == STORE_OK && role != 1)
+		r = STORE_FORBIDDEN;
+	if (r == STORE_OK)
+		r = query_int(s, Q_USER_EXISTS, user_id, 0, &one);
+	if (r == STORE_OK)
+		r = query_int(s, Q_MEMBER_COUNT, conv_id, 0, &count);
+	if (r == STORE_OK && count >= STORE_GROUP_MAX)
+		r = STORE_FULL;
+	/* The new member's history starts now. */
+	if (r == STORE_OK)
+		r = insert_member(s, conv_id, user_id, 0, now_ms, last_seq);
+	return finish(s, r);
+}
+
+static int sq_member_remove(store_t *base, int64_t conv_id, int64_t actor, int64_t user_id,
+                            int64_t *promoted)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st;
+	int64_t admins = 1;
+	int role = 0, target_role = 0, r;
+
+	*promoted = 0;
+	if (exec(s, Q_BEGIN) != STORE_OK)
+		return STORE_ERROR;
+	r = group_role(s, conv_id, actor, &role, NULL);
+	if (r == STORE_OK && actor != user_id && role != 1)
+		r = STORE_FORBIDDEN; /* only admins remove others */
+	if (r == STORE_OK) {
+		r = group_role(s, conv_id, user_id, &target_role, NULL);
+		if (r == STORE_FORBIDDEN)
+			r = STORE_NOT_FOUND; /* not a member */
+	}
+	if (r == STORE_OK) {
+		st = q(s, Q_MEMBER_DELETE);
+		sqlite3_bind_int64(st, 1, conv_id);
+		sqlite3_bind_int64(st, 2, user_id);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			r = fail(s, "member delete");
+		sqlite3_reset(st);
+	}
+	/* A group is never left without an admin while it has members. */
+	if (r == STORE_OK)
+		r = query_int(s, Q_ADMIN_COUNT, conv_id, 0, &admins);
+	if (r == STORE_OK && admins == 0) {
+		r = query_int(s, Q_PROMOTE, conv_id, 0, promoted);
+		if (r == STORE_NOT_FOUND)
+			r = STORE_OK; /* nobody left */
+	}
+	return finish(s, r);
+}
+
 
 static int sq_heads(store_t *base, int64_t user_id, store_head_t **out, size_t *n)
 {
@@ -833,7 +1047,7 @@ static int op_membership(sqlite_store_t *s, store_op_t *op, int64_t *last_seq, i
                          int64_t *delivered_seq)
 {
 	store_conv_t c = {0};
-	int r = load_member_conv(s, op->conv, op->user, &c, delivered_seq);
+	int r = load_member_conv(s, op->conv, op->user, &c, delivered_seq, NULL, NULL);
 
 	free(c.title);
 	if (r == STORE_OK) {
@@ -981,6 +1195,10 @@ static const store_vtab_t sqlite_vtab = {
 	.history = sq_history,
 	.receipts = sq_receipts,
 	.member_head = sq_member_head,
+	.members = sq_members,
+	.group_create = sq_group_create,
+	.member_add = sq_member_add,
+	.member_remove = sq_member_remove,
 	.heads = sq_heads,
 	.replay = sq_replay,
 	.apply = sq_apply,
