@@ -532,13 +532,35 @@ static void history(store_t *st, const api_req_t *rq, int64_t conv, api_res_t *r
 
 static void receipts(store_t *st, const api_req_t *rq, int64_t conv, int64_t seq, api_res_t *res)
 {
-	int64_t user, device;
+	int64_t user, device, count;
 	store_receipt_t *rs;
+	store_conv_t c;
 	size_t n, i;
-	int r;
+	int r, large;
 
 	if (authenticate(st, rq, res, &user, &device) < 0)
 		return;
+	if ((r = store_conv_get(st, conv, user, &c)) != STORE_OK) {
+		fail_store(res, r);
+		return;
+	}
+	large = c.kind == STORE_GROUP && c.nmembers > STORE_RECEIPT_DETAIL_MAX;
+	store_conv_clear(&c);
+	if (large) {
+		/* No per-member detail in large groups: the read count only. */
+		if ((r = store_read_count(st, conv, user, seq, &count)) != STORE_OK) {
+			if (r == STORE_NOT_FOUND)
+				fail(res, 404, "not_found", "no such message");
+			else
+				fail_store(res, r);
+			return;
+		}
+		res->status = 200;
+		jbuf_lit(&res->body, "{\"delivered\":null,\"read\":");
+		jbuf_int(&res->body, count);
+		jbuf_lit(&res->body, "}");
+		return;
+	}
 	if ((r = store_receipts(st, conv, user, seq, &rs, &n)) != STORE_OK) {
 		if (r == STORE_NOT_FOUND)
 			fail(res, 404, "not_found", "no such message");

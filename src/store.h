@@ -32,6 +32,9 @@ enum { STORE_DELIVERED = 1, STORE_READ = 2 };
 
 #define STORE_USERNAME_MAX 32
 #define STORE_GROUP_MAX 1024   /* members of a group, its creator included */
+/* Groups larger than this keep no "delivered" watermark and no per-member
+ * receipt detail: only read watermarks, and counts derived from them. */
+#define STORE_RECEIPT_DETAIL_MAX 256
 #define STORE_TOKEN_HASH_LEN 32
 
 typedef struct store store_t;
@@ -115,6 +118,7 @@ typedef struct store_vtab {
 	               store_message_t **out, size_t *n, int *has_more);
 	int (*receipts)(store_t *s, int64_t conv_id, int64_t user_id, int64_t seq,
 	                store_receipt_t **out, size_t *n);
+	int (*read_count)(store_t *s, int64_t conv_id, int64_t user_id, int64_t seq, int64_t *count);
 	int (*member_head)(store_t *s, int64_t conv_id, int64_t user_id, int64_t *last_seq,
 	                   int64_t *joined_seq);
 	int (*members)(store_t *s, int64_t conv_id, int64_t **ids, size_t *n);
@@ -217,6 +221,14 @@ static inline int store_receipts(store_t *s, int64_t conv_id, int64_t user_id, i
                                  store_receipt_t **out, size_t *n)
 {
 	return s->vt->receipts(s, conv_id, user_id, seq, out, n);
+}
+
+/* How many members other than its sender have read message seq (for
+ * groups over STORE_RECEIPT_DETAIL_MAX); checks user_id is a member. */
+static inline int store_read_count(store_t *s, int64_t conv_id, int64_t user_id, int64_t seq,
+                                   int64_t *count)
+{
+	return s->vt->read_count(s, conv_id, user_id, seq, count);
 }
 
 /* The conversation's latest seq if user_id is a member, else STORE_FORBIDDEN;

@@ -40,6 +40,8 @@ enum {
 	Q_MEMBER_DELETE,
 	Q_ADMIN_COUNT,
 	Q_PROMOTE,
+	Q_READ_ONLY_SET,
+	Q_READ_COUNT,
 	Q_CONV_LIST,
 	Q_MESSAGE_AT,
 	Q_UNREAD,
@@ -85,6 +87,10 @@ static const char *const queries[Q_COUNT] = {
 	[Q_MEMBER_COUNT] = "SELECT count(*) FROM members WHERE conv_id = ?1",
 	[Q_MEMBER_DELETE] = "DELETE FROM members WHERE conv_id = ?1 AND user_id = ?2",
 	[Q_ADMIN_COUNT] = "SELECT count(*) FROM members WHERE conv_id = ?1 AND role = 1",
+	[Q_READ_ONLY_SET] = "UPDATE members SET read_seq = ?3 WHERE conv_id = ?1 AND user_id = ?2",
+	[Q_READ_COUNT] = "SELECT count(*) FROM members WHERE conv_id = ?1 AND user_id <> "
+	                 "(SELECT sender FROM messages WHERE conv_id = ?1 AND seq = ?2) "
+	                 "AND joined_seq < ?2 AND read_seq >= ?2",
 	[Q_PROMOTE] = "UPDATE members SET role = 1 WHERE conv_id = ?1 AND user_id = "
 	              "(SELECT user_id FROM members WHERE conv_id = ?1 ORDER BY joined_at, user_id LIMIT 1) "
 	              "RETURNING user_id",
@@ -856,6 +862,20 @@ static int sq_member_head(store_t *base, int64_t conv_id, int64_t user_id, int64
 	return r;
 }
 
+static int sq_read_count(store_t *base, int64_t conv_id, int64_t user_id, int64_t seq,
+                         int64_t *count)
+{
+	sqlite_store_t *s = S(base);
+	int64_t last, joined;
+	int r;
+
+	if ((r = sq_member_head(base, conv_id, user_id, &last, &joined)) != STORE_OK)
+		return r;
+	if (seq <= joined || seq > last)
+		return STORE_NOT_FOUND;
+	return query_int(s, Q_READ_COUNT, conv_id, seq, count);
+}
+
 static int sq_members(store_t *base, int64_t conv_id, int64_t **ids, size_t *n)
 {
 	return load_members(S(base), conv_id, ids, n);
@@ -1122,6 +1142,25 @@ static int apply_receipt(sqlite_store_t *s, store_op_t *op)
 	op->applied = 0;
 	if (seq <= (op->state == STORE_READ ? read_seq : delivered_seq))
 		return STORE_OK; /* at or below the watermark: ignored */
+	if (op->conv_kind == STORE_GROUP) {
+		int64_t count;
+		if ((r = query_int(s, Q_MEMBER_COUNT, op->conv, 0, &count)) != STORE_OK)
+			return r;
+		if (count > STORE_RECEIPT_DETAIL_MAX) {
+			/* A large group keeps read watermarks only: one row
+			 * write, no detail. "Delivered" is not kept at all. */
+			if (op->state != STORE_READ)
+				return STORE_OK;
+			st = q(s, Q_READ_ONLY_SET);
+			sqlite3_bind_int64(st, 1, op->conv);
+			sqlite3_bind_int64(st, 2, op->user);
+			sqlite3_bind_int64(st, 3, seq);
+			r = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : fail(s, "read watermark");
+			sqlite3_reset(st);
+			op->applied = r == STORE_OK;
+			return r;
+		}
+	}
 	st = q(s, op->state == STORE_READ ? Q_READ_SET : Q_DELIVERED_SET);
 	sqlite3_bind_int64(st, 1, op->conv);
 	sqlite3_bind_int64(st, 2, op->user);
@@ -1196,6 +1235,7 @@ static const store_vtab_t sqlite_vtab = {
 	.receipts = sq_receipts,
 	.member_head = sq_member_head,
 	.members = sq_members,
+	.read_count = sq_read_count,
 	.group_create = sq_group_create,
 	.member_add = sq_member_add,
 	.member_remove = sq_member_remove,
