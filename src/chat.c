@@ -27,6 +27,7 @@
 #include "frames.h"
 #include "ids.h"
 #include "log.h"
+#include "tally.h"
 #include "workers.h"
 #include "writer.h"
 #include "ws.h"
@@ -283,6 +284,9 @@ static void receipt_done(receipt_op_t *r)
 	size_t i;
 
 	if (op->status == STORE_OK && op->applied) {
+		/* Groups: the senders of the messages it covers get counts. */
+		if (op->conv_kind == STORE_GROUP)
+			tally_mark(srv->tally, op->conv, op->out_prev + 1, op->out_seq);
 		if ((f = frames_receipt(op->conv, op->user, op->state, op->out_seq)) != NULL) {
 			for (i = 0; i < op->nmembers; i++) {
 				if (op->members[i] == op->user)

@@ -16,6 +16,7 @@
 #include "gateway.h"
 #include "log.h"
 #include "store.h"
+#include "tally.h"
 #include "workers.h"
 #include "writer.h"
 
@@ -37,6 +38,7 @@ void server_config_defaults(server_config_t *cfg)
 	cfg->idle_timeout_s = 75;
 	cfg->http_timeout_s = 60;
 	cfg->max_sends_in_flight = 128;
+	cfg->receipts_interval_ms = 1000;
 }
 
 /* Creates the data directory if missing and takes its lock, so that two
@@ -117,6 +119,8 @@ int server_run(const server_config_t *cfg)
 	sink = gateway_bus_sink(srv->gw);
 	if (!(srv->bus = bus_local_new(&sink)))
 		goto out;
+	if (!(srv->tally = tally_new(srv, cfg->receipts_interval_ms)))
+		goto out;
 	if (gateway_start(srv->gw) < 0)
 		goto out;
 
@@ -145,6 +149,7 @@ int server_run(const server_config_t *cfg)
 out:
 	workers_free(srv->workers);
 	writer_free(srv->writer);
+	tally_free(srv->tally);
 	gateway_free(srv->gw);
 	bus_free(srv->bus);
 	close(lockfd);

@@ -16,6 +16,7 @@ typedef struct bus bus_t;
 typedef struct writer writer_t;
 typedef struct workers workers_t;
 typedef struct gateway gateway_t;
+typedef struct tally tally_t;
 
 typedef struct server_config {
 	char host[256];
@@ -30,6 +31,7 @@ typedef struct server_config {
 	int http_timeout_s;       /* closes an HTTP connection idle this long */
 	int max_sends_in_flight;  /* per connection, awaiting their ack */
 	int fast_password_hashing; /* tests and benchmarks only */
+	int receipts_interval_ms; /* group receipt counts: at most one frame per this */
 } server_config_t;
 
 typedef struct server {
@@ -38,6 +40,7 @@ typedef struct server {
 	writer_t *writer;
 	workers_t *workers;
 	gateway_t *gw;
+	tally_t *tally;
 	atomic_int draining;      /* shutting down: no new work is taken */
 } server_t;
 

@@ -67,6 +67,15 @@ typedef struct store_receipt {
 	int64_t read_at;
 } store_receipt_t;
 
+typedef struct store_watermark {
+	int64_t user_id;
+	int64_t joined_seq, delivered_seq, read_seq;
+} store_watermark_t;
+
+typedef struct store_sent {
+	int64_t seq, sender;
+} store_sent_t;
+
 typedef struct store_head {
 	int64_t conv;
 	int64_t last_seq;
@@ -93,6 +102,7 @@ typedef struct store_op {
 	int status;
 	int64_t out_id, out_seq, out_ts;
 	int applied;            /* RECEIPT: the watermark moved (to out_seq) */
+	int64_t out_prev;       /* RECEIPT: ... from this one */
 	int conv_kind;
 	int64_t *members;       /* on STORE_OK: every member; free with store_op_release */
 	size_t nmembers;
@@ -118,6 +128,9 @@ typedef struct store_vtab {
 	               store_message_t **out, size_t *n, int *has_more);
 	int (*receipts)(store_t *s, int64_t conv_id, int64_t user_id, int64_t seq,
 	                store_receipt_t **out, size_t *n);
+	int (*watermarks)(store_t *s, int64_t conv_id, store_watermark_t **out, size_t *n);
+	int (*senders)(store_t *s, int64_t conv_id, int64_t lo, int64_t hi, store_sent_t **out,
+	               size_t *n);
 	int (*read_count)(store_t *s, int64_t conv_id, int64_t user_id, int64_t seq, int64_t *count);
 	int (*member_head)(store_t *s, int64_t conv_id, int64_t user_id, int64_t *last_seq,
 	                   int64_t *joined_seq);
@@ -221,6 +234,19 @@ static inline int store_receipts(store_t *s, int64_t conv_id, int64_t user_id, i
                                  store_receipt_t **out, size_t *n)
 {
 	return s->vt->receipts(s, conv_id, user_id, seq, out, n);
+}
+
+/* Every member's watermarks (for the server's receipt counts). */
+static inline int store_watermarks(store_t *s, int64_t conv_id, store_watermark_t **out, size_t *n)
+{
+	return s->vt->watermarks(s, conv_id, out, n);
+}
+
+/* The sender of each message with lo <= seq <= hi, ascending. */
+static inline int store_senders(store_t *s, int64_t conv_id, int64_t lo, int64_t hi,
+                                store_sent_t **out, size_t *n)
+{
+	return s->vt->senders(s, conv_id, lo, hi, out, n);
 }
 
 /* How many members other than its sender have read message seq (for

@@ -41,6 +41,8 @@ enum {
 	Q_ADMIN_COUNT,
 	Q_PROMOTE,
 	Q_READ_ONLY_SET,
+	Q_WATERMARKS,
+	Q_SENDERS,
 	Q_READ_COUNT,
 	Q_CONV_LIST,
 	Q_MESSAGE_AT,
@@ -87,6 +89,9 @@ static const char *const queries[Q_COUNT] = {
 	[Q_MEMBER_COUNT] = "SELECT count(*) FROM members WHERE conv_id = ?1",
 	[Q_MEMBER_DELETE] = "DELETE FROM members WHERE conv_id = ?1 AND user_id = ?2",
 	[Q_ADMIN_COUNT] = "SELECT count(*) FROM members WHERE conv_id = ?1 AND role = 1",
+	[Q_WATERMARKS] = "SELECT user_id, joined_seq, delivered_seq, read_seq FROM members WHERE conv_id = ?1",
+	[Q_SENDERS] = "SELECT seq, sender FROM messages WHERE conv_id = ?1 AND seq >= ?2 AND seq <= ?3 "
+	              "ORDER BY seq",
 	[Q_READ_ONLY_SET] = "UPDATE members SET read_seq = ?3 WHERE conv_id = ?1 AND user_id = ?2",
 	[Q_READ_COUNT] = "SELECT count(*) FROM members WHERE conv_id = ?1 AND user_id <> "
 	                 "(SELECT sender FROM messages WHERE conv_id = ?1 AND seq = ?2) "
@@ -862,6 +867,79 @@ static int sq_member_head(store_t *base, int64_t conv_id, int64_t user_id, int64
 	return r;
 }
 
+static int sq_watermarks(store_t *base, int64_t conv_id, store_watermark_t **out, size_t *n)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_WATERMARKS);
+	size_t cap = 0;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	sqlite3_bind_int64(st, 1, conv_id);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (*n == cap) {
+			store_watermark_t *w;
+			cap = cap ? cap * 2 : 16;
+			if (!(w = realloc(*out, cap * sizeof *w))) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			*out = w;
+		}
+		(*out)[*n].user_id = sqlite3_column_int64(st, 0);
+		(*out)[*n].joined_seq = sqlite3_column_int64(st, 1);
+		(*out)[*n].delivered_seq = sqlite3_column_int64(st, 2);
+		(*out)[*n].read_seq = sqlite3_column_int64(st, 3);
+		(*n)++;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		free(*out);
+		*out = NULL;
+		*n = 0;
+		return fail(s, "watermarks");
+	}
+	return STORE_OK;
+}
+
+static int sq_senders(store_t *base, int64_t conv_id, int64_t lo, int64_t hi, store_sent_t **out,
+                      size_t *n)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_SENDERS);
+	size_t cap = 0;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	sqlite3_bind_int64(st, 1, conv_id);
+	sqlite3_bind_int64(st, 2, lo);
+	sqlite3_bind_int64(st, 3, hi);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (*n == cap) {
+			store_sent_t *m;
+			cap = cap ? cap * 2 : 16;
+			if (!(m = realloc(*out, cap * sizeof *m))) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			*out = m;
+		}
+		(*out)[*n].seq = sqlite3_column_int64(st, 0);
+		(*out)[*n].sender = sqlite3_column_int64(st, 1);
+		(*n)++;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		free(*out);
+		*out = NULL;
+		*n = 0;
+		return fail(s, "senders");
+	}
+	return STORE_OK;
+}
+
 static int sq_read_count(store_t *base, int64_t conv_id, int64_t user_id, int64_t seq,
                          int64_t *count)
 {
@@ -1139,6 +1217,7 @@ static int apply_receipt(sqlite_store_t *s, store_op_t *op)
 	/* Nobody can have received what does not exist yet. */
 	seq = op->seq < last_seq ? op->seq : last_seq;
 	op->out_seq = seq;
+	op->out_prev = op->state == STORE_READ ? read_seq : delivered_seq;
 	op->applied = 0;
 	if (seq <= (op->state == STORE_READ ? read_seq : delivered_seq))
 		return STORE_OK; /* at or below the watermark: ignored */
@@ -1236,6 +1315,8 @@ static const store_vtab_t sqlite_vtab = {
 	.member_head = sq_member_head,
 	.members = sq_members,
 	.read_count = sq_read_count,
+	.watermarks = sq_watermarks,
+	.senders = sq_senders,
 	.group_create = sq_group_create,
 	.member_add = sq_member_add,
 	.member_remove = sq_member_remove,

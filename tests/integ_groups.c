@@ -265,6 +265,95 @@ static void test_group_refusals(void **state)
 	json_decref(j);
 }
 
+/* Waits for "receipts" frames on c until message seq of conv shows the
+ * given counts (delivered < 0: must be null). Other frames fail the test. */
+static void await_counts(pc_conn_t *c, int64_t conv, int64_t seq, int64_t delivered, int64_t read)
+{
+	for (;;) {
+		json_t *j = hx_expect(c, "receipts"), *e;
+		size_t i;
+		int done = 0;
+
+		assert_int_equal(hx_int(j, "conv"), conv);
+		json_array_foreach(json_object_get(j, "counts"), i, e) {
+			json_t *d = json_object_get(e, "delivered");
+			if (hx_int(e, "seq") != seq)
+				continue;
+			if (delivered < 0)
+				assert_true(json_is_null(d)); /* never a count in large groups */
+			if (hx_int(e, "read") == read &&
+			    (delivered < 0 || (json_is_integer(d) && json_integer_value(d) == delivered)))
+				done = 1;
+		}
+		json_decref(j);
+		if (done)
+			return;
+	}
+}
+
+static void test_receipt_counts(void **state)
+{
+	hx_user_t a, b, b2, c;
+	pc_conn_t *ca, *cb, *cb2, *cc;
+	int64_t conv, others[2];
+	json_t *j, *r;
+	char path[160];
+	int st;
+
+	(void)state;
+	hx_user(srv.port, "ra", &a);
+	hx_user(srv.port, "rb", &b);
+	hx_login(srv.port, &b, &b2);
+	hx_user(srv.port, "rc", &c);
+	ca = hx_ws(srv.port, &a);
+	cb = hx_ws(srv.port, &b);
+	cb2 = hx_ws(srv.port, &b2);
+	cc = hx_ws(srv.port, &c);
+	others[0] = b.id;
+	others[1] = c.id;
+	conv = create_group(&a, others, 2, "counts", NULL);
+	json_decref(hx_expect(ca, "members"));
+	json_decref(hx_expect(cb, "members"));
+	json_decref(hx_expect(cb2, "members"));
+	json_decref(hx_expect(cc, "members"));
+	send_text(ca, conv, "q1", "one");
+	send_text(ca, conv, "q2", "two");
+	expect_msg(cb, 1, "one");
+	expect_msg(cb, 2, "two");
+	expect_msg(cb2, 1, "one");
+	expect_msg(cb2, 2, "two");
+	expect_msg(cc, 1, "one");
+	expect_msg(cc, 2, "two");
+	/* Bob reads both, Carol has received the first. */
+	hx_sendf(cb, "{\"type\":\"receipt\",\"conv\":%lld,\"state\":\"read\",\"seq\":2}", (long long)conv);
+	hx_sendf(cc, "{\"type\":\"receipt\",\"conv\":%lld,\"state\":\"delivered\",\"seq\":1}", (long long)conv);
+	/* Alice gets counts, not per-member frames. */
+	await_counts(ca, conv, 1, 2, 1);
+	j = hx_expect(cb2, "receipt"); /* Bob's own other device hears of his read */
+	assert_int_equal(hx_int(j, "user"), b.id);
+	json_decref(j);
+	assert_null(hx_recv_within(cc, 300)); /* Carol hears nothing of Bob */
+	/* Per-member detail of a small group. */
+	snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages/1/receipts", (long long)conv);
+	j = hx_http(srv.port, "GET", path, a.token, NULL, &st);
+	assert_int_equal(st, 200);
+	assert_int_equal(json_array_size(json_object_get(j, "receipts")), 2);
+	json_array_foreach(json_object_get(j, "receipts"), st, r) {
+		if (hx_int(r, "user_id") == c.id) {
+			assert_true(hx_int(r, "delivered_at") > 0);
+			assert_true(json_is_null(json_object_get(r, "read_at")));
+		} else {
+			assert_int_equal(hx_int(r, "user_id"), b.id);
+			assert_true(hx_int(r, "read_at") > 0);
+		}
+	}
+	json_decref(j);
+	pc_close(ca);
+	pc_close(cb);
+	pc_close(cb2);
+	pc_close(cc);
+}
+
 /* Registers and logs in n users over one keep-alive connection. */
 static void many_users(int n, hx_user_t *users)
 {
@@ -330,6 +419,30 @@ static void test_big_group_fanout(void **state)
 		expect_msg(c[i], 2, "again");
 	for (i = 0; i < ONLINE; i += 37)
 		assert_null(hx_recv_within(c[i], 50));
+
+	/* A receipt storm: every online member reads both messages (and says
+	 * delivered first, which a large group does not keep). */
+	for (i = 1; i < ONLINE; i++) {
+		hx_sendf(c[i], "{\"type\":\"receipt\",\"conv\":%lld,\"state\":\"delivered\",\"seq\":2}",
+		         (long long)conv);
+		hx_sendf(c[i], "{\"type\":\"receipt\",\"conv\":%lld,\"state\":\"read\",\"seq\":2}",
+		         (long long)conv);
+	}
+	/* The sender's counts converge, with no delivered count. */
+	await_counts(c[0], conv, 1, -1, ONLINE - 1);
+	{
+		char path[128];
+		int st;
+		snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages/2/receipts", (long long)conv);
+		j = hx_http(srv.port, "GET", path, u[5].token, NULL, &st);
+		assert_int_equal(st, 200);
+		assert_true(json_is_null(json_object_get(j, "delivered")));
+		assert_int_equal(hx_int(j, "read"), ONLINE - 1);
+		json_decref(j);
+	}
+	/* Members hear nothing of each other's receipts. */
+	for (i = 1; i < ONLINE; i += 23)
+		assert_null(hx_recv_within(c[i], 20));
 	for (i = 0; i < ONLINE; i++)
 		pc_close(c[i]);
 	free(c);
@@ -342,6 +455,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_group_lifecycle),
 		cmocka_unit_test(test_group_refusals),
+		cmocka_unit_test(test_receipt_counts),
 		cmocka_unit_test(test_big_group_fanout),
 	};
 	hx_filter();
