@@ -24,6 +24,7 @@
 #include <jansson.h>
 
 #include "bus.h"
+#include "fanout.h"
 #include "frames.h"
 #include "ids.h"
 #include "log.h"
@@ -255,7 +256,17 @@ static void send_done(send_op_t *s)
 			          (long long)op->out_id);
 			break;
 		}
-		/* Every device of every member, but the one that sent it. */
+		/* Every device of every member, but the one that sent it. A
+		 * group's fan-out is queued so that the next commit does not
+		 * wait for it; a direct chat's two members are cheaper to
+		 * reach here than to queue. */
+		if (op->conv_kind == STORE_GROUP) {
+			fanout_submit(srv->fanout, op->conv, f, op->members, op->nmembers, op->user,
+			              op->device);
+			op->members = NULL;
+			op->nmembers = 0;
+			break;
+		}
 		for (i = 0; i < op->nmembers; i++)
 			bus_deliver(srv->bus, op->members[i],
 			            op->members[i] == op->user ? op->device : 0, f);

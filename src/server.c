@@ -13,6 +13,7 @@
 #include "auth.h"
 #include "bus.h"
 #include "chat.h"
+#include "fanout.h"
 #include "gateway.h"
 #include "log.h"
 #include "store.h"
@@ -121,6 +122,9 @@ int server_run(const server_config_t *cfg)
 		goto out;
 	if (!(srv->tally = tally_new(srv, cfg->receipts_interval_ms)))
 		goto out;
+	/* 4M queued recipients: 32 MiB of member ids at most. */
+	if (!(srv->fanout = fanout_new(srv->bus, (size_t)1 << 22)))
+		goto out;
 	if (gateway_start(srv->gw) < 0)
 		goto out;
 
@@ -141,6 +145,7 @@ int server_run(const server_config_t *cfg)
 	 * the drain below covers them, and their acks precede the 1001. */
 	gateway_quiesce(srv->gw);
 	writer_drain(srv->writer);
+	fanout_drain(srv->fanout);
 	gateway_shutdown(srv->gw, SHUTDOWN_GRACE_MS);
 	writer_stats(srv->writer, &batches, &ops);
 	log_info("stopped: %llu ops stored in %llu commits", (unsigned long long)ops,
@@ -149,6 +154,7 @@ int server_run(const server_config_t *cfg)
 out:
 	workers_free(srv->workers);
 	writer_free(srv->writer);
+	fanout_free(srv->fanout);
 	tally_free(srv->tally);
 	gateway_free(srv->gw);
 	bus_free(srv->bus);

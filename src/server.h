@@ -17,6 +17,7 @@ typedef struct writer writer_t;
 typedef struct workers workers_t;
 typedef struct gateway gateway_t;
 typedef struct tally tally_t;
+typedef struct fanout fanout_t;
 
 typedef struct server_config {
 	char host[256];
@@ -41,6 +42,7 @@ typedef struct server {
 	workers_t *workers;
 	gateway_t *gw;
 	tally_t *tally;
+	fanout_t *fanout;
 	atomic_int draining;      /* shutting down: no new work is taken */
 } server_t;
 

@@ -1,0 +1,223 @@
+/* fanout.c - the fair fan-out queue of fanout.h.
+ *
+ * Each conversation with work has a FIFO of jobs; conversations with work
+ * form a ring. The thread takes the ring's head, delivers up to
+ * FANOUT_QUANTUM recipients of its oldest job outside the lock, and puts
+ * the conversation back at the ring's tail if it has more. Submitters find
+ * a conversation's queue through a small hash table that holds only
+ * conversations with work. */
+#include "fanout.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "log.h"
+
+typedef struct job {
+	struct job *next;
+	sbuf_t *frame;
+	int64_t *members;
+	size_t n, pos;
+	int64_t except_user, except_device;
+} job_t;
+
+typedef struct convq {
+	int64_t conv;
+	job_t *head, *tail;
+	struct convq *ring_next;  /* in the ring of conversations with work */
+	struct convq *hash_next;
+} convq_t;
+
+#define BUCKETS 1024
+
+struct fanout {
+	bus_t *bus;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t work;      /* ring not empty, or stopping */
+	pthread_cond_t room;      /* pending went down */
+	pthread_cond_t idle;      /* nothing queued or in hand */
+	convq_t *buckets[BUCKETS];
+	convq_t *ring_head, *ring_tail;
+	size_t pending, max_pending;
+	int in_hand, stopping;
+	atomic_uint_fast64_t delivered;
+};
+
+static convq_t **slot(fanout_t *f, int64_t conv)
+{
+	convq_t **p = &f->buckets[(uint64_t)conv % BUCKETS];
+
+	while (*p && (*p)->conv != conv)
+		p = &(*p)->hash_next;
+	return p;
+}
+
+static void ring_push(fanout_t *f, convq_t *q)
+{
+	q->ring_next = NULL;
+	if (f->ring_tail)
+		f->ring_tail->ring_next = q;
+	else
+		f->ring_head = q;
+	f->ring_tail = q;
+}
+
+static void *fanout_main(void *p)
+{
+	fanout_t *f = p;
+
+	log_set_thread_name("fanout");
+	pthread_mutex_lock(&f->lock);
+	for (;;) {
+		convq_t *q;
+		job_t *j, *done = NULL;
+		size_t from, to, i;
+
+		while (!f->ring_head && !f->stopping) {
+			pthread_cond_broadcast(&f->idle);
+			pthread_cond_wait(&f->work, &f->lock);
+		}
+		if (!f->ring_head)
+			break;
+		q = f->ring_head;
+		f->ring_head = q->ring_next;
+		if (!f->ring_head)
+			f->ring_tail = NULL;
+		j = q->head;
+		from = j->pos;
+		to = j->n - from > FANOUT_QUANTUM ? from + FANOUT_QUANTUM : j->n;
+		f->in_hand = 1;
+		pthread_mutex_unlock(&f->lock);
+
+		/* Out of the ring, q is ours: submitters only append to it. */
+		for (i = from; i < to; i++)
+			bus_deliver(f->bus, j->members[i],
+			            j->members[i] == j->except_user ? j->except_device : 0, j->frame);
+
+		pthread_mutex_lock(&f->lock);
+		f->in_hand = 0;
+		j->pos = to;
+		f->pending -= to - from;
+		atomic_fetch_add(&f->delivered, to - from);
+		if (j->pos == j->n) {
+			q->head = j->next;
+			if (!q->head)
+				q->tail = NULL;
+			done = j;
+		}
+		if (q->head) {
+			ring_push(f, q);
+		} else {
+			*slot(f, q->conv) = q->hash_next;
+			free(q);
+		}
+		pthread_cond_broadcast(&f->room);
+		if (done) {
+			pthread_mutex_unlock(&f->lock);
+			sbuf_unref(done->frame);
+			free(done->members);
+			free(done);
+			pthread_mutex_lock(&f->lock);
+		}
+	}
+	pthread_cond_broadcast(&f->idle);
+	pthread_mutex_unlock(&f->lock);
+	return NULL;
+}
+
+fanout_t *fanout_new(bus_t *bus, size_t max_pending)
+{
+	fanout_t *f = calloc(1, sizeof *f);
+
+	if (!f)
+		return NULL;
+	f->bus = bus;
+	f->max_pending = max_pending;
+	pthread_mutex_init(&f->lock, NULL);
+	pthread_cond_init(&f->work, NULL);
+	pthread_cond_init(&f->room, NULL);
+	pthread_cond_init(&f->idle, NULL);
+	if (pthread_create(&f->thread, NULL, fanout_main, f) != 0) {
+		log_error("fanout: cannot start its thread");
+		free(f);
+		return NULL;
+	}
+	return f;
+}
+
+void fanout_submit(fanout_t *f, int64_t conv, sbuf_t *frame, int64_t *members, size_t n,
+                   int64_t except_user, int64_t except_device)
+{
+	job_t *j = malloc(sizeof *j);
+	convq_t **s, *q;
+
+	if (!j || n == 0) {
+		if (j == NULL && n)
+			log_error("fanout: out of memory; %zu recipients will catch up on resume", n);
+		free(j);
+		free(members);
+		sbuf_unref(frame);
+		return;
+	}
+	*j = (job_t){NULL, frame, members, n, 0, except_user, except_device};
+	pthread_mutex_lock(&f->lock);
+	/* Wait for room, unless the queue is empty: one job larger than the
+	 * bound must still go through. */
+	while (f->pending && f->pending + n > f->max_pending && !f->stopping)
+		pthread_cond_wait(&f->room, &f->lock);
+	s = slot(f, conv);
+	if (!(q = *s)) {
+		if (!(q = calloc(1, sizeof *q))) {
+			pthread_mutex_unlock(&f->lock);
+			log_error("fanout: out of memory; %zu recipients will catch up on resume", n);
+			sbuf_unref(frame);
+			free(members);
+			free(j);
+			return;
+		}
+		q->conv = conv;
+		*s = q;
+		ring_push(f, q);
+		pthread_cond_signal(&f->work);
+	}
+	if (q->tail)
+		q->tail->next = j;
+	else
+		q->head = j;
+	q->tail = j;
+	f->pending += n;
+	pthread_mutex_unlock(&f->lock);
+}
+
+void fanout_drain(fanout_t *f)
+{
+	pthread_mutex_lock(&f->lock);
+	while (f->ring_head || f->in_hand)
+		pthread_cond_wait(&f->idle, &f->lock);
+	pthread_mutex_unlock(&f->lock);
+}
+
+void fanout_free(fanout_t *f)
+{
+	if (!f)
+		return;
+	fanout_drain(f);
+	pthread_mutex_lock(&f->lock);
+	f->stopping = 1;
+	pthread_cond_broadcast(&f->work);
+	pthread_cond_broadcast(&f->room);
+	pthread_mutex_unlock(&f->lock);
+	pthread_join(f->thread, NULL);
+	pthread_mutex_destroy(&f->lock);
+	pthread_cond_destroy(&f->work);
+	pthread_cond_destroy(&f->room);
+	pthread_cond_destroy(&f->idle);
+	free(f);
+}
+
+uint64_t fanout_delivered(fanout_t *f)
+{
+	return atomic_load(&f->delivered);
+}

@@ -1,0 +1,152 @@
+/* unit_fanout.c - the fan-out queue: a small group's message is not held
+ * behind a burst into a big one; each conversation's messages keep their
+ * order; the sender's own device is skipped; drain waits for everything;
+ * and a full queue holds the submitter back instead of growing. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "bus.h"
+#include "fanout.h"
+
+/* A bus that records deliveries: (user, except_device, frame tag). */
+typedef struct rec {
+	int64_t user, except;
+	int64_t tag;
+} rec_t;
+
+static rec_t *log_;
+static atomic_size_t nlog;
+static atomic_int gate_open;
+
+static void fake_deliver(bus_t *b, int64_t user, int64_t except, sbuf_t *frame)
+{
+	size_t i;
+
+	(void)b;
+	/* Hold the first delivery until the test has queued everything. */
+	while (!atomic_load(&gate_open))
+		usleep(100);
+	i = atomic_fetch_add(&nlog, 1);
+	log_[i] = (rec_t){user, except, frame->conv};
+}
+
+static void fake_free(bus_t *b) { (void)b; }
+static int fake_attach(bus_t *b, int64_t u, int64_t d, uint64_t c) { (void)b; (void)u; (void)d; (void)c; return 0; }
+static void fake_detach(bus_t *b, int64_t u, uint64_t c) { (void)b; (void)u; (void)c; }
+static void fake_kick(bus_t *b, int64_t u, int64_t d) { (void)b; (void)u; (void)d; }
+
+static const bus_vtab_t fake_vt = {fake_free, fake_attach, fake_detach, fake_deliver, fake_kick};
+static bus_t fake_bus = {&fake_vt};
+
+static sbuf_t *tagged(int64_t tag)
+{
+	sbuf_t *f = sbuf_copy("x", 1);
+
+	f->conv = tag; /* the test's label for which message this is */
+	return f;
+}
+
+static int64_t *range(int64_t first, size_t n)
+{
+	int64_t *m = malloc(n * sizeof *m);
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		m[i] = first + (int64_t)i;
+	return m;
+}
+
+static void test_fair_and_ordered(void **state)
+{
+	fanout_t *f;
+	size_t i, first_small = SIZE_MAX, last_big = 0, n;
+	int64_t last_tag3 = 0;
+
+	(void)state;
+	log_ = calloc(30000, sizeof *log_);
+	atomic_store(&nlog, 0);
+	atomic_store(&gate_open, 0);
+	f = fanout_new(&fake_bus, 1 << 20);
+	fanout_submit(f, 1, tagged(100), range(1, 10000), 10000, 5, 77); /* a burst: 10,000 */
+	fanout_submit(f, 2, tagged(200), range(20001, 3), 3, 0, 0);     /* a small group */
+	fanout_submit(f, 3, tagged(301), range(30001, 300), 300, 0, 0); /* three in order */
+	fanout_submit(f, 3, tagged(302), range(30001, 300), 300, 0, 0);
+	fanout_submit(f, 3, tagged(303), range(30001, 300), 300, 0, 0);
+	atomic_store(&gate_open, 1);
+	fanout_drain(f);
+	n = atomic_load(&nlog);
+	assert_int_equal(n, 10000 + 3 + 900);
+	for (i = 0; i < n; i++) {
+		if (log_[i].tag == 200 && first_small == SIZE_MAX)
+			first_small = i;
+		if (log_[i].tag == 100)
+			last_big = i;
+		if (log_[i].tag > 300) {
+			assert_true(log_[i].tag >= last_tag3); /* never an older one after */
+			last_tag3 = log_[i].tag;
+		}
+		/* The sender's own device is excepted, nobody else's. */
+		if (log_[i].tag == 100)
+			assert_int_equal(log_[i].except, log_[i].user == 5 ? 77 : 0);
+	}
+	/* The small group waited for at most one quantum of the burst. */
+	assert_true(first_small <= FANOUT_QUANTUM + 1);
+	assert_true(last_big > first_small);
+	assert_int_equal(fanout_delivered(f), n);
+	fanout_free(f);
+	free(log_);
+}
+
+static fanout_t *bounded;
+static atomic_int second_queued;
+
+static void *submit_two(void *p)
+{
+	(void)p;
+	fanout_submit(bounded, 9, tagged(901), range(1, 100), 100, 0, 0);
+	fanout_submit(bounded, 9, tagged(902), range(1, 100), 100, 0, 0); /* must wait */
+	atomic_store(&second_queued, 1);
+	return NULL;
+}
+
+static void test_bounded(void **state)
+{
+	pthread_t th;
+	size_t i;
+
+	(void)state;
+	log_ = calloc(1000, sizeof *log_);
+	atomic_store(&nlog, 0);
+	atomic_store(&gate_open, 0);
+	bounded = fanout_new(&fake_bus, 150); /* room for one job of 100 */
+	pthread_create(&th, NULL, submit_two, NULL);
+	usleep(200000);
+	/* The first job is stuck at the gate; the second does not fit. */
+	assert_int_equal(atomic_load(&second_queued), 0);
+	atomic_store(&gate_open, 1);
+	pthread_join(th, NULL);
+	assert_int_equal(atomic_load(&second_queued), 1);
+	fanout_drain(bounded);
+	assert_int_equal(atomic_load(&nlog), 200);
+	for (i = 0; i < 100; i++)
+		assert_int_equal(log_[i].tag, 901);
+	fanout_free(bounded);
+	free(log_);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_fair_and_ordered),
+		cmocka_unit_test(test_bounded),
+	};
+	return cmocka_run_group_tests_name("unit_fanout", tests, NULL, NULL);
+}
