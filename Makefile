@@ -25,7 +25,7 @@ endif
 CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -g $(OPT) -pthread $(SANFLAGS) -MMD -MP \
           $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(EXTRA_CFLAGS)
 LDFLAGS := -pthread $(SANFLAGS)
-LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 TEST_LIBS := $(shell pkg-config --libs $(TEST_PKGS) 2>/dev/null)
 
 LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c))

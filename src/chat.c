@@ -277,6 +277,11 @@ static void send_done(send_op_t *s)
 		gw_post_ack(srv->gw, s->origin, f);
 		sbuf_unref(f);
 		break;
+	case STORE_LIMITED:
+		f = frames_rate_limited(s->cmid, op->conv, op->out_retry_ms);
+		gw_post_ack(srv->gw, s->origin, f);
+		sbuf_unref(f);
+		break;
 	default:
 		f = frames_error("unavailable", "the message could not be stored; retry with the same cmid",
 		                 s->cmid, op->conv);

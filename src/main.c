@@ -29,6 +29,10 @@ static void usage(FILE *f)
 	        "  --idle-timeout S     close a WebSocket silent this long (default 75)\n"
 	        "  --out-limit BYTES    outbound bytes queued for one client before it is\n"
 	        "                       dropped as too slow (default 1048576)\n"
+	        "  --rate-limit N       recipients a sender's messages may reach per second,\n"
+	        "                       a direct message costing 1, a group post its members\n"
+	        "                       but one (default 200; 0: no limit)\n"
+	        "  --rate-burst N       ... and at once (default 5000)\n"
 	        "  --fast-password-hashing\n"
 	        "                       hash new passwords at Argon2id's minimum cost, so that\n"
 	        "                       tests and benchmarks can register thousands of users;\n"
@@ -122,7 +126,8 @@ int main(int argc, char **argv)
 		}
 		if (strcmp(a, "--listen") && strcmp(a, "--data") && strcmp(a, "--threads") &&
 		    strcmp(a, "--node-id") && strcmp(a, "--log-level") && strcmp(a, "--ping-interval") &&
-		    strcmp(a, "--idle-timeout") && strcmp(a, "--out-limit"))
+		    strcmp(a, "--idle-timeout") && strcmp(a, "--out-limit") && strcmp(a, "--rate-limit") &&
+		    strcmp(a, "--rate-burst"))
 			return bad("unknown option", a);
 		if (!val)
 			return bad("missing value for", a);
@@ -150,6 +155,16 @@ int main(int argc, char **argv)
 			if (parse_int(val, 2, 7200, &v) < 0)
 				return bad("--idle-timeout wants 2 to 7200 seconds, not", val);
 			cfg.idle_timeout_s = (int)v;
+		} else if (!strcmp(a, "--rate-limit")) {
+			char *end;
+			double d = strtod(val, &end);
+			if (end == val || *end || !(d >= 0 && d <= 1e8))
+				return bad("--rate-limit wants 0 to 100000000 recipients a second, not", val);
+			cfg.rate_limit = d;
+		} else if (!strcmp(a, "--rate-burst")) {
+			if (parse_int(val, 1, 1000000000, &v) < 0)
+				return bad("--rate-burst wants 1 to 1000000000 recipients, not", val);
+			cfg.rate_burst = (double)v;
 		} else if (!strcmp(a, "--out-limit")) {
 			if (parse_int(val, 65536, 1L << 30, &v) < 0)
 				return bad("--out-limit wants 65536 to 1073741824 bytes, not", val);

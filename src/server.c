@@ -40,6 +40,10 @@ void server_config_defaults(server_config_t *cfg)
 	cfg->http_timeout_s = 60;
 	cfg->max_sends_in_flight = 128;
 	cfg->receipts_interval_ms = 1000;
+	/* A person chatting never meets these; a bot posting to a full
+	 * 1,024-member group can do so about every 5 seconds, 5 in a burst. */
+	cfg->rate_limit = 200;
+	cfg->rate_burst = 5000;
 }
 
 /* Creates the data directory if missing and takes its lock, so that two
@@ -112,6 +116,8 @@ int server_run(const server_config_t *cfg)
 		goto out;
 	store_close(st);
 	if (!(srv->writer = writer_new(cfg->data_dir, cfg->node_id, 65536, chat_writer_done, srv)))
+		goto out;
+	if (writer_set_rate_limit(srv->writer, cfg->rate_limit, cfg->rate_burst) < 0)
 		goto out;
 	if (!(srv->workers = workers_new(srv->cfg.workers, cfg->data_dir, 16384)))
 		goto out;

@@ -33,6 +33,8 @@ typedef struct server_config {
 	int max_sends_in_flight;  /* per connection, awaiting their ack */
 	int fast_password_hashing; /* tests and benchmarks only */
 	int receipts_interval_ms; /* group receipt counts: at most one frame per this */
+	double rate_limit;        /* recipients a sender may reach a second (0: off) */
+	double rate_burst;        /* ... and at once */
 } server_config_t;
 
 typedef struct server {

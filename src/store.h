@@ -25,6 +25,7 @@ enum {
 	STORE_ERROR = -4,      /* the backend failed; logged where it happened */
 	STORE_FULL = -5,       /* a group at its member limit */
 	STORE_NOT_GROUP = -6,  /* a group operation on a direct conversation */
+	STORE_LIMITED = -7,    /* a send refused by its admission check */
 };
 
 enum { STORE_DIRECT = 1, STORE_GROUP = 2 };
@@ -85,7 +86,15 @@ typedef struct store_head {
  * transaction together with every other op of its batch. */
 enum { STORE_OP_SEND = 1, STORE_OP_RECEIPT = 2 };
 
-typedef struct store_op {
+typedef struct store_op store_op_t;
+
+/* Asked, inside the transaction, before a new message is stored, with the
+ * number of members it will reach. Returns 0 to store it, or a positive
+ * number of milliseconds after which to retry (the op then ends
+ * STORE_LIMITED with out_retry_ms, and nothing is stored). */
+typedef int64_t (*store_admit_fn)(void *ud, const store_op_t *op, size_t recipients);
+
+struct store_op {
 	int kind;
 	int64_t user, device, conv;
 	/* SEND */
@@ -93,6 +102,9 @@ typedef struct store_op {
 	const char *body;
 	size_t body_len;
 	int64_t new_id;         /* the id a new message gets; its time is ts */
+	store_admit_fn admit;   /* NULL: always admitted */
+	void *admit_ud;
+	int64_t out_retry_ms;   /* STORE_LIMITED: when to try again */
 	/* RECEIPT */
 	int state;              /* STORE_DELIVERED or STORE_READ */
 	int64_t seq;            /* in: the watermark asked for */
@@ -106,7 +118,7 @@ typedef struct store_op {
 	int conv_kind;
 	int64_t *members;       /* on STORE_OK: every member; free with store_op_release */
 	size_t nmembers;
-} store_op_t;
+};
 
 typedef struct store_vtab {
 	void (*close)(store_t *s);

@@ -1179,6 +1179,15 @@ static int apply_send(sqlite_store_t *s, store_op_t *op)
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
 		return fail(s, "send lookup");
+	if (op->admit) {
+		int64_t count, retry;
+		if ((r = query_int(s, Q_MEMBER_COUNT, op->conv, 0, &count)) != STORE_OK)
+			return r;
+		if ((retry = op->admit(op->admit_ud, op, count > 1 ? (size_t)count - 1 : 1)) > 0) {
+			op->out_retry_ms = retry;
+			return STORE_LIMITED;
+		}
+	}
 	op->out_id = op->new_id;
 	op->out_ts = op->now_ms;
 	st = q(s, Q_SEQ_NEXT);

@@ -7,6 +7,7 @@
 
 #include "log.h"
 #include "loop.h"
+#include "ratelimit.h"
 #include "snowflake.h"
 
 #define MAX_BATCH 1024
@@ -15,6 +16,7 @@ struct writer {
 	pthread_t thread;
 	store_t *store;
 	snowflake_t ids;
+	ratelimit_t *limits;     /* owned by the writer thread once it runs */
 	writer_done_fn done;
 	void *ud;
 
@@ -26,6 +28,26 @@ struct writer {
 	int busy, stopping;
 	atomic_uint_fast64_t batches, ops;
 };
+
+static int64_t admit(void *ud, const store_op_t *op, size_t recipients)
+{
+	writer_t *w = ud;
+
+	return ratelimit_take(w->limits, op->user, (double)recipients, op->now_ms);
+}
+
+int writer_set_rate_limit(writer_t *w, double rate, double burst)
+{
+	ratelimit_t *r = rate > 0 ? ratelimit_new(rate, burst) : NULL;
+
+	if (rate > 0 && !r)
+		return -1;
+	pthread_mutex_lock(&w->lock);
+	ratelimit_free(w->limits);
+	w->limits = r;
+	pthread_mutex_unlock(&w->lock);
+	return 0;
+}
 
 static void *writer_main(void *p)
 {
@@ -71,6 +93,10 @@ static void *writer_main(void *p)
 			if (ops[i].kind == STORE_OP_SEND) {
 				ops[i].new_id = snowflake_next(&w->ids, now);
 				ops[i].now_ms = snowflake_time_ms(ops[i].new_id);
+				if (w->limits) {
+					ops[i].admit = admit;
+					ops[i].admit_ud = w;
+				}
 			}
 		}
 		if (store_apply(w->store, ops, n) != STORE_OK)
@@ -149,6 +175,7 @@ void writer_free(writer_t *w)
 	pthread_mutex_unlock(&w->lock);
 	pthread_join(w->thread, NULL);
 	store_close(w->store);
+	ratelimit_free(w->limits);
 	pthread_mutex_destroy(&w->lock);
 	pthread_cond_destroy(&w->more);
 	pthread_cond_destroy(&w->drained);

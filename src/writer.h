@@ -26,6 +26,11 @@ typedef void (*writer_done_fn)(store_op_t *op, void *ud);
 writer_t *writer_new(const char *data_dir, uint32_t node_id, unsigned queue_cap,
                      writer_done_fn done, void *ud);
 
+/* Charges each new message's recipients to its sender's budget (see
+ * ratelimit.h): rate recipients a second, up to burst. Call before the
+ * first submit; rate <= 0 leaves sends unlimited. Returns 0 or -1. */
+int writer_set_rate_limit(writer_t *w, double rate, double burst);
+
 /* Queues op. Returns 0, or -1 when the queue is full (the caller keeps op
  * and should answer "unavailable"). Any thread. */
 int writer_submit(writer_t *w, store_op_t *op);

@@ -354,6 +354,75 @@ static void test_receipt_counts(void **state)
 	pc_close(cc);
 }
 
+static void test_rate_limit_by_cost(void **state)
+{
+	/* Budget: 4 recipients at once, refilled at one per 20 s, so that no
+	 * refill during the test can make it pass by chance. */
+	static const char *const args[] = {"--fast-password-hashing", "--rate-limit", "0.05",
+	                                   "--rate-burst", "4", NULL};
+	hx_server_t lim;
+	hx_user_t a, b, c;
+	pc_conn_t *ca;
+	int64_t group, direct, others[2];
+	char body[128], path[128];
+	json_t *j;
+	int st;
+
+	(void)state;
+	assert_int_equal(hx_start(&lim, NULL, args), 0);
+	hx_user(lim.port, "la", &a);
+	hx_user(lim.port, "lb", &b);
+	hx_user(lim.port, "lc", &c);
+	ca = hx_ws(lim.port, &a);
+	direct = hx_direct(lim.port, &a, &b);
+	others[0] = b.id;
+	others[1] = c.id;
+	snprintf(body, sizeof body, "{\"members\":[%lld,%lld]}", (long long)b.id, (long long)c.id);
+	j = hx_http(lim.port, "POST", "/api/v1/conversations", a.token, body, &st);
+	group = hx_int(j, "conversation_id");
+	json_decref(j);
+	json_decref(hx_expect(ca, "members"));
+	(void)others;
+	/* Two group posts cost 2 recipients each: the whole burst. */
+	hx_sendf(ca, "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"p1\",\"body\":\"x\"}", (long long)group);
+	json_decref(hx_expect(ca, "ack"));
+	hx_sendf(ca, "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"p2\",\"body\":\"x\"}", (long long)group);
+	json_decref(hx_expect(ca, "ack"));
+	/* The third is refused with a hint, and not stored. */
+	hx_sendf(ca, "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"p3\",\"body\":\"x\"}", (long long)group);
+	j = hx_expect(ca, "error");
+	assert_string_equal(hx_str(j, "code"), "rate_limited");
+	assert_string_equal(hx_str(j, "ref"), "p3");
+	assert_true(hx_int(j, "retry_after_ms") > 0);
+	assert_true(hx_int(j, "retry_after_ms") <= 40000);
+	json_decref(j);
+	snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages", (long long)group);
+	j = hx_http(lim.port, "GET", path, a.token, NULL, &st);
+	assert_int_equal(json_array_size(json_object_get(j, "messages")), 2);
+	json_decref(j);
+	/* A repeated cmid costs nothing: it is answered from the store. */
+	hx_sendf(ca, "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"p1\",\"body\":\"x\"}", (long long)group);
+	j = hx_expect(ca, "ack");
+	assert_int_equal(hx_int(j, "seq"), 1);
+	json_decref(j);
+	/* The budget is the sender's, across conversations: a direct message
+	 * (cost 1) is refused too until the bucket refills. */
+	hx_sendf(ca, "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"d1\",\"body\":\"x\"}", (long long)direct);
+	j = hx_expect(ca, "error");
+	assert_string_equal(hx_str(j, "code"), "rate_limited");
+	json_decref(j);
+	/* Other users are not affected. */
+	{
+		pc_conn_t *cb = hx_ws(lim.port, &b);
+		hx_sendf(cb, "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"b1\",\"body\":\"x\"}", (long long)group);
+		json_decref(hx_expect(cb, "ack"));
+		pc_close(cb);
+	}
+	pc_close(ca);
+	assert_int_equal(hx_stop(&lim, SIGTERM), 0);
+	hx_cleanup(&lim);
+}
+
 /* Registers and logs in n users over one keep-alive connection. */
 static void many_users(int n, hx_user_t *users)
 {
@@ -456,6 +525,7 @@ int main(void)
 		cmocka_unit_test(test_group_lifecycle),
 		cmocka_unit_test(test_group_refusals),
 		cmocka_unit_test(test_receipt_counts),
+		cmocka_unit_test(test_rate_limit_by_cost),
 		cmocka_unit_test(test_big_group_fanout),
 	};
 	hx_filter();
