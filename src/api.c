@@ -561,9 +561,10 @@ static void receipts(store_t *st, const api_req_t *rq, int64_t conv, int64_t seq
 		jbuf_lit(&res->body, "}");
 		return;
 	}
-	if ((r = store_receipts(st, conv, user, seq, &rs, &n)) != STORE_OK) {
+	if ((r = store_receipts(st, conv, user, seq, clock_wall_ms(), &rs, &n)) != STORE_OK) {
 		if (r == STORE_NOT_FOUND)
-			fail(res, 404, "not_found", "no such message");
+			fail(res, 404, "not_found",
+			     "no such message, or older than the 90 days receipt detail is kept");
 		else
 			fail_store(res, r);
 		return;

@@ -36,6 +36,9 @@ enum { STORE_DELIVERED = 1, STORE_READ = 2 };
 /* Groups larger than this keep no "delivered" watermark and no per-member
  * receipt detail: only read watermarks, and counts derived from them. */
 #define STORE_RECEIPT_DETAIL_MAX 256
+/* Per-member receipt detail (when each member received and read each
+ * message) is kept this long, then expires. */
+#define STORE_RECEIPT_DETAIL_DAYS 90
 #define STORE_TOKEN_HASH_LEN 32
 
 typedef struct store store_t;
@@ -138,8 +141,9 @@ typedef struct store_vtab {
 	int (*conv_list)(store_t *s, int64_t user_id, store_conv_t **out, size_t *n);
 	int (*history)(store_t *s, int64_t conv_id, int64_t user_id, int64_t before, int limit,
 	               store_message_t **out, size_t *n, int *has_more);
-	int (*receipts)(store_t *s, int64_t conv_id, int64_t user_id, int64_t seq,
+	int (*receipts)(store_t *s, int64_t conv_id, int64_t user_id, int64_t seq, int64_t now_ms,
 	                store_receipt_t **out, size_t *n);
+	int (*expire_receipts)(store_t *s, int64_t before_ms, size_t max_rows, size_t *deleted);
 	int (*watermarks)(store_t *s, int64_t conv_id, store_watermark_t **out, size_t *n);
 	int (*senders)(store_t *s, int64_t conv_id, int64_t lo, int64_t hi, store_sent_t **out,
 	               size_t *n);
@@ -241,11 +245,19 @@ static inline int store_history(store_t *s, int64_t conv_id, int64_t user_id, in
 }
 
 /* Per-member delivered/read times of message seq, for every member but its
- * sender; STORE_NOT_FOUND when there is no such message. */
+ * sender; STORE_NOT_FOUND when there is no such message, or when it is older
+ * than STORE_RECEIPT_DETAIL_DAYS (its detail has expired). */
 static inline int store_receipts(store_t *s, int64_t conv_id, int64_t user_id, int64_t seq,
-                                 store_receipt_t **out, size_t *n)
+                                 int64_t now_ms, store_receipt_t **out, size_t *n)
 {
-	return s->vt->receipts(s, conv_id, user_id, seq, out, n);
+	return s->vt->receipts(s, conv_id, user_id, seq, now_ms, out, n);
+}
+
+/* Deletes up to max_rows receipt marks made before before_ms. */
+static inline int store_expire_receipts(store_t *s, int64_t before_ms, size_t max_rows,
+                                        size_t *deleted)
+{
+	return s->vt->expire_receipts(s, before_ms, max_rows, deleted);
 }
 
 /* Every member's watermarks (for the server's receipt counts). */

@@ -42,6 +42,7 @@ enum {
 	Q_PROMOTE,
 	Q_READ_ONLY_SET,
 	Q_WATERMARKS,
+	Q_EXPIRE_MARKS,
 	Q_SENDERS,
 	Q_READ_COUNT,
 	Q_CONV_LIST,
@@ -89,6 +90,9 @@ static const char *const queries[Q_COUNT] = {
 	[Q_MEMBER_COUNT] = "SELECT count(*) FROM members WHERE conv_id = ?1",
 	[Q_MEMBER_DELETE] = "DELETE FROM members WHERE conv_id = ?1 AND user_id = ?2",
 	[Q_ADMIN_COUNT] = "SELECT count(*) FROM members WHERE conv_id = ?1 AND role = 1",
+	/* In slices, so the write lock is never held for long. */
+	[Q_EXPIRE_MARKS] = "DELETE FROM receipt_marks WHERE (conv_id, user_id, state, seq) IN "
+	                   "(SELECT conv_id, user_id, state, seq FROM receipt_marks WHERE ts < ?1 LIMIT ?2)",
 	[Q_WATERMARKS] = "SELECT user_id, joined_seq, delivered_seq, read_seq FROM members WHERE conv_id = ?1",
 	[Q_SENDERS] = "SELECT seq, sender FROM messages WHERE conv_id = ?1 AND seq >= ?2 AND seq <= ?3 "
 	              "ORDER BY seq",
@@ -189,7 +193,8 @@ static const char schema[] =
 	"  state INTEGER NOT NULL,"
 	"  seq INTEGER NOT NULL,"
 	"  ts INTEGER NOT NULL,"
-	"  PRIMARY KEY(conv_id, user_id, state, seq)) WITHOUT ROWID;";
+	"  PRIMARY KEY(conv_id, user_id, state, seq)) WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS receipt_marks_by_ts ON receipt_marks(ts);";
 
 typedef struct sqlite_store {
 	store_t base;
@@ -798,7 +803,7 @@ static int sq_history(store_t *base, int64_t conv_id, int64_t user_id, int64_t b
 }
 
 static int sq_receipts(store_t *base, int64_t conv_id, int64_t user_id, int64_t seq,
-                       store_receipt_t **out, size_t *n)
+                       int64_t now_ms, store_receipt_t **out, size_t *n)
 {
 	sqlite_store_t *s = S(base);
 	store_conv_t c = {0};
@@ -816,6 +821,10 @@ static int sq_receipts(store_t *base, int64_t conv_id, int64_t user_id, int64_t 
 		return STORE_NOT_FOUND;
 	if ((r = load_message_at(s, conv_id, seq, &m)) != STORE_OK)
 		return r;
+	if (m->ts < now_ms - (int64_t)STORE_RECEIPT_DETAIL_DAYS * 86400000) {
+		r = STORE_NOT_FOUND; /* its detail has expired */
+		goto done;
+	}
 	/* Those who were members when it was sent (and still are). */
 	if ((r = load_ids_arg(s, Q_RECEIPT_MEMBERS, conv_id, seq, &members, &nmembers)) != STORE_OK)
 		goto done;
@@ -865,6 +874,22 @@ static int sq_member_head(store_t *base, int64_t conv_id, int64_t user_id, int64
 	if (r == STORE_OK)
 		*last_seq = c.last_seq;
 	return r;
+}
+
+static int sq_expire_receipts(store_t *base, int64_t before_ms, size_t max_rows, size_t *deleted)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_EXPIRE_MARKS);
+	int rc;
+
+	sqlite3_bind_int64(st, 1, before_ms);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)max_rows);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return fail(s, "receipt expiry");
+	*deleted = (size_t)sqlite3_changes(s->db);
+	return STORE_OK;
 }
 
 static int sq_watermarks(store_t *base, int64_t conv_id, store_watermark_t **out, size_t *n)
@@ -1325,6 +1350,7 @@ static const store_vtab_t sqlite_vtab = {
 	.members = sq_members,
 	.read_count = sq_read_count,
 	.watermarks = sq_watermarks,
+	.expire_receipts = sq_expire_receipts,
 	.senders = sq_senders,
 	.group_create = sq_group_create,
 	.member_add = sq_member_add,

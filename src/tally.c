@@ -18,9 +18,12 @@
 #include "jbuf.h"
 #include "frames.h"
 #include "log.h"
+#include "loop.h"
 #include "store.h"
 
 #define TALLY_SPAN 200
+#define EXPIRY_EVERY_MS (3600 * 1000)  /* receipt detail is swept hourly */
+#define EXPIRY_SLICE 5000
 #define TALLY_MAX_MARKS 262144
 
 typedef struct mark {
@@ -155,11 +158,28 @@ static void flush(tally_t *t, mark_t *marks, size_t n)
 	}
 }
 
+/* Deletes receipt detail past its keeping time, a slice at a time. */
+static void expire(tally_t *t)
+{
+	int64_t before = clock_wall_ms() - (int64_t)STORE_RECEIPT_DETAIL_DAYS * 86400000;
+	size_t deleted, total = 0;
+
+	do {
+		if (store_expire_receipts(t->store, before, EXPIRY_SLICE, &deleted) != STORE_OK)
+			return;
+		total += deleted;
+	} while (deleted == EXPIRY_SLICE);
+	if (total)
+		log_info("tally: expired %zu receipt marks older than %d days", total,
+		         STORE_RECEIPT_DETAIL_DAYS);
+}
+
 static void *tally_main(void *p)
 {
 	tally_t *t = p;
 	mark_t *spare = NULL;
 	size_t sparecap = 0;
+	int64_t next_expiry = 0;
 
 	log_set_thread_name("tally");
 	pthread_mutex_lock(&t->lock);
@@ -188,6 +208,10 @@ static void *tally_main(void *p)
 		pthread_mutex_unlock(&t->lock);
 		if (n)
 			flush(t, marks, n);
+		if (clock_mono_ms() >= next_expiry) {
+			expire(t);
+			next_expiry = clock_mono_ms() + EXPIRY_EVERY_MS;
+		}
 		spare = marks;
 		sparecap = cap;
 		pthread_mutex_lock(&t->lock);

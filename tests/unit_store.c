@@ -14,6 +14,9 @@
 
 #include "store.h"
 
+/* The tests' messages are from 2024; "now" for them is soon after. */
+#define NOW (1704067200000LL + 86400000LL)
+
 static char dir[] = "/tmp/parley-unit-store-XXXXXX";
 static store_t *st;
 static int64_t alice, bob, carol, conv;
@@ -168,21 +171,34 @@ static void test_receipts(void **state)
 	assert_int_equal(op.status, STORE_FORBIDDEN);
 
 	/* Message 1 (alice's): bob received it at 1000, read at 2000. */
-	assert_int_equal(store_receipts(st, conv, alice, 1, &r, &n), STORE_OK);
+	assert_int_equal(store_receipts(st, conv, alice, 1, NOW, &r, &n), STORE_OK);
 	assert_int_equal(n, 1);
 	assert_int_equal(r[0].user_id, bob);
 	assert_int_equal(r[0].delivered_at, 1000);
 	assert_int_equal(r[0].read_at, 2000);
 	free(r);
 	/* Message 3 (bob's own a1): the other member is alice, who has not. */
-	assert_int_equal(store_receipts(st, conv, alice, 3, &r, &n), STORE_OK);
+	assert_int_equal(store_receipts(st, conv, alice, 3, NOW, &r, &n), STORE_OK);
 	assert_int_equal(n, 1);
 	assert_int_equal(r[0].user_id, alice);
 	assert_int_equal(r[0].delivered_at, 0);
 	free(r);
 	/* Message 3 for bob: delivered only by the read at 2000. */
-	assert_int_equal(store_receipts(st, conv, carol, 1, &r, &n), STORE_FORBIDDEN);
-	assert_int_equal(store_receipts(st, conv, alice, 4, &r, &n), STORE_NOT_FOUND);
+	assert_int_equal(store_receipts(st, conv, carol, 1, NOW, &r, &n), STORE_FORBIDDEN);
+	assert_int_equal(store_receipts(st, conv, alice, 4, NOW, &r, &n), STORE_NOT_FOUND);
+	/* 90 days on, a message's detail is gone: asked for, it is not found. */
+	assert_int_equal(store_receipts(st, conv, alice, 1, NOW + 91LL * 86400000, &r, &n),
+	                 STORE_NOT_FOUND);
+	/* Expiry deletes the marks made before a time, in slices. */
+	{
+		size_t d;
+		assert_int_equal(store_expire_receipts(st, 3000, 1, &d), STORE_OK);
+		assert_int_equal(d, 1);
+		assert_int_equal(store_expire_receipts(st, 3000, 10, &d), STORE_OK);
+		assert_int_equal(d, 1);
+		assert_int_equal(store_expire_receipts(st, 3000, 10, &d), STORE_OK);
+		assert_int_equal(d, 0);
+	}
 }
 
 static void test_history_and_list(void **state)
