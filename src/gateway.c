@@ -39,6 +39,7 @@
 
 #include "api.h"
 #include "chat.h"
+#include "metrics.h"
 #include "frames.h"
 #include "http.h"
 #include "log.h"
@@ -130,6 +131,7 @@ struct gateway {
 	int n;
 	io_thread_t *t;
 	int port;
+	atomic_int_fast64_t conns, websockets; /* open now, all threads */
 };
 
 static void conn_kill(gw_conn_t *c);
@@ -387,6 +389,9 @@ static void conn_free(gw_conn_t *c)
 	}
 	free(c->rbuf);
 	free(c->frag);
+	atomic_fetch_sub(&t->gw->conns, 1);
+	if (c->user)
+		atomic_fetch_sub(&t->gw->websockets, 1);
 	t->conns[c->slot] = NULL;
 	t->gens[c->slot]++;
 	t->free_slots[t->nfree++] = c->slot;
@@ -504,6 +509,14 @@ static void handle_request(gw_conn_t *c, const http_request_t *req, const char *
 			conn_queue(c, http_response(200, "application/json", "{\"status\":\"ok\"}", 15,
 			                            keep, NULL));
 		if (!keep || atomic_load(&srv->draining)) {
+			c->state = ST_CLOSING;
+			c->flags |= F_FLUSH_CLOSE;
+		}
+		return;
+	}
+	if (http_is(req, "GET", "/metrics")) {
+		conn_queue(c, metrics_response(srv, keep));
+		if (!keep) {
 			c->state = ST_CLOSING;
 			c->flags |= F_FLUSH_CLOSE;
 		}
@@ -970,6 +983,7 @@ static void on_accept(loop_t *loop, loop_watch_t *w, uint32_t events)
 		c->last_rx = loop_now_s(loop);
 		t->conns[slot] = c;
 		t->nconns++;
+		atomic_fetch_add(&t->gw->conns, 1);
 		if (loop_watch_add(loop, fd, EPOLLIN, &c->watch) < 0) {
 			log_warn("gateway: epoll_ctl: %s", strerror(errno));
 			conn_kill(c);
@@ -1124,6 +1138,7 @@ static void task_upgrade(loop_t *loop, void *p, uint64_t u)
 		             "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", up->accept);
 		conn_queue(c, sbuf_copy(head, (size_t)n));
 		c->state = ST_WS;
+		atomic_fetch_add(&t->gw->websockets, 1);
 		c->user = up->user;
 		c->device = up->device;
 		c->last_rx = c->last_ping = loop_now_s(loop);
@@ -1408,6 +1423,12 @@ int gateway_start(gateway_t *gw)
 int gateway_port(const gateway_t *gw)
 {
 	return gw->port;
+}
+
+void gateway_counts(gateway_t *gw, uint64_t *conns, uint64_t *websockets)
+{
+	*conns = (uint64_t)atomic_load(&gw->conns);
+	*websockets = (uint64_t)atomic_load(&gw->websockets);
 }
 
 void gateway_stop_accepting(gateway_t *gw)

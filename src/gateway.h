@@ -30,6 +30,8 @@ gateway_t *gateway_new(server_t *srv);
 int gateway_start(gateway_t *gw);
 /* The port actually bound (useful with port 0). */
 int gateway_port(const gateway_t *gw);
+/* Connections open now, and how many of them are WebSockets. */
+void gateway_counts(gateway_t *gw, uint64_t *conns, uint64_t *websockets);
 /* The bus sink through which the bus reaches local connections. */
 bus_sink_t gateway_bus_sink(gateway_t *gw);
 /* Closes the listeners; connections stay. */

@@ -86,7 +86,7 @@ int server_run(const server_config_t *cfg)
 	store_t *st;
 	bus_sink_t sink;
 	int lockfd, sig, status = 1;
-	uint64_t batches, ops;
+	writer_counts_t wc;
 
 	memset(srv, 0, sizeof *srv);
 	srv->cfg = *cfg;
@@ -153,9 +153,9 @@ int server_run(const server_config_t *cfg)
 	writer_drain(srv->writer);
 	fanout_drain(srv->fanout);
 	gateway_shutdown(srv->gw, SHUTDOWN_GRACE_MS);
-	writer_stats(srv->writer, &batches, &ops);
-	log_info("stopped: %llu ops stored in %llu commits", (unsigned long long)ops,
-	         (unsigned long long)batches);
+	writer_counts(srv->writer, &wc);
+	log_info("stopped: %llu ops stored in %llu commits", (unsigned long long)wc.ops,
+	         (unsigned long long)wc.commits);
 	status = 0;
 out:
 	workers_free(srv->workers);

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -40,6 +41,7 @@ struct tally {
 	mark_t *marks;
 	size_t nmarks, cap;
 	int stopping, warned;
+	atomic_uint_fast64_t frames;
 };
 
 void tally_mark(tally_t *t, int64_t conv, int64_t lo, int64_t hi)
@@ -130,6 +132,7 @@ static void tally_conv(tally_t *t, int64_t conv, int64_t lo, int64_t hi)
 		}
 		jbuf_lit(&b, "]}");
 		if ((f = frames_from_json(&b)) != NULL) {
+			atomic_fetch_add(&t->frames, 1);
 			bus_deliver(t->srv->bus, sender, 0, f);
 			sbuf_unref(f);
 		}
@@ -244,6 +247,11 @@ err:
 	store_close(t->store);
 	free(t);
 	return NULL;
+}
+
+uint64_t tally_frames(tally_t *t)
+{
+	return atomic_load(&t->frames);
 }
 
 void tally_free(tally_t *t)

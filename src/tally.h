@@ -26,6 +26,9 @@ tally_t *tally_new(server_t *srv, int interval_ms);
  * thread; never blocks on the store. */
 void tally_mark(tally_t *t, int64_t conv, int64_t lo, int64_t hi);
 
+/* receipts frames sent since start. */
+uint64_t tally_frames(tally_t *t);
+
 /* Sends what is marked, stops the thread and frees. Accepts NULL. */
 void tally_free(tally_t *t);
 

@@ -26,7 +26,7 @@ struct writer {
 	store_op_t **ring;
 	unsigned cap, head, count;
 	int busy, stopping;
-	atomic_uint_fast64_t batches, ops;
+	atomic_uint_fast64_t batches, ops, messages, receipt_writes, limited;
 };
 
 static int64_t admit(void *ud, const store_op_t *op, size_t recipients)
@@ -101,9 +101,15 @@ static void *writer_main(void *p)
 		}
 		if (store_apply(w->store, ops, n) != STORE_OK)
 			log_error("writer: a batch of %u ops failed; every op is answered with an error", n);
-		w->batches++;
-		w->ops += n;
+		atomic_fetch_add(&w->batches, 1);
+		atomic_fetch_add(&w->ops, n);
 		for (i = 0; i < n; i++) {
+			if (ops[i].kind == STORE_OP_SEND && ops[i].status == STORE_OK)
+				atomic_fetch_add(&w->messages, 1);
+			else if (ops[i].kind == STORE_OP_RECEIPT && ops[i].applied)
+				atomic_fetch_add(&w->receipt_writes, 1);
+			else if (ops[i].status == STORE_LIMITED)
+				atomic_fetch_add(&w->limited, 1);
 			*batch[i] = ops[i];
 			w->done(batch[i], w->ud);
 		}
@@ -183,8 +189,11 @@ void writer_free(writer_t *w)
 	free(w);
 }
 
-void writer_stats(writer_t *w, uint64_t *batches, uint64_t *ops)
+void writer_counts(writer_t *w, writer_counts_t *out)
 {
-	*batches = atomic_load(&w->batches);
-	*ops = atomic_load(&w->ops);
+	out->commits = atomic_load(&w->batches);
+	out->ops = atomic_load(&w->ops);
+	out->messages = atomic_load(&w->messages);
+	out->receipt_writes = atomic_load(&w->receipt_writes);
+	out->limited = atomic_load(&w->limited);
 }

@@ -41,7 +41,15 @@ void writer_drain(writer_t *w);
 /* Drains, stops the thread and frees the writer. Accepts NULL. */
 void writer_free(writer_t *w);
 
-/* Batches committed and ops stored since start (for logs and benchmarks). */
-void writer_stats(writer_t *w, uint64_t *batches, uint64_t *ops);
+typedef struct writer_counts {
+	uint64_t commits;          /* transactions, each one fsync */
+	uint64_t ops;              /* ops applied */
+	uint64_t messages;         /* new messages stored */
+	uint64_t receipt_writes;   /* receipt frames that moved a watermark */
+	uint64_t limited;          /* sends refused by the budget */
+} writer_counts_t;
+
+/* Counters since start (for /metrics, logs and benchmarks). Any thread. */
+void writer_counts(writer_t *w, writer_counts_t *out);
 
 #endif

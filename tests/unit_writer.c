@@ -79,6 +79,7 @@ static void test_group_commit(void **state)
 {
 	char dir[] = "/tmp/parley-unit-writer-XXXXXX", cmd[128];
 	pthread_t th[THREADS];
+	writer_counts_t wc;
 	uint64_t batches, ops;
 	int64_t other;
 	store_t *st;
@@ -99,7 +100,10 @@ static void test_group_commit(void **state)
 		pthread_join(th[i], NULL);
 	writer_drain(w);
 	assert_int_equal(atomic_load(&done_count), THREADS * PER_THREAD);
-	writer_stats(w, &batches, &ops);
+	writer_counts(w, &wc);
+	batches = wc.commits;
+	ops = wc.ops;
+	assert_int_equal(wc.messages, THREADS * PER_THREAD);
 	assert_int_equal(ops, THREADS * PER_THREAD);
 	/* Each fsync carried many sends: the point of group commit. */
 	printf("# %llu ops in %llu commits\n", (unsigned long long)ops, (unsigned long long)batches);
