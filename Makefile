@@ -36,7 +36,7 @@ INTEG_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/integ_*.c)
 
 .PHONY: all deps deps-test run test check check-plain check-asan fuzz fuzz-build fuzz-smoke clean
 
-all: $(BUILD)/parley $(BUILD)/parley-cli
+all: $(BUILD)/parley $(BUILD)/parley-cli $(BUILD)/groupbench
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -50,6 +50,9 @@ $(BUILD)/parley: $(BUILD)/obj/src/main.o $(BUILD)/libparley.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/parley-cli: $(BUILD)/obj/client/cli.o $(CLIENT_OBJ) $(BUILD)/libparley.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/groupbench: $(BUILD)/obj/bench/groupbench.o $(CLIENT_OBJ) $(BUILD)/libparley.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/unit_%: $(BUILD)/obj/tests/unit_%.o $(BUILD)/libparley.a
@@ -84,7 +87,7 @@ check-asan:
 	@$(MAKE) --no-print-directory check BUILD=build/asan SAN=1
 
 # Runs the unit and integration tests of one build variant.
-check: $(BUILD)/parley $(BUILD)/parley-cli $(UNIT_TESTS) $(INTEG_TESTS)
+check: $(BUILD)/parley $(BUILD)/parley-cli $(BUILD)/groupbench $(UNIT_TESTS) $(INTEG_TESTS)
 	@scripts/run-tests.sh $(BUILD) $(UNIT_TESTS) $(INTEG_TESTS)
 
 # libFuzzer targets (clang): the HTTP parser and the WebSocket frame parser.

@@ -261,10 +261,8 @@ static void send_done(send_op_t *s)
 		 * wait for it; a direct chat's two members are cheaper to
 		 * reach here than to queue. */
 		if (op->conv_kind == STORE_GROUP) {
-			fanout_submit(srv->fanout, op->conv, f, op->members, op->nmembers, op->user,
+			fanout_submit(srv->fanout, op->conv, op->out_seq, f, NULL, 0, op->user,
 			              op->device);
-			op->members = NULL;
-			op->nmembers = 0;
 			break;
 		}
 		for (i = 0; i < op->nmembers; i++)
@@ -304,12 +302,12 @@ static void receipt_done(receipt_op_t *r)
 		if (op->conv_kind == STORE_GROUP)
 			tally_mark(srv->tally, op->conv, op->out_prev + 1, op->out_seq);
 		if ((f = frames_receipt(op->conv, op->user, op->state, op->out_seq)) != NULL) {
-			for (i = 0; i < op->nmembers; i++) {
-				if (op->members[i] == op->user)
-					bus_deliver(srv->bus, op->user, op->device, f); /* own other devices */
-				else if (op->conv_kind == STORE_DIRECT)
+			/* The reader's own other devices, in every conversation;
+			 * the other member of a direct chat. */
+			bus_deliver(srv->bus, op->user, op->device, f);
+			for (i = 0; i < op->nmembers; i++)
+				if (op->members[i] != op->user)
 					bus_deliver(srv->bus, op->members[i], 0, f);
-			}
 			sbuf_unref(f);
 		}
 	} else if (op->status == STORE_FORBIDDEN) {

@@ -17,7 +17,8 @@
 typedef struct job {
 	struct job *next;
 	sbuf_t *frame;
-	int64_t *members;
+	int64_t seq;
+	int64_t *members;         /* NULL until looked up */
 	size_t n, pos;
 	int64_t except_user, except_device;
 } job_t;
@@ -33,6 +34,8 @@ typedef struct convq {
 
 struct fanout {
 	bus_t *bus;
+	fanout_lookup_fn lookup;
+	void *lookup_ud;
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t work;      /* ring not empty, or stopping */
@@ -86,12 +89,18 @@ static void *fanout_main(void *p)
 		if (!f->ring_head)
 			f->ring_tail = NULL;
 		j = q->head;
-		from = j->pos;
-		to = j->n - from > FANOUT_QUANTUM ? from + FANOUT_QUANTUM : j->n;
 		f->in_hand = 1;
 		pthread_mutex_unlock(&f->lock);
 
 		/* Out of the ring, q is ours: submitters only append to it. */
+		if (!j->members && f->lookup(f->lookup_ud, q->conv, j->seq, &j->members, &j->n) < 0) {
+			log_error("fanout: cannot look up the members of conversation %lld; they will "
+			          "catch up on resume", (long long)q->conv);
+			j->members = NULL;
+			j->n = 0;
+		}
+		from = j->pos;
+		to = j->n - from > FANOUT_QUANTUM ? from + FANOUT_QUANTUM : j->n;
 		for (i = from; i < to; i++)
 			bus_deliver(f->bus, j->members[i],
 			            j->members[i] == j->except_user ? j->except_device : 0, j->frame);
@@ -99,9 +108,9 @@ static void *fanout_main(void *p)
 		pthread_mutex_lock(&f->lock);
 		f->in_hand = 0;
 		j->pos = to;
-		f->pending -= to - from;
 		atomic_fetch_add(&f->delivered, to - from);
 		if (j->pos == j->n) {
+			f->pending--;
 			q->head = j->next;
 			if (!q->head)
 				q->tail = NULL;
@@ -127,13 +136,15 @@ static void *fanout_main(void *p)
 	return NULL;
 }
 
-fanout_t *fanout_new(bus_t *bus, size_t max_pending)
+fanout_t *fanout_new(bus_t *bus, size_t max_pending, fanout_lookup_fn lookup, void *ud)
 {
 	fanout_t *f = calloc(1, sizeof *f);
 
 	if (!f)
 		return NULL;
 	f->bus = bus;
+	f->lookup = lookup;
+	f->lookup_ud = ud;
 	f->max_pending = max_pending;
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_cond_init(&f->work, NULL);
@@ -147,31 +158,31 @@ fanout_t *fanout_new(bus_t *bus, size_t max_pending)
 	return f;
 }
 
-void fanout_submit(fanout_t *f, int64_t conv, sbuf_t *frame, int64_t *members, size_t n,
-                   int64_t except_user, int64_t except_device)
+void fanout_submit(fanout_t *f, int64_t conv, int64_t seq, sbuf_t *frame, int64_t *members,
+                   size_t n, int64_t except_user, int64_t except_device)
 {
 	job_t *j = malloc(sizeof *j);
 	convq_t **s, *q;
 
-	if (!j || n == 0) {
-		if (j == NULL && n)
-			log_error("fanout: out of memory; %zu recipients will catch up on resume", n);
+	if (!j || (members && n == 0)) {
+		if (!j)
+			log_error("fanout: out of memory; the members of conversation %lld will catch "
+			          "up on resume", (long long)conv);
 		free(j);
 		free(members);
 		sbuf_unref(frame);
 		return;
 	}
-	*j = (job_t){NULL, frame, members, n, 0, except_user, except_device};
+	*j = (job_t){NULL, frame, seq, members, n, 0, except_user, except_device};
 	pthread_mutex_lock(&f->lock);
-	/* Wait for room, unless the queue is empty: one job larger than the
-	 * bound must still go through. */
-	while (f->pending && f->pending + n > f->max_pending && !f->stopping)
+	while (f->pending >= f->max_pending && !f->stopping)
 		pthread_cond_wait(&f->room, &f->lock);
 	s = slot(f, conv);
 	if (!(q = *s)) {
 		if (!(q = calloc(1, sizeof *q))) {
 			pthread_mutex_unlock(&f->lock);
-			log_error("fanout: out of memory; %zu recipients will catch up on resume", n);
+			log_error("fanout: out of memory; the members of conversation %lld will catch "
+			          "up on resume", (long long)conv);
 			sbuf_unref(frame);
 			free(members);
 			free(j);
@@ -187,7 +198,7 @@ void fanout_submit(fanout_t *f, int64_t conv, sbuf_t *frame, int64_t *members, s
 	else
 		q->head = j;
 	q->tail = j;
-	f->pending += n;
+	f->pending++;
 	pthread_mutex_unlock(&f->lock);
 }
 

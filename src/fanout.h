@@ -6,9 +6,13 @@
  * of FANOUT_QUANTUM recipients in rotation, so a burst into one big group
  * delays a small group's message by at most one turn per busy
  * conversation, not by the whole burst. A conversation's messages are
- * delivered in the order submitted. The queue is bounded in recipients;
- * a submitter waits for room (back-pressure reaches the writer, and so the
- * acks), rather than memory growing without limit. */
+ * delivered in the order submitted. The queue is bounded in messages; a
+ * submitter waits for room (back-pressure reaches the writer, and so the
+ * acks), rather than memory growing without limit.
+ *
+ * The recipients of a group message are looked up here, when its turn
+ * comes, not by the writer: reading 1,024 members is then off the path of
+ * the commit and the ack. */
 #ifndef PARLEY_FANOUT_H
 #define PARLEY_FANOUT_H
 
@@ -22,15 +26,21 @@
 
 typedef struct fanout fanout_t;
 
-/* Starts the fan-out thread. max_pending bounds the queued recipients.
- * Returns NULL (logged) on failure. */
-fanout_t *fanout_new(bus_t *bus, size_t max_pending);
+/* Looks up who should get message seq of conv: a malloc'd array of user
+ * ids in *ids. Called on the fan-out thread only. Returns 0 or -1. */
+typedef int (*fanout_lookup_fn)(void *ud, int64_t conv, int64_t seq, int64_t **ids, size_t *n);
 
-/* Queues frame for every user in members[0..n), all their devices but
- * except_device of except_user. Takes over members (malloc'd) and one
- * reference to frame. May wait for room. Any thread. */
-void fanout_submit(fanout_t *f, int64_t conv, sbuf_t *frame, int64_t *members, size_t n,
-                   int64_t except_user, int64_t except_device);
+/* Starts the fan-out thread. max_pending bounds the queued messages.
+ * Returns NULL (logged) on failure. */
+fanout_t *fanout_new(bus_t *bus, size_t max_pending, fanout_lookup_fn lookup, void *ud);
+
+/* Queues frame for every recipient, all their devices but except_device
+ * of except_user. The recipients are members[0..n) when members is not
+ * NULL (taken over, malloc'd), else looked up when the message's turn
+ * comes. Takes over one reference to frame. May wait for room. Any
+ * thread. */
+void fanout_submit(fanout_t *f, int64_t conv, int64_t seq, sbuf_t *frame, int64_t *members,
+                   size_t n, int64_t except_user, int64_t except_device);
 
 /* Waits until everything queued so far is delivered. */
 void fanout_drain(fanout_t *f);

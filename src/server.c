@@ -79,11 +79,16 @@ static int data_dir_lock(const char *dir)
 	return fd;
 }
 
+static int lookup_recipients(void *ud, int64_t conv, int64_t seq, int64_t **ids, size_t *n)
+{
+	return store_recipients(ud, conv, seq, ids, n) == STORE_OK ? 0 : -1;
+}
+
 int server_run(const server_config_t *cfg)
 {
 	server_t srv_, *srv = &srv_;
 	sigset_t sigs;
-	store_t *st;
+	store_t *st, *fanout_store = NULL;
 	bus_sink_t sink;
 	int lockfd, sig, status = 1;
 	writer_counts_t wc;
@@ -128,8 +133,11 @@ int server_run(const server_config_t *cfg)
 		goto out;
 	if (!(srv->tally = tally_new(srv, cfg->receipts_interval_ms)))
 		goto out;
-	/* 4M queued recipients: 32 MiB of member ids at most. */
-	if (!(srv->fanout = fanout_new(srv->bus, (size_t)1 << 22)))
+	/* The fan-out thread reads group members through a handle of its own. */
+	if (!(fanout_store = store_open(cfg->data_dir)))
+		goto out;
+	/* 64K queued group messages; members are read one message at a time. */
+	if (!(srv->fanout = fanout_new(srv->bus, 65536, lookup_recipients, fanout_store)))
 		goto out;
 	if (gateway_start(srv->gw) < 0)
 		goto out;
@@ -161,6 +169,7 @@ out:
 	workers_free(srv->workers);
 	writer_free(srv->writer);
 	fanout_free(srv->fanout);
+	store_close(fanout_store);
 	tally_free(srv->tally);
 	gateway_free(srv->gw);
 	bus_free(srv->bus);

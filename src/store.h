@@ -119,7 +119,8 @@ struct store_op {
 	int applied;            /* RECEIPT: the watermark moved (to out_seq) */
 	int64_t out_prev;       /* RECEIPT: ... from this one */
 	int conv_kind;
-	int64_t *members;       /* on STORE_OK: every member; free with store_op_release */
+	int64_t *members;       /* on STORE_OK in a direct chat: both members;
+	                           free with store_op_release */
 	size_t nmembers;
 };
 
@@ -151,6 +152,7 @@ typedef struct store_vtab {
 	int (*member_head)(store_t *s, int64_t conv_id, int64_t user_id, int64_t *last_seq,
 	                   int64_t *joined_seq);
 	int (*members)(store_t *s, int64_t conv_id, int64_t **ids, size_t *n);
+	int (*recipients)(store_t *s, int64_t conv_id, int64_t seq, int64_t **ids, size_t *n);
 	int (*group_create)(store_t *s, int64_t creator, const int64_t *others, size_t n,
 	                    const char *title, int64_t now_ms, int64_t *conv_id);
 	int (*member_add)(store_t *s, int64_t conv_id, int64_t actor, int64_t user_id,
@@ -294,6 +296,13 @@ static inline int store_member_head(store_t *s, int64_t conv_id, int64_t user_id
 static inline int store_members(store_t *s, int64_t conv_id, int64_t **ids, size_t *n)
 {
 	return s->vt->members(s, conv_id, ids, n);
+}
+
+/* The members who should have message seq: those who joined before it. */
+static inline int store_recipients(store_t *s, int64_t conv_id, int64_t seq, int64_t **ids,
+                                   size_t *n)
+{
+	return s->vt->recipients(s, conv_id, seq, ids, n);
 }
 
 /* Creates a group of creator (its admin) and the n distinct users in

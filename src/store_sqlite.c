@@ -37,6 +37,7 @@ enum {
 	Q_RECEIPT_MEMBERS,
 	Q_USER_EXISTS,
 	Q_MEMBER_COUNT,
+	Q_COUNT_ADD,
 	Q_MEMBER_DELETE,
 	Q_ADMIN_COUNT,
 	Q_PROMOTE,
@@ -87,7 +88,10 @@ static const char *const queries[Q_COUNT] = {
 	[Q_RECEIPT_MEMBERS] = "SELECT user_id FROM members WHERE conv_id = ?1 AND joined_seq < ?2 "
 	                      "ORDER BY user_id",
 	[Q_USER_EXISTS] = "SELECT 1 FROM users WHERE id = ?1",
-	[Q_MEMBER_COUNT] = "SELECT count(*) FROM members WHERE conv_id = ?1",
+	/* Kept in the conversation's row: a receipt in a big group must not
+	 * count 1,024 rows to learn the group is big. */
+	[Q_MEMBER_COUNT] = "SELECT member_count FROM conversations WHERE id = ?1",
+	[Q_COUNT_ADD] = "UPDATE conversations SET member_count = member_count + ?2 WHERE id = ?1",
 	[Q_MEMBER_DELETE] = "DELETE FROM members WHERE conv_id = ?1 AND user_id = ?2",
 	[Q_ADMIN_COUNT] = "SELECT count(*) FROM members WHERE conv_id = ?1 AND role = 1",
 	/* In slices, so the write lock is never held for long. */
@@ -159,6 +163,7 @@ static const char schema[] =
 	"  created_by INTEGER NOT NULL,"
 	"  created_at INTEGER NOT NULL,"
 	"  last_seq INTEGER NOT NULL DEFAULT 0,"
+	"  member_count INTEGER NOT NULL DEFAULT 0,"
 	/* Orders the conversation list: the snowflake id of the last message,
 	 * or one made of the creation time. Ids strictly increase, so two
 	 * sends in one millisecond still order. */
@@ -501,6 +506,18 @@ static int load_members(sqlite_store_t *s, int64_t conv_id, int64_t **members, s
 	return load_ids(s, Q_MEMBERS_OF, conv_id, members, n);
 }
 
+static int count_add(sqlite_store_t *s, int64_t conv_id, int delta)
+{
+	sqlite3_stmt *st = q(s, Q_COUNT_ADD);
+	int rc;
+
+	sqlite3_bind_int64(st, 1, conv_id);
+	sqlite3_bind_int(st, 2, delta);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? STORE_OK : fail(s, "member count");
+}
+
 static int insert_member(sqlite_store_t *s, int64_t conv_id, int64_t user_id, int role,
                          int64_t now_ms, int64_t joined_seq)
 {
@@ -516,7 +533,9 @@ static int insert_member(sqlite_store_t *s, int64_t conv_id, int64_t user_id, in
 	sqlite3_reset(st);
 	if (rc == SQLITE_CONSTRAINT)
 		return STORE_EXISTS;
-	return rc == SQLITE_DONE ? STORE_OK : fail(s, "member insert");
+	if (rc != SQLITE_DONE)
+		return fail(s, "member insert");
+	return count_add(s, conv_id, 1);
 }
 
 /* One integer from a query with ?1 (and ?2). */
@@ -984,6 +1003,11 @@ static int sq_members(store_t *base, int64_t conv_id, int64_t **ids, size_t *n)
 	return load_members(S(base), conv_id, ids, n);
 }
 
+static int sq_recipients(store_t *base, int64_t conv_id, int64_t seq, int64_t **ids, size_t *n)
+{
+	return load_ids_arg(S(base), Q_RECEIPT_MEMBERS, conv_id, seq, ids, n);
+}
+
 static int sq_group_create(store_t *base, int64_t creator, const int64_t *others, size_t n,
                            const char *title, int64_t now_ms, int64_t *conv_id)
 {
@@ -1104,6 +1128,8 @@ static int sq_member_remove(store_t *base, int64_t conv_id, int64_t actor, int64
 		if (sqlite3_step(st) != SQLITE_DONE)
 			r = fail(s, "member delete");
 		sqlite3_reset(st);
+		if (r == STORE_OK)
+			r = count_add(s, conv_id, -1);
 	}
 	/* A group is never left without an admin while it has members. */
 	if (r == STORE_OK)
@@ -1314,7 +1340,9 @@ static int sq_apply(store_t *base, store_op_t *ops, size_t n)
 			exec(s, Q_ROLLBACK);
 			goto err;
 		}
-		if (op->status == STORE_OK &&
+		/* A direct chat's two members ride along; a group's up to 1,024
+		 * are read by the fan-out, off the commit's path. */
+		if (op->status == STORE_OK && op->conv_kind == STORE_DIRECT &&
 		    load_members(s, op->conv, &op->members, &op->nmembers) != STORE_OK) {
 			exec(s, Q_ROLLBACK);
 			goto err;
@@ -1348,6 +1376,7 @@ static const store_vtab_t sqlite_vtab = {
 	.receipts = sq_receipts,
 	.member_head = sq_member_head,
 	.members = sq_members,
+	.recipients = sq_recipients,
 	.read_count = sq_read_count,
 	.watermarks = sq_watermarks,
 	.expire_receipts = sq_expire_receipts,

@@ -46,6 +46,21 @@ static void fake_kick(bus_t *b, int64_t u, int64_t d) { (void)b; (void)u; (void)
 static const bus_vtab_t fake_vt = {fake_free, fake_attach, fake_detach, fake_deliver, fake_kick};
 static bus_t fake_bus = {&fake_vt};
 
+/* Recipients looked up by the fan-out thread: conversation 2 has three. */
+static int lookup(void *ud, int64_t conv, int64_t seq, int64_t **ids, size_t *n)
+{
+	(void)ud;
+	(void)seq;
+	if (conv != 2)
+		return -1;
+	*ids = malloc(3 * sizeof **ids);
+	(*ids)[0] = 20001;
+	(*ids)[1] = 20002;
+	(*ids)[2] = 20003;
+	*n = 3;
+	return 0;
+}
+
 static sbuf_t *tagged(int64_t tag)
 {
 	sbuf_t *f = sbuf_copy("x", 1);
@@ -74,12 +89,12 @@ static void test_fair_and_ordered(void **state)
 	log_ = calloc(30000, sizeof *log_);
 	atomic_store(&nlog, 0);
 	atomic_store(&gate_open, 0);
-	f = fanout_new(&fake_bus, 1 << 20);
-	fanout_submit(f, 1, tagged(100), range(1, 10000), 10000, 5, 77); /* a burst: 10,000 */
-	fanout_submit(f, 2, tagged(200), range(20001, 3), 3, 0, 0);     /* a small group */
-	fanout_submit(f, 3, tagged(301), range(30001, 300), 300, 0, 0); /* three in order */
-	fanout_submit(f, 3, tagged(302), range(30001, 300), 300, 0, 0);
-	fanout_submit(f, 3, tagged(303), range(30001, 300), 300, 0, 0);
+	f = fanout_new(&fake_bus, 1024, lookup, NULL);
+	fanout_submit(f, 1, 1, tagged(100), range(1, 10000), 10000, 5, 77); /* a burst: 10,000 */
+	fanout_submit(f, 2, 1, tagged(200), NULL, 0, 0, 0);    /* a small group, looked up */
+	fanout_submit(f, 3, 1, tagged(301), range(30001, 300), 300, 0, 0); /* three in order */
+	fanout_submit(f, 3, 2, tagged(302), range(30001, 300), 300, 0, 0);
+	fanout_submit(f, 3, 3, tagged(303), range(30001, 300), 300, 0, 0);
 	atomic_store(&gate_open, 1);
 	fanout_drain(f);
 	n = atomic_load(&nlog);
@@ -111,8 +126,8 @@ static atomic_int second_queued;
 static void *submit_two(void *p)
 {
 	(void)p;
-	fanout_submit(bounded, 9, tagged(901), range(1, 100), 100, 0, 0);
-	fanout_submit(bounded, 9, tagged(902), range(1, 100), 100, 0, 0); /* must wait */
+	fanout_submit(bounded, 9, 1, tagged(901), range(1, 100), 100, 0, 0);
+	fanout_submit(bounded, 9, 2, tagged(902), range(1, 100), 100, 0, 0); /* must wait */
 	atomic_store(&second_queued, 1);
 	return NULL;
 }
@@ -126,7 +141,7 @@ static void test_bounded(void **state)
 	log_ = calloc(1000, sizeof *log_);
 	atomic_store(&nlog, 0);
 	atomic_store(&gate_open, 0);
-	bounded = fanout_new(&fake_bus, 150); /* room for one job of 100 */
+	bounded = fanout_new(&fake_bus, 1, lookup, NULL); /* room for one message */
 	pthread_create(&th, NULL, submit_two, NULL);
 	usleep(200000);
 	/* The first job is stuck at the gate; the second does not fit. */
