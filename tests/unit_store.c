@@ -246,6 +246,57 @@ static void test_history_and_list(void **state)
 	free(h);
 }
 
+/* The 256-member rule, at its edge: a group of 256 keeps delivered
+ * watermarks and per-member detail, one of 257 keeps read watermarks only. */
+static void test_large_group_rule(void **state)
+{
+	int64_t others[300], g256, g257;
+	store_op_t op;
+	store_receipt_t *r;
+	size_t n;
+	int i;
+
+	(void)state;
+	for (i = 0; i < 256; i++) {
+		char name[32];
+		snprintf(name, sizeof name, "member%d", i);
+		assert_int_equal(store_user_create(st, name, "x", 1, &others[i]), STORE_OK);
+	}
+	assert_int_equal(store_group_create(st, alice, others, 255, "g256", 10, &g256), STORE_OK);
+	assert_int_equal(store_group_create(st, alice, others, 256, "g257", 10, &g257), STORE_OK);
+	for (i = 0; i < 2; i++) {
+		int64_t g = i ? g257 : g256;
+		op = send_op(alice, "m", "hello", (int64_t)(300 + i) << 22);
+		op.conv = g;
+		assert_int_equal(store_apply(st, &op, 1), STORE_OK);
+		assert_int_equal(op.status, STORE_OK);
+		assert_int_equal(op.nmembers, 0); /* groups: recipients are read by the fan-out */
+		store_op_release(&op);
+		op = receipt_op(others[0], STORE_DELIVERED, 1, 5000);
+		op.conv = g;
+		assert_int_equal(store_apply(st, &op, 1), STORE_OK);
+		assert_int_equal(op.status, STORE_OK);
+		assert_int_equal(op.applied, i == 0); /* not kept in the big one */
+		store_op_release(&op);
+		op = receipt_op(others[0], STORE_READ, 1, 6000);
+		op.conv = g;
+		assert_int_equal(store_apply(st, &op, 1), STORE_OK);
+		assert_true(op.applied);
+		store_op_release(&op);
+	}
+	assert_int_equal(store_receipts(st, g256, alice, 1, 7000, &r, &n), STORE_OK);
+	assert_int_equal(n, 255);
+	for (size_t k = 0; k < n; k++)
+		if (r[k].user_id == others[0])
+			assert_int_equal(r[k].delivered_at, 5000);
+	free(r);
+	{
+		int64_t count;
+		assert_int_equal(store_read_count(st, g257, alice, 1, &count), STORE_OK);
+		assert_int_equal(count, 1);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -254,6 +305,7 @@ int main(void)
 		cmocka_unit_test(test_batch_seqs_and_idempotency),
 		cmocka_unit_test(test_receipts),
 		cmocka_unit_test(test_history_and_list),
+		cmocka_unit_test(test_large_group_rule),
 	};
 	return cmocka_run_group_tests_name("unit_store", tests, setup, teardown);
 }
