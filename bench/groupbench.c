@@ -106,15 +106,19 @@ static json_t *expect_type(pc_conn_t *c, const char *type)
 	}
 }
 
-static double metric(pc_conn_t *c, const char *name)
+/* One counter of /metrics, on a connection of its own (the set-up's may
+ * have idled out during a long run). */
+static double metric(const char *name)
 {
+	pc_conn_t *c = pc_connect(host, port);
 	pc_response_t res;
 	const char *p;
 	char key[128];
 	double v = -1;
 
-	if (pc_http(c, "GET", "/metrics", NULL, NULL, &res, TIMEOUT) < 0 || res.status != 200)
+	if (!c || pc_http(c, "GET", "/metrics", NULL, NULL, &res, TIMEOUT) < 0 || res.status != 200)
 		die("no /metrics");
+	pc_close(c);
 	snprintf(key, sizeof key, "\n%s ", name);
 	if ((p = strstr(res.body, key)) != NULL)
 		v = strtod(p + strlen(key), NULL);
@@ -319,8 +323,8 @@ int main(int argc, char **argv)
 	/* The storms: for each message, everyone online says delivered and
 	 * read; what the store wrote for it, and when the sender's count is
 	 * complete. */
-	writes0 = metric(http, "parley_receipt_writes_total");
-	commits0 = metric(http, "parley_store_commits_total");
+	writes0 = metric("parley_receipt_writes_total");
+	commits0 = metric("parley_store_commits_total");
 	cpu0 = cpu_us(pid);
 	for (m = 0; m < messages; m++) {
 		int64_t seq = seqs[m];
@@ -352,8 +356,8 @@ int main(int argc, char **argv)
 	}
 	if (cpu0 >= 0)
 		cpu_storm = (cpu_us(pid) - cpu0) / messages;
-	writes1 = metric(http, "parley_receipt_writes_total");
-	commits1 = metric(http, "parley_store_commits_total");
+	writes1 = metric("parley_receipt_writes_total");
+	commits1 = metric("parley_store_commits_total");
 	rows_per_msg = (writes1 - writes0) / messages + 1; /* + the message row */
 	commits_per_msg = (commits1 - commits0) / messages;
 	free(seqs);
