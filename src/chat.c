@@ -28,6 +28,8 @@
 #include "frames.h"
 #include "ids.h"
 #include "log.h"
+#include "loop.h"
+#include "presence.h"
 #include "tally.h"
 #include "workers.h"
 #include "writer.h"
@@ -80,6 +82,11 @@ typedef struct chat_conn {
 	sbuf_t **held;
 	size_t nheld, capheld;
 	json_t *pending;        /* a resume that came during another */
+	int away;               /* this connection said "away" */
+	int64_t *watched;       /* the users it watches, PRESENCE_WATCH_MAX at most */
+	size_t nwatched;
+	unsigned watch_seq;     /* the latest watch request */
+	int64_t typing_conv, typing_ms; /* the last "typing on" passed on */
 } chat_conn_t;
 
 typedef struct send_op {
@@ -695,14 +702,21 @@ static void handle_resume(server_t *srv, gw_conn_t *c, json_t *j)
 	resume_start(srv, c, cc, convs);
 }
 
+void chat_conn_opened(server_t *srv, gw_conn_t *c)
+{
+	presence_connected(srv->presence, gw_conn_user(c));
+}
+
 void chat_conn_closed(server_t *srv, gw_conn_t *c)
 {
 	chat_conn_t *cc = state_of(c, 0);
 	size_t i;
 
-	(void)srv;
+	presence_disconnected(srv->presence, gw_conn_user(c), cc ? cc->away : 0);
 	if (!cc)
 		return;
+	presence_unwatch(srv->presence, gw_conn_handle(c), cc->watched, cc->nwatched);
+	free(cc->watched);
 	/* A resume held by a worker is freed when it comes back and finds
 	 * the connection gone. */
 	if (!cc->resume_in_job)
@@ -714,6 +728,183 @@ void chat_conn_closed(server_t *srv, gw_conn_t *c)
 	json_decref(cc->pending);
 	free(cc);
 	*gw_conn_chat(c) = NULL;
+}
+
+/* ---- presence, watch, typing ---------------------------------------- */
+
+static void handle_presence(server_t *srv, gw_conn_t *c, json_t *j)
+{
+	json_t *state = json_object_get(j, "state");
+	chat_conn_t *cc;
+	int away;
+
+	if (!json_is_string(state) || (strcmp(json_string_value(state), "online") != 0 &&
+	                               strcmp(json_string_value(state), "away") != 0)) {
+		send_error(c, "bad_request", "state must be \"online\" or \"away\"", NULL, 0);
+		return;
+	}
+	away = strcmp(json_string_value(state), "away") == 0;
+	if (!(cc = state_of(c, 1))) {
+		send_error(c, "unavailable", "out of memory; retry", NULL, 0);
+		return;
+	}
+	if (cc->away != away) {
+		cc->away = away;
+		presence_away(srv->presence, gw_conn_user(c), away);
+	}
+}
+
+typedef struct watch_job {
+	server_t *srv;
+	uint64_t conn;
+	int64_t user;
+	unsigned seq;
+	size_t n, nallowed;
+	int64_t *users;          /* asked for; then those allowed */
+	int64_t *last_seen;
+} watch_job_t;
+
+static void watch_job_free(watch_job_t *w)
+{
+	free(w->users);
+	free(w->last_seen);
+	free(w);
+}
+
+static void watch_done(gw_conn_t *c, void *p)
+{
+	watch_job_t *w = p;
+	chat_conn_t *cc;
+
+	if (c && (cc = state_of(c, 0)) != NULL && cc->watch_seq == w->seq) {
+		presence_watch(w->srv->presence, w->conn, cc->watched, cc->nwatched, w->users,
+		               w->last_seen, w->nallowed);
+		free(cc->watched);
+		cc->watched = w->users;
+		cc->nwatched = w->nallowed;
+		w->users = NULL;
+	}
+	watch_job_free(w);
+}
+
+/* Worker: keeps the users that share a conversation with the watcher. */
+static void watch_job(store_t *st, void *arg)
+{
+	watch_job_t *w = arg;
+	size_t i;
+
+	for (i = 0; i < w->n; i++) {
+		int64_t seen = 0;
+		int r = store_watchable(st, w->user, w->users[i], &seen);
+		if (r == STORE_OK) {
+			w->users[w->nallowed] = w->users[i];
+			w->last_seen[w->nallowed++] = seen;
+		} else if (r != STORE_FORBIDDEN) {
+			break; /* the store failed: the rest stay unwatched */
+		}
+	}
+	gw_post_call(w->srv->gw, w->conn, watch_done, w);
+}
+
+static void handle_watch(server_t *srv, gw_conn_t *c, json_t *j)
+{
+	json_t *users = json_object_get(j, "users"), *v;
+	chat_conn_t *cc;
+	watch_job_t *w = NULL;
+	size_t i, k;
+	int64_t id;
+
+	if (!json_is_array(users)) {
+		send_error(c, "bad_request", "users must be an array of user ids", NULL, 0);
+		return;
+	}
+	if (json_array_size(users) > PRESENCE_WATCH_MAX) {
+		send_error(c, "too_large", "a connection watches at most 500 users", NULL, 0);
+		return;
+	}
+	if (!(cc = state_of(c, 1)) || !(w = calloc(1, sizeof *w)) ||
+	    !(w->users = malloc((json_array_size(users) + 1) * sizeof *w->users)) ||
+	    !(w->last_seen = malloc((json_array_size(users) + 1) * sizeof *w->last_seen))) {
+		if (cc && w)
+			watch_job_free(w);
+		send_error(c, "unavailable", "out of memory; retry", NULL, 0);
+		return;
+	}
+	w->srv = srv;
+	w->conn = gw_conn_handle(c);
+	w->user = gw_conn_user(c);
+	json_array_foreach(users, i, v) {
+		if (id_from_json(v, 1, &id) < 0) {
+			send_error(c, "bad_request", "users must be an array of user ids", NULL, 0);
+			watch_job_free(w);
+			return;
+		}
+		for (k = 0; k < w->n && w->users[k] != id; k++)
+			;
+		if (k == w->n && id != w->user) /* each once; oneself is not watched */
+			w->users[w->n++] = id;
+	}
+	w->seq = ++cc->watch_seq;
+	if (workers_submit(srv->workers, watch_job, w) < 0) {
+		watch_job_free(w);
+		send_error(c, "unavailable", "the server is overloaded; retry", NULL, 0);
+	}
+}
+
+typedef struct typing_job {
+	server_t *srv;
+	uint64_t conn;
+	int64_t user, conv;
+	int on;
+} typing_job_t;
+
+/* Worker: checks membership and finds whom to tell. */
+static void typing_job(store_t *st, void *arg)
+{
+	typing_job_t *t = arg;
+	int64_t last, joined, *members;
+	size_t n;
+	int r = store_member_head(st, t->conv, t->user, &last, &joined);
+
+	if (r == STORE_FORBIDDEN) {
+		sbuf_t *f = frames_error("forbidden", "not a member of this conversation", NULL, t->conv);
+		gw_post_frame(t->srv->gw, t->conn, f);
+		sbuf_unref(f);
+	} else if (r == STORE_OK && store_members(st, t->conv, &members, &n) == STORE_OK) {
+		/* Large groups drop typing: 1,024 devices told of every
+		 * keystroke pause is noise, not information. */
+		if (n > STORE_RECEIPT_DETAIL_MAX)
+			free(members);
+		else
+			presence_typing(t->srv->presence, t->user, t->conv, t->on, members, n);
+	}
+	free(t);
+}
+
+static void handle_typing(server_t *srv, gw_conn_t *c, json_t *j)
+{
+	json_t *on = json_object_get(j, "on");
+	chat_conn_t *cc;
+	typing_job_t *t;
+	int64_t conv, now = clock_mono_ms();
+
+	if (id_from_json(json_object_get(j, "conv"), 1, &conv) < 0 || !json_is_boolean(on)) {
+		send_error(c, "bad_request", "typing needs conv and on (true or false)", NULL, 0);
+		return;
+	}
+	if (!(cc = state_of(c, 1)))
+		return;
+	/* Keystrokes arrive faster than anyone needs to hear of them; the
+	 * registry throttles relays, this spares the store the checks. */
+	if (json_is_true(on) && cc->typing_conv == conv && now - cc->typing_ms < 1000)
+		return;
+	cc->typing_conv = json_is_true(on) ? conv : 0;
+	cc->typing_ms = now;
+	if (!(t = malloc(sizeof *t)))
+		return;
+	*t = (typing_job_t){srv, gw_conn_handle(c), gw_conn_user(c), conv, json_is_true(on)};
+	if (workers_submit(srv->workers, typing_job, t) < 0)
+		free(t); /* typing is a courtesy: dropped under overload */
 }
 
 /* ---- dispatch ------------------------------------------------------- */
@@ -751,9 +942,12 @@ void chat_on_text(server_t *srv, gw_conn_t *c, const uint8_t *data, size_t len)
 		handle_resume(srv, c, j);
 	else if (strcmp(t, "ping") == 0)
 		handle_ping(c, j);
-	else if (strcmp(t, "typing") == 0 || strcmp(t, "presence") == 0 || strcmp(t, "watch") == 0)
-		send_error(c, "bad_request", "presence and typing are not supported by this server yet",
-		           NULL, 0);
+	else if (strcmp(t, "typing") == 0)
+		handle_typing(srv, c, j);
+	else if (strcmp(t, "presence") == 0)
+		handle_presence(srv, c, j);
+	else if (strcmp(t, "watch") == 0)
+		handle_watch(srv, c, j);
 	else
 		send_error(c, "bad_request", "unknown frame type", NULL, 0);
 	json_decref(j);

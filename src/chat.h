@@ -21,6 +21,8 @@ void chat_on_text(server_t *srv, gw_conn_t *c, const uint8_t *data, size_t len);
 void chat_on_live(server_t *srv, gw_conn_t *c, sbuf_t *frame);
 /* c's outbound queue has drained: a paused resume may go on. */
 void chat_on_drained(server_t *srv, gw_conn_t *c);
+/* c has just become an authenticated WebSocket. */
+void chat_conn_opened(server_t *srv, gw_conn_t *c);
 /* c is closing: release its per-connection state. */
 void chat_conn_closed(server_t *srv, gw_conn_t *c);
 /* The writer's completion callback (ud is the server). */

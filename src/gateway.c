@@ -1143,6 +1143,7 @@ static void task_upgrade(loop_t *loop, void *p, uint64_t u)
 		c->device = up->device;
 		c->last_rx = c->last_ping = loop_now_s(loop);
 		conn_queue(c, frames_ready(c->user, c->device, clock_wall_ms()));
+		chat_conn_opened(srv, c);
 		log_debug("gateway: fd %d: user %lld device %lld connected", c->fd, (long long)c->user,
 		          (long long)c->device);
 		schedule(c, c->last_ping + (uint32_t)srv->cfg.ping_interval_s);

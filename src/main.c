@@ -33,6 +33,8 @@ static void usage(FILE *f)
 	        "                       a direct message costing 1, a group post its members\n"
 	        "                       but one (default 200; 0: no limit)\n"
 	        "  --rate-burst N       ... and at once (default 5000)\n"
+	        "  --presence-grace MS  a user is shown offline only after its last connection\n"
+	        "                       has been closed this long (default 5000)\n"
 	        "  --fast-password-hashing\n"
 	        "                       hash new passwords at Argon2id's minimum cost, so that\n"
 	        "                       tests and benchmarks can register thousands of users;\n"
@@ -127,7 +129,7 @@ int main(int argc, char **argv)
 		if (strcmp(a, "--listen") && strcmp(a, "--data") && strcmp(a, "--threads") &&
 		    strcmp(a, "--node-id") && strcmp(a, "--log-level") && strcmp(a, "--ping-interval") &&
 		    strcmp(a, "--idle-timeout") && strcmp(a, "--out-limit") && strcmp(a, "--rate-limit") &&
-		    strcmp(a, "--rate-burst"))
+		    strcmp(a, "--rate-burst") && strcmp(a, "--presence-grace"))
 			return bad("unknown option", a);
 		if (!val)
 			return bad("missing value for", a);
@@ -161,6 +163,10 @@ int main(int argc, char **argv)
 			if (end == val || *end || !(d >= 0 && d <= 1e8))
 				return bad("--rate-limit wants 0 to 100000000 recipients a second, not", val);
 			cfg.rate_limit = d;
+		} else if (!strcmp(a, "--presence-grace")) {
+			if (parse_int(val, 0, 600000, &v) < 0)
+				return bad("--presence-grace wants 0 to 600000 milliseconds, not", val);
+			cfg.presence_grace_ms = (int)v;
 		} else if (!strcmp(a, "--rate-burst")) {
 			if (parse_int(val, 1, 1000000000, &v) < 0)
 				return bad("--rate-burst wants 1 to 1000000000 recipients, not", val);

@@ -14,6 +14,7 @@
 #include "bus.h"
 #include "chat.h"
 #include "fanout.h"
+#include "presence.h"
 #include "gateway.h"
 #include "log.h"
 #include "store.h"
@@ -44,6 +45,7 @@ void server_config_defaults(server_config_t *cfg)
 	 * 1,024-member group can do so about every 5 seconds, 5 in a burst. */
 	cfg->rate_limit = 200;
 	cfg->rate_burst = 5000;
+	cfg->presence_grace_ms = 5000;
 }
 
 /* Creates the data directory if missing and takes its lock, so that two
@@ -133,6 +135,8 @@ int server_run(const server_config_t *cfg)
 		goto out;
 	if (!(srv->tally = tally_new(srv, cfg->receipts_interval_ms)))
 		goto out;
+	if (!(srv->presence = presence_new(srv, cfg->presence_grace_ms)))
+		goto out;
 	/* The fan-out thread reads group members through a handle of its own. */
 	if (!(fanout_store = store_open(cfg->data_dir)))
 		goto out;
@@ -171,6 +175,9 @@ out:
 	fanout_free(srv->fanout);
 	store_close(fanout_store);
 	tally_free(srv->tally);
+	/* After the I/O threads have closed every connection (each one told
+	 * presence), before the loops it posts to are freed. */
+	presence_free(srv->presence);
 	gateway_free(srv->gw);
 	bus_free(srv->bus);
 	close(lockfd);

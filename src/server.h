@@ -18,6 +18,7 @@ typedef struct workers workers_t;
 typedef struct gateway gateway_t;
 typedef struct tally tally_t;
 typedef struct fanout fanout_t;
+typedef struct presence presence_t;
 
 typedef struct server_config {
 	char host[256];
@@ -35,6 +36,7 @@ typedef struct server_config {
 	int receipts_interval_ms; /* group receipt counts: at most one frame per this */
 	double rate_limit;        /* recipients a sender may reach a second (0: off) */
 	double rate_burst;        /* ... and at once */
+	int presence_grace_ms;    /* offline only after this long disconnected */
 } server_config_t;
 
 typedef struct server {
@@ -45,6 +47,7 @@ typedef struct server {
 	gateway_t *gw;
 	tally_t *tally;
 	fanout_t *fanout;
+	presence_t *presence;
 	atomic_int draining;      /* shutting down: no new work is taken */
 } server_t;
 

@@ -144,6 +144,8 @@ typedef struct store_vtab {
 	               store_message_t **out, size_t *n, int *has_more);
 	int (*receipts)(store_t *s, int64_t conv_id, int64_t user_id, int64_t seq, int64_t now_ms,
 	                store_receipt_t **out, size_t *n);
+	int (*watchable)(store_t *s, int64_t user_id, int64_t candidate, int64_t *last_seen);
+	int (*last_seen_set)(store_t *s, const int64_t *users, const int64_t *times, size_t n);
 	int (*expire_receipts)(store_t *s, int64_t before_ms, size_t max_rows, size_t *deleted);
 	int (*watermarks)(store_t *s, int64_t conv_id, store_watermark_t **out, size_t *n);
 	int (*senders)(store_t *s, int64_t conv_id, int64_t lo, int64_t hi, store_sent_t **out,
@@ -253,6 +255,22 @@ static inline int store_receipts(store_t *s, int64_t conv_id, int64_t user_id, i
                                  int64_t now_ms, store_receipt_t **out, size_t *n)
 {
 	return s->vt->receipts(s, conv_id, user_id, seq, now_ms, out, n);
+}
+
+/* STORE_OK when candidate shares a conversation with user_id (and may be
+ * watched by it), with its stored last_seen (0: never); else
+ * STORE_FORBIDDEN. */
+static inline int store_watchable(store_t *s, int64_t user_id, int64_t candidate,
+                                  int64_t *last_seen)
+{
+	return s->vt->watchable(s, user_id, candidate, last_seen);
+}
+
+/* Stores when each of users[0..n) was last seen, in one transaction. */
+static inline int store_last_seen_set(store_t *s, const int64_t *users, const int64_t *times,
+                                      size_t n)
+{
+	return s->vt->last_seen_set(s, users, times, n);
 }
 
 /* Deletes up to max_rows receipt marks made before before_ms. */

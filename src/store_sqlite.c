@@ -43,6 +43,8 @@ enum {
 	Q_PROMOTE,
 	Q_READ_ONLY_SET,
 	Q_WATERMARKS,
+	Q_WATCHABLE,
+	Q_LAST_SEEN_SET,
 	Q_EXPIRE_MARKS,
 	Q_SENDERS,
 	Q_READ_COUNT,
@@ -97,6 +99,10 @@ static const char *const queries[Q_COUNT] = {
 	/* In slices, so the write lock is never held for long. */
 	[Q_EXPIRE_MARKS] = "DELETE FROM receipt_marks WHERE (conv_id, user_id, state, seq) IN "
 	                   "(SELECT conv_id, user_id, state, seq FROM receipt_marks WHERE ts < ?1 LIMIT ?2)",
+	[Q_WATCHABLE] = "SELECT coalesce(u.last_seen, 0) FROM users u WHERE u.id = ?2 AND EXISTS "
+	                "(SELECT 1 FROM members a JOIN members b ON b.conv_id = a.conv_id "
+	                "WHERE a.user_id = ?1 AND b.user_id = ?2)",
+	[Q_LAST_SEEN_SET] = "UPDATE users SET last_seen = max(coalesce(last_seen, 0), ?2) WHERE id = ?1",
 	[Q_WATERMARKS] = "SELECT user_id, joined_seq, delivered_seq, read_seq FROM members WHERE conv_id = ?1",
 	[Q_SENDERS] = "SELECT seq, sender FROM messages WHERE conv_id = ?1 AND seq >= ?2 AND seq <= ?3 "
 	              "ORDER BY seq",
@@ -1361,6 +1367,32 @@ err:
 	return STORE_ERROR;
 }
 
+static int sq_watchable(store_t *base, int64_t user_id, int64_t candidate, int64_t *last_seen)
+{
+	int r = query_int(S(base), Q_WATCHABLE, user_id, candidate, last_seen);
+
+	return r == STORE_NOT_FOUND ? STORE_FORBIDDEN : r;
+}
+
+static int sq_last_seen_set(store_t *base, const int64_t *users, const int64_t *times, size_t n)
+{
+	sqlite_store_t *s = S(base);
+	size_t i;
+	int r = STORE_OK;
+
+	if (exec(s, Q_BEGIN) != STORE_OK)
+		return STORE_ERROR;
+	for (i = 0; i < n && r == STORE_OK; i++) {
+		sqlite3_stmt *st = q(s, Q_LAST_SEEN_SET);
+		sqlite3_bind_int64(st, 1, users[i]);
+		sqlite3_bind_int64(st, 2, times[i]);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			r = fail(s, "last seen");
+		sqlite3_reset(st);
+	}
+	return finish(s, r);
+}
+
 static const store_vtab_t sqlite_vtab = {
 	.close = sq_close,
 	.user_create = sq_user_create,
@@ -1380,6 +1412,8 @@ static const store_vtab_t sqlite_vtab = {
 	.read_count = sq_read_count,
 	.watermarks = sq_watermarks,
 	.expire_receipts = sq_expire_receipts,
+	.watchable = sq_watchable,
+	.last_seen_set = sq_last_seen_set,
 	.senders = sq_senders,
 	.group_create = sq_group_create,
 	.member_add = sq_member_add,

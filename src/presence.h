@@ -1,0 +1,57 @@
+/* presence.h - who is online, away or offline, who watches whom, and who
+ * is typing where. All of it lives in memory, never in the message store
+ * (it will live in Redis once Parley scales out); only last_seen is
+ * written, lazily, so that it survives a restart.
+ *
+ * A user is online while one of its WebSockets is connected and not away,
+ * away while all of them are away, and offline once the last one has been
+ * closed for the grace period: a phone flapping between networks does not
+ * flood its watchers. A change goes only to the connections that watch
+ * the user (at most 500 users per connection), never to contacts that are
+ * not looking.
+ *
+ * Typing is relayed to the other members' devices at most once per
+ * PRESENCE_TYPING_RELAY_MS per user and conversation, ends
+ * PRESENCE_TYPING_TTL_MS after the last "on", and at once when the
+ * typist's last connection closes.
+ *
+ * Every function is safe from any thread. */
+#ifndef PARLEY_PRESENCE_H
+#define PARLEY_PRESENCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "server.h"
+
+#define PRESENCE_WATCH_MAX 500
+#define PRESENCE_TYPING_TTL_MS 6000
+#define PRESENCE_TYPING_RELAY_MS 2000
+
+typedef struct presence presence_t;
+
+/* Starts the presence ticker (offline debounce, typing expiry, last_seen
+ * writes) with a store handle of its own. NULL (logged) on failure. */
+presence_t *presence_new(server_t *srv, int grace_ms);
+/* Records every connected user as last seen now, stops, frees. */
+void presence_free(presence_t *p);
+
+/* A WebSocket of user opened / closed (was_away: it had said "away"). */
+void presence_connected(presence_t *p, int64_t user);
+void presence_disconnected(presence_t *p, int64_t user, int was_away);
+/* One of user's connections says it is away (1) or back online (0). */
+void presence_away(presence_t *p, int64_t user, int away);
+
+/* Connection conn now watches users[0..n) instead of old[0..nold): each
+ * was checked to share a conversation with it, and stored_last_seen[i] is
+ * its last_seen in the store. Answers with one presence frame per user. */
+void presence_watch(presence_t *p, uint64_t conn, const int64_t *old, size_t nold,
+                    const int64_t *users, const int64_t *stored_last_seen, size_t n);
+/* Connection conn closed: it watches nobody any more. */
+void presence_unwatch(presence_t *p, uint64_t conn, const int64_t *users, size_t n);
+
+/* user typed (on) or stopped in conv, whose other members are members[]
+ * (taken over, malloc'd). */
+void presence_typing(presence_t *p, int64_t user, int64_t conv, int on, int64_t *members, size_t n);
+
+#endif
