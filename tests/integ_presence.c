@@ -12,7 +12,8 @@
 #include <unistd.h>
 
 static hx_server_t srv;
-static const char *const server_args[] = {"--presence-grace", "500", NULL};
+static const char *const server_args[] = {"--presence-grace", "500", "--fast-password-hashing",
+                                          NULL};
 
 static int setup(void **state)
 {
@@ -234,12 +235,62 @@ static void test_last_seen_survives_restart(void **state)
 	pc_close(ca);
 }
 
+#define CONTACTS 200
+#define WATCHERS 3
+
+/* A user with 200 contacts, all connected, 3 of whom watch it, toggles
+ * away and back 10 times: the 3 watchers get 20 frames each, the other
+ * 197 contacts nothing. The cost follows watchers, not contacts. */
+static void test_cost_bounded_by_watchers(void **state)
+{
+	hx_user_t me, *contacts = calloc(CONTACTS, sizeof *contacts);
+	pc_conn_t *cm, **cc = calloc(CONTACTS, sizeof *cc);
+	json_t *j;
+	int i, k;
+
+	(void)state;
+	hx_user(srv.port, "popular", &me);
+	for (i = 0; i < CONTACTS; i++) {
+		hx_user(srv.port, "fan", &contacts[i]);
+		hx_direct(srv.port, &me, &contacts[i]);
+		cc[i] = hx_ws(srv.port, &contacts[i]);
+	}
+	cm = hx_ws(srv.port, &me);
+	for (i = 0; i < WATCHERS; i++) {
+		hx_sendf(cc[i], "{\"type\":\"watch\",\"users\":[%lld]}", (long long)me.id);
+		json_decref(expect_presence(cc[i], me.id, "online"));
+	}
+	for (k = 0; k < 10; k++) {
+		hx_sendf(cm, "{\"type\":\"presence\",\"state\":\"away\"}");
+		hx_sendf(cm, "{\"type\":\"presence\",\"state\":\"online\"}");
+	}
+	for (i = 0; i < WATCHERS; i++) {
+		for (k = 0; k < 10; k++) {
+			json_decref(expect_presence(cc[i], me.id, "away"));
+			json_decref(expect_presence(cc[i], me.id, "online"));
+		}
+	}
+	/* By now the others would have had theirs too: they have none. */
+	usleep(300000);
+	for (i = WATCHERS; i < CONTACTS; i++) {
+		j = hx_recv_within(cc[i], 0);
+		if (j)
+			fail_msg("contact %d, not watching, got a frame", i);
+	}
+	for (i = 0; i < CONTACTS; i++)
+		pc_close(cc[i]);
+	pc_close(cm);
+	free(cc);
+	free(contacts);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_watch_and_states),
 		cmocka_unit_test(test_watch_refusals),
 		cmocka_unit_test(test_typing),
+		cmocka_unit_test(test_cost_bounded_by_watchers),
 		cmocka_unit_test(test_last_seen_survives_restart),
 	};
 	hx_filter();
