@@ -34,9 +34,9 @@ CLIENT_OBJ := $(BUILD)/obj/client/pclient.o
 UNIT_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/unit_*.c))
 INTEG_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/integ_*.c))
 
-.PHONY: all deps deps-test run test check check-plain check-asan fuzz fuzz-build fuzz-smoke clean
+.PHONY: all deps deps-test run test check check-plain check-asan fuzz fuzz-build fuzz-smoke bench bench-smoke clean
 
-all: $(BUILD)/parley $(BUILD)/parley-cli $(BUILD)/groupbench
+all: $(BUILD)/parley $(BUILD)/parley-cli $(BUILD)/groupbench $(BUILD)/parley-bench $(BUILD)/bench-relay
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -54,6 +54,12 @@ $(BUILD)/parley-cli: $(BUILD)/obj/client/cli.o $(CLIENT_OBJ) $(BUILD)/libparley.
 
 $(BUILD)/groupbench: $(BUILD)/obj/bench/groupbench.o $(CLIENT_OBJ) $(BUILD)/libparley.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/parley-bench: $(BUILD)/obj/bench/parley_bench.o $(CLIENT_OBJ) $(BUILD)/libparley.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bench-relay: $(BUILD)/obj/bench/relay.o
+	$(CC) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/tests/unit_%: $(BUILD)/obj/tests/unit_%.o $(BUILD)/libparley.a
 	@mkdir -p $(dir $@)
@@ -78,6 +84,7 @@ test: deps-test
 	@$(MAKE) --no-print-directory check-plain
 	@$(MAKE) --no-print-directory check-asan
 	@$(MAKE) --no-print-directory fuzz-smoke
+	@$(MAKE) --no-print-directory bench-smoke
 	@echo "make test: all passed"
 
 check-plain:
@@ -111,6 +118,20 @@ fuzz: deps-test
 
 fuzz-smoke: fuzz-build
 	@scripts/run-fuzz.sh 5 build/fuzz/fuzz_http build/fuzz/fuzz_ws
+
+# The benchmark suite: each scenario beside the physical baseline, in one
+# run. BENCH_CONNECTIONS sizes the idle scenario (at most 19,000 here).
+BENCH_CONNECTIONS ?= 10000
+
+bench: deps
+	@$(MAKE) --no-print-directory build/parley build/parley-bench build/bench-relay
+	build/parley-bench idle --connections $(BENCH_CONNECTIONS)
+
+# make test runs the tool once at a tiny size: it must work and report a
+# figure, not a fast one.
+bench-smoke: build/parley build/parley-bench build/bench-relay
+	@build/parley-bench idle --connections 200 --json | grep -q '"parley_user_bytes_per_conn":-\?[0-9]' \
+		&& echo "bench-smoke: parley-bench idle works"
 
 clean:
 	rm -rf build

@@ -106,8 +106,9 @@ static int fill(pc_conn_t *c, int64_t deadline)
 		return PC_TIMEOUT;
 	if (n < 0)
 		return errno == EINTR ? 0 : PC_ERROR;
-	if (c->cap - c->len < 65536) {
-		size_t cap = c->cap ? c->cap * 2 : 131072;
+	/* Start small: a load generator holds thousands of these. */
+	if (c->cap - c->len < 4096) {
+		size_t cap = c->cap ? c->cap * 2 : 8192;
 		uint8_t *b = realloc(c->buf, cap);
 		if (!b)
 			return PC_ERROR;

@@ -1,0 +1,310 @@
+/* parley_bench.c - parley-bench, the load generator and benchmark suite.
+ *
+ *   parley-bench idle [--connections N] [--json]
+ *
+ * Each scenario starts its own Parley server (build/parley, a fresh data
+ * directory, --fast-password-hashing so that set-up is quick) and the
+ * physical baseline (build/bench-relay), drives both the same way in the
+ * same run, and reports Parley's figures beside the baseline's and as
+ * ratios to them: a readable table, then one JSON object per scenario
+ * (machine, commit, parameters, figures) for comparing commits.
+ *
+ * idle: opens N connections and holds them (to Parley: registered users'
+ * authenticated WebSockets, each past its "ready"; to the relay: plain TCP
+ * connections) and reports the server process's resident memory per
+ * connection (/proc/PID/status) and the kernel's slab memory per
+ * connection (/proc/meminfo; both ends of each connection live on this
+ * machine). Both are measured over the second half of the connections,
+ * once the first half has warmed what does not grow per connection. A
+ * process may open at most 20,000 files here: N is at most 19,000.
+ *
+ * Set-up (registering users) is not measured. More scenarios (direct,
+ * group, resume, history) are to come; see docs/benchmarks.md. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "pclient.h"
+
+#define TIMEOUT 30000
+
+typedef struct proc {
+	pid_t pid;
+	int port;
+	char dir[64];
+} proc_t;
+
+static void die(const char *what)
+{
+	fprintf(stderr, "parley-bench: %s\n", what);
+	exit(1);
+}
+
+/* Starts argv[0] and waits for its "listening on ...:PORT" line. */
+static void spawn(proc_t *p, char *const argv[])
+{
+	char line[512];
+	size_t len = 0;
+	int fd[2];
+	time_t deadline = time(NULL) + 30;
+
+	if (pipe(fd) < 0)
+		die("pipe");
+	if ((p->pid = fork()) == 0) {
+		int null = open("/dev/null", O_WRONLY);
+		dup2(fd[1], 1);
+		if (null >= 0)
+			dup2(null, 2); /* the servers' logs are not the results */
+		close(fd[0]);
+		execv(argv[0], argv);
+		fprintf(stderr, "parley-bench: cannot run %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	close(fd[1]);
+	while (time(NULL) < deadline) {
+		struct pollfd pf = {fd[0], POLLIN, 0};
+		ssize_t r;
+		char *at;
+
+		if (poll(&pf, 1, 1000) <= 0)
+			continue;
+		if ((r = read(fd[0], line + len, sizeof line - 1 - len)) <= 0)
+			break;
+		len += (size_t)r;
+		line[len] = 0;
+		if ((at = strstr(line, "listening on ")) && strchr(at, '\n')) {
+			char *colon = strrchr(strtok(at + 13, " \n"), ':');
+			p->port = colon ? atoi(colon + 1) : 0;
+			close(fd[0]);
+			if (p->port > 0)
+				return;
+			break;
+		}
+	}
+	die("a server did not start");
+}
+
+static void stop_proc(proc_t *p)
+{
+	int status;
+
+	if (p->pid > 0) {
+		kill(p->pid, SIGTERM);
+		waitpid(p->pid, &status, 0);
+		p->pid = 0;
+	}
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* A line "Key:   N kB" of a /proc file, in bytes. */
+static double proc_kb(const char *file, const char *key)
+{
+	char line[256];
+	size_t klen = strlen(key);
+	double v = -1;
+	FILE *f = fopen(file, "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof line, f))
+		if (!strncmp(line, key, klen) && line[klen] == ':') {
+			v = strtod(line + klen + 1, NULL) * 1024;
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+static double rss(pid_t pid)
+{
+	char path[64];
+
+	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+	return proc_kb(path, "VmRSS");
+}
+
+/* Lets the servers settle (accepts, handshakes, allocator) before reading. */
+static void settle(void)
+{
+	usleep(500000);
+}
+
+typedef struct idle_result {
+	double user_bytes, kernel_bytes;
+} idle_result_t;
+
+static idle_result_t idle_parley(int n)
+{
+	char dir[] = "/tmp/parley-bench-XXXXXX", body[128];
+	char *argv[] = {"build/parley", "serve", "--listen", "127.0.0.1:0", "--data", dir,
+	                "--fast-password-hashing", "--rate-limit", "0", NULL};
+	pc_conn_t *http, **ws = calloc((size_t)n, sizeof *ws);
+	char (*tokens)[64] = calloc((size_t)n, 64);
+	idle_result_t res;
+	double rss0 = 0, slab0 = 0;
+	proc_t srv;
+	int i;
+
+	if (!mkdtemp(dir) || !ws || !tokens)
+		die("set-up");
+	spawn(&srv, argv);
+	if (!(http = pc_connect("127.0.0.1", srv.port)))
+		die("cannot connect to parley");
+	for (i = 0; i < n; i++) {
+		pc_response_t r;
+		json_t *j;
+
+		snprintf(body, sizeof body, "{\"username\":\"idle%d\",\"password\":\"benchmark\"}", i);
+		if (pc_http(http, "POST", "/api/v1/users", NULL, body, &r, TIMEOUT) < 0 || r.status != 201)
+			die("cannot register");
+		pc_response_free(&r);
+		if (pc_http(http, "POST", "/api/v1/sessions", NULL, body, &r, TIMEOUT) < 0 || r.status != 201)
+			die("cannot log in");
+		j = json_loadb(r.body, r.body_len, 0, NULL);
+		snprintf(tokens[i], 64, "%s", json_string_value(json_object_get(j, "token")));
+		json_decref(j);
+		pc_response_free(&r);
+	}
+	pc_close(http);
+	/* The first half warms what does not grow per connection (caches,
+	 * arenas, tables); the second half's growth is the figure. */
+	for (i = 0; i < n; i++) {
+		pc_frame_t f;
+		if (i == n / 2) {
+			settle();
+			rss0 = rss(srv.pid);
+			slab0 = proc_kb("/proc/meminfo", "Slab");
+		}
+		if (!(ws[i] = pc_connect("127.0.0.1", srv.port)) ||
+		    pc_ws_open(ws[i], "/chat/v1/ws", tokens[i], NULL, TIMEOUT) < 0 ||
+		    pc_ws_recv(ws[i], &f, TIMEOUT) < 0)
+			die("cannot open a WebSocket");
+		pc_frame_free(&f); /* ready */
+	}
+	settle();
+	res.user_bytes = (rss(srv.pid) - rss0) / (n - n / 2);
+	res.kernel_bytes = (proc_kb("/proc/meminfo", "Slab") - slab0) / (n - n / 2);
+	for (i = 0; i < n; i++)
+		pc_close(ws[i]);
+	stop_proc(&srv);
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	free(ws);
+	free(tokens);
+	return res;
+}
+
+static idle_result_t idle_relay(int n)
+{
+	char *argv[] = {"build/bench-relay", "--listen", "127.0.0.1:0", NULL};
+	pc_conn_t **c = calloc((size_t)n, sizeof *c);
+	idle_result_t res;
+	double rss0 = 0, slab0 = 0;
+	proc_t relay;
+	int i;
+
+	spawn(&relay, argv);
+	for (i = 0; i < n; i++) {
+		if (i == n / 2) {
+			settle();
+			rss0 = rss(relay.pid);
+			slab0 = proc_kb("/proc/meminfo", "Slab");
+		}
+		if (!(c[i] = pc_connect("127.0.0.1", relay.port)))
+			die("cannot connect to the relay");
+	}
+	settle();
+	res.user_bytes = (rss(relay.pid) - rss0) / (n - n / 2);
+	res.kernel_bytes = (proc_kb("/proc/meminfo", "Slab") - slab0) / (n - n / 2);
+	for (i = 0; i < n; i++)
+		pc_close(c[i]);
+	stop_proc(&relay);
+	free(c);
+	return res;
+}
+
+static void describe(char *machine, size_t mcap, char *commit, size_t ccap)
+{
+	struct utsname u;
+	FILE *f;
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+	uname(&u);
+	snprintf(machine, mcap, "%ld cores, %.0f GiB, %s %s", cores,
+	         proc_kb("/proc/meminfo", "MemTotal") / (1024.0 * 1024 * 1024), u.sysname, u.machine);
+	snprintf(commit, ccap, "unknown");
+	if ((f = popen("git rev-parse --short HEAD 2>/dev/null", "r")) != NULL) {
+		if (fgets(commit, (int)ccap, f))
+			commit[strcspn(commit, "\n")] = 0;
+		pclose(f);
+	}
+}
+
+static double ratio(double a, double b)
+{
+	return b > 0 ? a / b : 0;
+}
+
+static int run_idle(int n, int json_only)
+{
+	char machine[256], commit[32];
+	idle_result_t p, r;
+
+	describe(machine, sizeof machine, commit, sizeof commit);
+	r = idle_relay(n);
+	p = idle_parley(n);
+	if (!json_only) {
+		printf("idle: %d connections held open (%s, commit %s)\n", n, machine, commit);
+		printf("  %-38s %10s %10s %8s\n", "", "parley", "relay", "ratio");
+		printf("  %-38s %10.0f %10.0f %8.2f\n", "server user-space bytes per connection",
+		       p.user_bytes, r.user_bytes, ratio(p.user_bytes, r.user_bytes));
+		printf("  %-38s %10.0f %10.0f %8.2f\n", "kernel slab bytes per connection", p.kernel_bytes,
+		       r.kernel_bytes, ratio(p.kernel_bytes, r.kernel_bytes));
+	}
+	printf("{\"scenario\":\"idle\",\"machine\":\"%s\",\"commit\":\"%s\",\"parameters\":{\"connections\":%d},"
+	       "\"figures\":{\"parley_user_bytes_per_conn\":%.0f,\"relay_user_bytes_per_conn\":%.0f,"
+	       "\"user_bytes_ratio\":%.2f,\"parley_kernel_bytes_per_conn\":%.0f,"
+	       "\"relay_kernel_bytes_per_conn\":%.0f}}\n",
+	       machine, commit, n, p.user_bytes, r.user_bytes, ratio(p.user_bytes, r.user_bytes),
+	       p.kernel_bytes, r.kernel_bytes);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	int n = 2000, json_only = 0, i;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (argc < 2 || strcmp(argv[1], "idle") != 0) {
+		fprintf(stderr, "usage: parley-bench idle [--connections N] [--json]\n");
+		return 2;
+	}
+	for (i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--connections") && i + 1 < argc)
+			n = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--json"))
+			json_only = 1;
+		else
+			die("usage: parley-bench idle [--connections N] [--json]");
+	}
+	if (n < 2 || n > 19000)
+		die("--connections: 2 to 19000 (a process opens at most 20,000 files here)");
+	return run_idle(n, json_only);
+}
