@@ -34,6 +34,7 @@ typedef struct bus_vtab {
 	void (*detach)(bus_t *bus, int64_t user, uint64_t conn);
 	void (*deliver)(bus_t *bus, int64_t user, int64_t except_device, sbuf_t *frame);
 	void (*kick_device)(bus_t *bus, int64_t user, int64_t device);
+	unsigned (*connections)(bus_t *bus, int64_t user);
 } bus_vtab_t;
 
 struct bus {
@@ -65,6 +66,12 @@ static inline void bus_detach(bus_t *bus, int64_t user, uint64_t conn)
 static inline void bus_deliver(bus_t *bus, int64_t user, int64_t except_device, sbuf_t *frame)
 {
 	bus->vt->deliver(bus, user, except_device, frame);
+}
+
+/* How many connections the user has now, on every node. */
+static inline unsigned bus_connections(bus_t *bus, int64_t user)
+{
+	return bus->vt->connections(bus, user);
 }
 
 /* Closes every connection of one device. */

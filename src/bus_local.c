@@ -141,7 +141,7 @@ static int local_attach(bus_t *base, int64_t user, int64_t device, uint64_t conn
 	p = find(s, user, h);
 	e = *p;
 	if (!e || e->n == e->cap) {
-		uint32_t cap = e ? e->cap * 2 : 2;
+		uint32_t cap = e ? e->cap * 2 : 1; /* most users: one device online */
 		user_entry_t *ne = realloc(e, sizeof *ne + cap * sizeof(endpoint_t));
 		if (!ne)
 			goto out;
@@ -220,10 +220,25 @@ static void local_kick_device(bus_t *base, int64_t user, int64_t device)
 	pthread_mutex_unlock(&s->lock);
 }
 
+static unsigned local_connections(bus_t *base, int64_t user)
+{
+	local_bus_t *b = (local_bus_t *)base;
+	uint64_t h;
+	shard_t *s = shard_of(b, user, &h);
+	user_entry_t *e;
+	unsigned n;
+
+	pthread_mutex_lock(&s->lock);
+	n = (e = *find(s, user, h)) != NULL ? e->n : 0;
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
 static const bus_vtab_t local_vtab = {
 	.free = local_free,
 	.attach = local_attach,
 	.detach = local_detach,
 	.deliver = local_deliver,
 	.kick_device = local_kick_device,
+	.connections = local_connections,
 };

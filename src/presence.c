@@ -1,7 +1,10 @@
 /* presence.c - the presence and typing registry of presence.h.
  *
  * One table of users under one mutex: connects, disconnects, watches and
- * typing frames are rare next to messages. Frames are built once per
+ * typing frames are rare next to messages. A user has an entry only while
+ * it is watched, typing, away or going offline: a connected user nobody
+ * watches costs nothing here, and how many connections a user has is
+ * asked of the bus, which knows it anyway. Frames are built once per
  * change and handed to each watcher's connection (presence) or to each
  * member through the bus (typing). The ticker thread wakes every 250 ms
  * for the timed parts. */
@@ -76,12 +79,25 @@ static user_t *find(presence_t *p, int64_t id, int create)
 	return u;
 }
 
+/* The user's entry, made if missing with its connections as the bus
+ * counts them now. */
+static user_t *entry(presence_t *p, int64_t id)
+{
+	user_t *u = find(p, id, 0);
+
+	if (!u && (u = find(p, id, 1)) != NULL) {
+		u->conns = bus_connections(p->srv->bus, id);
+		u->state = u->conns ? ONLINE : OFFLINE;
+	}
+	return u;
+}
+
 /* Drops u from the table when nothing refers to it any more. */
 static void maybe_forget(presence_t *p, user_t *u)
 {
 	user_t **b;
 
-	if (u->conns || u->nwatchers || u->ntyping || u->offline_at)
+	if (u->away || u->nwatchers || u->ntyping || u->offline_at)
 		return;
 	for (b = &p->buckets[(uint64_t)u->id % BUCKETS]; *b != u; b = &(*b)->next)
 		;
@@ -165,14 +181,34 @@ static void typing_end(presence_t *p, user_t *u, size_t i)
 	u->typing[i] = u->typing[--u->ntyping];
 }
 
+/* Queues a last_seen write. Under the lock. */
+static void remember_seen(presence_t *p, int64_t user, int64_t when)
+{
+	if (p->nseen == p->capseen) {
+		size_t cap = p->capseen ? p->capseen * 2 : 64;
+		int64_t *a = realloc(p->seen_users, cap * sizeof *a);
+		int64_t *b = a ? realloc(p->seen_times, cap * sizeof *b) : NULL;
+		if (a)
+			p->seen_users = a;
+		if (!a || !b)
+			return; /* lost: the next disconnect writes it again */
+		p->seen_times = b;
+		p->capseen = cap;
+	}
+	p->seen_users[p->nseen] = user;
+	p->seen_times[p->nseen++] = when;
+}
+
+/* The bus is told of a connection before presence is, so its count is
+ * the truth; presence keeps a copy only to compare states. */
 void presence_connected(presence_t *p, int64_t user)
 {
 	int64_t now = clock_wall_ms();
 	user_t *u;
 
 	pthread_mutex_lock(&p->lock);
-	if ((u = find(p, user, 1)) != NULL) {
-		u->conns++;
+	if ((u = find(p, user, 0)) != NULL) {
+		u->conns = bus_connections(p->srv->bus, user);
 		u->offline_at = 0; /* back within the grace period: no flap */
 		u->last_seen = now;
 		announce(p, u, now);
@@ -183,11 +219,12 @@ void presence_connected(presence_t *p, int64_t user)
 void presence_disconnected(presence_t *p, int64_t user, int was_away)
 {
 	int64_t now = clock_wall_ms();
+	unsigned conns = bus_connections(p->srv->bus, user);
 	user_t *u;
 
 	pthread_mutex_lock(&p->lock);
-	if ((u = find(p, user, 0)) != NULL && u->conns) {
-		u->conns--;
+	if ((u = find(p, user, 0)) != NULL) {
+		u->conns = conns;
 		if (was_away && u->away)
 			u->away--;
 		u->last_seen = now;
@@ -197,6 +234,9 @@ void presence_disconnected(presence_t *p, int64_t user, int was_away)
 				typing_end(p, u, 0);
 		}
 		announce(p, u, now);
+		maybe_forget(p, u);
+	} else if (conns == 0) {
+		remember_seen(p, user, now); /* nobody watches: just the record */
 	}
 	pthread_mutex_unlock(&p->lock);
 }
@@ -207,12 +247,14 @@ void presence_away(presence_t *p, int64_t user, int away)
 	user_t *u;
 
 	pthread_mutex_lock(&p->lock);
-	if ((u = find(p, user, 0)) != NULL) {
+	/* Away users keep an entry: a watcher who comes later must see it. */
+	if ((u = away ? entry(p, user) : find(p, user, 0)) != NULL) {
 		if (away && u->away < u->conns)
 			u->away++;
 		else if (!away && u->away)
 			u->away--;
 		announce(p, u, now);
+		maybe_forget(p, u);
 	}
 	pthread_mutex_unlock(&p->lock);
 }
@@ -253,8 +295,9 @@ void presence_watch(presence_t *p, uint64_t conn, const int64_t *old, size_t nol
 			unwatch_locked(p, conn, &old[i], 1);
 	}
 	for (i = 0; i < n; i++) {
-		user_t *u = find(p, users[i], 1);
+		user_t *u = entry(p, users[i]);
 		size_t k;
+
 		int state = OFFLINE;
 		int64_t seen = stored_last_seen[i];
 		sbuf_t *f;
@@ -305,8 +348,8 @@ void presence_typing(presence_t *p, int64_t user, int64_t conv, int on, int64_t 
 	size_t i;
 
 	pthread_mutex_lock(&p->lock);
-	u = find(p, user, 0);
-	if (!u || !u->conns) { /* gone before its frame was checked */
+	if (!bus_connections(p->srv->bus, user) || !(u = on ? entry(p, user) : find(p, user, 0))) {
+		/* Gone before its frame was checked, or "off" with nothing on. */
 		pthread_mutex_unlock(&p->lock);
 		free(members);
 		return;
@@ -317,6 +360,7 @@ void presence_typing(presence_t *p, int64_t user, int64_t conv, int on, int64_t 
 		if (i < u->ntyping)
 			typing_end(p, u, i);
 		free(members);
+		maybe_forget(p, u);
 	} else if (i < u->ntyping) {
 		typing_t *t = &u->typing[i];
 		t->expires_ms = now + PRESENCE_TYPING_TTL_MS;
@@ -340,24 +384,6 @@ void presence_typing(presence_t *p, int64_t user, int64_t conv, int on, int64_t 
 		}
 	}
 	pthread_mutex_unlock(&p->lock);
-}
-
-/* Queues a last_seen write. Under the lock. */
-static void remember_seen(presence_t *p, int64_t user, int64_t when)
-{
-	if (p->nseen == p->capseen) {
-		size_t cap = p->capseen ? p->capseen * 2 : 64;
-		int64_t *a = realloc(p->seen_users, cap * sizeof *a);
-		int64_t *b = a ? realloc(p->seen_times, cap * sizeof *b) : NULL;
-		if (a)
-			p->seen_users = a;
-		if (!a || !b)
-			return; /* lost: the next disconnect writes it again */
-		p->seen_times = b;
-		p->capseen = cap;
-	}
-	p->seen_users[p->nseen] = user;
-	p->seen_times[p->nseen++] = when;
 }
 
 /* The timed part: debounced offline, typing expiry. Under the lock. */

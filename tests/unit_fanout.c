@@ -42,8 +42,10 @@ static void fake_free(bus_t *b) { (void)b; }
 static int fake_attach(bus_t *b, int64_t u, int64_t d, uint64_t c) { (void)b; (void)u; (void)d; (void)c; return 0; }
 static void fake_detach(bus_t *b, int64_t u, uint64_t c) { (void)b; (void)u; (void)c; }
 static void fake_kick(bus_t *b, int64_t u, int64_t d) { (void)b; (void)u; (void)d; }
+static unsigned fake_count(bus_t *b, int64_t u) { (void)b; (void)u; return 0; }
 
-static const bus_vtab_t fake_vt = {fake_free, fake_attach, fake_detach, fake_deliver, fake_kick};
+static const bus_vtab_t fake_vt = {fake_free, fake_attach, fake_detach, fake_deliver, fake_kick,
+                                   fake_count};
 static bus_t fake_bus = {&fake_vt};
 
 /* Recipients looked up by the fan-out thread: conversation 2 has three. */
