@@ -126,12 +126,15 @@ BENCH_CONNECTIONS ?= 10000
 bench: deps
 	@$(MAKE) --no-print-directory build/parley build/parley-bench build/bench-relay
 	build/parley-bench idle --connections $(BENCH_CONNECTIONS)
+	build/parley-bench history --clients 4 --seconds 5
 
 # make test runs the tool once at a tiny size: it must work and report a
 # figure, not a fast one.
 bench-smoke: build/parley build/parley-bench build/bench-relay
 	@build/parley-bench idle --connections 200 --json | grep -q '"parley_user_bytes_per_conn":-\?[0-9]' \
 		&& echo "bench-smoke: parley-bench idle works"
+	@build/parley-bench history --clients 1 --seconds 1 --json | grep -q '"pages_per_second":[1-9]' \
+		&& echo "bench-smoke: parley-bench history works"
 
 clean:
 	rm -rf build

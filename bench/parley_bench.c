@@ -1,6 +1,7 @@
 /* parley_bench.c - parley-bench, the load generator and benchmark suite.
  *
  *   parley-bench idle [--connections N] [--json]
+ *   parley-bench history [--clients K] [--seconds S] [--json]
  *
  * Each scenario starts its own Parley server (build/parley, a fresh data
  * directory, --fast-password-hashing so that set-up is quick) and the
@@ -18,12 +19,18 @@
  * once the first half has warmed what does not grow per connection. A
  * process may open at most 20,000 files here: N is at most 19,000.
  *
- * Set-up (registering users) is not measured. More scenarios (direct,
- * group, resume, history) are to come; see docs/benchmarks.md. */
+ * history: K clients on keep-alive connections ask for history pages (50
+ * messages, at random places in a conversation of 5,000) as fast as they
+ * are answered, for S seconds: pages per second and their latency. It has
+ * no baseline: a relay keeps no history.
+ *
+ * Set-up (registering users, storing messages) is not measured. More
+ * scenarios (direct, group, resume) are to come; see docs/benchmarks.md. */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,11 +158,27 @@ typedef struct idle_result {
 	double user_bytes, kernel_bytes;
 } idle_result_t;
 
-static idle_result_t idle_parley(int n)
+/* Starts a Parley server on a fresh data directory (dir: 32 bytes). */
+static void start_parley(proc_t *srv, char *dir)
 {
-	char dir[] = "/tmp/parley-bench-XXXXXX", body[128];
 	char *argv[] = {"build/parley", "serve", "--listen", "127.0.0.1:0", "--data", dir,
 	                "--fast-password-hashing", "--rate-limit", "0", NULL};
+
+	snprintf(dir, 32, "/tmp/parley-bench-XXXXXX");
+	if (!mkdtemp(dir))
+		die("mkdtemp");
+	spawn(srv, argv);
+}
+
+static void stop_parley(proc_t *srv, const char *dir)
+{
+	stop_proc(srv);
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static idle_result_t idle_parley(int n)
+{
+	char dir[32], body[128];
 	pc_conn_t *http, **ws = calloc((size_t)n, sizeof *ws);
 	char (*tokens)[64] = calloc((size_t)n, 64);
 	idle_result_t res;
@@ -163,9 +186,9 @@ static idle_result_t idle_parley(int n)
 	proc_t srv;
 	int i;
 
-	if (!mkdtemp(dir) || !ws || !tokens)
+	if (!ws || !tokens)
 		die("set-up");
-	spawn(&srv, argv);
+	start_parley(&srv, dir);
 	if (!(http = pc_connect("127.0.0.1", srv.port)))
 		die("cannot connect to parley");
 	for (i = 0; i < n; i++) {
@@ -204,8 +227,7 @@ static idle_result_t idle_parley(int n)
 	res.kernel_bytes = (proc_kb("/proc/meminfo", "Slab") - slab0) / (n - n / 2);
 	for (i = 0; i < n; i++)
 		pc_close(ws[i]);
-	stop_proc(&srv);
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	stop_parley(&srv, dir);
 	free(ws);
 	free(tokens);
 	return res;
@@ -287,22 +309,204 @@ static int run_idle(int n, int json_only)
 	return 0;
 }
 
+/* ---- history -------------------------------------------------------- */
+
+#define HISTORY_MESSAGES 5000
+
+typedef struct history_client {
+	pthread_t thread;
+	int port;
+	int64_t conv;
+	const char *token;
+	double seconds;
+	double *lat;          /* milliseconds */
+	size_t n, cap;
+	unsigned seed;
+} history_client_t;
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
+}
+
+static void *history_main(void *arg)
+{
+	history_client_t *h = arg;
+	pc_conn_t *c = pc_connect("127.0.0.1", h->port);
+	double end = now_ms() + h->seconds * 1000;
+	char path[128];
+
+	if (!c)
+		die("cannot connect");
+	while (now_ms() < end) {
+		pc_response_t r;
+		double t0;
+		int before = 51 + (int)(rand_r(&h->seed) % (HISTORY_MESSAGES - 49));
+
+		snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages?limit=50&before=%d",
+		         (long long)h->conv, before);
+		t0 = now_ms();
+		if (pc_http(c, "GET", path, h->token, NULL, &r, TIMEOUT) < 0 || r.status != 200)
+			die("a history request failed");
+		if (h->n == h->cap) {
+			h->cap = h->cap ? h->cap * 2 : 4096;
+			if (!(h->lat = realloc(h->lat, h->cap * sizeof *h->lat)))
+				die("out of memory");
+		}
+		h->lat[h->n++] = now_ms() - t0;
+		pc_response_free(&r);
+	}
+	pc_close(c);
+	return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int run_history(int clients, double seconds, int json_only)
+{
+	char dir[32], machine[256], commit[32], body[256], tokens[2][64];
+	history_client_t *h = calloc((size_t)clients, sizeof *h);
+	double *all, p50, p99, max, rate;
+	pc_conn_t *http, *ws;
+	pc_response_t r;
+	size_t total = 0, k;
+	int64_t conv, ids[2];
+	json_t *j;
+	proc_t srv;
+	int i;
+
+	describe(machine, sizeof machine, commit, sizeof commit);
+	start_parley(&srv, dir);
+	/* Set-up: Alice and Bob, a direct chat of HISTORY_MESSAGES messages
+	 * from Alice; Bob reads the history. */
+	if (!(http = pc_connect("127.0.0.1", srv.port)))
+		die("cannot connect");
+	for (i = 0; i < 2; i++) {
+		snprintf(body, sizeof body, "{\"username\":\"hist%d\",\"password\":\"benchmark\"}", i);
+		if (pc_http(http, "POST", "/api/v1/users", NULL, body, &r, TIMEOUT) < 0 || r.status != 201)
+			die("cannot register");
+		j = json_loadb(r.body, r.body_len, 0, NULL);
+		ids[i] = json_integer_value(json_object_get(j, "user_id"));
+		json_decref(j);
+		pc_response_free(&r);
+		if (pc_http(http, "POST", "/api/v1/sessions", NULL, body, &r, TIMEOUT) < 0 || r.status != 201)
+			die("cannot log in");
+		j = json_loadb(r.body, r.body_len, 0, NULL);
+		snprintf(tokens[i], sizeof tokens[i], "%s", json_string_value(json_object_get(j, "token")));
+		json_decref(j);
+		pc_response_free(&r);
+	}
+	snprintf(body, sizeof body, "{\"members\":[%lld]}", (long long)ids[1]);
+	if (pc_http(http, "POST", "/api/v1/conversations", tokens[0], body, &r, TIMEOUT) < 0 ||
+	    r.status != 201)
+		die("cannot open a conversation");
+	j = json_loadb(r.body, r.body_len, 0, NULL);
+	conv = json_integer_value(json_object_get(j, "conversation_id"));
+	json_decref(j);
+	pc_response_free(&r);
+	pc_close(http);
+	if (!(ws = pc_connect("127.0.0.1", srv.port)) ||
+	    pc_ws_open(ws, "/chat/v1/ws", tokens[0], NULL, TIMEOUT) < 0)
+		die("cannot open a WebSocket");
+	{
+		pc_frame_t f;
+		int sent = 0, acked = 0;
+		while (acked < HISTORY_MESSAGES) {
+			while (sent < HISTORY_MESSAGES && sent - acked < 100) {
+				snprintf(body, sizeof body,
+				         "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"h%d\",\"body\":\"history page filler %d\"}",
+				         (long long)conv, sent, sent);
+				pc_ws_send_text(ws, body);
+				sent++;
+			}
+			if (pc_ws_recv(ws, &f, TIMEOUT) < 0)
+				die("no ack");
+			if (strstr((char *)f.data, "\"type\":\"ack\""))
+				acked++;
+			pc_frame_free(&f);
+		}
+		pc_close(ws);
+	}
+	for (i = 0; i < clients; i++) {
+		h[i].port = srv.port;
+		h[i].conv = conv;
+		h[i].token = tokens[1];
+		h[i].seconds = seconds;
+		h[i].seed = (unsigned)i + 1;
+		pthread_create(&h[i].thread, NULL, history_main, &h[i]);
+	}
+	for (i = 0; i < clients; i++) {
+		pthread_join(h[i].thread, NULL);
+		total += h[i].n;
+	}
+	stop_parley(&srv, dir);
+	if (!total)
+		die("no history request completed");
+	all = malloc(total * sizeof *all);
+	for (i = 0, k = 0; i < clients; i++) {
+		memcpy(all + k, h[i].lat, h[i].n * sizeof *all);
+		k += h[i].n;
+		free(h[i].lat);
+	}
+	free(h);
+	qsort(all, total, sizeof *all, cmp_double);
+	p50 = all[total / 2];
+	p99 = all[(size_t)((double)(total - 1) * 0.99)];
+	max = all[total - 1];
+	rate = (double)total / seconds;
+	free(all);
+	if (!json_only) {
+		printf("history: %d clients for %.0f s, pages of 50 from %d messages (%s, commit %s)\n", clients,
+		       seconds, HISTORY_MESSAGES, machine, commit);
+		printf("  pages per second %.0f; latency p50 %.3f ms, p99 %.3f ms, max %.3f ms\n", rate, p50, p99,
+		       max);
+	}
+	printf("{\"scenario\":\"history\",\"machine\":\"%s\",\"commit\":\"%s\",\"parameters\":{\"clients\":%d,"
+	       "\"seconds\":%.0f,\"page\":50,\"messages\":%d},\"figures\":{\"pages_per_second\":%.0f,"
+	       "\"latency_p50_ms\":%.3f,\"latency_p99_ms\":%.3f,\"latency_max_ms\":%.3f}}\n",
+	       machine, commit, clients, seconds, HISTORY_MESSAGES, rate, p50, p99, max);
+	return 0;
+}
+
+static int usage(void)
+{
+	fprintf(stderr, "usage: parley-bench idle [--connections N] [--json]\n"
+	                "       parley-bench history [--clients K] [--seconds S] [--json]\n");
+	return 2;
+}
+
 int main(int argc, char **argv)
 {
-	int n = 2000, json_only = 0, i;
+	int n = 2000, clients = 4, json_only = 0, i;
+	double seconds = 5;
 
 	signal(SIGPIPE, SIG_IGN);
-	if (argc < 2 || strcmp(argv[1], "idle") != 0) {
-		fprintf(stderr, "usage: parley-bench idle [--connections N] [--json]\n");
-		return 2;
-	}
+	if (argc < 2 || (strcmp(argv[1], "idle") && strcmp(argv[1], "history")))
+		return usage();
 	for (i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--connections") && i + 1 < argc)
 			n = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--clients") && i + 1 < argc)
+			clients = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
+			seconds = atof(argv[++i]);
 		else if (!strcmp(argv[i], "--json"))
 			json_only = 1;
 		else
-			die("usage: parley-bench idle [--connections N] [--json]");
+			return usage();
+	}
+	if (!strcmp(argv[1], "history")) {
+		if (clients < 1 || clients > 256 || !(seconds > 0 && seconds <= 3600))
+			die("--clients: 1 to 256; --seconds: up to 3600");
+		return run_history(clients, seconds, json_only);
 	}
 	if (n < 2 || n > 19000)
 		die("--connections: 2 to 19000 (a process opens at most 20,000 files here)");
