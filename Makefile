@@ -127,6 +127,7 @@ bench: deps
 	@$(MAKE) --no-print-directory build/parley build/parley-bench build/bench-relay
 	build/parley-bench idle --connections $(BENCH_CONNECTIONS)
 	build/parley-bench history --clients 4 --seconds 5
+	build/parley-bench resume --clients 200
 
 # make test runs the tool once at a tiny size: it must work and report a
 # figure, not a fast one.
@@ -135,6 +136,8 @@ bench-smoke: build/parley build/parley-bench build/bench-relay
 		&& echo "bench-smoke: parley-bench idle works"
 	@build/parley-bench history --clients 1 --seconds 1 --json | grep -q '"pages_per_second":[1-9]' \
 		&& echo "bench-smoke: parley-bench history works"
+	@build/parley-bench resume --clients 5 --json | grep -q '"resume_p50_ms":[0-9]' \
+		&& echo "bench-smoke: parley-bench resume works"
 
 clean:
 	rm -rf build

@@ -2,6 +2,7 @@
  *
  *   parley-bench idle [--connections N] [--json]
  *   parley-bench history [--clients K] [--seconds S] [--json]
+ *   parley-bench resume [--clients N] [--json]
  *
  * Each scenario starts its own Parley server (build/parley, a fresh data
  * directory, --fast-password-hashing so that set-up is quick) and the
@@ -24,8 +25,13 @@
  * are answered, for S seconds: pages per second and their latency. It has
  * no baseline: a relay keeps no history.
  *
+ * resume: N clients, each in 4 direct chats, miss 5 messages in each (20
+ * in all) while away; then all reconnect at once and resume. Reported: the
+ * time from sending "resume" to receiving "resumed" (all 20 messages in
+ * between), p50/p99, and how many clients a second reconnect and resume.
+ *
  * Set-up (registering users, storing messages) is not measured. More
- * scenarios (direct, group, resume) are to come; see docs/benchmarks.md. */
+ * scenarios (direct, group) are to come; see docs/benchmarks.md. */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -476,32 +482,213 @@ static int run_history(int clients, double seconds, int json_only)
 	return 0;
 }
 
+/* ---- resume --------------------------------------------------------- */
+
+#define RESUME_CONVS 4
+#define RESUME_MISSED 5   /* per conversation */
+
+typedef struct resume_client {
+	pthread_t thread;
+	int port;
+	char token[64];
+	int64_t convs[RESUME_CONVS];
+	pthread_barrier_t *start;
+	double resume_ms, done_at;
+	int got;
+} resume_client_t;
+
+static void *resume_main(void *arg)
+{
+	resume_client_t *rc = arg;
+	pc_conn_t *c;
+	pc_frame_t f;
+	char frame[256];
+	double t0;
+	int n;
+
+	pthread_barrier_wait(rc->start);
+	if (!(c = pc_connect("127.0.0.1", rc->port)) ||
+	    pc_ws_open(c, "/chat/v1/ws", rc->token, NULL, TIMEOUT) < 0 || pc_ws_recv(c, &f, TIMEOUT) < 0)
+		die("cannot reconnect");
+	pc_frame_free(&f); /* ready */
+	n = snprintf(frame, sizeof frame, "{\"type\":\"resume\",\"convs\":{");
+	for (int i = 0; i < RESUME_CONVS; i++)
+		n += snprintf(frame + n, sizeof frame - (size_t)n, "%s\"%lld\":0", i ? "," : "",
+		              (long long)rc->convs[i]);
+	snprintf(frame + n, sizeof frame - (size_t)n, "}}");
+	t0 = now_ms();
+	pc_ws_send_text(c, frame);
+	for (;;) {
+		if (pc_ws_recv(c, &f, TIMEOUT) < 0)
+			die("no resumed frame");
+		if (strstr((char *)f.data, "\"type\":\"msg\""))
+			rc->got++;
+		if (strstr((char *)f.data, "\"type\":\"resumed\"")) {
+			pc_frame_free(&f);
+			break;
+		}
+		pc_frame_free(&f);
+	}
+	rc->done_at = now_ms();
+	rc->resume_ms = rc->done_at - t0;
+	pc_close(c);
+	return NULL;
+}
+
+/* Registers name and logs it in; returns its id and token. */
+static int64_t user_with_token(pc_conn_t *http, const char *name, char token[64])
+{
+	char body[128];
+	pc_response_t r;
+	json_t *j;
+	int64_t id;
+
+	snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"benchmark\"}", name);
+	if (pc_http(http, "POST", "/api/v1/users", NULL, body, &r, TIMEOUT) < 0 || r.status != 201)
+		die("cannot register");
+	j = json_loadb(r.body, r.body_len, 0, NULL);
+	id = json_integer_value(json_object_get(j, "user_id"));
+	json_decref(j);
+	pc_response_free(&r);
+	if (pc_http(http, "POST", "/api/v1/sessions", NULL, body, &r, TIMEOUT) < 0 || r.status != 201)
+		die("cannot log in");
+	j = json_loadb(r.body, r.body_len, 0, NULL);
+	snprintf(token, 64, "%s", json_string_value(json_object_get(j, "token")));
+	json_decref(j);
+	pc_response_free(&r);
+	return id;
+}
+
+static int run_resume(int clients, int json_only)
+{
+	char dir[32], machine[256], commit[32], name[32], body[256];
+	char senders[RESUME_CONVS][64];
+	resume_client_t *rc = calloc((size_t)clients, sizeof *rc);
+	double *lat = calloc((size_t)clients, sizeof *lat), start, end = 0, p50, p99, rate;
+	pthread_barrier_t barrier;
+	pc_conn_t *http, *ws[RESUME_CONVS];
+	pc_response_t r;
+	proc_t srv;
+	json_t *j;
+	int i, s;
+
+	describe(machine, sizeof machine, commit, sizeof commit);
+	start_parley(&srv, dir);
+	if (!(http = pc_connect("127.0.0.1", srv.port)))
+		die("cannot connect");
+	for (s = 0; s < RESUME_CONVS; s++) {
+		snprintf(name, sizeof name, "sender%d", s);
+		user_with_token(http, name, senders[s]);
+	}
+	for (i = 0; i < clients; i++) {
+		int64_t id;
+		snprintf(name, sizeof name, "away%d", i);
+		id = user_with_token(http, name, rc[i].token);
+		rc[i].port = srv.port;
+		rc[i].start = &barrier;
+		for (s = 0; s < RESUME_CONVS; s++) {
+			snprintf(body, sizeof body, "{\"members\":[%lld]}", (long long)id);
+			if (pc_http(http, "POST", "/api/v1/conversations", senders[s], body, &r, TIMEOUT) < 0 ||
+			    r.status != 201)
+				die("cannot open a conversation");
+			j = json_loadb(r.body, r.body_len, 0, NULL);
+			rc[i].convs[s] = json_integer_value(json_object_get(j, "conversation_id"));
+			json_decref(j);
+			pc_response_free(&r);
+		}
+	}
+	pc_close(http);
+	/* While the clients are away, each sender sends 5 to each of them. */
+	for (s = 0; s < RESUME_CONVS; s++) {
+		int sent = 0, acked = 0, total = clients * RESUME_MISSED;
+		pc_frame_t f;
+		if (!(ws[s] = pc_connect("127.0.0.1", srv.port)) ||
+		    pc_ws_open(ws[s], "/chat/v1/ws", senders[s], NULL, TIMEOUT) < 0)
+			die("cannot open a WebSocket");
+		while (acked < total) {
+			while (sent < total && sent - acked < 100) {
+				snprintf(body, sizeof body,
+				         "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"m%d\",\"body\":\"while you were away\"}",
+				         (long long)rc[sent % clients].convs[s], sent);
+				pc_ws_send_text(ws[s], body);
+				sent++;
+			}
+			if (pc_ws_recv(ws[s], &f, TIMEOUT) < 0)
+				die("no ack");
+			if (strstr((char *)f.data, "\"type\":\"ack\""))
+				acked++;
+			pc_frame_free(&f);
+		}
+		pc_close(ws[s]);
+	}
+	/* All come back at once. */
+	pthread_barrier_init(&barrier, NULL, (unsigned)clients + 1);
+	for (i = 0; i < clients; i++)
+		pthread_create(&rc[i].thread, NULL, resume_main, &rc[i]);
+	start = now_ms();
+	pthread_barrier_wait(&barrier);
+	for (i = 0; i < clients; i++) {
+		pthread_join(rc[i].thread, NULL);
+		if (rc[i].got != RESUME_CONVS * RESUME_MISSED)
+			die("a client did not get exactly its missed messages");
+		lat[i] = rc[i].resume_ms;
+		if (rc[i].done_at > end)
+			end = rc[i].done_at;
+	}
+	pthread_barrier_destroy(&barrier);
+	stop_parley(&srv, dir);
+	qsort(lat, (size_t)clients, sizeof *lat, cmp_double);
+	p50 = lat[clients / 2];
+	p99 = lat[(int)((clients - 1) * 0.99)];
+	rate = clients / ((end - start) / 1000.0);
+	if (!json_only) {
+		printf("resume: %d clients, each missed %d messages in %d conversations, back at once (%s, commit %s)\n",
+		       clients, RESUME_CONVS * RESUME_MISSED, RESUME_CONVS, machine, commit);
+		printf("  resume -> resumed p50 %.2f ms, p99 %.2f ms; %.0f clients reconnected and resumed per second\n",
+		       p50, p99, rate);
+	}
+	printf("{\"scenario\":\"resume\",\"machine\":\"%s\",\"commit\":\"%s\",\"parameters\":{\"clients\":%d,"
+	       "\"missed\":%d,\"conversations\":%d},\"figures\":{\"resume_p50_ms\":%.3f,\"resume_p99_ms\":%.3f,"
+	       "\"reconnects_per_second\":%.0f}}\n",
+	       machine, commit, clients, RESUME_CONVS * RESUME_MISSED, RESUME_CONVS, p50, p99, rate);
+	free(rc);
+	free(lat);
+	return 0;
+}
+
 static int usage(void)
 {
 	fprintf(stderr, "usage: parley-bench idle [--connections N] [--json]\n"
-	                "       parley-bench history [--clients K] [--seconds S] [--json]\n");
+	                "       parley-bench history [--clients K] [--seconds S] [--json]\n"
+	                "       parley-bench resume [--clients N] [--json]\n");
 	return 2;
 }
 
 int main(int argc, char **argv)
 {
-	int n = 2000, clients = 4, json_only = 0, i;
+	int n = 2000, clients = 4, client_set = 0, json_only = 0, i;
 	double seconds = 5;
 
 	signal(SIGPIPE, SIG_IGN);
-	if (argc < 2 || (strcmp(argv[1], "idle") && strcmp(argv[1], "history")))
+	if (argc < 2 || (strcmp(argv[1], "idle") && strcmp(argv[1], "history") &&
+	                 strcmp(argv[1], "resume")))
 		return usage();
 	for (i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--connections") && i + 1 < argc)
 			n = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--clients") && i + 1 < argc)
-			clients = atoi(argv[++i]);
+			clients = atoi(argv[++i]), client_set = 1;
 		else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
 			seconds = atof(argv[++i]);
 		else if (!strcmp(argv[i], "--json"))
 			json_only = 1;
 		else
 			return usage();
+	}
+	if (!strcmp(argv[1], "resume")) {
+		if (clients < 1 || clients > 2000)
+			die("--clients: 1 to 2000");
+		return run_resume(clients == 4 && !client_set ? 200 : clients, json_only);
 	}
 	if (!strcmp(argv[1], "history")) {
 		if (clients < 1 || clients > 256 || !(seconds > 0 && seconds <= 3600))
