@@ -126,6 +126,7 @@ BENCH_CONNECTIONS ?= 10000
 bench: deps
 	@$(MAKE) --no-print-directory build/parley build/parley-bench build/bench-relay
 	build/parley-bench idle --connections $(BENCH_CONNECTIONS)
+	build/parley-bench direct --pairs 50 --rate 2000 --seconds 5
 	build/parley-bench history --clients 4 --seconds 5
 	build/parley-bench resume --clients 200
 
@@ -138,6 +139,8 @@ bench-smoke: build/parley build/parley-bench build/bench-relay
 		&& echo "bench-smoke: parley-bench history works"
 	@build/parley-bench resume --clients 5 --json | grep -q '"resume_p50_ms":[0-9]' \
 		&& echo "bench-smoke: parley-bench resume works"
+	@build/parley-bench direct --pairs 2 --rate 50 --seconds 1 --json | grep -q '"cpu_us_per_message":[0-9]' \
+		&& echo "bench-smoke: parley-bench direct works"
 
 clean:
 	rm -rf build

@@ -3,6 +3,7 @@
  *   parley-bench idle [--connections N] [--json]
  *   parley-bench history [--clients K] [--seconds S] [--json]
  *   parley-bench resume [--clients N] [--json]
+ *   parley-bench direct [--pairs P] [--rate R] [--seconds S] [--json]
  *
  * Each scenario starts its own Parley server (build/parley, a fresh data
  * directory, --fast-password-hashing so that set-up is quick) and the
@@ -30,8 +31,17 @@
  * time from sending "resume" to receiving "resumed" (all 20 messages in
  * between), p50/p99, and how many clients a second reconnect and resume.
  *
- * Set-up (registering users, storing messages) is not measured. More
- * scenarios (direct, group) are to come; see docs/benchmarks.md. */
+ * direct: P pairs of users in direct chats; each pair's sender sends at a
+ * fixed schedule (R messages a second in all, open loop: a send is due at
+ * its time whether or not earlier ones were answered, so a slow server
+ * cannot hide its latency), for S seconds. Reported: send -> ack and send
+ * -> delivery latency p50/p99/p99.9/max, the achieved rate, and the server's
+ * CPU per delivered message -- beside the relay driven the same way
+ * (unmasked frames from one socket of a pair to the other), and as ratios.
+ *
+ * Set-up (registering users, storing messages) is not measured. The
+ * group throughput scenario is to come; see docs/benchmarks.md. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -482,6 +492,279 @@ static int run_history(int clients, double seconds, int json_only)
 	return 0;
 }
 
+/* Registers name and logs it in; returns its id and token. */
+static int64_t user_with_token(pc_conn_t *http, const char *name, char token[64])
+{
+	char body[128];
+	pc_response_t r;
+	json_t *j;
+	int64_t id;
+
+	snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"benchmark\"}", name);
+	if (pc_http(http, "POST", "/api/v1/users", NULL, body, &r, TIMEOUT) < 0 || r.status != 201)
+		die("cannot register");
+	j = json_loadb(r.body, r.body_len, 0, NULL);
+	id = json_integer_value(json_object_get(j, "user_id"));
+	json_decref(j);
+	pc_response_free(&r);
+	if (pc_http(http, "POST", "/api/v1/sessions", NULL, body, &r, TIMEOUT) < 0 || r.status != 201)
+		die("cannot log in");
+	j = json_loadb(r.body, r.body_len, 0, NULL);
+	snprintf(token, 64, "%s", json_string_value(json_object_get(j, "token")));
+	json_decref(j);
+	pc_response_free(&r);
+	return id;
+}
+
+/* ---- direct ---------------------------------------------------------- */
+
+/* CPU time of a process in microseconds: the sum over its threads of
+ * schedstat's time on CPU (nanoseconds, finer than /proc/PID/stat). */
+static double cpu_us(pid_t pid)
+{
+	char path[64], sub[400];
+	struct dirent *d;
+	double total = 0;
+	DIR *dir;
+
+	snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+	if (!(dir = opendir(path)))
+		return -1;
+	while ((d = readdir(dir)) != NULL) {
+		unsigned long long ns;
+		FILE *f;
+
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(sub, sizeof sub, "%s/%s/schedstat", path, d->d_name);
+		if ((f = fopen(sub, "r")) != NULL) {
+			if (fscanf(f, "%llu", &ns) == 1)
+				total += (double)ns / 1000.0;
+			fclose(f);
+		}
+	}
+	closedir(dir);
+	return total;
+}
+
+typedef struct pair {
+	pthread_t thread;
+	pc_conn_t *a, *b;        /* sender, receiver */
+	int64_t conv;            /* 0: the relay */
+	double interval_ms, start, seconds;
+	int sends, acks, delivered;
+	double *sent_at;         /* by message index */
+	double *ack_ms, *deliver_ms;
+} pair_t;
+
+/* The index a frame carries: "cmid":"bN" for Parley, "bN" for the relay. */
+static int frame_index(const pc_frame_t *f)
+{
+	const char *p = strstr((const char *)f->data, "\"b");
+
+	return p ? atoi(p + 2) : -1;
+}
+
+static void *pair_main(void *arg)
+{
+	pair_t *p = arg;
+	int total = (int)(p->seconds * 1000 / p->interval_ms);
+	struct pollfd pf[2] = {{pc_fd(p->a), POLLIN, 0}, {pc_fd(p->b), POLLIN, 0}};
+	char frame[160];
+
+	p->sent_at = calloc((size_t)total + 1, sizeof(double));
+	p->ack_ms = calloc((size_t)total + 1, sizeof(double));
+	p->deliver_ms = calloc((size_t)total + 1, sizeof(double));
+	while (p->delivered < total || (p->conv && p->acks < total)) {
+		double now = now_ms(), due = p->start + p->sends * p->interval_ms;
+		pc_frame_t f;
+		int k, wait;
+
+		if (p->sends < total && now >= due) {
+			/* Open loop: latency counts from when the send was due. */
+			p->sent_at[p->sends] = due;
+			if (p->conv) {
+				snprintf(frame, sizeof frame,
+				         "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"b%d\",\"body\":\"hello there\"}",
+				         (long long)p->conv, p->sends);
+				pc_ws_send_text(p->a, frame);
+			} else {
+				snprintf(frame, sizeof frame, "\"b%d\" hello there", p->sends);
+				pc_ws_send_frame(p->a, 1, 1, frame, strlen(frame), 0, 0);
+			}
+			p->sends++;
+			continue;
+		}
+		for (k = 0; k < 2; k++) {
+			pc_conn_t *c = k ? p->b : p->a;
+			while (pc_ws_recv(c, &f, 0) == 0) {
+				int idx = frame_index(&f);
+				if (f.opcode == 0x9) {
+					pc_ws_send_frame(c, 1, 0xA, f.data, f.len, p->conv != 0, 0);
+				} else if (idx >= 0 && idx < total) {
+					if (!k && strstr((char *)f.data, "\"type\":\"ack\"")) {
+						p->ack_ms[p->acks++] = now_ms() - p->sent_at[idx];
+					} else if (k) {
+						p->deliver_ms[p->delivered++] = now_ms() - p->sent_at[idx];
+					}
+				}
+				pc_frame_free(&f);
+			}
+		}
+		wait = p->sends < total ? (int)(due - now_ms()) : 50;
+		if (wait < 0)
+			wait = 0;
+		if (poll(pf, 2, wait) < 0 && errno != EINTR)
+			die("poll");
+		if (now_ms() > p->start + p->seconds * 1000 + TIMEOUT)
+			die("deliveries stopped");
+	}
+	return NULL;
+}
+
+typedef struct direct_result {
+	double ack[4], deliver[4];  /* p50, p99, p99.9, max */
+	double rate, cpu_us_per_msg;
+} direct_result_t;
+
+static void percentiles(double *v, size_t n, double out[4])
+{
+	qsort(v, n, sizeof *v, cmp_double);
+	out[0] = v[n / 2];
+	out[1] = v[(size_t)((double)(n - 1) * 0.99)];
+	out[2] = v[(size_t)((double)(n - 1) * 0.999)];
+	out[3] = v[n - 1];
+}
+
+/* Runs the pairs against a server (conv ids set) or the relay. */
+static direct_result_t drive(pair_t *pairs, int npairs, double rate, double seconds, pid_t server)
+{
+	direct_result_t res = {0};
+	size_t nd = 0, na = 0, k;
+	double *d, *a, cpu0, t0, t1;
+	int i;
+
+	cpu0 = cpu_us(server);
+	t0 = now_ms() + 50;
+	for (i = 0; i < npairs; i++) {
+		pairs[i].interval_ms = 1000.0 * npairs / rate;
+		/* Spread the pairs' schedules over one interval. */
+		pairs[i].start = t0 + pairs[i].interval_ms * i / npairs;
+		pairs[i].seconds = seconds;
+		pthread_create(&pairs[i].thread, NULL, pair_main, &pairs[i]);
+	}
+	for (i = 0; i < npairs; i++) {
+		pthread_join(pairs[i].thread, NULL);
+		nd += (size_t)pairs[i].delivered;
+		na += (size_t)pairs[i].acks;
+	}
+	t1 = now_ms();
+	res.cpu_us_per_msg = (cpu_us(server) - cpu0) / (double)nd;
+	res.rate = (double)nd / ((t1 - t0) / 1000.0);
+	d = malloc(nd * sizeof *d);
+	a = malloc((na ? na : 1) * sizeof *a);
+	for (i = 0, nd = 0, na = 0; i < npairs; i++) {
+		for (k = 0; k < (size_t)pairs[i].delivered; k++)
+			d[nd++] = pairs[i].deliver_ms[k];
+		for (k = 0; k < (size_t)pairs[i].acks; k++)
+			a[na++] = pairs[i].ack_ms[k];
+		free(pairs[i].sent_at);
+		free(pairs[i].ack_ms);
+		free(pairs[i].deliver_ms);
+	}
+	percentiles(d, nd, res.deliver);
+	if (na)
+		percentiles(a, na, res.ack);
+	free(d);
+	free(a);
+	return res;
+}
+
+static int run_direct(int npairs, double rate, double seconds, int json_only)
+{
+	char dir[32], machine[256], commit[32], name[32], tok[2][64], body[128];
+	char *relay_argv[] = {"build/bench-relay", "--listen", "127.0.0.1:0", NULL};
+	pair_t *pairs = calloc((size_t)npairs, sizeof *pairs);
+	direct_result_t pr, rr;
+	pc_conn_t *http;
+	pc_response_t r;
+	proc_t srv, relay;
+	json_t *j;
+	int i;
+
+	describe(machine, sizeof machine, commit, sizeof commit);
+	/* The relay first: pairs are made in the order of connection. */
+	spawn(&relay, relay_argv);
+	for (i = 0; i < npairs; i++)
+		if (!(pairs[i].a = pc_connect("127.0.0.1", relay.port)) ||
+		    !(pairs[i].b = pc_connect("127.0.0.1", relay.port)))
+			die("cannot connect to the relay");
+	rr = drive(pairs, npairs, rate, seconds, relay.pid);
+	for (i = 0; i < npairs; i++) {
+		pc_close(pairs[i].a);
+		pc_close(pairs[i].b);
+	}
+	stop_proc(&relay);
+	memset(pairs, 0, (size_t)npairs * sizeof *pairs);
+
+	start_parley(&srv, dir);
+	if (!(http = pc_connect("127.0.0.1", srv.port)))
+		die("cannot connect");
+	for (i = 0; i < npairs; i++) {
+		int64_t b;
+		snprintf(name, sizeof name, "pa%d", i);
+		user_with_token(http, name, tok[0]);
+		snprintf(name, sizeof name, "pb%d", i);
+		b = user_with_token(http, name, tok[1]);
+		snprintf(body, sizeof body, "{\"members\":[%lld]}", (long long)b);
+		if (pc_http(http, "POST", "/api/v1/conversations", tok[0], body, &r, TIMEOUT) < 0 || r.status != 201)
+			die("cannot open a conversation");
+		j = json_loadb(r.body, r.body_len, 0, NULL);
+		pairs[i].conv = json_integer_value(json_object_get(j, "conversation_id"));
+		json_decref(j);
+		pc_response_free(&r);
+		if (!(pairs[i].a = pc_connect("127.0.0.1", srv.port)) ||
+		    pc_ws_open(pairs[i].a, "/chat/v1/ws", tok[0], NULL, TIMEOUT) < 0 ||
+		    !(pairs[i].b = pc_connect("127.0.0.1", srv.port)) ||
+		    pc_ws_open(pairs[i].b, "/chat/v1/ws", tok[1], NULL, TIMEOUT) < 0)
+			die("cannot open WebSockets");
+	}
+	pc_close(http);
+	pr = drive(pairs, npairs, rate, seconds, srv.pid);
+	for (i = 0; i < npairs; i++) {
+		pc_close(pairs[i].a);
+		pc_close(pairs[i].b);
+	}
+	stop_parley(&srv, dir);
+	free(pairs);
+	if (!json_only) {
+		printf("direct: %d pairs, %.0f messages/s scheduled, %.0f s, open loop (%s, commit %s)\n", npairs,
+		       rate, seconds, machine, commit);
+		printf("  %-34s %10s %10s %8s\n", "", "parley", "relay", "ratio");
+		printf("  %-34s %10.0f %10.0f\n", "achieved messages/s", pr.rate, rr.rate);
+		printf("  %-34s %10.3f %10s\n", "send -> ack p50 (ms)", pr.ack[0], "-");
+		printf("  %-34s %10.3f %10s\n", "send -> ack p99 (ms)", pr.ack[1], "-");
+		printf("  %-34s %10.3f %10.3f %8.2f\n", "send -> delivery p50 (ms)", pr.deliver[0], rr.deliver[0],
+		       ratio(pr.deliver[0], rr.deliver[0]));
+		printf("  %-34s %10.3f %10.3f %8.2f\n", "send -> delivery p99 (ms)", pr.deliver[1], rr.deliver[1],
+		       ratio(pr.deliver[1], rr.deliver[1]));
+		printf("  %-34s %10.3f %10.3f\n", "send -> delivery p99.9 (ms)", pr.deliver[2], rr.deliver[2]);
+		printf("  %-34s %10.3f %10.3f\n", "send -> delivery max (ms)", pr.deliver[3], rr.deliver[3]);
+		printf("  %-34s %10.1f %10.1f %8.2f\n", "server CPU per delivered message (us)", pr.cpu_us_per_msg,
+		       rr.cpu_us_per_msg, ratio(pr.cpu_us_per_msg, rr.cpu_us_per_msg));
+	}
+	printf("{\"scenario\":\"direct\",\"machine\":\"%s\",\"commit\":\"%s\",\"parameters\":{\"pairs\":%d,"
+	       "\"rate\":%.0f,\"seconds\":%.0f},\"figures\":{\"achieved_rate\":%.0f,\"ack_p50_ms\":%.3f,"
+	       "\"ack_p99_ms\":%.3f,\"ack_p999_ms\":%.3f,\"ack_max_ms\":%.3f,\"deliver_p50_ms\":%.3f,"
+	       "\"deliver_p99_ms\":%.3f,\"deliver_p999_ms\":%.3f,\"deliver_max_ms\":%.3f,"
+	       "\"cpu_us_per_message\":%.2f,\"relay_deliver_p99_ms\":%.3f,\"relay_cpu_us_per_message\":%.2f,"
+	       "\"p99_ratio\":%.2f,\"cpu_ratio\":%.2f}}\n",
+	       machine, commit, npairs, rate, seconds, pr.rate, pr.ack[0], pr.ack[1], pr.ack[2], pr.ack[3],
+	       pr.deliver[0], pr.deliver[1], pr.deliver[2], pr.deliver[3], pr.cpu_us_per_msg, rr.deliver[1],
+	       rr.cpu_us_per_msg, ratio(pr.deliver[1], rr.deliver[1]), ratio(pr.cpu_us_per_msg, rr.cpu_us_per_msg));
+	return 0;
+}
+
 /* ---- resume --------------------------------------------------------- */
 
 #define RESUME_CONVS 4
@@ -533,30 +816,6 @@ static void *resume_main(void *arg)
 	rc->resume_ms = rc->done_at - t0;
 	pc_close(c);
 	return NULL;
-}
-
-/* Registers name and logs it in; returns its id and token. */
-static int64_t user_with_token(pc_conn_t *http, const char *name, char token[64])
-{
-	char body[128];
-	pc_response_t r;
-	json_t *j;
-	int64_t id;
-
-	snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"benchmark\"}", name);
-	if (pc_http(http, "POST", "/api/v1/users", NULL, body, &r, TIMEOUT) < 0 || r.status != 201)
-		die("cannot register");
-	j = json_loadb(r.body, r.body_len, 0, NULL);
-	id = json_integer_value(json_object_get(j, "user_id"));
-	json_decref(j);
-	pc_response_free(&r);
-	if (pc_http(http, "POST", "/api/v1/sessions", NULL, body, &r, TIMEOUT) < 0 || r.status != 201)
-		die("cannot log in");
-	j = json_loadb(r.body, r.body_len, 0, NULL);
-	snprintf(token, 64, "%s", json_string_value(json_object_get(j, "token")));
-	json_decref(j);
-	pc_response_free(&r);
-	return id;
 }
 
 static int run_resume(int clients, int json_only)
@@ -659,6 +918,7 @@ static int run_resume(int clients, int json_only)
 static int usage(void)
 {
 	fprintf(stderr, "usage: parley-bench idle [--connections N] [--json]\n"
+	                "       parley-bench direct [--pairs P] [--rate R] [--seconds S] [--json]\n"
 	                "       parley-bench history [--clients K] [--seconds S] [--json]\n"
 	                "       parley-bench resume [--clients N] [--json]\n");
 	return 2;
@@ -666,12 +926,12 @@ static int usage(void)
 
 int main(int argc, char **argv)
 {
-	int n = 2000, clients = 4, client_set = 0, json_only = 0, i;
-	double seconds = 5;
+	int n = 2000, clients = 4, client_set = 0, json_only = 0, pairs = 50, i;
+	double seconds = 5, rate = 2000;
 
 	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2 || (strcmp(argv[1], "idle") && strcmp(argv[1], "history") &&
-	                 strcmp(argv[1], "resume")))
+	                 strcmp(argv[1], "resume") && strcmp(argv[1], "direct")))
 		return usage();
 	for (i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--connections") && i + 1 < argc)
@@ -680,10 +940,19 @@ int main(int argc, char **argv)
 			clients = atoi(argv[++i]), client_set = 1;
 		else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
 			seconds = atof(argv[++i]);
+		else if (!strcmp(argv[i], "--pairs") && i + 1 < argc)
+			pairs = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--rate") && i + 1 < argc)
+			rate = atof(argv[++i]);
 		else if (!strcmp(argv[i], "--json"))
 			json_only = 1;
 		else
 			return usage();
+	}
+	if (!strcmp(argv[1], "direct")) {
+		if (pairs < 1 || pairs > 500 || !(rate > 0 && rate <= 1e6) || !(seconds > 0 && seconds <= 3600))
+			die("--pairs: 1 to 500; --rate: up to 1000000; --seconds: up to 3600");
+		return run_direct(pairs, rate, seconds, json_only);
 	}
 	if (!strcmp(argv[1], "resume")) {
 		if (clients < 1 || clients > 2000)
