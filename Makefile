@@ -127,6 +127,7 @@ bench: deps
 	@$(MAKE) --no-print-directory build/parley build/parley-bench build/bench-relay
 	build/parley-bench idle --connections $(BENCH_CONNECTIONS)
 	build/parley-bench direct --pairs 50 --rate 2000 --seconds 5
+	build/parley-bench direct --find-max 5 --pairs 50
 	build/parley-bench history --clients 4 --seconds 5
 	build/parley-bench resume --clients 200
 

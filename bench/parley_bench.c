@@ -4,6 +4,7 @@
  *   parley-bench history [--clients K] [--seconds S] [--json]
  *   parley-bench resume [--clients N] [--json]
  *   parley-bench direct [--pairs P] [--rate R] [--seconds S] [--json]
+ *   parley-bench direct --find-max P99_MS [--pairs P] [--json]
  *
  * Each scenario starts its own Parley server (build/parley, a fresh data
  * directory, --fast-password-hashing so that set-up is quick) and the
@@ -38,6 +39,8 @@
  * -> delivery latency p50/p99/p99.9/max, the achieved rate, and the server's
  * CPU per delivered message -- beside the relay driven the same way
  * (unmasked frames from one socket of a pair to the other), and as ratios.
+ * With --find-max, it looks for the highest rate whose delivery p99 stays
+ * under P99_MS (2 s runs: doubling, then four halvings of the gap).
  *
  * Set-up (registering users, storing messages) is not measured. The
  * group throughput scenario is to come; see docs/benchmarks.md. */
@@ -553,6 +556,7 @@ typedef struct pair {
 	int64_t conv;            /* 0: the relay */
 	double interval_ms, start, seconds;
 	int sends, acks, delivered;
+	int base;                /* added to indices: cmids differ between runs */
 	double *sent_at;         /* by message index */
 	double *ack_ms, *deliver_ms;
 } pair_t;
@@ -586,10 +590,10 @@ static void *pair_main(void *arg)
 			if (p->conv) {
 				snprintf(frame, sizeof frame,
 				         "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"b%d\",\"body\":\"hello there\"}",
-				         (long long)p->conv, p->sends);
+				         (long long)p->conv, p->base + p->sends);
 				pc_ws_send_text(p->a, frame);
 			} else {
-				snprintf(frame, sizeof frame, "\"b%d\" hello there", p->sends);
+				snprintf(frame, sizeof frame, "\"b%d\" hello there", p->base + p->sends);
 				pc_ws_send_frame(p->a, 1, 1, frame, strlen(frame), 0, 0);
 			}
 			p->sends++;
@@ -598,7 +602,7 @@ static void *pair_main(void *arg)
 		for (k = 0; k < 2; k++) {
 			pc_conn_t *c = k ? p->b : p->a;
 			while (pc_ws_recv(c, &f, 0) == 0) {
-				int idx = frame_index(&f);
+				int idx = frame_index(&f) - p->base;
 				if (f.opcode == 0x9) {
 					pc_ws_send_frame(c, 1, 0xA, f.data, f.len, p->conv != 0, 0);
 				} else if (idx >= 0 && idx < total) {
@@ -647,6 +651,8 @@ static direct_result_t drive(pair_t *pairs, int npairs, double rate, double seco
 	cpu0 = cpu_us(server);
 	t0 = now_ms() + 50;
 	for (i = 0; i < npairs; i++) {
+		pairs[i].base += pairs[i].sends + 1000000;
+		pairs[i].sends = pairs[i].acks = pairs[i].delivered = 0;
 		pairs[i].interval_ms = 1000.0 * npairs / rate;
 		/* Spread the pairs' schedules over one interval. */
 		pairs[i].start = t0 + pairs[i].interval_ms * i / npairs;
@@ -680,7 +686,7 @@ static direct_result_t drive(pair_t *pairs, int npairs, double rate, double seco
 	return res;
 }
 
-static int run_direct(int npairs, double rate, double seconds, int json_only)
+static int run_direct(int npairs, double rate, double seconds, double find_max, int json_only)
 {
 	char dir[32], machine[256], commit[32], name[32], tok[2][64], body[128];
 	char *relay_argv[] = {"build/bench-relay", "--listen", "127.0.0.1:0", NULL};
@@ -693,6 +699,9 @@ static int run_direct(int npairs, double rate, double seconds, int json_only)
 	int i;
 
 	describe(machine, sizeof machine, commit, sizeof commit);
+	memset(&rr, 0, sizeof rr);
+	if (find_max > 0)
+		goto parley;
 	/* The relay first: pairs are made in the order of connection. */
 	spawn(&relay, relay_argv);
 	for (i = 0; i < npairs; i++)
@@ -706,7 +715,7 @@ static int run_direct(int npairs, double rate, double seconds, int json_only)
 	}
 	stop_proc(&relay);
 	memset(pairs, 0, (size_t)npairs * sizeof *pairs);
-
+parley:
 	start_parley(&srv, dir);
 	if (!(http = pc_connect("127.0.0.1", srv.port)))
 		die("cannot connect");
@@ -730,6 +739,47 @@ static int run_direct(int npairs, double rate, double seconds, int json_only)
 			die("cannot open WebSockets");
 	}
 	pc_close(http);
+	if (find_max > 0) {
+		/* Double the rate until p99 passes the bound (or the server falls
+		 * behind its schedule), then halve the gap four times. */
+		double lo = 0, hi = 0, r = 500;
+		direct_result_t x;
+		int steps;
+
+		for (;;) {
+			x = drive(pairs, npairs, r, 2, srv.pid);
+			if (!json_only)
+				printf("  %8.0f msg/s: p99 %.3f ms, achieved %.0f\n", r, x.deliver[1], x.rate);
+			if (x.deliver[1] > find_max || x.rate < 0.95 * r) {
+				hi = r;
+				break;
+			}
+			lo = r;
+			r *= 2;
+			if (r > 200000)
+				break;
+		}
+		for (steps = 0; hi > 0 && steps < 4; steps++) {
+			r = (lo + hi) / 2;
+			x = drive(pairs, npairs, r, 2, srv.pid);
+			if (!json_only)
+				printf("  %8.0f msg/s: p99 %.3f ms, achieved %.0f\n", r, x.deliver[1], x.rate);
+			if (x.deliver[1] > find_max || x.rate < 0.95 * r)
+				hi = r;
+			else
+				lo = r;
+		}
+		printf("{\"scenario\":\"direct-max\",\"machine\":\"%s\",\"commit\":\"%s\",\"parameters\":"
+		       "{\"pairs\":%d,\"p99_bound_ms\":%.2f},\"figures\":{\"max_rate\":%.0f}}\n",
+		       machine, commit, npairs, find_max, lo);
+		for (i = 0; i < npairs; i++) {
+			pc_close(pairs[i].a);
+			pc_close(pairs[i].b);
+		}
+		stop_parley(&srv, dir);
+		free(pairs);
+		return 0;
+	}
 	pr = drive(pairs, npairs, rate, seconds, srv.pid);
 	for (i = 0; i < npairs; i++) {
 		pc_close(pairs[i].a);
@@ -919,6 +969,7 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: parley-bench idle [--connections N] [--json]\n"
 	                "       parley-bench direct [--pairs P] [--rate R] [--seconds S] [--json]\n"
+	                "       parley-bench direct --find-max P99_MS [--pairs P] [--json]\n"
 	                "       parley-bench history [--clients K] [--seconds S] [--json]\n"
 	                "       parley-bench resume [--clients N] [--json]\n");
 	return 2;
@@ -927,7 +978,7 @@ static int usage(void)
 int main(int argc, char **argv)
 {
 	int n = 2000, clients = 4, client_set = 0, json_only = 0, pairs = 50, i;
-	double seconds = 5, rate = 2000;
+	double seconds = 5, rate = 2000, find_max = 0;
 
 	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2 || (strcmp(argv[1], "idle") && strcmp(argv[1], "history") &&
@@ -944,6 +995,8 @@ int main(int argc, char **argv)
 			pairs = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--rate") && i + 1 < argc)
 			rate = atof(argv[++i]);
+		else if (!strcmp(argv[i], "--find-max") && i + 1 < argc)
+			find_max = atof(argv[++i]);
 		else if (!strcmp(argv[i], "--json"))
 			json_only = 1;
 		else
@@ -952,7 +1005,7 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "direct")) {
 		if (pairs < 1 || pairs > 500 || !(rate > 0 && rate <= 1e6) || !(seconds > 0 && seconds <= 3600))
 			die("--pairs: 1 to 500; --rate: up to 1000000; --seconds: up to 3600");
-		return run_direct(pairs, rate, seconds, json_only);
+		return run_direct(pairs, rate, seconds, find_max, json_only);
 	}
 	if (!strcmp(argv[1], "resume")) {
 		if (clients < 1 || clients > 2000)
