@@ -36,7 +36,7 @@ INTEG_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/integ_*.c)
 
 .PHONY: all deps deps-test run test check check-plain check-asan fuzz fuzz-build fuzz-smoke bench bench-smoke clean
 
-all: $(BUILD)/parley $(BUILD)/parley-cli $(BUILD)/groupbench $(BUILD)/parley-bench $(BUILD)/bench-relay
+all: $(BUILD)/parley $(BUILD)/parley-cli $(BUILD)/parley-bench $(BUILD)/bench-relay
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -50,9 +50,6 @@ $(BUILD)/parley: $(BUILD)/obj/src/main.o $(BUILD)/libparley.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/parley-cli: $(BUILD)/obj/client/cli.o $(CLIENT_OBJ) $(BUILD)/libparley.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-
-$(BUILD)/groupbench: $(BUILD)/obj/bench/groupbench.o $(CLIENT_OBJ) $(BUILD)/libparley.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/parley-bench: $(BUILD)/obj/bench/parley_bench.o $(CLIENT_OBJ) $(BUILD)/libparley.a
@@ -94,7 +91,7 @@ check-asan:
 	@$(MAKE) --no-print-directory check BUILD=build/asan SAN=1
 
 # Runs the unit and integration tests of one build variant.
-check: $(BUILD)/parley $(BUILD)/parley-cli $(BUILD)/groupbench $(UNIT_TESTS) $(INTEG_TESTS)
+check: $(BUILD)/parley $(BUILD)/parley-cli $(UNIT_TESTS) $(INTEG_TESTS)
 	@scripts/run-tests.sh $(BUILD) $(UNIT_TESTS) $(INTEG_TESTS)
 
 # libFuzzer targets (clang): the HTTP parser and the WebSocket frame parser.
@@ -130,6 +127,7 @@ bench: deps
 	build/parley-bench direct --find-max 5 --pairs 50
 	build/parley-bench history --clients 4 --seconds 5
 	build/parley-bench resume --clients 200
+	build/parley-bench group --members 1024 --online 800 --messages 30 --batch 10 --throughput 5
 
 # make test runs the tool once at a tiny size: it must work and report a
 # figure, not a fast one.
@@ -142,6 +140,8 @@ bench-smoke: build/parley build/parley-bench build/bench-relay
 		&& echo "bench-smoke: parley-bench resume works"
 	@build/parley-bench direct --pairs 2 --rate 50 --seconds 1 --json | grep -q '"cpu_us_per_message":[0-9]' \
 		&& echo "bench-smoke: parley-bench direct works"
+	@build/parley-bench group --members 8 --online 4 --messages 2 --batch 1 --throughput 1 --json \
+		| grep -q '"throughput_deliveries_per_s":[1-9]' && echo "bench-smoke: parley-bench group works"
 
 clean:
 	rm -rf build

@@ -42,11 +42,19 @@
  * With --find-max, it looks for the highest rate whose delivery p99 stays
  * under P99_MS (2 s runs: doubling, then four halvings of the gap).
  *
- * Set-up (registering users, storing messages) is not measured. The
- * group throughput scenario is to come; see docs/benchmarks.md. */
+ * group: one group of N members, K online; for M messages from one member,
+ * the sender's ack (beside a direct chat's) and the time to the last online
+ * member's delivery; then receipts as clients that batch them send them
+ * (every member says delivered and read once per B messages), with the
+ * store's row writes and commits from /metrics and the server's CPU. With
+ * --throughput S, 4 members then publish as fast as the server acks for S
+ * seconds: deliveries per second and server CPU per delivery.
+ *
+ * Set-up (registering users, storing messages) is not measured. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <ftw.h>
 #include <poll.h>
 #include <pthread.h>
@@ -815,6 +823,377 @@ parley:
 	return 0;
 }
 
+/* ---- group ---------------------------------------------------------- */
+
+static int gb_port;
+
+typedef struct user {
+	int64_t id;
+	char token[64];
+	pc_conn_t *ws;
+} user_t;
+
+static json_t *http_json(pc_conn_t *c, const char *method, const char *path, const char *token,
+                         const char *body, int expect)
+{
+	pc_response_t res;
+	json_t *j;
+
+	if (pc_http(c, method, path, token, body, &res, TIMEOUT) < 0)
+		die("no HTTP answer");
+	if (res.status != expect) {
+		fprintf(stderr, "parley-bench: %s %s: %d %s\n", method, path, res.status, res.body);
+		exit(1);
+	}
+	j = json_loadb(res.body, res.body_len, 0, NULL);
+	pc_response_free(&res);
+	return j;
+}
+
+/* Reads the next text frame of c as JSON (answering pings). */
+static json_t *next_frame(pc_conn_t *c, int timeout_ms)
+{
+	for (;;) {
+		pc_frame_t f;
+		json_t *j;
+		int r = pc_ws_recv(c, &f, timeout_ms);
+
+		if (r == PC_TIMEOUT)
+			return NULL;
+		if (r < 0)
+			die("a connection closed");
+		if (f.opcode == 0x9) {
+			pc_ws_send_frame(c, 1, 0xA, f.data, f.len, 1, 0);
+			pc_frame_free(&f);
+			continue;
+		}
+		j = json_loadb((char *)f.data, f.len, 0, NULL);
+		pc_frame_free(&f);
+		if (j)
+			return j;
+	}
+}
+
+static json_t *expect_type(pc_conn_t *c, const char *type)
+{
+	for (;;) {
+		json_t *j = next_frame(c, TIMEOUT);
+		if (!j)
+			die("timed out waiting for a frame");
+		if (!strcmp(json_string_value(json_object_get(j, "type")), type))
+			return j;
+		json_decref(j);
+	}
+}
+
+/* One counter of /metrics, on a connection of its own (the set-up's may
+ * have idled out during a long run). */
+static double metric(const char *name)
+{
+	pc_conn_t *c = pc_connect("127.0.0.1", gb_port);
+	pc_response_t res;
+	const char *p;
+	char key[128];
+	double v = -1;
+
+	if (!c || pc_http(c, "GET", "/metrics", NULL, NULL, &res, TIMEOUT) < 0 || res.status != 200)
+		die("no /metrics");
+	pc_close(c);
+	snprintf(key, sizeof key, "\n%s ", name);
+	if ((p = strstr(res.body, key)) != NULL)
+		v = strtod(p + strlen(key), NULL);
+	pc_response_free(&res);
+	return v;
+}
+
+static double pct(double *v, int n, double p)
+{
+	int i = (int)(p * (n - 1) + 0.5);
+
+	qsort(v, (size_t)n, sizeof *v, cmp_double);
+	return v[i];
+}
+
+/* Waits until every online member but the sender has msg seq of conv. */
+static double await_everyone(user_t *u, int online, int64_t conv, int64_t seq, double t0)
+{
+	struct pollfd *p = calloc((size_t)online, sizeof *p);
+	char *got = calloc((size_t)online, 1);
+	int left = online - 1, i;
+	double last = 0;
+
+	for (i = 0; i < online; i++) {
+		p[i].fd = pc_fd(u[i].ws);
+		p[i].events = POLLIN;
+	}
+	got[0] = 1;
+	while (left > 0) {
+		/* Frames may already sit in a connection's buffer: drain all,
+		 * then wait for the sockets. */
+		for (i = 1; i < online; i++) {
+			json_t *j;
+			while (!got[i] && (j = next_frame(u[i].ws, 0)) != NULL) {
+				const char *t = json_string_value(json_object_get(j, "type"));
+				if (t && !strcmp(t, "msg") && json_integer_value(json_object_get(j, "conv")) == conv &&
+				    json_integer_value(json_object_get(j, "seq")) == seq) {
+					got[i] = 1;
+					left--;
+					last = now_ms() - t0;
+				}
+				json_decref(j);
+			}
+		}
+		if (left > 0 && poll(p, (nfds_t)online, TIMEOUT) <= 0)
+			die("timed out waiting for deliveries");
+	}
+	free(p);
+	free(got);
+	return last;
+}
+
+/* Throughput: SENDERS members publish into the group as fast as the server
+ * acks (100 in flight each) for `seconds`, while every online member
+ * drains its socket. Returns deliveries per second; *cpu gets the server's
+ * CPU per delivery. */
+#define SENDERS 4
+
+static double group_throughput(user_t *u, int online, int64_t group, double seconds, int pid,
+                               double *cpu)
+{
+	struct pollfd *pf = calloc((size_t)online, sizeof *pf);
+	int inflight[SENDERS] = {0}, s, i;
+	long sent = 0, acked = 0, delivered = 0, expect;
+	double t0 = now_ms(), end = t0 + seconds * 1000, cpu0 = cpu_us(pid), t1;
+	char body[200];
+
+	for (i = 0; i < online; i++) {
+		pf[i].fd = pc_fd(u[i].ws);
+		pf[i].events = POLLIN;
+	}
+	for (;;) {
+		int sending = now_ms() < end;
+		for (s = 0; sending && s < SENDERS; s++) {
+			while (inflight[s] < 100) {
+				snprintf(body, sizeof body,
+				         "{\"type\":\"send\",\"conv\":%" PRId64 ",\"cmid\":\"t%d_%ld\",\"body\":\"throughput\"}",
+				         group, s, sent);
+				pc_ws_send_text(u[s].ws, body);
+				inflight[s]++;
+				sent++;
+			}
+		}
+		for (i = 0; i < online; i++) {
+			pc_frame_t f;
+			while (pc_ws_recv(u[i].ws, &f, 0) == 0) {
+				if (f.opcode == 0x9)
+					pc_ws_send_frame(u[i].ws, 1, 0xA, f.data, f.len, 1, 0);
+				else if (strstr((char *)f.data, "\"type\":\"msg\""))
+					delivered++;
+				else if (i < SENDERS && strstr((char *)f.data, "\"type\":\"ack\"")) {
+					inflight[i]--;
+					acked++;
+				}
+				pc_frame_free(&f);
+			}
+		}
+		expect = sent * (online - 1);
+		if (!sending && acked == sent && delivered >= expect)
+			break;
+		if (now_ms() > end + TIMEOUT)
+			die("throughput: deliveries stopped");
+		poll(pf, (nfds_t)online, 10);
+	}
+	t1 = now_ms();
+	*cpu = (cpu_us(pid) - cpu0) / (double)delivered;
+	free(pf);
+	return delivered / ((t1 - t0) / 1000.0);
+}
+
+static int run_group(int members, int online, int messages, int batch, double tput_s, int json_only)
+{
+	int storms = 0, i, m, pid;
+	double cpu0, cpu_direct = -1, cpu_group = -1, cpu_storm = -1;
+	user_t *u;
+	pc_conn_t *http;
+	char body[256], *big;
+	size_t len;
+	int64_t group, direct;
+	json_t *j;
+	double *ack_direct, *ack_group, *deliver, *converge, t0;
+	double writes0, commits0, writes1, commits1, rows_per_msg, commits_per_msg;
+	int64_t *seqs;
+	char dir[32], machine[256], commit[32];
+	proc_t srv;
+	double tput = 0, tput_cpu = 0;
+
+	if (members < 3 || members > 1024 || online < 2 || online > members || messages < 1 ||
+	    batch < 1 || batch > messages)
+		die("need 3 <= members <= 1024, 2 <= online <= members, 1 <= batch <= messages");
+
+	describe(machine, sizeof machine, commit, sizeof commit);
+	start_parley(&srv, dir);
+	gb_port = srv.port;
+	pid = srv.pid;
+	/* Set-up, not timed. */
+	u = calloc((size_t)members, sizeof *u);
+	if (!(http = pc_connect("127.0.0.1", gb_port)))
+		die("cannot connect");
+	for (i = 0; i < members; i++) {
+		char name[32];
+		snprintf(name, sizeof name, "gb%d_%d", (int)(time(NULL) % 100000), i);
+		snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"benchmark\"}", name);
+		j = http_json(http, "POST", "/api/v1/users", NULL, body, 201);
+		u[i].id = json_integer_value(json_object_get(j, "user_id"));
+		json_decref(j);
+		j = http_json(http, "POST", "/api/v1/sessions", NULL, body, 201);
+		snprintf(u[i].token, sizeof u[i].token, "%s", json_string_value(json_object_get(j, "token")));
+		json_decref(j);
+	}
+	for (i = 0; i < online; i++) {
+		if (!(u[i].ws = pc_connect("127.0.0.1", gb_port)) || pc_ws_open(u[i].ws, "/chat/v1/ws", u[i].token, NULL, TIMEOUT) < 0)
+			die("cannot open a WebSocket");
+		json_decref(expect_type(u[i].ws, "ready"));
+	}
+	big = malloc((size_t)members * 24 + 64);
+	len = (size_t)sprintf(big, "{\"title\":\"bench\",\"members\":[");
+	for (i = 1; i < members; i++)
+		len += (size_t)sprintf(big + len, "%s%" PRId64, i > 1 ? "," : "", u[i].id);
+	sprintf(big + len, "]}");
+	j = http_json(http, "POST", "/api/v1/conversations", u[0].token, big, 201);
+	group = json_integer_value(json_object_get(j, "conversation_id"));
+	json_decref(j);
+	free(big);
+	for (i = 0; i < online; i++)
+		json_decref(expect_type(u[i].ws, "members"));
+	snprintf(body, sizeof body, "{\"members\":[%" PRId64 "]}", u[1].id);
+	j = http_json(http, "POST", "/api/v1/conversations", u[0].token, body, 201);
+	direct = json_integer_value(json_object_get(j, "conversation_id"));
+	json_decref(j);
+
+	ack_direct = calloc((size_t)messages, sizeof(double));
+	ack_group = calloc((size_t)messages, sizeof(double));
+	deliver = calloc((size_t)messages, sizeof(double));
+	converge = calloc((size_t)messages, sizeof(double));
+
+	/* Direct chat: ack latency. */
+	cpu0 = cpu_us(pid);
+	for (m = 0; m < messages; m++) {
+		snprintf(body, sizeof body, "{\"type\":\"send\",\"conv\":%" PRId64 ",\"cmid\":\"d%d\",\"body\":\"hi\"}",
+		         direct, m);
+		t0 = now_ms();
+		pc_ws_send_text(u[0].ws, body);
+		json_decref(expect_type(u[0].ws, "ack"));
+		ack_direct[m] = now_ms() - t0;
+		json_decref(expect_type(u[1].ws, "msg"));
+	}
+
+	if (cpu0 >= 0)
+		cpu_direct = (cpu_us(pid) - cpu0) / messages;
+	/* Group: ack latency and the last online member's delivery, sent
+	 * back to back like the direct chat's. */
+	seqs = calloc((size_t)messages, sizeof *seqs);
+	cpu0 = cpu_us(pid);
+	for (m = 0; m < messages; m++) {
+		snprintf(body, sizeof body, "{\"type\":\"send\",\"conv\":%" PRId64 ",\"cmid\":\"g%d\",\"body\":\"to everyone\"}",
+		         group, m);
+		t0 = now_ms();
+		pc_ws_send_text(u[0].ws, body);
+		j = expect_type(u[0].ws, "ack");
+		ack_group[m] = now_ms() - t0;
+		seqs[m] = json_integer_value(json_object_get(j, "seq"));
+		json_decref(j);
+		deliver[m] = await_everyone(u, online, group, seqs[m], t0);
+	}
+
+	if (cpu0 >= 0)
+		cpu_group = (cpu_us(pid) - cpu0) / messages;
+	/* The storms: everyone online says delivered and read, once per
+	 * --batch messages (one frame covering them all, as clients that batch
+	 * receipts do); what the store wrote, and when the sender's count is
+	 * complete. */
+	writes0 = metric("parley_receipt_writes_total");
+	commits0 = metric("parley_store_commits_total");
+	cpu0 = cpu_us(pid);
+	for (m = batch - 1; m < messages; m += batch) {
+		int64_t seq = seqs[m];
+		t0 = now_ms();
+		for (i = 1; i < online; i++) {
+			snprintf(body, sizeof body,
+			         "{\"type\":\"receipt\",\"conv\":%" PRId64 ",\"state\":\"delivered\",\"seq\":%" PRId64 "}",
+			         group, seq);
+			pc_ws_send_text(u[i].ws, body);
+			snprintf(body, sizeof body,
+			         "{\"type\":\"receipt\",\"conv\":%" PRId64 ",\"state\":\"read\",\"seq\":%" PRId64 "}",
+			         group, seq);
+			pc_ws_send_text(u[i].ws, body);
+		}
+		for (;;) {
+			json_t *e;
+			size_t k;
+			int done = 0;
+			j = expect_type(u[0].ws, "receipts");
+			json_array_foreach(json_object_get(j, "counts"), k, e)
+				if (json_integer_value(json_object_get(e, "seq")) == seq &&
+				    json_integer_value(json_object_get(e, "read")) == online - 1)
+					done = 1;
+			json_decref(j);
+			if (done)
+				break;
+		}
+		converge[storms++] = now_ms() - t0;
+	}
+	if (cpu0 >= 0)
+		cpu_storm = (cpu_us(pid) - cpu0) / messages; /* per message covered */
+	writes1 = metric("parley_receipt_writes_total");
+	commits1 = metric("parley_store_commits_total");
+	rows_per_msg = (writes1 - writes0) / messages + 1; /* + the message row */
+	commits_per_msg = (commits1 - commits0) / messages;
+	free(seqs);
+	if (tput_s > 0)
+		tput = group_throughput(u, online, group, tput_s, pid, &tput_cpu);
+
+	if (!json_only) {
+	printf("group of %d members, %d online, %d messages (one sender), receipts every %d\n", members,
+	       online, messages, batch);
+	printf("  receipt frames in per message          %.1f (delivered + read from %d members)\n",
+	       2.0 * (online - 1) / batch, online - 1);
+	printf("  store row writes per message           %.1f (message 1 + read watermarks)\n", rows_per_msg);
+	printf("  store commits (fsyncs) per message     %.1f (for its receipts)\n", commits_per_msg);
+	printf("  ack latency, direct chat   p50 %.2f ms  p99 %.2f ms\n", pct(ack_direct, messages, .5),
+	       pct(ack_direct, messages, .99));
+	printf("  ack latency, group         p50 %.2f ms  p99 %.2f ms\n", pct(ack_group, messages, .5),
+	       pct(ack_group, messages, .99));
+	printf("  send -> last online member p50 %.2f ms  p99 %.2f ms\n", pct(deliver, messages, .5),
+	       pct(deliver, messages, .99));
+	printf("  storm -> sender's read count complete  p50 %.0f ms (counts come at most once a second)\n",
+	       pct(converge, storms, .5));
+	if (cpu_group >= 0)
+		printf("  server CPU per message: direct %.0f us; group %.0f us to deliver (%.2f us per "
+		       "delivery) + %.0f us for its receipts\n",
+		       cpu_direct, cpu_group, cpu_group / (online - 1), cpu_storm);
+	if (tput > 0)
+		printf("  throughput: %d senders, %.0f deliveries/s, %.2f us of server CPU per delivery\n",
+		       SENDERS, tput, tput_cpu);
+	}
+	printf("{\"scenario\":\"group\",\"machine\":\"%s\",\"commit\":\"%s\",\"parameters\":{\"members\":%d,\"online\":%d,\"messages\":%d,\"batch\":%d},\"figures\":{"
+	       "\"receipt_frames_per_message\":%.1f,\"store_rows_per_message\":%.1f,"
+	       "\"store_commits_per_message\":%.1f,\"ack_direct_p50_ms\":%.3f,\"ack_group_p50_ms\":%.3f,"
+	       "\"deliver_last_p50_ms\":%.3f,\"deliver_last_p99_ms\":%.3f,\"counts_converge_p50_ms\":%.0f,\"cpu_us_direct_message\":%.0f,\"cpu_us_group_message\":%.0f,\"cpu_us_group_storm\":%.0f,\"throughput_deliveries_per_s\":%.0f,\"throughput_cpu_us_per_delivery\":%.3f}}\n",
+	       machine, commit, members, online, messages, batch, 2.0 * (online - 1) / batch, rows_per_msg, commits_per_msg,
+	       pct(ack_direct, messages, .5), pct(ack_group, messages, .5), pct(deliver, messages, .5),
+	       pct(deliver, messages, .99), pct(converge, storms, .5), cpu_direct, cpu_group, cpu_storm, tput, tput_cpu);
+	for (i = 0; i < online; i++)
+		pc_close(u[i].ws);
+	pc_close(http);
+	stop_parley(&srv, dir);
+	free(u);
+	free(ack_direct);
+	free(ack_group);
+	free(deliver);
+	free(converge);
+	return 0;
+}
+
 /* ---- resume --------------------------------------------------------- */
 
 #define RESUME_CONVS 4
@@ -971,18 +1350,21 @@ static int usage(void)
 	                "       parley-bench direct [--pairs P] [--rate R] [--seconds S] [--json]\n"
 	                "       parley-bench direct --find-max P99_MS [--pairs P] [--json]\n"
 	                "       parley-bench history [--clients K] [--seconds S] [--json]\n"
-	                "       parley-bench resume [--clients N] [--json]\n");
+	                "       parley-bench resume [--clients N] [--json]\n"
+	                "       parley-bench group [--members N] [--online K] [--messages M] [--batch B]\n"
+	                "                          [--throughput SECONDS] [--json]\n");
 	return 2;
 }
 
 int main(int argc, char **argv)
 {
 	int n = 2000, clients = 4, client_set = 0, json_only = 0, pairs = 50, i;
-	double seconds = 5, rate = 2000, find_max = 0;
+	double seconds = 5, rate = 2000, find_max = 0, throughput = 0;
+	int members = 1024, online = 800, messages = 30, batch = 10;
 
 	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2 || (strcmp(argv[1], "idle") && strcmp(argv[1], "history") &&
-	                 strcmp(argv[1], "resume") && strcmp(argv[1], "direct")))
+	                 strcmp(argv[1], "resume") && strcmp(argv[1], "direct") && strcmp(argv[1], "group")))
 		return usage();
 	for (i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--connections") && i + 1 < argc)
@@ -997,6 +1379,16 @@ int main(int argc, char **argv)
 			rate = atof(argv[++i]);
 		else if (!strcmp(argv[i], "--find-max") && i + 1 < argc)
 			find_max = atof(argv[++i]);
+		else if (!strcmp(argv[i], "--members") && i + 1 < argc)
+			members = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--online") && i + 1 < argc)
+			online = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--messages") && i + 1 < argc)
+			messages = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--batch") && i + 1 < argc)
+			batch = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--throughput") && i + 1 < argc)
+			throughput = atof(argv[++i]);
 		else if (!strcmp(argv[i], "--json"))
 			json_only = 1;
 		else
@@ -1007,6 +1399,8 @@ int main(int argc, char **argv)
 			die("--pairs: 1 to 500; --rate: up to 1000000; --seconds: up to 3600");
 		return run_direct(pairs, rate, seconds, find_max, json_only);
 	}
+	if (!strcmp(argv[1], "group"))
+		return run_group(members, online, messages, batch, throughput, json_only);
 	if (!strcmp(argv[1], "resume")) {
 		if (clients < 1 || clients > 2000)
 			die("--clients: 1 to 2000");
