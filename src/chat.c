@@ -268,8 +268,8 @@ static void send_done(send_op_t *s)
 		 * wait for it; a direct chat's two members are cheaper to
 		 * reach here than to queue. */
 		if (op->conv_kind == STORE_GROUP) {
-			fanout_submit(srv->fanout, op->conv, op->out_seq, f, NULL, 0, op->user,
-			              op->device);
+			fanout_submit(srv->fanout, op->conv, op->out_seq, op->out_members_version, f,
+			              NULL, 0, op->user, op->device);
 			break;
 		}
 		for (i = 0; i < op->nmembers; i++)

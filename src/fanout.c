@@ -17,7 +17,7 @@
 typedef struct job {
 	struct job *next;
 	sbuf_t *frame;
-	int64_t seq;
+	int64_t seq, version;
 	int64_t *members;         /* NULL until looked up */
 	size_t n, pos;
 	int64_t except_user, except_device;
@@ -31,6 +31,13 @@ typedef struct convq {
 } convq_t;
 
 #define BUCKETS 1024
+#define CACHE_SLOTS 1024  /* member lists kept; a collision replaces */
+
+typedef struct cached {
+	int64_t conv, version;
+	fanout_member_t *members;
+	size_t n;
+} cached_t;
 
 struct fanout {
 	bus_t *bus;
@@ -46,7 +53,37 @@ struct fanout {
 	size_t pending, max_pending;
 	int in_hand, stopping;
 	atomic_uint_fast64_t delivered;
+	cached_t cache[CACHE_SLOTS]; /* the fan-out thread's own */
 };
+
+/* The recipients of job j of conv: members who joined before the message,
+ * from the kept list if it is as new as the message's membership. */
+static int recipients(fanout_t *f, int64_t conv, job_t *j)
+{
+	cached_t *c = &f->cache[(uint64_t)conv % CACHE_SLOTS];
+	size_t i;
+
+	if (c->conv != conv || c->version < j->version || !c->members) {
+		fanout_member_t *m;
+		size_t n;
+		int64_t version;
+
+		if (f->lookup(f->lookup_ud, conv, &m, &n, &version) < 0)
+			return -1;
+		free(c->members);
+		c->conv = conv;
+		c->version = version;
+		c->members = m;
+		c->n = n;
+	}
+	if (!(j->members = malloc((c->n ? c->n : 1) * sizeof *j->members)))
+		return -1;
+	j->n = 0;
+	for (i = 0; i < c->n; i++)
+		if (c->members[i].joined_seq < j->seq)
+			j->members[j->n++] = c->members[i].user;
+	return 0;
+}
 
 static convq_t **slot(fanout_t *f, int64_t conv)
 {
@@ -93,7 +130,7 @@ static void *fanout_main(void *p)
 		pthread_mutex_unlock(&f->lock);
 
 		/* Out of the ring, q is ours: submitters only append to it. */
-		if (!j->members && f->lookup(f->lookup_ud, q->conv, j->seq, &j->members, &j->n) < 0) {
+		if (!j->members && recipients(f, q->conv, j) < 0) {
 			log_error("fanout: cannot look up the members of conversation %lld; they will "
 			          "catch up on resume", (long long)q->conv);
 			j->members = NULL;
@@ -158,8 +195,8 @@ fanout_t *fanout_new(bus_t *bus, size_t max_pending, fanout_lookup_fn lookup, vo
 	return f;
 }
 
-void fanout_submit(fanout_t *f, int64_t conv, int64_t seq, sbuf_t *frame, int64_t *members,
-                   size_t n, int64_t except_user, int64_t except_device)
+void fanout_submit(fanout_t *f, int64_t conv, int64_t seq, int64_t version, sbuf_t *frame,
+                   int64_t *members, size_t n, int64_t except_user, int64_t except_device)
 {
 	job_t *j = malloc(sizeof *j);
 	convq_t **s, *q;
@@ -173,7 +210,7 @@ void fanout_submit(fanout_t *f, int64_t conv, int64_t seq, sbuf_t *frame, int64_
 		sbuf_unref(frame);
 		return;
 	}
-	*j = (job_t){NULL, frame, seq, members, n, 0, except_user, except_device};
+	*j = (job_t){NULL, frame, seq, version, members, n, 0, except_user, except_device};
 	pthread_mutex_lock(&f->lock);
 	while (f->pending >= f->max_pending && !f->stopping)
 		pthread_cond_wait(&f->room, &f->lock);
@@ -221,6 +258,8 @@ void fanout_free(fanout_t *f)
 	pthread_cond_broadcast(&f->room);
 	pthread_mutex_unlock(&f->lock);
 	pthread_join(f->thread, NULL);
+	for (size_t i = 0; i < CACHE_SLOTS; i++)
+		free(f->cache[i].members);
 	pthread_mutex_destroy(&f->lock);
 	pthread_cond_destroy(&f->work);
 	pthread_cond_destroy(&f->room);

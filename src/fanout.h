@@ -12,7 +12,9 @@
  *
  * The recipients of a group message are looked up here, when its turn
  * comes, not by the writer: reading 1,024 members is then off the path of
- * the commit and the ack. */
+ * the commit and the ack. A group's member list is kept between messages
+ * and read again only when the message was stored under a newer
+ * membership than the one kept (every change bumps a version). */
 #ifndef PARLEY_FANOUT_H
 #define PARLEY_FANOUT_H
 
@@ -26,9 +28,14 @@
 
 typedef struct fanout fanout_t;
 
-/* Looks up who should get message seq of conv: a malloc'd array of user
- * ids in *ids. Called on the fan-out thread only. Returns 0 or -1. */
-typedef int (*fanout_lookup_fn)(void *ud, int64_t conv, int64_t seq, int64_t **ids, size_t *n);
+typedef struct fanout_member {
+	int64_t user, joined_seq;
+} fanout_member_t;
+
+/* Reads the members of conv (malloc'd array in *out) and the version of
+ * that membership. Called on the fan-out thread only. Returns 0 or -1. */
+typedef int (*fanout_lookup_fn)(void *ud, int64_t conv, fanout_member_t **out, size_t *n,
+                                int64_t *version);
 
 /* Starts the fan-out thread. max_pending bounds the queued messages.
  * Returns NULL (logged) on failure. */
@@ -36,11 +43,11 @@ fanout_t *fanout_new(bus_t *bus, size_t max_pending, fanout_lookup_fn lookup, vo
 
 /* Queues frame for every recipient, all their devices but except_device
  * of except_user. The recipients are members[0..n) when members is not
- * NULL (taken over, malloc'd), else looked up when the message's turn
- * comes. Takes over one reference to frame. May wait for room. Any
- * thread. */
-void fanout_submit(fanout_t *f, int64_t conv, int64_t seq, sbuf_t *frame, int64_t *members,
-                   size_t n, int64_t except_user, int64_t except_device);
+ * NULL (taken over, malloc'd); else the members who joined before seq, in
+ * a membership at least as new as version. Takes over one reference to
+ * frame. May wait for room. Any thread. */
+void fanout_submit(fanout_t *f, int64_t conv, int64_t seq, int64_t version, sbuf_t *frame,
+                   int64_t *members, size_t n, int64_t except_user, int64_t except_device);
 
 /* Waits until everything queued so far is delivered. */
 void fanout_drain(fanout_t *f);

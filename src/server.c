@@ -81,9 +81,20 @@ static int data_dir_lock(const char *dir)
 	return fd;
 }
 
-static int lookup_recipients(void *ud, int64_t conv, int64_t seq, int64_t **ids, size_t *n)
+static int lookup_members(void *ud, int64_t conv, fanout_member_t **out, size_t *n,
+                          int64_t *version)
 {
-	return store_recipients(ud, conv, seq, ids, n) == STORE_OK ? 0 : -1;
+	store_member_t *m;
+	size_t i;
+
+	_Static_assert(sizeof(store_member_t) == sizeof(fanout_member_t), "same layout");
+	if (store_member_list(ud, conv, &m, n, version) != STORE_OK)
+		return -1;
+	/* The same two fields in the same order: hand the array over. */
+	for (i = 0; i < *n; i++)
+		((fanout_member_t *)m)[i] = (fanout_member_t){m[i].user_id, m[i].joined_seq};
+	*out = (fanout_member_t *)m;
+	return 0;
 }
 
 int server_run(const server_config_t *cfg)
@@ -141,7 +152,7 @@ int server_run(const server_config_t *cfg)
 	if (!(fanout_store = store_open(cfg->data_dir)))
 		goto out;
 	/* 64K queued group messages; members are read one message at a time. */
-	if (!(srv->fanout = fanout_new(srv->bus, 65536, lookup_recipients, fanout_store)))
+	if (!(srv->fanout = fanout_new(srv->bus, 65536, lookup_members, fanout_store)))
 		goto out;
 	if (gateway_start(srv->gw) < 0)
 		goto out;

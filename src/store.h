@@ -59,6 +59,7 @@ typedef struct store_conv {
 	int64_t *admins;        /* a group's admins, ascending */
 	size_t nadmins;
 	int64_t last_seq;
+	int64_t member_version; /* rises with every membership change */
 	int64_t activity;       /* orders the list: later is greater */
 	int64_t read_seq;       /* the caller's own read watermark */
 	int64_t unread;         /* messages after read_seq sent by others */
@@ -75,6 +76,10 @@ typedef struct store_watermark {
 	int64_t user_id;
 	int64_t joined_seq, delivered_seq, read_seq;
 } store_watermark_t;
+
+typedef struct store_member {
+	int64_t user_id, joined_seq;
+} store_member_t;
 
 typedef struct store_sent {
 	int64_t seq, sender;
@@ -119,6 +124,7 @@ struct store_op {
 	int applied;            /* RECEIPT: the watermark moved (to out_seq) */
 	int64_t out_prev;       /* RECEIPT: ... from this one */
 	int conv_kind;
+	int64_t out_members_version; /* SEND: the membership it was stored under */
 	int64_t *members;       /* on STORE_OK in a direct chat: both members;
 	                           free with store_op_release */
 	size_t nmembers;
@@ -154,7 +160,8 @@ typedef struct store_vtab {
 	int (*member_head)(store_t *s, int64_t conv_id, int64_t user_id, int64_t *last_seq,
 	                   int64_t *joined_seq);
 	int (*members)(store_t *s, int64_t conv_id, int64_t **ids, size_t *n);
-	int (*recipients)(store_t *s, int64_t conv_id, int64_t seq, int64_t **ids, size_t *n);
+	int (*member_list)(store_t *s, int64_t conv_id, store_member_t **out, size_t *n,
+	                   int64_t *version);
 	int (*group_create)(store_t *s, int64_t creator, const int64_t *others, size_t n,
 	                    const char *title, int64_t now_ms, int64_t *conv_id);
 	int (*member_add)(store_t *s, int64_t conv_id, int64_t actor, int64_t user_id,
@@ -316,11 +323,12 @@ static inline int store_members(store_t *s, int64_t conv_id, int64_t **ids, size
 	return s->vt->members(s, conv_id, ids, n);
 }
 
-/* The members who should have message seq: those who joined before it. */
-static inline int store_recipients(store_t *s, int64_t conv_id, int64_t seq, int64_t **ids,
-                                   size_t *n)
+/* Every member with the seq it joined at, and the membership's version,
+ * read together. */
+static inline int store_member_list(store_t *s, int64_t conv_id, store_member_t **out, size_t *n,
+                                    int64_t *version)
 {
-	return s->vt->recipients(s, conv_id, seq, ids, n);
+	return s->vt->member_list(s, conv_id, out, n, version);
 }
 
 /* Creates a group of creator (its admin) and the n distinct users in

@@ -38,6 +38,8 @@ enum {
 	Q_USER_EXISTS,
 	Q_MEMBER_COUNT,
 	Q_COUNT_ADD,
+	Q_MEMBER_LIST,
+	Q_MEMBER_VERSION,
 	Q_MEMBER_DELETE,
 	Q_ADMIN_COUNT,
 	Q_PROMOTE,
@@ -82,7 +84,7 @@ static const char *const queries[Q_COUNT] = {
 	[Q_MEMBER_INSERT] = "INSERT INTO members(conv_id, user_id, role, joined_at, joined_seq, delivered_seq, "
 	                    "read_seq) VALUES(?1, ?2, ?3, ?4, ?5, ?5, ?5)",
 	[Q_MEMBER_CONV] = "SELECT c.kind, c.title, c.last_seq, c.activity, m.read_seq, m.delivered_seq, "
-	                  "m.joined_seq, m.role "
+	                  "m.joined_seq, m.role, c.member_version "
 	                  "FROM members m JOIN conversations c ON c.id = m.conv_id "
 	                  "WHERE m.conv_id = ?1 AND m.user_id = ?2",
 	[Q_MEMBERS_OF] = "SELECT user_id FROM members WHERE conv_id = ?1 ORDER BY user_id",
@@ -93,7 +95,12 @@ static const char *const queries[Q_COUNT] = {
 	/* Kept in the conversation's row: a receipt in a big group must not
 	 * count 1,024 rows to learn the group is big. */
 	[Q_MEMBER_COUNT] = "SELECT member_count FROM conversations WHERE id = ?1",
-	[Q_COUNT_ADD] = "UPDATE conversations SET member_count = member_count + ?2 WHERE id = ?1",
+	/* Every membership change bumps the version, so a cached member list
+	 * can tell whether it still holds for a message. */
+	[Q_COUNT_ADD] = "UPDATE conversations SET member_count = member_count + ?2, "
+	                "member_version = member_version + 1 WHERE id = ?1",
+	[Q_MEMBER_LIST] = "SELECT user_id, joined_seq FROM members WHERE conv_id = ?1",
+	[Q_MEMBER_VERSION] = "SELECT member_version FROM conversations WHERE id = ?1",
 	[Q_MEMBER_DELETE] = "DELETE FROM members WHERE conv_id = ?1 AND user_id = ?2",
 	[Q_ADMIN_COUNT] = "SELECT count(*) FROM members WHERE conv_id = ?1 AND role = 1",
 	/* In slices, so the write lock is never held for long. */
@@ -170,6 +177,7 @@ static const char schema[] =
 	"  created_at INTEGER NOT NULL,"
 	"  last_seq INTEGER NOT NULL DEFAULT 0,"
 	"  member_count INTEGER NOT NULL DEFAULT 0,"
+	"  member_version INTEGER NOT NULL DEFAULT 0,"
 	/* Orders the conversation list: the snowflake id of the last message,
 	 * or one made of the creation time. Ids strictly increase, so two
 	 * sends in one millisecond still order. */
@@ -633,6 +641,7 @@ static int load_member_conv(sqlite_store_t *s, int64_t conv_id, int64_t user_id,
 			*joined_seq = sqlite3_column_int64(st, 6);
 		if (role)
 			*role = sqlite3_column_int(st, 7);
+		c->member_version = sqlite3_column_int64(st, 8);
 	} else {
 		r = rc == SQLITE_DONE ? STORE_FORBIDDEN : fail(s, "membership");
 	}
@@ -1009,9 +1018,48 @@ static int sq_members(store_t *base, int64_t conv_id, int64_t **ids, size_t *n)
 	return load_members(S(base), conv_id, ids, n);
 }
 
-static int sq_recipients(store_t *base, int64_t conv_id, int64_t seq, int64_t **ids, size_t *n)
+static int sq_member_list(store_t *base, int64_t conv_id, store_member_t **out, size_t *n,
+                          int64_t *version)
 {
-	return load_ids_arg(S(base), Q_RECEIPT_MEMBERS, conv_id, seq, ids, n);
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st;
+	size_t cap = 0;
+	int rc, r;
+
+	*out = NULL;
+	*n = 0;
+	/* One read transaction: the list and its version agree. */
+	if (sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+		return fail(s, "begin");
+	if ((r = query_int(s, Q_MEMBER_VERSION, conv_id, 0, version)) != STORE_OK)
+		goto out;
+	st = q(s, Q_MEMBER_LIST);
+	sqlite3_bind_int64(st, 1, conv_id);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (*n == cap) {
+			store_member_t *m;
+			cap = cap ? cap * 2 : 64;
+			if (!(m = realloc(*out, cap * sizeof *m))) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			*out = m;
+		}
+		(*out)[*n].user_id = sqlite3_column_int64(st, 0);
+		(*out)[*n].joined_seq = sqlite3_column_int64(st, 1);
+		(*n)++;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		r = fail(s, "member list");
+out:
+	sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+	if (r != STORE_OK) {
+		free(*out);
+		*out = NULL;
+		*n = 0;
+	}
+	return r;
 }
 
 static int sq_group_create(store_t *base, int64_t creator, const int64_t *others, size_t n,
@@ -1207,6 +1255,7 @@ static int op_membership(sqlite_store_t *s, store_op_t *op, int64_t *last_seq, i
 	free(c.title);
 	if (r == STORE_OK) {
 		op->conv_kind = c.kind;
+		op->out_members_version = c.member_version;
 		*last_seq = c.last_seq;
 		*read_seq = c.read_seq;
 	}
@@ -1408,7 +1457,7 @@ static const store_vtab_t sqlite_vtab = {
 	.receipts = sq_receipts,
 	.member_head = sq_member_head,
 	.members = sq_members,
-	.recipients = sq_recipients,
+	.member_list = sq_member_list,
 	.read_count = sq_read_count,
 	.watermarks = sq_watermarks,
 	.expire_receipts = sq_expire_receipts,

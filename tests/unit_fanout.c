@@ -48,18 +48,22 @@ static const bus_vtab_t fake_vt = {fake_free, fake_attach, fake_detach, fake_del
                                    fake_count};
 static bus_t fake_bus = {&fake_vt};
 
-/* Recipients looked up by the fan-out thread: conversation 2 has three. */
-static int lookup(void *ud, int64_t conv, int64_t seq, int64_t **ids, size_t *n)
+/* Members looked up by the fan-out thread: conversation 2 has three, the
+ * third of whom joined at seq 5. */
+static int lookups;
+
+static int lookup(void *ud, int64_t conv, fanout_member_t **out, size_t *n, int64_t *version)
 {
 	(void)ud;
-	(void)seq;
 	if (conv != 2)
 		return -1;
-	*ids = malloc(3 * sizeof **ids);
-	(*ids)[0] = 20001;
-	(*ids)[1] = 20002;
-	(*ids)[2] = 20003;
+	lookups++;
+	*out = malloc(3 * sizeof **out);
+	(*out)[0] = (fanout_member_t){20001, 0};
+	(*out)[1] = (fanout_member_t){20002, 0};
+	(*out)[2] = (fanout_member_t){20003, 5};
 	*n = 3;
+	*version = 7;
 	return 0;
 }
 
@@ -92,15 +96,16 @@ static void test_fair_and_ordered(void **state)
 	atomic_store(&nlog, 0);
 	atomic_store(&gate_open, 0);
 	f = fanout_new(&fake_bus, 1024, lookup, NULL);
-	fanout_submit(f, 1, 1, tagged(100), range(1, 10000), 10000, 5, 77); /* a burst: 10,000 */
-	fanout_submit(f, 2, 1, tagged(200), NULL, 0, 0, 0);    /* a small group, looked up */
-	fanout_submit(f, 3, 1, tagged(301), range(30001, 300), 300, 0, 0); /* three in order */
-	fanout_submit(f, 3, 2, tagged(302), range(30001, 300), 300, 0, 0);
-	fanout_submit(f, 3, 3, tagged(303), range(30001, 300), 300, 0, 0);
+	fanout_submit(f, 1, 1, 0, tagged(100), range(1, 10000), 10000, 5, 77); /* a burst: 10,000 */
+	fanout_submit(f, 2, 1, 7, tagged(200), NULL, 0, 0, 0); /* a small group, looked up */
+	fanout_submit(f, 3, 1, 0, tagged(301), range(30001, 300), 300, 0, 0); /* three in order */
+	fanout_submit(f, 3, 2, 0, tagged(302), range(30001, 300), 300, 0, 0);
+	fanout_submit(f, 3, 3, 0, tagged(303), range(30001, 300), 300, 0, 0);
 	atomic_store(&gate_open, 1);
 	fanout_drain(f);
 	n = atomic_load(&nlog);
-	assert_int_equal(n, 10000 + 3 + 900);
+	/* seq 1 of conversation 2 reaches the two who joined before it. */
+	assert_int_equal(n, 10000 + 2 + 900);
 	for (i = 0; i < n; i++) {
 		if (log_[i].tag == 200 && first_small == SIZE_MAX)
 			first_small = i;
@@ -128,8 +133,8 @@ static atomic_int second_queued;
 static void *submit_two(void *p)
 {
 	(void)p;
-	fanout_submit(bounded, 9, 1, tagged(901), range(1, 100), 100, 0, 0);
-	fanout_submit(bounded, 9, 2, tagged(902), range(1, 100), 100, 0, 0); /* must wait */
+	fanout_submit(bounded, 9, 1, 0, tagged(901), range(1, 100), 100, 0, 0);
+	fanout_submit(bounded, 9, 2, 0, tagged(902), range(1, 100), 100, 0, 0); /* must wait */
 	atomic_store(&second_queued, 1);
 	return NULL;
 }
@@ -159,11 +164,43 @@ static void test_bounded(void **state)
 	free(log_);
 }
 
+/* The member list is kept between messages, read again only when a
+ * message was stored under a newer membership, and the join floor holds. */
+static void test_member_cache(void **state)
+{
+	fanout_t *f;
+	size_t i, n, to_third = 0;
+
+	(void)state;
+	log_ = calloc(100, sizeof *log_);
+	atomic_store(&nlog, 0);
+	atomic_store(&gate_open, 1);
+	lookups = 0;
+	f = fanout_new(&fake_bus, 1024, lookup, NULL);
+	fanout_submit(f, 2, 4, 7, tagged(1), NULL, 0, 0, 0);  /* before the third joined */
+	fanout_submit(f, 2, 6, 7, tagged(2), NULL, 0, 0, 0);  /* after: all three */
+	fanout_submit(f, 2, 7, 6, tagged(3), NULL, 0, 0, 0);  /* an older membership: kept list serves */
+	fanout_drain(f);
+	assert_int_equal(lookups, 1);
+	fanout_submit(f, 2, 8, 8, tagged(4), NULL, 0, 0, 0);  /* newer than kept: read again */
+	fanout_drain(f);
+	assert_int_equal(lookups, 2);
+	n = atomic_load(&nlog);
+	assert_int_equal(n, 2 + 3 + 3 + 3);
+	for (i = 0; i < n; i++)
+		if (log_[i].user == 20003)
+			to_third++;
+	assert_int_equal(to_third, 3);
+	fanout_free(f);
+	free(log_);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fair_and_ordered),
 		cmocka_unit_test(test_bounded),
+		cmocka_unit_test(test_member_cache),
 	};
 	return cmocka_run_group_tests_name("unit_fanout", tests, NULL, NULL);
 }
