@@ -298,6 +298,7 @@ static void test_receipt_counts(void **state)
 	int64_t conv, others[2];
 	json_t *j, *r;
 	char path[160];
+	size_t idx;
 	int st;
 
 	(void)state;
@@ -338,7 +339,7 @@ static void test_receipt_counts(void **state)
 	j = hx_http(srv.port, "GET", path, a.token, NULL, &st);
 	assert_int_equal(st, 200);
 	assert_int_equal(json_array_size(json_object_get(j, "receipts")), 2);
-	json_array_foreach(json_object_get(j, "receipts"), st, r) {
+	json_array_foreach(json_object_get(j, "receipts"), idx, r) {
 		if (hx_int(r, "user_id") == c.id) {
 			assert_true(hx_int(r, "delivered_at") > 0);
 			assert_true(json_is_null(json_object_get(r, "read_at")));
