@@ -34,7 +34,10 @@ CLIENT_OBJ := $(BUILD)/obj/client/pclient.o
 UNIT_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/unit_*.c))
 INTEG_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/integ_*.c))
 
-.PHONY: all deps deps-test run test check check-plain check-asan fuzz fuzz-build fuzz-smoke bench bench-smoke clean
+# Keep the test objects: they are intermediate to the pattern rules.
+.SECONDARY:
+
+.PHONY: all deps deps-test run test build-clang check check-plain check-asan fuzz fuzz-build fuzz-smoke bench bench-smoke clean
 
 all: $(BUILD)/parley $(BUILD)/parley-cli $(BUILD)/parley-bench $(BUILD)/bench-relay
 
@@ -78,11 +81,19 @@ run: deps
 
 # Every test, plain and under ASan+UBSan, then each fuzzer for a moment.
 test: deps-test
+	@$(MAKE) --no-print-directory build-clang
 	@$(MAKE) --no-print-directory check-plain
 	@$(MAKE) --no-print-directory check-asan
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory bench-smoke
 	@echo "make test: all passed"
+
+# Everything compiles warning-free under clang too (gcc's warnings show in
+# the runs below).
+build-clang:
+	@$(MAKE) --no-print-directory CC=clang BUILD=build/clang EXTRA_CFLAGS=-Werror \
+		all $(patsubst build/%,build/clang/%,$(UNIT_TESTS) $(INTEG_TESTS))
+	@echo "build-clang: warning-free"
 
 check-plain:
 	@$(MAKE) --no-print-directory check BUILD=build
