@@ -59,8 +59,6 @@ typedef struct store_conv {
 	int64_t *admins;        /* a group's admins, ascending */
 	size_t nadmins;
 	int64_t last_seq;
-	int64_t member_version; /* rises with every membership change */
-	int64_t activity;       /* orders the list: later is greater */
 	int64_t read_seq;       /* the caller's own read watermark */
 	int64_t unread;         /* messages after read_seq sent by others */
 	store_message_t *last_message; /* NULL when the conversation is empty */

@@ -36,7 +36,6 @@ enum {
 	Q_ADMINS_OF,
 	Q_RECEIPT_MEMBERS,
 	Q_USER_EXISTS,
-	Q_MEMBER_COUNT,
 	Q_COUNT_ADD,
 	Q_MEMBER_LIST,
 	Q_MEMBER_VERSION,
@@ -83,7 +82,7 @@ static const char *const queries[Q_COUNT] = {
 	 * neither unread nor visible to it. */
 	[Q_MEMBER_INSERT] = "INSERT INTO members(conv_id, user_id, role, joined_at, joined_seq, delivered_seq, "
 	                    "read_seq) VALUES(?1, ?2, ?3, ?4, ?5, ?5, ?5)",
-	[Q_MEMBER_CONV] = "SELECT c.kind, c.title, c.last_seq, c.activity, m.read_seq, m.delivered_seq, "
+	[Q_MEMBER_CONV] = "SELECT c.kind, c.title, c.last_seq, c.member_count, m.read_seq, m.delivered_seq, "
 	                  "m.joined_seq, m.role, c.member_version "
 	                  "FROM members m JOIN conversations c ON c.id = m.conv_id "
 	                  "WHERE m.conv_id = ?1 AND m.user_id = ?2",
@@ -92,9 +91,6 @@ static const char *const queries[Q_COUNT] = {
 	[Q_RECEIPT_MEMBERS] = "SELECT user_id FROM members WHERE conv_id = ?1 AND joined_seq < ?2 "
 	                      "ORDER BY user_id",
 	[Q_USER_EXISTS] = "SELECT 1 FROM users WHERE id = ?1",
-	/* Kept in the conversation's row: a receipt in a big group must not
-	 * count 1,024 rows to learn the group is big. */
-	[Q_MEMBER_COUNT] = "SELECT member_count FROM conversations WHERE id = ?1",
 	/* Every membership change bumps the version, so a cached member list
 	 * can tell whether it still holds for a message. */
 	[Q_COUNT_ADD] = "UPDATE conversations SET member_count = member_count + ?2, "
@@ -176,6 +172,8 @@ static const char schema[] =
 	"  created_by INTEGER NOT NULL,"
 	"  created_at INTEGER NOT NULL,"
 	"  last_seq INTEGER NOT NULL DEFAULT 0,"
+	/* Kept here so the hot path learns a group's size from the row it
+	 * reads anyway, not by counting 1,024 members. */
 	"  member_count INTEGER NOT NULL DEFAULT 0,"
 	"  member_version INTEGER NOT NULL DEFAULT 0,"
 	/* Orders the conversation list: the snowflake id of the last message,
@@ -618,9 +616,18 @@ err:
 	return STORE_ERROR;
 }
 
-/* Fills c (but for members) from the membership of user_id in conv_id. */
-static int load_member_conv(sqlite_store_t *s, int64_t conv_id, int64_t user_id, store_conv_t *c,
-                            int64_t *delivered_seq, int64_t *joined_seq, int *role)
+/* One member's row of a conversation, with what the hot path needs of the
+ * conversation itself: one indexed read. */
+typedef struct membership {
+	int kind, role;
+	int64_t last_seq, member_count, member_version;
+	int64_t read_seq, delivered_seq, joined_seq;
+} membership_t;
+
+/* Reads (conv_id, user_id)'s membership; STORE_FORBIDDEN when there is
+ * none. The title is copied (malloc'd) only when title is not NULL. */
+static int load_membership(sqlite_store_t *s, int64_t conv_id, int64_t user_id, membership_t *m,
+                           char **title)
 {
 	sqlite3_stmt *st = q(s, Q_MEMBER_CONV);
 	int rc, r = STORE_OK;
@@ -629,19 +636,16 @@ static int load_member_conv(sqlite_store_t *s, int64_t conv_id, int64_t user_id,
 	sqlite3_bind_int64(st, 2, user_id);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
-		c->id = conv_id;
-		c->kind = sqlite3_column_int(st, 0);
-		c->title = dup_col(st, 1, NULL);
-		c->last_seq = sqlite3_column_int64(st, 2);
-		c->activity = sqlite3_column_int64(st, 3);
-		c->read_seq = sqlite3_column_int64(st, 4);
-		if (delivered_seq)
-			*delivered_seq = sqlite3_column_int64(st, 5);
-		if (joined_seq)
-			*joined_seq = sqlite3_column_int64(st, 6);
-		if (role)
-			*role = sqlite3_column_int(st, 7);
-		c->member_version = sqlite3_column_int64(st, 8);
+		m->kind = sqlite3_column_int(st, 0);
+		if (title)
+			*title = dup_col(st, 1, NULL);
+		m->last_seq = sqlite3_column_int64(st, 2);
+		m->member_count = sqlite3_column_int64(st, 3);
+		m->read_seq = sqlite3_column_int64(st, 4);
+		m->delivered_seq = sqlite3_column_int64(st, 5);
+		m->joined_seq = sqlite3_column_int64(st, 6);
+		m->role = sqlite3_column_int(st, 7);
+		m->member_version = sqlite3_column_int64(st, 8);
 	} else {
 		r = rc == SQLITE_DONE ? STORE_FORBIDDEN : fail(s, "membership");
 	}
@@ -677,11 +681,16 @@ static int sq_conv_get(store_t *base, int64_t conv_id, int64_t user_id, store_co
 {
 	sqlite_store_t *s = S(base);
 	sqlite3_stmt *st;
+	membership_t m;
 	int r;
 
 	memset(c, 0, sizeof *c);
-	if ((r = load_member_conv(s, conv_id, user_id, c, NULL, NULL, NULL)) != STORE_OK)
+	if ((r = load_membership(s, conv_id, user_id, &m, &c->title)) != STORE_OK)
 		return r;
+	c->id = conv_id;
+	c->kind = m.kind;
+	c->last_seq = m.last_seq;
+	c->read_seq = m.read_seq;
 	if ((r = load_members(s, conv_id, &c->members, &c->nmembers)) != STORE_OK)
 		goto err;
 	if (c->kind == STORE_GROUP &&
@@ -805,23 +814,21 @@ static int sq_history(store_t *base, int64_t conv_id, int64_t user_id, int64_t b
                       store_message_t **out, size_t *n, int *has_more)
 {
 	sqlite_store_t *s = S(base);
-	store_conv_t c = {0};
+	membership_t m;
 	sqlite3_stmt *st;
-	int64_t joined;
 	size_t i;
 	int r;
 
 	*out = NULL;
 	*n = 0;
 	*has_more = 0;
-	if ((r = load_member_conv(s, conv_id, user_id, &c, NULL, &joined, NULL)) != STORE_OK)
+	if ((r = load_membership(s, conv_id, user_id, &m, NULL)) != STORE_OK)
 		return r;
-	free(c.title);
 	st = q(s, Q_HISTORY);
 	sqlite3_bind_int64(st, 1, conv_id);
 	sqlite3_bind_int64(st, 2, before > 0 ? before : INT64_MAX);
 	sqlite3_bind_int(st, 3, limit + 1); /* one more tells whether there is more */
-	sqlite3_bind_int64(st, 4, joined);
+	sqlite3_bind_int64(st, 4, m.joined_seq);
 	if ((r = collect_messages(s, st, conv_id, SIZE_MAX, out, n)) != STORE_OK)
 		return r;
 	if (*n > (size_t)limit) {
@@ -840,18 +847,17 @@ static int sq_receipts(store_t *base, int64_t conv_id, int64_t user_id, int64_t 
                        int64_t now_ms, store_receipt_t **out, size_t *n)
 {
 	sqlite_store_t *s = S(base);
-	store_conv_t c = {0};
+	membership_t ms;
 	store_message_t *m = NULL;
-	int64_t *members = NULL, joined;
+	int64_t *members = NULL;
 	size_t nmembers = 0, i;
 	int r;
 
 	*out = NULL;
 	*n = 0;
-	if ((r = load_member_conv(s, conv_id, user_id, &c, NULL, &joined, NULL)) != STORE_OK)
+	if ((r = load_membership(s, conv_id, user_id, &ms, NULL)) != STORE_OK)
 		return r;
-	free(c.title);
-	if (seq <= joined || seq > c.last_seq)
+	if (seq <= ms.joined_seq || seq > ms.last_seq)
 		return STORE_NOT_FOUND;
 	if ((r = load_message_at(s, conv_id, seq, &m)) != STORE_OK)
 		return r;
@@ -901,12 +907,13 @@ done:
 static int sq_member_head(store_t *base, int64_t conv_id, int64_t user_id, int64_t *last_seq,
                           int64_t *joined_seq)
 {
-	store_conv_t c = {0};
-	int r = load_member_conv(S(base), conv_id, user_id, &c, NULL, joined_seq, NULL);
+	membership_t m;
+	int r = load_membership(S(base), conv_id, user_id, &m, NULL);
 
-	free(c.title);
-	if (r == STORE_OK)
-		*last_seq = c.last_seq;
+	if (r == STORE_OK) {
+		*last_seq = m.last_seq;
+		*joined_seq = m.joined_seq;
+	}
 	return r;
 }
 
@@ -1109,17 +1116,12 @@ err:
 
 /* The role of user_id in a group (1: admin), checking it is a member of a
  * group; *last_seq is the group's head. */
-static int group_role(sqlite_store_t *s, int64_t conv_id, int64_t user_id, int *role,
-                      int64_t *last_seq)
+static int group_role(sqlite_store_t *s, int64_t conv_id, int64_t user_id, membership_t *m)
 {
-	store_conv_t c = {0};
-	int r = load_member_conv(s, conv_id, user_id, &c, NULL, NULL, role);
+	int r = load_membership(s, conv_id, user_id, m, NULL);
 
-	free(c.title);
-	if (r == STORE_OK && c.kind != STORE_GROUP)
+	if (r == STORE_OK && m->kind != STORE_GROUP)
 		return STORE_NOT_GROUP;
-	if (last_seq)
-		*last_seq = c.last_seq;
 	return r;
 }
 
@@ -1136,23 +1138,22 @@ static int sq_member_add(store_t *base, int64_t conv_id, int64_t actor, int64_t 
                          int64_t now_ms)
 {
 	sqlite_store_t *s = S(base);
-	int64_t last_seq = 0, count, one;
-	int role = 0, r;
+	membership_t m;
+	int64_t one;
+	int r;
 
 	if (exec(s, Q_BEGIN) != STORE_OK)
 		return STORE_ERROR;
-	r = group_role(s, conv_id, actor, &role, &last_seq);
-	if (r == STORE_OK && role != 1)
+	r = group_role(s, conv_id, actor, &m);
+	if (r == STORE_OK && m.role != 1)
 		r = STORE_FORBIDDEN;
 	if (r == STORE_OK)
 		r = query_int(s, Q_USER_EXISTS, user_id, 0, &one);
-	if (r == STORE_OK)
-		r = query_int(s, Q_MEMBER_COUNT, conv_id, 0, &count);
-	if (r == STORE_OK && count >= STORE_GROUP_MAX)
+	if (r == STORE_OK && m.member_count >= STORE_GROUP_MAX)
 		r = STORE_FULL;
 	/* The new member's history starts now. */
 	if (r == STORE_OK)
-		r = insert_member(s, conv_id, user_id, 0, now_ms, last_seq);
+		r = insert_member(s, conv_id, user_id, 0, now_ms, m.last_seq);
 	return finish(s, r);
 }
 
@@ -1162,16 +1163,17 @@ static int sq_member_remove(store_t *base, int64_t conv_id, int64_t actor, int64
 	sqlite_store_t *s = S(base);
 	sqlite3_stmt *st;
 	int64_t admins = 1;
-	int role = 0, target_role = 0, r;
+	membership_t m;
+	int r;
 
 	*promoted = 0;
 	if (exec(s, Q_BEGIN) != STORE_OK)
 		return STORE_ERROR;
-	r = group_role(s, conv_id, actor, &role, NULL);
-	if (r == STORE_OK && actor != user_id && role != 1)
+	r = group_role(s, conv_id, actor, &m);
+	if (r == STORE_OK && actor != user_id && m.role != 1)
 		r = STORE_FORBIDDEN; /* only admins remove others */
 	if (r == STORE_OK) {
-		r = group_role(s, conv_id, user_id, &target_role, NULL);
+		r = group_role(s, conv_id, user_id, &m);
 		if (r == STORE_FORBIDDEN)
 			r = STORE_NOT_FOUND; /* not a member */
 	}
@@ -1244,31 +1246,26 @@ static int sq_replay(store_t *base, int64_t conv_id, int64_t after, int64_t upto
 	return collect_messages(s, st, conv_id, max_bytes, out, n);
 }
 
-/* The membership row of (conv, user) for a hot-path op: kind, last_seq and
- * watermarks. Returns STORE_FORBIDDEN when not a member. */
-static int op_membership(sqlite_store_t *s, store_op_t *op, int64_t *last_seq, int64_t *read_seq,
-                         int64_t *delivered_seq)
+/* The membership row of (conv, user) for a hot-path op. Returns
+ * STORE_FORBIDDEN when not a member. */
+static int op_membership(sqlite_store_t *s, store_op_t *op, membership_t *m)
 {
-	store_conv_t c = {0};
-	int r = load_member_conv(s, op->conv, op->user, &c, delivered_seq, NULL, NULL);
+	int r = load_membership(s, op->conv, op->user, m, NULL);
 
-	free(c.title);
 	if (r == STORE_OK) {
-		op->conv_kind = c.kind;
-		op->out_members_version = c.member_version;
-		*last_seq = c.last_seq;
-		*read_seq = c.read_seq;
+		op->conv_kind = m->kind;
+		op->out_members_version = m->member_version;
 	}
 	return r;
 }
 
 static int apply_send(sqlite_store_t *s, store_op_t *op)
 {
-	int64_t last_seq, read_seq, delivered_seq;
+	membership_t m;
 	sqlite3_stmt *st;
 	int rc, r;
 
-	if ((r = op_membership(s, op, &last_seq, &read_seq, &delivered_seq)) != STORE_OK)
+	if ((r = op_membership(s, op, &m)) != STORE_OK)
 		return r;
 	st = q(s, Q_SEND_FIND);
 	sqlite3_bind_int64(st, 1, op->conv);
@@ -1286,10 +1283,9 @@ static int apply_send(sqlite_store_t *s, store_op_t *op)
 	if (rc != SQLITE_DONE)
 		return fail(s, "send lookup");
 	if (op->admit) {
-		int64_t count, retry;
-		if ((r = query_int(s, Q_MEMBER_COUNT, op->conv, 0, &count)) != STORE_OK)
-			return r;
-		if ((retry = op->admit(op->admit_ud, op, count > 1 ? (size_t)count - 1 : 1)) > 0) {
+		int64_t retry = op->admit(op->admit_ud, op,
+		                          m.member_count > 1 ? (size_t)m.member_count - 1 : 1);
+		if (retry > 0) {
 			op->out_retry_ms = retry;
 			return STORE_LIMITED;
 		}
@@ -1323,24 +1319,22 @@ static int apply_send(sqlite_store_t *s, store_op_t *op)
 
 static int apply_receipt(sqlite_store_t *s, store_op_t *op)
 {
-	int64_t last_seq, read_seq, delivered_seq, seq;
+	membership_t m;
 	sqlite3_stmt *st;
+	int64_t seq;
 	int r;
 
-	if ((r = op_membership(s, op, &last_seq, &read_seq, &delivered_seq)) != STORE_OK)
+	if ((r = op_membership(s, op, &m)) != STORE_OK)
 		return r;
 	/* Nobody can have received what does not exist yet. */
-	seq = op->seq < last_seq ? op->seq : last_seq;
+	seq = op->seq < m.last_seq ? op->seq : m.last_seq;
 	op->out_seq = seq;
-	op->out_prev = op->state == STORE_READ ? read_seq : delivered_seq;
+	op->out_prev = op->state == STORE_READ ? m.read_seq : m.delivered_seq;
 	op->applied = 0;
-	if (seq <= (op->state == STORE_READ ? read_seq : delivered_seq))
+	if (seq <= op->out_prev)
 		return STORE_OK; /* at or below the watermark: ignored */
 	if (op->conv_kind == STORE_GROUP) {
-		int64_t count;
-		if ((r = query_int(s, Q_MEMBER_COUNT, op->conv, 0, &count)) != STORE_OK)
-			return r;
-		if (count > STORE_RECEIPT_DETAIL_MAX) {
+		if (m.member_count > STORE_RECEIPT_DETAIL_MAX) {
 			/* A large group keeps read watermarks only: one row
 			 * write, no detail. "Delivered" is not kept at all. */
 			if (op->state != STORE_READ)
