@@ -51,18 +51,25 @@ typedef struct upgrade_req {
 	char token[];
 } upgrade_req_t;
 
-sbuf_t *api_error_response(int status, const char *code, const char *message, int keep_alive)
+/* The protocol's error body: {"error":{"code","message"}}. */
+static void error_json(jbuf_t *b, const char *code, const char *message)
+{
+	jbuf_lit(b, "{\"error\":{\"code\":");
+	jbuf_cstr(b, code);
+	jbuf_lit(b, ",\"message\":");
+	jbuf_cstr(b, message);
+	jbuf_lit(b, "}}");
+}
+
+sbuf_t *api_error_response(int status, const char *code, const char *message, int keep_alive,
+                           const char *extra)
 {
 	jbuf_t b;
 	sbuf_t *r;
 
 	jbuf_init(&b);
-	jbuf_lit(&b, "{\"error\":{\"code\":");
-	jbuf_cstr(&b, code);
-	jbuf_lit(&b, ",\"message\":");
-	jbuf_cstr(&b, message);
-	jbuf_lit(&b, "}}");
-	r = b.oom ? NULL : http_response(status, "application/json", b.data, b.len, keep_alive, NULL);
+	error_json(&b, code, message);
+	r = b.oom ? NULL : http_response(status, "application/json", b.data, b.len, keep_alive, extra);
 	jbuf_free(&b);
 	return r;
 }
@@ -71,11 +78,7 @@ static void fail(api_res_t *res, int status, const char *code, const char *messa
 {
 	res->status = status;
 	jbuf_reset(&res->body);
-	jbuf_lit(&res->body, "{\"error\":{\"code\":");
-	jbuf_cstr(&res->body, code);
-	jbuf_lit(&res->body, ",\"message\":");
-	jbuf_cstr(&res->body, message);
-	jbuf_lit(&res->body, "}}");
+	error_json(&res->body, code, message);
 }
 
 static void fail_store(api_res_t *res, int r)

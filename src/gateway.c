@@ -421,17 +421,7 @@ void gw_conn_close(gw_conn_t *c, int code, const char *reason)
 static void http_fail(gw_conn_t *c, int status, const char *code, const char *message,
                       const char *extra_header)
 {
-	sbuf_t *r;
-
-	if (extra_header) {
-		char body[256];
-		int n = snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}",
-		                 code, message);
-		r = http_response(status, "application/json", body, (size_t)n, 0, extra_header);
-	} else {
-		r = api_error_response(status, code, message, 0);
-	}
-	conn_queue(c, r);
+	conn_queue(c, api_error_response(status, code, message, 0, extra_header));
 	c->state = ST_CLOSING;
 	c->flags |= F_FLUSH_CLOSE;
 	schedule(c, c->t->wheel_now + LINGER_S + 3);
@@ -504,7 +494,7 @@ static void handle_request(gw_conn_t *c, const http_request_t *req, const char *
 			return;
 		}
 		if (atomic_load(&srv->draining))
-			conn_queue(c, api_error_response(503, "unavailable", "shutting down", 0));
+			conn_queue(c, api_error_response(503, "unavailable", "shutting down", 0, NULL));
 		else
 			conn_queue(c, http_response(200, "application/json", "{\"status\":\"ok\"}", 15,
 			                            keep, NULL));
@@ -535,7 +525,7 @@ static void handle_request(gw_conn_t *c, const http_request_t *req, const char *
 		pause_reading(c, 1);
 		return;
 	}
-	conn_queue(c, api_error_response(404, "not_found", "no such endpoint", keep));
+	conn_queue(c, api_error_response(404, "not_found", "no such endpoint", keep, NULL));
 	if (!keep) {
 		c->state = ST_CLOSING;
 		c->flags |= F_FLUSH_CLOSE;
