@@ -1,6 +1,6 @@
 /* parley_bench.c - parley-bench, the load generator and benchmark suite.
  *
- *   parley-bench idle [--connections N] [--json]
+ *   parley-bench idle [--connections N] [--processes K] [--json]
  *   parley-bench history [--clients K] [--seconds S] [--json]
  *   parley-bench resume [--clients N] [--json]
  *   parley-bench direct [--pairs P] [--rate R] [--seconds S] [--json]
@@ -20,7 +20,9 @@
  * connection (/proc/meminfo; both ends of each connection live on this
  * machine). Both are measured over the second half of the connections,
  * once the first half has warmed what does not grow per connection. A
- * process may open at most 20,000 files here: N is at most 19,000.
+ * process may open at most 20,000 files here, so the connections are held
+ * by K client processes (default: one per 10,000) and N is at most 19,500
+ * (the server holds them all).
  *
  * history: K clients on keep-alive connections ask for history pages (50
  * messages, at random places in a conversation of 5,000) as fast as they
@@ -48,7 +50,11 @@
  * (every member says delivered and read once per B messages), with the
  * store's row writes and commits from /metrics and the server's CPU. With
  * --throughput S, 4 members then publish as fast as the server acks for S
- * seconds: deliveries per second and server CPU per delivery.
+ * seconds: deliveries per second and server CPU per delivery. Beside it, the
+ * relay in fan-out mode (bench-relay --fanout K: every frame a member sends
+ * is written to the other K-1) driven the same way: its time from send to
+ * the last member's copy, and its deliveries per second and CPU per
+ * delivery, with at most 100 frames per sender not yet at the last member.
  *
  * Set-up (registering users, storing messages) is not measured. */
 #include <dirent.h>
@@ -181,8 +187,13 @@ static void settle(void)
 	usleep(500000);
 }
 
+/* The Parley server the group and idle scenarios read /metrics from. */
+static int gb_port;
+static double metric(const char *name);
+
 typedef struct idle_result {
 	double user_bytes, kernel_bytes;
+	double store_bytes;  /* of user_bytes: the store's caches (Parley only) */
 } idle_result_t;
 
 /* Starts a Parley server on a fresh data directory (dir: 32 bytes). */
@@ -203,89 +214,172 @@ static void stop_parley(proc_t *srv, const char *dir)
 	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static idle_result_t idle_parley(int n)
+/* Opens one idle connection: to Parley an authenticated WebSocket past its
+ * "ready", to the relay a plain TCP connection (token NULL). */
+static pc_conn_t *idle_open(int port, const char *token)
 {
-	char dir[32], body[128];
-	pc_conn_t *http, **ws = calloc((size_t)n, sizeof *ws);
-	char (*tokens)[64] = calloc((size_t)n, 64);
-	idle_result_t res;
-	double rss0 = 0, slab0 = 0;
-	proc_t srv;
-	int i;
+	pc_conn_t *c = pc_connect("127.0.0.1", port);
+	pc_frame_t f;
 
-	if (!ws || !tokens)
-		die("set-up");
-	start_parley(&srv, dir);
-	if (!(http = pc_connect("127.0.0.1", srv.port)))
-		die("cannot connect to parley");
-	for (i = 0; i < n; i++) {
-		pc_response_t r;
-		json_t *j;
-
-		snprintf(body, sizeof body, "{\"username\":\"idle%d\",\"password\":\"benchmark\"}", i);
-		if (pc_http(http, "POST", "/api/v1/users", NULL, body, &r, TIMEOUT) < 0 || r.status != 201)
-			die("cannot register");
-		pc_response_free(&r);
-		if (pc_http(http, "POST", "/api/v1/sessions", NULL, body, &r, TIMEOUT) < 0 || r.status != 201)
-			die("cannot log in");
-		j = json_loadb(r.body, r.body_len, 0, NULL);
-		snprintf(tokens[i], 64, "%s", json_string_value(json_object_get(j, "token")));
-		json_decref(j);
-		pc_response_free(&r);
-	}
-	pc_close(http);
-	/* The first half warms what does not grow per connection (caches,
-	 * arenas, tables); the second half's growth is the figure. */
-	for (i = 0; i < n; i++) {
-		pc_frame_t f;
-		if (i == n / 2) {
-			settle();
-			rss0 = rss(srv.pid);
-			slab0 = proc_kb("/proc/meminfo", "Slab");
-		}
-		if (!(ws[i] = pc_connect("127.0.0.1", srv.port)) ||
-		    pc_ws_open(ws[i], "/chat/v1/ws", tokens[i], NULL, TIMEOUT) < 0 ||
-		    pc_ws_recv(ws[i], &f, TIMEOUT) < 0)
+	if (!c)
+		die("cannot connect");
+	if (token) {
+		if (pc_ws_open(c, "/chat/v1/ws", token, NULL, TIMEOUT) < 0 || pc_ws_recv(c, &f, TIMEOUT) < 0)
 			die("cannot open a WebSocket");
 		pc_frame_free(&f); /* ready */
 	}
+	return c;
+}
+
+/* One client process's share of the idle connections, users first..first+
+ * count-1: it registers them (Parley only), opens the first half, says 'h'
+ * and waits for a byte, opens the rest, says 'd' and waits for a byte, then
+ * closes them all and exits. Several such processes hold more connections
+ * than one process may open files. */
+static void idle_client(int port, int parley, int first, int count, int up, int down)
+{
+	pc_conn_t **c = calloc((size_t)count, sizeof *c);
+	char (*tokens)[64] = calloc((size_t)count, 64);
+	char body[128], go;
+	pc_conn_t *http;
+	int i;
+
+	if (!c || !tokens)
+		die("set-up");
+	if (parley) {
+		if (!(http = pc_connect("127.0.0.1", port)))
+			die("cannot connect to parley");
+		for (i = 0; i < count; i++) {
+			pc_response_t r;
+			json_t *j;
+
+			snprintf(body, sizeof body, "{\"username\":\"idle%d\",\"password\":\"benchmark\"}", first + i);
+			if (pc_http(http, "POST", "/api/v1/users", NULL, body, &r, TIMEOUT) < 0 || r.status != 201)
+				die("cannot register");
+			pc_response_free(&r);
+			if (pc_http(http, "POST", "/api/v1/sessions", NULL, body, &r, TIMEOUT) < 0 || r.status != 201)
+				die("cannot log in");
+			j = json_loadb(r.body, r.body_len, 0, NULL);
+			snprintf(tokens[i], 64, "%s", json_string_value(json_object_get(j, "token")));
+			json_decref(j);
+			pc_response_free(&r);
+		}
+		pc_close(http);
+	}
+	for (i = 0; i < count; i++) {
+		if (i == count / 2 && (write(up, "h", 1) != 1 || read(down, &go, 1) != 1))
+			_exit(1);
+		c[i] = idle_open(port, parley ? tokens[i] : NULL);
+	}
+	if (write(up, "d", 1) != 1 || read(down, &go, 1) != 1)
+		_exit(1);
+	for (i = 0; i < count; i++)
+		pc_close(c[i]);
+	_exit(0);
+}
+
+/* Every client process says `want` once; any other answer is a failure. */
+static void idle_wait_all(int *up, int procs, char want)
+{
+	char got;
+	int i;
+
+	for (i = 0; i < procs; i++)
+		if (read(up[i], &got, 1) != 1 || got != want)
+			die("a client process failed");
+}
+
+static void idle_tell_all(int *down, int procs)
+{
+	int i;
+
+	for (i = 0; i < procs; i++)
+		if (write(down[i], "g", 1) != 1)
+			die("a client process went away");
+}
+
+/* Holds n connections to the server `pid` listening on `port`, spread over
+ * `procs` client processes. The first half of each process's share warms
+ * what does not grow per connection (caches, arenas, tables); the second
+ * half's growth is the figure. */
+static idle_result_t idle_measure(int port, pid_t pid, int parley, int n, int procs)
+{
+	int *up = calloc((size_t)procs, sizeof *up), *down = calloc((size_t)procs, sizeof *down);
+	pid_t *kids = calloc((size_t)procs, sizeof *kids);
+	double rss0, slab0, store0 = 0;
+	idle_result_t res = {0};
+	int i, measured = 0;
+
+	if (!up || !down || !kids)
+		die("set-up");
+	fflush(stdout);
+	for (i = 0; i < procs; i++) {
+		int first = (int)((long)n * i / procs), count = (int)((long)n * (i + 1) / procs) - first;
+		int u[2], d[2];
+
+		if (pipe(u) < 0 || pipe(d) < 0)
+			die("pipe");
+		if ((kids[i] = fork()) < 0)
+			die("fork");
+		if (kids[i] == 0) {
+			close(u[0]);
+			close(d[1]);
+			idle_client(port, parley, first, count, u[1], d[0]);
+		}
+		close(u[1]);
+		close(d[0]);
+		up[i] = u[0];
+		down[i] = d[1];
+		measured += count - count / 2;
+	}
+	idle_wait_all(up, procs, 'h');
 	settle();
-	res.user_bytes = (rss(srv.pid) - rss0) / (n - n / 2);
-	res.kernel_bytes = (proc_kb("/proc/meminfo", "Slab") - slab0) / (n - n / 2);
-	for (i = 0; i < n; i++)
-		pc_close(ws[i]);
-	stop_parley(&srv, dir);
-	free(ws);
-	free(tokens);
+	if (parley)
+		store0 = metric("parley_store_memory_bytes");
+	rss0 = rss(pid);
+	slab0 = proc_kb("/proc/meminfo", "Slab");
+	idle_tell_all(down, procs);
+	idle_wait_all(up, procs, 'd');
+	settle();
+	res.user_bytes = (rss(pid) - rss0) / measured;
+	res.kernel_bytes = (proc_kb("/proc/meminfo", "Slab") - slab0) / measured;
+	if (parley)
+		res.store_bytes = (metric("parley_store_memory_bytes") - store0) / measured;
+	idle_tell_all(down, procs);
+	for (i = 0; i < procs; i++) {
+		int status;
+		waitpid(kids[i], &status, 0);
+		close(up[i]);
+		close(down[i]);
+	}
+	free(up);
+	free(down);
+	free(kids);
 	return res;
 }
 
-static idle_result_t idle_relay(int n)
+static idle_result_t idle_parley(int n, int procs)
+{
+	idle_result_t res;
+	char dir[32];
+	proc_t srv;
+
+	start_parley(&srv, dir);
+	gb_port = srv.port;
+	res = idle_measure(srv.port, srv.pid, 1, n, procs);
+	stop_parley(&srv, dir);
+	return res;
+}
+
+static idle_result_t idle_relay(int n, int procs)
 {
 	char *argv[] = {"build/bench-relay", "--listen", "127.0.0.1:0", NULL};
-	pc_conn_t **c = calloc((size_t)n, sizeof *c);
 	idle_result_t res;
-	double rss0 = 0, slab0 = 0;
 	proc_t relay;
-	int i;
 
 	spawn(&relay, argv);
-	for (i = 0; i < n; i++) {
-		if (i == n / 2) {
-			settle();
-			rss0 = rss(relay.pid);
-			slab0 = proc_kb("/proc/meminfo", "Slab");
-		}
-		if (!(c[i] = pc_connect("127.0.0.1", relay.port)))
-			die("cannot connect to the relay");
-	}
-	settle();
-	res.user_bytes = (rss(relay.pid) - rss0) / (n - n / 2);
-	res.kernel_bytes = (proc_kb("/proc/meminfo", "Slab") - slab0) / (n - n / 2);
-	for (i = 0; i < n; i++)
-		pc_close(c[i]);
+	res = idle_measure(relay.port, relay.pid, 0, n, procs);
 	stop_proc(&relay);
-	free(c);
 	return res;
 }
 
@@ -311,28 +405,33 @@ static double ratio(double a, double b)
 	return b > 0 ? a / b : 0;
 }
 
-static int run_idle(int n, int json_only)
+static int run_idle(int n, int procs, int json_only)
 {
 	char machine[256], commit[32];
 	idle_result_t p, r;
 
 	describe(machine, sizeof machine, commit, sizeof commit);
-	r = idle_relay(n);
-	p = idle_parley(n);
+	r = idle_relay(n, procs);
+	p = idle_parley(n, procs);
 	if (!json_only) {
-		printf("idle: %d connections held open (%s, commit %s)\n", n, machine, commit);
+		printf("idle: %d connections held open by %d client process%s (%s, commit %s)\n", n, procs,
+		       procs == 1 ? "" : "es", machine, commit);
 		printf("  %-38s %10s %10s %8s\n", "", "parley", "relay", "ratio");
 		printf("  %-38s %10.0f %10.0f %8.2f\n", "server user-space bytes per connection",
 		       p.user_bytes, r.user_bytes, ratio(p.user_bytes, r.user_bytes));
+		printf("  %-38s %10.0f %10s\n", "  of which the store's page caches", p.store_bytes, "-");
+		printf("  %-38s %10.0f %10.0f %8.2f\n", "  the rest: connection state", p.user_bytes - p.store_bytes,
+		       r.user_bytes, ratio(p.user_bytes - p.store_bytes, r.user_bytes));
 		printf("  %-38s %10.0f %10.0f %8.2f\n", "kernel slab bytes per connection", p.kernel_bytes,
 		       r.kernel_bytes, ratio(p.kernel_bytes, r.kernel_bytes));
 	}
-	printf("{\"scenario\":\"idle\",\"machine\":\"%s\",\"commit\":\"%s\",\"parameters\":{\"connections\":%d},"
+	printf("{\"scenario\":\"idle\",\"machine\":\"%s\",\"commit\":\"%s\",\"parameters\":{\"connections\":%d,\"client_processes\":%d},"
 	       "\"figures\":{\"parley_user_bytes_per_conn\":%.0f,\"relay_user_bytes_per_conn\":%.0f,"
-	       "\"user_bytes_ratio\":%.2f,\"parley_kernel_bytes_per_conn\":%.0f,"
+	       "\"user_bytes_ratio\":%.2f,\"parley_store_cache_bytes_per_conn\":%.0f,"
+	       "\"parley_kernel_bytes_per_conn\":%.0f,"
 	       "\"relay_kernel_bytes_per_conn\":%.0f}}\n",
-	       machine, commit, n, p.user_bytes, r.user_bytes, ratio(p.user_bytes, r.user_bytes),
-	       p.kernel_bytes, r.kernel_bytes);
+	       machine, commit, n, procs, p.user_bytes, r.user_bytes, ratio(p.user_bytes, r.user_bytes),
+	       p.store_bytes, p.kernel_bytes, r.kernel_bytes);
 	return 0;
 }
 
@@ -825,8 +924,6 @@ parley:
 
 /* ---- group ---------------------------------------------------------- */
 
-static int gb_port;
-
 typedef struct user {
 	int64_t id;
 	char token[64];
@@ -1009,6 +1106,101 @@ static double group_throughput(user_t *u, int online, int64_t group, double seco
 	return delivered / ((t1 - t0) / 1000.0);
 }
 
+/* The relay beside the group: `online` connections in one fan-out group;
+ * member 0 sends `messages` frames one at a time (each waits for the last
+ * member's copy), then SENDERS members publish for `seconds` with at most
+ * 100 frames each not yet seen by the last member. Fills in the relay's
+ * send -> last delivery latencies, deliveries per second and CPU per
+ * delivery. The frames are as long as a Parley group "msg" frame. */
+typedef struct group_relay_result {
+	double last_p50, last_p99, tput, cpu_per_delivery;
+} group_relay_result_t;
+
+static group_relay_result_t group_relay(int online, int messages, double seconds)
+{
+	char fanout[16], frame[200];
+	char *argv[] = {"build/bench-relay", "--listen", "127.0.0.1:0", "--fanout", fanout, NULL};
+	pc_conn_t **c = calloc((size_t)online, sizeof *c);
+	struct pollfd *pf = calloc((size_t)online, sizeof *pf);
+	double *last = calloc((size_t)messages, sizeof *last);
+	group_relay_result_t res = {0};
+	long sent[SENDERS] = {0}, seen[SENDERS] = {0}, total = 0, delivered = 0;
+	proc_t relay;
+	int i, m, s;
+
+	if (!c || !pf || !last)
+		die("set-up");
+	snprintf(fanout, sizeof fanout, "%d", online);
+	spawn(&relay, argv);
+	for (i = 0; i < online; i++) {
+		if (!(c[i] = pc_connect("127.0.0.1", relay.port)))
+			die("cannot connect to the relay");
+		pf[i].fd = pc_fd(c[i]);
+		pf[i].events = POLLIN;
+	}
+	for (m = 0; m < messages; m++) {
+		double t0 = now_ms();
+		int left = online - 1;
+		snprintf(frame, sizeof frame, "{\"type\":\"msg\",\"conv\":1,\"seq\":%d,\"id\":\"1\",\"from\":1,"
+		         "\"cmid\":\"g%d\",\"ts\":1,\"body\":\"to everyone\"}", m + 1, m);
+		pc_ws_send_frame(c[0], 1, 1, frame, strlen(frame), 0, 0);
+		while (left > 0) {
+			for (i = 1; i < online; i++) {
+				pc_frame_t f;
+				while (pc_ws_recv(c[i], &f, 0) == 0) {
+					left--;
+					pc_frame_free(&f);
+				}
+			}
+			if (left > 0 && poll(pf, (nfds_t)online, TIMEOUT) <= 0)
+				die("relay: deliveries stopped");
+		}
+		last[m] = now_ms() - t0;
+	}
+	res.last_p50 = pct(last, messages, .5);
+	res.last_p99 = pct(last, messages, .99);
+	if (seconds > 0 && online > SENDERS) {
+		double t0 = now_ms(), end = t0 + seconds * 1000, cpu0 = cpu_us(relay.pid), t1;
+		for (;;) {
+			int sending = now_ms() < end;
+			for (s = 0; sending && s < SENDERS; s++)
+				while (sent[s] - seen[s] < 100) {
+					snprintf(frame, sizeof frame, "{\"type\":\"msg\",\"conv\":1,\"seq\":1,\"id\":\"1\","
+					         "\"from\":1,\"cmid\":\"t%d_%ld\",\"ts\":1,\"body\":\"throughput\"}", s, sent[s]);
+					pc_ws_send_frame(c[s], 1, 1, frame, strlen(frame), 0, 0);
+					sent[s]++;
+					total++;
+				}
+			for (i = 0; i < online; i++) {
+				pc_frame_t f;
+				while (pc_ws_recv(c[i], &f, 0) == 0) {
+					const char *t = strstr((const char *)f.data, "\"cmid\":\"t");
+					delivered++;
+					/* The last member's copies pace the senders. */
+					if (i == online - 1 && t && t[9] >= '0' && t[9] < '0' + SENDERS)
+						seen[t[9] - '0']++;
+					pc_frame_free(&f);
+				}
+			}
+			if (!sending && delivered >= total * (online - 1))
+				break;
+			if (now_ms() > end + TIMEOUT)
+				die("relay throughput: deliveries stopped");
+			poll(pf, (nfds_t)online, 10);
+		}
+		t1 = now_ms();
+		res.cpu_per_delivery = (cpu_us(relay.pid) - cpu0) / (double)delivered;
+		res.tput = delivered / ((t1 - t0) / 1000.0);
+	}
+	for (i = 0; i < online; i++)
+		pc_close(c[i]);
+	stop_proc(&relay);
+	free(c);
+	free(pf);
+	free(last);
+	return res;
+}
+
 static int run_group(int members, int online, int messages, int batch, double tput_s, int json_only)
 {
 	int storms = 0, i, m, pid;
@@ -1025,12 +1217,14 @@ static int run_group(int members, int online, int messages, int batch, double tp
 	char dir[32], machine[256], commit[32];
 	proc_t srv;
 	double tput = 0, tput_cpu = 0;
+	group_relay_result_t rel;
 
 	if (members < 3 || members > 1024 || online < 2 || online > members || messages < 1 ||
 	    batch < 1 || batch > messages)
 		die("need 3 <= members <= 1024, 2 <= online <= members, 1 <= batch <= messages");
 
 	describe(machine, sizeof machine, commit, sizeof commit);
+	rel = group_relay(online, messages, tput_s);
 	start_parley(&srv, dir);
 	gb_port = srv.port;
 	pid = srv.pid;
@@ -1163,8 +1357,9 @@ static int run_group(int members, int online, int messages, int batch, double tp
 	       pct(ack_direct, messages, .99));
 	printf("  ack latency, group         p50 %.2f ms  p99 %.2f ms\n", pct(ack_group, messages, .5),
 	       pct(ack_group, messages, .99));
-	printf("  send -> last online member p50 %.2f ms  p99 %.2f ms\n", pct(deliver, messages, .5),
-	       pct(deliver, messages, .99));
+	printf("  send -> last online member p50 %.2f ms  p99 %.2f ms (relay: p50 %.2f, p99 %.2f; "
+	       "p99 ratio %.2f)\n", pct(deliver, messages, .5), pct(deliver, messages, .99), rel.last_p50,
+	       rel.last_p99, ratio(pct(deliver, messages, .99), rel.last_p99));
 	printf("  storm -> sender's read count complete  p50 %.0f ms (counts come at most once a second)\n",
 	       pct(converge, storms, .5));
 	if (cpu_group >= 0)
@@ -1172,16 +1367,19 @@ static int run_group(int members, int online, int messages, int batch, double tp
 		       "delivery) + %.0f us for its receipts\n",
 		       cpu_direct, cpu_group, cpu_group / (online - 1), cpu_storm);
 	if (tput > 0)
-		printf("  throughput: %d senders, %.0f deliveries/s, %.2f us of server CPU per delivery\n",
-		       SENDERS, tput, tput_cpu);
+		printf("  throughput: %d senders, %.0f deliveries/s, %.3f us of server CPU per delivery "
+		       "(relay: %.0f/s, %.3f us; CPU ratio %.2f)\n", SENDERS, tput, tput_cpu, rel.tput,
+		       rel.cpu_per_delivery, ratio(tput_cpu, rel.cpu_per_delivery));
 	}
 	printf("{\"scenario\":\"group\",\"machine\":\"%s\",\"commit\":\"%s\",\"parameters\":{\"members\":%d,\"online\":%d,\"messages\":%d,\"batch\":%d},\"figures\":{"
 	       "\"receipt_frames_per_message\":%.1f,\"store_rows_per_message\":%.1f,"
 	       "\"store_commits_per_message\":%.1f,\"ack_direct_p50_ms\":%.3f,\"ack_group_p50_ms\":%.3f,"
-	       "\"deliver_last_p50_ms\":%.3f,\"deliver_last_p99_ms\":%.3f,\"counts_converge_p50_ms\":%.0f,\"cpu_us_direct_message\":%.0f,\"cpu_us_group_message\":%.0f,\"cpu_us_group_storm\":%.0f,\"throughput_deliveries_per_s\":%.0f,\"throughput_cpu_us_per_delivery\":%.3f}}\n",
+	       "\"deliver_last_p50_ms\":%.3f,\"deliver_last_p99_ms\":%.3f,\"counts_converge_p50_ms\":%.0f,\"cpu_us_direct_message\":%.0f,\"cpu_us_group_message\":%.0f,\"cpu_us_group_storm\":%.0f,\"throughput_deliveries_per_s\":%.0f,\"throughput_cpu_us_per_delivery\":%.3f,\"relay_deliver_last_p99_ms\":%.3f,\"p99_ratio\":%.2f,\"relay_throughput_deliveries_per_s\":%.0f,\"relay_cpu_us_per_delivery\":%.3f,\"cpu_ratio\":%.2f}}\n",
 	       machine, commit, members, online, messages, batch, 2.0 * (online - 1) / batch, rows_per_msg, commits_per_msg,
 	       pct(ack_direct, messages, .5), pct(ack_group, messages, .5), pct(deliver, messages, .5),
-	       pct(deliver, messages, .99), pct(converge, storms, .5), cpu_direct, cpu_group, cpu_storm, tput, tput_cpu);
+	       pct(deliver, messages, .99), pct(converge, storms, .5), cpu_direct, cpu_group, cpu_storm, tput, tput_cpu,
+	       rel.last_p99, ratio(pct(deliver, messages, .99), rel.last_p99), rel.tput, rel.cpu_per_delivery,
+	       ratio(tput_cpu, rel.cpu_per_delivery));
 	for (i = 0; i < online; i++)
 		pc_close(u[i].ws);
 	pc_close(http);
@@ -1346,7 +1544,7 @@ static int run_resume(int clients, int json_only)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: parley-bench idle [--connections N] [--json]\n"
+	fprintf(stderr, "usage: parley-bench idle [--connections N] [--processes K] [--json]\n"
 	                "       parley-bench direct [--pairs P] [--rate R] [--seconds S] [--json]\n"
 	                "       parley-bench direct --find-max P99_MS [--pairs P] [--json]\n"
 	                "       parley-bench history [--clients K] [--seconds S] [--json]\n"
@@ -1358,7 +1556,7 @@ static int usage(void)
 
 int main(int argc, char **argv)
 {
-	int n = 2000, clients = 4, client_set = 0, json_only = 0, pairs = 50, i;
+	int n = 2000, procs = 0, clients = 4, client_set = 0, json_only = 0, pairs = 50, i;
 	double seconds = 5, rate = 2000, find_max = 0, throughput = 0;
 	int members = 1024, online = 800, messages = 30, batch = 10;
 
@@ -1369,6 +1567,8 @@ int main(int argc, char **argv)
 	for (i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--connections") && i + 1 < argc)
 			n = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--processes") && i + 1 < argc)
+			procs = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--clients") && i + 1 < argc)
 			clients = atoi(argv[++i]), client_set = 1;
 		else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
@@ -1411,7 +1611,12 @@ int main(int argc, char **argv)
 			die("--clients: 1 to 256; --seconds: up to 3600");
 		return run_history(clients, seconds, json_only);
 	}
-	if (n < 2 || n > 19000)
-		die("--connections: 2 to 19000 (a process opens at most 20,000 files here)");
-	return run_idle(n, json_only);
+	/* A process may open at most 20,000 files here, the server included:
+	 * it holds every connection, each client process at most 10,000. */
+	if (procs == 0)
+		procs = (n + 9999) / 10000;
+	if (n < 2 || n > 19500 || procs < 1 || procs > 64 || n / procs > 19000)
+		die("--connections: 2 to 19500 (the server opens at most 20,000 files here); "
+		    "--processes: 1 to 64, at most 19,000 connections each");
+	return run_idle(n, procs, json_only);
 }

@@ -6,6 +6,7 @@
 #include "fanout.h"
 #include "gateway.h"
 #include "http.h"
+#include "store.h"
 #include "tally.h"
 #include "writer.h"
 
@@ -27,11 +28,12 @@ sbuf_t *metrics_response(server_t *srv, int keep_alive)
 	             "# TYPE parley_receipt_writes_total counter\nparley_receipt_writes_total %llu\n"
 	             "# TYPE parley_sends_rate_limited_total counter\nparley_sends_rate_limited_total %llu\n"
 	             "# TYPE parley_fanout_deliveries_total counter\nparley_fanout_deliveries_total %llu\n"
-	             "# TYPE parley_receipt_count_frames_total counter\nparley_receipt_count_frames_total %llu\n",
+	             "# TYPE parley_receipt_count_frames_total counter\nparley_receipt_count_frames_total %llu\n"
+	             "# TYPE parley_store_memory_bytes gauge\nparley_store_memory_bytes %lld\n",
 	             (unsigned long long)conns, (unsigned long long)ws, (unsigned long long)wc.commits,
 	             (unsigned long long)wc.ops, (unsigned long long)wc.messages,
 	             (unsigned long long)wc.receipt_writes, (unsigned long long)wc.limited,
 	             (unsigned long long)fanout_delivered(srv->fanout),
-	             (unsigned long long)tally_frames(srv->tally));
+	             (unsigned long long)tally_frames(srv->tally), (long long)store_memory_bytes());
 	return http_response(200, "text/plain; version=0.0.4", body, (size_t)n, keep_alive, NULL);
 }

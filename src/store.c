@@ -11,6 +11,11 @@ store_t *store_open(const char *data_dir)
 	return store_sqlite_open(data_dir);
 }
 
+int64_t store_memory_bytes(void)
+{
+	return store_sqlite_memory_bytes();
+}
+
 void store_message_clear(store_message_t *m)
 {
 	free(m->cmid);

@@ -180,6 +180,11 @@ struct store {
  * Returns NULL and logs why on failure. One handle per thread. */
 store_t *store_open(const char *data_dir);
 
+/* The bytes this process holds for the store (an embedded engine's page
+ * caches and statements; a remote database's client buffers), for
+ * /metrics. */
+int64_t store_memory_bytes(void);
+
 static inline void store_close(store_t *s)
 {
 	if (s)
@@ -388,5 +393,6 @@ void store_op_release(store_op_t *op);
 
 /* Backends. */
 store_t *store_sqlite_open(const char *data_dir);
+int64_t store_sqlite_memory_bytes(void);
 
 #endif

@@ -282,6 +282,13 @@ static int exec(sqlite_store_t *s, int which)
 	return rc == SQLITE_DONE ? STORE_OK : fail(s, queries[which]);
 }
 
+/* Every SQLite connection of the process together: page caches, schemas,
+ * prepared statements. */
+int64_t store_sqlite_memory_bytes(void)
+{
+	return (int64_t)sqlite3_memory_used();
+}
+
 store_t *store_sqlite_open(const char *data_dir)
 {
 	sqlite_store_t *s = calloc(1, sizeof *s);

@@ -84,6 +84,37 @@ static void test_healthz_and_keepalive(void **state)
 	pc_close(c);
 }
 
+/* The value of one metric line of a /metrics page, or -1. */
+static double metric_of(const char *page, const char *name)
+{
+	char key[96];
+	const char *p;
+
+	snprintf(key, sizeof key, "\n%s ", name);
+	return (p = strstr(page, key)) ? strtod(p + strlen(key), NULL) : -1;
+}
+
+static void test_metrics(void **state)
+{
+	pc_conn_t *c = pc_connect("127.0.0.1", srv.port);
+	pc_response_t res;
+	char type[64];
+
+	(void)state;
+	assert_non_null(c);
+	assert_int_equal(pc_http(c, "GET", "/metrics", NULL, NULL, &res, HX_TIMEOUT), 0);
+	assert_int_equal(res.status, 200);
+	assert_true(pc_response_header(&res, "Content-Type", type, sizeof type) > 0);
+	assert_string_equal(type, "text/plain; version=0.0.4");
+	/* This very connection is counted; the store holds its caches. */
+	assert_true(metric_of(res.body, "parley_connections") >= 1);
+	assert_true(metric_of(res.body, "parley_websockets") >= 0);
+	assert_true(metric_of(res.body, "parley_store_commits_total") >= 0);
+	assert_true(metric_of(res.body, "parley_store_memory_bytes") > 0);
+	pc_response_free(&res);
+	pc_close(c);
+}
+
 static void test_pipelined_api_requests(void **state)
 {
 	pc_conn_t *c = pc_connect("127.0.0.1", srv.port);
@@ -445,6 +476,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_healthz_and_keepalive),
+		cmocka_unit_test(test_metrics),
 		cmocka_unit_test(test_pipelined_api_requests),
 		cmocka_unit_test(test_expect_continue),
 		cmocka_unit_test(test_malformed_and_oversized),
