@@ -69,11 +69,17 @@ enum {
 	F_CONTINUED = 1 << 7,   /* "100 Continue" sent for the request at hand */
 };
 
-typedef struct outnode {
-	struct outnode *next;
-	sbuf_t *buf;
+/* A connection's outbound queue: references to shared frames, oldest at
+ * head, `off` bytes of the oldest already written. Allocated with the first
+ * frame queued and freed once drained, so an idle connection holds none;
+ * one allocation per burst of frames rather than one per frame. */
+typedef struct outq {
+	uint32_t head, n, cap;  /* frames buf[head..n-1] are queued */
 	uint32_t off;
-} outnode_t;
+	sbuf_t *buf[];
+} outq_t;
+
+#define OUTQ_FIRST 8
 
 typedef struct io_thread io_thread_t;
 
@@ -93,7 +99,7 @@ struct gw_conn {
 	uint8_t *rbuf;           /* unconsumed input, NULL when none */
 	uint32_t rlen, rcap;
 	uint32_t out_bytes;
-	outnode_t *out_head, *out_tail;
+	outq_t *out;             /* NULL when nothing is queued */
 	uint8_t *frag;           /* fragments of a message in progress */
 	uint32_t frag_len, frag_cap;
 	int64_t user, device;
@@ -209,11 +215,36 @@ static void mark_dirty(gw_conn_t *c)
 	}
 }
 
+/* Makes room for one more frame at the end of c's queue. */
+static int outq_reserve(gw_conn_t *c)
+{
+	outq_t *q = c->out;
+
+	if (q && q->n < q->cap)
+		return 0;
+	if (q && q->head > 0) {
+		/* Written frames leave room at the front: slide down. */
+		memmove(q->buf, q->buf + q->head, (q->n - q->head) * sizeof *q->buf);
+		q->n -= q->head;
+		q->head = 0;
+		return 0;
+	}
+	{
+		uint32_t cap = q ? q->cap * 2 : OUTQ_FIRST;
+		outq_t *nq = realloc(q, sizeof *nq + cap * sizeof *nq->buf);
+		if (!nq)
+			return -1;
+		if (!q)
+			nq->head = nq->n = nq->off = 0;
+		nq->cap = cap;
+		c->out = nq;
+	}
+	return 0;
+}
+
 /* Queues buf (taking over the caller's reference). */
 static void conn_queue(gw_conn_t *c, sbuf_t *buf)
 {
-	outnode_t *n;
-
 	if (!buf) {
 		log_error("gateway: out of memory for a frame; dropping the connection");
 		conn_kill(c);
@@ -236,19 +267,13 @@ static void conn_queue(gw_conn_t *c, sbuf_t *buf)
 		conn_kill(c);
 		return;
 	}
-	if (!(n = malloc(sizeof *n))) {
+	if (outq_reserve(c) < 0) {
+		log_error("gateway: out of memory for a queue; dropping the connection");
 		sbuf_unref(buf);
 		conn_kill(c);
 		return;
 	}
-	n->next = NULL;
-	n->buf = buf;
-	n->off = 0;
-	if (c->out_tail)
-		c->out_tail->next = n;
-	else
-		c->out_head = n;
-	c->out_tail = n;
+	c->out->buf[c->out->n++] = buf;
 	c->out_bytes += buf->len;
 	mark_dirty(c);
 }
@@ -289,15 +314,16 @@ static void conn_flush(gw_conn_t *c)
 {
 	server_t *srv = c->t->gw->srv;
 
-	while (c->out_head) {
+	while (c->out) {
 		struct iovec iov[64];
-		outnode_t *n = c->out_head;
+		outq_t *q = c->out;
+		uint32_t i, off = q->off;
 		ssize_t w;
 		int cnt = 0;
 
-		for (; n && cnt < 64; n = n->next, cnt++) {
-			iov[cnt].iov_base = n->buf->data + n->off;
-			iov[cnt].iov_len = n->buf->len - n->off;
+		for (i = q->head; i < q->n && cnt < 64; i++, cnt++, off = 0) {
+			iov[cnt].iov_base = q->buf[i]->data + off;
+			iov[cnt].iov_len = q->buf[i]->len - off;
 		}
 		w = writev(c->fd, iov, cnt);
 		if (w < 0) {
@@ -311,20 +337,22 @@ static void conn_flush(gw_conn_t *c)
 		}
 		c->out_bytes -= (uint32_t)w;
 		while (w > 0) {
-			n = c->out_head;
-			if ((size_t)w < n->buf->len - n->off) {
-				n->off += (uint32_t)w;
+			sbuf_t *b = q->buf[q->head];
+			if ((size_t)w < b->len - q->off) {
+				q->off += (uint32_t)w;
 				break;
 			}
-			w -= n->buf->len - n->off;
-			c->out_head = n->next;
-			sbuf_unref(n->buf);
-			free(n);
+			w -= b->len - q->off;
+			q->off = 0;
+			q->head++;
+			sbuf_unref(b);
 		}
-		if (!c->out_head)
-			c->out_tail = NULL;
+		if (q->head == q->n) {
+			free(q);
+			c->out = NULL;
+		}
 	}
-	if (c->out_head) {
+	if (c->out) {
 		if (!(c->flags & F_OUT_WATCH)) {
 			c->flags |= F_OUT_WATCH;
 			set_events(c);
@@ -371,7 +399,7 @@ static void conn_free(gw_conn_t *c)
 {
 	io_thread_t *t = c->t;
 	server_t *srv = t->gw->srv;
-	outnode_t *n, *next;
+	uint32_t i;
 
 	wheel_unlink(t, c);
 	loop_watch_del(t->loop, c->fd);
@@ -382,11 +410,9 @@ static void conn_free(gw_conn_t *c)
 		bus_detach(srv->bus, c->user, handle_of(c));
 		chat_conn_closed(srv, c);
 	}
-	for (n = c->out_head; n; n = next) {
-		next = n->next;
-		sbuf_unref(n->buf);
-		free(n);
-	}
+	for (i = c->out ? c->out->head : 0; c->out && i < c->out->n; i++)
+		sbuf_unref(c->out->buf[i]);
+	free(c->out);
 	free(c->rbuf);
 	free(c->frag);
 	atomic_fetch_sub(&t->gw->conns, 1);
