@@ -184,14 +184,87 @@ static void create_user(store_t *st, const api_req_t *rq, api_res_t *res)
 	json_decref(j);
 }
 
+#define USERS_BY_ID_MAX 256
+
+/* GET /api/v1/users?ids=1,2,3 (an addition): the names of up to 256 users
+ * by id, for showing the members of one's conversations. It needs a token
+ * and answers only for the caller and users who share a conversation with
+ * it; other ids, unknown or not, are left out, so ids reveal nothing. */
+static void users_by_id(store_t *st, const api_req_t *rq, api_res_t *res, const char *list, size_t len)
+{
+	char name[STORE_USERNAME_MAX + 1];
+	int64_t user, device, seen;
+	size_t at = 0, count = 0;
+	int first = 1;
+
+	if (authenticate(st, rq, res, &user, &device) < 0)
+		return;
+	/* Check the whole list before answering any of it. */
+	while (at < len) {
+		size_t start = at;
+		while (at < len && list[at] >= '0' && list[at] <= '9')
+			at++;
+		if (at == start || at - start > 16 || list[start] == '0' || (at < len && list[at] != ',') ||
+		    ++count > USERS_BY_ID_MAX || (at < len && at + 1 == len)) {
+			fail(res, 400, "bad_request", "ids: 1 to 256 user ids, separated by commas");
+			return;
+		}
+		if (at < len)
+			at++;
+	}
+	if (count == 0) {
+		fail(res, 400, "bad_request", "ids: 1 to 256 user ids, separated by commas");
+		return;
+	}
+	jbuf_lit(&res->body, "{\"users\":[");
+	for (at = 0; at < len;) {
+		int64_t id = strtoll(list + at, NULL, 10);
+		int r;
+		while (at < len && list[at] != ',')
+			at++;
+		at++;
+		if (id <= 0 || id >= (INT64_C(1) << 53))
+			continue;
+		if (id != user && (r = store_watchable(st, user, id, &seen)) != STORE_OK) {
+			if (r == STORE_FORBIDDEN || r == STORE_NOT_FOUND)
+				continue;
+			jbuf_reset(&res->body);
+			fail_store(res, r);
+			return;
+		}
+		if ((r = store_user_by_id(st, id, name)) == STORE_NOT_FOUND)
+			continue;
+		if (r != STORE_OK) {
+			jbuf_reset(&res->body);
+			fail_store(res, r);
+			return;
+		}
+		if (!first)
+			jbuf_lit(&res->body, ",");
+		first = 0;
+		user_json(&res->body, id, name);
+	}
+	jbuf_lit(&res->body, "]}");
+	res->status = 200;
+}
+
 /* Open without a token: whether a name is taken is no secret (registering
  * it would tell), and a client may look its contacts up before logging in. */
 static void find_user(store_t *st, const api_req_t *rq, api_res_t *res)
 {
-	char name[64];
+	char name[64], ids[USERS_BY_ID_MAX * 17];
 	int64_t id;
 	int n, r;
 
+	n = http_query_param(rq->target, rq->target_len, "ids", ids, sizeof ids);
+	if (n >= 0) {
+		users_by_id(st, rq, res, ids, (size_t)n);
+		return;
+	}
+	if (n == -2) {
+		fail(res, 400, "bad_request", "ids: 1 to 256 user ids, separated by commas");
+		return;
+	}
 	n = http_query_param(rq->target, rq->target_len, "username", name, sizeof name);
 	if (n < 0) {
 		fail(res, 400, "bad_request", "the username query parameter is required");

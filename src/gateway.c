@@ -40,6 +40,7 @@
 #include "api.h"
 #include "chat.h"
 #include "metrics.h"
+#include "webfiles.h"
 #include "frames.h"
 #include "http.h"
 #include "log.h"
@@ -550,6 +551,18 @@ static void handle_request(gw_conn_t *c, const http_request_t *req, const char *
 		c->flags |= F_BUSY;
 		pause_reading(c, 1);
 		return;
+	}
+	{
+		int oom;
+		sbuf_t *b = webfiles_response(srv->web, req, keep, &oom);
+		if (b || oom) {
+			conn_queue(c, b); /* NULL: out of memory, drops the connection */
+			if (!keep) {
+				c->state = ST_CLOSING;
+				c->flags |= F_FLUSH_CLOSE;
+			}
+			return;
+		}
 	}
 	conn_queue(c, api_error_response(404, "not_found", "no such endpoint", keep, NULL));
 	if (!keep) {

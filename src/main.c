@@ -22,6 +22,8 @@ static void usage(FILE *f)
 	        "  --listen HOST:PORT   address to listen on (default 127.0.0.1:8080;\n"
 	        "                       port 0 picks a free port, printed when ready)\n"
 	        "  --data DIR           data directory, created if missing (default ./parley-data)\n"
+	        "  --web DIR            the web client's files, served at / (default ./web;\n"
+	        "                       \"\" serves the API only)\n"
 	        "  --threads N          I/O threads (default: one per core)\n"
 	        "  --node-id N          node id 0-1023 for message ids (default 0)\n"
 	        "  --log-level LEVEL    debug, info, warn or error (default info)\n"
@@ -129,7 +131,7 @@ int main(int argc, char **argv)
 		if (strcmp(a, "--listen") && strcmp(a, "--data") && strcmp(a, "--threads") &&
 		    strcmp(a, "--node-id") && strcmp(a, "--log-level") && strcmp(a, "--ping-interval") &&
 		    strcmp(a, "--idle-timeout") && strcmp(a, "--out-limit") && strcmp(a, "--rate-limit") &&
-		    strcmp(a, "--rate-burst") && strcmp(a, "--presence-grace"))
+		    strcmp(a, "--rate-burst") && strcmp(a, "--presence-grace") && strcmp(a, "--web"))
 			return bad("unknown option", a);
 		if (!val)
 			return bad("missing value for", a);
@@ -141,6 +143,10 @@ int main(int argc, char **argv)
 			if (!*val || strlen(val) >= sizeof cfg.data_dir - 64)
 				return bad("--data wants a directory, not", val);
 			snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", val);
+		} else if (!strcmp(a, "--web")) {
+			if (strlen(val) >= sizeof cfg.web_dir)
+				return bad("--web wants a directory, not", val);
+			snprintf(cfg.web_dir, sizeof cfg.web_dir, "%s", val);
 		} else if (!strcmp(a, "--threads")) {
 			if (parse_int(val, 1, 64, &v) < 0)
 				return bad("--threads wants 1 to 64, not", val);

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "store.h"
 #include "tally.h"
+#include "webfiles.h"
 #include "workers.h"
 #include "writer.h"
 
@@ -46,6 +47,7 @@ void server_config_defaults(server_config_t *cfg)
 	cfg->rate_limit = 200;
 	cfg->rate_burst = 5000;
 	cfg->presence_grace_ms = 5000;
+	snprintf(cfg->web_dir, sizeof cfg->web_dir, "web");
 }
 
 /* Creates the data directory if missing and takes its lock, so that two
@@ -139,6 +141,8 @@ int server_run(const server_config_t *cfg)
 		goto out;
 	if (!(srv->workers = workers_new(srv->cfg.workers, cfg->data_dir, 16384)))
 		goto out;
+	if (!(srv->web = webfiles_load(cfg->web_dir)))
+		goto out;
 	if (!(srv->gw = gateway_new(srv)))
 		goto out;
 	sink = gateway_bus_sink(srv->gw);
@@ -190,6 +194,7 @@ out:
 	 * presence), before the loops it posts to are freed. */
 	presence_free(srv->presence);
 	gateway_free(srv->gw);
+	webfiles_free(srv->web);
 	bus_free(srv->bus);
 	close(lockfd);
 	return status;

@@ -19,6 +19,7 @@ typedef struct gateway gateway_t;
 typedef struct tally tally_t;
 typedef struct fanout fanout_t;
 typedef struct presence presence_t;
+typedef struct webfiles webfiles_t;
 
 typedef struct server_config {
 	char host[256];
@@ -37,6 +38,7 @@ typedef struct server_config {
 	double rate_limit;        /* recipients a sender may reach a second (0: off) */
 	double rate_burst;        /* ... and at once */
 	int presence_grace_ms;    /* offline only after this long disconnected */
+	char web_dir[4096];       /* the web client's files; "": none */
 } server_config_t;
 
 typedef struct server {
@@ -48,6 +50,7 @@ typedef struct server {
 	tally_t *tally;
 	fanout_t *fanout;
 	presence_t *presence;
+	webfiles_t *web;
 	atomic_int draining;      /* shutting down: no new work is taken */
 } server_t;
 
