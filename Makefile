@@ -37,7 +37,7 @@ INTEG_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/integ_*.c)
 # Keep the test objects: they are intermediate to the pattern rules.
 .SECONDARY:
 
-.PHONY: all deps deps-test run test build-clang check check-plain check-asan fuzz fuzz-build fuzz-smoke bench bench-smoke clean
+.PHONY: all deps deps-test run test build-clang check check-plain check-asan check-web fuzz fuzz-build fuzz-smoke bench bench-smoke clean
 
 all: $(BUILD)/parley $(BUILD)/parley-cli $(BUILD)/parley-bench $(BUILD)/bench-relay
 
@@ -84,6 +84,7 @@ test: deps-test
 	@$(MAKE) --no-print-directory build-clang
 	@$(MAKE) --no-print-directory check-plain
 	@$(MAKE) --no-print-directory check-asan
+	@$(MAKE) --no-print-directory check-web
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory bench-smoke
 	@echo "make test: all passed"
@@ -104,6 +105,16 @@ check-asan:
 # Runs the unit and integration tests of one build variant.
 check: $(BUILD)/parley $(BUILD)/parley-cli $(UNIT_TESTS) $(INTEG_TESTS)
 	@scripts/run-tests.sh $(BUILD) $(UNIT_TESTS) $(INTEG_TESTS)
+
+# The web client in Debian's Chromium, driven by playwright-core (npm,
+# pinned in package-lock.json); screenshots land in build/web-test/.
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+check-web: build/parley node_modules/.package-lock.json
+	@PARLEY_BIN=build/parley node --test --test-reporter=spec tests/web/
+	@echo "check-web: passed (screenshots in build/web-test/)"
 
 # libFuzzer targets (clang): the HTTP parser and the WebSocket frame parser.
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \

@@ -27,4 +27,8 @@ if [ "${1:-build}" = test ]; then
 	need libcmocka-dev clang
 	# libFuzzer comes with clang's runtime, named after its major version.
 	need "libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"
+	# The web client's browser test: Debian's Chromium, and Node.js with
+	# npm for playwright-core (installed from package-lock.json by make).
+	need chromium
+	command -v npm >/dev/null 2>&1 || need nodejs npm
 fi

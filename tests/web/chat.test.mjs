@@ -1,0 +1,365 @@
+// chat.test.mjs - the web client in a real browser (Debian's Chromium,
+// driven by playwright-core) against the real server binary.
+//
+// Alice and Bob each have a browser context of their own. They sign up,
+// Alice starts a chat and her ticks go ✓ -> ✓✓ -> blue ✓✓ as Bob receives
+// and then opens it; Bob sees her typing; a message holding <script> shows
+// as text; Bob's network is cut and his browser closed while Alice sends,
+// and when he comes back he sees everything once, in order. A group is
+// made, shows read counts and loses a member. Screenshots of the chat
+// view go to build/web-test/.
+//
+//   node --test tests/web/           (make test runs it; PARLEY_BIN picks the binary)
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const BIN = process.env.PARLEY_BIN || 'build/parley';
+const SHOTS = 'build/web-test';
+const PASSWORD = 'correct horse battery';
+const WAIT = 10000;
+
+let server;
+let base;
+let dataDir;
+let browser;
+
+function startServer() {
+  dataDir = mkdtempSync(join(tmpdir(), 'parley-web-'));
+  server = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data', dataDir, '--web', 'web',
+    '--fast-password-hashing', '--presence-grace', '500'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  server.stderr.on('data', (d) => { log += d; });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 20000);
+    server.stdout.on('data', (d) => {
+      out += d;
+      const m = /listening on http:\/\/[^:]+:(\d+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(`http://127.0.0.1:${m[1]}`);
+      }
+    });
+    server.on('exit', (code) => reject(new Error(`server exited (${code}):\n${log}`)));
+  });
+}
+
+before(async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  base = await startServer();
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+  });
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (server) {
+    const exited = new Promise((r) => server.once('exit', r));
+    server.kill('SIGTERM');
+    await exited;
+  }
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+// Each run has a fresh server and data directory: plain names will do.
+const unique = (name) => name;
+
+// A browser context with its own storage, failing the test on page errors.
+async function person(viewport = { width: 1100, height: 720 }, prepare = null) {
+  const ctx = await browser.newContext({ viewport });
+  const page = await ctx.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e));
+  if (prepare) await prepare(page);
+  await page.goto(base);
+  return { ctx, page, errors };
+}
+
+async function signUp(page, name) {
+  await page.fill('#auth-username', name);
+  await page.fill('#auth-password', PASSWORD);
+  await page.click('#signup-button');
+  await page.waitForSelector('#app:not([hidden])', { timeout: WAIT });
+  await page.waitForFunction(() => !document.querySelector('#banner') || document.querySelector('#banner').hidden);
+}
+
+async function startChat(page, name) {
+  await page.click('#new-chat-button');
+  await page.fill('#new-chat-username', name);
+  await page.click('#new-chat-form button[type=submit]');
+  await page.waitForSelector('#chat:not([hidden])', { timeout: WAIT });
+}
+
+async function openConv(page, name) {
+  await page.locator('#conv-list button.conv', { hasText: name }).first().click({ timeout: WAIT });
+  await page.waitForSelector('#chat:not([hidden])', { timeout: WAIT });
+}
+
+async function say(page, text) {
+  await page.fill('#composer-input', text);
+  await page.press('#composer-input', 'Enter');
+}
+
+const bodies = (page) => page.$$eval('#messages .msg .body', (els) => els.map((e) => e.textContent));
+
+async function waitBodies(page, expected) {
+  await page.waitForFunction((exp) => {
+    const got = [...document.querySelectorAll('#messages .msg .body')].map((e) => e.textContent);
+    return got.length >= exp.length && exp.every((b) => got.includes(b));
+  }, expected, { timeout: WAIT });
+}
+
+async function register(name) {
+  const r = await fetch(`${base}/api/v1/users`, {
+    method: 'POST', body: JSON.stringify({ username: name, password: PASSWORD }),
+  });
+  assert.equal(r.status, 201);
+  return (await r.json()).user_id;
+}
+
+test('Alice and Bob chat: ticks, typing, escaping, offline and back', async () => {
+  const alice = await person();
+  const bob = await person();
+  const aliceName = unique('alice');
+  const bobName = unique('bob');
+  await signUp(alice.page, aliceName);
+  await signUp(bob.page, bobName);
+  assert.equal(await alice.page.textContent('#me'), aliceName);
+
+  // Record every state Alice's first message's tick goes through.
+  await startChat(alice.page, bobName);
+  assert.equal(await alice.page.textContent('#chat-name'), bobName);
+  await alice.page.evaluate(() => {
+    window.tickStates = [];
+    const note = () => {
+      const t = document.querySelector('#messages .msg.own .tick');
+      if (t && window.tickStates[window.tickStates.length - 1] !== t.dataset.state) window.tickStates.push(t.dataset.state);
+    };
+    new MutationObserver(note).observe(document.querySelector('#messages'), { subtree: true, childList: true, attributes: true });
+  });
+  await say(alice.page, 'Hello Bob!');
+  // ✓ once stored; ✓✓ once Bob's browser has it (his chat is not open).
+  await alice.page.waitForSelector('#messages .msg.own .tick[data-state="delivered"]', { timeout: WAIT });
+  await bob.page.waitForSelector(`#conv-list button.conv:has-text("${aliceName}") .badge`, { timeout: WAIT });
+  assert.equal(await bob.page.textContent('#conv-list .badge'), '1');
+  await alice.page.screenshot({ path: `${SHOTS}/alice-delivered.png` });
+  // Blue once Bob opens the chat.
+  await openConv(bob.page, aliceName);
+  await waitBodies(bob.page, ['Hello Bob!']);
+  await alice.page.waitForSelector('#messages .msg.own .tick[data-state="read"]', { timeout: WAIT });
+  const states = await alice.page.evaluate(() => window.tickStates);
+  assert.deepEqual(states.filter((s) => s !== 'pending'), ['sent', 'delivered', 'read'],
+    `tick states seen: ${states.join(' -> ')}`);
+  assert.equal(await bob.page.$('#conv-list .badge'), null, 'the badge clears once read');
+
+  // Typing: Bob sees it in the chat header, and it ends when Alice sends.
+  await alice.page.fill('#composer-input', '');
+  await alice.page.type('#composer-input', 'How are');
+  await bob.page.waitForFunction(() => document.querySelector('#chat-status').textContent === 'typing…',
+    null, { timeout: WAIT });
+  await alice.page.type('#composer-input', ' you?');
+  await alice.page.press('#composer-input', 'Enter');
+  await waitBodies(bob.page, ['How are you?']);
+  await bob.page.waitForFunction(() => document.querySelector('#chat-status').textContent !== 'typing…',
+    null, { timeout: WAIT });
+
+  // Presence: Alice sees Bob online in her chat header.
+  await alice.page.waitForFunction(() => document.querySelector('#chat-status').textContent === 'online',
+    null, { timeout: WAIT });
+
+  // Shift+Enter is a new line; Enter sends.
+  await bob.page.fill('#composer-input', 'Fine,');
+  await bob.page.press('#composer-input', 'Shift+Enter');
+  await bob.page.type('#composer-input', 'thanks!');
+  await bob.page.press('#composer-input', 'Enter');
+  await waitBodies(alice.page, ['Fine,\nthanks!']);
+
+  // A body is text, never HTML.
+  const evil = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2"><b>bold</b>';
+  await say(alice.page, evil);
+  await waitBodies(bob.page, [evil]);
+  assert.equal(await bob.page.evaluate(() => window.pwned), undefined);
+  assert.equal(await bob.page.$$eval('#messages script, #messages img, #messages b', (e) => e.length), 0);
+  await bob.page.screenshot({ path: `${SHOTS}/bob-chat.png` });
+
+  // Bob's network is cut: the banner says so; Alice's messages wait for him.
+  await bob.ctx.setOffline(true);
+  await bob.page.waitForSelector('#banner:not([hidden])', { timeout: WAIT });
+  assert.match(await bob.page.textContent('#banner'), /Offline — reconnecting/);
+  await say(alice.page, 'one');
+  await say(alice.page, 'two');
+  await say(alice.page, 'three');
+  await alice.page.waitForFunction(() => [...document.querySelectorAll('#messages .msg.own .tick')]
+    .slice(-3).every((t) => t.dataset.state !== 'pending'), null, { timeout: WAIT });
+  await bob.ctx.setOffline(false);
+  await waitBodies(bob.page, ['one', 'two', 'three']);
+  await bob.page.waitForSelector('#banner[hidden]', { state: 'attached', timeout: WAIT });
+  // Bob's chat is open: Alice sees the three read.
+  await alice.page.waitForFunction(() => [...document.querySelectorAll('#messages .msg.own .tick')]
+    .slice(-3).every((t) => t.dataset.state === 'read'), null, { timeout: WAIT });
+
+  // Bob's browser closes; Alice sends three more; Bob comes back in a new
+  // browser with what it had stored, and resumes from there.
+  const saved = await bob.ctx.storageState();
+  await bob.ctx.close();
+  await say(alice.page, 'four');
+  await say(alice.page, 'five');
+  await say(alice.page, 'six');
+  await alice.page.waitForFunction(() => [...document.querySelectorAll('#messages .msg.own .tick')]
+    .slice(-3).every((t) => t.dataset.state === 'sent' || t.dataset.state === 'delivered'), null, { timeout: WAIT });
+  const bob2ctx = await browser.newContext({ storageState: saved, viewport: { width: 1100, height: 720 } });
+  const bob2 = await bob2ctx.newPage();
+  const bob2errors = [];
+  bob2.on('pageerror', (e) => bob2errors.push(e));
+  await bob2.goto(base);
+  await bob2.waitForSelector('#app:not([hidden])', { timeout: WAIT });
+  await bob2.waitForSelector(`#conv-list button.conv:has-text("${aliceName}") .badge`, { timeout: WAIT });
+  assert.equal(await bob2.textContent('#conv-list .badge'), '3');
+  await openConv(bob2, aliceName);
+  await waitBodies(bob2, ['four', 'five', 'six']);
+  const expected = ['Hello Bob!', 'How are you?', 'Fine,\nthanks!', evil, 'one', 'two', 'three', 'four', 'five', 'six'];
+  assert.deepEqual(await bodies(bob2), expected, 'every message once, in order');
+  const seqs = await bob2.$$eval('#messages .msg', (els) => els.map((e) => Number(e.dataset.seq)));
+  assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+  assert.equal(new Set(seqs).size, seqs.length);
+  // Alice's last three turn blue now that Bob has read them.
+  await alice.page.waitForFunction(() => [...document.querySelectorAll('#messages .msg.own .tick')]
+    .slice(-3).every((t) => t.dataset.state === 'read'), null, { timeout: WAIT });
+  await alice.page.screenshot({ path: `${SHOTS}/alice-chat.png` });
+  await bob2.screenshot({ path: `${SHOTS}/bob-back.png` });
+
+  // Phone width: one pane at a time, with a way back to the list.
+  await bob2.setViewportSize({ width: 390, height: 760 });
+  assert.equal(await bob2.isVisible('.sidebar'), false);
+  await bob2.screenshot({ path: `${SHOTS}/bob-phone.png` });
+  await bob2.click('#back-button');
+  assert.equal(await bob2.isVisible('.sidebar'), true);
+
+  assert.deepEqual([...alice.errors, ...bob.errors, ...bob2errors], []);
+  await alice.ctx.close();
+  await bob2ctx.close();
+});
+
+test('a group: read counts, adding and removing members', async () => {
+  const alice = await person();
+  const bob = await person();
+  const aliceName = unique('ana');
+  const bobName = unique('ben');
+  const carolName = unique('cleo');
+  const daveName = unique('dan');
+  await signUp(alice.page, aliceName);
+  await signUp(bob.page, bobName);
+  await register(carolName);
+  await register(daveName);
+
+  await alice.page.click('#new-group-button');
+  await alice.page.fill('#new-group-name', 'Weekend trip');
+  await alice.page.fill('#new-group-members', `${bobName}, ${carolName}`);
+  await alice.page.click('#new-group-form button[type=submit]');
+  await alice.page.waitForSelector('#chat:not([hidden])', { timeout: WAIT });
+  assert.equal(await alice.page.textContent('#chat-name'), 'Weekend trip');
+  assert.equal(await alice.page.textContent('#chat-status'), '3 members');
+
+  await say(alice.page, 'Who is in?');
+  await bob.page.waitForSelector('#conv-list button.conv:has-text("Weekend trip")', { timeout: WAIT });
+  await openConv(bob.page, 'Weekend trip');
+  await waitBodies(bob.page, ['Who is in?']);
+  assert.equal(await bob.page.textContent('#messages .msg .from'), aliceName);
+  // Alice's counts: Bob has read it, Carol has not.
+  await alice.page.waitForFunction(() => /1\/2 read/.test(document.querySelector('#messages .msg.own .counts')?.textContent || ''),
+    null, { timeout: WAIT });
+
+  await alice.page.click('#info-button');
+  await alice.page.waitForSelector('#info-dialog[open]');
+  await alice.page.waitForFunction(() => /read by 1 of 2/.test(document.querySelector('#info-receipts').textContent),
+    null, { timeout: WAIT });
+  assert.equal(await alice.page.$$eval('#info-members li', (l) => l.length), 3);
+  await alice.page.fill('#add-member-username', daveName);
+  await alice.page.click('#add-member-form button[type=submit]');
+  await alice.page.waitForFunction(() => document.querySelectorAll('#info-members li').length === 4, null, { timeout: WAIT });
+  await alice.page.click(`#info-members button[aria-label="Remove ${carolName}"]`);
+  await alice.page.waitForFunction(() => document.querySelectorAll('#info-members li').length === 3, null, { timeout: WAIT });
+  await alice.page.screenshot({ path: `${SHOTS}/alice-group-info.png` });
+  await alice.page.click('#info-dialog .cancel');
+  // Bob sees the membership change in his header.
+  await bob.page.waitForFunction(() => document.querySelector('#chat-status').textContent === '3 members', null, { timeout: WAIT });
+
+  // Bob leaves: the group goes from his list.
+  await bob.page.click('#info-button');
+  await bob.page.click('#leave-button');
+  await bob.page.waitForFunction(() => !document.querySelector('#conv-list').textContent.includes('Weekend trip'),
+    null, { timeout: WAIT });
+
+  assert.deepEqual([...alice.errors, ...bob.errors], []);
+  await alice.ctx.close();
+  await bob.ctx.close();
+});
+
+test('refusals are shown; a send whose ack is lost offers a retry with the same cmid', async () => {
+  // The server's acks can be withheld from this page, as a lossy network would.
+  let dropAcks = false;
+  const p = await person(undefined, (page) => page.routeWebSocket(/\/chat\/v1\/ws/, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((m) => server.send(m));
+    server.onMessage((m) => {
+      if (dropAcks && typeof m === 'string' && m.includes('"type":"ack"')) return;
+      ws.send(m);
+    });
+  }));
+  const name = unique('carl');
+  const friend = unique('dora');
+  await register(friend);
+  await p.page.fill('#auth-username', 'A!');
+  await p.page.fill('#auth-password', PASSWORD);
+  await p.page.click('#signup-button');
+  assert.match(await p.page.textContent('#auth-error'), /3 to 32 characters/);
+  await p.page.fill('#auth-username', name);
+  await p.page.fill('#auth-password', 'wrong password');
+  await p.page.click('#login-button');
+  await p.page.waitForFunction(() => /Wrong username or password/.test(document.querySelector('#auth-error').textContent),
+    null, { timeout: WAIT });
+  await signUp(p.page, name);
+  // Starting a chat with nobody says so.
+  await p.page.click('#new-chat-button');
+  await p.page.fill('#new-chat-username', 'nobody-by-this-name');
+  await p.page.click('#new-chat-form button[type=submit]');
+  await p.page.waitForFunction(() => /no user called/.test(document.querySelector('#new-chat-error').textContent),
+    null, { timeout: WAIT });
+  await p.page.click('#new-chat-dialog .cancel');
+
+  // The ack never comes: a clock, then a retry; the retry is stored once.
+  await startChat(p.page, friend);
+  dropAcks = true;
+  await say(p.page, 'are you there?');
+  await p.page.waitForSelector('#messages .msg.own .tick[data-state="pending"]', { timeout: WAIT });
+  const cmid = await p.page.getAttribute('#messages .msg.own', 'data-cmid');
+  await p.page.waitForSelector('#messages .msg.own .retry', { timeout: 15000 });
+  assert.equal(await p.page.getAttribute('#messages .msg.own .tick', 'data-state'), 'failed');
+  dropAcks = false;
+  await p.page.click('#messages .msg.own .retry');
+  await p.page.waitForSelector('#messages .msg.own .tick[data-state="sent"]', { timeout: WAIT });
+  assert.equal(await p.page.getAttribute('#messages .msg.own', 'data-cmid'), cmid);
+  const token = await p.page.evaluate(() => JSON.parse(localStorage.getItem('parley.session')).token);
+  const auth = { headers: { Authorization: `Bearer ${token}` } };
+  const list = await (await fetch(`${base}/api/v1/conversations`, auth)).json();
+  const conv = list.conversations[0].conversation_id;
+  const hist = await (await fetch(`${base}/api/v1/conversations/${conv}/messages`, auth)).json();
+  assert.deepEqual(hist.messages.map((m) => [m.body, m.cmid]), [['are you there?', cmid]]);
+
+  // Logging out returns to the sign-in screen, and the token stops working.
+  await p.page.click('#logout-button');
+  await p.page.waitForSelector('#auth:not([hidden])', { timeout: WAIT });
+  const r = await fetch(`${base}/api/v1/conversations`, auth);
+  assert.equal(r.status, 401);
+  assert.deepEqual(p.errors, []);
+  await p.ctx.close();
+});

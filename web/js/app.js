@@ -1,0 +1,992 @@
+// app.js - the Parley web client: screens, state, and the protocol's rules
+// as a client keeps them (docs/protocol.md).
+//
+// Everything a user or another user wrote reaches the page through
+// textContent or an attribute, never as HTML.
+
+import * as api from './api.js';
+import { Live } from './socket.js';
+import * as store from './store.js';
+
+const $ = (id) => document.getElementById(id);
+
+const ACK_TIMEOUT_MS = 10000;   // a send not acked by then shows a retry
+const RECEIPT_FLUSH_MS = 1000;  // receipts go out at most once a second
+const TYPING_EVERY_MS = 2000;   // "typing on" repeats no more often than this
+const TYPING_IDLE_MS = 4000;    // ... and stops after this without a key
+const TYPING_SHOWN_MS = 7000;   // a peer's typing fades if its "off" is lost
+const PAGE = 50;
+
+const S = {
+  me: null,                 // { token, user_id, username, device_id }
+  convs: new Map(),         // conv id -> conversation (see addConv)
+  names: new Map(),         // user id -> username
+  presence: new Map(),      // user id -> { state, last_seen }
+  open: null,               // the conversation on screen
+  live: null,
+  seqs: {},                 // conv id -> highest seq held with no gap below
+  outbox: [],               // sends not yet acked: { cmid, conv, body, at, state, error }
+  pendingDelivered: new Map(),
+  pendingRead: new Map(),
+  receiptTimer: null,
+  typingSentAt: 0,
+  typingConv: null,
+  typingStopTimer: null,
+  loadingOlder: false,
+  lastGapResume: 0,
+};
+
+// ---- conversations -------------------------------------------------------
+
+function addConv(e) {
+  let c = S.convs.get(e.conversation_id);
+  if (!c) {
+    c = {
+      id: e.conversation_id, msgs: new Map(), loaded: false, has_more: true,
+      peerDelivered: 0, peerRead: 0, counts: new Map(), typing: new Map(),
+      last_seq: 0, read_seq: 0, unread: 0, last_message: null, activity: 0,
+    };
+    S.convs.set(c.id, c);
+  }
+  c.kind = e.kind;
+  c.title = e.title;
+  c.members = e.members || [];
+  c.admins = e.admins || [];
+  if (e.last_seq !== undefined && e.last_seq >= c.last_seq) {
+    c.last_seq = e.last_seq;
+    c.last_message = e.last_message || c.last_message;
+    c.read_seq = e.read_seq || 0;
+    c.unread = e.unread || 0;
+  }
+  if (c.last_message) c.activity = Math.max(c.activity, c.last_message.ts);
+  // A device new to this conversation starts at its head: what came
+  // before is history, loaded when the chat is opened.
+  if (S.seqs[c.id] === undefined) S.seqs[c.id] = c.last_seq;
+  return c;
+}
+
+function peerOf(c) {
+  return c.kind === 'direct' ? c.members.find((m) => m !== S.me.user_id) : undefined;
+}
+
+function nameOf(id) {
+  return id === S.me.user_id ? 'You' : S.names.get(id) || `user ${id}`;
+}
+
+function convName(c) {
+  if (c.kind === 'group') return c.title || 'Group';
+  const p = peerOf(c);
+  return p ? nameOf(p) : 'Just you';
+}
+
+async function learnNames(ids) {
+  const missing = [...new Set(ids)].filter((id) => !S.names.has(id));
+  if (!missing.length) return;
+  try {
+    for (const u of await api.usersById(missing)) S.names.set(u.user_id, u.username);
+  } catch (e) {
+    // Names stay "user N" until the next try; nothing else depends on them.
+  }
+}
+
+async function fetchConv(id) {
+  const e = await api.conversation(id);
+  const c = addConv(e);
+  await learnNames(c.members);
+  return c;
+}
+
+function dropConv(id) {
+  S.convs.delete(id);
+  delete S.seqs[id];
+  store.flushSeqs(S.me.user_id, S.seqs);
+  if (S.open === id) closeChat();
+}
+
+// ---- the real-time connection -------------------------------------------
+
+function startLive() {
+  S.live = new Live(() => S.me.token, {
+    frame: onFrame,
+    up: onUp,
+    down: onDown,
+    refused: () => signedOut('This device was logged out.'),
+  });
+  S.live.start();
+}
+
+function onUp() {
+  banner(null);
+  resume();
+  watchPeers();
+  if (document.visibilityState !== 'visible') S.live.send({ type: 'presence', state: 'away' });
+  for (const o of S.outbox) if (o.state === 'pending') transmit(o);
+}
+
+async function onDown(attempt, delay, failedBeforeReady) {
+  banner(`Offline — reconnecting${delay > 1500 ? ` in ${Math.round(delay / 1000)} s` : ''}…`);
+  // Refused again and again before "ready": perhaps the token is gone.
+  if (failedBeforeReady >= 2) {
+    try {
+      await api.conversations();
+    } catch (e) {
+      if (e.status === 401) signedOut('Your session has ended. Please log in again.');
+    }
+  }
+}
+
+function resume() {
+  const convs = {};
+  for (const c of S.convs.values()) convs[c.id] = S.seqs[c.id] || 0;
+  S.live.send({ type: 'resume', convs });
+}
+
+function watchPeers() {
+  const users = [];
+  for (const c of S.convs.values()) {
+    const p = peerOf(c);
+    if (p && !users.includes(p)) users.push(p);
+  }
+  S.live.send({ type: 'watch', users: users.slice(0, 500) });
+}
+
+function onFrame(f) {
+  switch (f.type) {
+    case 'msg': onMsg(f); break;
+    case 'ack': onAck(f); break;
+    case 'resumed': onResumed(f); break;
+    case 'receipt': onReceipt(f); break;
+    case 'receipts': onReceipts(f); break;
+    case 'typing': onTyping(f); break;
+    case 'presence': onPresence(f); break;
+    case 'members': onMembers(f); break;
+    case 'error': onError(f); break;
+    default: break;
+  }
+}
+
+// The cursor moves over seqs held without a gap; a gap asks the server
+// for what is missing (the whole cursor map: only the latest waiting
+// resume is kept by the server).
+function advance(c, seq) {
+  let h = S.seqs[c.id] || 0;
+  if (seq <= h) return;
+  if (seq === h + 1) {
+    h = seq;
+    while (c.msgs.has(h + 1)) h++;
+    S.seqs[c.id] = h;
+    store.saveSeqs(S.me.user_id, S.seqs);
+    return;
+  }
+  const now = Date.now();
+  if (now - S.lastGapResume > 2000) {
+    S.lastGapResume = now;
+    resume();
+  }
+}
+
+async function onMsg(m) {
+  let c = S.convs.get(m.conv);
+  if (!c) {
+    try {
+      c = await fetchConv(m.conv);
+    } catch (e) {
+      return;
+    }
+    watchPeers();
+  }
+  if (c.msgs.has(m.seq)) return; // a replay of what we hold
+  const isNew = m.seq > c.last_seq;
+  c.msgs.set(m.seq, m);
+  advance(c, m.seq);
+  if (isNew) {
+    c.last_seq = m.seq;
+    c.last_message = m;
+    c.activity = Math.max(c.activity, m.ts);
+  }
+  if (m.from !== S.me.user_id) {
+    c.typing.delete(m.from);
+    queueReceipt(S.pendingDelivered, c.id, m.seq);
+    if (isNew && !chatVisible(c)) c.unread++;
+  }
+  if (chatVisible(c)) markRead(c);
+  renderList();
+  if (S.open === c.id) renderChat();
+}
+
+function onAck(a) {
+  const i = S.outbox.findIndex((o) => o.cmid === a.cmid && o.conv === a.conv);
+  const c = S.convs.get(a.conv);
+  if (i < 0 || !c) return;
+  const o = S.outbox[i];
+  clearTimeout(o.timer);
+  S.outbox.splice(i, 1);
+  store.saveOutbox(S.me.user_id, S.outbox);
+  const m = { conv: a.conv, id: a.id, seq: a.seq, from: S.me.user_id, cmid: a.cmid, body: o.body, ts: a.ts };
+  c.msgs.set(m.seq, m);
+  advance(c, m.seq);
+  if (m.seq > c.last_seq) {
+    c.last_seq = m.seq;
+    c.last_message = m;
+  }
+  c.activity = Math.max(c.activity, m.ts);
+  renderList();
+  if (S.open === c.id) renderChat();
+}
+
+async function onResumed(f) {
+  const heads = f.heads || {};
+  let learned = false;
+  for (const [id, head] of Object.entries(heads)) {
+    const conv = Number(id);
+    const c = S.convs.get(conv);
+    if (!c) {
+      try {
+        await fetchConv(conv);
+        learned = true;
+      } catch (e) {
+        // left or removed meanwhile
+      }
+    } else if (head > c.last_seq) {
+      // More than the replay's 1,000: the rest comes from history.
+      c.last_seq = head;
+    }
+  }
+  for (const c of [...S.convs.values()])
+    if (heads[c.id] === undefined) dropConv(c.id);
+  if (learned) watchPeers();
+  renderList();
+  if (S.open) renderChat();
+}
+
+function onReceipt(r) {
+  const c = S.convs.get(r.conv);
+  if (!c) return;
+  if (r.user === S.me.user_id) {
+    // One of our other devices: a read there clears the badge here.
+    if (r.state === 'read' && r.seq > c.read_seq) {
+      c.read_seq = r.seq;
+      if (r.seq >= c.last_seq) c.unread = 0;
+      renderList();
+    }
+    return;
+  }
+  c.peerDelivered = Math.max(c.peerDelivered, r.seq);
+  if (r.state === 'read') c.peerRead = Math.max(c.peerRead, r.seq);
+  if (S.open === c.id) renderChat();
+}
+
+function onReceipts(f) {
+  const c = S.convs.get(f.conv);
+  if (!c) return;
+  for (const k of f.counts || []) c.counts.set(k.seq, { delivered: k.delivered, read: k.read });
+  if (S.open === c.id) renderChat();
+}
+
+function onTyping(t) {
+  const c = S.convs.get(t.conv);
+  if (!c || t.user === S.me.user_id) return;
+  clearTimeout(c.typing.get(t.user));
+  if (t.on) {
+    c.typing.set(t.user, setTimeout(() => {
+      c.typing.delete(t.user);
+      renderList();
+      if (S.open === c.id) renderHead();
+    }, TYPING_SHOWN_MS));
+  } else {
+    c.typing.delete(t.user);
+  }
+  renderList();
+  if (S.open === c.id) renderHead();
+}
+
+function onPresence(p) {
+  S.presence.set(p.user, { state: p.state, last_seen: p.last_seen });
+  renderList();
+  if (S.open) renderHead();
+}
+
+async function onMembers(f) {
+  if ((f.event === 'removed' || f.event === 'left') && f.user === S.me.user_id) {
+    dropConv(f.conv);
+    renderList();
+    return;
+  }
+  try {
+    await fetchConv(f.conv);
+  } catch (e) {
+    return;
+  }
+  renderList();
+  if (S.open === f.conv) renderChat();
+  if ($('info-dialog').open && S.open === f.conv) renderInfo();
+}
+
+function onError(e) {
+  if (e.ref !== undefined) {
+    const o = S.outbox.find((x) => x.cmid === e.ref);
+    if (!o) return;
+    clearTimeout(o.timer);
+    if (e.code === 'rate_limited' || e.code === 'unavailable') {
+      // Same cmid later: stored once whatever happens.
+      o.timer = setTimeout(() => transmit(o), e.retry_after_ms || 1000);
+      return;
+    }
+    o.state = 'failed';
+    o.error = e.message;
+    store.saveOutbox(S.me.user_id, S.outbox);
+    if (S.open === o.conv) renderChat();
+    return;
+  }
+  if (e.code === 'forbidden' && e.conv !== undefined) {
+    dropConv(e.conv);
+    renderList();
+  }
+}
+
+// ---- sending -------------------------------------------------------------
+
+function newCmid() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+function send(c, body) {
+  const o = { cmid: newCmid(), conv: c.id, body, at: Date.now(), state: 'pending' };
+  S.outbox.push(o);
+  store.saveOutbox(S.me.user_id, S.outbox);
+  transmit(o);
+  c.activity = Math.max(c.activity, o.at);
+  renderList();
+  renderChat(true);
+}
+
+function transmit(o) {
+  clearTimeout(o.timer);
+  o.state = 'pending';
+  if (!S.live.send({ type: 'send', conv: o.conv, cmid: o.cmid, body: o.body })) return; // sent on reconnect
+  o.timer = setTimeout(() => {
+    o.state = 'failed';
+    o.error = 'Not delivered to the server yet';
+    store.saveOutbox(S.me.user_id, S.outbox);
+    if (S.open === o.conv) renderChat();
+  }, ACK_TIMEOUT_MS);
+}
+
+function retry(cmid) {
+  const o = S.outbox.find((x) => x.cmid === cmid);
+  if (!o) return;
+  transmit(o);
+  store.saveOutbox(S.me.user_id, S.outbox);
+  renderChat();
+}
+
+// ---- receipts ------------------------------------------------------------
+
+function chatVisible(c) {
+  return S.open === c.id && document.visibilityState === 'visible';
+}
+
+function queueReceipt(map, conv, seq) {
+  if ((map.get(conv) || 0) < seq) map.set(conv, seq);
+  if (!S.receiptTimer) S.receiptTimer = setTimeout(flushReceipts, RECEIPT_FLUSH_MS);
+}
+
+function flushReceipts() {
+  S.receiptTimer = null;
+  if (!S.live || !S.live.ready) {
+    if (S.pendingRead.size || S.pendingDelivered.size)
+      S.receiptTimer = setTimeout(flushReceipts, RECEIPT_FLUSH_MS);
+    return;
+  }
+  for (const [conv, seq] of S.pendingRead) {
+    S.live.send({ type: 'receipt', conv, state: 'read', seq });
+    if ((S.pendingDelivered.get(conv) || 0) <= seq) S.pendingDelivered.delete(conv); // read implies delivered
+  }
+  for (const [conv, seq] of S.pendingDelivered) S.live.send({ type: 'receipt', conv, state: 'delivered', seq });
+  S.pendingRead.clear();
+  S.pendingDelivered.clear();
+}
+
+// Marks everything in an on-screen conversation read.
+function markRead(c) {
+  if (!chatVisible(c) || c.last_seq <= c.read_seq) return;
+  c.read_seq = c.last_seq;
+  c.unread = 0;
+  queueReceipt(S.pendingRead, c.id, c.last_seq);
+}
+
+// ---- typing --------------------------------------------------------------
+
+function typingInput() {
+  const c = S.convs.get(S.open);
+  if (!c) return;
+  const text = $('composer-input').value;
+  clearTimeout(S.typingStopTimer);
+  if (!text) {
+    typingStop();
+    return;
+  }
+  const now = Date.now();
+  if (S.typingConv !== c.id || now - S.typingSentAt >= TYPING_EVERY_MS) {
+    if (S.typingConv && S.typingConv !== c.id) typingStop();
+    if (S.live.send({ type: 'typing', conv: c.id, on: true })) {
+      S.typingSentAt = now;
+      S.typingConv = c.id;
+    }
+  }
+  S.typingStopTimer = setTimeout(typingStop, TYPING_IDLE_MS);
+}
+
+function typingStop() {
+  clearTimeout(S.typingStopTimer);
+  if (S.typingConv) S.live.send({ type: 'typing', conv: S.typingConv, on: false });
+  S.typingConv = null;
+  S.typingSentAt = 0;
+}
+
+// ---- rendering -----------------------------------------------------------
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function clock(ts) {
+  const d = new Date(ts);
+  const now = new Date();
+  if (d.toDateString() === now.toDateString()) return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  return d.toLocaleDateString([], { day: 'numeric', month: 'short' });
+}
+
+function typingText(c) {
+  const who = [...c.typing.keys()];
+  if (!who.length) return '';
+  if (c.kind === 'direct') return 'typing…';
+  return who.length === 1 ? `${nameOf(who[0])} is typing…` : `${who.length} people are typing…`;
+}
+
+function presenceText(p) {
+  if (!p) return '';
+  if (p.state === 'online') return 'online';
+  if (p.state === 'away') return 'away';
+  if (!p.last_seen) return 'offline';
+  return `last seen ${clock(p.last_seen)}`;
+}
+
+function renderList() {
+  const list = $('conv-list');
+  const convs = [...S.convs.values()].sort((a, b) => b.activity - a.activity || b.id - a.id);
+  $('conv-empty').hidden = convs.length > 0;
+  list.replaceChildren(...convs.map((c) => {
+    const li = el('li');
+    const b = el('button', 'conv');
+    b.type = 'button';
+    b.dataset.conv = c.id;
+    if (S.open === c.id) b.setAttribute('aria-current', 'true');
+    const dot = el('span', 'dot');
+    const peer = peerOf(c);
+    if (c.kind === 'group') dot.classList.add('group');
+    const p = peer && S.presence.get(peer);
+    if (p && p.state !== 'offline') dot.classList.add(p.state);
+    dot.setAttribute('aria-hidden', 'true');
+    const name = el('span', 'name', convName(c));
+    const time = el('span', 'time', c.last_message ? clock(c.last_message.ts) : '');
+    const typing = typingText(c);
+    let previewText = typing;
+    if (!typing && c.last_message) {
+      const lm = c.last_message;
+      const who = lm.from === S.me.user_id ? 'You: ' : c.kind === 'group' ? `${nameOf(lm.from)}: ` : '';
+      previewText = who + lm.body.split('\n')[0];
+    }
+    const preview = el('span', typing ? 'preview typing' : 'preview', previewText);
+    b.append(dot, name, time, preview);
+    let label = convName(c);
+    if (p) label += `, ${presenceText(p)}`;
+    if (c.unread > 0) {
+      b.append(el('span', 'badge', String(c.unread)));
+      label += `, ${c.unread} unread`;
+    }
+    b.setAttribute('aria-label', label);
+    b.addEventListener('click', () => openChat(c.id));
+    li.append(b);
+    return li;
+  }));
+}
+
+function renderHead() {
+  const c = S.convs.get(S.open);
+  if (!c) return;
+  $('chat-name').textContent = convName(c);
+  let status = typingText(c);
+  if (!status) {
+    if (c.kind === 'group') status = `${c.members.length} members`;
+    else status = presenceText(S.presence.get(peerOf(c)));
+  }
+  $('chat-status').textContent = status;
+  $('info-button').hidden = c.kind !== 'group';
+}
+
+// The state of one of our own stored messages.
+function tickOf(c, m) {
+  if (c.kind === 'direct') {
+    if (m.seq <= c.peerRead) return ['read', '✓✓', 'Read'];
+    if (m.seq <= c.peerDelivered) return ['delivered', '✓✓', 'Delivered'];
+    return ['sent', '✓', 'Sent'];
+  }
+  const k = c.counts.get(m.seq);
+  const others = Math.max(1, c.members.length - 1);
+  if (k && k.read >= others) return ['read', '✓✓', 'Read by everyone'];
+  if (k && k.delivered !== null && k.delivered >= others) return ['delivered', '✓✓', 'Delivered to everyone'];
+  return ['sent', '✓', 'Sent'];
+}
+
+function messageEl(c, m, pending) {
+  const own = pending || m.from === S.me.user_id;
+  const div = el('div', own ? 'msg own' : 'msg');
+  if (m.seq) div.dataset.seq = m.seq;
+  if (m.cmid) div.dataset.cmid = m.cmid;
+  if (c.kind === 'group' && !own) div.append(el('div', 'from', nameOf(m.from)));
+  div.append(el('div', 'body', m.body));
+  const meta = el('div', 'meta');
+  meta.append(el('span', 'time', clock(pending ? m.at : m.ts)));
+  if (own) {
+    let state;
+    let mark;
+    let label;
+    if (pending) {
+      [state, mark, label] = m.state === 'failed' ? ['failed', '!', `Not sent: ${m.error || 'failed'}`]
+        : ['pending', '🕓', 'Sending'];
+    } else {
+      [state, mark, label] = tickOf(c, m);
+      const k = c.kind === 'group' && c.counts.get(m.seq);
+      if (k) {
+        const others = Math.max(1, c.members.length - 1);
+        const counts = el('span', 'counts', k.delivered === null ? `read ${k.read}/${others}`
+          : `${k.delivered}/${others} delivered, ${k.read}/${others} read`);
+        meta.append(counts);
+      }
+    }
+    const tick = el('span', 'tick', mark);
+    tick.dataset.state = state;
+    tick.setAttribute('role', 'img');
+    tick.setAttribute('aria-label', label);
+    tick.title = label;
+    meta.append(tick);
+    if (pending && m.state === 'failed') {
+      const b = el('button', 'retry', 'Retry');
+      b.type = 'button';
+      b.addEventListener('click', () => retry(m.cmid));
+      meta.append(b);
+    }
+  }
+  div.append(meta);
+  return div;
+}
+
+function renderChat(stick) {
+  const c = S.convs.get(S.open);
+  if (!c) return;
+  renderHead();
+  const box = $('messages');
+  const atBottom = stick || box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  const items = [];
+  if (c.loaded && c.has_more) items.push(el('div', 'older', S.loadingOlder ? 'Loading…' : 'Scroll up for older messages'));
+  const seqs = [...c.msgs.keys()].sort((a, b) => a - b);
+  for (const s of seqs) items.push(messageEl(c, c.msgs.get(s), false));
+  for (const o of S.outbox) if (o.conv === c.id) items.push(messageEl(c, o, true));
+  box.replaceChildren(...items);
+  if (atBottom) box.scrollTop = box.scrollHeight;
+}
+
+function banner(text) {
+  const b = $('banner');
+  b.hidden = !text;
+  b.textContent = text || '';
+}
+
+// ---- opening a chat, history ---------------------------------------------
+
+async function openChat(id) {
+  const c = S.convs.get(id);
+  if (!c) return;
+  if (S.typingConv && S.typingConv !== id) typingStop();
+  S.open = id;
+  $('app').classList.add('chat-open');
+  $('chat').hidden = false;
+  $('no-chat').hidden = true;
+  $('composer-input').value = '';
+  renderList();
+  renderChat(true);
+  $('composer-input').focus();
+  if (!c.loaded) {
+    try {
+      const page = await api.history(c.id, 0, PAGE);
+      for (const m of page.messages) if (!c.msgs.has(m.seq)) c.msgs.set(m.seq, m);
+      c.has_more = page.has_more;
+      c.loaded = true;
+      await learnNames(page.messages.map((m) => m.from));
+      await loadTicks(c);
+    } catch (e) {
+      banner(`Could not load this chat: ${e.message}`);
+    }
+    if (S.open === id) renderChat(true);
+  }
+  markRead(c);
+  renderList();
+}
+
+// After a reload: where the others stand on our newest message.
+async function loadTicks(c) {
+  const mine = [...c.msgs.values()].filter((m) => m.from === S.me.user_id).sort((a, b) => b.seq - a.seq)[0];
+  if (!mine) return;
+  try {
+    const r = await api.receipts(c.id, mine.seq);
+    const list = r.receipts;
+    if (!Array.isArray(list)) {
+      c.counts.set(mine.seq, { delivered: r.delivered ?? null, read: r.read || 0 });
+      return;
+    }
+    if (c.kind === 'direct') {
+      const p = list[0];
+      if (p && p.delivered_at) c.peerDelivered = Math.max(c.peerDelivered, mine.seq);
+      if (p && p.read_at) c.peerRead = Math.max(c.peerRead, mine.seq);
+    } else {
+      c.counts.set(mine.seq, {
+        delivered: list.filter((x) => x.delivered_at).length,
+        read: list.filter((x) => x.read_at).length,
+      });
+    }
+  } catch (e) {
+    // Ticks then show "sent" until the next receipt arrives.
+  }
+}
+
+async function loadOlder() {
+  const c = S.convs.get(S.open);
+  if (!c || !c.loaded || !c.has_more || S.loadingOlder) return;
+  const oldest = Math.min(...c.msgs.keys());
+  if (!Number.isFinite(oldest) || oldest <= 1) {
+    c.has_more = false;
+    renderChat();
+    return;
+  }
+  S.loadingOlder = true;
+  const box = $('messages');
+  const fromBottom = box.scrollHeight - box.scrollTop;
+  try {
+    const page = await api.history(c.id, oldest, PAGE);
+    for (const m of page.messages) if (!c.msgs.has(m.seq)) c.msgs.set(m.seq, m);
+    c.has_more = page.has_more;
+    await learnNames(page.messages.map((m) => m.from));
+  } catch (e) {
+    banner(`Could not load older messages: ${e.message}`);
+  }
+  S.loadingOlder = false;
+  if (S.open !== c.id) return;
+  renderChat();
+  box.scrollTop = box.scrollHeight - fromBottom; // keep the reader's place
+}
+
+function closeChat() {
+  if (S.typingConv) typingStop();
+  S.open = null;
+  $('app').classList.remove('chat-open');
+  $('chat').hidden = true;
+  $('no-chat').hidden = false;
+  renderList();
+}
+
+// ---- dialogs -------------------------------------------------------------
+
+function dialogErrors(dialog, errEl, fn) {
+  return async (ev) => {
+    ev.preventDefault();
+    errEl.textContent = '';
+    try {
+      await fn();
+      dialog.close();
+    } catch (e) {
+      errEl.textContent = e.message;
+    }
+  };
+}
+
+async function userIdByName(name) {
+  const n = name.trim().toLowerCase();
+  if (!n) throw new Error('Enter a username.');
+  try {
+    const u = await api.findUser(n);
+    S.names.set(u.user_id, u.username);
+    return u.user_id;
+  } catch (e) {
+    if (e.status === 404) throw new Error(`There is no user called “${n}”.`);
+    throw e;
+  }
+}
+
+async function newChat() {
+  const id = await userIdByName($('new-chat-username').value);
+  if (id === S.me.user_id) throw new Error('That is you. Pick someone else.');
+  const c = addConv(await api.openConversation([id]));
+  c.activity = Math.max(c.activity, Date.now());
+  watchPeers();
+  openChat(c.id);
+}
+
+async function newGroup() {
+  const title = $('new-group-name').value.trim();
+  if (!title) throw new Error('Give the group a name.');
+  const names = $('new-group-members').value.split(',').map((s) => s.trim()).filter(Boolean);
+  if (names.length < 2) throw new Error('A group needs at least two other members.');
+  const ids = [];
+  for (const n of names) ids.push(await userIdByName(n));
+  const c = addConv(await api.openConversation(ids, title));
+  c.activity = Math.max(c.activity, Date.now());
+  await learnNames(c.members);
+  openChat(c.id);
+}
+
+async function renderInfo() {
+  const c = S.convs.get(S.open);
+  if (!c) return;
+  const admin = c.admins.includes(S.me.user_id);
+  $('info-title').textContent = c.title || 'Group info';
+  $('add-member-form').hidden = !admin;
+  $('info-members').replaceChildren(...c.members.map((id) => {
+    const li = el('li');
+    const who = el('span', '', nameOf(id));
+    li.append(who);
+    if (c.admins.includes(id)) li.append(el('span', 'admin', 'admin'));
+    if (admin && id !== S.me.user_id) {
+      const b = el('button', '', 'Remove');
+      b.type = 'button';
+      b.setAttribute('aria-label', `Remove ${nameOf(id)}`);
+      b.addEventListener('click', async () => {
+        try {
+          await api.removeMember(c.id, id);
+          await fetchConv(c.id);
+          renderInfo();
+        } catch (e) {
+          $('info-error').textContent = e.message;
+        }
+      });
+      li.append(b);
+    }
+    return li;
+  }));
+  // Read counts for our newest message: who has it, who has read it.
+  const mine = [...c.msgs.values()].filter((m) => m.from === S.me.user_id).sort((a, b) => b.seq - a.seq)[0];
+  const out = $('info-receipts');
+  if (!mine) {
+    out.replaceChildren(el('li', 'muted', 'You have not sent anything here yet.'));
+    return;
+  }
+  try {
+    const r = await api.receipts(c.id, mine.seq);
+    if (!Array.isArray(r.receipts)) {
+      out.replaceChildren(el('li', '', `Read by ${r.read}`));
+      return;
+    }
+    const read = r.receipts.filter((x) => x.read_at).length;
+    const items = [el('li', '', `“${mine.body.slice(0, 40)}”: read by ${read} of ${r.receipts.length}`)];
+    for (const x of r.receipts) {
+      const li = el('li');
+      li.append(el('span', '', nameOf(x.user_id)),
+        el('span', 'muted', x.read_at ? `read ${clock(x.read_at)}` : x.delivered_at ? `delivered ${clock(x.delivered_at)}` : 'not yet'));
+      items.push(li);
+    }
+    out.replaceChildren(...items);
+  } catch (e) {
+    out.replaceChildren(el('li', 'error', e.message));
+  }
+}
+
+// ---- sign in and out -------------------------------------------------------
+
+async function authSubmit(signup) {
+  const username = $('auth-username').value.trim().toLowerCase();
+  const password = $('auth-password').value;
+  $('auth-error').textContent = '';
+  if (!/^[a-z0-9_.-]{3,32}$/.test(username)) {
+    $('auth-error').textContent = 'Usernames are 3 to 32 characters: a–z, 0–9, “_”, “.” and “-”.';
+    return;
+  }
+  if (password.length < 8) {
+    $('auth-error').textContent = 'Passwords have at least 8 characters.';
+    return;
+  }
+  try {
+    if (signup) await api.register(username, password);
+    const s = await api.login(username, password);
+    S.me = { token: s.token, user_id: s.user_id, device_id: s.device_id, username };
+    store.saveSession(S.me);
+    $('auth-password').value = '';
+    await startApp();
+  } catch (e) {
+    $('auth-error').textContent = e.status === 409 ? 'That username is taken. Try another, or log in.'
+      : e.status === 401 ? 'Wrong username or password.' : e.message;
+  }
+}
+
+function signedOut(message) {
+  if (S.live) S.live.stop();
+  if (S.me) store.clearSession(S.me.user_id);
+  S.me = null;
+  S.live = null;
+  S.convs.clear();
+  S.outbox = [];
+  S.open = null;
+  api.setToken(null);
+  banner(null);
+  $('app').hidden = true;
+  $('auth').hidden = false;
+  $('auth-error').textContent = message || '';
+  $('auth-username').focus();
+}
+
+async function startApp() {
+  api.setToken(S.me.token);
+  S.seqs = store.loadSeqs(S.me.user_id);
+  S.outbox = store.loadOutbox(S.me.user_id).map((o) => ({ ...o, state: 'pending' }));
+  let list;
+  try {
+    list = await api.conversations();
+  } catch (e) {
+    if (e.status === 401) {
+      signedOut('Your session has ended. Please log in again.');
+      return;
+    }
+    // The server is unreachable: show what we have and keep trying.
+    list = { conversations: [] };
+    banner('Offline — reconnecting…');
+  }
+  for (const e of list.conversations) addConv(e);
+  store.flushSeqs(S.me.user_id, S.seqs);
+  await learnNames([...S.convs.values()].flatMap((c) => c.members));
+  $('auth').hidden = true;
+  $('app').hidden = false;
+  $('me').textContent = S.me.username;
+  closeChat();
+  renderList();
+  startLive();
+}
+
+// ---- wiring ----------------------------------------------------------------
+
+function wire() {
+  $('auth-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    authSubmit(false);
+  });
+  $('signup-button').addEventListener('click', () => authSubmit(true));
+  $('logout-button').addEventListener('click', async () => {
+    try {
+      await api.logout();
+    } catch (e) {
+      // Logged out here whatever the server says.
+    }
+    signedOut('');
+  });
+  $('back-button').addEventListener('click', closeChat);
+  $('composer').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const input = $('composer-input');
+    const body = input.value;
+    const c = S.convs.get(S.open);
+    if (!c || !body.trim()) return;
+    if (new TextEncoder().encode(body).length > 16384) {
+      banner('That message is too long (at most 16 KB).');
+      return;
+    }
+    input.value = '';
+    typingStop();
+    send(c, body);
+  });
+  $('composer-input').addEventListener('keydown', (ev) => {
+    if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      $('composer').requestSubmit();
+    }
+  });
+  $('composer-input').addEventListener('input', typingInput);
+  $('messages').addEventListener('scroll', () => {
+    if ($('messages').scrollTop < 80) loadOlder();
+  });
+  $('new-chat-button').addEventListener('click', () => {
+    $('new-chat-error').textContent = '';
+    $('new-chat-username').value = '';
+    $('new-chat-dialog').showModal();
+  });
+  $('new-group-button').addEventListener('click', () => {
+    $('new-group-error').textContent = '';
+    $('new-group-dialog').showModal();
+  });
+  $('new-chat-form').addEventListener('submit', dialogErrors($('new-chat-dialog'), $('new-chat-error'), newChat));
+  $('new-group-form').addEventListener('submit', dialogErrors($('new-group-dialog'), $('new-group-error'), newGroup));
+  $('info-button').addEventListener('click', () => {
+    $('info-error').textContent = '';
+    $('info-dialog').showModal();
+    renderInfo();
+  });
+  $('add-member-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    $('info-error').textContent = '';
+    try {
+      const id = await userIdByName($('add-member-username').value);
+      await api.addMember(S.open, id);
+      $('add-member-username').value = '';
+      await fetchConv(S.open);
+      renderInfo();
+      renderHead();
+    } catch (e) {
+      $('info-error').textContent = e.message;
+    }
+  });
+  $('leave-button').addEventListener('click', async () => {
+    const id = S.open;
+    try {
+      await api.removeMember(id, S.me.user_id);
+      $('info-dialog').close();
+      dropConv(id);
+      renderList();
+    } catch (e) {
+      $('info-error').textContent = e.message;
+    }
+  });
+  for (const b of document.querySelectorAll('dialog .cancel'))
+    b.addEventListener('click', () => b.closest('dialog').close());
+  document.addEventListener('visibilitychange', () => {
+    if (!S.live) return;
+    const visible = document.visibilityState === 'visible';
+    if (!visible) flushReceipts(); // the tab may not come back
+    S.live.send({ type: 'presence', state: visible ? 'online' : 'away' });
+    if (visible && S.open) {
+      markRead(S.convs.get(S.open));
+      renderList();
+    }
+  });
+  window.addEventListener('offline', () => {
+    // Do not wait for TCP to notice: say so now, and reconnect when back.
+    if (S.live && S.live.ws) S.live.ws.close();
+  });
+  window.addEventListener('pagehide', () => {
+    if (!S.me) return;
+    flushReceipts();
+    store.flushSeqs(S.me.user_id, S.seqs);
+  });
+}
+
+wire();
+
+const saved = store.loadSession();
+if (saved && saved.token) {
+  S.me = saved;
+  startApp();
+} else {
+  $('auth').hidden = false;
+  $('auth-username').focus();
+}

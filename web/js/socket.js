@@ -1,0 +1,104 @@
+// socket.js - the real-time half: one WebSocket that comes back by itself.
+//
+// After a drop it waits a jittered, exponentially growing delay (0.5 s,
+// 1 s, 2 s ... up to 30 s, each times a random 0.5-1) so that a server
+// restart is not met by every client at the same instant; the delay resets
+// once a connection reaches "ready". It reconnects at once when the
+// browser says it is back online. Frames are JSON both ways.
+
+const BASE_MS = 500;
+const MAX_MS = 30000;
+
+export class Live {
+  // handlers: { frame(obj), up(), down(attempt, delayMs), refused() }
+  constructor(tokenFn, handlers) {
+    this.tokenFn = tokenFn;
+    this.h = handlers;
+    this.ws = null;
+    this.ready = false;
+    this.attempt = 0;
+    this.timer = null;
+    this.stopped = true;
+    this.failedBeforeReady = 0;
+    this.onOnline = () => {
+      if (!this.stopped && !this.ws) this.connectNow();
+    };
+    window.addEventListener('online', this.onOnline);
+  }
+
+  start() {
+    this.stopped = false;
+    this.connectNow();
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    window.removeEventListener('online', this.onOnline);
+    if (this.ws) {
+      this.ws.onclose = null;
+      this.ws.close(1000);
+    }
+    this.ws = null;
+    this.ready = false;
+  }
+
+  connectNow() {
+    clearTimeout(this.timer);
+    this.timer = null;
+    if (this.ws || this.stopped) return;
+    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const url = `${scheme}//${location.host}/chat/v1/ws?token=${encodeURIComponent(this.tokenFn())}`;
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch (e) {
+      this.scheduleRetry();
+      return;
+    }
+    this.ws = ws;
+    ws.onmessage = (ev) => {
+      let f;
+      try {
+        f = JSON.parse(ev.data);
+      } catch (e) {
+        return;
+      }
+      if (f.type === 'ready') {
+        this.ready = true;
+        this.attempt = 0;
+        this.failedBeforeReady = 0;
+      }
+      this.h.frame(f);
+      if (f.type === 'ready') this.h.up();
+    };
+    ws.onclose = (ev) => {
+      const wasReady = this.ready;
+      this.ws = null;
+      this.ready = false;
+      if (this.stopped) return;
+      if (ev.code === 1008) {
+        // The device was logged out (here or elsewhere).
+        this.h.refused();
+        return;
+      }
+      if (!wasReady) this.failedBeforeReady++;
+      this.scheduleRetry();
+    };
+  }
+
+  scheduleRetry() {
+    const exp = Math.min(MAX_MS, BASE_MS * 2 ** this.attempt);
+    const delay = Math.round(exp * (0.5 + Math.random() * 0.5));
+    this.attempt++;
+    this.h.down(this.attempt, delay, this.failedBeforeReady);
+    this.timer = setTimeout(() => this.connectNow(), delay);
+  }
+
+  // Sends a frame; false when not connected (the caller keeps it).
+  send(obj) {
+    if (!this.ws || !this.ready || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(obj));
+    return true;
+  }
+}
