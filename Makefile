@@ -113,7 +113,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 	@touch $@
 
 check-web: build/parley node_modules/.package-lock.json
-	@PARLEY_BIN=build/parley node --test --test-reporter=spec tests/web/
+	@PARLEY_BIN=build/parley node --test --test-timeout=180000 --test-reporter=spec tests/web/
 	@echo "check-web: passed (screenshots in build/web-test/)"
 
 # libFuzzer targets (clang): the HTTP parser and the WebSocket frame parser.

@@ -211,6 +211,9 @@ test('Alice and Bob chat: ticks, typing, escaping, offline and back', async () =
   // browser with what it had stored, and resumes from there.
   const saved = await bob.ctx.storageState();
   await bob.ctx.close();
+  // Once the grace period has passed, Alice sees when Bob was last here.
+  await alice.page.waitForFunction(() => /^last seen /.test(document.querySelector('#chat-status').textContent),
+    null, { timeout: WAIT });
   await say(alice.page, 'four');
   await say(alice.page, 'five');
   await say(alice.page, 'six');
@@ -225,8 +228,9 @@ test('Alice and Bob chat: ticks, typing, escaping, offline and back', async () =
   await bob2.waitForSelector(`#conv-list button.conv:has-text("${aliceName}") .badge`, { timeout: WAIT });
   assert.equal(await bob2.textContent('#conv-list .badge'), '3');
   await openConv(bob2, aliceName);
-  await waitBodies(bob2, ['four', 'five', 'six']);
   const expected = ['Hello Bob!', 'How are you?', 'Fine,\nthanks!', evil, 'one', 'two', 'three', 'four', 'five', 'six'];
+  // The history page joins what the resume brought.
+  await waitBodies(bob2, expected);
   assert.deepEqual(await bodies(bob2), expected, 'every message once, in order');
   const seqs = await bob2.$$eval('#messages .msg', (els) => els.map((e) => Number(e.dataset.seq)));
   assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
@@ -305,19 +309,42 @@ test('a group: read counts, adding and removing members', async () => {
 });
 
 test('refusals are shown; a send whose ack is lost offers a retry with the same cmid', async () => {
-  // The server's acks can be withheld from this page, as a lossy network would.
+  // Frames from the server can be withheld from this page, as a lossy
+  // network (or a buggy proxy) would.
   let dropAcks = false;
+  let holdNextMsg = false;
+  let held = null;
+  const resumesSent = [];
   const p = await person(undefined, (page) => page.routeWebSocket(/\/chat\/v1\/ws/, (ws) => {
     const server = ws.connectToServer();
-    ws.onMessage((m) => server.send(m));
+    ws.onMessage((m) => {
+      if (typeof m === 'string' && m.includes('"type":"resume"')) resumesSent.push(Date.now());
+      server.send(m);
+    });
     server.onMessage((m) => {
       if (dropAcks && typeof m === 'string' && m.includes('"type":"ack"')) return;
+      if (typeof m === 'string' && m.includes('"type":"msg"')) {
+        if (holdNextMsg) {
+          holdNextMsg = false;
+          held = m;
+          return;
+        }
+        if (held) {
+          // Overtaken: the later message first, the held one a moment after.
+          const late = held;
+          held = null;
+          ws.send(m);
+          setTimeout(() => ws.send(late), 300);
+          return;
+        }
+      }
       ws.send(m);
     });
   }));
   const name = unique('carl');
   const friend = unique('dora');
-  await register(friend);
+  const dora = await person();
+  await signUp(dora.page, friend);
   await p.page.fill('#auth-username', 'A!');
   await p.page.fill('#auth-password', PASSWORD);
   await p.page.click('#signup-button');
@@ -346,7 +373,9 @@ test('refusals are shown; a send whose ack is lost offers a retry with the same 
   assert.equal(await p.page.getAttribute('#messages .msg.own .tick', 'data-state'), 'failed');
   dropAcks = false;
   await p.page.click('#messages .msg.own .retry');
-  await p.page.waitForSelector('#messages .msg.own .tick[data-state="sent"]', { timeout: WAIT });
+  // Stored at the first try (only its ack was lost), so Dora may have it already.
+  await p.page.waitForSelector('#messages .msg.own .tick:is([data-state="sent"], [data-state="delivered"])',
+    { timeout: WAIT });
   assert.equal(await p.page.getAttribute('#messages .msg.own', 'data-cmid'), cmid);
   const token = await p.page.evaluate(() => JSON.parse(localStorage.getItem('parley.session')).token);
   const auth = { headers: { Authorization: `Bearer ${token}` } };
@@ -355,11 +384,76 @@ test('refusals are shown; a send whose ack is lost offers a retry with the same 
   const hist = await (await fetch(`${base}/api/v1/conversations/${conv}/messages`, auth)).json();
   assert.deepEqual(hist.messages.map((m) => [m.body, m.cmid]), [['are you there?', cmid]]);
 
+  // One of Dora's messages is overtaken on the way: the next one's seq
+  // jumps, the client asks for what it missed, and shows both in order.
+  holdNextMsg = true;
+  const resumesBefore = resumesSent.length;
+  await openConv(dora.page, name);
+  await say(dora.page, 'first (overtaken)');
+  await dora.page.waitForSelector('#messages .msg.own .tick:not([data-state="pending"])', { timeout: WAIT });
+  await say(dora.page, 'second');
+  await waitBodies(p.page, ['first (overtaken)', 'second']);
+  assert.deepEqual((await bodies(p.page)).slice(-2), ['first (overtaken)', 'second']);
+  assert.equal(holdNextMsg, false, 'a msg frame was held back');
+  assert.ok(resumesSent.length > resumesBefore, 'the gap asked for a resume');
+
   // Logging out returns to the sign-in screen, and the token stops working.
   await p.page.click('#logout-button');
   await p.page.waitForSelector('#auth:not([hidden])', { timeout: WAIT });
   const r = await fetch(`${base}/api/v1/conversations`, auth);
   assert.equal(r.status, 401);
-  assert.deepEqual(p.errors, []);
+  assert.deepEqual([...p.errors, ...dora.errors], []);
   await p.ctx.close();
+  await dora.ctx.close();
+});
+
+test('history loads older pages as the reader scrolls up', async () => {
+  const eve = await person();
+  const fay = await person();
+  await signUp(eve.page, unique('eve'));
+  await signUp(fay.page, unique('fay'));
+  await startChat(eve.page, 'fay');
+  // 130 messages, sent over the page's own WebSocket to be quick, at most
+  // 32 awaiting their ack (the server refuses more than 128 in flight).
+  await eve.page.evaluate(async (n) => {
+    const s = JSON.parse(localStorage.getItem('parley.session'));
+    const conv = Number(document.querySelector('#conv-list button.conv').dataset.conv);
+    const ws = new WebSocket(`ws://${location.host}/chat/v1/ws?token=${s.token}`);
+    await new Promise((resolve, reject) => {
+      let sent = 0;
+      let acks = 0;
+      const more = () => {
+        while (sent < n && sent - acks < 32) {
+          sent++;
+          ws.send(JSON.stringify({ type: 'send', conv, cmid: `bulk${sent}`, body: `message ${sent}` }));
+        }
+      };
+      ws.onmessage = (ev) => {
+        const f = JSON.parse(ev.data);
+        if (f.type === 'ready') more();
+        if (f.type === 'error') reject(new Error(`${f.code}: ${f.message}`));
+        if (f.type === 'ack') {
+          if (++acks === n) resolve();
+          else more();
+        }
+      };
+      setTimeout(() => reject(new Error(`only ${acks} of ${n} acked`)), 20000);
+    });
+    ws.close();
+  }, 130);
+  await fay.page.waitForSelector('#conv-list button.conv:has-text("eve")', { timeout: WAIT });
+  await openConv(fay.page, 'eve');
+  await waitBodies(fay.page, ['message 130']);
+  // The newest page first; scrolling up brings the rest, in order, once each.
+  for (let i = 0; i < 5; i++) {
+    const n = await fay.page.$$eval('#messages .msg', (e) => e.length);
+    if (n >= 130) break;
+    await fay.page.$eval('#messages', (box) => { box.scrollTop = 0; box.dispatchEvent(new Event('scroll')); });
+    await fay.page.waitForFunction((before) => document.querySelectorAll('#messages .msg').length > before, n, { timeout: WAIT });
+  }
+  const got = await bodies(fay.page);
+  assert.deepEqual(got, Array.from({ length: 130 }, (_, i) => `message ${i + 1}`));
+  assert.deepEqual([...eve.errors, ...fay.errors], []);
+  await eve.ctx.close();
+  await fay.ctx.close();
 });
