@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "server.h"
@@ -22,7 +23,8 @@ static void usage(FILE *f)
 	        "  --listen HOST:PORT   address to listen on (default 127.0.0.1:8080;\n"
 	        "                       port 0 picks a free port, printed when ready)\n"
 	        "  --data DIR           data directory, created if missing (default ./parley-data)\n"
-	        "  --web DIR            the web client's files, served at / (default ./web;\n"
+	        "  --web DIR            the web client's files, served at / (default ./web, or\n"
+	        "                       the web/ beside the binary's folder;\n"
 	        "                       \"\" serves the API only)\n"
 	        "  --threads N          I/O threads (default: one per core)\n"
 	        "  --node-id N          node id 0-1023 for message ids (default 0)\n"
@@ -88,6 +90,30 @@ static int parse_listen(const char *s, server_config_t *cfg)
 	return 0;
 }
 
+/* Without --web: ./web when it exists (make run), else the web/ beside the
+ * folder of the binary (build/parley run from anywhere). */
+static void default_web_dir(server_config_t *cfg)
+{
+	char exe[3072];
+	ssize_t n;
+	char *slash;
+
+	if (access(cfg->web_dir, F_OK) == 0)
+		return;
+	if ((n = readlink("/proc/self/exe", exe, sizeof exe - 1)) <= 0)
+		return;
+	exe[n] = 0;
+	if (!(slash = strrchr(exe, '/')))
+		return;
+	*slash = 0;
+	if (strlen(exe) + 8 < sizeof cfg->web_dir) {
+		char candidate[sizeof cfg->web_dir];
+		snprintf(candidate, sizeof candidate, "%s/../web", exe);
+		if (access(candidate, F_OK) == 0)
+			memcpy(cfg->web_dir, candidate, strlen(candidate) + 1);
+	}
+}
+
 static int bad(const char *msg, const char *arg)
 {
 	fprintf(stderr, "parley: %s '%s'; see 'parley serve --help'\n", msg, arg);
@@ -98,7 +124,7 @@ int main(int argc, char **argv)
 {
 	server_config_t cfg;
 	long v;
-	int i;
+	int i, web_given = 0;
 
 	server_config_defaults(&cfg);
 	if (argc < 2) {
@@ -147,6 +173,7 @@ int main(int argc, char **argv)
 			if (strlen(val) >= sizeof cfg.web_dir)
 				return bad("--web wants a directory, not", val);
 			snprintf(cfg.web_dir, sizeof cfg.web_dir, "%s", val);
+			web_given = 1;
 		} else if (!strcmp(a, "--threads")) {
 			if (parse_int(val, 1, 64, &v) < 0)
 				return bad("--threads wants 1 to 64, not", val);
@@ -199,5 +226,7 @@ int main(int argc, char **argv)
 		        cfg.idle_timeout_s, cfg.ping_interval_s);
 		return 2;
 	}
+	if (!web_given)
+		default_web_dir(&cfg);
 	return server_run(&cfg);
 }

@@ -349,9 +349,14 @@ test('refusals are shown; a send whose ack is lost offers a retry with the same 
   await p.page.fill('#auth-password', PASSWORD);
   await p.page.click('#signup-button');
   assert.match(await p.page.textContent('#auth-error'), /3 to 32 characters/);
-  await p.page.fill('#auth-username', name);
-  await p.page.fill('#auth-password', 'wrong password');
-  await p.page.click('#login-button');
+  // Keyboard only: Tab from the name to the password, Enter logs in.
+  await p.page.fill('#auth-username', '');
+  await p.page.focus('#auth-username');
+  await p.page.keyboard.type(name);
+  await p.page.keyboard.press('Tab');
+  assert.equal(await p.page.evaluate(() => document.activeElement.id), 'auth-password');
+  await p.page.keyboard.type('wrong password');
+  await p.page.keyboard.press('Enter');
   await p.page.waitForFunction(() => /Wrong username or password/.test(document.querySelector('#auth-error').textContent),
     null, { timeout: WAIT });
   await signUp(p.page, name);
