@@ -56,6 +56,8 @@
  * the last member's copy, and its deliveries per second and CPU per
  * delivery, with at most 100 frames per sender not yet at the last member.
  *
+ * Any scenario takes --commit-delay US, passed on to the server.
+ *
  * Set-up (registering users, storing messages) is not measured. */
 #include <dirent.h>
 #include <errno.h>
@@ -196,11 +198,14 @@ typedef struct idle_result {
 	double store_bytes;  /* of user_bytes: the store's caches (Parley only) */
 } idle_result_t;
 
+/* --commit-delay, passed on to the server ("0": none). */
+static char commit_delay[16] = "0";
+
 /* Starts a Parley server on a fresh data directory (dir: 32 bytes). */
 static void start_parley(proc_t *srv, char *dir)
 {
 	char *argv[] = {"build/parley", "serve", "--listen", "127.0.0.1:0", "--data", dir,
-	                "--fast-password-hashing", "--rate-limit", "0", NULL};
+	                "--fast-password-hashing", "--rate-limit", "0", "--commit-delay", commit_delay, NULL};
 
 	snprintf(dir, 32, "/tmp/parley-bench-XXXXXX");
 	if (!mkdtemp(dir))
@@ -1547,6 +1552,7 @@ static int usage(void)
 	fprintf(stderr, "usage: parley-bench idle [--connections N] [--processes K] [--json]\n"
 	                "       parley-bench direct [--pairs P] [--rate R] [--seconds S] [--json]\n"
 	                "       parley-bench direct --find-max P99_MS [--pairs P] [--json]\n"
+	                "  (any scenario: --commit-delay US starts the server with that commit delay)\n"
 	                "       parley-bench history [--clients K] [--seconds S] [--json]\n"
 	                "       parley-bench resume [--clients N] [--json]\n"
 	                "       parley-bench group [--members N] [--online K] [--messages M] [--batch B]\n"
@@ -1589,6 +1595,8 @@ int main(int argc, char **argv)
 			batch = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--throughput") && i + 1 < argc)
 			throughput = atof(argv[++i]);
+		else if (!strcmp(argv[i], "--commit-delay") && i + 1 < argc)
+			snprintf(commit_delay, sizeof commit_delay, "%d", atoi(argv[++i]));
 		else if (!strcmp(argv[i], "--json"))
 			json_only = 1;
 		else

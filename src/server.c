@@ -139,6 +139,7 @@ int server_run(const server_config_t *cfg)
 		goto out;
 	if (writer_set_rate_limit(srv->writer, cfg->rate_limit, cfg->rate_burst) < 0)
 		goto out;
+	writer_set_commit_delay(srv->writer, cfg->commit_delay_us);
 	if (!(srv->workers = workers_new(srv->cfg.workers, cfg->data_dir, 16384)))
 		goto out;
 	if (!(srv->web = webfiles_load(cfg->web_dir)))

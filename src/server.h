@@ -38,6 +38,7 @@ typedef struct server_config {
 	double rate_limit;        /* recipients a sender may reach a second (0: off) */
 	double rate_burst;        /* ... and at once */
 	int presence_grace_ms;    /* offline only after this long disconnected */
+	unsigned commit_delay_us; /* writer waits this long for a partial batch (0) */
 	char web_dir[4096];       /* the web client's files; "": none */
 } server_config_t;
 

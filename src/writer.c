@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "loop.h"
@@ -26,6 +27,7 @@ struct writer {
 	store_op_t **ring;
 	unsigned cap, head, count;
 	int busy, stopping;
+	unsigned delay_us;       /* see writer_set_commit_delay */
 	atomic_uint_fast64_t batches, ops, messages, receipt_writes, limited;
 };
 
@@ -47,6 +49,13 @@ int writer_set_rate_limit(writer_t *w, double rate, double burst)
 	w->limits = r;
 	pthread_mutex_unlock(&w->lock);
 	return 0;
+}
+
+void writer_set_commit_delay(writer_t *w, unsigned delay_us)
+{
+	pthread_mutex_lock(&w->lock);
+	w->delay_us = delay_us;
+	pthread_mutex_unlock(&w->lock);
 }
 
 static void *writer_main(void *p)
@@ -75,6 +84,14 @@ static void *writer_main(void *p)
 			pthread_cond_broadcast(&w->drained);
 			pthread_mutex_unlock(&w->lock);
 			break;
+		}
+		/* A plain sleep, not a timed wait: waking on every submit to
+		 * recount would spend the very wake-ups the delay saves. */
+		if (w->delay_us && w->count < WRITER_DELAY_BATCH && !w->stopping) {
+			unsigned us = w->delay_us;
+			pthread_mutex_unlock(&w->lock);
+			usleep(us);
+			pthread_mutex_lock(&w->lock);
 		}
 		n = w->count < MAX_BATCH ? w->count : MAX_BATCH;
 		for (i = 0; i < n; i++)

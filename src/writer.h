@@ -31,6 +31,14 @@ writer_t *writer_new(const char *data_dir, uint32_t node_id, unsigned queue_cap,
  * first submit; rate <= 0 leaves sends unlimited. Returns 0 or -1. */
 int writer_set_rate_limit(writer_t *w, double rate, double burst);
 
+/* Commit delay: before committing fewer than WRITER_DELAY_BATCH ops, wait
+ * this many microseconds for more to join (0, the default: commit at
+ * once). Fewer, larger commits cost less CPU per message at moderate
+ * load and add up to the delay to each ack; a full batch never waits.
+ * Call before the first submit. */
+#define WRITER_DELAY_BATCH 64
+void writer_set_commit_delay(writer_t *w, unsigned delay_us);
+
 /* Queues op. Returns 0, or -1 when the queue is full (the caller keeps op
  * and should answer "unavailable"). Any thread. */
 int writer_submit(writer_t *w, store_op_t *op);

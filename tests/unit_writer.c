@@ -116,10 +116,61 @@ static void test_group_commit(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* With a commit delay, sends that arrive a moment apart share one commit
+ * instead of each taking its own: the first waits (10 ms) for the others,
+ * which come 1 ms later. Without the delay the first is committed alone. */
+static void test_commit_delay(void **state)
+{
+	char dir[] = "/tmp/parley-unit-writer-XXXXXX", cmd[128];
+	writer_counts_t wc;
+	int64_t other;
+	store_t *st;
+	int i, created;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	st = store_open(dir);
+	assert_non_null(st);
+	assert_int_equal(store_user_create(st, "u1", "x", 1, &user), STORE_OK);
+	assert_int_equal(store_user_create(st, "u2", "x", 1, &other), STORE_OK);
+	assert_int_equal(store_direct_open(st, user, other, 1, &conv, &created), STORE_OK);
+	atomic_store(&done_count, 0);
+	memset(last_seq_seen, 0, sizeof last_seq_seen);
+	last_seq = last_id = 0;
+	w = writer_new(dir, 3, 1024, on_done, NULL);
+	assert_non_null(w);
+	writer_set_commit_delay(w, 10000);
+	for (i = 0; i < 3; i++) {
+		sent_t *s = calloc(1, sizeof *s);
+		snprintf(s->cmid, sizeof s->cmid, "d%d", i);
+		s->op.kind = STORE_OP_SEND;
+		s->op.user = user;
+		s->op.device = 1;
+		s->op.conv = conv;
+		s->op.cmid = s->cmid;
+		s->op.body = "x";
+		s->op.body_len = 1;
+		assert_int_equal(writer_submit(w, &s->op), 0);
+		if (i == 0)
+			usleep(1000);
+	}
+	writer_drain(w);
+	writer_counts(w, &wc);
+	assert_int_equal(atomic_load(&done_count), 3);
+	assert_int_equal(wc.messages, 3);
+	assert_int_equal(wc.commits, 1);
+	assert_true(id_order_ok);
+	writer_free(w);
+	store_close(st);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_group_commit),
+		cmocka_unit_test(test_commit_delay),
 	};
 	return cmocka_run_group_tests_name("unit_writer", tests, NULL, NULL);
 }

@@ -838,8 +838,16 @@ function signedOut(message) {
   S.me = null;
   S.live = null;
   S.convs.clear();
+  S.names.clear();
+  S.presence.clear();
   S.outbox = [];
   S.open = null;
+  S.pendingRead.clear();
+  S.pendingDelivered.clear();
+  clearTimeout(S.receiptTimer);
+  S.receiptTimer = null;
+  clearTimeout(S.typingStopTimer);
+  S.typingConv = null;
   api.setToken(null);
   banner(null);
   $('app').hidden = true;
