@@ -82,6 +82,14 @@ typedef struct outq {
 
 #define OUTQ_FIRST 8
 
+/* A connection's rare byte buffers (the unconsumed tail of its input; the
+ * fragments of a message in progress) carry their lengths in front, so
+ * that a connection without them holds only a NULL pointer. */
+typedef struct bytebuf {
+	uint32_t len, cap;
+	uint8_t data[];
+} bytebuf_t;
+
 typedef struct io_thread io_thread_t;
 
 struct gw_conn {
@@ -95,14 +103,14 @@ struct gw_conn {
 	uint8_t sends;           /* sends awaiting their ack */
 	uint16_t flags;
 	uint32_t last_rx, last_ping, due; /* loop seconds */
-	gw_conn_t *wprev, *wnext;
-	gw_conn_t *next_dirty;
-	uint8_t *rbuf;           /* unconsumed input, NULL when none */
-	uint32_t rlen, rcap;
+	/* Links in the timer wheel and the flush list, as slot + 1 (0: none):
+	 * half the size of pointers, in the structure every connection has. */
+	uint32_t wprev, wnext;
+	uint32_t next_dirty;
 	uint32_t out_bytes;
+	bytebuf_t *rbuf;         /* unconsumed input, NULL when none */
 	outq_t *out;             /* NULL when nothing is queued */
-	uint8_t *frag;           /* fragments of a message in progress */
-	uint32_t frag_len, frag_cap;
+	bytebuf_t *frag;         /* fragments of a message in progress */
 	int64_t user, device;
 	void *chat;
 };
@@ -173,17 +181,27 @@ static gw_conn_t *resolve(io_thread_t *t, uint64_t h)
 
 /* ---- timer wheel ---------------------------------------------------- */
 
+static uint32_t link_of(const gw_conn_t *c)
+{
+	return c->slot + 1;
+}
+
+static gw_conn_t *linked(const io_thread_t *t, uint32_t link)
+{
+	return link ? t->conns[link - 1] : NULL;
+}
+
 static void wheel_unlink(io_thread_t *t, gw_conn_t *c)
 {
 	if (!(c->flags & F_IN_WHEEL))
 		return;
 	if (c->wprev)
-		c->wprev->wnext = c->wnext;
+		linked(t, c->wprev)->wnext = c->wnext;
 	else
-		t->wheel[c->due % WHEEL] = c->wnext;
+		t->wheel[c->due % WHEEL] = linked(t, c->wnext);
 	if (c->wnext)
-		c->wnext->wprev = c->wprev;
-	c->wprev = c->wnext = NULL;
+		linked(t, c->wnext)->wprev = c->wprev;
+	c->wprev = c->wnext = 0;
 	c->flags &= ~F_IN_WHEEL;
 }
 
@@ -197,10 +215,10 @@ static void schedule(gw_conn_t *c, uint32_t due)
 	if (due > t->wheel_now + WHEEL - 1)
 		due = t->wheel_now + WHEEL - 1; /* re-filed when reached */
 	c->due = due;
-	c->wprev = NULL;
-	c->wnext = t->wheel[due % WHEEL];
+	c->wprev = 0;
+	c->wnext = t->wheel[due % WHEEL] ? link_of(t->wheel[due % WHEEL]) : 0;
 	if (c->wnext)
-		c->wnext->wprev = c;
+		linked(t, c->wnext)->wprev = link_of(c);
 	t->wheel[due % WHEEL] = c;
 	c->flags |= F_IN_WHEEL;
 }
@@ -211,7 +229,7 @@ static void mark_dirty(gw_conn_t *c)
 {
 	if (!(c->flags & F_DIRTY)) {
 		c->flags |= F_DIRTY;
-		c->next_dirty = c->t->dirty;
+		c->next_dirty = c->t->dirty ? link_of(c->t->dirty) : 0;
 		c->t->dirty = c;
 	}
 }
@@ -434,7 +452,6 @@ void gw_conn_close(gw_conn_t *c, int code, const char *reason)
 		conn_queue(c, ws_close_frame_new(code, reason));
 		free(c->frag);
 		c->frag = NULL;
-		c->frag_len = c->frag_cap = 0;
 		c->frag_opcode = 0;
 	}
 	c->state = ST_CLOSING;
@@ -642,20 +659,23 @@ static void ws_message(gw_conn_t *c, const uint8_t *data, size_t len)
 
 static int frag_append(gw_conn_t *c, const uint8_t *p, size_t n)
 {
-	if (c->frag_len + n > c->frag_cap) {
-		size_t cap = c->frag_cap ? c->frag_cap : 1024;
-		uint8_t *f;
-		while (cap < c->frag_len + n)
+	bytebuf_t *f = c->frag;
+	size_t len = f ? f->len : 0;
+
+	if (!f || len + n > f->cap) {
+		size_t cap = f ? f->cap : 1024;
+		while (cap < len + n)
 			cap *= 2;
 		if (cap > WS_MAX_MESSAGE)
 			cap = WS_MAX_MESSAGE;
-		if (!(f = realloc(c->frag, cap)))
+		if (!(f = realloc(c->frag, sizeof *f + cap)))
 			return -1;
+		f->len = (uint32_t)len;
+		f->cap = (uint32_t)cap;
 		c->frag = f;
-		c->frag_cap = (uint32_t)cap;
 	}
-	memcpy(c->frag + c->frag_len, p, n);
-	c->frag_len += (uint32_t)n;
+	memcpy(f->data + f->len, p, n);
+	f->len += (uint32_t)n;
 	return 0;
 }
 
@@ -706,13 +726,11 @@ static void ws_frame(gw_conn_t *c, const ws_frame_t *f)
 	if (f->opcode == WS_OP_TEXT)
 		c->frag_opcode = WS_OP_TEXT;
 	if (f->fin) {
-		uint8_t *m = c->frag;
-		size_t n = c->frag_len;
+		bytebuf_t *m = c->frag;
 
 		c->frag = NULL;
-		c->frag_len = c->frag_cap = 0;
 		c->frag_opcode = 0;
-		ws_message(c, m, n);
+		ws_message(c, m->data, m->len);
 		free(m);
 	}
 }
@@ -723,7 +741,7 @@ static size_t process_ws(gw_conn_t *c, uint8_t *data, size_t len)
 
 	while (off < len && c->state == ST_WS && !(c->flags & F_DEAD)) {
 		ws_frame_t f;
-		long r = ws_next_frame(data + off, len - off, c->frag_opcode, c->frag_len,
+		long r = ws_next_frame(data + off, len - off, c->frag_opcode, c->frag ? c->frag->len : 0,
 		                       WS_MAX_MESSAGE, &f);
 		if (r == WS_INCOMPLETE)
 			break;
@@ -755,20 +773,20 @@ static size_t process_bytes(gw_conn_t *c, uint8_t *data, size_t len)
 /* Runs what is buffered in rbuf (after a worker's answer unpaused us). */
 static void conn_process(gw_conn_t *c)
 {
+	bytebuf_t *b = c->rbuf;
 	size_t used;
 
-	if (!c->rlen)
+	if (!b)
 		return;
-	used = process_bytes(c, c->rbuf, c->rlen);
+	used = process_bytes(c, b->data, b->len);
 	if (c->flags & F_DEAD)
 		return;
-	if (used >= c->rlen) {
-		free(c->rbuf);
+	if (used >= b->len) {
+		free(b);
 		c->rbuf = NULL;
-		c->rlen = c->rcap = 0;
 	} else if (used) {
-		memmove(c->rbuf, c->rbuf + used, c->rlen - used);
-		c->rlen -= (uint32_t)used;
+		memmove(b->data, b->data + used, b->len - used);
+		b->len -= (uint32_t)used;
 	}
 }
 
@@ -788,25 +806,25 @@ static void conn_read(gw_conn_t *c)
 		size_t room, used, len;
 		ssize_t n;
 
-		if (c->rlen) {
+		if (c->rbuf) {
+			bytebuf_t *b = c->rbuf;
 			uint32_t cap = input_cap(c);
-			if (c->rlen >= cap) {
+			if (b->len >= cap) {
 				/* The parser would have refused this by now. */
 				conn_kill(c);
 				return;
 			}
-			if (c->rcap < cap && c->rcap - c->rlen < READ_CHUNK) {
-				size_t ncap = c->rlen + READ_CHUNK < cap ? c->rlen + READ_CHUNK : cap;
-				uint8_t *b = realloc(c->rbuf, ncap);
-				if (!b) {
+			if (b->cap < cap && b->cap - b->len < READ_CHUNK) {
+				size_t ncap = b->len + READ_CHUNK < cap ? b->len + READ_CHUNK : cap;
+				if (!(b = realloc(b, sizeof *b + ncap))) {
 					conn_kill(c);
 					return;
 				}
+				b->cap = (uint32_t)ncap;
 				c->rbuf = b;
-				c->rcap = (uint32_t)ncap;
 			}
-			dst = c->rbuf + c->rlen;
-			room = c->rcap - c->rlen;
+			dst = b->data + b->len;
+			room = b->cap - b->len;
 		} else {
 			dst = t->tbuf;
 			room = READ_CHUNK;
@@ -832,17 +850,19 @@ static void conn_read(gw_conn_t *c)
 			if (c->flags & F_DEAD)
 				return;
 			if (used < (size_t)n) {
+				size_t cap;
 				len = (size_t)n - used;
-				c->rcap = len < 4096 ? 4096 : (uint32_t)len;
-				if (!(c->rbuf = malloc(c->rcap))) {
+				cap = len < 4096 ? 4096 : len;
+				if (!(c->rbuf = malloc(sizeof *c->rbuf + cap))) {
 					conn_kill(c);
 					return;
 				}
-				memcpy(c->rbuf, dst + used, len);
-				c->rlen = (uint32_t)len;
+				c->rbuf->cap = (uint32_t)cap;
+				c->rbuf->len = (uint32_t)len;
+				memcpy(c->rbuf->data, dst + used, len);
 			}
 		} else {
-			c->rlen += (uint32_t)n;
+			c->rbuf->len += (uint32_t)n;
 			conn_process(c);
 		}
 		if ((size_t)n < room)
@@ -883,7 +903,7 @@ static void conn_timer(gw_conn_t *c, uint32_t now)
 			schedule(c, now + 5);
 			return;
 		}
-		limit = (uint32_t)(c->rlen ? HTTP_PARTIAL_TIMEOUT_S : cfg->http_timeout_s);
+		limit = (uint32_t)(c->rbuf ? HTTP_PARTIAL_TIMEOUT_S : cfg->http_timeout_s);
 		if (now - c->last_rx >= limit) {
 			conn_kill(c);
 			return;
@@ -930,8 +950,8 @@ static void on_tick(loop_t *loop, void *ud, uint32_t now)
 		c = t->wheel[slot];
 		t->wheel[slot] = NULL;
 		for (; c; c = next) {
-			next = c->wnext;
-			c->wprev = c->wnext = NULL;
+			next = linked(t, c->wnext);
+			c->wprev = c->wnext = 0;
 			c->flags &= ~F_IN_WHEEL;
 			if (c->flags & F_DEAD)
 				continue;
@@ -1033,8 +1053,8 @@ static void before_sleep(loop_t *loop, void *ud)
 	 * connection per turn however many frames it got. */
 	while (t->dirty) {
 		gw_conn_t *c = t->dirty;
-		t->dirty = c->next_dirty;
-		c->next_dirty = NULL;
+		t->dirty = linked(t, c->next_dirty);
+		c->next_dirty = 0;
 		c->flags &= ~F_DIRTY;
 		if (!(c->flags & F_DEAD))
 			conn_flush(c);
