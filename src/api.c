@@ -6,6 +6,7 @@
 #include "api.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,7 @@
 #include "ids.h"
 #include "jbuf.h"
 #include "log.h"
+#include "loginguard.h"
 #include "loop.h"
 #include "store.h"
 #include "workers.h"
@@ -41,6 +43,7 @@ typedef struct api_res {
 	int status;
 	jbuf_t body;            /* JSON; empty for 204 */
 	const char *extra;      /* extra header lines */
+	char extra_buf[64];     /* room for a computed one */
 } api_res_t;
 
 typedef struct upgrade_req {
@@ -79,6 +82,21 @@ static void fail(api_res_t *res, int status, const char *code, const char *messa
 	res->status = status;
 	jbuf_reset(&res->body);
 	error_json(&res->body, code, message);
+}
+
+/* 429 rate_limited with when to try again, as a header and in the body
+ * (the retry_after_ms of the WebSocket's rate_limited error). */
+static void fail_retry(api_res_t *res, const char *message, int64_t wait_ms)
+{
+	res->status = 429;
+	jbuf_reset(&res->body);
+	jbuf_lit(&res->body, "{\"error\":{\"code\":\"rate_limited\",\"message\":");
+	jbuf_cstr(&res->body, message);
+	jbuf_lit(&res->body, ",\"retry_after_ms\":");
+	jbuf_int(&res->body, wait_ms);
+	jbuf_lit(&res->body, "}}");
+	snprintf(res->extra_buf, sizeof res->extra_buf, "Retry-After: %lld\r\n", (long long)(wait_ms + 999) / 1000);
+	res->extra = res->extra_buf;
 }
 
 static void fail_store(api_res_t *res, int r)
@@ -295,6 +313,7 @@ static void create_session(store_t *st, const api_req_t *rq, api_res_t *res)
 	int64_t user = 0, device;
 	const char *dname = "device";
 	int r = STORE_NOT_FOUND;
+	int64_t wait;
 
 	if (!j)
 		return;
@@ -313,6 +332,12 @@ static void create_session(store_t *st, const api_req_t *rq, api_res_t *res)
 		}
 		dname = json_string_value(d);
 	}
+	/* An account being guessed at waits before any work is done. */
+	if ((wait = loginguard_wait_ms(rq->srv->logins, json_string_value(u), json_string_length(u),
+	                               clock_wall_ms())) > 0) {
+		fail_retry(res, "too many failed logins for this username; try again later", wait);
+		goto out;
+	}
 	if (auth_username_valid(json_string_value(u), json_string_length(u)))
 		r = store_user_by_name(st, json_string_value(u), &user, &hash);
 	if (r != STORE_OK && r != STORE_NOT_FOUND) {
@@ -322,9 +347,15 @@ static void create_session(store_t *st, const api_req_t *rq, api_res_t *res)
 	/* Unknown users cost a hash too: the delay tells nothing. */
 	if (!auth_password_check(r == STORE_OK ? hash : NULL, json_string_value(p),
 	                         json_string_length(p))) {
+		loginguard_failed(rq->srv->logins, json_string_value(u), json_string_length(u), clock_wall_ms());
+		/* Valid names are short and plain; anything else is not logged. */
+		log_info("api: failed login for %s",
+		         auth_username_valid(json_string_value(u), json_string_length(u)) ? json_string_value(u)
+		                                                                          : "(not a valid username)");
 		fail(res, 401, "unauthorized", "wrong username or password");
 		goto out;
 	}
+	loginguard_succeeded(rq->srv->logins, json_string_value(u), json_string_length(u));
 	auth_token_new(token, thash);
 	if ((r = store_device_create(st, user, dname, thash, clock_wall_ms(), &device)) != STORE_OK) {
 		fail_store(res, r);

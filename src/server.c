@@ -17,6 +17,7 @@
 #include "presence.h"
 #include "gateway.h"
 #include "log.h"
+#include "loginguard.h"
 #include "store.h"
 #include "tally.h"
 #include "webfiles.h"
@@ -140,6 +141,9 @@ int server_run(const server_config_t *cfg)
 	if (writer_set_rate_limit(srv->writer, cfg->rate_limit, cfg->rate_burst) < 0)
 		goto out;
 	writer_set_commit_delay(srv->writer, cfg->commit_delay_us);
+	/* 5 failed logins free, then waits from 1 s doubling up to 15 min. */
+	if (!(srv->logins = loginguard_new(5, 15 * 60 * 1000)))
+		goto out;
 	if (!(srv->workers = workers_new(srv->cfg.workers, cfg->data_dir, 16384)))
 		goto out;
 	if (!(srv->web = webfiles_load(cfg->web_dir)))
@@ -196,6 +200,7 @@ out:
 	presence_free(srv->presence);
 	gateway_free(srv->gw);
 	webfiles_free(srv->web);
+	loginguard_free(srv->logins);
 	bus_free(srv->bus);
 	close(lockfd);
 	return status;

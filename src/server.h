@@ -20,6 +20,7 @@ typedef struct tally tally_t;
 typedef struct fanout fanout_t;
 typedef struct presence presence_t;
 typedef struct webfiles webfiles_t;
+typedef struct loginguard loginguard_t;
 
 typedef struct server_config {
 	char host[256];
@@ -52,6 +53,7 @@ typedef struct server {
 	fanout_t *fanout;
 	presence_t *presence;
 	webfiles_t *web;
+	loginguard_t *logins;     /* failed-login backoff per username */
 	atomic_int draining;      /* shutting down: no new work is taken */
 } server_t;
 

@@ -148,7 +148,7 @@ void hx_user(int port, const char *prefix, hx_user_t *u)
 
 	memset(u, 0, sizeof *u);
 	snprintf(u->name, sizeof u->name, "%s", hx_name(prefix));
-	snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"correct horse\"}", u->name);
+	snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"" HX_PASSWORD "\"}", u->name);
 	j = hx_http(port, "POST", "/api/v1/users", NULL, body, &st);
 	assert_int_equal(st, 201);
 	u->id = hx_int(j, "user_id");
@@ -162,7 +162,7 @@ void hx_login(int port, hx_user_t *u, hx_user_t *device)
 	json_t *j;
 	int st;
 
-	snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"correct horse\"}", u->name);
+	snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"" HX_PASSWORD "\"}", u->name);
 	j = hx_http(port, "POST", "/api/v1/sessions", NULL, body, &st);
 	assert_int_equal(st, 201);
 	if (device != u)

@@ -45,6 +45,9 @@ const char *hx_name(const char *prefix);
 json_t *hx_http(int port, const char *method, const char *path, const char *token,
                 const char *body, int *status);
 
+/* The password of every user the harness registers. */
+#define HX_PASSWORD "correct horse"
+
 typedef struct hx_user {
 	int64_t id, device;
 	char name[40];

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static hx_server_t srv;
 
@@ -113,6 +114,60 @@ static void test_metrics(void **state)
 	assert_true(metric_of(res.body, "parley_store_memory_bytes") > 0);
 	pc_response_free(&res);
 	pc_close(c);
+}
+
+/* Password guessing: five wrong passwords are answered 401; after the
+ * sixth the username must wait (429 rate_limited, Retry-After, and
+ * retry_after_ms), even with the right password; then the right password
+ * works and forgets the count. Another user is never slowed. */
+static void test_login_backoff(void **state)
+{
+	hx_user_t u, other;
+	char wrong[128], right[128], header[32];
+	pc_conn_t *c;
+	pc_response_t res;
+	json_t *j;
+	int i, st;
+
+	(void)state;
+	hx_user(srv.port, "guessme", &u);
+	hx_user(srv.port, "bystander", &other);
+	snprintf(wrong, sizeof wrong, "{\"username\":\"%s\",\"password\":\"not-the-password\"}", u.name);
+	snprintf(right, sizeof right, "{\"username\":\"%s\",\"password\":\"%s\"}", u.name, HX_PASSWORD);
+	for (i = 0; i < 6; i++) {
+		j = hx_http(srv.port, "POST", "/api/v1/sessions", NULL, wrong, &st);
+		assert_int_equal(st, 401);
+		json_decref(j);
+	}
+	c = pc_connect("127.0.0.1", srv.port);
+	assert_int_equal(pc_http(c, "POST", "/api/v1/sessions", NULL, right, &res, HX_TIMEOUT), 0);
+	assert_int_equal(res.status, 429);
+	assert_true(pc_response_header(&res, "Retry-After", header, sizeof header) > 0);
+	assert_int_equal(atoi(header), 1);
+	j = json_loadb(res.body, res.body_len, 0, NULL);
+	assert_string_equal(hx_str(json_object_get(j, "error"), "code"), "rate_limited");
+	assert_true(hx_int(json_object_get(j, "error"), "retry_after_ms") > 0);
+	assert_true(hx_int(json_object_get(j, "error"), "retry_after_ms") <= 1000);
+	json_decref(j);
+	pc_response_free(&res);
+	pc_close(c);
+	/* The bystander logs in at once. */
+	snprintf(right, sizeof right, "{\"username\":\"%s\",\"password\":\"%s\"}", other.name, HX_PASSWORD);
+	j = hx_http(srv.port, "POST", "/api/v1/sessions", NULL, right, &st);
+	assert_int_equal(st, 201);
+	json_decref(j);
+	/* After the wait, the right password works, and the slate is clean. */
+	usleep(1100 * 1000);
+	snprintf(right, sizeof right, "{\"username\":\"%s\",\"password\":\"%s\"}", u.name, HX_PASSWORD);
+	j = hx_http(srv.port, "POST", "/api/v1/sessions", NULL, right, &st);
+	assert_int_equal(st, 201);
+	json_decref(j);
+	j = hx_http(srv.port, "POST", "/api/v1/sessions", NULL, wrong, &st);
+	assert_int_equal(st, 401);
+	json_decref(j);
+	j = hx_http(srv.port, "POST", "/api/v1/sessions", NULL, right, &st);
+	assert_int_equal(st, 201);
+	json_decref(j);
 }
 
 static void test_pipelined_api_requests(void **state)
@@ -477,6 +532,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_healthz_and_keepalive),
 		cmocka_unit_test(test_metrics),
+		cmocka_unit_test(test_login_backoff),
 		cmocka_unit_test(test_pipelined_api_requests),
 		cmocka_unit_test(test_expect_continue),
 		cmocka_unit_test(test_malformed_and_oversized),
