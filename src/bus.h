@@ -41,8 +41,9 @@ struct bus {
 	const bus_vtab_t *vt;
 };
 
-/* The in-process bus: every user is on this node. */
-bus_t *bus_local_new(const bus_sink_t *sink);
+/* The in-process bus: every user is on this node, with at most
+ * max_per_user connections at once (0: no limit). */
+bus_t *bus_local_new(const bus_sink_t *sink, unsigned max_per_user);
 
 static inline void bus_free(bus_t *bus)
 {
@@ -50,7 +51,10 @@ static inline void bus_free(bus_t *bus)
 		bus->vt->free(bus);
 }
 
-/* Registers connection conn of (user, device). Returns 0 or -1 (no memory). */
+#define BUS_FULL (-2)
+
+/* Registers connection conn of (user, device). Returns 0, -1 (no memory),
+ * or BUS_FULL when the user already has the most connections allowed. */
 static inline int bus_attach(bus_t *bus, int64_t user, int64_t device, uint64_t conn)
 {
 	return bus->vt->attach(bus, user, device, conn);

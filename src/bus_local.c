@@ -33,6 +33,7 @@ typedef struct shard {
 typedef struct local_bus {
 	bus_t base;
 	bus_sink_t sink;
+	unsigned max_per_user;
 	shard_t shards[SHARDS];
 } local_bus_t;
 
@@ -86,7 +87,7 @@ static int grow(shard_t *s)
 	return 0;
 }
 
-bus_t *bus_local_new(const bus_sink_t *sink)
+bus_t *bus_local_new(const bus_sink_t *sink, unsigned max_per_user)
 {
 	local_bus_t *b = calloc(1, sizeof *b);
 	int i;
@@ -95,6 +96,7 @@ bus_t *bus_local_new(const bus_sink_t *sink)
 		return NULL;
 	b->base.vt = &local_vtab;
 	b->sink = *sink;
+	b->max_per_user = max_per_user;
 	for (i = 0; i < SHARDS; i++) {
 		pthread_mutex_init(&b->shards[i].lock, NULL);
 		b->shards[i].nbuckets = 64;
@@ -140,6 +142,10 @@ static int local_attach(bus_t *base, int64_t user, int64_t device, uint64_t conn
 		goto out;
 	p = find(s, user, h);
 	e = *p;
+	if (e && b->max_per_user && e->n >= b->max_per_user) {
+		r = BUS_FULL;
+		goto out;
+	}
 	if (!e || e->n == e->cap) {
 		uint32_t cap = e ? e->cap * 2 : 1; /* most users: one device online */
 		user_entry_t *ne = realloc(e, sizeof *ne + cap * sizeof(endpoint_t));

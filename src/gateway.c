@@ -1179,8 +1179,15 @@ static void task_upgrade(loop_t *loop, void *p, uint64_t u)
 		http_fail(c, 503, "unavailable", "shutting down", NULL);
 	} else if (!up->user) {
 		http_fail(c, 401, "unauthorized", "invalid or expired token", NULL);
-	} else if (bus_attach(srv->bus, up->user, up->device, handle_of(c)) < 0) {
-		http_fail(c, 503, "unavailable", "out of memory", NULL);
+	} else if ((n = bus_attach(srv->bus, up->user, up->device, handle_of(c))) < 0) {
+		if (n == BUS_FULL) {
+			log_info("gateway: user %lld has %u connections open; refusing another",
+			         (long long)up->user, srv->cfg.max_user_connections);
+			http_fail(c, 429, "rate_limited", "too many connections open for this user; close one first",
+			          "Retry-After: 30\r\n");
+		} else {
+			http_fail(c, 503, "unavailable", "out of memory", NULL);
+		}
 	} else {
 		n = snprintf(head, sizeof head,
 		             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"

@@ -40,6 +40,9 @@ static void usage(FILE *f)
 	        "  --commit-delay US    wait up to US microseconds (0-10000) for more messages\n"
 	        "                       before committing a small batch: less CPU per message\n"
 	        "                       at moderate load, up to US more per ack (default 0)\n"
+	        "  --max-user-connections N\n"
+	        "                       WebSockets one user may hold at once, all devices\n"
+	        "                       together (default 64; 0: no limit)\n"
 	        "  --presence-grace MS  a user is shown offline only after its last connection\n"
 	        "                       has been closed this long (default 5000)\n"
 	        "  --fast-password-hashing\n"
@@ -161,7 +164,7 @@ int main(int argc, char **argv)
 		    strcmp(a, "--node-id") && strcmp(a, "--log-level") && strcmp(a, "--ping-interval") &&
 		    strcmp(a, "--idle-timeout") && strcmp(a, "--out-limit") && strcmp(a, "--rate-limit") &&
 		    strcmp(a, "--rate-burst") && strcmp(a, "--presence-grace") && strcmp(a, "--web") &&
-		    strcmp(a, "--commit-delay"))
+		    strcmp(a, "--commit-delay") && strcmp(a, "--max-user-connections"))
 			return bad("unknown option", a);
 		if (!val)
 			return bad("missing value for", a);
@@ -200,6 +203,10 @@ int main(int argc, char **argv)
 			if (end == val || *end || !(d >= 0 && d <= 1e8))
 				return bad("--rate-limit wants 0 to 100000000 recipients a second, not", val);
 			cfg.rate_limit = d;
+		} else if (!strcmp(a, "--max-user-connections")) {
+			if (parse_int(val, 0, 1000000, &v) < 0)
+				return bad("--max-user-connections wants 0 to 1000000, not", val);
+			cfg.max_user_connections = (unsigned)v;
 		} else if (!strcmp(a, "--commit-delay")) {
 			if (parse_int(val, 0, 10000, &v) < 0)
 				return bad("--commit-delay wants 0 to 10000 microseconds, not", val);

@@ -48,6 +48,7 @@ void server_config_defaults(server_config_t *cfg)
 	cfg->rate_limit = 200;
 	cfg->rate_burst = 5000;
 	cfg->presence_grace_ms = 5000;
+	cfg->max_user_connections = 64;
 	snprintf(cfg->web_dir, sizeof cfg->web_dir, "web");
 }
 
@@ -151,7 +152,7 @@ int server_run(const server_config_t *cfg)
 	if (!(srv->gw = gateway_new(srv)))
 		goto out;
 	sink = gateway_bus_sink(srv->gw);
-	if (!(srv->bus = bus_local_new(&sink)))
+	if (!(srv->bus = bus_local_new(&sink, cfg->max_user_connections)))
 		goto out;
 	if (!(srv->tally = tally_new(srv, cfg->receipts_interval_ms)))
 		goto out;

@@ -40,6 +40,7 @@ typedef struct server_config {
 	double rate_burst;        /* ... and at once */
 	int presence_grace_ms;    /* offline only after this long disconnected */
 	unsigned commit_delay_us; /* writer waits this long for a partial batch (0) */
+	unsigned max_user_connections; /* WebSockets one user may hold at once (0: any) */
 	char web_dir[4096];       /* the web client's files; "": none */
 } server_config_t;
 

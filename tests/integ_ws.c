@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static hx_server_t srv;
 static hx_user_t alice, bob, carol;
@@ -317,6 +318,56 @@ static void test_bad_frames(void **state)
 	bystander_ok();
 }
 
+/* A user may hold at most --max-user-connections WebSockets, all devices
+ * together: one more is refused with 429 rate_limited (others unaffected),
+ * and once one closes the next is accepted. */
+static void test_connection_cap(void **state)
+{
+	const char *extra[] = {"--max-user-connections", "3", NULL};
+	hx_server_t cap;
+	hx_user_t u, u2, other;
+	pc_conn_t *ws[3], *more, *fine;
+	pc_response_t res;
+	int i;
+
+	(void)state;
+	assert_int_equal(hx_start(&cap, NULL, extra), 0);
+	hx_user(cap.port, "capped", &u);
+	hx_login(cap.port, &u, &u2); /* a second device counts too */
+	hx_user(cap.port, "uncapped", &other);
+	ws[0] = hx_ws(cap.port, &u);
+	ws[1] = hx_ws(cap.port, &u2);
+	ws[2] = hx_ws(cap.port, &u);
+	more = pc_connect("127.0.0.1", cap.port);
+	assert_non_null(more);
+	assert_int_equal(pc_ws_open(more, "/chat/v1/ws", u2.token, &res, HX_TIMEOUT), PC_ERROR);
+	assert_int_equal(res.status, 429);
+	assert_non_null(strstr(res.body, "\"rate_limited\""));
+	pc_response_free(&res);
+	pc_close(more);
+	/* Another user is not limited by it; the open ones still work. */
+	fine = hx_ws(cap.port, &other);
+	hx_sendf(ws[1], "{\"type\":\"ping\",\"ref\":1}");
+	json_decref(hx_expect(ws[1], "pong"));
+	/* One closes: the server notices, and then there is room. */
+	pc_close(ws[0]);
+	for (i = 0; i < 50; i++) {
+		more = pc_connect("127.0.0.1", cap.port);
+		if (pc_ws_open(more, "/chat/v1/ws", u.token, NULL, HX_TIMEOUT) == 0)
+			break;
+		pc_close(more);
+		more = NULL;
+		usleep(20000);
+	}
+	assert_non_null(more);
+	pc_close(more);
+	pc_close(ws[1]);
+	pc_close(ws[2]);
+	pc_close(fine);
+	assert_int_equal(hx_stop(&cap, SIGTERM), 0);
+	hx_cleanup(&cap);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -326,6 +377,7 @@ int main(void)
 		cmocka_unit_test(test_fragmentation),
 		cmocka_unit_test(test_close_frames),
 		cmocka_unit_test(test_bad_frames),
+		cmocka_unit_test(test_connection_cap),
 	};
 	hx_filter();
 	return cmocka_run_group_tests_name("integ_ws", tests, setup, teardown);
