@@ -313,7 +313,7 @@ static void create_session(store_t *st, const api_req_t *rq, api_res_t *res)
 	int64_t user = 0, device;
 	const char *dname = "device";
 	int r = STORE_NOT_FOUND;
-	int64_t wait;
+	int64_t wait, evicted = 0;
 
 	if (!j)
 		return;
@@ -357,9 +357,17 @@ static void create_session(store_t *st, const api_req_t *rq, api_res_t *res)
 	}
 	loginguard_succeeded(rq->srv->logins, json_string_value(u), json_string_length(u));
 	auth_token_new(token, thash);
-	if ((r = store_device_create(st, user, dname, thash, clock_wall_ms(), &device)) != STORE_OK) {
+	if ((r = store_device_create(st, user, dname, thash, clock_wall_ms(), rq->srv->cfg.max_devices, &device,
+	                             &evicted)) != STORE_OK) {
 		fail_store(res, r);
 		goto out;
+	}
+	if (evicted) {
+		/* The oldest login made room for this one: its token no longer
+		 * works and its sockets close as at a logout. */
+		log_info("api: user %lld has %u devices; logging out the oldest (%lld)", (long long)user,
+		         rq->srv->cfg.max_devices, (long long)evicted);
+		bus_kick_device(rq->srv->bus, user, evicted);
 	}
 	res->status = 201;
 	jbuf_lit(&res->body, "{\"token\":");

@@ -40,6 +40,8 @@ static void usage(FILE *f)
 	        "  --commit-delay US    wait up to US microseconds (0-10000) for more messages\n"
 	        "                       before committing a small batch: less CPU per message\n"
 	        "                       at moderate load, up to US more per ack (default 0)\n"
+	        "  --max-devices N      logins (devices) kept per user; a new one past this\n"
+	        "                       logs out the oldest (default 32; 0: no limit)\n"
 	        "  --max-user-connections N\n"
 	        "                       WebSockets one user may hold at once, all devices\n"
 	        "                       together (default 64; 0: no limit)\n"
@@ -164,7 +166,8 @@ int main(int argc, char **argv)
 		    strcmp(a, "--node-id") && strcmp(a, "--log-level") && strcmp(a, "--ping-interval") &&
 		    strcmp(a, "--idle-timeout") && strcmp(a, "--out-limit") && strcmp(a, "--rate-limit") &&
 		    strcmp(a, "--rate-burst") && strcmp(a, "--presence-grace") && strcmp(a, "--web") &&
-		    strcmp(a, "--commit-delay") && strcmp(a, "--max-user-connections"))
+		    strcmp(a, "--commit-delay") && strcmp(a, "--max-user-connections") &&
+		    strcmp(a, "--max-devices"))
 			return bad("unknown option", a);
 		if (!val)
 			return bad("missing value for", a);
@@ -203,6 +206,10 @@ int main(int argc, char **argv)
 			if (end == val || *end || !(d >= 0 && d <= 1e8))
 				return bad("--rate-limit wants 0 to 100000000 recipients a second, not", val);
 			cfg.rate_limit = d;
+		} else if (!strcmp(a, "--max-devices")) {
+			if (parse_int(val, 0, 1000000, &v) < 0)
+				return bad("--max-devices wants 0 to 1000000, not", val);
+			cfg.max_devices = (unsigned)v;
 		} else if (!strcmp(a, "--max-user-connections")) {
 			if (parse_int(val, 0, 1000000, &v) < 0)
 				return bad("--max-user-connections wants 0 to 1000000, not", val);

@@ -49,6 +49,7 @@ void server_config_defaults(server_config_t *cfg)
 	cfg->rate_burst = 5000;
 	cfg->presence_grace_ms = 5000;
 	cfg->max_user_connections = 64;
+	cfg->max_devices = 32;
 	snprintf(cfg->web_dir, sizeof cfg->web_dir, "web");
 }
 

@@ -41,6 +41,7 @@ typedef struct server_config {
 	int presence_grace_ms;    /* offline only after this long disconnected */
 	unsigned commit_delay_us; /* writer waits this long for a partial batch (0) */
 	unsigned max_user_connections; /* WebSockets one user may hold at once (0: any) */
+	unsigned max_devices;     /* logins kept per user; the oldest goes (0: any) */
 	char web_dir[4096];       /* the web client's files; "": none */
 } server_config_t;
 

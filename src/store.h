@@ -136,7 +136,7 @@ typedef struct store_vtab {
 	int (*user_by_id)(store_t *s, int64_t user_id, char username[STORE_USERNAME_MAX + 1]);
 	int (*device_create)(store_t *s, int64_t user_id, const char *name,
 	                     const uint8_t token_hash[STORE_TOKEN_HASH_LEN], int64_t now_ms,
-	                     int64_t *device_id);
+	                     unsigned max_devices, int64_t *device_id, int64_t *evicted);
 	int (*device_by_token)(store_t *s, const uint8_t token_hash[STORE_TOKEN_HASH_LEN],
 	                       int64_t *user_id, int64_t *device_id);
 	int (*device_delete)(store_t *s, int64_t user_id, int64_t device_id);
@@ -211,12 +211,17 @@ static inline int store_user_by_id(store_t *s, int64_t user_id,
 	return s->vt->user_by_id(s, user_id, username);
 }
 
-/* Creates a device (one login) whose bearer token hashes to token_hash. */
+/* Creates a device (one login) whose bearer token hashes to token_hash.
+ * When the user already has max_devices (0: no limit), its oldest device
+ * is deleted in the same transaction and *evicted names it (else 0): its
+ * token stops working, and the caller closes its connections. */
 static inline int store_device_create(store_t *s, int64_t user_id, const char *name,
                                       const uint8_t token_hash[STORE_TOKEN_HASH_LEN],
-                                      int64_t now_ms, int64_t *device_id)
+                                      int64_t now_ms, unsigned max_devices, int64_t *device_id,
+                                      int64_t *evicted)
 {
-	return s->vt->device_create(s, user_id, name, token_hash, now_ms, device_id);
+	return s->vt->device_create(s, user_id, name, token_hash, now_ms, max_devices, device_id,
+	                            evicted);
 }
 
 static inline int store_device_by_token(store_t *s, const uint8_t token_hash[STORE_TOKEN_HASH_LEN],

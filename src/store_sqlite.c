@@ -28,6 +28,8 @@ enum {
 	Q_DEVICE_INSERT,
 	Q_DEVICE_BY_TOKEN,
 	Q_DEVICE_DELETE,
+	Q_DEVICE_COUNT,
+	Q_DEVICE_OLDEST,
 	Q_DIRECT_FIND,
 	Q_CONV_INSERT,
 	Q_MEMBER_INSERT,
@@ -75,6 +77,8 @@ static const char *const queries[Q_COUNT] = {
 	[Q_DEVICE_INSERT] = "INSERT INTO devices(user_id, name, token_hash, created_at) VALUES(?1, ?2, ?3, ?4)",
 	[Q_DEVICE_BY_TOKEN] = "SELECT user_id, id FROM devices WHERE token_hash = ?1",
 	[Q_DEVICE_DELETE] = "DELETE FROM devices WHERE id = ?1 AND user_id = ?2",
+	[Q_DEVICE_COUNT] = "SELECT count(*) FROM devices WHERE user_id = ?1",
+	[Q_DEVICE_OLDEST] = "SELECT min(id) FROM devices WHERE user_id = ?1",
 	[Q_DIRECT_FIND] = "SELECT id FROM conversations WHERE direct_key = ?1",
 	[Q_CONV_INSERT] = "INSERT INTO conversations(kind, title, direct_key, created_by, created_at, activity) "
 	                  "VALUES(?1, ?2, ?3, ?4, ?5, (?5 - 1704067200000) << 22)",
@@ -424,24 +428,67 @@ static int sq_user_by_id(store_t *base, int64_t user_id, char username[STORE_USE
 	return r;
 }
 
-static int sq_device_create(store_t *base, int64_t user_id, const char *name,
-                            const uint8_t token_hash[STORE_TOKEN_HASH_LEN], int64_t now_ms,
-                            int64_t *device_id)
+/* The single integer a query (?1 = arg) yields, into *out. */
+static int one_int(sqlite_store_t *s, int which, int64_t arg, int64_t *out)
 {
-	sqlite_store_t *s = S(base);
-	sqlite3_stmt *st = q(s, Q_DEVICE_INSERT);
+	sqlite3_stmt *st = q(s, which);
 	int rc;
 
+	sqlite3_bind_int64(st, 1, arg);
+	rc = sqlite3_step(st);
+	*out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW ? STORE_OK : fail(s, "count");
+}
+
+static int sq_device_create(store_t *base, int64_t user_id, const char *name,
+                            const uint8_t token_hash[STORE_TOKEN_HASH_LEN], int64_t now_ms,
+                            unsigned max_devices, int64_t *device_id, int64_t *evicted)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st;
+	int64_t count = 0;
+	int rc;
+
+	*evicted = 0;
+	if (exec(s, Q_BEGIN) != STORE_OK)
+		return STORE_ERROR;
+	if (max_devices) {
+		if (one_int(s, Q_DEVICE_COUNT, user_id, &count) != STORE_OK)
+			goto err;
+		if (count >= max_devices) {
+			if (one_int(s, Q_DEVICE_OLDEST, user_id, evicted) != STORE_OK)
+				goto err;
+			st = q(s, Q_DEVICE_DELETE);
+			sqlite3_bind_int64(st, 1, *evicted);
+			sqlite3_bind_int64(st, 2, user_id);
+			rc = sqlite3_step(st);
+			sqlite3_reset(st);
+			if (rc != SQLITE_DONE) {
+				fail(s, "device evict");
+				goto err;
+			}
+		}
+	}
+	st = q(s, Q_DEVICE_INSERT);
 	sqlite3_bind_int64(st, 1, user_id);
 	sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 3, token_hash, STORE_TOKEN_HASH_LEN, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 4, now_ms);
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
-	if (rc != SQLITE_DONE)
-		return fail(s, "device insert");
+	if (rc != SQLITE_DONE) {
+		fail(s, "device insert");
+		goto err;
+	}
 	*device_id = sqlite3_last_insert_rowid(s->db);
+	if (exec(s, Q_COMMIT) != STORE_OK)
+		goto err;
 	return STORE_OK;
+err:
+	exec(s, Q_ROLLBACK);
+	*evicted = 0;
+	return STORE_ERROR;
 }
 
 static int sq_device_by_token(store_t *base, const uint8_t token_hash[STORE_TOKEN_HASH_LEN],

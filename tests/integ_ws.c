@@ -368,6 +368,40 @@ static void test_connection_cap(void **state)
 	hx_cleanup(&cap);
 }
 
+/* Past --max-devices logins, a new login logs out the user's oldest
+ * device: its socket closes with 1008 and its token stops working. */
+static void test_device_cap(void **state)
+{
+	const char *extra[] = {"--max-devices", "2", NULL};
+	hx_server_t cap;
+	hx_user_t first, second, third;
+	pc_conn_t *ws1, *ws2;
+	json_t *j;
+	int st;
+
+	(void)state;
+	assert_int_equal(hx_start(&cap, NULL, extra), 0);
+	hx_user(cap.port, "manydev", &first);
+	hx_login(cap.port, &first, &second);
+	ws1 = hx_ws(cap.port, &first);
+	ws2 = hx_ws(cap.port, &second);
+	hx_login(cap.port, &first, &third);
+	assert_int_equal(hx_expect_close(ws1), 1008);
+	j = hx_http(cap.port, "GET", "/api/v1/conversations", first.token, NULL, &st);
+	assert_int_equal(st, 401);
+	json_decref(j);
+	/* The second and third work. */
+	hx_sendf(ws2, "{\"type\":\"ping\",\"ref\":2}");
+	json_decref(hx_expect(ws2, "pong"));
+	j = hx_http(cap.port, "GET", "/api/v1/conversations", third.token, NULL, &st);
+	assert_int_equal(st, 200);
+	json_decref(j);
+	pc_close(ws1);
+	pc_close(ws2);
+	assert_int_equal(hx_stop(&cap, SIGTERM), 0);
+	hx_cleanup(&cap);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -378,6 +412,7 @@ int main(void)
 		cmocka_unit_test(test_close_frames),
 		cmocka_unit_test(test_bad_frames),
 		cmocka_unit_test(test_connection_cap),
+		cmocka_unit_test(test_device_cap),
 	};
 	hx_filter();
 	return cmocka_run_group_tests_name("integ_ws", tests, setup, teardown);

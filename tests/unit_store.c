@@ -24,7 +24,7 @@ static int64_t alice, bob, carol, conv;
 static int setup(void **state)
 {
 	uint8_t h[32] = {1};
-	int64_t dev;
+	int64_t dev, evicted;
 	int created;
 
 	(void)state;
@@ -33,7 +33,7 @@ static int setup(void **state)
 	if (store_user_create(st, "alice", "x", 1, &alice) || store_user_create(st, "bob", "x", 1, &bob) ||
 	    store_user_create(st, "carol", "x", 1, &carol))
 		return -1;
-	if (store_device_create(st, alice, "phone", h, 1, &dev))
+	if (store_device_create(st, alice, "phone", h, 1, 0, &dev, &evicted))
 		return -1;
 	return store_direct_open(st, alice, bob, 1704067200000LL + 5, &conv, &created);
 }
@@ -85,6 +85,33 @@ static void test_accounts(void **state)
 	assert_int_equal(store_device_delete(st, bob, d), STORE_NOT_FOUND); /* not bob's */
 	assert_int_equal(store_device_delete(st, alice, d), STORE_OK);
 	assert_int_equal(store_device_by_token(st, h, &u, &d), STORE_NOT_FOUND);
+}
+
+/* With a cap of 3 devices, a 4th login removes the oldest (its token stops
+ * working) and names it; the others keep working. */
+static void test_device_cap(void **state)
+{
+	uint8_t tok[5][32];
+	int64_t dev[5], evicted, u, d;
+	int i;
+
+	(void)state;
+	for (i = 0; i < 5; i++) {
+		memset(tok[i], 0x40 + i, sizeof tok[i]);
+		assert_int_equal(store_device_create(st, carol, "d", tok[i], 1, 3, &dev[i], &evicted), STORE_OK);
+		assert_int_equal(evicted, i < 3 ? 0 : dev[i - 3]);
+	}
+	for (i = 0; i < 5; i++) {
+		int r = store_device_by_token(st, tok[i], &u, &d);
+		assert_int_equal(r, i < 2 ? STORE_NOT_FOUND : STORE_OK);
+		if (r == STORE_OK)
+			assert_int_equal(d, dev[i]);
+	}
+	/* No cap: nothing is removed. */
+	memset(tok[0], 0x60, sizeof tok[0]);
+	assert_int_equal(store_device_create(st, carol, "d", tok[0], 1, 0, &dev[0], &evicted), STORE_OK);
+	assert_int_equal(evicted, 0);
+	assert_int_equal(store_device_by_token(st, tok[2], &u, &d), STORE_OK);
 }
 
 static void test_direct_is_one_per_pair(void **state)
@@ -301,6 +328,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_accounts),
+		cmocka_unit_test(test_device_cap),
 		cmocka_unit_test(test_direct_is_one_per_pair),
 		cmocka_unit_test(test_batch_seqs_and_idempotency),
 		cmocka_unit_test(test_receipts),
