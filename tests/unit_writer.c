@@ -53,22 +53,63 @@ static void on_done(store_op_t *op, void *ud)
 static writer_t *w;
 static int64_t conv, user;
 
+/* A send of "x" from user into conv, for thread t. */
+static sent_t *new_send(int t, int n)
+{
+	sent_t *s = calloc(1, sizeof *s);
+
+	assert_non_null(s);
+	s->thread = t;
+	s->n = n;
+	snprintf(s->cmid, sizeof s->cmid, "t%d-%d", t, n);
+	s->op.kind = STORE_OP_SEND;
+	s->op.user = user;
+	s->op.device = 1;
+	s->op.conv = conv;
+	s->op.cmid = s->cmid;
+	s->op.body = "x";
+	s->op.body_len = 1;
+	return s;
+}
+
+/* A fresh store in dir with two users and their direct chat (user, conv),
+ * and a writer on it; completion state reset. */
+static store_t *start(char *dir)
+{
+	int64_t other;
+	store_t *st;
+	int created;
+
+	assert_non_null(mkdtemp(dir));
+	st = store_open(dir);
+	assert_non_null(st);
+	assert_int_equal(store_user_create(st, "u1", "x", 1, &user), STORE_OK);
+	assert_int_equal(store_user_create(st, "u2", "x", 1, &other), STORE_OK);
+	assert_int_equal(store_direct_open(st, user, other, 1, &conv, &created), STORE_OK);
+	atomic_store(&done_count, 0);
+	memset(last_seq_seen, 0, sizeof last_seq_seen);
+	last_seq = last_id = 0;
+	w = writer_new(dir, 3, 1024, on_done, NULL);
+	assert_non_null(w);
+	return st;
+}
+
+static void stop(store_t *st, const char *dir)
+{
+	char cmd[128];
+
+	writer_free(w);
+	store_close(st);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 static void *submitter(void *p)
 {
 	int t = (int)(intptr_t)p, i;
 
 	for (i = 0; i < PER_THREAD; i++) {
-		sent_t *s = calloc(1, sizeof *s);
-		s->thread = t;
-		s->n = i;
-		snprintf(s->cmid, sizeof s->cmid, "t%d-%d", t, i);
-		s->op.kind = STORE_OP_SEND;
-		s->op.user = user;
-		s->op.device = 1;
-		s->op.conv = conv;
-		s->op.cmid = s->cmid;
-		s->op.body = "x";
-		s->op.body_len = 1;
+		sent_t *s = new_send(t, i);
 		while (writer_submit(w, &s->op) < 0)
 			usleep(100);
 	}
@@ -77,23 +118,15 @@ static void *submitter(void *p)
 
 static void test_group_commit(void **state)
 {
-	char dir[] = "/tmp/parley-unit-writer-XXXXXX", cmd[128];
+	char dir[] = "/tmp/parley-unit-writer-XXXXXX";
 	pthread_t th[THREADS];
 	writer_counts_t wc;
 	uint64_t batches, ops;
-	int64_t other;
 	store_t *st;
-	int i, created;
+	int i;
 
 	(void)state;
-	assert_non_null(mkdtemp(dir));
-	st = store_open(dir);
-	assert_non_null(st);
-	assert_int_equal(store_user_create(st, "u1", "x", 1, &user), STORE_OK);
-	assert_int_equal(store_user_create(st, "u2", "x", 1, &other), STORE_OK);
-	assert_int_equal(store_direct_open(st, user, other, 1, &conv, &created), STORE_OK);
-	w = writer_new(dir, 3, 1024, on_done, NULL);
-	assert_non_null(w);
+	st = start(dir);
 	for (i = 0; i < THREADS; i++)
 		pthread_create(&th[i], NULL, submitter, (void *)(intptr_t)i);
 	for (i = 0; i < THREADS; i++)
@@ -110,10 +143,7 @@ static void test_group_commit(void **state)
 	assert_true(batches * 4 <= ops);
 	assert_true(order_ok);
 	assert_true(id_order_ok);
-	writer_free(w);
-	store_close(st);
-	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-	assert_int_equal(system(cmd), 0);
+	stop(st, dir);
 }
 
 /* With a commit delay, sends that arrive a moment apart share one commit
@@ -121,35 +151,16 @@ static void test_group_commit(void **state)
  * which come 1 ms later. Without the delay the first is committed alone. */
 static void test_commit_delay(void **state)
 {
-	char dir[] = "/tmp/parley-unit-writer-XXXXXX", cmd[128];
+	char dir[] = "/tmp/parley-unit-writer-XXXXXX";
 	writer_counts_t wc;
-	int64_t other;
 	store_t *st;
-	int i, created;
+	int i;
 
 	(void)state;
-	assert_non_null(mkdtemp(dir));
-	st = store_open(dir);
-	assert_non_null(st);
-	assert_int_equal(store_user_create(st, "u1", "x", 1, &user), STORE_OK);
-	assert_int_equal(store_user_create(st, "u2", "x", 1, &other), STORE_OK);
-	assert_int_equal(store_direct_open(st, user, other, 1, &conv, &created), STORE_OK);
-	atomic_store(&done_count, 0);
-	memset(last_seq_seen, 0, sizeof last_seq_seen);
-	last_seq = last_id = 0;
-	w = writer_new(dir, 3, 1024, on_done, NULL);
-	assert_non_null(w);
+	st = start(dir);
 	writer_set_commit_delay(w, 10000);
 	for (i = 0; i < 3; i++) {
-		sent_t *s = calloc(1, sizeof *s);
-		snprintf(s->cmid, sizeof s->cmid, "d%d", i);
-		s->op.kind = STORE_OP_SEND;
-		s->op.user = user;
-		s->op.device = 1;
-		s->op.conv = conv;
-		s->op.cmid = s->cmid;
-		s->op.body = "x";
-		s->op.body_len = 1;
+		sent_t *s = new_send(0, i);
 		assert_int_equal(writer_submit(w, &s->op), 0);
 		if (i == 0)
 			usleep(1000);
@@ -160,10 +171,7 @@ static void test_commit_delay(void **state)
 	assert_int_equal(wc.messages, 3);
 	assert_int_equal(wc.commits, 1);
 	assert_true(id_order_ok);
-	writer_free(w);
-	store_close(st);
-	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-	assert_int_equal(system(cmd), 0);
+	stop(st, dir);
 }
 
 int main(void)
