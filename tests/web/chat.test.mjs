@@ -79,6 +79,8 @@ async function person(viewport = { width: 1100, height: 720 }, prepare = null) {
   const page = await ctx.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e));
+  // The server's Content-Security-Policy must not block anything the client does.
+  page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) errors.push(m.text()); });
   if (prepare) await prepare(page);
   await page.goto(base);
   return { ctx, page, errors };
