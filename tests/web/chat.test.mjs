@@ -120,6 +120,38 @@ async function waitBodies(page, expected) {
   }, expected, { timeout: WAIT });
 }
 
+// Sends n messages ("message 1" ...) into the page's first conversation
+// over a WebSocket of its own, quickly: at most 32 awaiting their ack (the
+// server refuses more than 128 in flight).
+async function bulkSend(page, n, prefix = 'message') {
+  await page.evaluate(async ([count, text]) => {
+    const s = JSON.parse(localStorage.getItem('parley.session'));
+    const conv = Number(document.querySelector('#conv-list button.conv').dataset.conv);
+    const ws = new WebSocket(`ws://${location.host}/chat/v1/ws?token=${s.token}`);
+    await new Promise((resolve, reject) => {
+      let sent = 0;
+      let acks = 0;
+      const more = () => {
+        while (sent < count && sent - acks < 32) {
+          sent++;
+          ws.send(JSON.stringify({ type: 'send', conv, cmid: `${text}${sent}`, body: `${text} ${sent}` }));
+        }
+      };
+      ws.onmessage = (ev) => {
+        const f = JSON.parse(ev.data);
+        if (f.type === 'ready') more();
+        if (f.type === 'error') reject(new Error(`${f.code}: ${f.message}`));
+        if (f.type === 'ack') {
+          if (++acks === count) resolve();
+          else more();
+        }
+      };
+      setTimeout(() => reject(new Error(`only ${acks} of ${count} acked`)), 30000);
+    });
+    ws.close();
+  }, [n, prefix]);
+}
+
 async function register(name) {
   const r = await fetch(`${base}/api/v1/users`, {
     method: 'POST', body: JSON.stringify({ username: name, password: PASSWORD }),
@@ -420,34 +452,7 @@ test('history loads older pages as the reader scrolls up', async () => {
   await signUp(eve.page, unique('eve'));
   await signUp(fay.page, unique('fay'));
   await startChat(eve.page, 'fay');
-  // 130 messages, sent over the page's own WebSocket to be quick, at most
-  // 32 awaiting their ack (the server refuses more than 128 in flight).
-  await eve.page.evaluate(async (n) => {
-    const s = JSON.parse(localStorage.getItem('parley.session'));
-    const conv = Number(document.querySelector('#conv-list button.conv').dataset.conv);
-    const ws = new WebSocket(`ws://${location.host}/chat/v1/ws?token=${s.token}`);
-    await new Promise((resolve, reject) => {
-      let sent = 0;
-      let acks = 0;
-      const more = () => {
-        while (sent < n && sent - acks < 32) {
-          sent++;
-          ws.send(JSON.stringify({ type: 'send', conv, cmid: `bulk${sent}`, body: `message ${sent}` }));
-        }
-      };
-      ws.onmessage = (ev) => {
-        const f = JSON.parse(ev.data);
-        if (f.type === 'ready') more();
-        if (f.type === 'error') reject(new Error(`${f.code}: ${f.message}`));
-        if (f.type === 'ack') {
-          if (++acks === n) resolve();
-          else more();
-        }
-      };
-      setTimeout(() => reject(new Error(`only ${acks} of ${n} acked`)), 20000);
-    });
-    ws.close();
-  }, 130);
+  await bulkSend(eve.page, 130);
   await fay.page.waitForSelector('#conv-list button.conv:has-text("eve")', { timeout: WAIT });
   await openConv(fay.page, 'eve');
   await waitBodies(fay.page, ['message 130']);
@@ -463,4 +468,50 @@ test('history loads older pages as the reader scrolls up', async () => {
   assert.deepEqual([...eve.errors, ...fay.errors], []);
   await eve.ctx.close();
   await fay.ctx.close();
+});
+
+test('after a long absence (over 1,000 missed) the client catches up once, without resume storms', async () => {
+  const gus = await person();
+  await signUp(gus.page, unique('gus'));
+  const resumes = [];
+  const route = (page) => page.routeWebSocket(/\/chat\/v1\/ws/, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((m) => {
+      if (typeof m === 'string' && m.includes('"type":"resume"')) resumes.push(m);
+      server.send(m);
+    });
+    server.onMessage((m) => ws.send(m));
+  });
+  const hal = await person(undefined, route);
+  await signUp(hal.page, unique('hal'));
+  await startChat(gus.page, 'hal');
+  await say(gus.page, 'before you go');
+  await hal.page.waitForSelector('#conv-list button.conv:has-text("gus")', { timeout: WAIT });
+  await hal.page.waitForTimeout(700); // the cursor is written at most every 500 ms
+  const saved = await hal.ctx.storageState();
+  await hal.ctx.close();
+  await bulkSend(gus.page, 1100, 'missed');
+
+  const ctx = await browser.newContext({ storageState: saved });
+  const page = await ctx.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e));
+  await route(page);
+  resumes.length = 0;
+  await page.goto(base);
+  await page.waitForSelector('#conv-list button.conv:has-text("gus")', { timeout: WAIT });
+  await page.waitForFunction(() => /missed 1100/.test(document.querySelector('#conv-list').textContent), null, { timeout: WAIT });
+  // Live messages after the catch-up are no gap: no further resume.
+  await say(gus.page, 'welcome back');
+  await say(gus.page, 'again');
+  await openConv(page, 'gus');
+  await waitBodies(page, ['missed 1100', 'welcome back', 'again']);
+  await page.waitForTimeout(2500);
+  assert.equal(resumes.length, 1, `resumes sent: ${resumes.length}`);
+  const got = await bodies(page);
+  assert.deepEqual(got.slice(-3), ['missed 1100', 'welcome back', 'again']);
+  assert.equal(new Set(got).size, got.length);
+  assert.deepEqual([...gus.errors, ...errors], []);
+  await gus.ctx.close();
+  await ctx.close();
 });

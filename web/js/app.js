@@ -34,6 +34,7 @@ const S = {
   typingStopTimer: null,
   loadingOlder: false,
   lastGapResume: 0,
+  resuming: false,          // a resume is out: its replay may jump seqs
 };
 
 // ---- conversations -------------------------------------------------------
@@ -124,6 +125,7 @@ function onUp() {
 }
 
 async function onDown(attempt, delay, failedBeforeReady) {
+  S.resuming = false;
   banner(`Offline — reconnecting${delay > 1500 ? ` in ${Math.round(delay / 1000)} s` : ''}…`);
   // Refused again and again before "ready": perhaps the token is gone.
   if (failedBeforeReady >= 2) {
@@ -138,7 +140,7 @@ async function onDown(attempt, delay, failedBeforeReady) {
 function resume() {
   const convs = {};
   for (const c of S.convs.values()) convs[c.id] = S.seqs[c.id] || 0;
-  S.live.send({ type: 'resume', convs });
+  if (S.live.send({ type: 'resume', convs })) S.resuming = true;
 }
 
 function watchPeers() {
@@ -178,8 +180,10 @@ function advance(c, seq) {
     store.saveSeqs(S.me.user_id, S.seqs);
     return;
   }
+  // A replay jumps over what lies beyond its newest 1,000; its "resumed"
+  // moves the cursor. Only a jump outside a resume is a gap.
   const now = Date.now();
-  if (now - S.lastGapResume > 2000) {
+  if (!S.resuming && now - S.lastGapResume > 2000) {
     S.lastGapResume = now;
     resume();
   }
@@ -236,6 +240,7 @@ function onAck(a) {
 
 async function onResumed(f) {
   const heads = f.heads || {};
+  S.resuming = false;
   let learned = false;
   for (const [id, head] of Object.entries(heads)) {
     const conv = Number(id);
@@ -247,11 +252,18 @@ async function onResumed(f) {
       } catch (e) {
         // left or removed meanwhile
       }
-    } else if (head > c.last_seq) {
-      // More than the replay's 1,000: the rest comes from history.
-      c.last_seq = head;
+    } else {
+      // Everything up to the head has been replayed, or lies beyond the
+      // replay's newest 1,000 and comes from history when the chat is
+      // read: the cursor moves to the head either way, so that a long
+      // absence does not look like a gap forever after.
+      if (head > c.last_seq) c.last_seq = head;
+      let h = Math.max(S.seqs[c.id] || 0, head);
+      while (c.msgs.has(h + 1)) h++; // live ones that came in meanwhile
+      S.seqs[c.id] = h;
     }
   }
+  store.saveSeqs(S.me.user_id, S.seqs);
   for (const c of [...S.convs.values()])
     if (heads[c.id] === undefined) dropConv(c.id);
   if (learned) watchPeers();
@@ -477,7 +489,43 @@ function presenceText(p) {
   return `last seen ${clock(p.last_seen)}`;
 }
 
+// Frames come in bursts (a resume replays up to 1,000 messages): the
+// screens are redrawn at most once a frame, not once a message.
+const dirty = { list: false, head: false, chat: false, stick: false };
+let drawPending = false;
+
+function scheduleDraw() {
+  if (drawPending) return;
+  drawPending = true;
+  const run = () => {
+    drawPending = false;
+    const d = { ...dirty };
+    dirty.list = dirty.head = dirty.chat = dirty.stick = false;
+    if (d.list) drawList();
+    if (d.chat) drawChat(d.stick);
+    else if (d.head) drawHead();
+  };
+  if (document.visibilityState === 'visible') requestAnimationFrame(run);
+  else setTimeout(run, 250);
+}
+
 function renderList() {
+  dirty.list = true;
+  scheduleDraw();
+}
+
+function renderHead() {
+  dirty.head = true;
+  scheduleDraw();
+}
+
+function renderChat(stick) {
+  dirty.chat = true;
+  if (stick) dirty.stick = true;
+  scheduleDraw();
+}
+
+function drawList() {
   const list = $('conv-list');
   const convs = [...S.convs.values()].sort((a, b) => b.activity - a.activity || b.id - a.id);
   $('conv-empty').hidden = convs.length > 0;
@@ -517,7 +565,7 @@ function renderList() {
   }));
 }
 
-function renderHead() {
+function drawHead() {
   const c = S.convs.get(S.open);
   if (!c) return;
   $('chat-name').textContent = convName(c);
@@ -587,10 +635,10 @@ function messageEl(c, m, pending) {
   return div;
 }
 
-function renderChat(stick) {
+function drawChat(stick) {
   const c = S.convs.get(S.open);
   if (!c) return;
-  renderHead();
+  drawHead();
   const box = $('messages');
   const atBottom = stick || box.scrollHeight - box.scrollTop - box.clientHeight < 40;
   const items = [];
@@ -687,8 +735,8 @@ async function loadOlder() {
   }
   S.loadingOlder = false;
   if (S.open !== c.id) return;
-  renderChat();
-  box.scrollTop = box.scrollHeight - fromBottom; // keep the reader's place
+  drawChat(); // now, so that the reader's place can be kept
+  box.scrollTop = box.scrollHeight - fromBottom;
 }
 
 function closeChat() {
