@@ -195,6 +195,10 @@ test('Alice and Bob chat: ticks, typing, escaping, offline and back', async () =
     `tick states seen: ${states.join(' -> ')}`);
   assert.equal(await bob.page.$('#conv-list .badge'), null, 'the badge clears once read');
 
+  // New messages are added to the pane, not redrawn over it: the node of
+  // the first one stays the same node.
+  await bob.page.evaluate(() => { document.querySelector('#messages .msg').dataset.mark = 'kept'; });
+
   // Typing: Bob sees it in the chat header, and it ends when Alice sends.
   await alice.page.fill('#composer-input', '');
   await alice.page.type('#composer-input', 'How are');
@@ -205,6 +209,7 @@ test('Alice and Bob chat: ticks, typing, escaping, offline and back', async () =
   await waitBodies(bob.page, ['How are you?']);
   await bob.page.waitForFunction(() => document.querySelector('#chat-status').textContent !== 'typing…',
     null, { timeout: WAIT });
+  assert.equal(await bob.page.$$eval('#messages .msg[data-mark="kept"]', (e) => e.length), 1);
 
   // Presence: Alice sees Bob online in her chat header.
   await alice.page.waitForFunction(() => document.querySelector('#chat-status').textContent === 'online',

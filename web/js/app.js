@@ -635,18 +635,54 @@ function messageEl(c, m, pending) {
   return div;
 }
 
+// What the message pane shows: nodes by key ("s<seq>", "c<cmid>") with a
+// signature of what they display, so that a redraw only adds, replaces or
+// removes the messages that changed (a screen reader's log announces just
+// those, and long chats stay cheap).
+const shown = { conv: null, nodes: new Map() };
+
+function msgSig(c, m, pending) {
+  if (pending) return `p:${m.state}:${m.error || ''}`;
+  if (m.from !== S.me.user_id) return c.kind === 'group' ? `f:${nameOf(m.from)}` : 'f';
+  const k = c.kind === 'group' && c.counts.get(m.seq);
+  return `o:${tickOf(c, m)[0]}:${k ? `${k.delivered}/${k.read}/${c.members.length}` : ''}`;
+}
+
 function drawChat(stick) {
   const c = S.convs.get(S.open);
   if (!c) return;
   drawHead();
   const box = $('messages');
   const atBottom = stick || box.scrollHeight - box.scrollTop - box.clientHeight < 40;
-  const items = [];
-  if (c.loaded && c.has_more) items.push(el('div', 'older', S.loadingOlder ? 'Loading…' : 'Scroll up for older messages'));
+  if (shown.conv !== c.id) {
+    shown.conv = c.id;
+    shown.nodes.clear();
+    box.replaceChildren();
+  }
+  const want = [];
+  const keep = new Map();
+  const add = (key, sig, build) => {
+    const old = shown.nodes.get(key);
+    const rec = old && old.sig === sig ? old : { sig, node: build() };
+    keep.set(key, rec);
+    want.push(rec.node);
+  };
+  if (c.loaded && c.has_more) {
+    const text = S.loadingOlder ? 'Loading…' : 'Scroll up for older messages';
+    add('older', text, () => el('div', 'older', text));
+  }
   const seqs = [...c.msgs.keys()].sort((a, b) => a - b);
-  for (const s of seqs) items.push(messageEl(c, c.msgs.get(s), false));
-  for (const o of S.outbox) if (o.conv === c.id) items.push(messageEl(c, o, true));
-  box.replaceChildren(...items);
+  for (const seq of seqs) {
+    const m = c.msgs.get(seq);
+    add(`s${seq}`, msgSig(c, m, false), () => messageEl(c, m, false));
+  }
+  for (const o of S.outbox) if (o.conv === c.id) add(`c${o.cmid}`, msgSig(c, o, true), () => messageEl(c, o, true));
+  // Wanted nodes into place in order; whatever is left after them goes.
+  want.forEach((node, i) => {
+    if (box.children[i] !== node) box.insertBefore(node, box.children[i] || null);
+  });
+  while (box.children.length > want.length) box.lastElementChild.remove();
+  shown.nodes = keep;
   if (atBottom) box.scrollTop = box.scrollHeight;
 }
 
@@ -886,6 +922,8 @@ function signedOut(message) {
   S.me = null;
   S.live = null;
   S.convs.clear();
+  shown.conv = null;
+  shown.nodes.clear();
   S.names.clear();
   S.presence.clear();
   S.outbox = [];
