@@ -185,6 +185,7 @@ test('Alice and Bob chat: ticks, typing, escaping, offline and back', async () =
   await alice.page.waitForSelector('#messages .msg.own .tick[data-state="delivered"]', { timeout: WAIT });
   await bob.page.waitForSelector(`#conv-list button.conv:has-text("${aliceName}") .badge`, { timeout: WAIT });
   assert.equal(await bob.page.textContent('#conv-list .badge'), '1');
+  assert.equal(await bob.page.title(), '(1) Parley');
   await alice.page.screenshot({ path: `${SHOTS}/alice-delivered.png` });
   // Blue once Bob opens the chat.
   await openConv(bob.page, aliceName);
@@ -194,6 +195,7 @@ test('Alice and Bob chat: ticks, typing, escaping, offline and back', async () =
   assert.deepEqual(states.filter((s) => s !== 'pending'), ['sent', 'delivered', 'read'],
     `tick states seen: ${states.join(' -> ')}`);
   assert.equal(await bob.page.$('#conv-list .badge'), null, 'the badge clears once read');
+  await bob.page.waitForFunction(() => document.title === 'Parley', null, { timeout: WAIT });
 
   // New messages are added to the pane, not redrawn over it: the node of
   // the first one stays the same node.

@@ -528,6 +528,9 @@ function renderChat(stick) {
 function drawList() {
   const list = $('conv-list');
   const convs = [...S.convs.values()].sort((a, b) => b.activity - a.activity || b.id - a.id);
+  // The tab's title counts unread messages, as chat apps' tabs do.
+  const unread = convs.reduce((n, c) => n + c.unread, 0);
+  document.title = unread ? `(${unread}) Parley` : 'Parley';
   $('conv-empty').hidden = convs.length > 0;
   list.replaceChildren(...convs.map((c) => {
     const li = el('li');
@@ -936,6 +939,7 @@ function signedOut(message) {
   S.typingConv = null;
   api.setToken(null);
   banner(null);
+  document.title = 'Parley';
   $('app').hidden = true;
   $('auth').hidden = false;
   $('auth-error').textContent = message || '';
