@@ -899,6 +899,12 @@ static void request_job(store_t *st, void *arg)
 	api_req_free(rq);
 }
 
+/* Sign-up and login: the requests that hash a password. */
+static int hashes_password(const http_request_t *req)
+{
+	return http_is(req, "POST", "/api/v1/users") || http_is(req, "POST", "/api/v1/sessions");
+}
+
 int api_submit_request(server_t *srv, uint64_t conn, const http_request_t *req,
                        const char *body, size_t body_len)
 {
@@ -927,7 +933,7 @@ int api_submit_request(server_t *srv, uint64_t conn, const http_request_t *req,
 		rq->body_len = body_len;
 	}
 	if (!rq->target || (h && !rq->token && rq->token_len) || (body_len && !rq->body) ||
-	    workers_submit(srv->workers, request_job, rq) < 0) {
+	    workers_submit(hashes_password(req) ? srv->hashers : srv->workers, request_job, rq) < 0) {
 		api_req_free(rq);
 		return -1;
 	}

@@ -102,6 +102,8 @@ static int lookup_members(void *ud, int64_t conv, fanout_member_t **out, size_t 
 	return 0;
 }
 
+#define HASH_QUEUE 64
+
 int server_run(const server_config_t *cfg)
 {
 	server_t srv_, *srv = &srv_;
@@ -148,6 +150,13 @@ int server_run(const server_config_t *cfg)
 		goto out;
 	if (!(srv->workers = workers_new(srv->cfg.workers, cfg->data_dir, 16384)))
 		goto out;
+	/* Each password hash takes tens of milliseconds and 64 MiB: sign-ups
+	 * and logins get their own small pool and short queue, so a burst of
+	 * them (or someone trying passwords) cannot hold up token checks,
+	 * history and resumes, and waits are refused early with 503. */
+	if (!(srv->hashers = workers_new(srv->cfg.workers > 2 ? srv->cfg.workers / 2 : 1, cfg->data_dir,
+	                                 HASH_QUEUE)))
+		goto out;
 	if (!(srv->web = webfiles_load(cfg->web_dir)))
 		goto out;
 	if (!(srv->gw = gateway_new(srv)))
@@ -192,6 +201,7 @@ int server_run(const server_config_t *cfg)
 	         (unsigned long long)wc.commits);
 	status = 0;
 out:
+	workers_free(srv->hashers);
 	workers_free(srv->workers);
 	writer_free(srv->writer);
 	fanout_free(srv->fanout);

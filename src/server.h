@@ -50,6 +50,7 @@ typedef struct server {
 	bus_t *bus;
 	writer_t *writer;
 	workers_t *workers;
+	workers_t *hashers;       /* sign-ups and logins: Argon2id, apart from the rest */
 	gateway_t *gw;
 	tally_t *tally;
 	fanout_t *fanout;

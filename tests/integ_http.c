@@ -5,6 +5,7 @@
  * and none changing stored data. */
 #include "harness.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,6 +169,59 @@ static void test_login_backoff(void **state)
 	j = hx_http(srv.port, "POST", "/api/v1/sessions", NULL, right, &st);
 	assert_int_equal(st, 201);
 	json_decref(j);
+}
+
+/* A burst of logins (each an Argon2id hash of tens of milliseconds) runs
+ * in a pool of its own: a token holder's request is answered while most of
+ * the burst still waits, and what does not fit the hashing queue is
+ * refused at once with 503 rather than queued behind everything. */
+#define BURST 72
+static void test_logins_do_not_starve(void **state)
+{
+	pc_conn_t *c[BURST], *http;
+	pc_response_t res;
+	hx_user_t u;
+	char body[128];
+	int i, pending = 0, refused = 0, answered = 0;
+
+	(void)state;
+	hx_user(srv.port, "notstarved", &u);
+	for (i = 0; i < BURST; i++) {
+		char req[512];
+		int n;
+		snprintf(body, sizeof body, "{\"username\":\"burst%d\",\"password\":\"wrong password\"}", i);
+		n = snprintf(req, sizeof req,
+		             "POST /api/v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s",
+		             strlen(body), body);
+		assert_non_null(c[i] = pc_connect("127.0.0.1", srv.port));
+		assert_int_equal(pc_send_raw(c[i], req, (size_t)n), 0);
+	}
+	http = pc_connect("127.0.0.1", srv.port);
+	assert_int_equal(pc_http(http, "GET", "/api/v1/conversations", u.token, NULL, &res, HX_TIMEOUT), 0);
+	assert_int_equal(res.status, 200);
+	pc_response_free(&res);
+	pc_close(http);
+	/* Answered while most logins still wait. */
+	for (i = 0; i < BURST; i++) {
+		struct pollfd pf = {pc_fd(c[i]), POLLIN, 0};
+		if (poll(&pf, 1, 0) == 0)
+			pending++;
+	}
+	if (pending < BURST / 4)
+		fail_msg("only %d of %d logins were still waiting", pending, BURST);
+	for (i = 0; i < BURST; i++) {
+		assert_int_equal(pc_read_response(c[i], &res, 60000), 0);
+		if (res.status == 503)
+			refused++;
+		else if (res.status == 401)
+			answered++;
+		else
+			fail_msg("login %d: %d", i, res.status);
+		pc_response_free(&res);
+		pc_close(c[i]);
+	}
+	assert_true(refused > 0);
+	assert_true(answered > 0);
 }
 
 static void test_pipelined_api_requests(void **state)
@@ -533,6 +587,7 @@ int main(void)
 		cmocka_unit_test(test_healthz_and_keepalive),
 		cmocka_unit_test(test_metrics),
 		cmocka_unit_test(test_login_backoff),
+		cmocka_unit_test(test_logins_do_not_starve),
 		cmocka_unit_test(test_pipelined_api_requests),
 		cmocka_unit_test(test_expect_continue),
 		cmocka_unit_test(test_malformed_and_oversized),
