@@ -122,7 +122,7 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined
                $(shell pkg-config --cflags libcrypto 2>/dev/null)
 FUZZ_LIBS := $(shell pkg-config --libs libcrypto 2>/dev/null)
 
-build/fuzz/fuzz_http: fuzz/fuzz_http.c src/http.c src/sbuf.c
+build/fuzz/fuzz_http: fuzz/fuzz_http.c src/http.c src/sbuf.c src/jbuf.c
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^ $(FUZZ_LIBS)
 
@@ -130,7 +130,7 @@ build/fuzz/fuzz_ws: fuzz/fuzz_ws.c src/ws.c src/utf8.c src/sbuf.c
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^ $(FUZZ_LIBS)
 
-build/fuzz/fuzz_webfiles: fuzz/fuzz_webfiles.c src/webfiles.c src/http.c src/sbuf.c src/log.c
+build/fuzz/fuzz_webfiles: fuzz/fuzz_webfiles.c src/webfiles.c src/http.c src/sbuf.c src/jbuf.c src/log.c
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^ $(FUZZ_LIBS)
 

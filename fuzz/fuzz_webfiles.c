@@ -10,21 +10,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "api.h"
 #include "http.h"
 #include "webfiles.h"
 
 static webfiles_t *files;
-
-/* The gateway's error response, without the rest of the API. */
-sbuf_t *api_error_response(int status, const char *code, const char *message, int keep_alive,
-                           const char *extra)
-{
-	char body[256];
-	int n = snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, message);
-
-	return http_response(status, "application/json", body, (size_t)n, keep_alive, extra);
-}
 
 static void put(const char *dir, const char *name, const char *text)
 {

@@ -54,34 +54,11 @@ typedef struct upgrade_req {
 	char token[];
 } upgrade_req_t;
 
-/* The protocol's error body: {"error":{"code","message"}}. */
-static void error_json(jbuf_t *b, const char *code, const char *message)
-{
-	jbuf_lit(b, "{\"error\":{\"code\":");
-	jbuf_cstr(b, code);
-	jbuf_lit(b, ",\"message\":");
-	jbuf_cstr(b, message);
-	jbuf_lit(b, "}}");
-}
-
-sbuf_t *api_error_response(int status, const char *code, const char *message, int keep_alive,
-                           const char *extra)
-{
-	jbuf_t b;
-	sbuf_t *r;
-
-	jbuf_init(&b);
-	error_json(&b, code, message);
-	r = b.oom ? NULL : http_response(status, "application/json", b.data, b.len, keep_alive, extra);
-	jbuf_free(&b);
-	return r;
-}
-
 static void fail(api_res_t *res, int status, const char *code, const char *message)
 {
 	res->status = status;
 	jbuf_reset(&res->body);
-	error_json(&res->body, code, message);
+	http_error_json(&res->body, code, message);
 }
 
 /* 429 rate_limited with when to try again, as a header and in the body

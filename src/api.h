@@ -22,9 +22,4 @@ int api_submit_request(server_t *srv, uint64_t conn, const http_request_t *req,
 int api_submit_upgrade(server_t *srv, uint64_t conn, const char *token, size_t len,
                        const char accept[29]);
 
-/* Encodes {"error":{"code","message"}} as a complete HTTP response; extra
- * holds more header lines (each ending in CRLF) or is NULL. */
-sbuf_t *api_error_response(int status, const char *code, const char *message, int keep_alive,
-                           const char *extra);
-
 #endif

@@ -465,7 +465,7 @@ void gw_conn_close(gw_conn_t *c, int code, const char *reason)
 static void http_fail(gw_conn_t *c, int status, const char *code, const char *message,
                       const char *extra_header)
 {
-	conn_queue(c, api_error_response(status, code, message, 0, extra_header));
+	conn_queue(c, http_error_response(status, code, message, 0, extra_header));
 	c->state = ST_CLOSING;
 	c->flags |= F_FLUSH_CLOSE;
 	schedule(c, c->t->wheel_now + LINGER_S + 3);
@@ -538,7 +538,7 @@ static void handle_request(gw_conn_t *c, const http_request_t *req, const char *
 			return;
 		}
 		if (atomic_load(&srv->draining))
-			conn_queue(c, api_error_response(503, "unavailable", "shutting down", 0, NULL));
+			conn_queue(c, http_error_response(503, "unavailable", "shutting down", 0, NULL));
 		else
 			conn_queue(c, http_response(200, "application/json", "{\"status\":\"ok\"}", 15,
 			                            keep, NULL));
@@ -581,7 +581,7 @@ static void handle_request(gw_conn_t *c, const http_request_t *req, const char *
 			return;
 		}
 	}
-	conn_queue(c, api_error_response(404, "not_found", "no such endpoint", keep, NULL));
+	conn_queue(c, http_error_response(404, "not_found", "no such endpoint", keep, NULL));
 	if (!keep) {
 		c->state = ST_CLOSING;
 		c->flags |= F_FLUSH_CLOSE;

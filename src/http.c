@@ -315,3 +315,25 @@ sbuf_t *http_response(int status, const char *content_type, const void *body,
 		memcpy(b->data + n, body, body_len);
 	return b;
 }
+
+void http_error_json(jbuf_t *b, const char *code, const char *message)
+{
+	jbuf_lit(b, "{\"error\":{\"code\":");
+	jbuf_cstr(b, code);
+	jbuf_lit(b, ",\"message\":");
+	jbuf_cstr(b, message);
+	jbuf_lit(b, "}}");
+}
+
+sbuf_t *http_error_response(int status, const char *code, const char *message, int keep_alive,
+                            const char *extra)
+{
+	jbuf_t b;
+	sbuf_t *r;
+
+	jbuf_init(&b);
+	http_error_json(&b, code, message);
+	r = b.oom ? NULL : http_response(status, "application/json", b.data, b.len, keep_alive, extra);
+	jbuf_free(&b);
+	return r;
+}

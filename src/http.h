@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "jbuf.h"
 #include "sbuf.h"
 
 #define HTTP_MAX_HEADERS 32
@@ -69,6 +70,14 @@ int http_query_param(const char *target, size_t target_len, const char *name,
  * when out of memory. */
 sbuf_t *http_response(int status, const char *content_type, const void *body,
                       size_t body_len, int keep_alive, const char *extra);
+
+/* The protocol's error body, {"error":{"code","message"}}, appended to b. */
+void http_error_json(jbuf_t *b, const char *code, const char *message);
+
+/* That body as a complete HTTP response; extra holds more header lines
+ * (each ending in CRLF) or is NULL. NULL when out of memory. */
+sbuf_t *http_error_response(int status, const char *code, const char *message, int keep_alive,
+                            const char *extra);
 
 const char *http_reason(int status);
 

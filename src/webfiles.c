@@ -14,7 +14,6 @@
 
 #include <openssl/evp.h>
 
-#include "api.h"
 #include "log.h"
 
 #define MAX_FILES 256
@@ -37,6 +36,7 @@
 
 typedef struct webfile {
 	char path[MAX_PATH];     /* as requested: "/app.js" */
+	size_t path_len;
 	const char *type;
 	char etag[20];           /* "…" with its quotes */
 	sbuf_t *keep, *close;    /* the full 200 responses, by Connection */
@@ -159,6 +159,7 @@ static int load_file(webfiles_t *w, int dirfd, const char *name, const char *url
 	}
 	memset(f, 0, sizeof *f);
 	snprintf(f->path, sizeof f->path, "%s", urlpath);
+	f->path_len = strlen(f->path);
 	f->type = type_of(name);
 	f->etag[0] = '"';
 	for (i = 0; i < 8; i++)
@@ -251,7 +252,7 @@ static const webfile_t *find(const webfiles_t *w, const char *path, size_t len)
 	if (len == 1 && path[0] == '/')
 		path = "/index.html", len = 11;
 	for (i = 0; i < w->n; i++)
-		if (strlen(w->files[i].path) == len && !memcmp(w->files[i].path, path, len))
+		if (w->files[i].path_len == len && !memcmp(w->files[i].path, path, len))
 			return &w->files[i];
 	return NULL;
 }
@@ -284,7 +285,7 @@ sbuf_t *webfiles_response(const webfiles_t *w, const http_request_t *req, int ke
 	get = req->method_len == 3 && !memcmp(req->method, "GET", 3);
 	headreq = req->method_len == 4 && !memcmp(req->method, "HEAD", 4);
 	if (!get && !headreq) {
-		sbuf_t *b = api_error_response(405, "bad_request", "web files take GET or HEAD", keep_alive,
+		sbuf_t *b = http_error_response(405, "bad_request", "web files take GET or HEAD", keep_alive,
 		                               "Allow: GET, HEAD\r\n");
 		*oom = !b;
 		return b;

@@ -111,6 +111,12 @@ void hx_cleanup(hx_server_t *s)
 		nftw(s->data_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+void hx_finish(hx_server_t *s)
+{
+	assert_int_equal(hx_stop(s, SIGTERM), 0);
+	hx_cleanup(s);
+}
+
 const char *hx_name(const char *prefix)
 {
 	static char buf[40];

@@ -36,6 +36,9 @@ int hx_start(hx_server_t *s, const char *data_dir, const char *const *extra);
 int hx_stop(hx_server_t *s, int sig);
 /* Removes the data directory if hx_start made it. */
 void hx_cleanup(hx_server_t *s);
+/* Stops the server with SIGTERM, fails the test unless it exits cleanly
+ * (0), and cleans up. */
+void hx_finish(hx_server_t *s);
 
 /* A username unique to this test run, from a prefix. */
 const char *hx_name(const char *prefix);

@@ -19,9 +19,16 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	assert_int_equal(hx_stop(&srv, SIGTERM), 0);
-	hx_cleanup(&srv);
+	hx_finish(&srv);
 	return 0;
+}
+
+/* Two fresh users, alice and bob, and their direct chat. */
+static int64_t pair(hx_user_t *a, hx_user_t *b)
+{
+	hx_user(srv.port, "alice", a);
+	hx_user(srv.port, "bob", b);
+	return hx_direct(srv.port, a, b);
 }
 
 /* Sends body with cmid into conv and returns the ack. */
@@ -45,9 +52,7 @@ static void test_send_ack_msg(void **state)
 	int64_t conv;
 
 	(void)state;
-	hx_user(srv.port, "alice", &a);
-	hx_user(srv.port, "bob", &b);
-	conv = hx_direct(srv.port, &a, &b);
+	conv = pair(&a, &b);
 	assert_int_equal(hx_direct(srv.port, &b, &a), conv); /* same pair, same chat */
 	ca = hx_ws(srv.port, &a);
 	cb = hx_ws(srv.port, &b);
@@ -120,9 +125,7 @@ static void test_idempotent_send(void **state)
 	int st;
 
 	(void)state;
-	hx_user(srv.port, "alice", &a);
-	hx_user(srv.port, "bob", &b);
-	conv = hx_direct(srv.port, &a, &b);
+	conv = pair(&a, &b);
 	ca = hx_ws(srv.port, &a);
 	cb = hx_ws(srv.port, &b);
 	ack1 = send_msg(ca, conv, "same", "once");
@@ -248,9 +251,7 @@ static void test_receipt_before_any_read(void **state)
 	int st;
 
 	(void)state;
-	hx_user(srv.port, "alice", &a);
-	hx_user(srv.port, "bob", &b);
-	conv = hx_direct(srv.port, &a, &b);
+	conv = pair(&a, &b);
 	ca = hx_ws(srv.port, &a);
 	cb = hx_ws(srv.port, &b);
 	json_decref(send_msg(ca, conv, "u1", "unread"));
@@ -275,9 +276,7 @@ static void test_resume(void **state)
 	char cmid[32];
 
 	(void)state;
-	hx_user(srv.port, "alice", &a);
-	hx_user(srv.port, "bob", &b);
-	conv = hx_direct(srv.port, &a, &b);
+	conv = pair(&a, &b);
 	ca = hx_ws(srv.port, &a);
 	cb = hx_ws(srv.port, &b);
 	json_decref(send_msg(ca, conv, "s1", "one"));

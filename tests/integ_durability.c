@@ -128,8 +128,7 @@ static void test_kill9_keeps_acked(void **state)
 	assert_int_equal(hx_int(j, "seq"), total + 1);
 	json_decref(j);
 	pc_close(c[0]);
-	assert_int_equal(hx_stop(&srv, SIGTERM), 0);
-	hx_cleanup(&srv);
+	hx_finish(&srv);
 	free(acks);
 }
 
@@ -181,8 +180,7 @@ static void test_sigterm_closes_with_1001(void **state)
 	j = hx_http(srv.port, "GET", path, b.token, NULL, &st);
 	assert_int_equal(json_array_size(json_object_get(j, "messages")), acks);
 	json_decref(j);
-	assert_int_equal(hx_stop(&srv, SIGTERM), 0);
-	hx_cleanup(&srv);
+	hx_finish(&srv);
 }
 
 /* Runs parley with args; returns its exit status and stderr's first line. */

@@ -24,8 +24,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	assert_int_equal(hx_stop(&srv, SIGTERM), 0);
-	hx_cleanup(&srv);
+	hx_finish(&srv);
 	return 0;
 }
 
@@ -420,8 +419,7 @@ static void test_rate_limit_by_cost(void **state)
 		pc_close(cb);
 	}
 	pc_close(ca);
-	assert_int_equal(hx_stop(&lim, SIGTERM), 0);
-	hx_cleanup(&lim);
+	hx_finish(&lim);
 }
 
 /* Registers and logs in n users over one keep-alive connection. */

@@ -60,8 +60,7 @@ static int teardown(void **state)
 	char cmd[128];
 
 	(void)state;
-	assert_int_equal(hx_stop(&srv, SIGTERM), 0);
-	hx_cleanup(&srv);
+	hx_finish(&srv);
 	snprintf(cmd, sizeof cmd, "rm -rf %s", webdir);
 	return system(cmd) == 0 ? 0 : -1;
 }

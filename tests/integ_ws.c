@@ -28,8 +28,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	pc_close(bystander);
-	assert_int_equal(hx_stop(&srv, SIGTERM), 0);
-	hx_cleanup(&srv);
+	hx_finish(&srv);
 	return 0;
 }
 
@@ -364,8 +363,7 @@ static void test_connection_cap(void **state)
 	pc_close(ws[1]);
 	pc_close(ws[2]);
 	pc_close(fine);
-	assert_int_equal(hx_stop(&cap, SIGTERM), 0);
-	hx_cleanup(&cap);
+	hx_finish(&cap);
 }
 
 /* Past --max-devices logins, a new login logs out the user's oldest
@@ -398,8 +396,7 @@ static void test_device_cap(void **state)
 	json_decref(j);
 	pc_close(ws1);
 	pc_close(ws2);
-	assert_int_equal(hx_stop(&cap, SIGTERM), 0);
-	hx_cleanup(&cap);
+	hx_finish(&cap);
 }
 
 int main(void)
