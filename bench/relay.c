@@ -51,6 +51,7 @@ struct group {
 };
 
 static conn_t *conns[MAX_FDS];
+static group_t *filling;        /* the group new connections join */
 static volatile sig_atomic_t stop;
 
 /* A baseline, not a product: a peer that cannot take the bytes now is
@@ -100,16 +101,22 @@ static size_t whole_frames(const unsigned char *p, size_t len)
 	}
 }
 
-/* Fan-out: the whole frames of what c sent go to every other member. */
-static void fan_out(fan_conn_t *c, const unsigned char *buf, size_t len)
+/* A frame longer than Parley accepts is no load a benchmark sends. */
+#define MAX_PARTIAL (1u << 20)
+
+/* Fan-out: the whole frames of what c sent go to every other member.
+ * Returns -1 when c holds more than MAX_PARTIAL of one frame (drop it). */
+static int fan_out(fan_conn_t *c, const unsigned char *buf, size_t len)
 {
 	const unsigned char *p = buf;
 	size_t n, i;
 
+	if (c->npartial + len > MAX_PARTIAL)
+		return -1;
 	if (c->npartial) {
 		unsigned char *joined = realloc(c->partial, c->npartial + len);
 		if (!joined)
-			return;
+			return -1;
 		memcpy(joined + c->npartial, buf, len);
 		c->partial = joined;
 		p = joined;
@@ -131,6 +138,7 @@ static void fan_out(fan_conn_t *c, const unsigned char *buf, size_t len)
 		c->partial = NULL;
 		c->npartial = 0;
 	}
+	return 0;
 }
 
 static void on_signal(int sig)
@@ -147,6 +155,11 @@ static void drop(int ep, conn_t *c)
 		fan_conn_t *f = (fan_conn_t *)c;
 		group_t *g = f->group;
 		int i;
+		if (g == filling && g->n == 1) {
+			/* Its last member leaves a group not yet full. */
+			g->cap = 0;
+			filling = NULL;
+		}
 		for (i = 0; i < g->n; i++)
 			if (g->member[i] == f)
 				g->member[i] = g->member[--g->n];
@@ -174,7 +187,6 @@ int main(int argc, char **argv)
 	socklen_t alen = sizeof addr;
 	int lfd, ep, one = 1, i, fanout = 0;
 	conn_t *waiting = NULL;
-	group_t *filling = NULL;
 	static unsigned char buf[65536];
 
 	addr.sin_family = AF_INET;
@@ -272,16 +284,17 @@ int main(int argc, char **argv)
 				if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
 					if (c == waiting)
 						waiting = NULL;
-					if (c->fan && ((fan_conn_t *)c)->group == filling && filling->n == 1)
-						filling->cap = 0, filling = NULL;
 					drop(ep, c);
 					break;
 				}
 				if (r < 0)
 					break;
-				if (c->fan)
-					fan_out((fan_conn_t *)c, buf, (size_t)r);
-				else if (c->peer)
+				if (c->fan) {
+					if (fan_out((fan_conn_t *)c, buf, (size_t)r) < 0) {
+						drop(ep, c);
+						break;
+					}
+				} else if (c->peer)
 					write_all(c->peer->fd, buf, (size_t)r);
 			}
 		}
