@@ -84,6 +84,7 @@
 typedef struct proc {
 	pid_t pid;
 	int port;
+	int admin_port;      /* Parley's operator listener, for /metrics */
 	char dir[64];
 } proc_t;
 
@@ -126,7 +127,10 @@ static void spawn(proc_t *p, char *const argv[])
 		len += (size_t)r;
 		line[len] = 0;
 		if ((at = strstr(line, "listening on ")) && strchr(at, '\n')) {
-			char *colon = strrchr(strtok(at + 13, " \n"), ':');
+			char *admin = strstr(at, "admin http://"), *colon;
+			if (admin && (colon = strchr(admin + 13, ':')))
+				p->admin_port = atoi(colon + 1);
+			colon = strrchr(strtok(at + 13, " \n"), ':');
 			p->port = colon ? atoi(colon + 1) : 0;
 			close(fd[0]);
 			if (p->port > 0)
@@ -189,8 +193,9 @@ static void settle(void)
 	usleep(500000);
 }
 
-/* The Parley server the group and idle scenarios read /metrics from. */
-static int gb_port;
+/* The Parley server the group and idle scenarios talk to, and its
+ * operator listener, where /metrics is read. */
+static int gb_port, gb_admin_port;
 static double metric(const char *name);
 
 typedef struct idle_result {
@@ -204,7 +209,7 @@ static char commit_delay[16] = "0";
 /* Starts a Parley server on a fresh data directory (dir: 32 bytes). */
 static void start_parley(proc_t *srv, char *dir)
 {
-	char *argv[] = {"build/parley", "serve", "--listen", "127.0.0.1:0", "--data", dir,
+	char *argv[] = {"build/parley", "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data", dir,
 	                "--fast-password-hashing", "--rate-limit", "0", "--commit-delay", commit_delay, NULL};
 
 	snprintf(dir, 32, "/tmp/parley-bench-XXXXXX");
@@ -371,6 +376,7 @@ static idle_result_t idle_parley(int n, int procs)
 
 	start_parley(&srv, dir);
 	gb_port = srv.port;
+	gb_admin_port = srv.admin_port;
 	res = idle_measure(srv.port, srv.pid, 1, n, procs);
 	stop_parley(&srv, dir);
 	return res;
@@ -992,7 +998,7 @@ static json_t *expect_type(pc_conn_t *c, const char *type)
  * have idled out during a long run). */
 static double metric(const char *name)
 {
-	pc_conn_t *c = pc_connect("127.0.0.1", gb_port);
+	pc_conn_t *c = pc_connect("127.0.0.1", gb_admin_port);
 	pc_response_t res;
 	const char *p;
 	char key[128];
@@ -1232,6 +1238,7 @@ static int run_group(int members, int online, int messages, int batch, double tp
 	rel = group_relay(online, messages, tput_s);
 	start_parley(&srv, dir);
 	gb_port = srv.port;
+	gb_admin_port = srv.admin_port;
 	pid = srv.pid;
 	/* Set-up, not timed. */
 	u = calloc((size_t)members, sizeof *u);

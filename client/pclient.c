@@ -34,7 +34,12 @@ static int64_t now_ms(void)
 
 pc_conn_t *pc_connect(const char *host, int port)
 {
-	struct addrinfo hints = {0}, *res = NULL;
+	return pc_connect_from(NULL, host, port);
+}
+
+pc_conn_t *pc_connect_from(const char *source, const char *host, int port)
+{
+	struct addrinfo hints = {0}, *res = NULL, *src = NULL;
 	char portstr[16];
 	pc_conn_t *c;
 	int fd, one = 1;
@@ -44,14 +49,23 @@ pc_conn_t *pc_connect(const char *host, int port)
 	snprintf(portstr, sizeof portstr, "%d", port);
 	if (getaddrinfo(host, portstr, &hints, &res) != 0)
 		return NULL;
-	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) < 0) {
-		if (fd >= 0)
-			close(fd);
+	if (source && getaddrinfo(source, NULL, &hints, &src) != 0) {
 		freeaddrinfo(res);
 		return NULL;
 	}
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || (src && bind(fd, src->ai_addr, src->ai_addrlen) < 0) ||
+	    connect(fd, res->ai_addr, res->ai_addrlen) < 0) {
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(res);
+		if (src)
+			freeaddrinfo(src);
+		return NULL;
+	}
 	freeaddrinfo(res);
+	if (src)
+		freeaddrinfo(src);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	if (!(c = calloc(1, sizeof *c))) {
 		close(fd);

@@ -38,6 +38,9 @@ typedef struct pc_frame {
 
 /* Connects to host:port. Returns NULL on failure. */
 pc_conn_t *pc_connect(const char *host, int port);
+/* Connects from the local address source (e.g. "127.0.0.2", so that tests
+ * can tell an attacker from a bystander by address); NULL: any. */
+pc_conn_t *pc_connect_from(const char *source, const char *host, int port);
 void pc_close(pc_conn_t *c);
 int pc_fd(const pc_conn_t *c);
 

@@ -81,3 +81,13 @@ int auth_token_hash(const char *token, size_t len, uint8_t hash[32])
 	crypto_hash_sha256(hash, (const unsigned char *)token, len);
 	return 0;
 }
+
+void auth_secret_hash(const char *secret, size_t len, uint8_t hash[32])
+{
+	crypto_hash_sha256(hash, (const unsigned char *)secret, len);
+}
+
+int auth_equal(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	return sodium_memcmp(a, b, n) == 0;
+}

@@ -39,4 +39,10 @@ void auth_token_new(char token[AUTH_TOKEN_LEN + 1], uint8_t hash[32]);
 /* Hashes a presented token. Returns 0, or -1 when it cannot be a token. */
 int auth_token_hash(const char *token, size_t len, uint8_t hash[32]);
 
+/* SHA-256 of a secret of any length (an operator's token from a file). */
+void auth_secret_hash(const char *secret, size_t len, uint8_t hash[32]);
+
+/* Compares n bytes in time independent of where they differ. */
+int auth_equal(const uint8_t *a, const uint8_t *b, size_t n);
+
 #endif

@@ -29,6 +29,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "auth.h"
 #include "chat.h"
 #include "metrics.h"
 #include "webfiles.h"
@@ -53,7 +55,7 @@
 #define WS_MAX_MESSAGE 65536
 #define WS_MAX_FRAME (WS_MAX_MESSAGE + 14)
 #define HTTP_MAX_REQUEST (HTTP_MAX_HEAD + HTTP_MAX_BODY)
-#define HTTP_PARTIAL_TIMEOUT_S 10 /* to finish a request once begun */
+#define HTTP_HOLD_BYTES 65536     /* unsent answers past which pipelined requests wait */
 #define LINGER_S 2
 #define ACCEPT_BATCH 64
 
@@ -68,6 +70,9 @@ enum {
 	F_IN_WHEEL = 1 << 5,
 	F_READ_OFF = 1 << 6,    /* EPOLLIN not watched */
 	F_CONTINUED = 1 << 7,   /* "100 Continue" sent for the request at hand */
+	F_SERVED = 1 << 8,      /* has completed a request: idle keep-alive rules */
+	F_HTTP_HELD = 1 << 9,   /* answers are unsent: the next request waits */
+	F_ADMIN = 1 << 10,      /* accepted on the operator listener */
 };
 
 /* A connection's outbound queue: references to shared frames, oldest at
@@ -90,6 +95,8 @@ typedef struct bytebuf {
 	uint8_t data[];
 } bytebuf_t;
 
+#define BYTEBUF_NODE_FULL (-2)
+
 typedef struct io_thread io_thread_t;
 
 struct gw_conn {
@@ -102,7 +109,11 @@ struct gw_conn {
 	uint8_t utf8;            /* validator state across fragments */
 	uint8_t sends;           /* sends awaiting their ack */
 	uint16_t flags;
-	uint32_t last_rx, last_ping, due; /* loop seconds */
+	uint32_t last_rx, due;   /* loop seconds */
+	/* WebSocket: when the server last pinged. HTTP: when the first byte
+	 * of the request at hand arrived, which its deadline runs from (a
+	 * request trickled a byte at a time must still finish in time). */
+	uint32_t since;
 	/* Links in the timer wheel and the flush list, as slot + 1 (0: none):
 	 * half the size of pointers, in the structure every connection has. */
 	uint32_t wprev, wnext;
@@ -124,6 +135,8 @@ struct io_thread {
 	int lfd;
 	int accept_paused;
 	loop_watch_t lwatch;
+	int alfd;                /* the operator listener (thread 0 only), or -1 */
+	loop_watch_t awatch;
 	gw_conn_t **conns;       /* by slot */
 	uint32_t *gens;          /* by slot: survives the connection */
 	uint32_t nslots;
@@ -145,13 +158,90 @@ struct gateway {
 	server_t *srv;
 	int n;
 	io_thread_t *t;
-	int port;
+	int port, admin_port;
 	atomic_int_fast64_t conns, websockets; /* open now, all threads */
+	/* Bytes held in connections' input buffers (partial requests, frames
+	 * and fragmented messages), against srv->cfg.max_partial_bytes. */
+	atomic_size_t partial_bytes;
 };
 
 static void conn_kill(gw_conn_t *c);
 static void conn_process(gw_conn_t *c);
 static void conn_flush(gw_conn_t *c);
+
+/* Who a connection is, for a log line: its client address and user.
+ * One buffer per thread, valid until the thread's next call. */
+static const char *conn_peer(const gw_conn_t *c)
+{
+	static _Thread_local char buf[96];
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	char host[INET6_ADDRSTRLEN] = "?";
+
+	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0)
+		getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, NULL, 0, NI_NUMERICHOST);
+	if (c->user)
+		snprintf(buf, sizeof buf, "client %s user %lld", host, (long long)c->user);
+	else
+		snprintf(buf, sizeof buf, "client %s", host);
+	return buf;
+}
+
+/* ---- input buffers -------------------------------------------------- */
+
+/* Appends p[0..n) to *bp, growing it to what it then holds plus a
+ * quarter, never past max bytes. Returns 0; -1 out of memory;
+ * BYTEBUF_NODE_FULL when the node's partial input would pass its bound. */
+static int bytebuf_append(gw_conn_t *c, bytebuf_t **bp, const uint8_t *p, size_t n, size_t max)
+{
+	gateway_t *gw = c->t->gw;
+	bytebuf_t *b = *bp;
+	size_t len = b ? b->len : 0, cap = b ? b->cap : 0, need = len + n;
+
+	if (need > max)
+		return -1;
+	if (need > cap) {
+		size_t ncap = (need + need / 4 + 255) & ~(size_t)255, grow;
+		if (ncap > max)
+			ncap = max;
+		grow = ncap - cap;
+		if (atomic_fetch_add(&gw->partial_bytes, grow) + grow > gw->srv->cfg.max_partial_bytes) {
+			atomic_fetch_sub(&gw->partial_bytes, grow);
+			return BYTEBUF_NODE_FULL;
+		}
+		if (!(b = realloc(b, sizeof *b + ncap))) {
+			atomic_fetch_sub(&gw->partial_bytes, grow);
+			return -1;
+		}
+		b->len = (uint32_t)len;
+		b->cap = (uint32_t)ncap;
+		*bp = b;
+	}
+	memcpy(b->data + b->len, p, n);
+	b->len += (uint32_t)n;
+	return 0;
+}
+
+/* Gives back most of the room a buffer no longer needs. */
+static void bytebuf_shrink(gw_conn_t *c, bytebuf_t **bp)
+{
+	bytebuf_t *b = *bp, *nb;
+	size_t ncap = ((size_t)b->len + 255) & ~(size_t)255;
+
+	if (ncap + 4096 > b->cap || !(nb = realloc(b, sizeof *b + ncap)))
+		return;
+	atomic_fetch_sub(&c->t->gw->partial_bytes, nb->cap - ncap);
+	nb->cap = (uint32_t)ncap;
+	*bp = nb;
+}
+
+static void bytebuf_free(gateway_t *gw, bytebuf_t *b)
+{
+	if (b) {
+		atomic_fetch_sub(&gw->partial_bytes, b->cap);
+		free(b);
+	}
+}
 
 /* ---- handles -------------------------------------------------------- */
 
@@ -273,11 +363,16 @@ static void conn_queue(gw_conn_t *c, sbuf_t *buf)
 		sbuf_unref(buf);
 		return;
 	}
-	if ((uint64_t)c->out_bytes + buf->len > c->t->gw->srv->cfg.out_limit) {
+	/* The slow-reader bound is for WebSockets, whose frames come
+	 * whether or not the client reads. An HTTP connection gets only the
+	 * answers it asked for, one request at a time while earlier answers
+	 * are unsent (see process_http), each bounded by its endpoint's
+	 * page size: a big answer is never mistaken for a slow reader. */
+	if (c->user && (uint64_t)c->out_bytes + buf->len > c->t->gw->srv->cfg.out_limit) {
 		struct linger hard = {1, 0};
 
-		log_info("gateway: fd %d (user %lld) reads too slowly: %u bytes queued; disconnecting",
-		         c->fd, (long long)c->user, c->out_bytes);
+		log_info("gateway: %s reads too slowly: %u bytes queued; disconnecting", conn_peer(c),
+		         c->out_bytes);
 		/* Reset rather than close: a plain close would leave what the
 		 * kernel still holds for this reader in an orphaned socket,
 		 * the very memory the bound is there to limit. */
@@ -382,10 +477,16 @@ static void conn_flush(gw_conn_t *c)
 		c->flags &= ~F_OUT_WATCH;
 		set_events(c);
 	}
-	if (c->flags & F_FLUSH_CLOSE)
+	if (c->flags & F_FLUSH_CLOSE) {
 		start_linger(c);
-	else if (c->state == ST_WS && c->chat)
+	} else if (c->state == ST_WS && c->chat) {
 		chat_on_drained(srv, c);
+	} else if ((c->flags & F_HTTP_HELD) && c->state == ST_HTTP) {
+		c->flags &= ~F_HTTP_HELD;
+		if (!(c->flags & F_BUSY))
+			pause_reading(c, 0);
+		conn_process(c);
+	}
 }
 
 /* ---- closing -------------------------------------------------------- */
@@ -432,8 +533,8 @@ static void conn_free(gw_conn_t *c)
 	for (i = c->out ? c->out->head : 0; c->out && i < c->out->n; i++)
 		sbuf_unref(c->out->buf[i]);
 	free(c->out);
-	free(c->rbuf);
-	free(c->frag);
+	bytebuf_free(t->gw, c->rbuf);
+	bytebuf_free(t->gw, c->frag);
 	atomic_fetch_sub(&t->gw->conns, 1);
 	if (c->user)
 		atomic_fetch_sub(&t->gw->websockets, 1);
@@ -450,7 +551,7 @@ void gw_conn_close(gw_conn_t *c, int code, const char *reason)
 		return;
 	if (c->state == ST_WS) {
 		conn_queue(c, ws_close_frame_new(code, reason));
-		free(c->frag);
+		bytebuf_free(c->t->gw, c->frag);
 		c->frag = NULL;
 		c->frag_opcode = 0;
 	}
@@ -526,6 +627,19 @@ static void handle_upgrade(gw_conn_t *c, const http_request_t *req)
 	pause_reading(c, 1);
 }
 
+/* True when the request carries the operator's bearer token. */
+static int operator_may(const server_t *srv, const http_request_t *req)
+{
+	const http_header_t *h = http_find_header(req, "authorization");
+	uint8_t hash[32];
+
+	if (!srv->has_operator_token || !h || h->value_len <= 7 ||
+	    strncasecmp(h->value, "bearer ", 7) != 0)
+		return 0;
+	auth_secret_hash(h->value + 7, h->value_len - 7, hash);
+	return auth_equal(hash, srv->operator_token_hash, sizeof hash);
+}
+
 static void handle_request(gw_conn_t *c, const http_request_t *req, const char *body,
                            size_t body_len)
 {
@@ -548,8 +662,20 @@ static void handle_request(gw_conn_t *c, const http_request_t *req, const char *
 		}
 		return;
 	}
-	if (http_is(req, "GET", "/metrics")) {
+	/* The node's counters are for its operator: on the operator
+	 * listener, or with the operator's token; to anyone else the
+	 * endpoint does not exist. */
+	if (http_is(req, "GET", "/metrics") && ((c->flags & F_ADMIN) || operator_may(srv, req))) {
 		conn_queue(c, metrics_response(srv, keep));
+		if (!keep) {
+			c->state = ST_CLOSING;
+			c->flags |= F_FLUSH_CLOSE;
+		}
+		return;
+	}
+	if (c->flags & F_ADMIN) {
+		conn_queue(c, http_error_response(404, "not_found", "the operator listener serves /metrics and /healthz",
+		                                  keep, NULL));
 		if (!keep) {
 			c->state = ST_CLOSING;
 			c->flags |= F_FLUSH_CLOSE;
@@ -597,7 +723,17 @@ static size_t process_http(gw_conn_t *c, const char *data, size_t len)
 		const char *p = data + off;
 		size_t avail = len - off, need;
 		http_request_t req;
-		int r = http_parse_request(p, avail, &req);
+		int r;
+
+		/* Pipelined requests wait while earlier answers are unsent, so
+		 * a client that sends many and reads none holds one answer's
+		 * memory, not the answers to all of them. */
+		if (c->out_bytes >= HTTP_HOLD_BYTES) {
+			c->flags |= F_HTTP_HELD;
+			pause_reading(c, 1);
+			break;
+		}
+		r = http_parse_request(p, avail, &req);
 
 		if (r == HTTP_INCOMPLETE) {
 			size_t scan = avail < HTTP_MAX_REQUEST_LINE ? avail : HTTP_MAX_REQUEST_LINE;
@@ -644,6 +780,7 @@ static size_t process_http(gw_conn_t *c, const char *data, size_t len)
 			break;
 		}
 		c->flags &= ~F_CONTINUED;
+		c->flags |= F_SERVED;
 		handle_request(c, &req, p + r, need - (size_t)r);
 		off += need;
 	}
@@ -659,24 +796,13 @@ static void ws_message(gw_conn_t *c, const uint8_t *data, size_t len)
 
 static int frag_append(gw_conn_t *c, const uint8_t *p, size_t n)
 {
-	bytebuf_t *f = c->frag;
-	size_t len = f ? f->len : 0;
+	int r = bytebuf_append(c, &c->frag, p, n, WS_MAX_MESSAGE);
 
-	if (!f || len + n > f->cap) {
-		size_t cap = f ? f->cap : 1024;
-		while (cap < len + n)
-			cap *= 2;
-		if (cap > WS_MAX_MESSAGE)
-			cap = WS_MAX_MESSAGE;
-		if (!(f = realloc(c->frag, sizeof *f + cap)))
-			return -1;
-		f->len = (uint32_t)len;
-		f->cap = (uint32_t)cap;
-		c->frag = f;
-	}
-	memcpy(f->data + f->len, p, n);
-	f->len += (uint32_t)n;
-	return 0;
+	if (r == BYTEBUF_NODE_FULL)
+		gw_conn_close(c, WS_CLOSE_TRY_LATER, "server busy; reconnect later");
+	else if (r < 0)
+		gw_conn_close(c, WS_CLOSE_INTERNAL, "out of memory");
+	return r;
 }
 
 static void ws_frame(gw_conn_t *c, const ws_frame_t *f)
@@ -719,10 +845,8 @@ static void ws_frame(gw_conn_t *c, const ws_frame_t *f)
 		ws_message(c, f->payload, f->payload_len);
 		return;
 	}
-	if (frag_append(c, f->payload, f->payload_len) < 0) {
-		gw_conn_close(c, WS_CLOSE_INTERNAL, "out of memory");
+	if (frag_append(c, f->payload, f->payload_len) < 0)
 		return;
-	}
 	if (f->opcode == WS_OP_TEXT)
 		c->frag_opcode = WS_OP_TEXT;
 	if (f->fin) {
@@ -731,7 +855,7 @@ static void ws_frame(gw_conn_t *c, const ws_frame_t *f)
 		c->frag = NULL;
 		c->frag_opcode = 0;
 		ws_message(c, m->data, m->len);
-		free(m);
+		bytebuf_free(c->t->gw, m);
 	}
 }
 
@@ -782,11 +906,16 @@ static void conn_process(gw_conn_t *c)
 	if (c->flags & F_DEAD)
 		return;
 	if (used >= b->len) {
-		free(b);
+		bytebuf_free(c->t->gw, b);
 		c->rbuf = NULL;
 	} else if (used) {
 		memmove(b->data, b->data + used, b->len - used);
 		b->len -= (uint32_t)used;
+		bytebuf_shrink(c, &c->rbuf);
+		/* What is left begins the next request: its deadline runs
+		 * from now at the earliest. */
+		if (c->state == ST_HTTP)
+			c->since = loop_now_s(c->t->loop);
 	}
 }
 
@@ -795,41 +924,60 @@ static uint32_t input_cap(const gw_conn_t *c)
 	return c->state == ST_WS ? WS_MAX_FRAME : HTTP_MAX_REQUEST;
 }
 
+/* Keeps the unconsumed tail of a read. Returns 0, or -1 after refusing
+ * the connection (node-wide partial memory full, or out of memory). */
+static int keep_tail(gw_conn_t *c, const uint8_t *p, size_t n)
+{
+	int r;
+
+	if (!c->rbuf && c->state == ST_HTTP) {
+		/* A request has begun: it must be complete in time. */
+		c->since = loop_now_s(c->t->loop);
+		uint32_t due = c->since + (uint32_t)c->t->gw->srv->cfg.request_timeout_s;
+		if (!(c->flags & F_IN_WHEEL) || c->due > due)
+			schedule(c, due);
+	}
+	if ((r = bytebuf_append(c, &c->rbuf, p, n, input_cap(c))) == 0)
+		return 0;
+	if (r == BYTEBUF_NODE_FULL) {
+		log_warn("gateway: partial requests hold %zu bytes, the node's bound; refusing %s",
+		         (size_t)atomic_load(&c->t->gw->partial_bytes), conn_peer(c));
+		if (c->state == ST_HTTP)
+			http_fail(c, 503, "unavailable", "the server is busy; retry shortly",
+			          "Retry-After: 5\r\n");
+		else
+			gw_conn_close(c, WS_CLOSE_TRY_LATER, "server busy; reconnect later");
+	} else {
+		conn_kill(c);
+	}
+	return -1;
+}
+
 static void conn_read(gw_conn_t *c)
 {
 	io_thread_t *t = c->t;
 	server_t *srv = t->gw->srv;
 	int i;
 
+	/* Reads always land in the thread's buffer; a connection keeps only
+	 * the unconsumed tail, in a buffer sized to what it holds, so a
+	 * request trickled a byte at a time holds about what it has sent. */
 	for (i = 0; i < 4 && !(c->flags & (F_DEAD | F_READ_OFF)); i++) {
-		uint8_t *dst;
-		size_t room, used, len;
+		size_t room = READ_CHUNK, used;
 		ssize_t n;
 
 		if (c->rbuf) {
-			bytebuf_t *b = c->rbuf;
 			uint32_t cap = input_cap(c);
-			if (b->len >= cap) {
+			if (c->rbuf->len >= cap) {
 				/* The parser would have refused this by now. */
 				conn_kill(c);
 				return;
 			}
-			if (b->cap < cap && b->cap - b->len < READ_CHUNK) {
-				size_t ncap = b->len + READ_CHUNK < cap ? b->len + READ_CHUNK : cap;
-				if (!(b = realloc(b, sizeof *b + ncap))) {
-					conn_kill(c);
-					return;
-				}
-				b->cap = (uint32_t)ncap;
-				c->rbuf = b;
-			}
-			dst = b->data + b->len;
-			room = b->cap - b->len;
-		} else {
-			dst = t->tbuf;
-			room = READ_CHUNK;
+			/* Leave what would not fit in the kernel's buffer. */
+			if (room > cap - c->rbuf->len)
+				room = cap - c->rbuf->len;
 		}
-		n = read(c->fd, dst, room);
+		n = read(c->fd, t->tbuf, room);
 		if (n == 0) {
 			conn_kill(c);
 			return;
@@ -845,24 +993,15 @@ static void conn_read(gw_conn_t *c)
 		if (c->state >= ST_CLOSING || atomic_load(&srv->draining)) {
 			continue; /* no new work once closing or shutting down */
 		}
-		if (dst == t->tbuf) {
-			used = process_bytes(c, dst, (size_t)n);
+		if (!c->rbuf) {
+			used = process_bytes(c, t->tbuf, (size_t)n);
 			if (c->flags & F_DEAD)
 				return;
-			if (used < (size_t)n) {
-				size_t cap;
-				len = (size_t)n - used;
-				cap = len < 4096 ? 4096 : len;
-				if (!(c->rbuf = malloc(sizeof *c->rbuf + cap))) {
-					conn_kill(c);
-					return;
-				}
-				c->rbuf->cap = (uint32_t)cap;
-				c->rbuf->len = (uint32_t)len;
-				memcpy(c->rbuf->data, dst + used, len);
-			}
+			if (used < (size_t)n && keep_tail(c, t->tbuf + used, (size_t)n - used) < 0)
+				return;
 		} else {
-			c->rbuf->len += (uint32_t)n;
+			if (keep_tail(c, t->tbuf, (size_t)n) < 0)
+				return;
 			conn_process(c);
 		}
 		if ((size_t)n < room)
@@ -895,7 +1034,7 @@ static void conn_on_io(loop_t *loop, loop_watch_t *w, uint32_t events)
 static void conn_timer(gw_conn_t *c, uint32_t now)
 {
 	const server_config_t *cfg = &c->t->gw->srv->cfg;
-	uint32_t limit, next;
+	uint32_t deadline, next;
 
 	switch (c->state) {
 	case ST_HTTP:
@@ -903,12 +1042,25 @@ static void conn_timer(gw_conn_t *c, uint32_t now)
 			schedule(c, now + 5);
 			return;
 		}
-		limit = (uint32_t)(c->rbuf ? HTTP_PARTIAL_TIMEOUT_S : cfg->http_timeout_s);
-		if (now - c->last_rx >= limit) {
-			conn_kill(c);
+		/* A request must be complete within its time from its first
+		 * byte, however it trickles in; a new connection must begin
+		 * one as quickly; only between requests may a keep-alive
+		 * connection idle longer. */
+		if (c->rbuf || !(c->flags & F_SERVED))
+			deadline = c->since + (uint32_t)cfg->request_timeout_s;
+		else
+			deadline = c->last_rx + (uint32_t)cfg->http_timeout_s;
+		if (now >= deadline) {
+			if (c->rbuf && !(c->flags & F_HTTP_HELD)) {
+				log_info("gateway: %s did not finish its request in %ds; closing", conn_peer(c),
+				         cfg->request_timeout_s);
+				http_fail(c, 408, "bad_request", "the request took too long to arrive", NULL);
+			} else {
+				conn_kill(c);
+			}
 			return;
 		}
-		schedule(c, c->last_rx + limit);
+		schedule(c, deadline);
 		return;
 	case ST_WS:
 		if (now - c->last_rx >= (uint32_t)cfg->idle_timeout_s) {
@@ -918,11 +1070,11 @@ static void conn_timer(gw_conn_t *c, uint32_t now)
 			schedule(c, now + LINGER_S + 1);
 			return;
 		}
-		if (now - c->last_ping >= (uint32_t)cfg->ping_interval_s) {
+		if (now - c->since >= (uint32_t)cfg->ping_interval_s) {
 			conn_queue(c, ws_frame_new(WS_OP_PING, NULL, 0));
-			c->last_ping = now;
+			c->since = now;
 		}
-		next = c->last_ping + (uint32_t)cfg->ping_interval_s;
+		next = c->since + (uint32_t)cfg->ping_interval_s;
 		if (c->last_rx + (uint32_t)cfg->idle_timeout_s < next)
 			next = c->last_rx + (uint32_t)cfg->idle_timeout_s;
 		schedule(c, next);
@@ -939,8 +1091,11 @@ static void on_tick(loop_t *loop, void *ud, uint32_t now)
 
 	(void)loop;
 	if (t->accept_paused && t->lfd >= 0 &&
-	    loop_watch_add(t->loop, t->lfd, EPOLLIN, &t->lwatch) == 0)
+	    loop_watch_add(t->loop, t->lfd, EPOLLIN, &t->lwatch) == 0) {
 		t->accept_paused = 0;
+		if (t->alfd >= 0)
+			loop_watch_add(t->loop, t->alfd, EPOLLIN, &t->awatch);
+	}
 	while (t->wheel_now < now) {
 		gw_conn_t *c, *next;
 		uint32_t slot;
@@ -993,14 +1148,13 @@ static int slot_alloc(io_thread_t *t, uint32_t *slot)
 	return 0;
 }
 
-static void on_accept(loop_t *loop, loop_watch_t *w, uint32_t events)
+static void accept_from(io_thread_t *t, int lfd, uint16_t flags)
 {
-	io_thread_t *t = (io_thread_t *)((char *)w - offsetof(io_thread_t, lwatch));
+	loop_t *loop = t->loop;
 	int i;
 
-	(void)events;
 	for (i = 0; i < ACCEPT_BATCH; i++) {
-		int fd = accept4(t->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), one = 1;
+		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), one = 1;
 		gw_conn_t *c;
 		uint32_t slot;
 
@@ -1012,6 +1166,8 @@ static void on_accept(loop_t *loop, loop_watch_t *w, uint32_t events)
 				 * again. Stop watching it until the next tick. */
 				log_warn("gateway: accept: %s; pausing accepts for a second", strerror(errno));
 				loop_watch_del(loop, t->lfd);
+				if (t->alfd >= 0)
+					loop_watch_del(loop, t->alfd);
 				t->accept_paused = 1;
 			}
 			return;
@@ -1029,7 +1185,8 @@ static void on_accept(loop_t *loop, loop_watch_t *w, uint32_t events)
 		c->slot = slot;
 		c->gen = t->gens[slot];
 		c->state = ST_HTTP;
-		c->last_rx = loop_now_s(loop);
+		c->flags = flags;
+		c->last_rx = c->since = loop_now_s(loop);
 		t->conns[slot] = c;
 		t->nconns++;
 		atomic_fetch_add(&t->gw->conns, 1);
@@ -1038,8 +1195,26 @@ static void on_accept(loop_t *loop, loop_watch_t *w, uint32_t events)
 			conn_kill(c);
 			continue;
 		}
-		schedule(c, c->last_rx + (uint32_t)t->gw->srv->cfg.http_timeout_s);
+		schedule(c, c->since + (uint32_t)t->gw->srv->cfg.request_timeout_s);
 	}
+}
+
+static void on_accept(loop_t *loop, loop_watch_t *w, uint32_t events)
+{
+	io_thread_t *t = (io_thread_t *)((char *)w - offsetof(io_thread_t, lwatch));
+
+	(void)loop;
+	(void)events;
+	accept_from(t, t->lfd, 0);
+}
+
+static void on_accept_admin(loop_t *loop, loop_watch_t *w, uint32_t events)
+{
+	io_thread_t *t = (io_thread_t *)((char *)w - offsetof(io_thread_t, awatch));
+
+	(void)loop;
+	(void)events;
+	accept_from(t, t->alfd, F_ADMIN);
 }
 
 /* ---- end of each loop turn ------------------------------------------ */
@@ -1197,12 +1372,12 @@ static void task_upgrade(loop_t *loop, void *p, uint64_t u)
 		atomic_fetch_add(&t->gw->websockets, 1);
 		c->user = up->user;
 		c->device = up->device;
-		c->last_rx = c->last_ping = loop_now_s(loop);
+		c->last_rx = c->since = loop_now_s(loop);
 		conn_queue(c, frames_ready(c->user, c->device, clock_wall_ms()));
 		chat_conn_opened(srv, c);
 		log_debug("gateway: fd %d: user %lld device %lld connected", c->fd, (long long)c->user,
 		          (long long)c->device);
-		schedule(c, c->last_ping + (uint32_t)srv->cfg.ping_interval_s);
+		schedule(c, c->since + (uint32_t)srv->cfg.ping_interval_s);
 		pause_reading(c, 0);
 		conn_process(c);
 	}
@@ -1230,6 +1405,12 @@ static void task_stop_accept(loop_t *loop, void *p, uint64_t u)
 			loop_watch_del(loop, t->lfd);
 		close(t->lfd);
 		t->lfd = -1;
+	}
+	if (t->alfd >= 0) {
+		if (!t->accept_paused)
+			loop_watch_del(loop, t->alfd);
+		close(t->alfd);
+		t->alfd = -1;
 	}
 }
 
@@ -1432,7 +1613,7 @@ gateway_t *gateway_new(server_t *srv)
 
 		t->gw = gw;
 		t->index = i;
-		t->lfd = -1;
+		t->lfd = t->alfd = -1;
 		snprintf(t->name, sizeof t->name, "io-%d", i);
 		/* SO_REUSEPORT: one listener per thread and the kernel spreads
 		 * connections among them; with port 0 the first picks it. */
@@ -1445,6 +1626,13 @@ gateway_t *gateway_new(server_t *srv)
 		t->lwatch.on_io = on_accept;
 		if (loop_watch_add(t->loop, t->lfd, EPOLLIN, &t->lwatch) < 0)
 			goto err;
+		t->alfd = -1;
+		if (i == 0 && srv->cfg.admin_host[0]) {
+			t->alfd = listen_on(srv->cfg.admin_host, srv->cfg.admin_port, &gw->admin_port);
+			t->awatch.on_io = on_accept_admin;
+			if (t->alfd < 0 || loop_watch_add(t->loop, t->alfd, EPOLLIN, &t->awatch) < 0)
+				goto err;
+		}
 		t->wheel_now = loop_now_s(t->loop);
 	}
 	return gw;
@@ -1482,10 +1670,16 @@ int gateway_port(const gateway_t *gw)
 	return gw->port;
 }
 
-void gateway_counts(gateway_t *gw, uint64_t *conns, uint64_t *websockets)
+int gateway_admin_port(const gateway_t *gw)
 {
-	*conns = (uint64_t)atomic_load(&gw->conns);
-	*websockets = (uint64_t)atomic_load(&gw->websockets);
+	return gw->admin_port;
+}
+
+void gateway_stats(gateway_t *gw, gateway_stats_t *out)
+{
+	out->conns = (uint64_t)atomic_load(&gw->conns);
+	out->websockets = (uint64_t)atomic_load(&gw->websockets);
+	out->partial_bytes = (uint64_t)atomic_load(&gw->partial_bytes);
 }
 
 void gateway_stop_accepting(gateway_t *gw)
@@ -1564,6 +1758,8 @@ void gateway_free(gateway_t *gw)
 		loop_free(t->loop);
 		if (t->lfd >= 0)
 			close(t->lfd);
+		if (t->alfd >= 0)
+			close(t->alfd);
 		free(t->conns);
 		free(t->gens);
 		free(t->free_slots);

@@ -28,10 +28,17 @@ typedef struct gw_conn gw_conn_t;
 gateway_t *gateway_new(server_t *srv);
 /* Starts the I/O threads. */
 int gateway_start(gateway_t *gw);
-/* The port actually bound (useful with port 0). */
+/* The port actually bound (useful with port 0), and the operator
+ * listener's (0 when there is none). */
 int gateway_port(const gateway_t *gw);
-/* Connections open now, and how many of them are WebSockets. */
-void gateway_counts(gateway_t *gw, uint64_t *conns, uint64_t *websockets);
+int gateway_admin_port(const gateway_t *gw);
+typedef struct gateway_stats {
+	uint64_t conns, websockets;   /* open now */
+	uint64_t partial_bytes;       /* held for unfinished requests and messages */
+} gateway_stats_t;
+
+/* The gateway's gauges and counters, read now. Any thread. */
+void gateway_stats(gateway_t *gw, gateway_stats_t *out);
 /* The bus sink through which the bus reaches local connections. */
 bus_sink_t gateway_bus_sink(gateway_t *gw);
 /* Closes the listeners; connections stay. */

@@ -1,5 +1,11 @@
-/* main.c - the parley command line. */
+/* main.c - the parley command line.
+ *
+ * Every option of `parley serve` is one row of the table below: its name,
+ * the field of server_config_t it sets, its range and its help. Parsing,
+ * range checks and the help text all come from the table, so an option
+ * cannot be parsed one way and documented another. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,91 +17,229 @@
 
 #define PARLEY_VERSION "0.1.0"
 
+enum {
+	OPT_INT,      /* int field */
+	OPT_UINT,     /* unsigned field */
+	OPT_U32,      /* uint32_t field */
+	OPT_SIZE,     /* size_t field */
+	OPT_DOUBLE,   /* double field */
+	OPT_PATH,     /* char array field of `size` bytes */
+	OPT_FLAG,     /* int field set to 1; takes no value */
+	OPT_SPECIAL,  /* parsed by `set` */
+};
+
+typedef struct option {
+	const char *name;        /* without the leading "--" */
+	int kind;
+	size_t off, size;        /* the field in server_config_t */
+	double lo, hi;           /* the accepted range of numbers */
+	int (*set)(server_config_t *cfg, const char *val);
+	const char *arg;         /* how the value is shown in the help */
+	const char *help;        /* lines after the first are indented by the printer */
+} option_t;
+
+static int set_listen(server_config_t *cfg, const char *val);
+static int set_admin_listen(server_config_t *cfg, const char *val);
+static int set_log_level(server_config_t *cfg, const char *val);
+
+#define F(field) offsetof(server_config_t, field), sizeof(((server_config_t *)0)->field)
+
+static const option_t options[] = {
+	{"listen", OPT_SPECIAL, 0, 0, 0, 0, set_listen, "HOST:PORT",
+	 "address to listen on (default 127.0.0.1:8080;\nport 0 picks a free port, printed when ready)"},
+	{"data", OPT_PATH, F(data_dir), 1, 0, NULL, "DIR",
+	 "data directory, created if missing (default ./parley-data)"},
+	{"web", OPT_PATH, F(web_dir), 0, 0, NULL, "DIR",
+	 "the web client's files, served at / (default ./web, or\nthe web/ beside the binary's folder; \"\" serves the API only)"},
+	{"threads", OPT_INT, F(threads), 1, 64, NULL, "N", "I/O threads (default: one per core)"},
+	{"node-id", OPT_U32, F(node_id), 0, SNOWFLAKE_NODE_MAX, NULL, "N",
+	 "node id 0-1023 for message ids (default 0)"},
+	{"log-level", OPT_SPECIAL, 0, 0, 0, 0, set_log_level, "LEVEL",
+	 "debug, info, warn or error (default info)"},
+	{"admin-listen", OPT_SPECIAL, 0, 0, 0, 0, set_admin_listen, "HOST:PORT",
+	 "the operator listener: /metrics and /healthz, nothing else\n(default: none; keep it off the public network)"},
+	{"operator-token-file", OPT_PATH, F(operator_token_file), 1, 0, NULL, "FILE",
+	 "a file holding a token (16-1024 characters) that opens\n/metrics on the public listener as a bearer token"},
+	{"ping-interval", OPT_INT, F(ping_interval_s), 1, 3600, NULL, "S",
+	 "seconds between the server's WebSocket pings (default 30)"},
+	{"idle-timeout", OPT_INT, F(idle_timeout_s), 2, 7200, NULL, "S",
+	 "close a WebSocket silent this long (default 75)"},
+	{"request-timeout", OPT_INT, F(request_timeout_s), 1, 600, NULL, "S",
+	 "a request must arrive whole this long after its first byte,\nand a new connection begin one as soon (default 10)"},
+	{"out-limit", OPT_SIZE, F(out_limit), 65536, 1 << 30, NULL, "BYTES",
+	 "outbound bytes queued for one WebSocket before it is\ndropped as too slow (default 1048576)"},
+	{"max-partial-memory", OPT_SIZE, F(max_partial_bytes), 1 << 20, 1UL << 40, NULL, "BYTES",
+	 "input the node holds for unfinished requests and messages,\nall connections together; past it they are refused\n(default 67108864)"},
+	{"rate-limit", OPT_DOUBLE, F(rate_limit), 0, 1e8, NULL, "N",
+	 "recipients a sender's messages may reach per second,\na direct message costing 1, a group post its members\nbut one (default 200; 0: no limit)"},
+	{"rate-burst", OPT_DOUBLE, F(rate_burst), 1, 1e9, NULL, "N", "... and at once (default 5000)"},
+	{"commit-delay", OPT_UINT, F(commit_delay_us), 0, 10000, NULL, "US",
+	 "wait up to US microseconds for more messages before\ncommitting a small batch: less CPU per message at\nmoderate load, up to US more per ack (default 0)"},
+	{"max-devices", OPT_UINT, F(max_devices), 0, 1000000, NULL, "N",
+	 "logins (devices) kept per user; a new one past this\nlogs out the oldest (default 32; 0: no limit)"},
+	{"max-user-connections", OPT_UINT, F(max_user_connections), 0, 1000000, NULL, "N",
+	 "WebSockets one user may hold at once, all devices\ntogether (default 64; 0: no limit)"},
+	{"presence-grace", OPT_INT, F(presence_grace_ms), 0, 600000, NULL, "MS",
+	 "a user is shown offline only after its last connection\nhas been closed this long (default 5000)"},
+	{"fast-password-hashing", OPT_FLAG, F(fast_password_hashing), 0, 0, NULL, NULL,
+	 "hash new passwords at Argon2id's minimum cost, so that\ntests and benchmarks can register thousands of users;\nnever for real accounts"},
+};
+
+#define NOPTIONS (sizeof options / sizeof options[0])
+
 static void usage(FILE *f)
 {
-	fprintf(f,
-	        "usage: parley serve [options]\n"
-	        "       parley --version\n"
-	        "\n"
-	        "Runs a Parley chat server node.\n"
-	        "\n"
-	        "options:\n"
-	        "  --listen HOST:PORT   address to listen on (default 127.0.0.1:8080;\n"
-	        "                       port 0 picks a free port, printed when ready)\n"
-	        "  --data DIR           data directory, created if missing (default ./parley-data)\n"
-	        "  --web DIR            the web client's files, served at / (default ./web, or\n"
-	        "                       the web/ beside the binary's folder;\n"
-	        "                       \"\" serves the API only)\n"
-	        "  --threads N          I/O threads (default: one per core)\n"
-	        "  --node-id N          node id 0-1023 for message ids (default 0)\n"
-	        "  --log-level LEVEL    debug, info, warn or error (default info)\n"
-	        "  --ping-interval S    seconds between the server's WebSocket pings (default 30)\n"
-	        "  --idle-timeout S     close a WebSocket silent this long (default 75)\n"
-	        "  --out-limit BYTES    outbound bytes queued for one client before it is\n"
-	        "                       dropped as too slow (default 1048576)\n"
-	        "  --rate-limit N       recipients a sender's messages may reach per second,\n"
-	        "                       a direct message costing 1, a group post its members\n"
-	        "                       but one (default 200; 0: no limit)\n"
-	        "  --rate-burst N       ... and at once (default 5000)\n"
-	        "  --commit-delay US    wait up to US microseconds (0-10000) for more messages\n"
-	        "                       before committing a small batch: less CPU per message\n"
-	        "                       at moderate load, up to US more per ack (default 0)\n"
-	        "  --max-devices N      logins (devices) kept per user; a new one past this\n"
-	        "                       logs out the oldest (default 32; 0: no limit)\n"
-	        "  --max-user-connections N\n"
-	        "                       WebSockets one user may hold at once, all devices\n"
-	        "                       together (default 64; 0: no limit)\n"
-	        "  --presence-grace MS  a user is shown offline only after its last connection\n"
-	        "                       has been closed this long (default 5000)\n"
-	        "  --fast-password-hashing\n"
-	        "                       hash new passwords at Argon2id's minimum cost, so that\n"
-	        "                       tests and benchmarks can register thousands of users;\n"
-	        "                       never for real accounts\n"
-	        "  -h, --help           show this help\n");
+	size_t i;
+
+	fprintf(f, "usage: parley serve [options]\n"
+	           "       parley --version\n"
+	           "\n"
+	           "Runs a Parley chat server node.\n"
+	           "\n"
+	           "options:\n");
+	for (i = 0; i < NOPTIONS; i++) {
+		const option_t *o = &options[i];
+		const char *h = o->help, *nl;
+		char head[64];
+		int n = snprintf(head, sizeof head, "  --%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+
+		if (n > 22)
+			fprintf(f, "%s\n%23s", head, "");
+		else
+			fprintf(f, "%-23s", head);
+		while ((nl = strchr(h, '\n')) != NULL) {
+			fprintf(f, "%.*s\n%23s", (int)(nl - h), h, "");
+			h = nl + 1;
+		}
+		fprintf(f, "%s\n", h);
+	}
+	fprintf(f, "  -h, --help           show this help\n");
 }
 
-static int parse_int(const char *s, long lo, long hi, long *out)
+static int parse_long(const char *s, double lo, double hi, long long *out)
 {
 	char *end;
-	long v;
+	long long v;
 
 	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi)
+	v = strtoll(s, &end, 10);
+	if (errno || end == s || *end || (double)v < lo || (double)v > hi)
 		return -1;
 	*out = v;
 	return 0;
 }
 
-static int parse_listen(const char *s, server_config_t *cfg)
+static int parse_hostport(const char *s, char *host, size_t hostcap, int *port_out)
 {
 	const char *colon;
 	size_t hlen;
-	long port;
+	long long port;
 
 	if (s[0] == '[') { /* [v6]:port */
 		const char *close = strchr(s, ']');
 		if (!close || close[1] != ':')
 			return -1;
 		hlen = (size_t)(close - s - 1);
-		if (hlen == 0 || hlen >= sizeof cfg->host)
+		if (hlen == 0 || hlen >= hostcap)
 			return -1;
-		memcpy(cfg->host, s + 1, hlen);
-		cfg->host[hlen] = 0;
+		memcpy(host, s + 1, hlen);
+		host[hlen] = 0;
 		colon = close + 1;
 	} else {
 		if (!(colon = strrchr(s, ':')))
 			return -1;
 		hlen = (size_t)(colon - s);
-		if (hlen == 0 || hlen >= sizeof cfg->host)
+		if (hlen == 0 || hlen >= hostcap)
 			return -1;
-		memcpy(cfg->host, s, hlen);
-		cfg->host[hlen] = 0;
+		memcpy(host, s, hlen);
+		host[hlen] = 0;
 	}
-	if (parse_int(colon + 1, 0, 65535, &port) < 0)
+	if (parse_long(colon + 1, 0, 65535, &port) < 0)
 		return -1;
-	cfg->port = (int)port;
+	*port_out = (int)port;
 	return 0;
+}
+
+static int set_listen(server_config_t *cfg, const char *val)
+{
+	return parse_hostport(val, cfg->host, sizeof cfg->host, &cfg->port);
+}
+
+static int set_admin_listen(server_config_t *cfg, const char *val)
+{
+	return parse_hostport(val, cfg->admin_host, sizeof cfg->admin_host, &cfg->admin_port);
+}
+
+static int set_log_level(server_config_t *cfg, const char *val)
+{
+	static const char *const names[] = {"debug", "info", "warn", "error"};
+	int i;
+
+	(void)cfg;
+	for (i = 0; i < 4; i++) {
+		if (!strcmp(val, names[i])) {
+			log_level = LOG_DEBUG + i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* Sets option o from val. Returns 0, or -1 when the value is refused. */
+static int set_option(server_config_t *cfg, const option_t *o, const char *val)
+{
+	char *field = (char *)cfg + o->off;
+	long long v;
+
+	switch (o->kind) {
+	case OPT_SPECIAL:
+		return o->set(cfg, val);
+	case OPT_PATH:
+		if (strlen(val) < (size_t)o->lo || strlen(val) >= o->size - 64)
+			return -1;
+		snprintf(field, o->size, "%s", val);
+		return 0;
+	case OPT_DOUBLE: {
+		char *end;
+		double d = strtod(val, &end);
+		if (end == val || *end || !(d >= o->lo && d <= o->hi))
+			return -1;
+		*(double *)field = d;
+		return 0;
+	}
+	default:
+		break;
+	}
+	if (parse_long(val, o->lo, o->hi, &v) < 0)
+		return -1;
+	switch (o->kind) {
+	case OPT_INT:
+		*(int *)field = (int)v;
+		break;
+	case OPT_UINT:
+		*(unsigned *)field = (unsigned)v;
+		break;
+	case OPT_U32:
+		*(uint32_t *)field = (uint32_t)v;
+		break;
+	case OPT_SIZE:
+		*(size_t *)field = (size_t)v;
+		break;
+	}
+	return 0;
+}
+
+/* The refusal of a bad value, naming what is accepted. */
+static int bad_value(const option_t *o, const char *val)
+{
+	if (o->kind == OPT_PATH)
+		fprintf(stderr, "parley: --%s wants %s, not '%s'\n", o->name, o->arg, val);
+	else if (o->kind == OPT_SPECIAL)
+		fprintf(stderr, "parley: --%s wants %s, not '%s'\n", o->name,
+		        o->set == set_log_level ? "debug, info, warn or error" : o->arg, val);
+	else
+		fprintf(stderr, "parley: --%s wants %.0f to %.0f, not '%s'\n", o->name, o->lo, o->hi, val);
+	return 2;
 }
 
 /* Without --web: ./web when it exists (make run), else the web/ beside the
@@ -131,7 +275,6 @@ static int bad(const char *msg, const char *arg)
 int main(int argc, char **argv)
 {
 	server_config_t cfg;
-	long v;
 	int i, web_given = 0;
 
 	server_config_defaults(&cfg);
@@ -150,7 +293,9 @@ int main(int argc, char **argv)
 	if (strcmp(argv[1], "serve") != 0)
 		return bad("unknown command", argv[1]);
 	for (i = 2; i < argc; i++) {
-		const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+		const char *a = argv[i];
+		const option_t *o = NULL;
+		size_t k;
 
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
 			usage(stdout);
@@ -158,90 +303,21 @@ int main(int argc, char **argv)
 		}
 		if (strncmp(a, "--", 2) != 0)
 			return bad("unexpected argument", a);
-		if (!strcmp(a, "--fast-password-hashing")) {
-			cfg.fast_password_hashing = 1;
+		for (k = 0; k < NOPTIONS && !o; k++)
+			if (!strcmp(a + 2, options[k].name))
+				o = &options[k];
+		if (!o)
+			return bad("unknown option", a);
+		if (o->kind == OPT_FLAG) {
+			*(int *)((char *)&cfg + o->off) = 1;
 			continue;
 		}
-		if (strcmp(a, "--listen") && strcmp(a, "--data") && strcmp(a, "--threads") &&
-		    strcmp(a, "--node-id") && strcmp(a, "--log-level") && strcmp(a, "--ping-interval") &&
-		    strcmp(a, "--idle-timeout") && strcmp(a, "--out-limit") && strcmp(a, "--rate-limit") &&
-		    strcmp(a, "--rate-burst") && strcmp(a, "--presence-grace") && strcmp(a, "--web") &&
-		    strcmp(a, "--commit-delay") && strcmp(a, "--max-user-connections") &&
-		    strcmp(a, "--max-devices"))
-			return bad("unknown option", a);
-		if (!val)
+		if (i + 1 >= argc)
 			return bad("missing value for", a);
-		i++;
-		if (!strcmp(a, "--listen")) {
-			if (parse_listen(val, &cfg) < 0)
-				return bad("--listen wants HOST:PORT, not", val);
-		} else if (!strcmp(a, "--data")) {
-			if (!*val || strlen(val) >= sizeof cfg.data_dir - 64)
-				return bad("--data wants a directory, not", val);
-			snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", val);
-		} else if (!strcmp(a, "--web")) {
-			if (strlen(val) >= sizeof cfg.web_dir)
-				return bad("--web wants a directory, not", val);
-			snprintf(cfg.web_dir, sizeof cfg.web_dir, "%s", val);
+		if (set_option(&cfg, o, argv[++i]) < 0)
+			return bad_value(o, argv[i]);
+		if (o->off == offsetof(server_config_t, web_dir) && o->kind == OPT_PATH)
 			web_given = 1;
-		} else if (!strcmp(a, "--threads")) {
-			if (parse_int(val, 1, 64, &v) < 0)
-				return bad("--threads wants 1 to 64, not", val);
-			cfg.threads = (int)v;
-		} else if (!strcmp(a, "--node-id")) {
-			if (parse_int(val, 0, SNOWFLAKE_NODE_MAX, &v) < 0)
-				return bad("--node-id wants 0 to 1023, not", val);
-			cfg.node_id = (uint32_t)v;
-		} else if (!strcmp(a, "--ping-interval")) {
-			if (parse_int(val, 1, 3600, &v) < 0)
-				return bad("--ping-interval wants 1 to 3600 seconds, not", val);
-			cfg.ping_interval_s = (int)v;
-		} else if (!strcmp(a, "--idle-timeout")) {
-			if (parse_int(val, 2, 7200, &v) < 0)
-				return bad("--idle-timeout wants 2 to 7200 seconds, not", val);
-			cfg.idle_timeout_s = (int)v;
-		} else if (!strcmp(a, "--rate-limit")) {
-			char *end;
-			double d = strtod(val, &end);
-			if (end == val || *end || !(d >= 0 && d <= 1e8))
-				return bad("--rate-limit wants 0 to 100000000 recipients a second, not", val);
-			cfg.rate_limit = d;
-		} else if (!strcmp(a, "--max-devices")) {
-			if (parse_int(val, 0, 1000000, &v) < 0)
-				return bad("--max-devices wants 0 to 1000000, not", val);
-			cfg.max_devices = (unsigned)v;
-		} else if (!strcmp(a, "--max-user-connections")) {
-			if (parse_int(val, 0, 1000000, &v) < 0)
-				return bad("--max-user-connections wants 0 to 1000000, not", val);
-			cfg.max_user_connections = (unsigned)v;
-		} else if (!strcmp(a, "--commit-delay")) {
-			if (parse_int(val, 0, 10000, &v) < 0)
-				return bad("--commit-delay wants 0 to 10000 microseconds, not", val);
-			cfg.commit_delay_us = (unsigned)v;
-		} else if (!strcmp(a, "--presence-grace")) {
-			if (parse_int(val, 0, 600000, &v) < 0)
-				return bad("--presence-grace wants 0 to 600000 milliseconds, not", val);
-			cfg.presence_grace_ms = (int)v;
-		} else if (!strcmp(a, "--rate-burst")) {
-			if (parse_int(val, 1, 1000000000, &v) < 0)
-				return bad("--rate-burst wants 1 to 1000000000 recipients, not", val);
-			cfg.rate_burst = (double)v;
-		} else if (!strcmp(a, "--out-limit")) {
-			if (parse_int(val, 65536, 1L << 30, &v) < 0)
-				return bad("--out-limit wants 65536 to 1073741824 bytes, not", val);
-			cfg.out_limit = (size_t)v;
-		} else {
-			if (!strcmp(val, "debug"))
-				log_level = LOG_DEBUG;
-			else if (!strcmp(val, "info"))
-				log_level = LOG_INFO;
-			else if (!strcmp(val, "warn"))
-				log_level = LOG_WARN;
-			else if (!strcmp(val, "error"))
-				log_level = LOG_ERROR;
-			else
-				return bad("--log-level wants debug, info, warn or error, not", val);
-		}
 	}
 	if (cfg.idle_timeout_s <= cfg.ping_interval_s) {
 		fprintf(stderr, "parley: --idle-timeout (%d) must be longer than --ping-interval (%d)\n",

@@ -1,4 +1,7 @@
-/* metrics.c - the /metrics page of metrics.h. */
+/* metrics.c - the /metrics page of metrics.h.
+ *
+ * Each metric is one row: its name, type, help and value, read from the
+ * modules' atomic counters at the moment of the request. */
 #include "metrics.h"
 
 #include <stdio.h>
@@ -6,34 +9,58 @@
 #include "fanout.h"
 #include "gateway.h"
 #include "http.h"
+#include "jbuf.h"
 #include "store.h"
 #include "tally.h"
 #include "writer.h"
 
+static void metric(jbuf_t *b, const char *name, const char *type, const char *help, double value)
+{
+	char line[96];
+
+	jbuf_lit(b, "# HELP ");
+	jbuf_lit(b, name);
+	jbuf_lit(b, " ");
+	jbuf_lit(b, help);
+	jbuf_lit(b, "\n# TYPE ");
+	jbuf_lit(b, name);
+	jbuf_lit(b, " ");
+	jbuf_lit(b, type);
+	snprintf(line, sizeof line, "\n%s %.17g\n", name, value);
+	jbuf_lit(b, line);
+}
+
 sbuf_t *metrics_response(server_t *srv, int keep_alive)
 {
-	char body[2048];
 	writer_counts_t wc;
-	uint64_t conns, ws;
-	int n;
+	gateway_stats_t gs;
+	sbuf_t *r;
+	jbuf_t b;
 
 	writer_counts(srv->writer, &wc);
-	gateway_counts(srv->gw, &conns, &ws);
-	n = snprintf(body, sizeof body,
-	             "# TYPE parley_connections gauge\nparley_connections %llu\n"
-	             "# TYPE parley_websockets gauge\nparley_websockets %llu\n"
-	             "# TYPE parley_store_commits_total counter\nparley_store_commits_total %llu\n"
-	             "# TYPE parley_store_ops_total counter\nparley_store_ops_total %llu\n"
-	             "# TYPE parley_messages_stored_total counter\nparley_messages_stored_total %llu\n"
-	             "# TYPE parley_receipt_writes_total counter\nparley_receipt_writes_total %llu\n"
-	             "# TYPE parley_sends_rate_limited_total counter\nparley_sends_rate_limited_total %llu\n"
-	             "# TYPE parley_fanout_deliveries_total counter\nparley_fanout_deliveries_total %llu\n"
-	             "# TYPE parley_receipt_count_frames_total counter\nparley_receipt_count_frames_total %llu\n"
-	             "# TYPE parley_store_memory_bytes gauge\nparley_store_memory_bytes %lld\n",
-	             (unsigned long long)conns, (unsigned long long)ws, (unsigned long long)wc.commits,
-	             (unsigned long long)wc.ops, (unsigned long long)wc.messages,
-	             (unsigned long long)wc.receipt_writes, (unsigned long long)wc.limited,
-	             (unsigned long long)fanout_delivered(srv->fanout),
-	             (unsigned long long)tally_frames(srv->tally), (long long)store_memory_bytes());
-	return http_response(200, "text/plain; version=0.0.4", body, (size_t)n, keep_alive, NULL);
+	gateway_stats(srv->gw, &gs);
+	jbuf_init(&b);
+	metric(&b, "parley_connections", "gauge", "TCP connections open now.", (double)gs.conns);
+	metric(&b, "parley_websockets", "gauge", "Authenticated WebSockets open now.", (double)gs.websockets);
+	metric(&b, "parley_partial_input_bytes", "gauge",
+	       "Bytes held for requests and messages not yet complete, all connections.",
+	       (double)gs.partial_bytes);
+	metric(&b, "parley_store_commits_total", "counter", "Write transactions committed (one fsync each).",
+	       (double)wc.commits);
+	metric(&b, "parley_store_ops_total", "counter", "Sends and receipts applied by the writer.", (double)wc.ops);
+	metric(&b, "parley_messages_stored_total", "counter", "New messages stored.", (double)wc.messages);
+	metric(&b, "parley_receipt_writes_total", "counter", "Receipts that moved a watermark.",
+	       (double)wc.receipt_writes);
+	metric(&b, "parley_sends_rate_limited_total", "counter", "Sends refused by their sender's budget.",
+	       (double)wc.limited);
+	metric(&b, "parley_fanout_deliveries_total", "counter", "Group message deliveries to recipients.",
+	       (double)fanout_delivered(srv->fanout));
+	metric(&b, "parley_receipt_count_frames_total", "counter", "Group receipt count frames sent.",
+	       (double)tally_frames(srv->tally));
+	metric(&b, "parley_store_memory_bytes", "gauge", "Memory this process holds for the store.",
+	       (double)store_memory_bytes());
+	r = b.oom ? NULL
+	          : http_response(200, "text/plain; version=0.0.4", b.data, b.len, keep_alive, NULL);
+	jbuf_free(&b);
+	return r;
 }

@@ -41,6 +41,7 @@ void server_config_defaults(server_config_t *cfg)
 	cfg->ping_interval_s = 30;
 	cfg->idle_timeout_s = 75;
 	cfg->http_timeout_s = 60;
+	cfg->request_timeout_s = 10;
 	cfg->max_sends_in_flight = 128;
 	cfg->receipts_interval_ms = 1000;
 	/* A person chatting never meets these; a bot posting to a full
@@ -51,6 +52,9 @@ void server_config_defaults(server_config_t *cfg)
 	cfg->max_user_connections = 64;
 	cfg->max_devices = 32;
 	snprintf(cfg->web_dir, sizeof cfg->web_dir, "web");
+	/* A thousand sockets each holding a whole request head: an attack
+	 * costs the node this much, never all its memory. */
+	cfg->max_partial_bytes = 64u << 20;
 }
 
 /* Creates the data directory if missing and takes its lock, so that two
@@ -103,6 +107,40 @@ static int lookup_members(void *ud, int64_t conv, fanout_member_t **out, size_t 
 }
 
 #define HASH_QUEUE 64
+#define OPERATOR_TOKEN_MIN 16
+#define OPERATOR_TOKEN_MAX 1024
+
+/* Reads the operator's token (one line, 16 to 1024 printable characters)
+ * and keeps only its hash. Returns 0, or -1 (logged). */
+static int load_operator_token(server_t *srv, const char *path)
+{
+	char buf[OPERATOR_TOKEN_MAX + 2];
+	struct stat st;
+	size_t n, i;
+	FILE *f = fopen(path, "r");
+
+	if (!f) {
+		log_error("cannot read the operator token file %s: %s", path, strerror(errno));
+		return -1;
+	}
+	n = fread(buf, 1, sizeof buf - 1, f);
+	if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077))
+		log_warn("%s is readable by others; the operator token should be private (chmod 600)", path);
+	fclose(f);
+	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		n--;
+	for (i = 0; i < n && buf[i] > 0x20 && buf[i] < 0x7f; i++)
+		;
+	if (n < OPERATOR_TOKEN_MIN || n > OPERATOR_TOKEN_MAX || i < n) {
+		log_error("%s must hold one line of %d to %d printable characters (no spaces)", path,
+		          OPERATOR_TOKEN_MIN, OPERATOR_TOKEN_MAX);
+		return -1;
+	}
+	auth_secret_hash(buf, n, srv->operator_token_hash);
+	srv->has_operator_token = 1;
+	memset(buf, 0, sizeof buf);
+	return 0;
+}
 
 int server_run(const server_config_t *cfg)
 {
@@ -134,6 +172,8 @@ int server_run(const server_config_t *cfg)
 		log_error("cannot initialise libsodium");
 		return 1;
 	}
+	if (cfg->operator_token_file[0] && load_operator_token(srv, cfg->operator_token_file) < 0)
+		return 1;
 	if ((lockfd = data_dir_lock(cfg->data_dir)) < 0)
 		return 1;
 	/* Open once here so that a bad store fails before we listen. */
@@ -177,8 +217,13 @@ int server_run(const server_config_t *cfg)
 	if (gateway_start(srv->gw) < 0)
 		goto out;
 
-	printf("parley: listening on http://%s:%d (threads %d, data %s, node %u)\n", cfg->host,
-	       gateway_port(srv->gw), srv->cfg.threads, cfg->data_dir, cfg->node_id);
+	if (cfg->admin_host[0])
+		printf("parley: listening on http://%s:%d (threads %d, data %s, node %u, admin http://%s:%d)\n",
+		       cfg->host, gateway_port(srv->gw), srv->cfg.threads, cfg->data_dir, cfg->node_id,
+		       cfg->admin_host, gateway_admin_port(srv->gw));
+	else
+		printf("parley: listening on http://%s:%d (threads %d, data %s, node %u)\n", cfg->host,
+		       gateway_port(srv->gw), srv->cfg.threads, cfg->data_dir, cfg->node_id);
 	fflush(stdout);
 	log_info("ready: %d I/O threads, %d workers", srv->cfg.threads, srv->cfg.workers);
 

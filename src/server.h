@@ -33,6 +33,7 @@ typedef struct server_config {
 	int ping_interval_s;      /* server pings this often (30) */
 	int idle_timeout_s;       /* closes a WebSocket silent this long (75) */
 	int http_timeout_s;       /* closes an HTTP connection idle this long */
+	int request_timeout_s;    /* a request must arrive whole this soon after its first byte */
 	int max_sends_in_flight;  /* per connection, awaiting their ack */
 	int fast_password_hashing; /* tests and benchmarks only */
 	int receipts_interval_ms; /* group receipt counts: at most one frame per this */
@@ -43,6 +44,10 @@ typedef struct server_config {
 	unsigned max_user_connections; /* WebSockets one user may hold at once (0: any) */
 	unsigned max_devices;     /* logins kept per user; the oldest goes (0: any) */
 	char web_dir[4096];       /* the web client's files; "": none */
+	size_t max_partial_bytes; /* input held node-wide for unfinished requests and messages */
+	char admin_host[256];     /* the operator listener (/metrics, /healthz); "": none */
+	int admin_port;
+	char operator_token_file[4096]; /* holds a token that opens /metrics publicly; "": none */
 } server_config_t;
 
 typedef struct server {
@@ -57,6 +62,8 @@ typedef struct server {
 	presence_t *presence;
 	webfiles_t *web;
 	loginguard_t *logins;     /* failed-login backoff per username */
+	int has_operator_token;
+	uint8_t operator_token_hash[32]; /* SHA-256 of --operator-token-file's token */
 	atomic_int draining;      /* shutting down: no new work is taken */
 } server_t;
 

@@ -41,6 +41,8 @@ int hx_start(hx_server_t *s, const char *data_dir, const char *const *extra)
 	argv[n++] = s->data_dir;
 	argv[n++] = "--threads";
 	argv[n++] = "2";
+	argv[n++] = "--admin-listen";
+	argv[n++] = "127.0.0.1:0";
 	for (i = 0; extra && extra[i] && n < 30; i++)
 		argv[n++] = extra[i];
 	argv[n] = NULL;
@@ -70,7 +72,10 @@ int hx_start(hx_server_t *s, const char *data_dir, const char *const *extra)
 		len += (size_t)r;
 		line[len] = 0;
 		if ((at = strstr(line, "listening on http://")) && strchr(at, '\n')) {
-			char *colon = strrchr(strtok(at + 20, " \n"), ':');
+			char *admin = strstr(at, "admin http://"), *colon;
+			if (admin && (colon = strchr(admin + 13, ':')))
+				s->admin_port = atoi(colon + 1);
+			colon = strrchr(strtok(at + 20, " \n"), ':');
 			s->port = colon ? atoi(colon + 1) : 0;
 			return s->port > 0 ? 0 : -1;
 		}
@@ -315,4 +320,24 @@ void hx_filter(void)
 
 	if (f && *f)
 		cmocka_set_test_filter(f);
+}
+
+double hx_metric(const hx_server_t *s, const char *name)
+{
+	pc_conn_t *c = pc_connect("127.0.0.1", s->admin_port);
+	pc_response_t res;
+	char key[128];
+	const char *p;
+	double v;
+
+	assert_non_null(c);
+	assert_int_equal(pc_http(c, "GET", "/metrics", NULL, NULL, &res, HX_TIMEOUT), 0);
+	assert_int_equal(res.status, 200);
+	snprintf(key, sizeof key, "\n%s ", name);
+	p = strstr(res.body, key);
+	assert_non_null(p);
+	v = strtod(p + strlen(key), NULL);
+	pc_response_free(&res);
+	pc_close(c);
+	return v;
 }

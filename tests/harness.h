@@ -24,6 +24,7 @@
 typedef struct hx_server {
 	pid_t pid;
 	int port;
+	int admin_port;      /* the operator listener (/metrics) */
 	int out_fd;          /* the server's stdout */
 	char data_dir[256];
 	int own_dir;         /* made by hx_start, removed by hx_cleanup */
@@ -78,6 +79,10 @@ json_t *hx_expect(pc_conn_t *c, const char *type);
 /* Waits for a close frame and returns its code (-1 if the connection
  * ended without one); skips other frames. */
 int hx_expect_close(pc_conn_t *c);
+
+/* The value of one metric of s's /metrics page (its operator listener);
+ * fails the test when the page or the metric is missing. */
+double hx_metric(const hx_server_t *s, const char *name);
 
 /* Runs only the tests whose names match $HX_FILTER (a cmocka pattern). */
 void hx_filter(void);

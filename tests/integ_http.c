@@ -95,13 +95,29 @@ static double metric_of(const char *page, const char *name)
 	return (p = strstr(page, key)) ? strtod(p + strlen(key), NULL) : -1;
 }
 
+/* /metrics is the operator's: on the public listener it does not exist;
+ * the operator listener serves it (and /healthz) and nothing else. */
 static void test_metrics(void **state)
 {
 	pc_conn_t *c = pc_connect("127.0.0.1", srv.port);
 	pc_response_t res;
 	char type[64];
+	json_t *j;
+	int st;
 
 	(void)state;
+	j = hx_http(srv.port, "GET", "/metrics", NULL, NULL, &st);
+	assert_int_equal(st, 404);
+	assert_string_equal(hx_str(json_object_get(j, "error"), "code"), "not_found");
+	json_decref(j);
+	j = hx_http(srv.admin_port, "GET", "/api/v1/conversations", NULL, NULL, &st);
+	assert_int_equal(st, 404);
+	json_decref(j);
+	j = hx_http(srv.admin_port, "GET", "/healthz", NULL, NULL, &st);
+	assert_int_equal(st, 200);
+	json_decref(j);
+	pc_close(c);
+	c = pc_connect("127.0.0.1", srv.admin_port);
 	assert_non_null(c);
 	assert_int_equal(pc_http(c, "GET", "/metrics", NULL, NULL, &res, HX_TIMEOUT), 0);
 	assert_int_equal(res.status, 200);
