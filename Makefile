@@ -116,8 +116,9 @@ check-web: build/parley node_modules/.package-lock.json
 	@PARLEY_BIN=build/parley node --test --test-timeout=180000 --test-reporter=spec tests/web/
 	@echo "check-web: passed (screenshots in build/web-test/)"
 
-# libFuzzer targets (clang): the HTTP parser, the WebSocket frame parser, and
-# the web files answered for any parsed request.
+# libFuzzer targets (clang): the HTTP parser, the WebSocket frame parser, the
+# web files answered for any parsed request, and the PROXY protocol, address
+# list and X-Forwarded-For parsers.
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
                $(shell pkg-config --cflags libcrypto 2>/dev/null)
 FUZZ_LIBS := $(shell pkg-config --libs libcrypto 2>/dev/null)
@@ -134,14 +135,18 @@ build/fuzz/fuzz_webfiles: fuzz/fuzz_webfiles.c src/webfiles.c src/http.c src/sbu
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^ $(FUZZ_LIBS)
 
-fuzz-build: build/fuzz/fuzz_http build/fuzz/fuzz_ws build/fuzz/fuzz_webfiles
+build/fuzz/fuzz_proxy: fuzz/fuzz_proxy.c src/clientaddr.c src/http.c src/sbuf.c src/jbuf.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $^ $(FUZZ_LIBS)
+
+fuzz-build: build/fuzz/fuzz_http build/fuzz/fuzz_ws build/fuzz/fuzz_webfiles build/fuzz/fuzz_proxy
 
 fuzz: deps-test
 	@$(MAKE) --no-print-directory fuzz-build
-	@scripts/run-fuzz.sh $(FUZZ_SECONDS) build/fuzz/fuzz_http build/fuzz/fuzz_ws build/fuzz/fuzz_webfiles
+	@scripts/run-fuzz.sh $(FUZZ_SECONDS) build/fuzz/fuzz_http build/fuzz/fuzz_ws build/fuzz/fuzz_webfiles build/fuzz/fuzz_proxy
 
 fuzz-smoke: fuzz-build
-	@scripts/run-fuzz.sh 5 build/fuzz/fuzz_http build/fuzz/fuzz_ws build/fuzz/fuzz_webfiles
+	@scripts/run-fuzz.sh 5 build/fuzz/fuzz_http build/fuzz/fuzz_ws build/fuzz/fuzz_webfiles build/fuzz/fuzz_proxy
 
 # The benchmark suite: each scenario beside the physical baseline, in one
 # run. BENCH_CONNECTIONS sizes the idle scenario: the server holds them all

@@ -310,7 +310,7 @@ static void create_session(store_t *st, const api_req_t *rq, api_res_t *res)
 		dname = json_string_value(d);
 	}
 	/* An account being guessed at waits before any work is done. */
-	if ((wait = loginguard_wait_ms(rq->srv->logins, json_string_value(u), json_string_length(u),
+	if ((wait = loginguard_wait_ms(rq->srv->logins, json_string_value(u), json_string_length(u), 0,
 	                               clock_wall_ms())) > 0) {
 		fail_retry(res, "too many failed logins for this username; try again later", wait);
 		goto out;
@@ -324,7 +324,7 @@ static void create_session(store_t *st, const api_req_t *rq, api_res_t *res)
 	/* Unknown users cost a hash too: the delay tells nothing. */
 	if (!auth_password_check(r == STORE_OK ? hash : NULL, json_string_value(p),
 	                         json_string_length(p))) {
-		loginguard_failed(rq->srv->logins, json_string_value(u), json_string_length(u), clock_wall_ms());
+		loginguard_failed(rq->srv->logins, json_string_value(u), json_string_length(u), 0, clock_wall_ms());
 		/* Valid names are short and plain; anything else is not logged. */
 		log_info("api: failed login for %s",
 		         auth_username_valid(json_string_value(u), json_string_length(u)) ? json_string_value(u)
@@ -332,7 +332,7 @@ static void create_session(store_t *st, const api_req_t *rq, api_res_t *res)
 		fail(res, 401, "unauthorized", "wrong username or password");
 		goto out;
 	}
-	loginguard_succeeded(rq->srv->logins, json_string_value(u), json_string_length(u));
+	loginguard_succeeded(rq->srv->logins, json_string_value(u), json_string_length(u), 0, clock_wall_ms());
 	auth_token_new(token, thash);
 	if ((r = store_device_create(st, user, dname, thash, clock_wall_ms(), rq->srv->cfg.max_devices, &device,
 	                             &evicted)) != STORE_OK) {

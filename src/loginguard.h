@@ -1,18 +1,48 @@
-/* loginguard.h - slows password guessing against one account.
+/* loginguard.h - slows password guessing against one account, without
+ * letting a stranger lock its owner out.
  *
- * Each username may fail to log in a few times freely; after that, every
- * further failure makes it wait before the next try: 1 s, 2 s, 4 s ... up
- * to a ceiling (15 minutes by default). A success, or a day without
- * failures, forgets the count. The wait is checked before the password is
- * hashed, so a guesser spends none of the server's Argon2id time while it
- * waits. The ceiling bounds how long someone who guesses at another's
- * account can keep its owner out.
+ * Two layers, both checked before the password is hashed, so a guesser
+ * spends none of the server's Argon2id time while it waits:
  *
- * State is per node, in a fixed table (no allocation per name, so a
- * spray of names cannot grow memory) keyed by a secret-keyed hash of the
- * name (SipHash via libsodium), so names cannot be chosen to collide with
- * a victim's slot. When two names share a slot the one locked longer
- * keeps it. Thread-safe. */
+ * - Per (username, client address): free_failures failed tries are free
+ *   (5); after that every further failure makes this name wait, from this
+ *   address, 1 s, 2 s, 4 s ... up to max_wait_ms (15 minutes). A success
+ *   from that address, or a day without failures from it, forgets them.
+ *   Guessing from address A never slows the owner at address B.
+ * - Per username, looser, against guessing spread over many addresses:
+ *   name_free_failures failures (100) from all addresses together are
+ *   free; every further one makes the name wait 1 s, 2 s ... up to
+ *   name_max_wait_ms (15 minutes). A day without any failure for the name
+ *   forgets them; a success does not, or the owner's every login would
+ *   hand a botnet another 100 free guesses. Addresses from which this name
+ *   logged in within the last 30 days ("known addresses") are exempt from
+ *   this layer, though not from their own: the owner at home or at work
+ *   keeps logging in while a botnet guesses; only the owner at a new
+ *   address waits with the botnet, never more than name_max_wait_ms.
+ *
+ * wait_ms answers the larger of the waits that apply. Address 0 means
+ * "unknown": every such client shares the one (name, 0) entry, which is
+ * the per-name backoff of old, and 0 is never a known address.
+ *
+ * State is per node, in three tables of fixed size made at creation:
+ * (name, address) pairs, names, and known (name, address) successes. Nothing
+ * is allocated after loginguard_new, so a spray of names or addresses
+ * cannot grow memory: by default 16384 slots each, of 24, 24 and 16 bytes,
+ * 1 MiB in all. Entries are placed by a secret-keyed hash (SipHash via
+ * libsodium, keys made at creation), so names and addresses cannot be
+ * chosen to collide with a victim's, and each entry has two candidate
+ * slots. A new failure takes an empty or forgotten candidate, else one not
+ * waiting (the one with fewer failures); when both are waiting, the one
+ * locked longer keeps its slot and the newcomer goes uncounted in that
+ * table (the other table still counts it): a spray never unlocks a victim
+ * early. A new known address whose candidates both hold successes younger
+ * than 30 days replaces the older: a flood of logins can age a known
+ * address out (size known_slots for the logins of a month), which costs
+ * its owner the exemption only.
+ *
+ * Thread-safe: one mutex, held for a few slot reads and writes. One lock
+ * is enough because every call comes with a password hash of tens of
+ * milliseconds, run by a small pool. Needs sodium_init() first. */
 #ifndef PARLEY_LOGINGUARD_H
 #define PARLEY_LOGINGUARD_H
 
@@ -21,17 +51,38 @@
 
 typedef struct loginguard loginguard_t;
 
-/* free_failures: failures allowed before waits start; max_wait_ms: the
- * ceiling of one wait. NULL when out of memory. */
+typedef struct loginguard_config {
+	unsigned free_failures;      /* per (name, address), before waits start */
+	int64_t max_wait_ms;         /* per (name, address), one wait's ceiling */
+	unsigned name_free_failures; /* per name, all addresses together */
+	int64_t name_max_wait_ms;    /* per name, one wait's ceiling */
+	unsigned pair_slots;         /* table sizes; 0 for the default (16384) */
+	unsigned name_slots;
+	unsigned known_slots;
+} loginguard_config_t;
+
+/* Fills cfg with the defaults named above: 5 and 15 minutes, 100 and 15
+ * minutes, 16384 slots each. */
+void loginguard_config_default(loginguard_config_t *cfg);
+
+/* A guard configured by cfg (copied; NULL for the defaults; a wait
+ * ceiling above a day is cut to a day, since a day without failures
+ * forgets them anyway). NULL when out of memory. */
+loginguard_t *loginguard_new_config(const loginguard_config_t *cfg);
+/* The defaults, with the per-(name, address) layer's free_failures and
+ * max_wait_ms given; the per-name ceiling is max_wait_ms too. */
 loginguard_t *loginguard_new(unsigned free_failures, int64_t max_wait_ms);
+/* NULL is fine. No call on g may be in progress or follow. */
 void loginguard_free(loginguard_t *g);
 
-/* 0 when name may try now, else the milliseconds until it may. */
-int64_t loginguard_wait_ms(loginguard_t *g, const char *name, size_t len, int64_t now_ms);
-/* Records a failed try for name (also for names with no account: a guess
- * tells nothing either way). */
-void loginguard_failed(loginguard_t *g, const char *name, size_t len, int64_t now_ms);
-/* Forgets name's failures after a successful login. */
-void loginguard_succeeded(loginguard_t *g, const char *name, size_t len);
+/* 0 when name may try now from addr, else the milliseconds until it may. */
+int64_t loginguard_wait_ms(loginguard_t *g, const char *name, size_t len, uint64_t addr, int64_t now_ms);
+/* Records a failed try for name from addr (also for names with no
+ * account: a guess tells nothing either way). */
+void loginguard_failed(loginguard_t *g, const char *name, size_t len, uint64_t addr, int64_t now_ms);
+/* After a successful login: forgets the failures of name from addr, and
+ * makes addr (unless 0) a known address of name for 30 days. The per-name
+ * count stays. */
+void loginguard_succeeded(loginguard_t *g, const char *name, size_t len, uint64_t addr, int64_t now_ms);
 
 #endif

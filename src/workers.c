@@ -1,18 +1,18 @@
-/* workers.c - the worker pool of workers.h: a ring of jobs under one mutex
- * and condition variable. Jobs are coarse (a store query, an Argon2 hash),
- * so one lock is not where the time goes. */
+/* workers.c - the worker pool of workers.h: a fair queue (fairq.c) under
+ * one mutex and condition variable. Jobs are coarse (a store query, an
+ * Argon2 hash), so one lock is not where the time goes; the queue's own
+ * operations are O(1) and never allocate, so holding the lock stays
+ * short. An evicted job's drop is called after the lock is released,
+ * because it posts to a loop and frees, and may even submit again. */
 #include "workers.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "fairq.h"
 #include "log.h"
-
-typedef struct job {
-	worker_fn fn;
-	void *arg;
-} job_t;
 
 typedef struct worker {
 	pthread_t thread;
@@ -24,12 +24,12 @@ typedef struct worker {
 
 struct workers {
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	job_t *ring;
-	unsigned cap, head, count;
+	pthread_cond_t cond;      /* a job was queued, or stopping */
+	fairq_t *queue;
 	int stopping;
 	int n;
 	worker_t *w;
+	atomic_uint_fast64_t evicted;
 };
 
 static void *worker_main(void *p)
@@ -39,20 +39,19 @@ static void *worker_main(void *p)
 
 	log_set_thread_name(self->name);
 	for (;;) {
-		job_t job;
+		fairq_item_t job;
 
 		pthread_mutex_lock(&pool->lock);
-		while (pool->count == 0 && !pool->stopping)
+		while (fairq_count(pool->queue) == 0 && !pool->stopping)
 			pthread_cond_wait(&pool->cond, &pool->lock);
-		if (pool->count == 0) {
+		/* Stopping still drains: the queue empties before a worker
+		 * leaves, so workers_free runs every job. */
+		if (fairq_pop(pool->queue, &job) < 0) {
 			pthread_mutex_unlock(&pool->lock);
 			break;
 		}
-		job = pool->ring[pool->head];
-		pool->head = (pool->head + 1) % pool->cap;
-		pool->count--;
 		pthread_mutex_unlock(&pool->lock);
-		job.fn(self->store, job.arg);
+		((worker_fn)job.fn)(self->store, job.arg);
 	}
 	return NULL;
 }
@@ -66,12 +65,14 @@ workers_t *workers_new(int n, const char *data_dir, unsigned queue_cap)
 		return NULL;
 	pthread_mutex_init(&pool->lock, NULL);
 	pthread_cond_init(&pool->cond, NULL);
-	pool->cap = queue_cap;
-	pool->ring = calloc(queue_cap, sizeof *pool->ring);
+	atomic_init(&pool->evicted, 0);
+	pool->queue = fairq_new(queue_cap, 0);
 	pool->w = calloc((size_t)n, sizeof *pool->w);
 	pool->n = n;
-	if (!pool->ring || !pool->w)
+	if (!pool->queue || !pool->w) {
+		log_error("workers: out of memory for a queue of %u", queue_cap);
 		goto err;
+	}
 	for (i = 0; i < n; i++) {
 		worker_t *w = &pool->w[i];
 		w->pool = pool;
@@ -92,17 +93,54 @@ err:
 
 int workers_submit(workers_t *pool, worker_fn fn, void *arg)
 {
-	int r = -1;
+	return workers_submit_flow(pool, 0, fn, NULL, arg);
+}
 
+int workers_submit_flow(workers_t *pool, uint64_t flow, worker_fn fn, worker_drop_fn drop,
+                        void *arg)
+{
+	fairq_item_t job = {flow, (fairq_fn)fn, drop, arg}, out;
+	int r = FAIRQ_FULL;
+
+	if (!drop && flow != 0) {
+		log_error("workers: a job in flow %llu has no drop function",
+		          (unsigned long long)flow);
+		return -1;
+	}
 	pthread_mutex_lock(&pool->lock);
-	if (pool->count < pool->cap && !pool->stopping) {
-		pool->ring[(pool->head + pool->count) % pool->cap] = (job_t){fn, arg};
-		pool->count++;
-		pthread_cond_signal(&pool->cond);
-		r = 0;
+	if (!pool->stopping) {
+		r = fairq_push(pool->queue, &job, &out);
+		if (r >= 0)
+			pthread_cond_signal(&pool->cond);
 	}
 	pthread_mutex_unlock(&pool->lock);
-	return r;
+	if (r == FAIRQ_EVICTED) {
+		atomic_fetch_add(&pool->evicted, 1);
+		out.drop(out.arg);
+	}
+	return r >= 0 ? 0 : -1;
+}
+
+void workers_set_flow_cap(workers_t *pool, unsigned cap)
+{
+	pthread_mutex_lock(&pool->lock);
+	fairq_set_flow_cap(pool->queue, cap);
+	pthread_mutex_unlock(&pool->lock);
+}
+
+unsigned workers_queued(workers_t *pool)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&pool->lock);
+	n = fairq_count(pool->queue);
+	pthread_mutex_unlock(&pool->lock);
+	return n;
+}
+
+uint64_t workers_evicted(workers_t *pool)
+{
+	return atomic_load(&pool->evicted);
 }
 
 void workers_free(workers_t *pool)
@@ -122,7 +160,7 @@ void workers_free(workers_t *pool)
 	}
 	pthread_mutex_destroy(&pool->lock);
 	pthread_cond_destroy(&pool->cond);
-	free(pool->ring);
+	fairq_free(pool->queue);
 	free(pool->w);
 	free(pool);
 }
