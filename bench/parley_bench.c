@@ -210,6 +210,8 @@ static char commit_delay[16] = "0";
 static void start_parley(proc_t *srv, char *dir)
 {
 	char *argv[] = {"build/parley", "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data", dir,
+	                "--signup-rate", "0", "--login-rate", "0", "--max-address-connections", "0",
+	                "--max-address-pending", "0",
 	                "--fast-password-hashing", "--rate-limit", "0", "--commit-delay", commit_delay, NULL};
 
 	snprintf(dir, 32, "/tmp/parley-bench-XXXXXX");

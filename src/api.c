@@ -13,6 +13,8 @@
 #include <jansson.h>
 
 #include "auth.h"
+#include "budget.h"
+#include "clientaddr.h"
 #include "bus.h"
 #include "frames.h"
 #include "gateway.h"
@@ -29,6 +31,7 @@
 typedef struct api_req {
 	server_t *srv;
 	uint64_t conn;
+	uint64_t client;        /* the client's address key */
 	int keep_alive;
 	char method[8];
 	char *target;           /* NUL-terminated copy */
@@ -48,7 +51,7 @@ typedef struct api_res {
 
 typedef struct upgrade_req {
 	server_t *srv;
-	uint64_t conn;
+	uint64_t conn, client;
 	size_t token_len;
 	char accept[29];
 	char token[];
@@ -310,7 +313,7 @@ static void create_session(store_t *st, const api_req_t *rq, api_res_t *res)
 		dname = json_string_value(d);
 	}
 	/* An account being guessed at waits before any work is done. */
-	if ((wait = loginguard_wait_ms(rq->srv->logins, json_string_value(u), json_string_length(u), 0,
+	if ((wait = loginguard_wait_ms(rq->srv->logins, json_string_value(u), json_string_length(u), rq->client,
 	                               clock_wall_ms())) > 0) {
 		fail_retry(res, "too many failed logins for this username; try again later", wait);
 		goto out;
@@ -324,7 +327,8 @@ static void create_session(store_t *st, const api_req_t *rq, api_res_t *res)
 	/* Unknown users cost a hash too: the delay tells nothing. */
 	if (!auth_password_check(r == STORE_OK ? hash : NULL, json_string_value(p),
 	                         json_string_length(p))) {
-		loginguard_failed(rq->srv->logins, json_string_value(u), json_string_length(u), 0, clock_wall_ms());
+		loginguard_failed(rq->srv->logins, json_string_value(u), json_string_length(u), rq->client,
+		                  clock_wall_ms());
 		/* Valid names are short and plain; anything else is not logged. */
 		log_info("api: failed login for %s",
 		         auth_username_valid(json_string_value(u), json_string_length(u)) ? json_string_value(u)
@@ -332,7 +336,8 @@ static void create_session(store_t *st, const api_req_t *rq, api_res_t *res)
 		fail(res, 401, "unauthorized", "wrong username or password");
 		goto out;
 	}
-	loginguard_succeeded(rq->srv->logins, json_string_value(u), json_string_length(u), 0, clock_wall_ms());
+	loginguard_succeeded(rq->srv->logins, json_string_value(u), json_string_length(u), rq->client,
+	                     clock_wall_ms());
 	auth_token_new(token, thash);
 	if ((r = store_device_create(st, user, dname, thash, clock_wall_ms(), rq->srv->cfg.max_devices, &device,
 	                             &evicted)) != STORE_OK) {
@@ -882,16 +887,64 @@ static int hashes_password(const http_request_t *req)
 	return http_is(req, "POST", "/api/v1/users") || http_is(req, "POST", "/api/v1/sessions");
 }
 
-int api_submit_request(server_t *srv, uint64_t conn, const http_request_t *req,
+/* A job dropped from a full queue to make room for another client's:
+ * answered at once, never run. */
+static void request_dropped(void *arg)
+{
+	api_req_t *rq = arg;
+
+	gw_post_http(rq->srv->gw, rq->conn,
+	             http_error_response(503, "unavailable", "the server is busy; retry shortly",
+	                                 rq->keep_alive, "Retry-After: 1\r\n"),
+	             rq->keep_alive);
+	api_req_free(rq);
+}
+
+/* The per-address budget of sign-ups or logins, taken before the request
+ * is queued, so that a flood from one address is refused without a hash
+ * and without a place in the hashing queue. Returns 0, or the
+ * milliseconds to wait. */
+static int64_t hashing_budget(server_t *srv, const http_request_t *req, uint64_t client)
+{
+	budget_t *b = http_is(req, "POST", "/api/v1/users") ? srv->signup_budget : srv->login_budget;
+
+	return b ? budget_take(b, client, 1, clock_mono_ms()) : 0;
+}
+
+int api_submit_request(server_t *srv, uint64_t conn, uint64_t client, const http_request_t *req,
                        const char *body, size_t body_len)
 {
-	api_req_t *rq = calloc(1, sizeof *rq);
+	api_req_t *rq;
 	const http_header_t *h;
+	int hashing = hashes_password(req);
+	int64_t wait;
 
-	if (!rq)
+	if (hashing && (wait = hashing_budget(srv, req, client)) > 0) {
+		api_res_t res = {0};
+		char addr[ADDR_KEY_STRLEN];
+
+		if (addr_key_format(client, addr, sizeof addr) < 0)
+			snprintf(addr, sizeof addr, "?");
+		log_info("api: client %s is over its budget of %s; refused", addr,
+		         http_is(req, "POST", "/api/v1/users") ? "sign-ups" : "logins");
+		jbuf_init(&res.body);
+		fail_retry(&res, http_is(req, "POST", "/api/v1/users")
+		                     ? "too many sign-ups from your address; try again later"
+		                     : "too many logins from your address; try again later",
+		           wait);
+		gw_post_http(srv->gw, conn,
+		             res.body.oom ? NULL
+		                          : http_response(429, "application/json", res.body.data, res.body.len,
+		                                          req->keep_alive, res.extra),
+		             req->keep_alive);
+		jbuf_free(&res.body);
+		return 0;
+	}
+	if (!(rq = calloc(1, sizeof *rq)))
 		return -1;
 	rq->srv = srv;
 	rq->conn = conn;
+	rq->client = client;
 	rq->keep_alive = req->keep_alive;
 	if (req->method_len < sizeof rq->method)
 		memcpy(rq->method, req->method, req->method_len);
@@ -909,8 +962,11 @@ int api_submit_request(server_t *srv, uint64_t conn, const http_request_t *req,
 			memcpy(rq->body, body, body_len);
 		rq->body_len = body_len;
 	}
+	/* Each client address is a flow of the queue: one address's burst
+	 * waits behind its own requests, not everyone's. */
 	if (!rq->target || (h && !rq->token && rq->token_len) || (body_len && !rq->body) ||
-	    workers_submit(hashes_password(req) ? srv->hashers : srv->workers, request_job, rq) < 0) {
+	    workers_submit_flow(hashing ? srv->hashers : srv->workers, FLOW_OF_ADDRESS(client),
+	                        request_job, request_dropped, rq) < 0) {
 		api_req_free(rq);
 		return -1;
 	}
@@ -930,8 +986,19 @@ static void upgrade_job(store_t *st, void *arg)
 	free(u);
 }
 
-int api_submit_upgrade(server_t *srv, uint64_t conn, const char *token, size_t len,
-                       const char accept[29])
+static void upgrade_dropped(void *arg)
+{
+	upgrade_req_t *u = arg;
+
+	gw_post_http(u->srv->gw, u->conn,
+	             http_error_response(503, "unavailable", "the server is busy; retry shortly", 0,
+	                                 "Retry-After: 1\r\n"),
+	             0);
+	free(u);
+}
+
+int api_submit_upgrade(server_t *srv, uint64_t conn, uint64_t client, const char *token,
+                       size_t len, const char accept[29])
 {
 	upgrade_req_t *u;
 
@@ -941,11 +1008,12 @@ int api_submit_upgrade(server_t *srv, uint64_t conn, const char *token, size_t l
 		return -1;
 	u->srv = srv;
 	u->conn = conn;
+	u->client = client;
 	u->token_len = len;
 	memcpy(u->accept, accept, 29);
 	memcpy(u->token, token, len);
 	u->token[len] = 0;
-	if (workers_submit(srv->workers, upgrade_job, u) < 0) {
+	if (workers_submit_flow(srv->workers, FLOW_OF_ADDRESS(client), upgrade_job, upgrade_dropped, u) < 0) {
 		free(u);
 		return -1;
 	}

@@ -14,12 +14,14 @@
 #include "http.h"
 #include "server.h"
 
-int api_submit_request(server_t *srv, uint64_t conn, const http_request_t *req,
+/* client: the key of the client's address (clientaddr.h), which budgets
+ * and the fair share of the queues are kept by. */
+int api_submit_request(server_t *srv, uint64_t conn, uint64_t client, const http_request_t *req,
                        const char *body, size_t body_len);
 
 /* Checks a bearer token for a WebSocket upgrade; answers with
  * gw_post_upgrade. */
-int api_submit_upgrade(server_t *srv, uint64_t conn, const char *token, size_t len,
-                       const char accept[29]);
+int api_submit_upgrade(server_t *srv, uint64_t conn, uint64_t client, const char *token,
+                       size_t len, const char accept[29]);
 
 #endif

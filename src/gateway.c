@@ -38,8 +38,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "addrconns.h"
 #include "api.h"
 #include "auth.h"
+#include "clientaddr.h"
 #include "chat.h"
 #include "metrics.h"
 #include "webfiles.h"
@@ -59,7 +61,8 @@
 #define LINGER_S 2
 #define ACCEPT_BATCH 64
 
-enum { ST_HTTP, ST_WS, ST_CLOSING, ST_LINGER };
+/* ST_PROXY: a trusted load balancer's connection, before its PROXY header. */
+enum { ST_PROXY, ST_HTTP, ST_WS, ST_CLOSING, ST_LINGER };
 
 enum {
 	F_BUSY = 1 << 0,        /* a request is with a worker; reading paused */
@@ -73,6 +76,9 @@ enum {
 	F_SERVED = 1 << 8,      /* has completed a request: idle keep-alive rules */
 	F_HTTP_HELD = 1 << 9,   /* answers are unsent: the next request waits */
 	F_ADMIN = 1 << 10,      /* accepted on the operator listener */
+	F_PROXIED = 1 << 11,    /* from a trusted proxy: its X-Forwarded-For names the client */
+	F_COUNTED = 1 << 12,    /* counted in its address's connections (addrconns.h) */
+	F_PENDING = 1 << 13,    /* ... as not yet a WebSocket */
 };
 
 /* A connection's outbound queue: references to shared frames, oldest at
@@ -124,6 +130,7 @@ struct gw_conn {
 	bytebuf_t *frag;         /* fragments of a message in progress */
 	int64_t user, device;
 	void *chat;
+	uint64_t addr;           /* the client's address key (clientaddr.h) */
 };
 
 struct io_thread {
@@ -168,22 +175,25 @@ struct gateway {
 static void conn_kill(gw_conn_t *c);
 static void conn_process(gw_conn_t *c);
 static void conn_flush(gw_conn_t *c);
+static size_t process_http(gw_conn_t *c, const char *data, size_t len);
+static void http_fail(gw_conn_t *c, int status, const char *code, const char *message,
+                      const char *extra_header);
+static uint64_t request_client(gw_conn_t *c, const http_request_t *req);
+static int count_conn(gw_conn_t *c, int pending);
 
 /* Who a connection is, for a log line: its client address and user.
  * One buffer per thread, valid until the thread's next call. */
 static const char *conn_peer(const gw_conn_t *c)
 {
 	static _Thread_local char buf[96];
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof ss;
-	char host[INET6_ADDRSTRLEN] = "?";
+	char addr[ADDR_KEY_STRLEN];
 
-	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0)
-		getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, NULL, 0, NI_NUMERICHOST);
+	if (addr_key_format(c->addr, addr, sizeof addr) < 0)
+		snprintf(addr, sizeof addr, "?");
 	if (c->user)
-		snprintf(buf, sizeof buf, "client %s user %lld", host, (long long)c->user);
+		snprintf(buf, sizeof buf, "client %s user %lld", addr, (long long)c->user);
 	else
-		snprintf(buf, sizeof buf, "client %s", host);
+		snprintf(buf, sizeof buf, "client %s", addr);
 	return buf;
 }
 
@@ -535,6 +545,8 @@ static void conn_free(gw_conn_t *c)
 	free(c->out);
 	bytebuf_free(t->gw, c->rbuf);
 	bytebuf_free(t->gw, c->frag);
+	if (c->flags & F_COUNTED)
+		addrconns_close(srv->addrconns, c->addr, !!(c->flags & F_PENDING));
 	atomic_fetch_sub(&t->gw->conns, 1);
 	if (c->user)
 		atomic_fetch_sub(&t->gw->websockets, 1);
@@ -619,12 +631,34 @@ static void handle_upgrade(gw_conn_t *c, const http_request_t *req)
 		http_fail(c, 401, "unauthorized", "a bearer token is required", NULL);
 		return;
 	}
-	if (api_submit_upgrade(srv, handle_of(c), tok, toklen, accept) < 0) {
+	if (c->flags & F_PROXIED) {
+		/* From now on the connection is this client's. */
+		c->addr = request_client(c, req);
+	}
+	if (api_submit_upgrade(srv, handle_of(c), c->addr, tok, toklen, accept) < 0) {
 		http_fail(c, 503, "unavailable", "the server is overloaded; retry later", NULL);
 		return;
 	}
 	c->flags |= F_BUSY;
 	pause_reading(c, 1);
+}
+
+/* The client a request is from: the connection's own address, or for a
+ * trusted proxy's connection the one its X-Forwarded-For names. */
+static uint64_t request_client(gw_conn_t *c, const http_request_t *req)
+{
+	server_t *srv = c->t->gw->srv;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	addr_t peer, client;
+
+	if (!(c->flags & F_PROXIED) || getpeername(c->fd, (struct sockaddr *)&ss, &sl) < 0 ||
+	    addr_from_sockaddr((struct sockaddr *)&ss, sl, &peer) < 0)
+		return c->addr;
+	if (xff_client(req, &srv->trusted_proxies, &peer, &client) < 0)
+		log_warn("gateway: %s is a trusted proxy but sent a malformed X-Forwarded-For",
+		         conn_peer(c));
+	return addr_key(&client);
 }
 
 /* True when the request carries the operator's bearer token. */
@@ -687,7 +721,7 @@ static void handle_request(gw_conn_t *c, const http_request_t *req, const char *
 		return;
 	}
 	if (req->path_len >= 8 && memcmp(req->target, "/api/v1/", 8) == 0) {
-		if (api_submit_request(srv, handle_of(c), req, body, body_len) < 0) {
+		if (api_submit_request(srv, handle_of(c), request_client(c, req), req, body, body_len) < 0) {
 			http_fail(c, 503, "unavailable", "the server is overloaded; retry later", NULL);
 			return;
 		}
@@ -882,9 +916,34 @@ static size_t process_ws(gw_conn_t *c, uint8_t *data, size_t len)
 
 /* ---- input ---------------------------------------------------------- */
 
+/* The PROXY header a trusted load balancer sends first: the client's
+ * address. Returns the bytes consumed. */
+static size_t process_proxy(gw_conn_t *c, const uint8_t *data, size_t len)
+{
+	proxy_result_t pr;
+	int r = proxy_parse(data, len, &pr);
+
+	if (r == PROXY_INCOMPLETE)
+		return 0;
+	if (r < 0) {
+		log_warn("gateway: %s is a trusted proxy but sent no valid PROXY header; closing",
+		         conn_peer(c));
+		conn_kill(c);
+		return len;
+	}
+	if (!pr.local)
+		c->addr = addr_key(&pr.src);
+	c->state = ST_HTTP;
+	if (count_conn(c, 1) < 0)
+		return len;
+	return (size_t)r + process_http(c, (const char *)data + r, len - (size_t)r);
+}
+
 static size_t process_bytes(gw_conn_t *c, uint8_t *data, size_t len)
 {
 	switch (c->state) {
+	case ST_PROXY:
+		return process_proxy(c, data, len);
 	case ST_HTTP:
 		return process_http(c, (const char *)data, len);
 	case ST_WS:
@@ -930,7 +989,7 @@ static int keep_tail(gw_conn_t *c, const uint8_t *p, size_t n)
 {
 	int r;
 
-	if (!c->rbuf && c->state == ST_HTTP) {
+	if (!c->rbuf && c->state <= ST_HTTP) {
 		/* A request has begun: it must be complete in time. */
 		c->since = loop_now_s(c->t->loop);
 		uint32_t due = c->since + (uint32_t)c->t->gw->srv->cfg.request_timeout_s;
@@ -945,8 +1004,10 @@ static int keep_tail(gw_conn_t *c, const uint8_t *p, size_t n)
 		if (c->state == ST_HTTP)
 			http_fail(c, 503, "unavailable", "the server is busy; retry shortly",
 			          "Retry-After: 5\r\n");
-		else
+		else if (c->state == ST_WS)
 			gw_conn_close(c, WS_CLOSE_TRY_LATER, "server busy; reconnect later");
+		else
+			conn_kill(c);
 	} else {
 		conn_kill(c);
 	}
@@ -1037,6 +1098,7 @@ static void conn_timer(gw_conn_t *c, uint32_t now)
 	uint32_t deadline, next;
 
 	switch (c->state) {
+	case ST_PROXY:
 	case ST_HTTP:
 		if (c->flags & F_BUSY) {
 			schedule(c, now + 5);
@@ -1051,7 +1113,7 @@ static void conn_timer(gw_conn_t *c, uint32_t now)
 		else
 			deadline = c->last_rx + (uint32_t)cfg->http_timeout_s;
 		if (now >= deadline) {
-			if (c->rbuf && !(c->flags & F_HTTP_HELD)) {
+			if (c->state == ST_HTTP && c->rbuf && !(c->flags & F_HTTP_HELD)) {
 				log_info("gateway: %s did not finish its request in %ds; closing", conn_peer(c),
 				         cfg->request_timeout_s);
 				http_fail(c, 408, "bad_request", "the request took too long to arrive", NULL);
@@ -1148,15 +1210,48 @@ static int slot_alloc(io_thread_t *t, uint32_t *slot)
 	return 0;
 }
 
+/* Counts c as a connection of its address, or refuses it with 429.
+ * Returns 0 or -1 (refused). */
+static int count_conn(gw_conn_t *c, int pending)
+{
+	server_t *srv = c->t->gw->srv;
+	int r = addrconns_open(srv->addrconns, c->addr);
+
+	if (r == ADDRCONNS_OK) {
+		c->flags |= F_COUNTED | F_PENDING;
+		if (!pending) {
+			addrconns_upgraded(srv->addrconns, c->addr);
+			c->flags &= ~F_PENDING;
+		}
+		return 0;
+	}
+	if (r == ADDRCONNS_NOMEM) {
+		http_fail(c, 503, "unavailable", "out of memory", NULL);
+		return -1;
+	}
+	log_info("gateway: %s holds %u connections%s; refusing another", conn_peer(c),
+	         r == ADDRCONNS_TOTAL ? srv->cfg.max_address_connections : srv->cfg.max_address_pending,
+	         r == ADDRCONNS_TOTAL ? "" : " that are not WebSockets");
+	http_fail(c, 429, "rate_limited",
+	          r == ADDRCONNS_TOTAL ? "too many connections from your address; close some first"
+	                               : "too many unfinished connections from your address; finish or close some first",
+	          "Retry-After: 10\r\n");
+	return -1;
+}
+
 static void accept_from(io_thread_t *t, int lfd, uint16_t flags)
 {
 	loop_t *loop = t->loop;
+	server_t *srv = t->gw->srv;
 	int i;
 
 	for (i = 0; i < ACCEPT_BATCH; i++) {
-		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), one = 1;
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof ss;
+		int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC), one = 1;
 		gw_conn_t *c;
 		uint32_t slot;
+		addr_t peer;
 
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
@@ -1195,7 +1290,22 @@ static void accept_from(io_thread_t *t, int lfd, uint16_t flags)
 			conn_kill(c);
 			continue;
 		}
-		schedule(c, c->since + (uint32_t)t->gw->srv->cfg.request_timeout_s);
+		schedule(c, c->since + (uint32_t)srv->cfg.request_timeout_s);
+		if (addr_from_sockaddr((struct sockaddr *)&ss, sl, &peer) < 0)
+			memset(&peer, 0, sizeof peer);
+		c->addr = addr_key(&peer);
+		/* A trusted load balancer's connection speaks for a client it
+		 * names: in a PROXY header before anything else, or in each
+		 * request's X-Forwarded-For. Its own connections are not
+		 * counted against an address; the clients they name are. */
+		if (!(flags & F_ADMIN) && addr_list_match(&srv->trusted_proxies, &peer)) {
+			if (srv->cfg.proxy_protocol)
+				c->state = ST_PROXY;
+			else
+				c->flags |= F_PROXIED;
+		} else if (!(flags & F_ADMIN)) {
+			count_conn(c, 1);
+		}
 	}
 }
 
@@ -1354,6 +1464,8 @@ static void task_upgrade(loop_t *loop, void *p, uint64_t u)
 		http_fail(c, 503, "unavailable", "shutting down", NULL);
 	} else if (!up->user) {
 		http_fail(c, 401, "unauthorized", "invalid or expired token", NULL);
+	} else if ((c->flags & F_PROXIED) && count_conn(c, 0) < 0) {
+		/* refused: this client holds too many connections */
 	} else if ((n = bus_attach(srv->bus, up->user, up->device, handle_of(c))) < 0) {
 		if (n == BUS_FULL) {
 			log_info("gateway: user %lld has %u connections open; refusing another",
@@ -1368,6 +1480,11 @@ static void task_upgrade(loop_t *loop, void *p, uint64_t u)
 		             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
 		             "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", up->accept);
 		conn_queue(c, sbuf_copy(head, (size_t)n));
+		c->flags &= ~F_PROXIED; /* the connection is its client's now */
+		if (c->flags & F_PENDING) {
+			addrconns_upgraded(srv->addrconns, c->addr);
+			c->flags &= ~F_PENDING;
+		}
 		c->state = ST_WS;
 		atomic_fetch_add(&t->gw->websockets, 1);
 		c->user = up->user;
@@ -1428,7 +1545,7 @@ static void task_goaway(loop_t *loop, void *p, uint64_t u)
 			continue;
 		if (c->state == ST_WS)
 			gw_conn_close(c, WS_CLOSE_GOING_AWAY, "server shutting down");
-		else if (c->state == ST_HTTP && !(c->flags & F_BUSY))
+		else if (c->state <= ST_HTTP && !(c->flags & F_BUSY))
 			conn_kill(c);
 	}
 }

@@ -10,7 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "addrconns.h"
 #include "auth.h"
+#include "budget.h"
 #include "bus.h"
 #include "chat.h"
 #include "fanout.h"
@@ -55,6 +57,12 @@ void server_config_defaults(server_config_t *cfg)
 	/* A thousand sockets each holding a whole request head: an attack
 	 * costs the node this much, never all its memory. */
 	cfg->max_partial_bytes = 64u << 20;
+	/* Generous enough for a carrier's NAT in front of many phones; an
+	 * address past these is one client hoarding the node's sockets. */
+	cfg->max_address_connections = 1000;
+	cfg->max_address_pending = 100;
+	cfg->signup_rate = 20;
+	cfg->login_rate = 60;
 }
 
 /* Creates the data directory if missing and takes its lock, so that two
@@ -107,6 +115,8 @@ static int lookup_members(void *ud, int64_t conv, fanout_member_t **out, size_t 
 }
 
 #define HASH_QUEUE 64
+#define HASH_QUEUE_PER_ADDRESS 4
+#define WORKER_QUEUE 16384
 #define OPERATOR_TOKEN_MIN 16
 #define OPERATOR_TOKEN_MAX 1024
 
@@ -174,6 +184,18 @@ int server_run(const server_config_t *cfg)
 	}
 	if (cfg->operator_token_file[0] && load_operator_token(srv, cfg->operator_token_file) < 0)
 		return 1;
+	{
+		char err[256];
+		if (addr_list_parse(cfg->trusted_proxies, strlen(cfg->trusted_proxies), &srv->trusted_proxies,
+		                    err, sizeof err) < 0) {
+			log_error("--trusted-proxies: %s", err);
+			return 1;
+		}
+	}
+	if (cfg->proxy_protocol && srv->trusted_proxies.n == 0) {
+		log_error("--proxy-protocol needs --trusted-proxies: the addresses that send the header");
+		return 1;
+	}
 	if ((lockfd = data_dir_lock(cfg->data_dir)) < 0)
 		return 1;
 	/* Open once here so that a bad store fails before we listen. */
@@ -185,10 +207,21 @@ int server_run(const server_config_t *cfg)
 	if (writer_set_rate_limit(srv->writer, cfg->rate_limit, cfg->rate_burst) < 0)
 		goto out;
 	writer_set_commit_delay(srv->writer, cfg->commit_delay_us);
-	/* 5 failed logins free, then waits from 1 s doubling up to 15 min. */
+	/* Per (name, address) 5 failed logins free, then waits from 1 s
+	 * doubling up to 15 min; per name, 100 from all addresses. */
 	if (!(srv->logins = loginguard_new(5, 15 * 60 * 1000)))
 		goto out;
-	if (!(srv->workers = workers_new(srv->cfg.workers, cfg->data_dir, 16384)))
+	if (!(srv->addrconns = addrconns_new(cfg->max_address_connections, cfg->max_address_pending)))
+		goto out;
+	/* Budgets per client address, in fixed tables: a spray of addresses
+	 * cannot grow them. Each refills at its rate up to one period's worth. */
+	if (cfg->signup_rate > 0 &&
+	    !(srv->signup_budget = budget_new(1 << 16, cfg->signup_rate / 3600.0, cfg->signup_rate)))
+		goto out;
+	if (cfg->login_rate > 0 &&
+	    !(srv->login_budget = budget_new(1 << 16, cfg->login_rate / 60.0, cfg->login_rate)))
+		goto out;
+	if (!(srv->workers = workers_new(srv->cfg.workers, cfg->data_dir, WORKER_QUEUE)))
 		goto out;
 	/* Each password hash takes tens of milliseconds and 64 MiB: sign-ups
 	 * and logins get their own small pool and short queue, so a burst of
@@ -197,6 +230,11 @@ int server_run(const server_config_t *cfg)
 	if (!(srv->hashers = workers_new(srv->cfg.workers > 2 ? srv->cfg.workers / 2 : 1, cfg->data_dir,
 	                                 HASH_QUEUE)))
 		goto out;
+	/* Fair shares: one address holds at most a few places in the hashing
+	 * queue, one client at most a sixty-fourth of the worker queue, and
+	 * a newcomer evicts the newest job of whoever holds the most. */
+	workers_set_flow_cap(srv->hashers, HASH_QUEUE_PER_ADDRESS);
+	workers_set_flow_cap(srv->workers, WORKER_QUEUE / 64);
 	if (!(srv->web = webfiles_load(cfg->web_dir)))
 		goto out;
 	if (!(srv->gw = gateway_new(srv)))
@@ -258,6 +296,9 @@ out:
 	gateway_free(srv->gw);
 	webfiles_free(srv->web);
 	loginguard_free(srv->logins);
+	addrconns_free(srv->addrconns);
+	budget_free(srv->signup_budget);
+	budget_free(srv->login_budget);
 	bus_free(srv->bus);
 	close(lockfd);
 	return status;

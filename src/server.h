@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "clientaddr.h"
+
 typedef struct bus bus_t;
 typedef struct writer writer_t;
 typedef struct workers workers_t;
@@ -21,6 +23,8 @@ typedef struct fanout fanout_t;
 typedef struct presence presence_t;
 typedef struct webfiles webfiles_t;
 typedef struct loginguard loginguard_t;
+typedef struct addrconns addrconns_t;
+typedef struct budget budget_t;
 
 typedef struct server_config {
 	char host[256];
@@ -48,6 +52,12 @@ typedef struct server_config {
 	char admin_host[256];     /* the operator listener (/metrics, /healthz); "": none */
 	int admin_port;
 	char operator_token_file[4096]; /* holds a token that opens /metrics publicly; "": none */
+	char trusted_proxies[1024]; /* CIDR list whose X-Forwarded-For / PROXY header is believed */
+	int proxy_protocol;       /* trusted proxies send a PROXY header first */
+	unsigned max_address_connections; /* per client address (0: any) */
+	unsigned max_address_pending;     /* ... of them not yet WebSockets (0: any) */
+	double signup_rate;       /* sign-ups per client address per hour (0: any) */
+	double login_rate;        /* login attempts per client address per minute (0: any) */
 } server_config_t;
 
 typedef struct server {
@@ -62,6 +72,10 @@ typedef struct server {
 	presence_t *presence;
 	webfiles_t *web;
 	loginguard_t *logins;     /* failed-login backoff per username */
+	addr_list_t trusted_proxies;
+	addrconns_t *addrconns;   /* connections per client address */
+	budget_t *signup_budget;  /* per client address; NULL: unlimited */
+	budget_t *login_budget;
 	int has_operator_token;
 	uint8_t operator_token_hash[32]; /* SHA-256 of --operator-token-file's token */
 	atomic_int draining;      /* shutting down: no new work is taken */

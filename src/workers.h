@@ -21,6 +21,13 @@
 
 typedef struct workers workers_t;
 
+/* Flows: a client address key (clientaddr.h) for requests not yet tied to
+ * a user, a user id for an authenticated WebSocket's jobs. User flows take
+ * 8000::/11 of the key space, which no unicast IPv6 /64 uses (2000::/3
+ * holds them all) and IPv4 keys (ffff:ffff::/32) do not reach. */
+#define FLOW_OF_ADDRESS(key) ((uint64_t)(key))
+#define FLOW_OF_USER(user) (UINT64_C(0x8000000000000000) | (uint64_t)(user))
+
 /* Runs on a worker thread with that worker's store handle. */
 typedef void (*worker_fn)(store_t *store, void *arg);
 

@@ -7,6 +7,7 @@
 #include "harness.h"
 
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,40 @@ static int closes_within(pc_conn_t *c, int ms)
 	return 0;
 }
 
+/* The server of the test at hand; the teardown stops it whatever
+ * happened, so a failed assertion leaves no server behind. */
+static hx_server_t S;
+
+static int stop_server(void **state)
+{
+	(void)state;
+	if (S.pid > 0) {
+		hx_stop(&S, SIGKILL);
+		hx_cleanup(&S);
+	}
+	memset(&S, 0, sizeof S);
+	return 0;
+}
+
+/* Starts S with extra arguments (NULL-terminated). */
+#define START(...)                                                  \
+	do {                                                        \
+		const char *const args_[] = {__VA_ARGS__, NULL};    \
+		assert_int_equal(hx_start(&S, NULL, args_), 0);     \
+	} while (0)
+
+/* Waits until S has accepted n connections besides the one asking. */
+static void wait_connections(int n)
+{
+	int64_t until = now_ms() + HX_TIMEOUT;
+
+	while (hx_metric(&S, "parley_connections") < n + 1) {
+		if (now_ms() > until)
+			fail_msg("the server did not accept %d connections", n);
+		usleep(10000);
+	}
+}
+
 /* A bystander from 127.0.0.1 is answered at once. */
 static void bystander_served(const hx_server_t *s)
 {
@@ -55,18 +90,16 @@ static void bystander_served(const hx_server_t *s)
  * connection that sends nothing is closed as soon. */
 static void test_trickled_request(void **state)
 {
-	const char *const args[] = {"--request-timeout", "2", NULL};
 	const char head[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
-	hx_server_t s;
 	pc_conn_t *slow, *silent;
 	pc_response_t res;
 	int64_t start;
 	int i;
 
 	(void)state;
-	assert_int_equal(hx_start(&s, NULL, args), 0);
-	slow = pc_connect_from("127.0.0.2", "127.0.0.1", s.port);
-	silent = pc_connect_from("127.0.0.2", "127.0.0.1", s.port);
+	START("--request-timeout", "2");
+	slow = pc_connect_from("127.0.0.2", "127.0.0.1", S.port);
+	silent = pc_connect_from("127.0.0.2", "127.0.0.1", S.port);
 	assert_non_null(slow);
 	assert_non_null(silent);
 	start = now_ms();
@@ -77,7 +110,7 @@ static void test_trickled_request(void **state)
 			break; /* the answer has come */
 		if (pc_send_raw(slow, "a", 1) < 0)
 			break;
-		bystander_served(&s);
+		bystander_served(&S);
 	}
 	assert_int_equal(pc_read_response(slow, &res, HX_TIMEOUT), 0);
 	assert_int_equal(res.status, 408);
@@ -89,7 +122,7 @@ static void test_trickled_request(void **state)
 	pc_response_free(&res);
 	pc_close(slow);
 	pc_close(silent);
-	hx_finish(&s);
+	hx_finish(&S);
 }
 
 /* Fifty sockets trickling a request head hold about what they have sent,
@@ -99,14 +132,13 @@ static void test_trickle_memory(void **state)
 	enum { N = 50, BYTES = 200 };
 	const char head[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
 	pc_conn_t *c[N];
-	hx_server_t s;
 	double held;
 	int i, k;
 
 	(void)state;
-	assert_int_equal(hx_start(&s, NULL, NULL), 0);
+	START("--request-timeout", "60");
 	for (i = 0; i < N; i++) {
-		assert_non_null(c[i] = pc_connect_from("127.0.0.2", "127.0.0.1", s.port));
+		assert_non_null(c[i] = pc_connect_from("127.0.0.2", "127.0.0.1", S.port));
 		assert_int_equal(pc_send_raw(c[i], head, sizeof head - 1), 0);
 	}
 	for (k = 0; k < BYTES; k++) {
@@ -116,16 +148,16 @@ static void test_trickle_memory(void **state)
 			usleep(20000); /* let the server read them apart */
 	}
 	usleep(200000);
-	held = hx_metric(&s, "parley_partial_input_bytes");
+	held = hx_metric(&S, "parley_partial_input_bytes");
 	/* Each holds its ~240 bytes, rounded up, plus a quarter. */
 	assert_true(held > 0);
 	assert_true(held <= N * 512.0);
-	bystander_served(&s);
+	bystander_served(&S);
 	for (i = 0; i < N; i++)
 		pc_close(c[i]);
 	usleep(200000);
-	assert_true(hx_metric(&s, "parley_partial_input_bytes") == 0);
-	hx_finish(&s);
+	assert_true(hx_metric(&S, "parley_partial_input_bytes") == 0);
+	hx_finish(&S);
 }
 
 /* With the node's bound on partial input at 1 MiB, sockets that each hold
@@ -135,25 +167,23 @@ static void test_trickle_memory(void **state)
 static void test_partial_memory_bound(void **state)
 {
 	enum { N = 60 };
-	const char *const args[] = {"--max-partial-memory", "1048576", NULL};
 	const char head[] = "POST /api/v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 	                    "Content-Length: 60000\r\n\r\n";
 	static char part[30000];
 	pc_conn_t *c[N];
-	hx_server_t s;
 	hx_user_t u;
 	int i, refused = 0;
 
 	(void)state;
 	memset(part, ' ', sizeof part);
-	assert_int_equal(hx_start(&s, NULL, args), 0);
+	START("--max-partial-memory", "1048576");
 	for (i = 0; i < N; i++) {
-		assert_non_null(c[i] = pc_connect_from("127.0.0.2", "127.0.0.1", s.port));
+		assert_non_null(c[i] = pc_connect_from("127.0.0.2", "127.0.0.1", S.port));
 		assert_int_equal(pc_send_raw(c[i], head, sizeof head - 1), 0);
 		pc_send_raw(c[i], part, sizeof part); /* may fail once refused */
 	}
 	usleep(300000);
-	assert_true(hx_metric(&s, "parley_partial_input_bytes") <= 1048576);
+	assert_true(hx_metric(&S, "parley_partial_input_bytes") <= 1048576);
 	for (i = 0; i < N; i++) {
 		struct pollfd p = {.fd = pc_fd(c[i]), .events = POLLIN};
 		pc_response_t res;
@@ -168,11 +198,11 @@ static void test_partial_memory_bound(void **state)
 		}
 	}
 	assert_true(refused >= N - 1048576 / 30000);
-	hx_user(s.port, "bystander", &u);
-	bystander_served(&s);
+	hx_user(S.port, "bystander", &u);
+	bystander_served(&S);
 	for (i = 0; i < N; i++)
 		pc_close(c[i]);
-	hx_finish(&s);
+	hx_finish(&S);
 }
 
 /* Pipelined requests for a large file, none read for a while: every
@@ -183,19 +213,18 @@ static void test_pipelined_big_answers(void **state)
 	enum { N = 60 };
 	const char req[] = "GET /js/app.js HTTP/1.1\r\nHost: x\r\n\r\n";
 	static char all[N * (sizeof req - 1)];
-	hx_server_t s;
 	pc_conn_t *c;
 	size_t first = 0;
 	int i;
 
 	(void)state;
-	assert_int_equal(hx_start(&s, NULL, NULL), 0);
+	START("--request-timeout", "60");
 	for (i = 0; i < N; i++)
 		memcpy(all + (size_t)i * (sizeof req - 1), req, sizeof req - 1);
-	assert_non_null(c = pc_connect_from("127.0.0.2", "127.0.0.1", s.port));
+	assert_non_null(c = pc_connect_from("127.0.0.2", "127.0.0.1", S.port));
 	assert_int_equal(pc_send_raw(c, all, sizeof all), 0);
 	usleep(500000); /* well over the outbound bound of answers wait unread */
-	bystander_served(&s);
+	bystander_served(&S);
 	for (i = 0; i < N; i++) {
 		pc_response_t res;
 
@@ -207,16 +236,285 @@ static void test_pipelined_big_answers(void **state)
 		pc_response_free(&res);
 	}
 	pc_close(c);
-	hx_finish(&s);
+	hx_finish(&S);
+}
+
+/* Sends a login for name with password on a new connection from source,
+ * with extra header lines (or ""), and leaves the answer unread. */
+static pc_conn_t *login_send(const char *source, int port, const char *name, const char *password,
+                             const char *headers)
+{
+	char body[192], req[768];
+	pc_conn_t *c;
+	int n;
+
+	snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"%s\"}", name, password);
+	n = snprintf(req, sizeof req,
+	             "POST /api/v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+	             "%sContent-Length: %zu\r\n\r\n%s",
+	             headers, strlen(body), body);
+	assert_non_null(c = pc_connect_from(source, "127.0.0.1", port));
+	assert_int_equal(pc_send_raw(c, req, (size_t)n), 0);
+	return c;
+}
+
+/* The status of the answer on c, which is then closed; *retry gets the
+ * error's retry_after_ms when there is one. */
+static int answer_status(pc_conn_t *c, int64_t *retry)
+{
+	pc_response_t res;
+	json_t *j, *e;
+	int st;
+
+	assert_int_equal(pc_read_response(c, &res, 60000), 0);
+	st = res.status;
+	if (retry) {
+		*retry = 0;
+		j = json_loadb(res.body, res.body_len, 0, NULL);
+		if ((e = json_object_get(json_object_get(j, "error"), "retry_after_ms")) != NULL)
+			*retry = json_integer_value(e);
+		json_decref(j);
+	}
+	pc_response_free(&res);
+	pc_close(c);
+	return st;
+}
+
+static int login_status(const char *source, int port, const char *name, const char *password,
+                        const char *headers, int64_t *retry)
+{
+	return answer_status(login_send(source, port, name, password, headers), retry);
+}
+
+/* One address with no account sends 100 concurrent logins for random
+ * names (each a real Argon2id hash): it holds only a few places in the
+ * hashing queue, the rest of its flood is refused at once, and a real
+ * user's login from another address succeeds while the flood runs. With
+ * many attacking addresses the queue fills, and the newcomer still gets
+ * in by pushing out the newest job of whoever holds the most. */
+static void test_login_flood_fair(void **state)
+{
+	enum { FLOOD = 100, ADDRS = 20 };
+	pc_conn_t *c[FLOOD], *owner;
+	hx_user_t u;
+	char name[32], src[32];
+	int i, refused = 0;
+
+	(void)state;
+	START("--login-rate", "0");
+	hx_user(S.port, "floodvictim", &u);
+	for (i = 0; i < FLOOD; i++) {
+		snprintf(name, sizeof name, "nobody%d", i);
+		/* Half from one address, half spread over twenty. */
+		snprintf(src, sizeof src, "127.0.0.%d", i < FLOOD / 2 ? 2 : 3 + i % ADDRS);
+		c[i] = login_send(src, S.port, name, "wrong password", "");
+	}
+	owner = login_send("127.0.0.1", S.port, u.name, HX_PASSWORD, "");
+	assert_int_equal(answer_status(owner, NULL), 201);
+	for (i = 0; i < FLOOD; i++) {
+		int st = answer_status(c[i], NULL);
+		if (st == 503)
+			refused++;
+		else if (st != 401)
+			fail_msg("flood login %d: %d", i, st);
+	}
+	if (refused < FLOOD / 2 - 10)
+		fail_msg("only %d of %d flood logins were refused at once", refused, FLOOD);
+}
+
+/* Per-address budgets, checked before any hashing: past its logins a
+ * minute an address gets 429 with retry_after_ms; another address is not
+ * slowed; sign-ups likewise. */
+static void test_login_and_signup_budgets(void **state)
+{
+	hx_user_t u;
+	int64_t retry;
+	char body[128];
+	json_t *j;
+	int i, st;
+
+	(void)state;
+	START("--login-rate", "5", "--signup-rate", "3");
+	hx_user(S.port, "budgeted", &u); /* from 127.0.0.1: one sign-up, one login */
+	for (i = 0; i < 5; i++)
+		assert_int_equal(login_status("127.0.0.2", S.port, u.name, "wrong password", "", NULL), 401);
+	assert_int_equal(login_status("127.0.0.2", S.port, u.name, HX_PASSWORD, "", &retry), 429);
+	assert_true(retry > 0 && retry <= 12000); /* a login every 12 s refills */
+	assert_int_equal(login_status("127.0.0.1", S.port, u.name, HX_PASSWORD, "", NULL), 201);
+	for (i = 0; i < 4; i++) {
+		pc_conn_t *c = pc_connect_from("127.0.0.2", "127.0.0.1", S.port);
+		pc_response_t res;
+		snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"whatever1\"}", hx_name("spam"));
+		assert_non_null(c);
+		assert_int_equal(pc_http(c, "POST", "/api/v1/users", NULL, body, &res, HX_TIMEOUT), 0);
+		assert_int_equal(res.status, i < 3 ? 201 : 429);
+		pc_response_free(&res);
+		pc_close(c);
+	}
+	/* 127.0.0.1 has one sign-up left of its three. */
+	snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"whatever1\"}", hx_name("fine"));
+	j = hx_http(S.port, "POST", "/api/v1/users", NULL, body, &st);
+	assert_int_equal(st, 201);
+	json_decref(j);
+}
+
+/* A stranger's wrong passwords from another address do not lock the owner
+ * out: the backoff is kept per (username, address). */
+static void test_stranger_cannot_lock_out(void **state)
+{
+	hx_user_t u;
+	int64_t retry;
+	int i;
+
+	(void)state;
+	START("--login-rate", "0");
+	hx_user(S.port, "lockme", &u);
+	for (i = 0; i < 6; i++)
+		assert_int_equal(login_status("127.0.0.2", S.port, u.name, "wrong password", "", NULL), 401);
+	assert_int_equal(login_status("127.0.0.2", S.port, u.name, HX_PASSWORD, "", &retry), 429);
+	assert_true(retry > 0);
+	assert_int_equal(login_status("127.0.0.1", S.port, u.name, HX_PASSWORD, "", NULL), 201);
+}
+
+/* Connections per address: past the cap of unfinished connections, and
+ * past the cap of all connections, a new one is answered 429 at once; a
+ * bystander's address is not counted with the attacker's. */
+static void test_address_connection_caps(void **state)
+{
+	enum { PENDING = 5, TOTAL = 12 };
+	pc_conn_t *c[TOTAL + 1], *extra;
+	pc_response_t res;
+	hx_user_t u;
+	int i;
+
+	(void)state;
+	START("--max-address-pending", "5", "--max-address-connections", "12");
+	hx_user(S.port, "hoarder", &u);
+	for (i = 0; i < PENDING; i++)
+		assert_non_null(c[i] = pc_connect_from("127.0.0.2", "127.0.0.1", S.port));
+	/* Accepted (two I/O threads accept apart; the sixth must come last). */
+	wait_connections(PENDING);
+	assert_non_null(extra = pc_connect_from("127.0.0.2", "127.0.0.1", S.port));
+	assert_int_equal(pc_read_response(extra, &res, HX_TIMEOUT), 0);
+	assert_int_equal(res.status, 429);
+	assert_non_null(strstr(res.body, "\"rate_limited\""));
+	pc_response_free(&res);
+	pc_close(extra);
+	bystander_served(&S);
+	for (i = 0; i < PENDING; i++)
+		pc_close(c[i]);
+	usleep(100000);
+	/* WebSockets count only against the total. */
+	for (i = 0; i < TOTAL; i++) {
+		assert_non_null(c[i] = pc_connect_from("127.0.0.2", "127.0.0.1", S.port));
+		assert_int_equal(pc_ws_open(c[i], "/chat/v1/ws", u.token, NULL, HX_TIMEOUT), 0);
+	}
+	wait_connections(TOTAL);
+	assert_non_null(extra = pc_connect_from("127.0.0.2", "127.0.0.1", S.port));
+	assert_int_equal(pc_read_response(extra, &res, HX_TIMEOUT), 0);
+	assert_int_equal(res.status, 429);
+	pc_response_free(&res);
+	pc_close(extra);
+	bystander_served(&S);
+	for (i = 0; i < TOTAL; i++)
+		pc_close(c[i]);
+}
+
+/* Behind a trusted proxy the client is the one its X-Forwarded-For names;
+ * a client that is not a trusted proxy cannot name another by sending the
+ * header itself. */
+static void test_forwarded_for(void **state)
+{
+	hx_user_t u;
+	int i;
+
+	(void)state;
+	START("--trusted-proxies", "127.0.0.3", "--login-rate", "3");
+	hx_user(S.port, "proxied", &u);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(login_status("127.0.0.3", S.port, u.name, HX_PASSWORD,
+		                              "X-Forwarded-For: 198.51.100.7\r\n", NULL), 201);
+	assert_int_equal(login_status("127.0.0.3", S.port, u.name, HX_PASSWORD,
+	                              "X-Forwarded-For: 198.51.100.7\r\n", NULL), 429);
+	/* Another client behind the same proxy has a budget of its own; a
+	 * spoofed entry to the left of the proxy's is the client's own text. */
+	assert_int_equal(login_status("127.0.0.3", S.port, u.name, HX_PASSWORD,
+	                              "X-Forwarded-For: 198.51.100.7, 198.51.100.8\r\n", NULL), 201);
+	/* Not a trusted proxy: its header counts for nothing. */
+	for (i = 0; i < 3; i++) {
+		char h[64];
+		snprintf(h, sizeof h, "X-Forwarded-For: 203.0.113.%d\r\n", i + 1);
+		assert_int_equal(login_status("127.0.0.2", S.port, u.name, HX_PASSWORD, h, NULL), 201);
+	}
+	assert_int_equal(login_status("127.0.0.2", S.port, u.name, HX_PASSWORD,
+	                              "X-Forwarded-For: 203.0.113.99\r\n", NULL), 429);
+}
+
+/* With --proxy-protocol, a trusted proxy's connection begins with a PROXY
+ * header naming the client, and per-address caps count that client; a
+ * trusted peer without the header is dropped, and an untrusted peer's
+ * header is just a malformed request. */
+static void test_proxy_protocol(void **state)
+{
+	const char v1a[] = "PROXY TCP4 198.51.100.7 127.0.0.1 40000 8080\r\n";
+	const char v1b[] = "PROXY TCP4 198.51.100.8 127.0.0.1 40001 8080\r\n";
+	const char get[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+	pc_conn_t *a[2], *c;
+	pc_response_t res;
+	int i;
+
+	(void)state;
+	START("--trusted-proxies", "127.0.0.3", "--proxy-protocol", "--max-address-pending", "2");
+	for (i = 0; i < 2; i++) {
+		assert_non_null(a[i] = pc_connect_from("127.0.0.3", "127.0.0.1", S.port));
+		assert_int_equal(pc_send_raw(a[i], v1a, sizeof v1a - 1), 0);
+	}
+	wait_connections(2);
+	usleep(50000); /* and their headers read */
+	/* Both are 198.51.100.7's: a third is refused, another client's is not. */
+	assert_non_null(c = pc_connect_from("127.0.0.3", "127.0.0.1", S.port));
+	assert_int_equal(pc_send_raw(c, v1a, sizeof v1a - 1), 0);
+	assert_int_equal(pc_read_response(c, &res, HX_TIMEOUT), 0);
+	assert_int_equal(res.status, 429);
+	pc_response_free(&res);
+	pc_close(c);
+	assert_non_null(c = pc_connect_from("127.0.0.3", "127.0.0.1", S.port));
+	assert_int_equal(pc_send_raw(c, v1b, sizeof v1b - 1), 0);
+	assert_int_equal(pc_send_raw(c, get, sizeof get - 1), 0);
+	assert_int_equal(pc_read_response(c, &res, HX_TIMEOUT), 0);
+	assert_int_equal(res.status, 200);
+	pc_response_free(&res);
+	pc_close(c);
+	/* A trusted peer that sends no header is dropped. */
+	assert_non_null(c = pc_connect_from("127.0.0.3", "127.0.0.1", S.port));
+	assert_int_equal(pc_send_raw(c, get, sizeof get - 1), 0);
+	assert_true(closes_within(c, HX_TIMEOUT));
+	pc_close(c);
+	/* An untrusted one that sends it has sent a malformed request. */
+	assert_non_null(c = pc_connect_from("127.0.0.2", "127.0.0.1", S.port));
+	assert_int_equal(pc_send_raw(c, v1a, sizeof v1a - 1), 0);
+	assert_int_equal(pc_read_response(c, &res, HX_TIMEOUT), 0);
+	assert_int_equal(res.status, 400);
+	pc_response_free(&res);
+	pc_close(c);
+	bystander_served(&S);
+	for (i = 0; i < 2; i++)
+		pc_close(a[i]);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_trickled_request),
-		cmocka_unit_test(test_trickle_memory),
-		cmocka_unit_test(test_partial_memory_bound),
-		cmocka_unit_test(test_pipelined_big_answers),
+		cmocka_unit_test_teardown(test_trickled_request, stop_server),
+		cmocka_unit_test_teardown(test_trickle_memory, stop_server),
+		cmocka_unit_test_teardown(test_partial_memory_bound, stop_server),
+		cmocka_unit_test_teardown(test_pipelined_big_answers, stop_server),
+		cmocka_unit_test_teardown(test_login_flood_fair, stop_server),
+		cmocka_unit_test_teardown(test_login_and_signup_budgets, stop_server),
+		cmocka_unit_test_teardown(test_stranger_cannot_lock_out, stop_server),
+		cmocka_unit_test_teardown(test_address_connection_caps, stop_server),
+		cmocka_unit_test_teardown(test_forwarded_for, stop_server),
+		cmocka_unit_test_teardown(test_proxy_protocol, stop_server),
 	};
 
 	hx_filter();

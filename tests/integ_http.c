@@ -187,9 +187,10 @@ static void test_login_backoff(void **state)
 }
 
 /* A burst of logins (each an Argon2id hash of tens of milliseconds) runs
- * in a pool of its own: a token holder's request is answered while most of
- * the burst still waits, and what does not fit the hashing queue is
- * refused at once with 503 rather than queued behind everything. */
+ * in a pool of its own: a token holder's request is answered at once, and
+ * one address holds only a few places in the hashing queue, so most of a
+ * burst from one address is refused at once with 503 rather than queued
+ * (integ_abuse shows another address is served meanwhile). */
 #define BURST 72
 static void test_logins_do_not_starve(void **state)
 {
@@ -197,7 +198,7 @@ static void test_logins_do_not_starve(void **state)
 	pc_response_t res;
 	hx_user_t u;
 	char body[128];
-	int i, pending = 0, refused = 0, answered = 0;
+	int i, refused = 0, answered = 0;
 
 	(void)state;
 	hx_user(srv.port, "notstarved", &u);
@@ -216,14 +217,6 @@ static void test_logins_do_not_starve(void **state)
 	assert_int_equal(res.status, 200);
 	pc_response_free(&res);
 	pc_close(http);
-	/* Answered while most logins still wait. */
-	for (i = 0; i < BURST; i++) {
-		struct pollfd pf = {pc_fd(c[i]), POLLIN, 0};
-		if (poll(&pf, 1, 0) == 0)
-			pending++;
-	}
-	if (pending < BURST / 4)
-		fail_msg("only %d of %d logins were still waiting", pending, BURST);
 	for (i = 0; i < BURST; i++) {
 		assert_int_equal(pc_read_response(c[i], &res, 60000), 0);
 		if (res.status == 503)
@@ -235,8 +228,12 @@ static void test_logins_do_not_starve(void **state)
 		pc_response_free(&res);
 		pc_close(c[i]);
 	}
-	assert_true(refused > 0);
+	/* A hasher and four queued places, and a few more as they free up
+	 * while the burst arrives. */
 	assert_true(answered > 0);
+	if (answered > 16 || refused < BURST - 16)
+		fail_msg("%d logins answered, %d refused: one address took more than its share", answered,
+		         refused);
 }
 
 static void test_pipelined_api_requests(void **state)
