@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -152,27 +153,44 @@ static int load_operator_token(server_t *srv, const char *path)
 	return 0;
 }
 
-int server_run(const server_config_t *cfg)
+/* Frees what server_start built, in the order that keeps every thread's
+ * peers alive until it has stopped. Accepts a partly built node. */
+static void server_free(server_t *srv)
 {
-	server_t srv_, *srv = &srv_;
-	sigset_t sigs;
-	store_t *st, *fanout_store = NULL;
-	bus_sink_t sink;
-	int lockfd, sig, status = 1;
-	writer_counts_t wc;
+	workers_free(srv->hashers);
+	workers_free(srv->workers);
+	writer_free(srv->writer);
+	fanout_free(srv->fanout);
+	store_close(srv->fanout_store);
+	tally_free(srv->tally);
+	/* After the I/O threads have closed every connection (each one told
+	 * presence), before the loops it posts to are freed. */
+	presence_free(srv->presence);
+	gateway_free(srv->gw);
+	webfiles_free(srv->web);
+	loginguard_free(srv->logins);
+	addrconns_free(srv->addrconns);
+	budget_free(srv->signup_budget);
+	budget_free(srv->login_budget);
+	bus_free(srv->bus);
+	if (srv->lockfd >= 0)
+		close(srv->lockfd);
+	free(srv);
+}
 
-	memset(srv, 0, sizeof *srv);
+server_t *server_start(const server_config_t *cfg)
+{
+	server_t *srv = calloc(1, sizeof *srv);
+	store_t *st;
+	bus_sink_t sink;
+
+	if (!srv)
+		return NULL;
 	srv->cfg = *cfg;
+	srv->lockfd = -1;
 	if (srv->cfg.workers <= 0)
 		srv->cfg.workers = srv->cfg.threads < 2 ? 2 : srv->cfg.threads;
 	atomic_init(&srv->draining, 0);
-
-	/* Block the stop signals before any thread starts, so every thread
-	 * inherits the mask and only sigwait below receives them. */
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
 	if (cfg->fast_password_hashing)
@@ -180,94 +198,103 @@ int server_run(const server_config_t *cfg)
 		         "for tests and benchmarks only");
 	if (auth_init(cfg->fast_password_hashing) < 0) {
 		log_error("cannot initialise libsodium");
-		return 1;
+		goto err;
 	}
 	if (cfg->operator_token_file[0] && load_operator_token(srv, cfg->operator_token_file) < 0)
-		return 1;
+		goto err;
 	{
-		char err[256];
+		char e[256];
 		if (addr_list_parse(cfg->trusted_proxies, strlen(cfg->trusted_proxies), &srv->trusted_proxies,
-		                    err, sizeof err) < 0) {
-			log_error("--trusted-proxies: %s", err);
-			return 1;
+		                    e, sizeof e) < 0) {
+			log_error("--trusted-proxies: %s", e);
+			goto err;
 		}
 	}
 	if (cfg->proxy_protocol && srv->trusted_proxies.n == 0) {
 		log_error("--proxy-protocol needs --trusted-proxies: the addresses that send the header");
-		return 1;
+		goto err;
 	}
-	if ((lockfd = data_dir_lock(cfg->data_dir)) < 0)
-		return 1;
+	if ((srv->lockfd = data_dir_lock(cfg->data_dir)) < 0)
+		goto err;
 	/* Open once here so that a bad store fails before we listen. */
 	if (!(st = store_open(cfg->data_dir)))
-		goto out;
+		goto err;
 	store_close(st);
 	if (!(srv->writer = writer_new(cfg->data_dir, cfg->node_id, 65536, chat_writer_done, srv)))
-		goto out;
+		goto err;
 	if (writer_set_rate_limit(srv->writer, cfg->rate_limit, cfg->rate_burst) < 0)
-		goto out;
+		goto err;
 	writer_set_commit_delay(srv->writer, cfg->commit_delay_us);
 	/* Per (name, address) 5 failed logins free, then waits from 1 s
 	 * doubling up to 15 min; per name, 100 from all addresses. */
 	if (!(srv->logins = loginguard_new(5, 15 * 60 * 1000)))
-		goto out;
+		goto err;
 	if (!(srv->addrconns = addrconns_new(cfg->max_address_connections, cfg->max_address_pending)))
-		goto out;
+		goto err;
 	/* Budgets per client address, in fixed tables: a spray of addresses
 	 * cannot grow them. Each refills at its rate up to one period's worth. */
 	if (cfg->signup_rate > 0 &&
 	    !(srv->signup_budget = budget_new(1 << 16, cfg->signup_rate / 3600.0, cfg->signup_rate)))
-		goto out;
+		goto err;
 	if (cfg->login_rate > 0 &&
 	    !(srv->login_budget = budget_new(1 << 16, cfg->login_rate / 60.0, cfg->login_rate)))
-		goto out;
+		goto err;
 	if (!(srv->workers = workers_new(srv->cfg.workers, cfg->data_dir, WORKER_QUEUE)))
-		goto out;
+		goto err;
 	/* Each password hash takes tens of milliseconds and 64 MiB: sign-ups
 	 * and logins get their own small pool and short queue, so a burst of
 	 * them (or someone trying passwords) cannot hold up token checks,
 	 * history and resumes, and waits are refused early with 503. */
 	if (!(srv->hashers = workers_new(srv->cfg.workers > 2 ? srv->cfg.workers / 2 : 1, cfg->data_dir,
 	                                 HASH_QUEUE)))
-		goto out;
+		goto err;
 	/* Fair shares: one address holds at most a few places in the hashing
 	 * queue, one client at most a sixty-fourth of the worker queue, and
 	 * a newcomer evicts the newest job of whoever holds the most. */
 	workers_set_flow_cap(srv->hashers, HASH_QUEUE_PER_ADDRESS);
 	workers_set_flow_cap(srv->workers, WORKER_QUEUE / 64);
 	if (!(srv->web = webfiles_load(cfg->web_dir)))
-		goto out;
+		goto err;
 	if (!(srv->gw = gateway_new(srv)))
-		goto out;
+		goto err;
 	sink = gateway_bus_sink(srv->gw);
 	if (!(srv->bus = bus_local_new(&sink, cfg->max_user_connections)))
-		goto out;
+		goto err;
 	if (!(srv->tally = tally_new(srv, cfg->receipts_interval_ms)))
-		goto out;
+		goto err;
 	if (!(srv->presence = presence_new(srv, cfg->presence_grace_ms)))
-		goto out;
+		goto err;
 	/* The fan-out thread reads group members through a handle of its own. */
-	if (!(fanout_store = store_open(cfg->data_dir)))
-		goto out;
+	if (!(srv->fanout_store = store_open(cfg->data_dir)))
+		goto err;
 	/* 64K queued group messages; members are read one message at a time. */
-	if (!(srv->fanout = fanout_new(srv->bus, 65536, lookup_members, fanout_store)))
-		goto out;
+	if (!(srv->fanout = fanout_new(srv->bus, 65536, lookup_members, srv->fanout_store)))
+		goto err;
 	if (gateway_start(srv->gw) < 0)
-		goto out;
-
-	if (cfg->admin_host[0])
-		printf("parley: listening on http://%s:%d (threads %d, data %s, node %u, admin http://%s:%d)\n",
-		       cfg->host, gateway_port(srv->gw), srv->cfg.threads, cfg->data_dir, cfg->node_id,
-		       cfg->admin_host, gateway_admin_port(srv->gw));
-	else
-		printf("parley: listening on http://%s:%d (threads %d, data %s, node %u)\n", cfg->host,
-		       gateway_port(srv->gw), srv->cfg.threads, cfg->data_dir, cfg->node_id);
-	fflush(stdout);
+		goto err;
 	log_info("ready: %d I/O threads, %d workers", srv->cfg.threads, srv->cfg.workers);
+	return srv;
+err:
+	if (srv->gw)
+		gateway_shutdown(srv->gw, 0);
+	server_free(srv);
+	return NULL;
+}
 
-	while (sigwait(&sigs, &sig) != 0)
-		;
-	log_info("%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+int server_port(const server_t *srv)
+{
+	return gateway_port(srv->gw);
+}
+
+int server_admin_port(const server_t *srv)
+{
+	return gateway_admin_port(srv->gw);
+}
+
+void server_stop(server_t *srv)
+{
+	writer_counts_t wc;
+
 	/* Stop taking work, let the writer store and acknowledge everything
 	 * it was given, then say goodbye to the clients. */
 	gateway_stop_accepting(srv->gw);
@@ -282,24 +309,34 @@ int server_run(const server_config_t *cfg)
 	writer_counts(srv->writer, &wc);
 	log_info("stopped: %llu ops stored in %llu commits", (unsigned long long)wc.ops,
 	         (unsigned long long)wc.commits);
-	status = 0;
-out:
-	workers_free(srv->hashers);
-	workers_free(srv->workers);
-	writer_free(srv->writer);
-	fanout_free(srv->fanout);
-	store_close(fanout_store);
-	tally_free(srv->tally);
-	/* After the I/O threads have closed every connection (each one told
-	 * presence), before the loops it posts to are freed. */
-	presence_free(srv->presence);
-	gateway_free(srv->gw);
-	webfiles_free(srv->web);
-	loginguard_free(srv->logins);
-	addrconns_free(srv->addrconns);
-	budget_free(srv->signup_budget);
-	budget_free(srv->login_budget);
-	bus_free(srv->bus);
-	close(lockfd);
-	return status;
+	server_free(srv);
+}
+
+int server_run(const server_config_t *cfg)
+{
+	server_t *srv;
+	sigset_t sigs;
+	int sig;
+
+	/* Block the stop signals before any thread starts, so every thread
+	 * inherits the mask and only sigwait below receives them. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	if (!(srv = server_start(cfg)))
+		return 1;
+	if (cfg->admin_host[0])
+		printf("parley: listening on http://%s:%d (threads %d, data %s, node %u, admin http://%s:%d)\n",
+		       cfg->host, server_port(srv), srv->cfg.threads, cfg->data_dir, cfg->node_id,
+		       cfg->admin_host, server_admin_port(srv));
+	else
+		printf("parley: listening on http://%s:%d (threads %d, data %s, node %u)\n", cfg->host,
+		       server_port(srv), srv->cfg.threads, cfg->data_dir, cfg->node_id);
+	fflush(stdout);
+	while (sigwait(&sigs, &sig) != 0)
+		;
+	log_info("%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	server_stop(srv);
+	return 0;
 }

@@ -79,11 +79,24 @@ typedef struct server {
 	int has_operator_token;
 	uint8_t operator_token_hash[32]; /* SHA-256 of --operator-token-file's token */
 	atomic_int draining;      /* shutting down: no new work is taken */
+	int lockfd;               /* holds the data directory's lock */
+	struct store *fanout_store;
 } server_t;
 
 void server_config_defaults(server_config_t *cfg);
 
 /* Runs a node until SIGINT/SIGTERM. Returns the process exit status. */
 int server_run(const server_config_t *cfg);
+
+/* Starts a node in this process and returns once it accepts traffic:
+ * for server_run, and for tests and fuzzers that drive a real node over
+ * loopback. NULL (logged) when it cannot start. */
+server_t *server_start(const server_config_t *cfg);
+/* The ports bound (with port 0 in the configuration, the ones picked). */
+int server_port(const server_t *srv);
+int server_admin_port(const server_t *srv);
+/* Stops the node as SIGTERM would: nothing acknowledged is lost, every
+ * WebSocket is closed with 1001. Frees srv. */
+void server_stop(server_t *srv);
 
 #endif
