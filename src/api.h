@@ -19,9 +19,9 @@
 int api_submit_request(server_t *srv, uint64_t conn, uint64_t client, const http_request_t *req,
                        const char *body, size_t body_len);
 
-/* Checks a bearer token for a WebSocket upgrade; answers with
- * gw_post_upgrade. */
-int api_submit_upgrade(server_t *srv, uint64_t conn, uint64_t client, const char *token,
-                       size_t len, const char accept[29]);
+/* Checks a WebSocket upgrade's credential, a bearer token or (ticket) a
+ * ticket of tickets.h; answers with gw_post_upgrade. */
+int api_submit_upgrade(server_t *srv, uint64_t conn, uint64_t client, const char *cred, size_t len,
+                       int ticket, const char accept[29]);
 
 #endif

@@ -23,6 +23,7 @@
 
 #include <jansson.h>
 
+#include "budget.h"
 #include "bus.h"
 #include "fanout.h"
 #include "frames.h"
@@ -123,6 +124,25 @@ static void send_error(gw_conn_t *c, const char *code, const char *message, cons
 	sbuf_unref(f);
 }
 
+/* Charges cost work units (store lookups the frame will cause) to the
+ * connection's user. Returns 0, or -1 after telling the client when to
+ * try again. */
+static int charge(server_t *srv, gw_conn_t *c, double cost, int64_t conv)
+{
+	int64_t wait;
+	sbuf_t *f;
+
+	if (!srv->work_budget ||
+	    (wait = budget_take(srv->work_budget, (uint64_t)gw_conn_user(c), cost, clock_mono_ms())) == 0)
+		return 0;
+	log_info("chat: user %lld is over its work budget (a frame costing %.0f); refused",
+	         (long long)gw_conn_user(c), cost);
+	f = frames_rate_limited("too many requests; slow down", NULL, conv, wait);
+	gw_conn_send(c, f);
+	sbuf_unref(f);
+	return -1;
+}
+
 /* ---- send ----------------------------------------------------------- */
 
 static int cmid_valid(const json_t *v)
@@ -218,6 +238,8 @@ static void handle_receipt(server_t *srv, gw_conn_t *c, json_t *j)
 	}
 	if (seq == 0)
 		return; /* below every watermark: nothing to do */
+	if (charge(srv, c, 1, conv) < 0)
+		return;
 	if (!(r = calloc(1, sizeof *r))) {
 		send_error(c, "unavailable", "out of memory; retry", NULL, conv);
 		return;
@@ -248,33 +270,31 @@ static void send_done(send_op_t *s)
 	switch (op->status) {
 	case STORE_OK:
 	case STORE_EXISTS:
-		f = frames_ack(s->cmid, op->conv, op->out_id, op->out_seq, op->out_ts);
-		gw_post_ack(srv->gw, s->origin, f);
-		sbuf_unref(f);
-		if (op->status == STORE_EXISTS)
-			break; /* stored and fanned out the first time */
-		{
+		if (op->status == STORE_OK) {
 			store_message_t m = {op->conv, op->out_id, op->out_seq, op->user, op->out_ts,
 			                     s->cmid, s->body, op->body_len};
-			f = frames_msg(&m);
+			if (!(f = frames_msg(&m)))
+				log_error("chat: out of memory encoding message %lld; recipients will resume",
+				          (long long)op->out_id);
+			/* Every device of every member, but the one that sent it.
+			 * A group's fan-out is queued so that the next commit does
+			 * not wait for it; a direct chat's two members are cheaper
+			 * to reach here than to queue, and are reached before the
+			 * ack is posted: a sender that has its ack knows the message
+			 * is on its way to every connection its peer had. */
+			if (f && op->conv_kind == STORE_GROUP) {
+				fanout_submit(srv->fanout, op->conv, op->out_seq, op->out_members_version, f,
+				              NULL, 0, op->user, op->device);
+			} else if (f) {
+				for (i = 0; i < op->nmembers; i++)
+					bus_deliver(srv->bus, op->members[i],
+					            op->members[i] == op->user ? op->device : 0, f);
+				sbuf_unref(f);
+			}
 		}
-		if (!f) {
-			log_error("chat: out of memory encoding message %lld; recipients will resume",
-			          (long long)op->out_id);
-			break;
-		}
-		/* Every device of every member, but the one that sent it. A
-		 * group's fan-out is queued so that the next commit does not
-		 * wait for it; a direct chat's two members are cheaper to
-		 * reach here than to queue. */
-		if (op->conv_kind == STORE_GROUP) {
-			fanout_submit(srv->fanout, op->conv, op->out_seq, op->out_members_version, f,
-			              NULL, 0, op->user, op->device);
-			break;
-		}
-		for (i = 0; i < op->nmembers; i++)
-			bus_deliver(srv->bus, op->members[i],
-			            op->members[i] == op->user ? op->device : 0, f);
+		/* A repeat was stored and fanned out the first time: the ack only. */
+		f = frames_ack(s->cmid, op->conv, op->out_id, op->out_seq, op->out_ts);
+		gw_post_ack(srv->gw, s->origin, f);
 		sbuf_unref(f);
 		break;
 	case STORE_FORBIDDEN:
@@ -283,7 +303,21 @@ static void send_done(send_op_t *s)
 		sbuf_unref(f);
 		break;
 	case STORE_LIMITED:
-		f = frames_rate_limited(s->cmid, op->conv, op->out_retry_ms);
+		f = frames_rate_limited(op->out_limit_kind == WRITER_LIMIT_STORAGE
+		                            ? "over the storage budget: the bytes of messages one may store a day; "
+		                              "retry later with the same cmid"
+		                            : "over the sending budget: each message costs the members it reaches; "
+		                              "retry later with the same cmid",
+		                        s->cmid, op->conv, op->out_retry_ms);
+		gw_post_ack(srv->gw, s->origin, f);
+		sbuf_unref(f);
+		break;
+	case STORE_BLOCKED:
+		/* The blocked side is told no more than that it may not send. */
+		f = frames_error("forbidden",
+		                 op->out_blocked_by_me ? "you have blocked this user; unblock them to send"
+		                                       : "you cannot send to this conversation",
+		                 s->cmid, op->conv);
 		gw_post_ack(srv->gw, s->origin, f);
 		sbuf_unref(f);
 		break;
@@ -543,12 +577,22 @@ out:
 	gw_post_call(r->srv->gw, r->conn, resume_page_ready, r);
 }
 
+/* A resume page evicted from a full worker queue: it comes back failed,
+ * and the client is told to retry. */
+static void resume_dropped(void *arg)
+{
+	resume_t *r = arg;
+
+	r->failed = 1;
+	gw_post_call(r->srv->gw, r->conn, resume_page_ready, r);
+}
+
 static void resume_next(gw_conn_t *c, chat_conn_t *cc)
 {
 	resume_t *r = cc->resume;
 
 	cc->resume_in_job = 1;
-	if (workers_submit(r->srv->workers, resume_job, r) < 0) {
+	if (workers_submit_flow(r->srv->workers, FLOW_OF_USER(r->user), resume_job, resume_dropped, r) < 0) {
 		cc->resume_in_job = 0;
 		gw_conn_close(c, 1013, "server overloaded; reconnect and resume");
 	}
@@ -620,12 +664,15 @@ static void resume_page_ready(gw_conn_t *c, void *p)
 		sbuf_unref(f);
 	}
 	r->npage = 0;
-	if (r->cur >= r->nconvs)
-		resume_finish(c, cc);
-	else if (gw_conn_queued(c) < r->srv->cfg.out_limit / 8)
-		resume_next(c, cc);
-	else
+	/* The next page, and the closing "resumed" (which names every
+	 * conversation of the user), wait until the queue is low: a replay
+	 * never comes near the bound that drops slow readers. */
+	if (gw_conn_queued(c) >= r->srv->cfg.out_limit / 8)
 		cc->resume_wait_drain = 1;
+	else if (r->cur >= r->nconvs)
+		resume_finish(c, cc);
+	else
+		resume_next(c, cc);
 }
 
 void chat_on_drained(server_t *srv, gw_conn_t *c)
@@ -635,7 +682,10 @@ void chat_on_drained(server_t *srv, gw_conn_t *c)
 	(void)srv;
 	if (cc && cc->resume && cc->resume_wait_drain && !cc->resume_in_job) {
 		cc->resume_wait_drain = 0;
-		resume_next(c, cc);
+		if (cc->resume->cur >= cc->resume->nconvs)
+			resume_finish(c, cc);
+		else
+			resume_next(c, cc);
 	}
 }
 
@@ -689,6 +739,10 @@ static void handle_resume(server_t *srv, gw_conn_t *c, json_t *j)
 			return;
 		}
 	}
+	/* A lookup a conversation and the heads; the replay itself is paced
+	 * by the client's reading. */
+	if (charge(srv, c, 2 + (double)json_object_size(convs), 0) < 0)
+		return;
 	if (!(cc = state_of(c, 1))) {
 		send_error(c, "unavailable", "out of memory; retry", NULL, 0);
 		return;
@@ -777,7 +831,7 @@ static void watch_done(gw_conn_t *c, void *p)
 	chat_conn_t *cc;
 
 	if (c && (cc = state_of(c, 0)) != NULL && cc->watch_seq == w->seq) {
-		presence_watch(w->srv->presence, w->conn, cc->watched, cc->nwatched, w->users,
+		presence_watch(w->srv->presence, w->conn, w->user, cc->watched, cc->nwatched, w->users,
 		               w->last_seen, w->nallowed);
 		free(cc->watched);
 		cc->watched = w->users;
@@ -787,7 +841,17 @@ static void watch_done(gw_conn_t *c, void *p)
 	watch_job_free(w);
 }
 
-/* Worker: keeps the users that share a conversation with the watcher. */
+static void watch_dropped(void *arg)
+{
+	watch_job_t *w = arg;
+	sbuf_t *f = frames_error("unavailable", "the server is busy; send the watch again shortly", NULL, 0);
+
+	gw_post_frame(w->srv->gw, w->conn, f);
+	sbuf_unref(f);
+	watch_job_free(w);
+}
+
+/* Worker: keeps the users whose presence the watcher may see. */
 static void watch_job(store_t *st, void *arg)
 {
 	watch_job_t *w = arg;
@@ -844,8 +908,12 @@ static void handle_watch(server_t *srv, gw_conn_t *c, json_t *j)
 		if (k == w->n && id != w->user) /* each once; oneself is not watched */
 			w->users[w->n++] = id;
 	}
+	if (charge(srv, c, 1 + (double)w->n, 0) < 0) {
+		watch_job_free(w);
+		return;
+	}
 	w->seq = ++cc->watch_seq;
-	if (workers_submit(srv->workers, watch_job, w) < 0) {
+	if (workers_submit_flow(srv->workers, FLOW_OF_USER(w->user), watch_job, watch_dropped, w) < 0) {
 		watch_job_free(w);
 		send_error(c, "unavailable", "the server is overloaded; retry", NULL, 0);
 	}
@@ -871,12 +939,27 @@ static void typing_job(store_t *st, void *arg)
 		gw_post_frame(t->srv->gw, t->conn, f);
 		sbuf_unref(f);
 	} else if (r == STORE_OK && store_members(st, t->conv, &members, &n) == STORE_OK) {
+		int64_t *blocked = NULL;
+		size_t nblocked = 0, i, k;
+
 		/* Large groups drop typing: 1,024 devices told of every
-		 * keystroke pause is noise, not information. */
-		if (n > STORE_RECEIPT_DETAIL_MAX)
+		 * keystroke pause is noise, not information. Nor does it reach
+		 * anyone the typist blocked, or who blocked it. */
+		if (n > STORE_RECEIPT_DETAIL_MAX ||
+		    store_blocked_in_conv(st, t->user, t->conv, &blocked, &nblocked) != STORE_OK) {
 			free(members);
-		else
+		} else {
+			for (i = 0; i < n;) {
+				for (k = 0; k < nblocked && blocked[k] != members[i]; k++)
+					;
+				if (k < nblocked)
+					members[i] = members[--n];
+				else
+					i++;
+			}
 			presence_typing(t->srv->presence, t->user, t->conv, t->on, members, n);
+		}
+		free(blocked);
 	}
 	free(t);
 }
@@ -900,11 +983,12 @@ static void handle_typing(server_t *srv, gw_conn_t *c, json_t *j)
 		return;
 	cc->typing_conv = json_is_true(on) ? conv : 0;
 	cc->typing_ms = now;
-	if (!(t = malloc(sizeof *t)))
+	if (charge(srv, c, 3, conv) < 0 || !(t = malloc(sizeof *t)))
 		return;
 	*t = (typing_job_t){srv, gw_conn_handle(c), gw_conn_user(c), conv, json_is_true(on)};
-	if (workers_submit(srv->workers, typing_job, t) < 0)
-		free(t); /* typing is a courtesy: dropped under overload */
+	/* Typing is a courtesy: dropped under overload. */
+	if (workers_submit_flow(srv->workers, FLOW_OF_USER(t->user), typing_job, free, t) < 0)
+		free(t);
 }
 
 /* ---- dispatch ------------------------------------------------------- */

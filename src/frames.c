@@ -148,19 +148,22 @@ sbuf_t *frames_members(int64_t conv, const char *event, int64_t user, int64_t by
 	return finish(&b);
 }
 
-sbuf_t *frames_rate_limited(const char *ref, int64_t conv, int64_t retry_after_ms)
+sbuf_t *frames_rate_limited(const char *message, const char *ref, int64_t conv, int64_t retry_after_ms)
 {
 	jbuf_t b;
 
 	jbuf_init(&b);
 	jbuf_lit(&b, "{\"type\":\"error\",\"code\":\"rate_limited\"");
 	jbuf_key(&b, "message", 0);
-	jbuf_cstr(&b, "over the sending budget: each message costs the members it reaches; "
-	              "retry later with the same cmid");
-	jbuf_key(&b, "ref", 0);
-	jbuf_cstr(&b, ref);
-	jbuf_key(&b, "conv", 0);
-	jbuf_int(&b, conv);
+	jbuf_cstr(&b, message);
+	if (ref) {
+		jbuf_key(&b, "ref", 0);
+		jbuf_cstr(&b, ref);
+	}
+	if (conv) {
+		jbuf_key(&b, "conv", 0);
+		jbuf_int(&b, conv);
+	}
 	jbuf_key(&b, "retry_after_ms", 0);
 	jbuf_int(&b, retry_after_ms);
 	return finish(&b);

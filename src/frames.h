@@ -29,9 +29,9 @@ sbuf_t *frames_error(const char *code, const char *message, const char *ref, int
 /* A group's membership changed: event is "created", "added", "removed",
  * "left" or "admin"; user is who it concerns (0: none), by who did it. */
 sbuf_t *frames_members(int64_t conv, const char *event, int64_t user, int64_t by, size_t count);
-/* The error for a send over its sender's budget, with the hint
- * "retry_after_ms". */
-sbuf_t *frames_rate_limited(const char *ref, int64_t conv, int64_t retry_after_ms);
+/* A rate_limited error saying why, with the hint "retry_after_ms"; ref
+ * (a refused send's cmid) and conv are left out when NULL and 0. */
+sbuf_t *frames_rate_limited(const char *message, const char *ref, int64_t conv, int64_t retry_after_ms);
 /* ref_json: the ping's ref as JSON text, or NULL for none. */
 sbuf_t *frames_pong(const char *ref_json);
 

@@ -42,6 +42,7 @@
 #include "api.h"
 #include "auth.h"
 #include "clientaddr.h"
+#include "origin.h"
 #include "chat.h"
 #include "metrics.h"
 #include "webfiles.h"
@@ -593,7 +594,7 @@ static void handle_upgrade(gw_conn_t *c, const http_request_t *req)
 	char token[256], accept[29];
 	const char *tok = NULL;
 	size_t toklen = 0;
-	int n;
+	int n, ticket = 0;
 
 	if (!http_is(req, "GET", "/chat/v1/ws")) {
 		http_fail(c, 405, "bad_request", "the WebSocket endpoint takes GET", "Allow: GET\r\n");
@@ -618,24 +619,38 @@ static void handle_upgrade(gw_conn_t *c, const http_request_t *req)
 		http_fail(c, 400, "bad_request", "missing or malformed Sec-WebSocket-Key", NULL);
 		return;
 	}
+	/* Another site's page must not open a socket as the user. */
+	if (!origin_allowed(req, srv->cfg.public_url, srv->cfg.allowed_origins)) {
+		log_info("gateway: %s: a WebSocket from a page of another origin; refused", conn_peer(c));
+		http_fail(c, 403, "forbidden", "WebSockets from pages of this origin are not accepted", NULL);
+		return;
+	}
+	/* The credential: a bearer token in the header, or in the query as
+	 * the contract allows, or a single-use ticket (tickets.h), which is
+	 * what keeps a browser's token out of URLs and logs. */
 	h = http_find_header(req, "authorization");
 	if (h && h->value_len > 7 && strncasecmp(h->value, "bearer ", 7) == 0) {
 		tok = h->value + 7;
 		toklen = h->value_len - 7;
+	} else if ((n = http_query_param(req->target, req->target_len, "ticket", token,
+	                                 sizeof token)) >= 0) {
+		tok = token;
+		toklen = (size_t)n;
+		ticket = 1;
 	} else if ((n = http_query_param(req->target, req->target_len, "token", token,
 	                                 sizeof token)) >= 0) {
 		tok = token;
 		toklen = (size_t)n;
 	}
 	if (!tok || toklen == 0) {
-		http_fail(c, 401, "unauthorized", "a bearer token is required", NULL);
+		http_fail(c, 401, "unauthorized", "a bearer token or ticket is required", NULL);
 		return;
 	}
 	if (c->flags & F_PROXIED) {
 		/* From now on the connection is this client's. */
 		c->addr = request_client(c, req);
 	}
-	if (api_submit_upgrade(srv, handle_of(c), c->addr, tok, toklen, accept) < 0) {
+	if (api_submit_upgrade(srv, handle_of(c), c->addr, tok, toklen, ticket, accept) < 0) {
 		http_fail(c, 503, "unavailable", "the server is overloaded; retry later", NULL);
 		return;
 	}

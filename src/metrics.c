@@ -53,6 +53,10 @@ sbuf_t *metrics_response(server_t *srv, int keep_alive)
 	       (double)wc.receipt_writes);
 	metric(&b, "parley_sends_rate_limited_total", "counter", "Sends refused by their sender's budget.",
 	       (double)wc.limited);
+	metric(&b, "parley_sends_storage_limited_total", "counter",
+	       "Sends refused by their sender's storage budget.", (double)wc.storage_limited);
+	metric(&b, "parley_stored_message_bytes_total", "counter", "Bytes of message bodies stored.",
+	       (double)wc.stored_bytes);
 	metric(&b, "parley_fanout_deliveries_total", "counter", "Group message deliveries to recipients.",
 	       (double)fanout_delivered(srv->fanout));
 	metric(&b, "parley_receipt_count_frames_total", "counter", "Group receipt count frames sent.",

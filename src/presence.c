@@ -35,6 +35,13 @@ typedef struct typing {
 	size_t n;
 } typing_t;
 
+/* A connection watching a user, and whose connection it is (so that a
+ * block can end exactly the blocked user's watches). */
+typedef struct watcher {
+	uint64_t conn;
+	int64_t user;
+} watcher_t;
+
 typedef struct user {
 	struct user *next;
 	int64_t id;
@@ -42,7 +49,7 @@ typedef struct user {
 	int state;                  /* as last announced */
 	int64_t last_seen;          /* ms: when it was last connected */
 	int64_t offline_at;         /* debounce deadline, 0 when none */
-	uint64_t *watchers;         /* connection handles */
+	watcher_t *watchers;
 	size_t nwatchers, capwatchers;
 	typing_t *typing;
 	size_t ntyping;
@@ -149,7 +156,7 @@ static void announce(presence_t *p, user_t *u, int64_t now)
 	/* While connected, "last seen" is now. */
 	f = presence_frame(u->id, state, state == OFFLINE ? u->last_seen : now);
 	for (i = 0; f && i < u->nwatchers; i++)
-		gw_post_frame(p->srv->gw, u->watchers[i], f);
+		gw_post_frame(p->srv->gw, u->watchers[i].conn, f);
 	sbuf_unref(f);
 }
 
@@ -268,7 +275,7 @@ static void unwatch_locked(presence_t *p, uint64_t conn, const int64_t *users, s
 		if (!u)
 			continue;
 		for (k = 0; k < u->nwatchers; k++) {
-			if (u->watchers[k] == conn) {
+			if (u->watchers[k].conn == conn) {
 				u->watchers[k] = u->watchers[--u->nwatchers];
 				break;
 			}
@@ -277,7 +284,7 @@ static void unwatch_locked(presence_t *p, uint64_t conn, const int64_t *users, s
 	}
 }
 
-void presence_watch(presence_t *p, uint64_t conn, const int64_t *old, size_t nold,
+void presence_watch(presence_t *p, uint64_t conn, int64_t watcher, const int64_t *old, size_t nold,
                     const int64_t *users, const int64_t *stored_last_seen, size_t n)
 {
 	int64_t now = clock_wall_ms();
@@ -304,13 +311,13 @@ void presence_watch(presence_t *p, uint64_t conn, const int64_t *old, size_t nol
 
 		if (!u)
 			continue;
-		for (k = 0; k < u->nwatchers && u->watchers[k] != conn; k++)
+		for (k = 0; k < u->nwatchers && u->watchers[k].conn != conn; k++)
 			;
 		if (k < u->nwatchers)
 			goto answer; /* watched already */
 		if (u->nwatchers == u->capwatchers) {
 			size_t cap = u->capwatchers ? u->capwatchers * 2 : 4;
-			uint64_t *w = realloc(u->watchers, cap * sizeof *w);
+			watcher_t *w = realloc(u->watchers, cap * sizeof *w);
 			if (!w) {
 				maybe_forget(p, u);
 				continue;
@@ -318,7 +325,7 @@ void presence_watch(presence_t *p, uint64_t conn, const int64_t *old, size_t nol
 			u->watchers = w;
 			u->capwatchers = cap;
 		}
-		u->watchers[u->nwatchers++] = conn;
+		u->watchers[u->nwatchers++] = (watcher_t){conn, watcher};
 answer:
 		if (u->conns || u->offline_at) {
 			state = u->state;
@@ -381,6 +388,70 @@ void presence_typing(presence_t *p, int64_t user, int64_t conv, int on, int64_t 
 			ty[u->ntyping] = (typing_t){conv, now + PRESENCE_TYPING_TTL_MS, now, members, n};
 			typing_relay(p, user, &ty[u->ntyping], 1);
 			u->ntyping++;
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* Removes user from the recipients of typing entry t. */
+static void typing_drop_member(typing_t *t, int64_t user)
+{
+	size_t i;
+
+	for (i = 0; i < t->n; i++) {
+		if (t->members[i] == user) {
+			t->members[i] = t->members[--t->n];
+			return;
+		}
+	}
+}
+
+void presence_forbid(presence_t *p, int64_t user, int64_t other)
+{
+	user_t *u;
+	size_t i;
+
+	pthread_mutex_lock(&p->lock);
+	if ((u = find(p, user, 0)) != NULL) {
+		for (i = 0; i < u->nwatchers;) {
+			if (u->watchers[i].user == other)
+				u->watchers[i] = u->watchers[--u->nwatchers];
+			else
+				i++;
+		}
+		for (i = 0; i < u->ntyping; i++)
+			typing_drop_member(&u->typing[i], other);
+		maybe_forget(p, u);
+	}
+	/* Nor does user see other type. */
+	if ((u = find(p, other, 0)) != NULL) {
+		for (i = 0; i < u->ntyping; i++)
+			typing_drop_member(&u->typing[i], user);
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+void presence_left(presence_t *p, int64_t conv, int64_t user)
+{
+	size_t b, i;
+
+	pthread_mutex_lock(&p->lock);
+	for (b = 0; b < BUCKETS; b++) {
+		user_t *u = p->buckets[b], *next;
+		for (; u; u = next) {
+			next = u->next;
+			for (i = 0; i < u->ntyping;) {
+				if (u->typing[i].conv != conv) {
+					i++;
+				} else if (u->id == user) {
+					/* The typist itself left: the others hear it end. */
+					typing_end(p, u, i);
+				} else {
+					typing_drop_member(&u->typing[i], user);
+					i++;
+				}
+			}
+			maybe_forget(p, u);
 		}
 	}
 	pthread_mutex_unlock(&p->lock);

@@ -42,10 +42,11 @@ void presence_disconnected(presence_t *p, int64_t user, int was_away);
 /* One of user's connections says it is away (1) or back online (0). */
 void presence_away(presence_t *p, int64_t user, int away);
 
-/* Connection conn now watches users[0..n) instead of old[0..nold): each
- * was checked to share a conversation with it, and stored_last_seen[i] is
- * its last_seen in the store. Answers with one presence frame per user. */
-void presence_watch(presence_t *p, uint64_t conn, const int64_t *old, size_t nold,
+/* Connection conn of user watcher now watches users[0..n) instead of
+ * old[0..nold): each was checked to show watcher its presence
+ * (store_watchable), and stored_last_seen[i] is its last_seen in the
+ * store. Answers with one presence frame per user. */
+void presence_watch(presence_t *p, uint64_t conn, int64_t watcher, const int64_t *old, size_t nold,
                     const int64_t *users, const int64_t *stored_last_seen, size_t n);
 /* Connection conn closed: it watches nobody any more. */
 void presence_unwatch(presence_t *p, uint64_t conn, const int64_t *users, size_t n);
@@ -53,5 +54,12 @@ void presence_unwatch(presence_t *p, uint64_t conn, const int64_t *users, size_t
 /* user typed (on) or stopped in conv, whose other members are members[]
  * (taken over, malloc'd). */
 void presence_typing(presence_t *p, int64_t user, int64_t conv, int on, int64_t *members, size_t n);
+
+/* user has blocked other: other's watches of user end now, and neither
+ * is told of the other's typing any more. */
+void presence_forbid(presence_t *p, int64_t user, int64_t other);
+/* user is no longer a member of conv: typing there reaches it no more
+ * (and its own typing there ends). */
+void presence_left(presence_t *p, int64_t conv, int64_t user);
 
 #endif

@@ -141,6 +141,22 @@ int64_t ratelimit_take(ratelimit_t *r, int64_t user, double cost, int64_t now_ms
 	}
 }
 
+void ratelimit_refund(ratelimit_t *r, int64_t user, double cost, int64_t now_ms)
+{
+	bucket_t *b;
+
+	if (r->rate <= 0)
+		return;
+	if (cost > r->burst)
+		cost = r->burst;
+	for (b = r->table[(uint64_t)user % r->nbuckets]; b && b->user != user; b = b->next)
+		;
+	if (b) {
+		refill(r, b, now_ms);
+		b->tokens = fmin(r->burst, b->tokens + cost);
+	}
+}
+
 uint64_t ratelimit_size(const ratelimit_t *r)
 {
 	return r->count;

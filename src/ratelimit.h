@@ -24,6 +24,10 @@ void ratelimit_free(ratelimit_t *r);
  * many milliseconds until the bucket holds enough (nothing is charged). */
 int64_t ratelimit_take(ratelimit_t *r, int64_t user, double cost, int64_t now_ms);
 
+/* Gives back cost taken by user at now_ms (a message admitted by this
+ * budget and refused by another), never above the burst. */
+void ratelimit_refund(ratelimit_t *r, int64_t user, double cost, int64_t now_ms);
+
 /* Buckets held (a full bucket is forgotten when next swept). */
 uint64_t ratelimit_size(const ratelimit_t *r);
 

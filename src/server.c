@@ -14,6 +14,8 @@
 #include "addrconns.h"
 #include "auth.h"
 #include "budget.h"
+#include "origin.h"
+#include "tickets.h"
 #include "bus.h"
 #include "chat.h"
 #include "fanout.h"
@@ -64,6 +66,15 @@ void server_config_defaults(server_config_t *cfg)
 	cfg->max_address_pending = 100;
 	cfg->signup_rate = 20;
 	cfg->login_rate = 60;
+	cfg->max_conversations = 10000;
+	cfg->strangers_per_day = 100;
+	cfg->token_idle_days = 90;
+	/* A client that connects does a few thousand lookups at once (its
+	 * list, its resume, its watches); a steady few hundred a second is
+	 * far past anyone's reading. */
+	cfg->work_rate = 500;
+	cfg->work_burst = 5000;
+	cfg->storage_per_day = 64.0 * 1024 * 1024;
 }
 
 /* Creates the data directory if missing and takes its lock, so that two
@@ -172,6 +183,8 @@ static void server_free(server_t *srv)
 	addrconns_free(srv->addrconns);
 	budget_free(srv->signup_budget);
 	budget_free(srv->login_budget);
+	budget_free(srv->work_budget);
+	tickets_free(srv->tickets);
 	bus_free(srv->bus);
 	if (srv->lockfd >= 0)
 		close(srv->lockfd);
@@ -214,6 +227,10 @@ server_t *server_start(const server_config_t *cfg)
 		log_error("--proxy-protocol needs --trusted-proxies: the addresses that send the header");
 		goto err;
 	}
+	if (cfg->public_url[0] && !origin_url_valid(cfg->public_url)) {
+		log_error("--public-url wants http:// or https:// and a host, not '%s'", cfg->public_url);
+		goto err;
+	}
 	if ((srv->lockfd = data_dir_lock(cfg->data_dir)) < 0)
 		goto err;
 	/* Open once here so that a bad store fails before we listen. */
@@ -222,7 +239,8 @@ server_t *server_start(const server_config_t *cfg)
 	store_close(st);
 	if (!(srv->writer = writer_new(cfg->data_dir, cfg->node_id, 65536, chat_writer_done, srv)))
 		goto err;
-	if (writer_set_rate_limit(srv->writer, cfg->rate_limit, cfg->rate_burst) < 0)
+	if (writer_set_rate_limit(srv->writer, cfg->rate_limit, cfg->rate_burst) < 0 ||
+	    writer_set_storage_limit(srv->writer, cfg->storage_per_day) < 0)
 		goto err;
 	writer_set_commit_delay(srv->writer, cfg->commit_delay_us);
 	/* Per (name, address) 5 failed logins free, then waits from 1 s
@@ -238,6 +256,10 @@ server_t *server_start(const server_config_t *cfg)
 		goto err;
 	if (cfg->login_rate > 0 &&
 	    !(srv->login_budget = budget_new(1 << 16, cfg->login_rate / 60.0, cfg->login_rate)))
+		goto err;
+	if (cfg->work_rate > 0 && !(srv->work_budget = budget_new(1 << 16, cfg->work_rate, cfg->work_burst)))
+		goto err;
+	if (!(srv->tickets = tickets_new(65536)))
 		goto err;
 	if (!(srv->workers = workers_new(srv->cfg.workers, cfg->data_dir, WORKER_QUEUE)))
 		goto err;

@@ -25,6 +25,7 @@ typedef struct webfiles webfiles_t;
 typedef struct loginguard loginguard_t;
 typedef struct addrconns addrconns_t;
 typedef struct budget budget_t;
+typedef struct tickets tickets_t;
 
 typedef struct server_config {
 	char host[256];
@@ -58,6 +59,14 @@ typedef struct server_config {
 	unsigned max_address_pending;     /* ... of them not yet WebSockets (0: any) */
 	double signup_rate;       /* sign-ups per client address per hour (0: any) */
 	double login_rate;        /* login attempts per client address per minute (0: any) */
+	unsigned max_conversations; /* one user may be in at most this many (0: any) */
+	unsigned strangers_per_day; /* people who never wrote to one a user may reach a day (0: any) */
+	int token_idle_days;      /* a device unused this long is logged out (0: never) */
+	double work_rate;         /* work units (store lookups) a user may cause a second (0: any) */
+	double work_burst;        /* ... and at once */
+	double storage_per_day;   /* message bytes a user may store a day (0: any) */
+	char public_url[512];     /* the origin browsers use, behind a proxy; "": none */
+	char allowed_origins[1024]; /* more origins whose pages may use the API */
 } server_config_t;
 
 typedef struct server {
@@ -76,6 +85,8 @@ typedef struct server {
 	addrconns_t *addrconns;   /* connections per client address */
 	budget_t *signup_budget;  /* per client address; NULL: unlimited */
 	budget_t *login_budget;
+	budget_t *work_budget;    /* per user; NULL: unlimited */
+	tickets_t *tickets;       /* WebSocket tickets */
 	int has_operator_token;
 	uint8_t operator_token_hash[32]; /* SHA-256 of --operator-token-file's token */
 	atomic_int draining;      /* shutting down: no new work is taken */

@@ -26,9 +26,13 @@ enum {
 	STORE_FULL = -5,       /* a group at its member limit */
 	STORE_NOT_GROUP = -6,  /* a group operation on a direct conversation */
 	STORE_LIMITED = -7,    /* a send refused by its admission check */
+	STORE_BLOCKED = -8,    /* a direct chat with a block in it takes no messages */
+	STORE_TOO_MANY = -9,   /* a user already in the most conversations allowed */
 };
 
 enum { STORE_DIRECT = 1, STORE_GROUP = 2 };
+/* Who may add a user to groups. */
+enum { STORE_ADDS_EVERYONE = 0, STORE_ADDS_CONTACTS = 1 };
 enum { STORE_DELIVERED = 1, STORE_READ = 2 };
 
 #define STORE_USERNAME_MAX 32
@@ -62,7 +66,41 @@ typedef struct store_conv {
 	int64_t read_seq;       /* the caller's own read watermark */
 	int64_t unread;         /* messages after read_seq sent by others */
 	store_message_t *last_message; /* NULL when the conversation is empty */
+	int wrote;              /* the caller has written in it */
+	int blocked;            /* direct: the caller has blocked the other member */
+	int64_t activity;       /* the list's order (with id): what a cursor names */
 } store_conv_t;
+
+/* Where a page of the conversation list ends: the next page starts after
+ * the conversation with this (activity, id). */
+typedef struct store_conv_cursor {
+	int64_t activity, id;
+} store_conv_cursor_t;
+
+/* What one user is to another. "Wrote" is what makes a contact: a user's
+ * contacts are the people it has written to in a direct chat. */
+typedef struct store_contact {
+	int64_t direct;         /* their direct conversation; 0 when none */
+	int i_wrote;            /* user has written to other in it */
+	int they_wrote;         /* other has written to user in it */
+	int i_blocked;          /* user has blocked other */
+	int they_blocked;       /* other has blocked user */
+} store_contact_t;
+
+typedef struct store_settings {
+	int group_adds;         /* STORE_ADDS_* */
+	int strangers_exempt;   /* an operator lifted the first-contact budget */
+} store_settings_t;
+
+typedef struct store_block {
+	int64_t user_id, created_at;
+} store_block_t;
+
+typedef struct store_device {
+	int64_t id;
+	char name[65];
+	int64_t created_at, last_used;
+} store_device_t;
 
 typedef struct store_receipt {
 	int64_t user_id;
@@ -98,7 +136,7 @@ typedef struct store_op store_op_t;
  * number of members it will reach. Returns 0 to store it, or a positive
  * number of milliseconds after which to retry (the op then ends
  * STORE_LIMITED with out_retry_ms, and nothing is stored). */
-typedef int64_t (*store_admit_fn)(void *ud, const store_op_t *op, size_t recipients);
+typedef int64_t (*store_admit_fn)(void *ud, store_op_t *op, size_t recipients);
 
 struct store_op {
 	int kind;
@@ -111,6 +149,8 @@ struct store_op {
 	store_admit_fn admit;   /* NULL: always admitted */
 	void *admit_ud;
 	int64_t out_retry_ms;   /* STORE_LIMITED: when to try again */
+	int out_limit_kind;     /* STORE_LIMITED: which budget (the admit hook's own code) */
+	int out_blocked_by_me;  /* STORE_BLOCKED: the sender blocked the other, not the reverse */
 	/* RECEIPT */
 	int state;              /* STORE_DELIVERED or STORE_READ */
 	int64_t seq;            /* in: the watermark asked for */
@@ -138,17 +178,36 @@ typedef struct store_vtab {
 	                     const uint8_t token_hash[STORE_TOKEN_HASH_LEN], int64_t now_ms,
 	                     unsigned max_devices, int64_t *device_id, int64_t *evicted);
 	int (*device_by_token)(store_t *s, const uint8_t token_hash[STORE_TOKEN_HASH_LEN],
-	                       int64_t *user_id, int64_t *device_id);
+	                       int64_t now_ms, int64_t idle_ms, int64_t *user_id, int64_t *device_id);
 	int (*device_delete)(store_t *s, int64_t user_id, int64_t device_id);
+	int (*devices)(store_t *s, int64_t user_id, int64_t used_since_ms, store_device_t **out,
+	               size_t *n);
 	int (*direct_open)(store_t *s, int64_t user_a, int64_t user_b, int64_t now_ms,
-	                   int64_t *conv_id, int *created);
+	                   unsigned max_convs, int64_t *conv_id, int *created, int64_t *full);
 	int (*conv_get)(store_t *s, int64_t conv_id, int64_t user_id, store_conv_t *out);
-	int (*conv_list)(store_t *s, int64_t user_id, store_conv_t **out, size_t *n);
+	int (*conv_list)(store_t *s, int64_t user_id, const store_conv_cursor_t *after, size_t limit,
+	                 store_conv_t **out, size_t *n, int *has_more);
 	int (*history)(store_t *s, int64_t conv_id, int64_t user_id, int64_t before, int limit,
 	               store_message_t **out, size_t *n, int *has_more);
 	int (*receipts)(store_t *s, int64_t conv_id, int64_t user_id, int64_t seq, int64_t now_ms,
 	                store_receipt_t **out, size_t *n);
 	int (*watchable)(store_t *s, int64_t user_id, int64_t candidate, int64_t *last_seen);
+	int (*shares_conversation)(store_t *s, int64_t user_id, int64_t other);
+	int (*contact)(store_t *s, int64_t user_id, int64_t other, store_contact_t *out);
+	int (*settings_get)(store_t *s, int64_t user_id, store_settings_t *out);
+	int (*set_group_adds)(store_t *s, int64_t user_id, int group_adds);
+	int (*set_strangers_exempt)(store_t *s, int64_t user_id, int exempt);
+	int (*block)(store_t *s, int64_t user_id, int64_t target, int64_t now_ms);
+	int (*unblock)(store_t *s, int64_t user_id, int64_t target);
+	int (*blocks)(store_t *s, int64_t user_id, int64_t after, size_t limit, store_block_t **out,
+	              size_t *n, int *has_more);
+	int (*blocked_in_conv)(store_t *s, int64_t user_id, int64_t conv_id, int64_t **ids, size_t *n);
+	int (*blocks_received)(store_t *s, int64_t user_id, int64_t since_ms, int64_t *count);
+	int (*first_contacts)(store_t *s, int64_t user_id, int64_t since_ms, int64_t *count);
+	int (*first_contact_at)(store_t *s, int64_t user_id, int64_t since_ms, int64_t nth, int64_t *ts);
+	int (*first_contacts_add)(store_t *s, int64_t user_id, const int64_t *targets, size_t n,
+	                          int64_t now_ms);
+	int (*expire_first_contacts)(store_t *s, int64_t before_ms, size_t max_rows, size_t *deleted);
 	int (*last_seen_set)(store_t *s, const int64_t *users, const int64_t *times, size_t n);
 	int (*expire_receipts)(store_t *s, int64_t before_ms, size_t max_rows, size_t *deleted);
 	int (*watermarks)(store_t *s, int64_t conv_id, store_watermark_t **out, size_t *n);
@@ -161,9 +220,10 @@ typedef struct store_vtab {
 	int (*member_list)(store_t *s, int64_t conv_id, store_member_t **out, size_t *n,
 	                   int64_t *version);
 	int (*group_create)(store_t *s, int64_t creator, const int64_t *others, size_t n,
-	                    const char *title, int64_t now_ms, int64_t *conv_id);
+	                    const char *title, int64_t now_ms, unsigned max_convs, int64_t *conv_id,
+	                    int64_t *full);
 	int (*member_add)(store_t *s, int64_t conv_id, int64_t actor, int64_t user_id,
-	                  int64_t now_ms);
+	                  int64_t now_ms, unsigned max_convs, int64_t *full);
 	int (*member_remove)(store_t *s, int64_t conv_id, int64_t actor, int64_t user_id,
 	                     int64_t *promoted);
 	int (*heads)(store_t *s, int64_t user_id, store_head_t **out, size_t *n);
@@ -224,22 +284,38 @@ static inline int store_device_create(store_t *s, int64_t user_id, const char *n
 	                            evicted);
 }
 
+/* The device whose token hashes to token_hash. A device unused for
+ * idle_ms (0: never expires) is logged out here (deleted) and answers
+ * STORE_NOT_FOUND; a use is recorded at most once an hour, so a token
+ * check is a read nearly always. */
 static inline int store_device_by_token(store_t *s, const uint8_t token_hash[STORE_TOKEN_HASH_LEN],
-                                        int64_t *user_id, int64_t *device_id)
+                                        int64_t now_ms, int64_t idle_ms, int64_t *user_id,
+                                        int64_t *device_id)
 {
-	return s->vt->device_by_token(s, token_hash, user_id, device_id);
+	return s->vt->device_by_token(s, token_hash, now_ms, idle_ms, user_id, device_id);
 }
 
+/* STORE_NOT_FOUND when the user has no such device. */
 static inline int store_device_delete(store_t *s, int64_t user_id, int64_t device_id)
 {
 	return s->vt->device_delete(s, user_id, device_id);
 }
 
-/* Finds or creates the direct conversation of two distinct users. */
-static inline int store_direct_open(store_t *s, int64_t a, int64_t b, int64_t now_ms,
-                                    int64_t *conv_id, int *created)
+/* The user's devices used since used_since_ms, oldest first. */
+static inline int store_devices(store_t *s, int64_t user_id, int64_t used_since_ms,
+                                store_device_t **out, size_t *n)
 {
-	return s->vt->direct_open(s, a, b, now_ms, conv_id, created);
+	return s->vt->devices(s, user_id, used_since_ms, out, n);
+}
+
+/* Finds or creates the direct conversation of two distinct users. A new
+ * one is refused with STORE_TOO_MANY when either is already in max_convs
+ * conversations (0: no limit); *full then names that user. */
+static inline int store_direct_open(store_t *s, int64_t a, int64_t b, int64_t now_ms,
+                                    unsigned max_convs, int64_t *conv_id, int *created,
+                                    int64_t *full)
+{
+	return s->vt->direct_open(s, a, b, now_ms, max_convs, conv_id, created, full);
 }
 
 /* One conversation as user_id sees it; STORE_FORBIDDEN if not a member.
@@ -249,10 +325,13 @@ static inline int store_conv_get(store_t *s, int64_t conv_id, int64_t user_id, s
 	return s->vt->conv_get(s, conv_id, user_id, out);
 }
 
-/* The user's conversations, most recent activity first. */
-static inline int store_conv_list(store_t *s, int64_t user_id, store_conv_t **out, size_t *n)
+/* A page of the user's conversations, most recent activity first: at most
+ * limit of those after the cursor (NULL: from the most recent); *has_more
+ * when there are more. */
+static inline int store_conv_list(store_t *s, int64_t user_id, const store_conv_cursor_t *after,
+                                  size_t limit, store_conv_t **out, size_t *n, int *has_more)
 {
-	return s->vt->conv_list(s, user_id, out, n);
+	return s->vt->conv_list(s, user_id, after, limit, out, n, has_more);
 }
 
 /* Messages with seq < before (all when before <= 0), ascending, at most
@@ -272,13 +351,107 @@ static inline int store_receipts(store_t *s, int64_t conv_id, int64_t user_id, i
 	return s->vt->receipts(s, conv_id, user_id, seq, now_ms, out, n);
 }
 
-/* STORE_OK when candidate shares a conversation with user_id (and may be
- * watched by it), with its stored last_seen (0: never); else
- * STORE_FORBIDDEN. */
+/* STORE_OK when user_id may see candidate's presence: candidate has
+ * written to user_id in their direct chat and has not blocked it; with
+ * candidate's stored last_seen (0: never). Else STORE_FORBIDDEN, for an
+ * unknown user too. */
 static inline int store_watchable(store_t *s, int64_t user_id, int64_t candidate,
                                   int64_t *last_seen)
 {
 	return s->vt->watchable(s, user_id, candidate, last_seen);
+}
+
+/* STORE_OK when the two share a conversation, else STORE_FORBIDDEN. */
+static inline int store_shares_conversation(store_t *s, int64_t user_id, int64_t other)
+{
+	return s->vt->shares_conversation(s, user_id, other);
+}
+
+/* What other is to user_id (see store_contact_t); STORE_NOT_FOUND when
+ * other is no user. */
+static inline int store_contact(store_t *s, int64_t user_id, int64_t other, store_contact_t *out)
+{
+	return s->vt->contact(s, user_id, other, out);
+}
+
+static inline int store_settings_get(store_t *s, int64_t user_id, store_settings_t *out)
+{
+	return s->vt->settings_get(s, user_id, out);
+}
+
+static inline int store_set_group_adds(store_t *s, int64_t user_id, int group_adds)
+{
+	return s->vt->set_group_adds(s, user_id, group_adds);
+}
+
+/* STORE_NOT_FOUND when there is no such user. */
+static inline int store_set_strangers_exempt(store_t *s, int64_t user_id, int exempt)
+{
+	return s->vt->set_strangers_exempt(s, user_id, exempt);
+}
+
+/* user_id blocks target: in their direct chat (if any) neither may send
+ * (store_apply answers STORE_BLOCKED) until it unblocks. STORE_EXISTS when
+ * already blocked, STORE_NOT_FOUND when target is no user. */
+static inline int store_block(store_t *s, int64_t user_id, int64_t target, int64_t now_ms)
+{
+	return s->vt->block(s, user_id, target, now_ms);
+}
+
+/* STORE_NOT_FOUND when target was not blocked. */
+static inline int store_unblock(store_t *s, int64_t user_id, int64_t target)
+{
+	return s->vt->unblock(s, user_id, target);
+}
+
+/* A page of the users user_id has blocked, by ascending id after `after`. */
+static inline int store_blocks(store_t *s, int64_t user_id, int64_t after, size_t limit,
+                               store_block_t **out, size_t *n, int *has_more)
+{
+	return s->vt->blocks(s, user_id, after, limit, out, n, has_more);
+}
+
+/* The members of conv_id that user_id has blocked or that have blocked
+ * it (for typing, which goes to neither). */
+static inline int store_blocked_in_conv(store_t *s, int64_t user_id, int64_t conv_id,
+                                        int64_t **ids, size_t *n)
+{
+	return s->vt->blocked_in_conv(s, user_id, conv_id, ids, n);
+}
+
+/* How many users have blocked user_id since since_ms. */
+static inline int store_blocks_received(store_t *s, int64_t user_id, int64_t since_ms,
+                                        int64_t *count)
+{
+	return s->vt->blocks_received(s, user_id, since_ms, count);
+}
+
+/* First contacts: each time user_id opened a direct chat with, or added to
+ * a group, someone who had never written to it. How many since since_ms;
+ * the time of the nth (0: the oldest) of them (STORE_NOT_FOUND when there
+ * are fewer); recording n more; and deleting old ones a slice at a time. */
+static inline int store_first_contacts(store_t *s, int64_t user_id, int64_t since_ms,
+                                       int64_t *count)
+{
+	return s->vt->first_contacts(s, user_id, since_ms, count);
+}
+
+static inline int store_first_contact_at(store_t *s, int64_t user_id, int64_t since_ms,
+                                         int64_t nth, int64_t *ts)
+{
+	return s->vt->first_contact_at(s, user_id, since_ms, nth, ts);
+}
+
+static inline int store_first_contacts_add(store_t *s, int64_t user_id, const int64_t *targets,
+                                           size_t n, int64_t now_ms)
+{
+	return s->vt->first_contacts_add(s, user_id, targets, n, now_ms);
+}
+
+static inline int store_expire_first_contacts(store_t *s, int64_t before_ms, size_t max_rows,
+                                              size_t *deleted)
+{
+	return s->vt->expire_first_contacts(s, before_ms, max_rows, deleted);
 }
 
 /* Stores when each of users[0..n) was last seen, in one transaction. */
@@ -341,21 +514,25 @@ static inline int store_member_list(store_t *s, int64_t conv_id, store_member_t 
 
 /* Creates a group of creator (its admin) and the n distinct users in
  * others. STORE_NOT_FOUND when one of them does not exist, STORE_FULL
- * past STORE_GROUP_MAX members. title may be NULL. */
+ * past STORE_GROUP_MAX members, STORE_TOO_MANY (naming *full) when one of
+ * them is already in max_convs conversations (0: no limit). title may be
+ * NULL. */
 static inline int store_group_create(store_t *s, int64_t creator, const int64_t *others, size_t n,
-                                     const char *title, int64_t now_ms, int64_t *conv_id)
+                                     const char *title, int64_t now_ms, unsigned max_convs,
+                                     int64_t *conv_id, int64_t *full)
 {
-	return s->vt->group_create(s, creator, others, n, title, now_ms, conv_id);
+	return s->vt->group_create(s, creator, others, n, title, now_ms, max_convs, conv_id, full);
 }
 
 /* actor, an admin, adds user_id to a group; the new member sees messages
  * from now on. STORE_FORBIDDEN: actor not a member or not an admin;
  * STORE_NOT_GROUP; STORE_NOT_FOUND: no such user; STORE_EXISTS: already a
- * member; STORE_FULL. */
+ * member; STORE_FULL; STORE_TOO_MANY: user_id is in max_convs
+ * conversations (*full names it). */
 static inline int store_member_add(store_t *s, int64_t conv_id, int64_t actor, int64_t user_id,
-                                   int64_t now_ms)
+                                   int64_t now_ms, unsigned max_convs, int64_t *full)
 {
-	return s->vt->member_add(s, conv_id, actor, user_id, now_ms);
+	return s->vt->member_add(s, conv_id, actor, user_id, now_ms, max_convs, full);
 }
 
 /* Removes user_id from a group: an admin removes anyone, anyone leaves.
@@ -384,7 +561,11 @@ static inline int store_replay(store_t *s, int64_t conv_id, int64_t after, int64
 
 /* Applies a batch of ops in one durable transaction: when it returns
  * STORE_OK every op with status STORE_OK or STORE_EXISTS is on disk. On
- * STORE_ERROR nothing was stored and every op's status is STORE_ERROR. */
+ * STORE_ERROR nothing was stored and every op's status is STORE_ERROR.
+ * A send into a direct chat in which either member has blocked the other
+ * ends STORE_BLOCKED (op->out_blocked_by_me says which), stores nothing;
+ * the first message a member sends in a conversation makes it a writer
+ * there (store_contact's i_wrote / they_wrote). */
 static inline int store_apply(store_t *s, store_op_t *ops, size_t n)
 {
 	return s->vt->apply(s, ops, n);

@@ -19,7 +19,7 @@
 
 #include "log.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 enum {
 	Q_USER_INSERT,
@@ -64,6 +64,27 @@ enum {
 	Q_DELIVERED_SET,
 	Q_MARK_INSERT,
 	Q_MARK_AT,
+	Q_DEVICE_TOUCH,
+	Q_DEVICES,
+	Q_USER_CONVS,
+	Q_USER_CONVS_ADD,
+	Q_SHARES,
+	Q_DIRECT_STATE,
+	Q_BLOCK_STATE,
+	Q_SETTINGS,
+	Q_SET_GROUP_ADDS,
+	Q_SET_EXEMPT,
+	Q_BLOCK_INSERT,
+	Q_BLOCK_DELETE,
+	Q_MEMBER_BLOCKS_SYNC,
+	Q_BLOCKS,
+	Q_BLOCKED_IN_CONV,
+	Q_BLOCKS_RECEIVED,
+	Q_FIRST_COUNT,
+	Q_FIRST_AT,
+	Q_FIRST_INSERT,
+	Q_FIRST_EXPIRE,
+	Q_WROTE_SET,
 	Q_BEGIN,
 	Q_COMMIT,
 	Q_ROLLBACK,
@@ -74,8 +95,9 @@ static const char *const queries[Q_COUNT] = {
 	[Q_USER_INSERT] = "INSERT INTO users(username, pwhash, created_at) VALUES(?1, ?2, ?3)",
 	[Q_USER_BY_NAME] = "SELECT id, pwhash FROM users WHERE username = ?1",
 	[Q_USER_BY_ID] = "SELECT username FROM users WHERE id = ?1",
-	[Q_DEVICE_INSERT] = "INSERT INTO devices(user_id, name, token_hash, created_at) VALUES(?1, ?2, ?3, ?4)",
-	[Q_DEVICE_BY_TOKEN] = "SELECT user_id, id FROM devices WHERE token_hash = ?1",
+	[Q_DEVICE_INSERT] = "INSERT INTO devices(user_id, name, token_hash, created_at, last_used) "
+	                    "VALUES(?1, ?2, ?3, ?4, ?4)",
+	[Q_DEVICE_BY_TOKEN] = "SELECT user_id, id, last_used FROM devices WHERE token_hash = ?1",
 	[Q_DEVICE_DELETE] = "DELETE FROM devices WHERE id = ?1 AND user_id = ?2",
 	[Q_DEVICE_COUNT] = "SELECT count(*) FROM devices WHERE user_id = ?1",
 	[Q_DEVICE_OLDEST] = "SELECT min(id) FROM devices WHERE user_id = ?1",
@@ -87,7 +109,7 @@ static const char *const queries[Q_COUNT] = {
 	[Q_MEMBER_INSERT] = "INSERT INTO members(conv_id, user_id, role, joined_at, joined_seq, delivered_seq, "
 	                    "read_seq) VALUES(?1, ?2, ?3, ?4, ?5, ?5, ?5)",
 	[Q_MEMBER_CONV] = "SELECT c.kind, c.title, c.last_seq, c.member_count, m.read_seq, m.delivered_seq, "
-	                  "m.joined_seq, m.role, c.member_version "
+	                  "m.joined_seq, m.role, c.member_version, m.wrote, m.blocks, c.activity "
 	                  "FROM members m JOIN conversations c ON c.id = m.conv_id "
 	                  "WHERE m.conv_id = ?1 AND m.user_id = ?2",
 	[Q_MEMBERS_OF] = "SELECT user_id FROM members WHERE conv_id = ?1 ORDER BY user_id",
@@ -106,9 +128,50 @@ static const char *const queries[Q_COUNT] = {
 	/* In slices, so the write lock is never held for long. */
 	[Q_EXPIRE_MARKS] = "DELETE FROM receipt_marks WHERE (conv_id, user_id, state, seq) IN "
 	                   "(SELECT conv_id, user_id, state, seq FROM receipt_marks WHERE ts < ?1 LIMIT ?2)",
+	/* Presence is for contacts: ?2 has written to ?1 in their direct
+	 * chat (?3, its key) and has not blocked ?1. */
 	[Q_WATCHABLE] = "SELECT coalesce(u.last_seen, 0) FROM users u WHERE u.id = ?2 AND EXISTS "
-	                "(SELECT 1 FROM members a JOIN members b ON b.conv_id = a.conv_id "
-	                "WHERE a.user_id = ?1 AND b.user_id = ?2)",
+	                "(SELECT 1 FROM conversations c JOIN members m ON m.conv_id = c.id "
+	                "WHERE c.direct_key = ?3 AND m.user_id = ?2 AND m.wrote = 1) AND NOT EXISTS "
+	                "(SELECT 1 FROM blocks WHERE user_id = ?2 AND blocked_id = ?1)",
+	[Q_SHARES] = "SELECT 1 FROM members a JOIN members b ON b.conv_id = a.conv_id "
+	             "WHERE a.user_id = ?1 AND b.user_id = ?2 LIMIT 1",
+	[Q_DIRECT_STATE] = "SELECT c.id, coalesce((SELECT wrote FROM members WHERE conv_id = c.id AND user_id = ?1), 0), "
+	                   "coalesce((SELECT wrote FROM members WHERE conv_id = c.id AND user_id = ?2), 0) "
+	                   "FROM conversations c WHERE c.direct_key = ?3",
+	[Q_BLOCK_STATE] = "SELECT EXISTS(SELECT 1 FROM users WHERE id = ?2), "
+	                  "EXISTS(SELECT 1 FROM blocks WHERE user_id = ?1 AND blocked_id = ?2), "
+	                  "EXISTS(SELECT 1 FROM blocks WHERE user_id = ?2 AND blocked_id = ?1)",
+	[Q_SETTINGS] = "SELECT group_adds, strangers_exempt FROM users WHERE id = ?1",
+	[Q_SET_GROUP_ADDS] = "UPDATE users SET group_adds = ?2 WHERE id = ?1",
+	[Q_SET_EXEMPT] = "UPDATE users SET strangers_exempt = ?2 WHERE id = ?1",
+	[Q_BLOCK_INSERT] = "INSERT INTO blocks(user_id, blocked_id, created_at) VALUES(?1, ?2, ?3)",
+	[Q_BLOCK_DELETE] = "DELETE FROM blocks WHERE user_id = ?1 AND blocked_id = ?2",
+	/* A direct chat's member row carries its blocks (1: this member has
+	 * blocked the other, 2: the other has blocked it), recomputed from
+	 * the blocks table, so that a send checks them in the row it reads
+	 * anyway. */
+	[Q_MEMBER_BLOCKS_SYNC] = "UPDATE members SET blocks = "
+	                         "EXISTS(SELECT 1 FROM blocks WHERE user_id = ?2 AND blocked_id = ?3) | "
+	                         "(EXISTS(SELECT 1 FROM blocks WHERE user_id = ?3 AND blocked_id = ?2) << 1) "
+	                         "WHERE conv_id = ?1 AND user_id = ?2",
+	[Q_BLOCKS] = "SELECT blocked_id, created_at FROM blocks WHERE user_id = ?1 AND blocked_id > ?2 "
+	             "ORDER BY blocked_id LIMIT ?3",
+	[Q_BLOCKED_IN_CONV] = "SELECT m.user_id FROM members m WHERE m.conv_id = ?2 AND m.user_id <> ?1 AND "
+	                      "(EXISTS(SELECT 1 FROM blocks WHERE user_id = ?1 AND blocked_id = m.user_id) OR "
+	                      "EXISTS(SELECT 1 FROM blocks WHERE user_id = m.user_id AND blocked_id = ?1))",
+	[Q_BLOCKS_RECEIVED] = "SELECT count(*) FROM blocks WHERE blocked_id = ?1 AND created_at >= ?2",
+	[Q_FIRST_COUNT] = "SELECT count(*) FROM first_contacts WHERE user_id = ?1 AND ts >= ?2",
+	[Q_FIRST_AT] = "SELECT ts FROM first_contacts WHERE user_id = ?1 AND ts >= ?2 ORDER BY ts LIMIT 1 OFFSET ?3",
+	[Q_FIRST_INSERT] = "INSERT INTO first_contacts(user_id, target_id, ts) VALUES(?1, ?2, ?3)",
+	[Q_FIRST_EXPIRE] = "DELETE FROM first_contacts WHERE rowid IN "
+	                   "(SELECT rowid FROM first_contacts WHERE ts < ?1 LIMIT ?2)",
+	[Q_WROTE_SET] = "UPDATE members SET wrote = 1 WHERE conv_id = ?1 AND user_id = ?2",
+	[Q_DEVICE_TOUCH] = "UPDATE devices SET last_used = ?2 WHERE id = ?1",
+	[Q_DEVICES] = "SELECT id, name, created_at, last_used FROM devices WHERE user_id = ?1 AND last_used >= ?2 "
+	              "ORDER BY id",
+	[Q_USER_CONVS] = "SELECT conv_count FROM users WHERE id = ?1",
+	[Q_USER_CONVS_ADD] = "UPDATE users SET conv_count = conv_count + ?2 WHERE id = ?1",
 	[Q_LAST_SEEN_SET] = "UPDATE users SET last_seen = max(coalesce(last_seen, 0), ?2) WHERE id = ?1",
 	[Q_WATERMARKS] = "SELECT user_id, joined_seq, delivered_seq, read_seq FROM members WHERE conv_id = ?1",
 	[Q_SENDERS] = "SELECT seq, sender FROM messages WHERE conv_id = ?1 AND seq >= ?2 AND seq <= ?3 "
@@ -121,7 +184,8 @@ static const char *const queries[Q_COUNT] = {
 	              "(SELECT user_id FROM members WHERE conv_id = ?1 ORDER BY joined_at, user_id LIMIT 1) "
 	              "RETURNING user_id",
 	[Q_CONV_LIST] = "SELECT c.id FROM members m JOIN conversations c ON c.id = m.conv_id "
-	                "WHERE m.user_id = ?1 ORDER BY c.activity DESC, c.id DESC",
+	                "WHERE m.user_id = ?1 AND (c.activity < ?2 OR (c.activity = ?2 AND c.id < ?3)) "
+	                "ORDER BY c.activity DESC, c.id DESC LIMIT ?4",
 	[Q_MESSAGE_AT] = "SELECT id, seq, sender, cmid, body, ts FROM messages WHERE conv_id = ?1 AND seq = ?2",
 	[Q_UNREAD] = "SELECT count(*) FROM messages WHERE conv_id = ?1 AND seq > ?2 AND sender <> ?3",
 	[Q_HISTORY] = "SELECT id, seq, sender, cmid, body, ts FROM messages "
@@ -152,6 +216,37 @@ static const char *const queries[Q_COUNT] = {
 	[Q_ROLLBACK] = "ROLLBACK",
 };
 
+/* Version 2's new tables: who blocked whom, and each time someone reached
+ * a person who had never written to it (the first-contact budget). */
+#define BLOCKS_SCHEMA                                                      \
+	"CREATE TABLE IF NOT EXISTS blocks("                               \
+	"  user_id INTEGER NOT NULL,"                                      \
+	"  blocked_id INTEGER NOT NULL,"                                   \
+	"  created_at INTEGER NOT NULL,"                                   \
+	"  PRIMARY KEY(user_id, blocked_id)) WITHOUT ROWID;"               \
+	"CREATE INDEX IF NOT EXISTS blocks_received ON blocks(blocked_id, created_at);" \
+	"CREATE TABLE IF NOT EXISTS first_contacts("                       \
+	"  user_id INTEGER NOT NULL,"                                      \
+	"  target_id INTEGER NOT NULL,"                                    \
+	"  ts INTEGER NOT NULL);"                                          \
+	"CREATE INDEX IF NOT EXISTS first_contacts_by_user ON first_contacts(user_id, ts);" \
+	"CREATE INDEX IF NOT EXISTS first_contacts_by_ts ON first_contacts(ts);"
+
+/* From version 1: the new columns, filled from what the store already
+ * holds (who has written where, how many conversations each user is in). */
+static const char migrate_1_to_2[] =
+	"ALTER TABLE users ADD COLUMN group_adds INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE users ADD COLUMN strangers_exempt INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE users ADD COLUMN conv_count INTEGER NOT NULL DEFAULT 0;"
+	"UPDATE users SET conv_count = (SELECT count(*) FROM members WHERE user_id = users.id);"
+	"ALTER TABLE devices ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0;"
+	"UPDATE devices SET last_used = created_at;"
+	"ALTER TABLE members ADD COLUMN wrote INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE members ADD COLUMN blocks INTEGER NOT NULL DEFAULT 0;"
+	"UPDATE members SET wrote = 1 WHERE EXISTS (SELECT 1 FROM messages "
+	"  WHERE messages.conv_id = members.conv_id AND messages.sender = members.user_id);"
+	BLOCKS_SCHEMA;
+
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS meta("
 	"  key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
@@ -160,13 +255,17 @@ static const char schema[] =
 	"  username TEXT NOT NULL UNIQUE,"
 	"  pwhash TEXT NOT NULL,"
 	"  created_at INTEGER NOT NULL,"
-	"  last_seen INTEGER);"
+	"  last_seen INTEGER,"
+	"  group_adds INTEGER NOT NULL DEFAULT 0,"       /* STORE_ADDS_* */
+	"  strangers_exempt INTEGER NOT NULL DEFAULT 0,"
+	"  conv_count INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE IF NOT EXISTS devices("
 	"  id INTEGER PRIMARY KEY,"
 	"  user_id INTEGER NOT NULL REFERENCES users(id),"
 	"  name TEXT NOT NULL,"
 	"  token_hash BLOB NOT NULL UNIQUE,"
-	"  created_at INTEGER NOT NULL);"
+	"  created_at INTEGER NOT NULL,"
+	"  last_used INTEGER NOT NULL);"
 	"CREATE INDEX IF NOT EXISTS devices_by_user ON devices(user_id);"
 	"CREATE TABLE IF NOT EXISTS conversations("
 	"  id INTEGER PRIMARY KEY,"
@@ -192,6 +291,8 @@ static const char schema[] =
 	"  delivered_seq INTEGER NOT NULL DEFAULT 0,"
 	"  read_seq INTEGER NOT NULL DEFAULT 0,"
 	"  joined_seq INTEGER NOT NULL DEFAULT 0,"  /* sees messages after this */
+	"  wrote INTEGER NOT NULL DEFAULT 0,"       /* has sent a message here */
+	"  blocks INTEGER NOT NULL DEFAULT 0,"      /* direct chats: see Q_MEMBER_BLOCKS_SYNC */
 	"  PRIMARY KEY(conv_id, user_id)) WITHOUT ROWID;"
 	"CREATE INDEX IF NOT EXISTS members_by_user ON members(user_id, conv_id);"
 	/* The snowflake id is the rowid: rows go in roughly time order and the
@@ -215,7 +316,8 @@ static const char schema[] =
 	"  seq INTEGER NOT NULL,"
 	"  ts INTEGER NOT NULL,"
 	"  PRIMARY KEY(conv_id, user_id, state, seq)) WITHOUT ROWID;"
-	"CREATE INDEX IF NOT EXISTS receipt_marks_by_ts ON receipt_marks(ts);";
+	"CREATE INDEX IF NOT EXISTS receipt_marks_by_ts ON receipt_marks(ts);"
+	BLOCKS_SCHEMA;
 
 typedef struct sqlite_store {
 	store_t base;
@@ -323,11 +425,9 @@ store_t *store_sqlite_open(const char *data_dir)
 		log_error("store: cannot set up %s: %s", path, err ? err : "?");
 		goto err;
 	}
-	if (sqlite3_exec(s->db, schema, NULL, NULL, &err) != SQLITE_OK) {
-		log_error("store: cannot create schema in %s: %s", path, err);
-		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-		goto err;
-	}
+	if (sqlite3_exec(s->db, "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+	                 NULL, NULL, &err) != SQLITE_OK)
+		goto schema_err;
 	if (sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = 'schema_version'", -1,
 	                       &st, NULL) == SQLITE_OK) {
 		if (sqlite3_step(st) == SQLITE_ROW)
@@ -340,12 +440,18 @@ store_t *store_sqlite_open(const char *data_dir)
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 		goto err;
 	}
-	if (sqlite3_exec(s->db, "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', 1);"
-	                 "COMMIT", NULL, NULL, &err) != SQLITE_OK) {
-		log_error("store: cannot write schema version in %s: %s", path, err);
-		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-		goto err;
+	/* In one transaction with the version it leads to: a crash halfway
+	 * leaves the old version, whole. */
+	if (version == 1) {
+		log_info("store: migrating %s from schema version 1 to %d", path, SCHEMA_VERSION);
+		if (sqlite3_exec(s->db, migrate_1_to_2, NULL, NULL, &err) != SQLITE_OK)
+			goto schema_err;
+	} else if (sqlite3_exec(s->db, schema, NULL, NULL, &err) != SQLITE_OK) {
+		goto schema_err;
 	}
+	if (sqlite3_exec(s->db, "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', 2);"
+	                 "COMMIT", NULL, NULL, &err) != SQLITE_OK)
+		goto schema_err;
 	for (i = 0; i < Q_COUNT; i++) {
 		if (sqlite3_prepare_v3(s->db, queries[i], -1, SQLITE_PREPARE_PERSISTENT, &s->q[i],
 		                       NULL) != SQLITE_OK) {
@@ -354,6 +460,9 @@ store_t *store_sqlite_open(const char *data_dir)
 		}
 	}
 	return &s->base;
+schema_err:
+	log_error("store: cannot create or migrate the schema in %s: %s", path, err ? err : "?");
+	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 err:
 	sqlite3_free(err);
 	sqlite_vtab.close(&s->base);
@@ -491,11 +600,14 @@ err:
 	return STORE_ERROR;
 }
 
+#define DEVICE_TOUCH_MS (3600 * 1000)
+
 static int sq_device_by_token(store_t *base, const uint8_t token_hash[STORE_TOKEN_HASH_LEN],
-                              int64_t *user_id, int64_t *device_id)
+                              int64_t now_ms, int64_t idle_ms, int64_t *user_id, int64_t *device_id)
 {
 	sqlite_store_t *s = S(base);
 	sqlite3_stmt *st = q(s, Q_DEVICE_BY_TOKEN);
+	int64_t last_used = 0;
 	int rc, r = STORE_OK;
 
 	sqlite3_bind_blob(st, 1, token_hash, STORE_TOKEN_HASH_LEN, SQLITE_STATIC);
@@ -503,11 +615,73 @@ static int sq_device_by_token(store_t *base, const uint8_t token_hash[STORE_TOKE
 	if (rc == SQLITE_ROW) {
 		*user_id = sqlite3_column_int64(st, 0);
 		*device_id = sqlite3_column_int64(st, 1);
+		last_used = sqlite3_column_int64(st, 2);
 	} else {
 		r = rc == SQLITE_DONE ? STORE_NOT_FOUND : fail(s, "device by token");
 	}
 	sqlite3_reset(st);
-	return r;
+	if (r != STORE_OK)
+		return r;
+	if (idle_ms > 0 && last_used < now_ms - idle_ms) {
+		/* Unused too long: the token is gone, as at a logout. */
+		st = q(s, Q_DEVICE_DELETE);
+		sqlite3_bind_int64(st, 1, *device_id);
+		sqlite3_bind_int64(st, 2, *user_id);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		return rc == SQLITE_DONE ? STORE_NOT_FOUND : fail(s, "expired device delete");
+	}
+	if (last_used < now_ms - DEVICE_TOUCH_MS) {
+		st = q(s, Q_DEVICE_TOUCH);
+		sqlite3_bind_int64(st, 1, *device_id);
+		sqlite3_bind_int64(st, 2, now_ms);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE)
+			log_warn("store: cannot record the use of device %lld: %s", (long long)*device_id,
+			         sqlite3_errmsg(s->db));
+	}
+	return STORE_OK;
+}
+
+static int sq_devices(store_t *base, int64_t user_id, int64_t used_since_ms, store_device_t **out,
+                      size_t *n)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_DEVICES);
+	size_t cap = 0;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	sqlite3_bind_int64(st, 1, user_id);
+	sqlite3_bind_int64(st, 2, used_since_ms);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		store_device_t *d;
+		const unsigned char *name;
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 8;
+			if (!(d = realloc(*out, cap * sizeof *d))) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			*out = d;
+		}
+		d = &(*out)[(*n)++];
+		d->id = sqlite3_column_int64(st, 0);
+		name = sqlite3_column_text(st, 1);
+		snprintf(d->name, sizeof d->name, "%s", name ? (const char *)name : "");
+		d->created_at = sqlite3_column_int64(st, 2);
+		d->last_used = sqlite3_column_int64(st, 3);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		free(*out);
+		*out = NULL;
+		*n = 0;
+		return fail(s, "devices");
+	}
+	return STORE_OK;
 }
 
 static int sq_device_delete(store_t *base, int64_t user_id, int64_t device_id)
@@ -572,6 +746,18 @@ static int load_members(sqlite_store_t *s, int64_t conv_id, int64_t **members, s
 	return load_ids(s, Q_MEMBERS_OF, conv_id, members, n);
 }
 
+static int user_convs_add(sqlite_store_t *s, int64_t user_id, int delta)
+{
+	sqlite3_stmt *st = q(s, Q_USER_CONVS_ADD);
+	int rc;
+
+	sqlite3_bind_int64(st, 1, user_id);
+	sqlite3_bind_int(st, 2, delta);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? STORE_OK : fail(s, "user conversation count");
+}
+
 static int count_add(sqlite_store_t *s, int64_t conv_id, int delta)
 {
 	sqlite3_stmt *st = q(s, Q_COUNT_ADD);
@@ -584,12 +770,27 @@ static int count_add(sqlite_store_t *s, int64_t conv_id, int delta)
 	return rc == SQLITE_DONE ? STORE_OK : fail(s, "member count");
 }
 
-static int insert_member(sqlite_store_t *s, int64_t conv_id, int64_t user_id, int role,
-                         int64_t now_ms, int64_t joined_seq)
-{
-	sqlite3_stmt *st = q(s, Q_MEMBER_INSERT);
-	int rc;
+static int query_int(sqlite_store_t *s, int which, int64_t a, int64_t b, int64_t *out);
 
+/* Adds user_id to conv_id, unless the user is already in max_convs
+ * conversations (0: no limit): then STORE_TOO_MANY and *full = user_id. */
+static int insert_member(sqlite_store_t *s, int64_t conv_id, int64_t user_id, int role,
+                         int64_t now_ms, int64_t joined_seq, unsigned max_convs, int64_t *full)
+{
+	sqlite3_stmt *st;
+	int64_t convs;
+	int rc, r;
+
+	if (max_convs) {
+		if ((r = query_int(s, Q_USER_CONVS, user_id, 0, &convs)) != STORE_OK)
+			return r;
+		if (convs >= max_convs) {
+			if (full)
+				*full = user_id;
+			return STORE_TOO_MANY;
+		}
+	}
+	st = q(s, Q_MEMBER_INSERT);
 	sqlite3_bind_int64(st, 1, conv_id);
 	sqlite3_bind_int64(st, 2, user_id);
 	sqlite3_bind_int(st, 3, role);
@@ -601,6 +802,8 @@ static int insert_member(sqlite_store_t *s, int64_t conv_id, int64_t user_id, in
 		return STORE_EXISTS;
 	if (rc != SQLITE_DONE)
 		return fail(s, "member insert");
+	if ((r = user_convs_add(s, user_id, 1)) != STORE_OK)
+		return r;
 	return count_add(s, conv_id, 1);
 }
 
@@ -622,29 +825,61 @@ static int query_int(sqlite_store_t *s, int which, int64_t a, int64_t b, int64_t
 	return rc == SQLITE_DONE ? STORE_NOT_FOUND : fail(s, queries[which]);
 }
 
-static int sq_direct_open(store_t *base, int64_t a, int64_t b, int64_t now_ms,
-                          int64_t *conv_id, int *created)
+static void direct_key(char key[48], int64_t a, int64_t b)
+{
+	snprintf(key, 48, "%lld:%lld", (long long)(a < b ? a : b), (long long)(a < b ? b : a));
+}
+
+/* Brings the block marks of direct chat conv_id's two member rows in line
+ * with the blocks table. */
+static int sync_blocks(sqlite_store_t *s, int64_t conv_id, int64_t a, int64_t b)
+{
+	int i, rc;
+
+	for (i = 0; i < 2; i++) {
+		sqlite3_stmt *st = q(s, Q_MEMBER_BLOCKS_SYNC);
+		sqlite3_bind_int64(st, 1, conv_id);
+		sqlite3_bind_int64(st, 2, i ? b : a);
+		sqlite3_bind_int64(st, 3, i ? a : b);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE)
+			return fail(s, "block marks");
+	}
+	return STORE_OK;
+}
+
+/* The direct conversation of a and b, or 0. */
+static int find_direct(sqlite_store_t *s, int64_t a, int64_t b, int64_t *conv_id)
+{
+	sqlite3_stmt *st = q(s, Q_DIRECT_FIND);
+	char key[48];
+	int rc;
+
+	direct_key(key, a, b);
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+	rc = sqlite3_step(st);
+	*conv_id = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : fail(s, "direct find");
+}
+
+static int sq_direct_open(store_t *base, int64_t a, int64_t b, int64_t now_ms, unsigned max_convs,
+                          int64_t *conv_id, int *created, int64_t *full)
 {
 	sqlite_store_t *s = S(base);
 	char key[48];
 	sqlite3_stmt *st;
-	int rc, i;
+	int rc, i, r = STORE_ERROR;
 
-	snprintf(key, sizeof key, "%lld:%lld", (long long)(a < b ? a : b), (long long)(a < b ? b : a));
+	direct_key(key, a, b);
 	*created = 0;
 	if (exec(s, Q_BEGIN) != STORE_OK)
 		return STORE_ERROR;
-	st = q(s, Q_DIRECT_FIND);
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		*conv_id = sqlite3_column_int64(st, 0);
-		sqlite3_reset(st);
-		return exec(s, Q_COMMIT);
-	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE)
+	if (find_direct(s, a, b, conv_id) != STORE_OK)
 		goto err;
+	if (*conv_id)
+		return exec(s, Q_COMMIT);
 	st = q(s, Q_CONV_INSERT);
 	sqlite3_bind_int(st, 1, STORE_DIRECT);
 	sqlite3_bind_null(st, 2);
@@ -653,28 +888,32 @@ static int sq_direct_open(store_t *base, int64_t a, int64_t b, int64_t now_ms,
 	sqlite3_bind_int64(st, 5, now_ms);
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
-	if (rc != SQLITE_DONE)
+	if (rc != SQLITE_DONE) {
+		fail(s, "direct conversation");
 		goto err;
+	}
 	*conv_id = sqlite3_last_insert_rowid(s->db);
 	for (i = 0; i < 2; i++) {
-		if (insert_member(s, *conv_id, i ? b : a, 0, now_ms, 0) != STORE_OK)
+		if ((r = insert_member(s, *conv_id, i ? b : a, 0, now_ms, 0, max_convs, full)) != STORE_OK)
 			goto err;
 	}
-	if (exec(s, Q_COMMIT) != STORE_OK)
+	/* A block made before the chat existed holds in it from the start. */
+	if ((r = sync_blocks(s, *conv_id, a, b)) != STORE_OK || (r = exec(s, Q_COMMIT)) != STORE_OK)
 		goto err;
 	*created = 1;
 	return STORE_OK;
 err:
-	fail(s, "direct conversation");
 	exec(s, Q_ROLLBACK);
-	return STORE_ERROR;
+	*conv_id = 0;
+	return r == STORE_OK ? STORE_ERROR : r;
 }
 
 /* One member's row of a conversation, with what the hot path needs of the
  * conversation itself: one indexed read. */
 typedef struct membership {
 	int kind, role;
-	int64_t last_seq, member_count, member_version;
+	int wrote, blocks;
+	int64_t last_seq, member_count, member_version, activity;
 	int64_t read_seq, delivered_seq, joined_seq;
 } membership_t;
 
@@ -700,6 +939,9 @@ static int load_membership(sqlite_store_t *s, int64_t conv_id, int64_t user_id, 
 		m->joined_seq = sqlite3_column_int64(st, 6);
 		m->role = sqlite3_column_int(st, 7);
 		m->member_version = sqlite3_column_int64(st, 8);
+		m->wrote = sqlite3_column_int(st, 9);
+		m->blocks = sqlite3_column_int(st, 10);
+		m->activity = sqlite3_column_int64(st, 11);
 	} else {
 		r = rc == SQLITE_DONE ? STORE_FORBIDDEN : fail(s, "membership");
 	}
@@ -745,6 +987,9 @@ static int sq_conv_get(store_t *base, int64_t conv_id, int64_t user_id, store_co
 	c->kind = m.kind;
 	c->last_seq = m.last_seq;
 	c->read_seq = m.read_seq;
+	c->wrote = m.wrote;
+	c->blocked = m.kind == STORE_DIRECT && (m.blocks & 1);
+	c->activity = m.activity;
 	if ((r = load_members(s, conv_id, &c->members, &c->nmembers)) != STORE_OK)
 		goto err;
 	if (c->kind == STORE_GROUP &&
@@ -772,7 +1017,8 @@ err:
 	return r == STORE_NOT_FOUND ? STORE_ERROR : r;
 }
 
-static int sq_conv_list(store_t *base, int64_t user_id, store_conv_t **out, size_t *n)
+static int sq_conv_list(store_t *base, int64_t user_id, const store_conv_cursor_t *after,
+                        size_t limit, store_conv_t **out, size_t *n, int *has_more)
 {
 	sqlite_store_t *s = S(base);
 	sqlite3_stmt *st = q(s, Q_CONV_LIST);
@@ -782,7 +1028,11 @@ static int sq_conv_list(store_t *base, int64_t user_id, store_conv_t **out, size
 
 	*out = NULL;
 	*n = 0;
+	*has_more = 0;
 	sqlite3_bind_int64(st, 1, user_id);
+	sqlite3_bind_int64(st, 2, after ? after->activity : INT64_MAX);
+	sqlite3_bind_int64(st, 3, after ? after->id : INT64_MAX);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)limit + 1); /* one more tells whether there is more */
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if (nids == cap) {
 			int64_t *m;
@@ -799,6 +1049,10 @@ static int sq_conv_list(store_t *base, int64_t user_id, store_conv_t **out, size
 	if (rc != SQLITE_DONE) {
 		free(ids);
 		return fail(s, "conversation list");
+	}
+	if (nids > limit) {
+		*has_more = 1;
+		nids = limit;
 	}
 	/* The list and each entry are read in one transaction so that an entry
 	 * never mixes states from before and after a send. */
@@ -1124,7 +1378,8 @@ out:
 }
 
 static int sq_group_create(store_t *base, int64_t creator, const int64_t *others, size_t n,
-                           const char *title, int64_t now_ms, int64_t *conv_id)
+                           const char *title, int64_t now_ms, unsigned max_convs, int64_t *conv_id,
+                           int64_t *full)
 {
 	sqlite_store_t *s = S(base);
 	sqlite3_stmt *st;
@@ -1152,13 +1407,13 @@ static int sq_group_create(store_t *base, int64_t creator, const int64_t *others
 		goto err;
 	}
 	*conv_id = sqlite3_last_insert_rowid(s->db);
-	if ((r = insert_member(s, *conv_id, creator, 1, now_ms, 0)) != STORE_OK)
+	if ((r = insert_member(s, *conv_id, creator, 1, now_ms, 0, max_convs, full)) != STORE_OK)
 		goto err;
 	for (i = 0; i < n; i++) {
 		if ((r = query_int(s, Q_USER_EXISTS, others[i], 0, &one)) != STORE_OK)
 			goto err; /* STORE_NOT_FOUND: no such user */
-		if ((r = insert_member(s, *conv_id, others[i], 0, now_ms, 0)) != STORE_OK)
-			goto err; /* STORE_EXISTS: named twice */
+		if ((r = insert_member(s, *conv_id, others[i], 0, now_ms, 0, max_convs, full)) != STORE_OK)
+			goto err; /* STORE_EXISTS: named twice; STORE_TOO_MANY */
 	}
 	if ((r = exec(s, Q_COMMIT)) != STORE_OK)
 		goto err;
@@ -1189,7 +1444,7 @@ static int finish(sqlite_store_t *s, int r)
 }
 
 static int sq_member_add(store_t *base, int64_t conv_id, int64_t actor, int64_t user_id,
-                         int64_t now_ms)
+                         int64_t now_ms, unsigned max_convs, int64_t *full)
 {
 	sqlite_store_t *s = S(base);
 	membership_t m;
@@ -1207,7 +1462,7 @@ static int sq_member_add(store_t *base, int64_t conv_id, int64_t actor, int64_t 
 		r = STORE_FULL;
 	/* The new member's history starts now. */
 	if (r == STORE_OK)
-		r = insert_member(s, conv_id, user_id, 0, now_ms, m.last_seq);
+		r = insert_member(s, conv_id, user_id, 0, now_ms, m.last_seq, max_convs, full);
 	return finish(s, r);
 }
 
@@ -1240,6 +1495,8 @@ static int sq_member_remove(store_t *base, int64_t conv_id, int64_t actor, int64
 		sqlite3_reset(st);
 		if (r == STORE_OK)
 			r = count_add(s, conv_id, -1);
+		if (r == STORE_OK)
+			r = user_convs_add(s, user_id, -1);
 	}
 	/* A group is never left without an admin while it has members. */
 	if (r == STORE_OK)
@@ -1336,6 +1593,12 @@ static int apply_send(sqlite_store_t *s, store_op_t *op)
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
 		return fail(s, "send lookup");
+	/* A block holds in a direct chat both ways; a repeat of what was
+	 * stored before it (above) is still answered with its ack. */
+	if (m.kind == STORE_DIRECT && m.blocks) {
+		op->out_blocked_by_me = m.blocks & 1;
+		return STORE_BLOCKED;
+	}
 	if (op->admit) {
 		int64_t retry = op->admit(op->admit_ud, op,
 		                          m.member_count > 1 ? (size_t)m.member_count - 1 : 1);
@@ -1368,6 +1631,17 @@ static int apply_send(sqlite_store_t *s, store_op_t *op)
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
 		return fail(s, "message insert");
+	if (!m.wrote) {
+		/* Its first message here: in a direct chat, this is what makes
+		 * the other a contact of the sender's. */
+		st = q(s, Q_WROTE_SET);
+		sqlite3_bind_int64(st, 1, op->conv);
+		sqlite3_bind_int64(st, 2, op->user);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE)
+			return fail(s, "writer mark");
+	}
 	return STORE_OK;
 }
 
@@ -1466,9 +1740,262 @@ err:
 
 static int sq_watchable(store_t *base, int64_t user_id, int64_t candidate, int64_t *last_seen)
 {
-	int r = query_int(S(base), Q_WATCHABLE, user_id, candidate, last_seen);
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_WATCHABLE);
+	char key[48];
+	int rc;
+
+	direct_key(key, user_id, candidate);
+	sqlite3_bind_int64(st, 1, user_id);
+	sqlite3_bind_int64(st, 2, candidate);
+	sqlite3_bind_text(st, 3, key, -1, SQLITE_TRANSIENT);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*last_seen = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	if (rc == SQLITE_ROW)
+		return STORE_OK;
+	return rc == SQLITE_DONE ? STORE_FORBIDDEN : fail(s, "watchable");
+}
+
+static int sq_shares_conversation(store_t *base, int64_t user_id, int64_t other)
+{
+	int64_t one;
+	int r = query_int(S(base), Q_SHARES, user_id, other, &one);
 
 	return r == STORE_NOT_FOUND ? STORE_FORBIDDEN : r;
+}
+
+static int sq_contact(store_t *base, int64_t user_id, int64_t other, store_contact_t *c)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_BLOCK_STATE);
+	char key[48];
+	int rc, exists = 0;
+
+	memset(c, 0, sizeof *c);
+	sqlite3_bind_int64(st, 1, user_id);
+	sqlite3_bind_int64(st, 2, other);
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		exists = sqlite3_column_int(st, 0);
+		c->i_blocked = sqlite3_column_int(st, 1);
+		c->they_blocked = sqlite3_column_int(st, 2);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW)
+		return fail(s, "contact");
+	if (!exists)
+		return STORE_NOT_FOUND;
+	st = q(s, Q_DIRECT_STATE);
+	direct_key(key, user_id, other);
+	sqlite3_bind_int64(st, 1, user_id);
+	sqlite3_bind_int64(st, 2, other);
+	sqlite3_bind_text(st, 3, key, -1, SQLITE_TRANSIENT);
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		c->direct = sqlite3_column_int64(st, 0);
+		c->i_wrote = sqlite3_column_int(st, 1);
+		c->they_wrote = sqlite3_column_int(st, 2);
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? STORE_OK : fail(s, "direct state");
+}
+
+static int sq_settings_get(store_t *base, int64_t user_id, store_settings_t *out)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_SETTINGS);
+	int rc;
+
+	sqlite3_bind_int64(st, 1, user_id);
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		out->group_adds = sqlite3_column_int(st, 0);
+		out->strangers_exempt = sqlite3_column_int(st, 1);
+	}
+	sqlite3_reset(st);
+	if (rc == SQLITE_ROW)
+		return STORE_OK;
+	return rc == SQLITE_DONE ? STORE_NOT_FOUND : fail(s, "settings");
+}
+
+/* Runs an UPDATE of one user's row; STORE_NOT_FOUND when there is none. */
+static int update_user(sqlite_store_t *s, int which, int64_t user_id, int64_t value)
+{
+	sqlite3_stmt *st = q(s, which);
+	int rc;
+
+	sqlite3_bind_int64(st, 1, user_id);
+	sqlite3_bind_int64(st, 2, value);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return fail(s, queries[which]);
+	return sqlite3_changes(s->db) ? STORE_OK : STORE_NOT_FOUND;
+}
+
+static int sq_set_group_adds(store_t *base, int64_t user_id, int group_adds)
+{
+	return update_user(S(base), Q_SET_GROUP_ADDS, user_id, group_adds);
+}
+
+static int sq_set_strangers_exempt(store_t *base, int64_t user_id, int exempt)
+{
+	return update_user(S(base), Q_SET_EXEMPT, user_id, exempt);
+}
+
+/* Inserts or deletes the block of target by user_id, and brings their
+ * direct chat's marks in line, in one transaction. */
+static int change_block(sqlite_store_t *s, int64_t user_id, int64_t target, int64_t now_ms, int add)
+{
+	sqlite3_stmt *st;
+	int64_t one, conv;
+	int rc, r;
+
+	if (exec(s, Q_BEGIN) != STORE_OK)
+		return STORE_ERROR;
+	if ((r = query_int(s, Q_USER_EXISTS, target, 0, &one)) != STORE_OK)
+		return finish(s, r);
+	st = q(s, add ? Q_BLOCK_INSERT : Q_BLOCK_DELETE);
+	sqlite3_bind_int64(st, 1, user_id);
+	sqlite3_bind_int64(st, 2, target);
+	if (add)
+		sqlite3_bind_int64(st, 3, now_ms);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (add && rc == SQLITE_CONSTRAINT)
+		return finish(s, STORE_EXISTS);
+	if (rc != SQLITE_DONE)
+		return finish(s, fail(s, "block"));
+	if (!add && !sqlite3_changes(s->db))
+		return finish(s, STORE_NOT_FOUND);
+	if ((r = find_direct(s, user_id, target, &conv)) == STORE_OK && conv)
+		r = sync_blocks(s, conv, user_id, target);
+	return finish(s, r);
+}
+
+static int sq_block(store_t *base, int64_t user_id, int64_t target, int64_t now_ms)
+{
+	return change_block(S(base), user_id, target, now_ms, 1);
+}
+
+static int sq_unblock(store_t *base, int64_t user_id, int64_t target)
+{
+	return change_block(S(base), user_id, target, 0, 0);
+}
+
+static int sq_blocks(store_t *base, int64_t user_id, int64_t after, size_t limit, store_block_t **out,
+                     size_t *n, int *has_more)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_BLOCKS);
+	size_t cap = 0;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	*has_more = 0;
+	sqlite3_bind_int64(st, 1, user_id);
+	sqlite3_bind_int64(st, 2, after);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)limit + 1);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (*n == limit) {
+			*has_more = 1;
+			continue;
+		}
+		if (*n == cap) {
+			store_block_t *b;
+			cap = cap ? cap * 2 : 16;
+			if (!(b = realloc(*out, cap * sizeof *b))) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			*out = b;
+		}
+		(*out)[*n].user_id = sqlite3_column_int64(st, 0);
+		(*out)[*n].created_at = sqlite3_column_int64(st, 1);
+		(*n)++;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		free(*out);
+		*out = NULL;
+		*n = 0;
+		return fail(s, "blocks");
+	}
+	return STORE_OK;
+}
+
+static int sq_blocked_in_conv(store_t *base, int64_t user_id, int64_t conv_id, int64_t **ids, size_t *n)
+{
+	/* ?1 the user, ?2 the conversation: load_ids_arg binds ?1 = its
+	 * first argument. */
+	return load_ids_arg(S(base), Q_BLOCKED_IN_CONV, user_id, conv_id, ids, n);
+}
+
+static int sq_blocks_received(store_t *base, int64_t user_id, int64_t since_ms, int64_t *count)
+{
+	return query_int(S(base), Q_BLOCKS_RECEIVED, user_id, since_ms, count);
+}
+
+static int sq_first_contacts(store_t *base, int64_t user_id, int64_t since_ms, int64_t *count)
+{
+	return query_int(S(base), Q_FIRST_COUNT, user_id, since_ms, count);
+}
+
+static int sq_first_contact_at(store_t *base, int64_t user_id, int64_t since_ms, int64_t nth,
+                               int64_t *ts)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_FIRST_AT);
+	int rc;
+
+	sqlite3_bind_int64(st, 1, user_id);
+	sqlite3_bind_int64(st, 2, since_ms);
+	sqlite3_bind_int64(st, 3, nth);
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		*ts = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	if (rc == SQLITE_ROW)
+		return STORE_OK;
+	return rc == SQLITE_DONE ? STORE_NOT_FOUND : fail(s, "first contact");
+}
+
+static int sq_first_contacts_add(store_t *base, int64_t user_id, const int64_t *targets, size_t n,
+                                 int64_t now_ms)
+{
+	sqlite_store_t *s = S(base);
+	size_t i;
+	int r = STORE_OK;
+
+	if (!n)
+		return STORE_OK;
+	if (exec(s, Q_BEGIN) != STORE_OK)
+		return STORE_ERROR;
+	for (i = 0; i < n && r == STORE_OK; i++) {
+		sqlite3_stmt *st = q(s, Q_FIRST_INSERT);
+		sqlite3_bind_int64(st, 1, user_id);
+		sqlite3_bind_int64(st, 2, targets[i]);
+		sqlite3_bind_int64(st, 3, now_ms);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			r = fail(s, "first contact insert");
+		sqlite3_reset(st);
+	}
+	return finish(s, r);
+}
+
+static int sq_expire_first_contacts(store_t *base, int64_t before_ms, size_t max_rows, size_t *deleted)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_FIRST_EXPIRE);
+	int rc;
+
+	sqlite3_bind_int64(st, 1, before_ms);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)max_rows);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return fail(s, "first contact expiry");
+	*deleted = (size_t)sqlite3_changes(s->db);
+	return STORE_OK;
 }
 
 static int sq_last_seen_set(store_t *base, const int64_t *users, const int64_t *times, size_t n)
@@ -1510,6 +2037,21 @@ static const store_vtab_t sqlite_vtab = {
 	.watermarks = sq_watermarks,
 	.expire_receipts = sq_expire_receipts,
 	.watchable = sq_watchable,
+	.shares_conversation = sq_shares_conversation,
+	.contact = sq_contact,
+	.settings_get = sq_settings_get,
+	.set_group_adds = sq_set_group_adds,
+	.set_strangers_exempt = sq_set_strangers_exempt,
+	.block = sq_block,
+	.unblock = sq_unblock,
+	.blocks = sq_blocks,
+	.blocked_in_conv = sq_blocked_in_conv,
+	.blocks_received = sq_blocks_received,
+	.first_contacts = sq_first_contacts,
+	.first_contact_at = sq_first_contact_at,
+	.first_contacts_add = sq_first_contacts_add,
+	.expire_first_contacts = sq_expire_first_contacts,
+	.devices = sq_devices,
 	.last_seen_set = sq_last_seen_set,
 	.senders = sq_senders,
 	.group_create = sq_group_create,

@@ -31,7 +31,7 @@
 	"X-Content-Type-Options: nosniff\r\n"                                                \
 	"X-Frame-Options: DENY\r\n"                                                          \
 	"Referrer-Policy: no-referrer\r\n"                                                   \
-	"Content-Security-Policy: default-src 'self'; connect-src 'self' ws: wss:; "         \
+	"Content-Security-Policy: default-src 'self'; connect-src 'self'; "         \
 	"img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'\r\n"
 
 typedef struct webfile {

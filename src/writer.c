@@ -18,6 +18,7 @@ struct writer {
 	store_t *store;
 	snowflake_t ids;
 	ratelimit_t *limits;     /* owned by the writer thread once it runs */
+	ratelimit_t *storage;    /* bytes, likewise */
 	writer_done_fn done;
 	void *ud;
 
@@ -28,14 +29,27 @@ struct writer {
 	unsigned cap, head, count;
 	int busy, stopping;
 	unsigned delay_us;       /* see writer_set_commit_delay */
-	atomic_uint_fast64_t batches, ops, messages, receipt_writes, limited;
+	atomic_uint_fast64_t batches, ops, messages, receipt_writes, limited, storage_limited, stored_bytes;
 };
 
-static int64_t admit(void *ud, const store_op_t *op, size_t recipients)
+/* Both budgets, bytes first: a message refused by the second gives back
+ * what the first took. */
+static int64_t admit(void *ud, store_op_t *op, size_t recipients)
 {
 	writer_t *w = ud;
+	int64_t wait;
 
-	return ratelimit_take(w->limits, op->user, (double)recipients, op->now_ms);
+	if (w->storage && (wait = ratelimit_take(w->storage, op->user, (double)op->body_len, op->now_ms)) > 0) {
+		op->out_limit_kind = WRITER_LIMIT_STORAGE;
+		return wait;
+	}
+	if (w->limits && (wait = ratelimit_take(w->limits, op->user, (double)recipients, op->now_ms)) > 0) {
+		if (w->storage)
+			ratelimit_refund(w->storage, op->user, (double)op->body_len, op->now_ms);
+		op->out_limit_kind = WRITER_LIMIT_RECIPIENTS;
+		return wait;
+	}
+	return 0;
 }
 
 int writer_set_rate_limit(writer_t *w, double rate, double burst)
@@ -47,6 +61,19 @@ int writer_set_rate_limit(writer_t *w, double rate, double burst)
 	pthread_mutex_lock(&w->lock);
 	ratelimit_free(w->limits);
 	w->limits = r;
+	pthread_mutex_unlock(&w->lock);
+	return 0;
+}
+
+int writer_set_storage_limit(writer_t *w, double bytes_per_day)
+{
+	ratelimit_t *r = bytes_per_day > 0 ? ratelimit_new(bytes_per_day / 86400.0, bytes_per_day / 4) : NULL;
+
+	if (bytes_per_day > 0 && !r)
+		return -1;
+	pthread_mutex_lock(&w->lock);
+	ratelimit_free(w->storage);
+	w->storage = r;
 	pthread_mutex_unlock(&w->lock);
 	return 0;
 }
@@ -110,7 +137,7 @@ static void *writer_main(void *p)
 			if (ops[i].kind == STORE_OP_SEND) {
 				ops[i].new_id = snowflake_next(&w->ids, now);
 				ops[i].now_ms = snowflake_time_ms(ops[i].new_id);
-				if (w->limits) {
+				if (w->limits || w->storage) {
 					ops[i].admit = admit;
 					ops[i].admit_ud = w;
 				}
@@ -121,12 +148,16 @@ static void *writer_main(void *p)
 		atomic_fetch_add(&w->batches, 1);
 		atomic_fetch_add(&w->ops, n);
 		for (i = 0; i < n; i++) {
-			if (ops[i].kind == STORE_OP_SEND && ops[i].status == STORE_OK)
+			if (ops[i].kind == STORE_OP_SEND && ops[i].status == STORE_OK) {
 				atomic_fetch_add(&w->messages, 1);
-			else if (ops[i].kind == STORE_OP_RECEIPT && ops[i].applied)
+				atomic_fetch_add(&w->stored_bytes, ops[i].body_len);
+			} else if (ops[i].kind == STORE_OP_RECEIPT && ops[i].applied) {
 				atomic_fetch_add(&w->receipt_writes, 1);
-			else if (ops[i].status == STORE_LIMITED)
-				atomic_fetch_add(&w->limited, 1);
+			} else if (ops[i].status == STORE_LIMITED) {
+				atomic_fetch_add(ops[i].out_limit_kind == WRITER_LIMIT_STORAGE ? &w->storage_limited
+				                                                              : &w->limited,
+				                 1);
+			}
 			*batch[i] = ops[i];
 			w->done(batch[i], w->ud);
 		}
@@ -199,6 +230,7 @@ void writer_free(writer_t *w)
 	pthread_join(w->thread, NULL);
 	store_close(w->store);
 	ratelimit_free(w->limits);
+	ratelimit_free(w->storage);
 	pthread_mutex_destroy(&w->lock);
 	pthread_cond_destroy(&w->more);
 	pthread_cond_destroy(&w->drained);
@@ -213,4 +245,6 @@ void writer_counts(writer_t *w, writer_counts_t *out)
 	out->messages = atomic_load(&w->messages);
 	out->receipt_writes = atomic_load(&w->receipt_writes);
 	out->limited = atomic_load(&w->limited);
+	out->storage_limited = atomic_load(&w->storage_limited);
+	out->stored_bytes = atomic_load(&w->stored_bytes);
 }

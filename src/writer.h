@@ -31,6 +31,14 @@ writer_t *writer_new(const char *data_dir, uint32_t node_id, unsigned queue_cap,
  * first submit; rate <= 0 leaves sends unlimited. Returns 0 or -1. */
 int writer_set_rate_limit(writer_t *w, double rate, double burst);
 
+/* Charges each new message's body bytes to its sender's storage budget:
+ * bytes_per_day, a quarter of it at once. Over it the send ends
+ * STORE_LIMITED with out_limit_kind WRITER_LIMIT_STORAGE (the recipients'
+ * budget refuses with WRITER_LIMIT_RECIPIENTS). Call before the first
+ * submit; 0 leaves storage unlimited. Returns 0 or -1. */
+enum { WRITER_LIMIT_RECIPIENTS = 1, WRITER_LIMIT_STORAGE = 2 };
+int writer_set_storage_limit(writer_t *w, double bytes_per_day);
+
 /* Commit delay: before committing fewer than WRITER_DELAY_BATCH ops, wait
  * this many microseconds for more to join (0, the default: commit at
  * once). Fewer, larger commits cost less CPU per message at moderate
@@ -54,7 +62,9 @@ typedef struct writer_counts {
 	uint64_t ops;              /* ops applied */
 	uint64_t messages;         /* new messages stored */
 	uint64_t receipt_writes;   /* receipt frames that moved a watermark */
-	uint64_t limited;          /* sends refused by the budget */
+	uint64_t limited;          /* sends refused by the recipients' budget */
+	uint64_t storage_limited;  /* sends refused by the storage budget */
+	uint64_t stored_bytes;     /* message bytes stored */
 } writer_counts_t;
 
 /* Counters since start (for /metrics, logs and benchmarks). Any thread. */

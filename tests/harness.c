@@ -49,6 +49,10 @@ int hx_start(hx_server_t *s, const char *data_dir, const char *const *extra)
 	argv[n++] = "0";
 	argv[n++] = "--login-rate";
 	argv[n++] = "0";
+	argv[n++] = "--strangers-per-day";
+	argv[n++] = "0";
+	argv[n++] = "--work-rate";
+	argv[n++] = "0";
 	for (i = 0; extra && extra[i] && n < 46; i++)
 		argv[n++] = extra[i];
 	argv[n] = NULL;
@@ -346,4 +350,27 @@ double hx_metric(const hx_server_t *s, const char *name)
 	pc_response_free(&res);
 	pc_close(c);
 	return v;
+}
+
+int64_t hx_say(pc_conn_t *c, int64_t conv, const char *body)
+{
+	static unsigned n;
+	char cmid[32];
+	int64_t seq;
+	json_t *j;
+
+	snprintf(cmid, sizeof cmid, "say-%d-%u", (int)getpid(), ++n);
+	hx_sendf(c, "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"%s\",\"body\":\"%s\"}", (long long)conv,
+	         cmid, body);
+	for (;;) {
+		j = hx_recv(c);
+		if (!strcmp(hx_str(j, "type"), "ack") && !strcmp(hx_str(j, "cmid"), cmid))
+			break;
+		if (!strcmp(hx_str(j, "type"), "error"))
+			fail_msg("send refused: %s", hx_str(j, "message"));
+		json_decref(j);
+	}
+	seq = hx_int(j, "seq");
+	json_decref(j);
+	return seq;
 }

@@ -65,6 +65,10 @@ void hx_login(int port, hx_user_t *u, hx_user_t *device);
 /* Opens (or finds) the direct conversation of a and b. */
 int64_t hx_direct(int port, const hx_user_t *a, const hx_user_t *b);
 
+/* Sends one message from c (an open WebSocket) to conv and waits for its
+ * ack (other frames that come first are dropped). Returns its seq. */
+int64_t hx_say(pc_conn_t *c, int64_t conv, const char *body);
+
 /* Opens a WebSocket for u and reads its ready frame. */
 pc_conn_t *hx_ws(int port, const hx_user_t *u);
 /* Sends a text frame built printf-style. */

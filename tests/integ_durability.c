@@ -206,8 +206,17 @@ static int run_cli(const char *const *args, char *err, size_t cap)
 		_exit(127);
 	}
 	close(p[1]);
-	r = read(p[0], err, cap - 1);
-	err[r > 0 ? r : 0] = 0;
+	/* Keep the first cap bytes; read the rest too, or a long help text
+	 * would die of SIGPIPE. */
+	{
+		size_t got = 0;
+		char sink[4096];
+		while ((r = read(p[0], got < cap - 1 ? err + got : sink,
+		                 got < cap - 1 ? cap - 1 - got : sizeof sink)) > 0)
+			if (got < cap - 1)
+				got += (size_t)r;
+		err[got] = 0;
+	}
 	close(p[0]);
 	waitpid(pid, &status, 0);
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

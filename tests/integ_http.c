@@ -207,7 +207,8 @@ static void test_logins_do_not_starve(void **state)
 		int n;
 		snprintf(body, sizeof body, "{\"username\":\"burst%d\",\"password\":\"wrong password\"}", i);
 		n = snprintf(req, sizeof req,
-		             "POST /api/v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s",
+		             "POST /api/v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+		             "Content-Length: %zu\r\n\r\n%s",
 		             strlen(body), body);
 		assert_non_null(c[i] = pc_connect("127.0.0.1", srv.port));
 		assert_int_equal(pc_send_raw(c[i], req, (size_t)n), 0);
@@ -255,8 +256,8 @@ static void test_pipelined_api_requests(void **state)
 		int la = snprintf(ba, sizeof ba, "{\"username\":\"%s\",\"password\":\"12345678\"}", a);
 		int lb = snprintf(bb, sizeof bb, "{\"username\":\"%s\",\"password\":\"12345678\"}", b);
 		len = snprintf(req, sizeof req,
-		               "POST /api/v1/users HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s"
-		               "POST /api/v1/users HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s",
+		               "POST /api/v1/users HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+		               "POST /api/v1/users HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
 		               la, ba, lb, bb);
 	}
 	assert_int_equal(pc_send_raw(c, req, (size_t)len), 0);
@@ -281,7 +282,8 @@ static void test_expect_continue(void **state)
 	(void)state;
 	bn = snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"12345678\"}", hx_name("cont"));
 	hn = snprintf(head, sizeof head,
-	              "POST /api/v1/users HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", bn);
+	              "POST /api/v1/users HTTP/1.1\r\nExpect: 100-continue\r\nContent-Type: application/json\r\n"
+	              "Content-Length: %d\r\n\r\n", bn);
 	assert_int_equal(pc_send_raw(c, head, (size_t)hn), 0);
 	assert_int_equal(pc_read_response(c, &res, HX_TIMEOUT), 0);
 	assert_int_equal(res.status, 100);

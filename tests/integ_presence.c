@@ -1,5 +1,6 @@
-/* integ_presence.c - presence, watch and typing end to end: only users
- * sharing a conversation can be watched; changes reach watchers and no
+/* integ_presence.c - presence, watch and typing end to end: presence is
+ * for contacts (a user's presence is seen only by those it has written to
+ * in a direct chat); changes reach watchers and no
  * one else; going offline waits out a grace period (1.5 s here), so a
  * reconnect within it is invisible; last_seen survives a restart; typing
  * reaches the other members' devices, is throttled, expires 6 s after the
@@ -40,23 +41,36 @@ static json_t *expect_presence(pc_conn_t *c, int64_t user, const char *state)
 	return j;
 }
 
+/* Waits out the presence grace, so a user who just disconnected is
+ * offline. */
+static void past_grace(void)
+{
+	usleep(1700 * 1000);
+}
+
 static void test_watch_and_states(void **state)
 {
 	hx_user_t a, b, c;
 	pc_conn_t *ca, *cb, *cc;
 	json_t *j;
-	int64_t seen;
+	int64_t seen, ab, ac;
 
 	(void)state;
 	hx_user(srv.port, "pa", &a);
 	hx_user(srv.port, "pb", &b);
 	hx_user(srv.port, "pc", &c);
-	hx_direct(srv.port, &a, &b);
+	ab = hx_direct(srv.port, &a, &b);
+	/* Carol opens a chat with Alice but says nothing: a stranger. */
+	ac = hx_direct(srv.port, &c, &a);
+	cb = hx_ws(srv.port, &b);
+	hx_say(cb, ab, "hi alice");
+	pc_close(cb);
+	past_grace();
 	ca = hx_ws(srv.port, &a);
-	/* Alice may watch Bob (they share a chat), not Carol. */
+	/* Alice may watch Bob (he wrote to her), not Carol (she never did). */
 	hx_sendf(ca, "{\"type\":\"watch\",\"users\":[%lld,%lld]}", (long long)b.id, (long long)c.id);
 	j = expect_presence(ca, b.id, "offline");
-	assert_true(json_is_null(json_object_get(j, "last_seen"))); /* never seen */
+	assert_true(hx_int(j, "last_seen") > 1700000000000LL);
 	json_decref(j);
 	assert_null(hx_recv_within(ca, 300));
 
@@ -69,9 +83,21 @@ static void test_watch_and_states(void **state)
 	/* Carol connects: nobody watches her, nothing is sent. */
 	cc = hx_ws(srv.port, &c);
 	assert_null(hx_recv_within(ca, 300));
-	/* Carol cannot watch Alice. */
+	/* Carol cannot watch Alice: Alice never wrote to her, and opening a
+	 * chat with someone shows nothing of them. */
 	hx_sendf(cc, "{\"type\":\"watch\",\"users\":[%lld]}", (long long)a.id);
 	assert_null(hx_recv_within(cc, 300));
+	/* Carol writes: now Alice may watch her (Carol chose to be seen),
+	 * and Carol still cannot watch Alice. */
+	hx_say(cc, ac, "hello, it is carol");
+	json_decref(hx_expect(ca, "msg"));
+	hx_sendf(ca, "{\"type\":\"watch\",\"users\":[%lld,%lld]}", (long long)b.id, (long long)c.id);
+	json_decref(expect_presence(ca, b.id, "online"));
+	json_decref(expect_presence(ca, c.id, "online"));
+	hx_sendf(cc, "{\"type\":\"watch\",\"users\":[%lld]}", (long long)a.id);
+	assert_null(hx_recv_within(cc, 300));
+	hx_sendf(ca, "{\"type\":\"watch\",\"users\":[%lld]}", (long long)b.id);
+	json_decref(expect_presence(ca, b.id, "online"));
 
 	/* Bob's phone flaps: back within the grace period, no offline. */
 	pc_close(cb);
@@ -212,11 +238,10 @@ static void test_last_seen_survives_restart(void **state)
 	(void)state;
 	hx_user(srv.port, "sa", &a);
 	hx_user(srv.port, "sb", &b);
-	hx_direct(srv.port, &a, &b);
+	cb = hx_ws(srv.port, &b);
+	hx_say(cb, hx_direct(srv.port, &a, &b), "hi");
 	ca = hx_ws(srv.port, &a);
 	hx_sendf(ca, "{\"type\":\"watch\",\"users\":[%lld]}", (long long)b.id);
-	json_decref(expect_presence(ca, b.id, "offline"));
-	cb = hx_ws(srv.port, &b);
 	json_decref(expect_presence(ca, b.id, "online"));
 	pc_close(cb);
 	j = expect_presence(ca, b.id, "offline");
@@ -251,12 +276,13 @@ static void test_cost_bounded_by_watchers(void **state)
 
 	(void)state;
 	hx_user(srv.port, "popular", &me);
+	cm = hx_ws(srv.port, &me);
 	for (i = 0; i < CONTACTS; i++) {
 		hx_user(srv.port, "fan", &contacts[i]);
-		hx_direct(srv.port, &me, &contacts[i]);
+		/* Written to: each may see its presence. */
+		hx_say(cm, hx_direct(srv.port, &me, &contacts[i]), "hi");
 		cc[i] = hx_ws(srv.port, &contacts[i]);
 	}
-	cm = hx_ws(srv.port, &me);
 	for (i = 0; i < WATCHERS; i++) {
 		hx_sendf(cc[i], "{\"type\":\"watch\",\"users\":[%lld]}", (long long)me.id);
 		json_decref(expect_presence(cc[i], me.id, "online"));

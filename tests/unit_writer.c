@@ -85,7 +85,7 @@ static store_t *start(char *dir)
 	assert_non_null(st);
 	assert_int_equal(store_user_create(st, "u1", "x", 1, &user), STORE_OK);
 	assert_int_equal(store_user_create(st, "u2", "x", 1, &other), STORE_OK);
-	assert_int_equal(store_direct_open(st, user, other, 1, &conv, &created), STORE_OK);
+	assert_int_equal(store_direct_open(st, user, other, 1, 0, &conv, &created, NULL), STORE_OK);
 	atomic_store(&done_count, 0);
 	memset(last_seq_seen, 0, sizeof last_seq_seen);
 	last_seq = last_id = 0;

@@ -154,7 +154,8 @@ async function bulkSend(page, n, prefix = 'message') {
 
 async function register(name) {
   const r = await fetch(`${base}/api/v1/users`, {
-    method: 'POST', body: JSON.stringify({ username: name, password: PASSWORD }),
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ username: name, password: PASSWORD }),
   });
   assert.equal(r.status, 201);
   return (await r.json()).user_id;
@@ -213,16 +214,17 @@ test('Alice and Bob chat: ticks, typing, escaping, offline and back', async () =
     null, { timeout: WAIT });
   assert.equal(await bob.page.$$eval('#messages .msg[data-mark="kept"]', (e) => e.length), 1);
 
-  // Presence: Alice sees Bob online in her chat header.
-  await alice.page.waitForFunction(() => document.querySelector('#chat-status').textContent === 'online',
-    null, { timeout: WAIT });
-
   // Shift+Enter is a new line; Enter sends.
   await bob.page.fill('#composer-input', 'Fine,');
   await bob.page.press('#composer-input', 'Shift+Enter');
   await bob.page.type('#composer-input', 'thanks!');
   await bob.page.press('#composer-input', 'Enter');
   await waitBodies(alice.page, ['Fine,\nthanks!']);
+
+  // Presence is for contacts: once Bob has written to her, Alice sees him
+  // online in her chat header.
+  await alice.page.waitForFunction(() => document.querySelector('#chat-status').textContent === 'online',
+    null, { timeout: WAIT });
 
   // A body is text, never HTML.
   const evil = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2"><b>bold</b>';

@@ -200,6 +200,10 @@ async function onMsg(m) {
     watchPeers();
   }
   if (c.msgs.has(m.seq)) return; // a replay of what we hold
+  // Presence is for contacts: a peer's first message to us is what lets
+  // us see it, so ask again once it has written.
+  const peer = peerOf(c);
+  if (peer && m.from === peer && !S.presence.has(peer)) watchPeers();
   const isNew = m.seq > c.last_seq;
   c.msgs.set(m.seq, m);
   advance(c, m.seq);
