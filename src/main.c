@@ -14,6 +14,7 @@
 #include "log.h"
 #include "server.h"
 #include "snowflake.h"
+#include "store.h"
 
 #define PARLEY_VERSION "0.1.0"
 
@@ -119,6 +120,7 @@ static void usage(FILE *f)
 	size_t i;
 
 	fprintf(f, "usage: parley serve [options]\n"
+	           "       parley admin strangers-exempt USERNAME on|off [--data DIR]\n"
 	           "       parley --version\n"
 	           "\n"
 	           "Runs a Parley chat server node.\n"
@@ -299,6 +301,51 @@ static int bad(const char *msg, const char *arg)
 	return 2;
 }
 
+/* parley admin strangers-exempt USERNAME on|off [--data DIR]: lifts (or
+ * restores) the first-contact budget of an account that legitimately
+ * contacts many people, in the store, so it holds at once on a running
+ * node and across restarts. */
+static int admin(int argc, char **argv)
+{
+	const char *data = "parley-data", *user = NULL, *value = NULL;
+	int64_t id;
+	store_t *st;
+	int i, r, on;
+
+	if (argc < 1 || strcmp(argv[0], "strangers-exempt") != 0) {
+		fprintf(stderr, "usage: parley admin strangers-exempt USERNAME on|off [--data DIR]\n");
+		return 2;
+	}
+	for (i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--data") && i + 1 < argc)
+			data = argv[++i];
+		else if (!user)
+			user = argv[i];
+		else if (!value)
+			value = argv[i];
+		else
+			return bad("unexpected argument", argv[i]);
+	}
+	if (!user || !value || (strcmp(value, "on") && strcmp(value, "off"))) {
+		fprintf(stderr, "usage: parley admin strangers-exempt USERNAME on|off [--data DIR]\n");
+		return 2;
+	}
+	on = !strcmp(value, "on");
+	if (!(st = store_open(data)))
+		return 1;
+	if ((r = store_user_by_name(st, user, &id, NULL)) == STORE_OK)
+		r = store_set_strangers_exempt(st, id, on);
+	store_close(st);
+	if (r == STORE_NOT_FOUND) {
+		fprintf(stderr, "parley: no user named '%s' in %s\n", user, data);
+		return 1;
+	}
+	if (r != STORE_OK)
+		return 1;
+	printf("parley: %s %s exempt from the first-contact budget\n", user, on ? "is now" : "is no longer");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	server_config_t cfg;
@@ -317,6 +364,8 @@ int main(int argc, char **argv)
 		printf("parley %s\n", PARLEY_VERSION);
 		return 0;
 	}
+	if (!strcmp(argv[1], "admin"))
+		return admin(argc - 2, argv + 2);
 	if (strcmp(argv[1], "serve") != 0)
 		return bad("unknown command", argv[1]);
 	for (i = 2; i < argc; i++) {
