@@ -117,8 +117,6 @@ int api_charge(const api_req_t *rq, api_res_t *res, double cost)
 	if (!rq->srv->work_budget ||
 	    (wait = budget_take(rq->srv->work_budget, (uint64_t)rq->user, cost, clock_mono_ms())) == 0)
 		return 0;
-	log_info("api: user %lld is over its work budget (a request costing %.0f); refused",
-	         (long long)rq->user, cost);
 	api_fail_retry(res, "too many requests; slow down", wait);
 	return -1;
 }
@@ -284,6 +282,31 @@ static void route(store_t *st, api_req_t *rq, api_res_t *res)
 	api_fail(res, 404, "not_found", "no such endpoint");
 }
 
+/* One line for each refused request: who (address, and user once known),
+ * what (method and path, never the query: it may hold a token), and the
+ * answer. */
+static void log_refused(uint64_t client, int64_t user, const char *method, const char *target,
+                        size_t path_len, const api_res_t *res, const char *note)
+{
+	char addr[ADDR_KEY_STRLEN];
+	const char *e = res->body.data && res->body.len > 9 ? res->body.data + 9 : "";
+
+	/* The body is {"error":{...}} as api_fail wrote it: its inner object
+	 * says the code and why. */
+	if (addr_key_format(client, addr, sizeof addr) < 0)
+		snprintf(addr, sizeof addr, "?");
+	if (path_len > 200)
+		path_len = 200;
+	if (user)
+		log_refusal("api: client %s user %lld: %s %.*s refused %d %.*s%s%s", addr, (long long)user, method,
+		            (int)path_len, target, res->status, (int)(res->body.len > 10 ? res->body.len - 10 : 0), e,
+		            note[0] ? " " : "", note);
+	else
+		log_refusal("api: client %s: %s %.*s refused %d %.*s%s%s", addr, method, (int)path_len, target,
+		            res->status, (int)(res->body.len > 10 ? res->body.len - 10 : 0), e, note[0] ? " " : "",
+		            note);
+}
+
 static void api_req_free(api_req_t *rq)
 {
 	free(rq->target);
@@ -302,6 +325,8 @@ static void request_job(store_t *st, void *arg)
 	route(st, rq, &res);
 	if (res.body.oom)
 		api_fail(&res, 500, "internal", "out of memory");
+	if (res.status >= 400)
+		log_refused(rq->client, rq->user, rq->method, rq->target, rq->path_len, &res, rq->log_note);
 	out = http_response(res.status, "application/json", res.body.data,
 	                    res.status == 204 ? 0 : res.body.len, rq->keep_alive, res.extra);
 	gw_post_http(rq->srv->gw, rq->conn, out, rq->keep_alive);
@@ -377,14 +402,8 @@ static int json_typed(const http_request_t *req)
 static int refuse_early(server_t *srv, const http_request_t *req, uint64_t client, api_res_t *res)
 {
 	int64_t wait;
-	char addr[ADDR_KEY_STRLEN];
-
-	if (addr_key_format(client, addr, sizeof addr) < 0)
-		snprintf(addr, sizeof addr, "?");
 	/* Another site's page cannot act for the user: no CSRF. */
 	if (changes_state(req) && !origin_allowed(req, srv->cfg.public_url, srv->cfg.allowed_origins)) {
-		log_info("api: client %s: a %.*s from a page of another origin; refused", addr,
-		         (int)req->method_len, req->method);
 		api_fail(res, 403, "forbidden", "requests from pages of this origin are not accepted");
 		return 1;
 	}
@@ -396,7 +415,6 @@ static int refuse_early(server_t *srv, const http_request_t *req, uint64_t clien
 	}
 	if (hashes_password(req) && (wait = hashing_budget(srv, req, client)) > 0) {
 		int signup = http_is(req, "POST", "/api/v1/users");
-		log_info("api: client %s is over its budget of %s; refused", addr, signup ? "sign-ups" : "logins");
 		api_fail_retry(res, signup ? "too many sign-ups from your address; try again later"
 		                           : "too many logins from your address; try again later",
 		               wait);
@@ -415,6 +433,10 @@ int api_submit_request(server_t *srv, uint64_t conn, uint64_t client, const http
 
 	jbuf_init(&res.body);
 	if (refuse_early(srv, req, client, &res)) {
+		char method[8] = "";
+		if (req->method_len < sizeof method)
+			memcpy(method, req->method, req->method_len);
+		log_refused(client, 0, method, req->target, req->path_len, &res, "");
 		answer_now(srv, conn, req, &res);
 		jbuf_free(&res.body);
 		return 0;

@@ -168,9 +168,8 @@ static int first_contact_budget(store_t *st, api_req_t *rq, size_t k, api_res_t 
 		api_fail_store(res, r);
 		return -1;
 	}
-	log_info("api: user %lld has reached %lld people who never wrote to it today (its budget %lld); "
-	         "refused %zu more",
-	         (long long)rq->user, (long long)count, (long long)cap, k);
+	log_debug("api: user %lld has reached %lld people who never wrote to it today (its budget %lld)",
+	          (long long)rq->user, (long long)count, (long long)cap);
 	api_fail_retry(res, "you have started too many conversations with people who have not written to you; "
 	                    "try again later",
 	               ts + DAY_MS - now > 0 ? ts + DAY_MS - now : 1);
@@ -339,7 +338,7 @@ static int parse_cursor(const api_req_t *rq, api_res_t *res, store_conv_cursor_t
 	*given = 0;
 	if (n == -1)
 		return 0;
-	if (n < 0 || !(dot = strchr(v, '.')) || id_parse(v, (size_t)(dot - v), 0, &c->activity) < 0 ||
+	if (n < 0 || !(dot = strchr(v, '.')) || id_parse64(v, (size_t)(dot - v), &c->activity) < 0 ||
 	    id_parse(dot + 1, strlen(dot + 1), 1, &c->id) < 0) {
 		api_fail(res, 400, "bad_request", "cursor must be a next_cursor this endpoint gave");
 		return -1;

@@ -38,6 +38,7 @@ typedef struct api_req {
 	size_t body_len;
 	/* Set by api_authenticate. */
 	int64_t user, device;
+	char log_note[48];      /* added to the refusal's log line, if any */
 	uint8_t token_hash[32];
 } api_req_t;
 

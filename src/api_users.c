@@ -202,15 +202,13 @@ void api_create_session(store_t *st, api_req_t *rq, const int64_t *ids, api_res_
 	/* Unknown users cost a hash too: the delay tells nothing. */
 	if (!auth_password_check(r == STORE_OK ? hash : NULL, json_string_value(p),
 	                         json_string_length(p))) {
-		char addr[ADDR_KEY_STRLEN];
 		loginguard_failed(rq->srv->logins, json_string_value(u), json_string_length(u), rq->client,
 		                  clock_wall_ms());
-		if (addr_key_format(rq->client, addr, sizeof addr) < 0)
-			snprintf(addr, sizeof addr, "?");
-		/* Valid names are short and plain; anything else is not logged. */
-		log_info("api: client %s: failed login for %s", addr,
-		         auth_username_valid(json_string_value(u), json_string_length(u)) ? json_string_value(u)
-		                                                                          : "(not a valid username)");
+		/* The refusal's log line names the account guessed at, when it
+		 * is a valid name (short and plain; anything else is not
+		 * written out). */
+		if (auth_username_valid(json_string_value(u), json_string_length(u)))
+			snprintf(rq->log_note, sizeof rq->log_note, "username %s", json_string_value(u));
 		api_fail(res, 401, "unauthorized", "wrong username or password");
 		goto out;
 	}

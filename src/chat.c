@@ -25,6 +25,7 @@
 
 #include "budget.h"
 #include "bus.h"
+#include "clientaddr.h"
 #include "fanout.h"
 #include "frames.h"
 #include "ids.h"
@@ -94,6 +95,7 @@ typedef struct send_op {
 	store_op_t op;          /* first: the writer hands back &op */
 	server_t *srv;
 	uint64_t origin;
+	uint64_t addr;          /* the sender's client address, for the log */
 	char cmid[CMID_MAX + 1];
 	char body[];
 } send_op_t;
@@ -102,6 +104,7 @@ typedef struct receipt_op {
 	store_op_t op;
 	server_t *srv;
 	uint64_t origin;
+	uint64_t addr;
 } receipt_op_t;
 
 static void resume_start(server_t *srv, gw_conn_t *c, chat_conn_t *cc, json_t *convs);
@@ -115,11 +118,27 @@ static chat_conn_t *state_of(gw_conn_t *c, int create)
 	return *slot;
 }
 
+/* Logs a refused frame: who, which conversation, what and why. */
+static void log_frame_refused(uint64_t addr, int64_t user, int64_t conv, const char *code,
+                              const char *message)
+{
+	char a[ADDR_KEY_STRLEN];
+
+	if (addr_key_format(addr, a, sizeof a) < 0)
+		snprintf(a, sizeof a, "?");
+	if (conv)
+		log_refusal("chat: client %s user %lld: a frame for conversation %lld refused %s: %s", a,
+		            (long long)user, (long long)conv, code, message);
+	else
+		log_refusal("chat: client %s user %lld: a frame refused %s: %s", a, (long long)user, code, message);
+}
+
 static void send_error(gw_conn_t *c, const char *code, const char *message, const char *ref,
                        int64_t conv)
 {
 	sbuf_t *f = frames_error(code, message, ref, conv);
 
+	log_frame_refused(gw_conn_addr(c), gw_conn_user(c), conv, code, message);
 	gw_conn_send(c, f);
 	sbuf_unref(f);
 }
@@ -135,8 +154,7 @@ static int charge(server_t *srv, gw_conn_t *c, double cost, int64_t conv)
 	if (!srv->work_budget ||
 	    (wait = budget_take(srv->work_budget, (uint64_t)gw_conn_user(c), cost, clock_mono_ms())) == 0)
 		return 0;
-	log_info("chat: user %lld is over its work budget (a frame costing %.0f); refused",
-	         (long long)gw_conn_user(c), cost);
+	log_frame_refused(gw_conn_addr(c), gw_conn_user(c), conv, "rate_limited", "over the work budget");
 	f = frames_rate_limited("too many requests; slow down", NULL, conv, wait);
 	gw_conn_send(c, f);
 	sbuf_unref(f);
@@ -195,6 +213,7 @@ static void handle_send(server_t *srv, gw_conn_t *c, json_t *j)
 	memset(&s->op, 0, sizeof s->op);
 	s->srv = srv;
 	s->origin = gw_conn_handle(c);
+	s->addr = gw_conn_addr(c);
 	strcpy(s->cmid, ref);
 	memcpy(s->body, json_string_value(body), blen + 1);
 	s->op.kind = STORE_OP_SEND;
@@ -246,6 +265,7 @@ static void handle_receipt(server_t *srv, gw_conn_t *c, json_t *j)
 	}
 	r->srv = srv;
 	r->origin = gw_conn_handle(c);
+	r->addr = gw_conn_addr(c);
 	r->op.kind = STORE_OP_RECEIPT;
 	r->op.user = gw_conn_user(c);
 	r->op.device = gw_conn_device(c);
@@ -259,6 +279,18 @@ static void handle_receipt(server_t *srv, gw_conn_t *c, json_t *j)
 }
 
 /* ---- writer completions (writer thread) ----------------------------- */
+
+/* Answers a send that was not stored: this error instead of its ack
+ * (with retry_after_ms when waiting helps), and one log line. */
+static void send_refused(send_op_t *s, const char *code, const char *message, int64_t retry_ms)
+{
+	sbuf_t *f = retry_ms ? frames_rate_limited(message, s->cmid, s->op.conv, retry_ms)
+	                     : frames_error(code, message, s->cmid, s->op.conv);
+
+	log_frame_refused(s->addr, s->op.user, s->op.conv, code, message);
+	gw_post_ack(s->srv->gw, s->origin, f);
+	sbuf_unref(f);
+}
 
 static void send_done(send_op_t *s)
 {
@@ -298,34 +330,26 @@ static void send_done(send_op_t *s)
 		sbuf_unref(f);
 		break;
 	case STORE_FORBIDDEN:
-		f = frames_error("forbidden", "not a member of this conversation", s->cmid, op->conv);
-		gw_post_ack(srv->gw, s->origin, f);
-		sbuf_unref(f);
+		send_refused(s, "forbidden", "not a member of this conversation", 0);
 		break;
 	case STORE_LIMITED:
-		f = frames_rate_limited(op->out_limit_kind == WRITER_LIMIT_STORAGE
-		                            ? "over the storage budget: the bytes of messages one may store a day; "
-		                              "retry later with the same cmid"
-		                            : "over the sending budget: each message costs the members it reaches; "
-		                              "retry later with the same cmid",
-		                        s->cmid, op->conv, op->out_retry_ms);
-		gw_post_ack(srv->gw, s->origin, f);
-		sbuf_unref(f);
+		send_refused(s, "rate_limited",
+		             op->out_limit_kind == WRITER_LIMIT_STORAGE
+		                 ? "over the storage budget: the bytes of messages one may store a day; "
+		                   "retry later with the same cmid"
+		                 : "over the sending budget: each message costs the members it reaches; "
+		                   "retry later with the same cmid",
+		             op->out_retry_ms);
 		break;
 	case STORE_BLOCKED:
 		/* The blocked side is told no more than that it may not send. */
-		f = frames_error("forbidden",
-		                 op->out_blocked_by_me ? "you have blocked this user; unblock them to send"
-		                                       : "you cannot send to this conversation",
-		                 s->cmid, op->conv);
-		gw_post_ack(srv->gw, s->origin, f);
-		sbuf_unref(f);
+		send_refused(s, "forbidden",
+		             op->out_blocked_by_me ? "you have blocked this user; unblock them to send"
+		                                   : "you cannot send to this conversation",
+		             0);
 		break;
 	default:
-		f = frames_error("unavailable", "the message could not be stored; retry with the same cmid",
-		                 s->cmid, op->conv);
-		gw_post_ack(srv->gw, s->origin, f);
-		sbuf_unref(f);
+		send_refused(s, "unavailable", "the message could not be stored; retry with the same cmid", 0);
 	}
 	store_op_release(op);
 	free(s);
@@ -352,6 +376,7 @@ static void receipt_done(receipt_op_t *r)
 			sbuf_unref(f);
 		}
 	} else if (op->status == STORE_FORBIDDEN) {
+		log_frame_refused(r->addr, op->user, op->conv, "forbidden", "not a member of this conversation");
 		f = frames_error("forbidden", "not a member of this conversation", NULL, op->conv);
 		gw_post_frame(srv->gw, r->origin, f);
 		sbuf_unref(f);

@@ -1661,6 +1661,16 @@ int64_t gw_conn_device(const gw_conn_t *c)
 	return c->device;
 }
 
+uint64_t gw_conn_addr(const gw_conn_t *c)
+{
+	return c->addr;
+}
+
+const char *gw_conn_peer(const gw_conn_t *c)
+{
+	return conn_peer(c);
+}
+
 void **gw_conn_chat(gw_conn_t *c)
 {
 	return &c->chat;

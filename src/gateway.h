@@ -70,6 +70,11 @@ void gw_post_upgrade(gateway_t *gw, uint64_t conn, int64_t user, int64_t device,
 uint64_t gw_conn_handle(const gw_conn_t *c);
 int64_t gw_conn_user(const gw_conn_t *c);
 int64_t gw_conn_device(const gw_conn_t *c);
+/* The key of the connection's client address (clientaddr.h). */
+uint64_t gw_conn_addr(const gw_conn_t *c);
+/* "client ADDRESS user ID", for log lines; valid until the thread's next
+ * call. */
+const char *gw_conn_peer(const gw_conn_t *c);
 /* The message service's per-connection state (NULL until it sets one). */
 void **gw_conn_chat(gw_conn_t *c);
 /* Queues frame (borrowed ref). */

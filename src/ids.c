@@ -33,3 +33,21 @@ int id_parse(const char *s, size_t n, int64_t lo, int64_t *out)
 	*out = x;
 	return 0;
 }
+
+int id_parse64(const char *s, size_t n, int64_t *out)
+{
+	uint64_t x = 0;
+	size_t i;
+
+	if (n == 0 || n > 19 || (n > 1 && s[0] == '0'))
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		x = x * 10 + (uint64_t)(s[i] - '0'); /* 19 digits cannot wrap a uint64 */
+	}
+	if (x > (uint64_t)INT64_MAX)
+		return -1;
+	*out = (int64_t)x;
+	return 0;
+}

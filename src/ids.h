@@ -19,4 +19,8 @@ int id_from_json(const json_t *v, int64_t lo, int64_t *out);
 /* Decimal digits only, in [lo, 2^53). Returns 0 or -1. */
 int id_parse(const char *s, size_t n, int64_t lo, int64_t *out);
 
+/* Decimal digits only (no leading zeros), in [0, 2^63): for the server's
+ * own 64-bit values in text, such as snowflakes in a cursor. */
+int id_parse64(const char *s, size_t n, int64_t *out);
+
 #endif

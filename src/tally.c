@@ -97,6 +97,15 @@ static void tally_conv(tally_t *t, int64_t conv, int64_t lo, int64_t hi)
 
 		if (sender == 0)
 			continue; /* this sender's frame is already sent */
+		/* A sender no longer a member hears no more of the group. */
+		for (k = 0; k < nw && w[k].user_id != sender; k++)
+			;
+		if (k == nw) {
+			for (i = done; i < ns; i++)
+				if (sent[i].sender == sender)
+					sent[i].sender = 0;
+			continue;
+		}
 		jbuf_reset(&b);
 		jbuf_lit(&b, "{\"type\":\"receipts\",\"conv\":");
 		jbuf_int(&b, conv);
@@ -161,7 +170,8 @@ static void flush(tally_t *t, mark_t *marks, size_t n)
 	}
 }
 
-/* Deletes receipt detail past its keeping time, a slice at a time. */
+/* Deletes receipt detail past its keeping time, and first contacts past
+ * any budget's window, a slice at a time. */
 static void expire(tally_t *t)
 {
 	int64_t before = clock_wall_ms() - (int64_t)STORE_RECEIPT_DETAIL_DAYS * 86400000;
@@ -175,6 +185,12 @@ static void expire(tally_t *t)
 	if (total)
 		log_info("tally: expired %zu receipt marks older than %d days", total,
 		         STORE_RECEIPT_DETAIL_DAYS);
+	/* First contacts count over a day; a week's margin is plenty. */
+	before = clock_wall_ms() - 7LL * 86400000;
+	do {
+		if (store_expire_first_contacts(t->store, before, EXPIRY_SLICE, &deleted) != STORE_OK)
+			return;
+	} while (deleted == EXPIRY_SLICE);
 }
 
 static void *tally_main(void *p)
