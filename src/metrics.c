@@ -6,12 +6,14 @@
 
 #include <stdio.h>
 
+#include "addrconns.h"
 #include "fanout.h"
 #include "gateway.h"
 #include "http.h"
 #include "jbuf.h"
 #include "store.h"
 #include "tally.h"
+#include "workers.h"
 #include "writer.h"
 
 static void metric(jbuf_t *b, const char *name, const char *type, const char *help, double value)
@@ -45,6 +47,19 @@ sbuf_t *metrics_response(server_t *srv, int keep_alive)
 	metric(&b, "parley_partial_input_bytes", "gauge",
 	       "Bytes held for requests and messages not yet complete, all connections.",
 	       (double)gs.partial_bytes);
+	metric(&b, "parley_client_addresses", "gauge", "Client addresses holding connections now.",
+	       (double)addrconns_addresses(srv->addrconns));
+	metric(&b, "parley_address_connections_refused_total", "counter",
+	       "Connections refused because their address held too many.", (double)addrconns_refused(srv->addrconns));
+	metric(&b, "parley_worker_queue_jobs", "gauge", "Jobs waiting for a worker.", (double)workers_queued(srv->workers));
+	metric(&b, "parley_worker_jobs_evicted_total", "counter",
+	       "Worker jobs pushed out of a full queue by another client's (answered 503).",
+	       (double)workers_evicted(srv->workers));
+	metric(&b, "parley_hash_queue_jobs", "gauge", "Sign-ups and logins waiting for a hasher.",
+	       (double)workers_queued(srv->hashers));
+	metric(&b, "parley_hash_jobs_evicted_total", "counter",
+	       "Sign-ups and logins pushed out of a full queue by another address's (answered 503).",
+	       (double)workers_evicted(srv->hashers));
 	metric(&b, "parley_store_commits_total", "counter", "Write transactions committed (one fsync each).",
 	       (double)wc.commits);
 	metric(&b, "parley_store_ops_total", "counter", "Sends and receipts applied by the writer.", (double)wc.ops);
