@@ -6,8 +6,11 @@
 // and then opens it; Bob sees her typing; a message holding <script> shows
 // as text; Bob's network is cut and his browser closed while Alice sends,
 // and when he comes back he sees everything once, in order. A group is
-// made, shows read counts and loses a member. Screenshots of the chat
-// view go to build/web-test/.
+// made, shows read counts and loses a member. The WebSocket is opened with
+// a ticket, never the token, and comes back after the server restarts.
+// Strangers' first messages offer Block and Reply; blocks, the privacy
+// setting for group adds, the devices list and rate-limited refusals are
+// driven as a user would. Screenshots of the screens go to build/web-test/.
 //
 //   node --test tests/web/           (make test runs it; PARLEY_BIN picks the binary)
 
@@ -24,35 +27,54 @@ const SHOTS = 'build/web-test';
 const PASSWORD = 'correct horse battery';
 const WAIT = 10000;
 
-let server;
+let main;
 let base;
-let dataDir;
 let browser;
 
-function startServer() {
-  dataDir = mkdtempSync(join(tmpdir(), 'parley-web-'));
-  server = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data', dataDir, '--web', 'web',
-    '--fast-password-hashing', '--presence-grace', '500'], { stdio: ['ignore', 'pipe', 'pipe'] });
+// These tests sign up and log in many users from 127.0.0.1, which the
+// production budgets per address (20 sign-ups an hour, 60 logins a
+// minute) would refuse: they are off here, for tests not about them.
+const NO_ADDRESS_BUDGETS = ['--signup-rate', '0', '--login-rate', '0'];
+
+// Starts build/parley on a free loopback port (or the given one, to come
+// back where a stopped server was), ready once it prints its address.
+// extra: more flags. Returns { base, port, dataDir, stop() }.
+function startServer(extra = [], { port = 0, dataDir = null } = {}) {
+  const dir = dataDir || mkdtempSync(join(tmpdir(), 'parley-web-'));
+  const proc = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data', dir, '--web', 'web',
+    '--fast-password-hashing', '--presence-grace', '500', ...NO_ADDRESS_BUDGETS, ...extra],
+  { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
-  server.stderr.on('data', (d) => { log += d; });
+  proc.stderr.on('data', (d) => { log += d; });
   return new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 20000);
-    server.stdout.on('data', (d) => {
+    proc.stdout.on('data', (d) => {
       out += d;
       const m = /listening on http:\/\/[^:]+:(\d+)/.exec(out);
       if (m) {
         clearTimeout(timer);
-        resolve(`http://127.0.0.1:${m[1]}`);
+        resolve({
+          base: `http://127.0.0.1:${m[1]}`,
+          port: Number(m[1]),
+          dataDir: dir,
+          async stop() {
+            if (proc.exitCode !== null || proc.signalCode !== null) return;
+            const exited = new Promise((r) => proc.once('exit', r));
+            proc.kill('SIGTERM');
+            await exited;
+          },
+        });
       }
     });
-    server.on('exit', (code) => reject(new Error(`server exited (${code}):\n${log}`)));
+    proc.on('exit', (code) => reject(new Error(`server exited (${code}):\n${log}`)));
   });
 }
 
 before(async () => {
   mkdirSync(SHOTS, { recursive: true });
-  base = await startServer();
+  main = await startServer();
+  base = main.base;
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
@@ -62,27 +84,27 @@ before(async () => {
 
 after(async () => {
   if (browser) await browser.close();
-  if (server) {
-    const exited = new Promise((r) => server.once('exit', r));
-    server.kill('SIGTERM');
-    await exited;
+  if (main) {
+    await main.stop();
+    rmSync(main.dataDir, { recursive: true, force: true });
   }
-  rmSync(dataDir, { recursive: true, force: true });
 });
 
 // Each run has a fresh server and data directory: plain names will do.
 const unique = (name) => name;
 
 // A browser context with its own storage, failing the test on page errors.
-async function person(viewport = { width: 1100, height: 720 }, prepare = null) {
-  const ctx = await browser.newContext({ viewport });
+// at: the server's address (the main one unless a test has its own).
+async function person(viewport = { width: 1100, height: 720 }, prepare = null, at = base,
+  storageState = undefined) {
+  const ctx = await browser.newContext({ viewport, storageState });
   const page = await ctx.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e));
   // The server's Content-Security-Policy must not block anything the client does.
   page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) errors.push(m.text()); });
   if (prepare) await prepare(page);
-  await page.goto(base);
+  await page.goto(at);
   return { ctx, page, errors };
 }
 
@@ -127,7 +149,8 @@ async function bulkSend(page, n, prefix = 'message') {
   await page.evaluate(async ([count, text]) => {
     const s = JSON.parse(localStorage.getItem('parley.session'));
     const conv = Number(document.querySelector('#conv-list button.conv').dataset.conv);
-    const ws = new WebSocket(`ws://${location.host}/chat/v1/ws?token=${s.token}`);
+    const t = await (await fetch('/api/v1/ws-tickets', { method: 'POST', headers: { Authorization: `Bearer ${s.token}` } })).json();
+    const ws = new WebSocket(`ws://${location.host}/chat/v1/ws?ticket=${t.ticket}`);
     await new Promise((resolve, reject) => {
       let sent = 0;
       let acks = 0;
@@ -152,8 +175,8 @@ async function bulkSend(page, n, prefix = 'message') {
   }, [n, prefix]);
 }
 
-async function register(name) {
-  const r = await fetch(`${base}/api/v1/users`, {
+async function register(name, at = base) {
+  const r = await fetch(`${at}/api/v1/users`, {
     method: 'POST', headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ username: name, password: PASSWORD }),
   });
@@ -523,4 +546,390 @@ test('after a long absence (over 1,000 missed) the client catches up once, witho
   assert.deepEqual([...gus.errors, ...errors], []);
   await gus.ctx.close();
   await ctx.close();
+});
+
+// ---- this week: tickets, strangers, blocks, privacy, devices, budgets ----
+
+const tokenOf = (page) => page.evaluate(() => JSON.parse(localStorage.getItem('parley.session')).token);
+
+async function logIn(page, name) {
+  await page.fill('#auth-username', name);
+  await page.fill('#auth-password', PASSWORD);
+  await page.click('#login-button');
+  await page.waitForSelector('#app:not([hidden])', { timeout: WAIT });
+}
+
+async function newGroup(page, title, members) {
+  await page.click('#new-group-button');
+  await page.fill('#new-group-name', title);
+  await page.fill('#new-group-members', members.join(', '));
+  await page.click('#new-group-form button[type=submit]');
+}
+
+async function openSettings(page) {
+  await page.click('#settings-button');
+  await page.waitForSelector('#settings-dialog[open]', { timeout: WAIT });
+}
+
+const visible = (page, sel) => page.waitForSelector(sel, { state: 'visible', timeout: WAIT });
+const gone = (page, sel) => page.waitForSelector(sel, { state: 'hidden', timeout: WAIT });
+
+test('the WebSocket opens with a ticket, never the token, and comes back after the server restarts', async () => {
+  // A server of its own, since it is stopped and started again.
+  let srv = await startServer();
+  const urls = { alice: [], bob: [] };
+  const watchUrls = (who) => (page) => { page.on('websocket', (ws) => urls[who].push(ws.url())); };
+  const alice = await person(undefined, watchUrls('alice'), srv.base);
+  const bob = await person(undefined, watchUrls('bob'), srv.base);
+  try {
+    await signUp(alice.page, 'tess');
+    await signUp(bob.page, 'uri');
+    await startChat(alice.page, 'uri');
+    await say(alice.page, 'before the restart');
+    await waitBodies(alice.page, ['before the restart']);
+    await bob.page.waitForSelector('#conv-list button.conv:has-text("tess")', { timeout: WAIT });
+    assert.equal(urls.alice.length, 1);
+    assert.equal(urls.bob.length, 1);
+
+    // The server goes away and comes back on the same port and data: each
+    // browser notices, asks for a new ticket and reconnects.
+    await srv.stop();
+    await alice.page.waitForSelector('#banner:not([hidden])', { timeout: WAIT });
+    assert.match(await alice.page.textContent('#banner'), /Offline — reconnecting/);
+    srv = await startServer([], { port: srv.port, dataDir: srv.dataDir });
+    await alice.page.waitForSelector('#banner[hidden]', { state: 'attached', timeout: 30000 });
+    await bob.page.waitForSelector('#banner[hidden]', { state: 'attached', timeout: 30000 });
+    await say(alice.page, 'after the restart');
+    await openConv(bob.page, 'tess');
+    await waitBodies(bob.page, ['before the restart', 'after the restart']);
+
+    for (const [who, p] of [['alice', alice.page], ['bob', bob.page]]) {
+      const token = await tokenOf(p);
+      assert.ok(urls[who].length >= 2, `${who} reconnected: ${urls[who].length} sockets`);
+      for (const u of urls[who]) {
+        assert.ok(!u.includes(token), `${who}'s token is in a WebSocket URL: ${u}`);
+        assert.ok(!/[?&]token=/.test(u), u);
+        assert.match(u, /\/chat\/v1\/ws\?ticket=[^&]+$/);
+      }
+      const tickets = urls[who].map((u) => new URL(u).searchParams.get('ticket'));
+      assert.equal(new Set(tickets).size, tickets.length, 'a new ticket for each connect');
+    }
+    assert.deepEqual([...alice.errors, ...bob.errors], []);
+  } finally {
+    await alice.ctx.close();
+    await bob.ctx.close();
+    await srv.stop();
+    rmSync(srv.dataDir, { recursive: true, force: true });
+  }
+});
+
+test('strangers: Block and Reply on a first message; a block refuses sends until Unblock', async () => {
+  const bram = await person();
+  const cara = await person();
+  const dirk = await person();
+  await signUp(bram.page, 'bram');
+  await signUp(cara.page, 'cara');
+  await signUp(dirk.page, 'dirk');
+
+  // Cara writes first: Bram sees who she is not, with Block and Reply.
+  await startChat(cara.page, 'bram');
+  await say(cara.page, 'Hi Bram, it is Cara from the choir');
+  const caraInList = '#conv-list button.conv:has-text("cara")';
+  await bram.page.waitForSelector(caraInList, { timeout: WAIT });
+  await bram.page.waitForSelector(`${caraInList} .tag:text("New contact request")`, { timeout: WAIT });
+  assert.match(await bram.page.getAttribute(caraInList, 'aria-label'), /new contact request/);
+  await openConv(bram.page, 'cara');
+  await visible(bram.page, '#stranger-bar');
+  assert.equal(await bram.page.textContent('#stranger-text'), 'cara is not in your contacts');
+  assert.ok(await bram.page.isVisible('#stranger-block'));
+  assert.ok(await bram.page.isVisible('#composer'), 'the composer stays for a reply');
+  await bram.page.screenshot({ path: `${SHOTS}/bram-stranger.png` });
+  // Reply puts the cursor in the composer; once the answer is stored the
+  // banner and the list's mark go.
+  await bram.page.click('#stranger-reply');
+  assert.equal(await bram.page.evaluate(() => document.activeElement.id), 'composer-input');
+  await bram.page.keyboard.type('Hello Cara!');
+  await bram.page.keyboard.press('Enter');
+  await waitBodies(cara.page, ['Hello Cara!']);
+  await gone(bram.page, '#stranger-bar');
+  await bram.page.waitForSelector(`${caraInList} .tag`, { state: 'detached', timeout: WAIT });
+  // Bram has written to Cara: she may see his presence now (the client
+  // watches again on his first message).
+  await cara.page.waitForFunction(() => document.querySelector('#chat-status').textContent === 'online',
+    null, { timeout: WAIT });
+
+  // Dirk writes first too, and Bram blocks him (with a confirmation).
+  await startChat(dirk.page, 'bram');
+  await say(dirk.page, 'Cheap watches, best prices');
+  await waitBodies(dirk.page, ['Cheap watches, best prices']);
+  await dirk.page.waitForSelector('#messages .msg.own .tick:not([data-state="pending"])', { timeout: WAIT });
+  await bram.page.waitForSelector('#conv-list button.conv:has-text("dirk")', { timeout: WAIT });
+  await openConv(bram.page, 'dirk');
+  await visible(bram.page, '#stranger-bar');
+  await bram.page.click('#stranger-block');
+  await visible(bram.page, '#confirm-dialog');
+  assert.equal(await bram.page.textContent('#confirm-title'), 'Block dirk?');
+  await bram.page.screenshot({ path: `${SHOTS}/bram-block-confirm.png` });
+  await bram.page.click('#confirm-ok');
+  await gone(bram.page, '#confirm-dialog');
+  await visible(bram.page, '#blocked-bar');
+  assert.equal(await bram.page.textContent('#blocked-text'), 'You blocked dirk.');
+  assert.equal(await bram.page.isVisible('#composer'), false, 'no composer in a blocked chat');
+  assert.equal(await bram.page.isVisible('#stranger-bar'), false);
+  await bram.page.waitForSelector('#conv-list button.conv:has-text("dirk") .tag.blocked', { timeout: WAIT });
+  await bram.page.screenshot({ path: `${SHOTS}/bram-blocked.png` });
+  // On a phone: the bar in place of the composer, the header's button.
+  await bram.page.setViewportSize({ width: 390, height: 760 });
+  assert.ok(await bram.page.isVisible('#unblock-button'));
+  assert.ok(await bram.page.isVisible('#block-button'));
+  await bram.page.screenshot({ path: `${SHOTS}/bram-blocked-phone.png` });
+  await bram.page.click('#back-button');
+  await bram.page.setViewportSize({ width: 1100, height: 720 });
+
+  // Dirk's next send is refused with the server's words, once: no loop
+  // sends it again.
+  // Counted in the page: what the open socket sends from now on.
+  await dirk.page.evaluate(() => {
+    window.sentFrames = [];
+    const orig = WebSocket.prototype.send;
+    WebSocket.prototype.send = function send(d) {
+      if (typeof d === 'string' && d.includes('"type":"send"')) window.sentFrames.push(JSON.parse(d).cmid);
+      return orig.call(this, d);
+    };
+  });
+  await say(dirk.page, 'hello?');
+  await dirk.page.waitForSelector('#messages .msg.own .note.failed', { timeout: WAIT });
+  assert.match(await dirk.page.textContent('#messages .msg.own .note.failed'), /You cannot send to this conversation/);
+  assert.equal(await dirk.page.getAttribute('#messages .msg.own:has(.note.failed) .tick', 'data-state'), 'failed');
+  await dirk.page.screenshot({ path: `${SHOTS}/dirk-refused.png` });
+  // Nothing to wait for but time: a retry would go within a second.
+  await dirk.page.waitForTimeout(2500);
+  const failedCmid = await dirk.page.getAttribute('#messages .msg.own:has(.note.failed)', 'data-cmid');
+  assert.deepEqual(await dirk.page.evaluate(() => window.sentFrames), [failedCmid], 'sent once, not retried');
+  // New chat finds the chat that exists (the server neither makes another
+  // nor says who blocked whom); a group with Bram is refused in its dialog.
+  await startChat(dirk.page, 'bram');
+  await newGroup(dirk.page, 'Deals', ['bram', 'cara']);
+  await dirk.page.waitForFunction(() => /cannot be added to groups by you/i.test(document.querySelector('#new-group-error').textContent),
+    null, { timeout: WAIT });
+  await dirk.page.click('#new-group-dialog .cancel');
+
+  // Erin never wrote; Bram blocks her from Settings, and she cannot open a
+  // chat with him: the new-chat dialog says so.
+  const erin = await person();
+  await signUp(erin.page, 'erin');
+  await openSettings(bram.page);
+  await bram.page.waitForSelector('#blocked-list li:has-text("dirk")', { timeout: WAIT });
+  await bram.page.fill('#block-username', 'erin');
+  await bram.page.click('#block-form button[type=submit]');
+  await bram.page.waitForSelector('#blocked-list li:has-text("erin")', { timeout: WAIT });
+  await bram.page.screenshot({ path: `${SHOTS}/bram-settings-blocked.png` });
+  await bram.page.click('#settings-dialog .cancel');
+  await erin.page.click('#new-chat-button');
+  await erin.page.fill('#new-chat-username', 'bram');
+  await erin.page.click('#new-chat-form button[type=submit]');
+  await erin.page.waitForFunction(() => /You cannot start a conversation with this user/.test(document.querySelector('#new-chat-error').textContent),
+    null, { timeout: WAIT });
+  assert.ok(await erin.page.isVisible('#new-chat-dialog'), 'the dialog stays open with the refusal');
+  await erin.page.screenshot({ path: `${SHOTS}/erin-new-chat-refused.png` });
+  await erin.page.click('#new-chat-dialog .cancel');
+  // Bram cannot open one with her either while she is blocked.
+  await bram.page.click('#new-chat-button');
+  await bram.page.fill('#new-chat-username', 'erin');
+  await bram.page.click('#new-chat-form button[type=submit]');
+  await bram.page.waitForFunction(() => /You have blocked this user/.test(document.querySelector('#new-chat-error').textContent),
+    null, { timeout: WAIT });
+  await bram.page.click('#new-chat-dialog .cancel');
+
+  // Unblock (keyboard: the button in place of the composer): Dirk can
+  // send again.
+  await openConv(bram.page, 'dirk');
+  await bram.page.focus('#unblock-button');
+  await bram.page.keyboard.press('Enter');
+  await visible(bram.page, '#composer');
+  assert.equal(await bram.page.isVisible('#blocked-bar'), false);
+  await say(dirk.page, 'sorry, no more ads');
+  await dirk.page.waitForSelector('#messages .msg.own:has-text("sorry, no more ads") .tick:not([data-state="pending"])', { timeout: WAIT });
+  await waitBodies(bram.page, ['Cheap watches, best prices', 'sorry, no more ads']);
+  // ... and Erin too, from the settings list.
+  await openSettings(bram.page);
+  await bram.page.click('#blocked-list button[aria-label="Unblock erin"]');
+  await bram.page.waitForFunction(() => /Nobody is blocked/.test(document.querySelector('#blocked-list').textContent),
+    null, { timeout: WAIT });
+  await bram.page.click('#settings-dialog .cancel');
+  await startChat(erin.page, 'bram');
+  await say(erin.page, 'Hi Bram, Erin here');
+  await bram.page.waitForSelector('#conv-list button.conv:has-text("erin") .tag', { timeout: WAIT });
+
+  // The list is paged: a browser that gets it one entry a page still
+  // shows every chat, with its marks.
+  const listUrls = [];
+  const bram2 = await person(undefined, (page) => page.route(/\/api\/v1\/conversations\?/, (route) => {
+    const u = new URL(route.request().url());
+    u.searchParams.set('limit', '1');
+    listUrls.push(u.search);
+    return route.continue({ url: u.toString() });
+  }), base, await bram.ctx.storageState());
+  await bram2.page.waitForSelector('#app:not([hidden])', { timeout: WAIT });
+  for (const who of ['cara', 'dirk', 'erin'])
+    await bram2.page.waitForSelector(`#conv-list button.conv:has-text("${who}")`, { timeout: WAIT });
+  assert.equal(await bram2.page.$$eval('#conv-list button.conv', (b) => b.length), 3);
+  assert.ok(listUrls.length >= 3 && listUrls.slice(1).every((q) => q.includes('cursor=')), listUrls.join(' '));
+  await bram2.page.waitForSelector('#conv-list button.conv:has-text("erin") .tag:text("New contact request")', { timeout: WAIT });
+
+  assert.deepEqual([...bram.errors, ...cara.errors, ...dirk.errors, ...erin.errors, ...bram2.errors], []);
+  for (const p of [bram, cara, dirk, erin, bram2]) await p.ctx.close();
+});
+
+test('privacy: group adds from contacts only', async () => {
+  const pia = await person();
+  const abe = await person();
+  await signUp(pia.page, 'pia');
+  await signUp(abe.page, 'abe');
+  await register('cyd');
+  await register('dov');
+
+  await openSettings(pia.page);
+  await pia.page.waitForSelector('#group-adds input[value="everyone"]:checked', { timeout: WAIT });
+  await pia.page.check('#group-adds input[value="contacts"]');
+  await pia.page.waitForFunction(() => /only your contacts can add you/.test(document.querySelector('#privacy-status').textContent),
+    null, { timeout: WAIT });
+  await pia.page.screenshot({ path: `${SHOTS}/pia-settings.png` });
+  await pia.page.setViewportSize({ width: 390, height: 760 });
+  await pia.page.screenshot({ path: `${SHOTS}/pia-settings-phone.png` });
+  await pia.page.setViewportSize({ width: 1100, height: 720 });
+  await pia.page.click('#settings-dialog .cancel');
+
+  // Pia never wrote to Abe: he cannot make a group with her ...
+  await newGroup(abe.page, 'Book club', ['pia', 'cyd']);
+  await abe.page.waitForFunction(() => /This user cannot be added to groups by you/.test(document.querySelector('#new-group-error').textContent),
+    null, { timeout: WAIT });
+  await abe.page.screenshot({ path: `${SHOTS}/abe-group-refused.png` });
+  await abe.page.click('#new-group-dialog .cancel');
+  // ... nor add her to one: the add dialog says so.
+  await newGroup(abe.page, 'Book club', ['cyd', 'dov']);
+  await abe.page.waitForSelector('#chat:not([hidden])', { timeout: WAIT });
+  await abe.page.click('#info-button');
+  await abe.page.fill('#add-member-username', 'pia');
+  await abe.page.click('#add-member-form button[type=submit]');
+  await abe.page.waitForFunction(() => /This user cannot be added to groups by you/.test(document.querySelector('#info-error').textContent),
+    null, { timeout: WAIT });
+  assert.equal(await abe.page.$$eval('#info-members li', (l) => l.length), 3);
+  await abe.page.click('#info-dialog .cancel');
+
+  // Once Pia has written to Abe, he is her contact and may add her.
+  await startChat(pia.page, 'abe');
+  await say(pia.page, 'Hi Abe, add me to your reading group');
+  await abe.page.waitForSelector('#conv-list button.conv:has-text("pia")', { timeout: WAIT });
+  await openConv(abe.page, 'Book club');
+  await abe.page.click('#info-button');
+  await abe.page.fill('#add-member-username', 'pia');
+  await abe.page.click('#add-member-form button[type=submit]');
+  await abe.page.waitForFunction(() => document.querySelectorAll('#info-members li').length === 4, null, { timeout: WAIT });
+  assert.equal(await abe.page.textContent('#info-error'), '');
+  await abe.page.click('#info-dialog .cancel');
+  await pia.page.waitForSelector('#conv-list button.conv:has-text("Book club")', { timeout: WAIT });
+
+  assert.deepEqual([...pia.errors, ...abe.errors], []);
+  await pia.ctx.close();
+  await abe.ctx.close();
+});
+
+test('devices: one browser logs the others out; they land on the login screen', async () => {
+  const first = await person();
+  await signUp(first.page, 'ida');
+  const second = await person();
+  await logIn(second.page, 'ida');
+  const third = await person();
+  await logIn(third.page, 'ida');
+  // The third browser is closed, its session kept, as a laptop shut.
+  const thirdState = await third.ctx.storageState();
+  await third.ctx.close();
+
+  await openSettings(first.page);
+  await first.page.waitForFunction(() => document.querySelectorAll('#device-list li').length === 3, null, { timeout: WAIT });
+  assert.equal(await first.page.$$eval('#device-list li.current', (l) => l.length), 1);
+  assert.match(await first.page.textContent('#device-list li.current'), /This device/);
+  assert.match(await first.page.textContent('#device-list li:not(.current)'), /Chrome on Linux \(web\)/);
+  assert.equal(await first.page.$$eval('#device-list li:not(.current) button', (b) => b.length), 2);
+  await first.page.screenshot({ path: `${SHOTS}/ida-devices.png` });
+  // Log out the other two, the second browser's first (its socket closes).
+  const secondDevice = await second.page.evaluate(() => JSON.parse(localStorage.getItem('parley.session')).device_id);
+  await first.page.click(`#device-list li[data-device="${secondDevice}"] button`);
+  await first.page.waitForFunction(() => document.querySelectorAll('#device-list li').length === 2, null, { timeout: WAIT });
+  await first.page.click('#device-list li:not(.current) button');
+  await first.page.waitForFunction(() => document.querySelectorAll('#device-list li').length === 1, null, { timeout: WAIT });
+  await first.page.click('#settings-dialog .cancel');
+
+  // The second was open: its WebSocket closes (1008) and it shows the login.
+  await second.page.waitForSelector('#auth:not([hidden])', { timeout: WAIT });
+  assert.match(await second.page.textContent('#auth-error'), /logged out/);
+  await second.page.screenshot({ path: `${SHOTS}/ida-logged-out.png` });
+  // The third comes back later: its first request gets 401, and the same.
+  const third2 = await person(undefined, null, base, thirdState);
+  await third2.page.waitForSelector('#auth:not([hidden])', { timeout: WAIT });
+  assert.match(await third2.page.textContent('#auth-error'), /session has ended/);
+  // The first still works.
+  assert.ok(await first.page.isVisible('#app'));
+  await first.page.click('#settings-button');
+  await first.page.waitForSelector('#device-list li.current', { timeout: WAIT });
+
+  assert.deepEqual([...first.errors, ...second.errors, ...third.errors, ...third2.errors], []);
+  for (const p of [first, second, third2]) await p.ctx.close();
+});
+
+test('rate-limited refusals say when to try again', async () => {
+  // A server of its own with tiny budgets: one stranger a day, and sends
+  // reaching 2 people at once, 1 more a second.
+  const srv = await startServer(['--strangers-per-day', '1', '--rate-limit', '1', '--rate-burst', '2']);
+  const rita = await person(undefined, null, srv.base);
+  const sam = await person(undefined, null, srv.base);
+  try {
+    await signUp(rita.page, 'rita');
+    await signUp(sam.page, 'sam');
+    await register('tom', srv.base);
+
+    // The first stranger of the day is fine; the second is refused, with
+    // when the budget has room again.
+    await startChat(rita.page, 'sam');
+    await rita.page.click('#new-chat-button');
+    await rita.page.fill('#new-chat-username', 'tom');
+    await rita.page.click('#new-chat-form button[type=submit]');
+    await rita.page.waitForFunction(() => /try again in \d+ h/.test(document.querySelector('#new-chat-error').textContent),
+      null, { timeout: WAIT });
+    assert.match(await rita.page.textContent('#new-chat-error'),
+      /^You have started too many conversations with people who have not written to you — try again in 2[34] h/);
+    await rita.page.screenshot({ path: `${SHOTS}/rita-strangers-limit.png` });
+    await rita.page.click('#new-chat-dialog .cancel');
+
+    // Five quick sends: the budget takes two; the rest say when they go
+    // again, and they do, by themselves.
+    await rita.page.evaluate(() => {
+      window.notes = [];
+      new MutationObserver(() => {
+        for (const n of document.querySelectorAll('#messages .msg .note'))
+          if (!window.notes.includes(n.textContent)) window.notes.push(n.textContent);
+      }).observe(document.querySelector('#messages'), { subtree: true, childList: true, characterData: true });
+    });
+    const sent = ['one', 'two', 'three', 'four', 'five'];
+    for (const b of sent) await say(rita.page, b);
+    await rita.page.waitForFunction(() => window.notes.length > 0, null, { timeout: WAIT });
+    await rita.page.screenshot({ path: `${SHOTS}/rita-sending-too-fast.png` });
+    await rita.page.waitForFunction(() => [...document.querySelectorAll('#messages .msg.own .tick')]
+      .length === 5 && [...document.querySelectorAll('#messages .msg.own .tick')]
+      .every((t) => t.dataset.state === 'sent' || t.dataset.state === 'delivered' || t.dataset.state === 'read'),
+    null, { timeout: 20000 });
+    const notes = await rita.page.evaluate(() => window.notes);
+    assert.ok(notes.every((n) => /^You're sending too fast — trying again in \d+ s\.$/.test(n)), notes.join(' | '));
+    assert.equal(await rita.page.$$eval('#messages .msg .note', (n) => n.length), 0, 'the notes go once sent');
+    await openConv(sam.page, 'rita');
+    await waitBodies(sam.page, sent);
+    assert.equal((await bodies(sam.page)).length, 5, 'each once');
+    assert.deepEqual([...rita.errors, ...sam.errors], []);
+  } finally {
+    await rita.ctx.close();
+    await sam.ctx.close();
+    await srv.stop();
+    rmSync(srv.dataDir, { recursive: true, force: true });
+  }
 });

@@ -3,6 +3,11 @@
 //
 // Everything a user or another user wrote reaches the page through
 // textContent or an attribute, never as HTML.
+//
+// Every refusal the server gives, as an error frame or a REST error, is
+// shown where it happened: on the message a send was, in the dialog that
+// asked, or else in a passing notice; a rate_limited one says when to try
+// again (refusal() below).
 
 import * as api from './api.js';
 import { Live } from './socket.js';
@@ -35,6 +40,8 @@ const S = {
   loadingOlder: false,
   lastGapResume: 0,
   resuming: false,          // a resume is out: its replay may jump seqs
+  redoTimer: null,          // resume/watch/receipts again after a refusal (redoLater)
+  learning: new Map(),      // conv id -> the fetch of a conversation new to us (learnConv)
 };
 
 // ---- conversations -------------------------------------------------------
@@ -43,9 +50,10 @@ function addConv(e) {
   let c = S.convs.get(e.conversation_id);
   if (!c) {
     c = {
-      id: e.conversation_id, msgs: new Map(), loaded: false, has_more: true,
+      id: e.conversation_id, msgs: new Map(), loaded: false, has_more: true, floor: 0,
       peerDelivered: 0, peerRead: 0, counts: new Map(), typing: new Map(),
       last_seq: 0, read_seq: 0, unread: 0, last_message: null, activity: 0,
+      contact: true, blocked: false,
     };
     S.convs.set(c.id, c);
   }
@@ -53,6 +61,12 @@ function addConv(e) {
   c.title = e.title;
   c.members = e.members || [];
   c.admins = e.admins || [];
+  // Direct chats only. contact: the user has written here (a chat with
+  // contact false and messages in it is a stranger's first message);
+  // once true it stays so, whatever a list fetched before the ack says.
+  if (e.contact !== undefined) c.contact = e.contact || c.wrote === true;
+  if (e.contact) c.wrote = true;
+  if (e.blocked !== undefined) c.blocked = e.blocked;
   if (e.last_seq !== undefined && e.last_seq >= c.last_seq) {
     c.last_seq = e.last_seq;
     c.last_message = e.last_message || c.last_message;
@@ -80,6 +94,18 @@ function convName(c) {
   return p ? nameOf(p) : 'Just you';
 }
 
+// A direct chat whose other member wrote first and the user never
+// answered: a stranger's first message, shown with Block and Reply.
+function isStranger(c) {
+  return c.kind === 'direct' && !c.contact && !c.blocked && c.last_seq > 0 && peerOf(c) !== undefined;
+}
+
+// The direct chat with a user, if there is one.
+function directWith(userId) {
+  for (const c of S.convs.values()) if (c.kind === 'direct' && peerOf(c) === userId) return c;
+  return undefined;
+}
+
 async function learnNames(ids) {
   const missing = [...new Set(ids)].filter((id) => !S.names.has(id));
   if (!missing.length) return;
@@ -97,6 +123,18 @@ async function fetchConv(id) {
   return c;
 }
 
+// A conversation new to this device, as its messages arrive: one request
+// however many of them come meanwhile (a burst of 100 would otherwise be
+// 100 requests, some of them refused under load).
+function learnConv(id) {
+  let p = S.learning.get(id);
+  if (!p) {
+    p = fetchConv(id).finally(() => S.learning.delete(id));
+    S.learning.set(id, p);
+  }
+  return p;
+}
+
 function dropConv(id) {
   S.convs.delete(id);
   delete S.seqs[id];
@@ -107,11 +145,12 @@ function dropConv(id) {
 // ---- the real-time connection -------------------------------------------
 
 function startLive() {
-  S.live = new Live(() => S.me.token, {
+  S.live = new Live(async () => (await api.wsTicket()).ticket, {
     frame: onFrame,
     up: onUp,
     down: onDown,
-    refused: () => signedOut('This device was logged out.'),
+    refused: (why) => signedOut(why === 'logged-out' ? 'This device was logged out.'
+      : 'Your session has ended. Please log in again.'),
   });
   S.live.start();
 }
@@ -127,12 +166,13 @@ function onUp() {
 async function onDown(attempt, delay, failedBeforeReady) {
   S.resuming = false;
   banner(`Offline — reconnecting${delay > 1500 ? ` in ${Math.round(delay / 1000)} s` : ''}…`);
-  // Refused again and again before "ready": perhaps the token is gone.
+  // Refused again and again before "ready": perhaps the token is gone
+  // (a 401 from any request signs out; the settings cost the least).
   if (failedBeforeReady >= 2) {
     try {
-      await api.conversations();
+      await api.settings();
     } catch (e) {
-      if (e.status === 401) signedOut('Your session has ended. Please log in again.');
+      // Signed out by the 401 handler, or the server is still away.
     }
   }
 }
@@ -192,14 +232,16 @@ function advance(c, seq) {
 async function onMsg(m) {
   let c = S.convs.get(m.conv);
   if (!c) {
+    const first = !S.learning.has(m.conv);
     try {
-      c = await fetchConv(m.conv);
+      c = await learnConv(m.conv);
     } catch (e) {
-      return;
+      return; // history has it when the chat is opened
     }
-    watchPeers();
+    if (first) watchPeers();
   }
   if (c.msgs.has(m.seq)) return; // a replay of what we hold
+  if (m.from === S.me.user_id) markContact(c); // written from another of our devices
   // Presence is for contacts: a peer's first message to us is what lets
   // us see it, so ask again once it has written.
   const peer = peerOf(c);
@@ -231,6 +273,7 @@ function onAck(a) {
   S.outbox.splice(i, 1);
   store.saveOutbox(S.me.user_id, S.outbox);
   const m = { conv: a.conv, id: a.id, seq: a.seq, from: S.me.user_id, cmid: a.cmid, body: o.body, ts: a.ts };
+  markContact(c);
   c.msgs.set(m.seq, m);
   advance(c, m.seq);
   if (m.seq > c.last_seq) {
@@ -251,7 +294,7 @@ async function onResumed(f) {
     const c = S.convs.get(conv);
     if (!c) {
       try {
-        await fetchConv(conv);
+        await learnConv(conv);
         learned = true;
       } catch (e) {
         // left or removed meanwhile
@@ -340,24 +383,82 @@ async function onMembers(f) {
 
 function onError(e) {
   if (e.ref !== undefined) {
+    // A refused send: shown on that message. One we no longer hold (an
+    // answer to another page's send) has nowhere to go.
     const o = S.outbox.find((x) => x.cmid === e.ref);
-    if (!o) return;
-    clearTimeout(o.timer);
-    if (e.code === 'rate_limited' || e.code === 'unavailable') {
-      // Same cmid later: stored once whatever happens.
-      o.timer = setTimeout(() => transmit(o), e.retry_after_ms || 1000);
-      return;
-    }
-    o.state = 'failed';
-    o.error = e.message;
-    store.saveOutbox(S.me.user_id, S.outbox);
-    if (S.open === o.conv) renderChat();
+    if (o) sendRefused(o, e);
     return;
   }
+  const text = refusal(e);
   if (e.code === 'forbidden' && e.conv !== undefined) {
+    // Not (or no longer) a member: the conversation goes from the list.
+    const c = S.convs.get(e.conv);
+    if (c) toast(`${convName(c)}: ${text}`);
     dropConv(e.conv);
     renderList();
+    return;
   }
+  if (e.code === 'rate_limited' || e.code === 'unavailable')
+    redoLater(e.conv, e.code === 'rate_limited' ? e.retry_after_ms : 1000);
+  toast(text);
+}
+
+// A resume, watch, receipt or typing frame the server could not take
+// now: what matters of them (the resume, the watch, the receipts) goes
+// again once the wait is over. A repeated resume or receipt is harmless.
+function redoLater(conv, ms) {
+  clearTimeout(S.redoTimer);
+  S.redoTimer = setTimeout(() => {
+    if (!S.live || !S.live.ready) return; // the next "ready" does all of it
+    if (S.resuming) resume();
+    watchPeers();
+    const c = conv !== undefined && S.convs.get(conv);
+    if (c) {
+      if (S.seqs[c.id]) queueReceipt(S.pendingDelivered, c.id, S.seqs[c.id]);
+      if (chatVisible(c) && c.read_seq) queueReceipt(S.pendingRead, c.id, c.read_seq);
+    }
+  }, Math.max(ms || 1000, 250));
+}
+
+// The server refused a send. Over a budget, or busy: the same cmid goes
+// again when the server says (it is stored once whatever happens), and
+// the message says so meanwhile. Anything else is final until the user
+// retries: no loop sends a forbidden message again and again.
+function sendRefused(o, e) {
+  clearTimeout(o.timer);
+  if (e.code === 'rate_limited' || e.code === 'unavailable') {
+    const wait = Math.max((e.code === 'rate_limited' && e.retry_after_ms) || 1000, 250);
+    o.state = 'waiting';
+    o.error = e.code === 'unavailable' ? `The server is busy — trying again in ${waitText(wait)}.`
+      : /storage/i.test(e.message || '') ? `You have sent too much today — trying again in ${waitText(wait)}.`
+        : `You're sending too fast — trying again in ${waitText(wait)}.`;
+    o.serverMessage = e.message;
+    o.timer = setTimeout(() => transmit(o), wait);
+  } else {
+    o.state = 'failed';
+    o.error = sentence(e.message);
+    o.refused = true;
+    const c = S.convs.get(o.conv);
+    if (e.code === 'forbidden' && c && c.kind === 'direct') {
+      // A block, one way or the other. Ours (from another device) shows
+      // as such once the entry says so; theirs ends their presence here.
+      const peer = peerOf(c);
+      if (peer !== undefined && S.presence.delete(peer)) renderList();
+      fetchConv(c.id).then(() => {
+        renderList();
+        if (S.open === c.id) renderChat();
+      }, () => {});
+    }
+  }
+  store.saveOutbox(S.me.user_id, S.outbox);
+  if (S.open === o.conv) renderChat();
+}
+
+// The user has written in this direct chat: the other is a contact now.
+function markContact(c) {
+  if (c.kind !== 'direct') return;
+  c.wrote = true;
+  c.contact = true;
 }
 
 // ---- sending -------------------------------------------------------------
@@ -381,6 +482,9 @@ function send(c, body) {
 function transmit(o) {
   clearTimeout(o.timer);
   o.state = 'pending';
+  o.error = undefined;
+  o.serverMessage = undefined;
+  o.refused = false;
   if (!S.live.send({ type: 'send', conv: o.conv, cmid: o.cmid, body: o.body })) return; // sent on reconnect
   o.timer = setTimeout(() => {
     o.state = 'failed';
@@ -530,6 +634,7 @@ function renderChat(stick) {
 }
 
 function drawList() {
+  if (!S.me) return;
   const list = $('conv-list');
   const convs = [...S.convs.values()].sort((a, b) => b.activity - a.activity || b.id - a.id);
   // The tab's title counts unread messages, as chat apps' tabs do.
@@ -557,9 +662,16 @@ function drawList() {
       const who = lm.from === S.me.user_id ? 'You: ' : c.kind === 'group' ? `${nameOf(lm.from)}: ` : '';
       previewText = who + lm.body.split('\n')[0];
     }
-    const preview = el('span', typing ? 'preview typing' : 'preview', previewText);
+    const preview = el('span', typing ? 'preview typing' : 'preview');
+    const stranger = isStranger(c);
+    if (stranger) b.classList.add('request');
+    if (c.blocked) preview.append(el('span', 'tag blocked', 'Blocked'));
+    else if (stranger) preview.append(el('span', 'tag', 'New contact request'));
+    preview.append(document.createTextNode(previewText));
     b.append(dot, name, time, preview);
     let label = convName(c);
+    if (c.blocked) label += ', blocked';
+    else if (stranger) label += ', new contact request';
     if (p) label += `, ${presenceText(p)}`;
     if (c.unread > 0) {
       b.append(el('span', 'badge', String(c.unread)));
@@ -573,7 +685,7 @@ function drawList() {
 }
 
 function drawHead() {
-  const c = S.convs.get(S.open);
+  const c = S.me && S.convs.get(S.open);
   if (!c) return;
   $('chat-name').textContent = convName(c);
   let status = typingText(c);
@@ -583,6 +695,40 @@ function drawHead() {
   }
   $('chat-status').textContent = status;
   $('info-button').hidden = c.kind !== 'group';
+  drawBars(c);
+}
+
+// Around the composer: a stranger's first message offers Block and
+// Reply; a chat with someone the user blocked has Unblock in place of the
+// composer. The header's Block button is there for every direct chat.
+function drawBars(c) {
+  const peer = peerOf(c);
+  const direct = c.kind === 'direct' && peer !== undefined;
+  const name = direct ? nameOf(peer) : '';
+  const bb = $('block-button');
+  bb.hidden = !direct;
+  if (direct) {
+    bb.textContent = c.blocked ? 'Unblock' : 'Block';
+    bb.setAttribute('aria-label', `${c.blocked ? 'Unblock' : 'Block'} ${name}`);
+  }
+  const stranger = isStranger(c);
+  $('stranger-bar').hidden = !stranger;
+  if (stranger) {
+    $('stranger-text').textContent = `${name} is not in your contacts`;
+    $('stranger-block').setAttribute('aria-label', `Block ${name}`);
+    $('stranger-reply').setAttribute('aria-label', `Reply to ${name}`);
+  }
+  const blocked = direct && c.blocked;
+  $('blocked-bar').hidden = !blocked;
+  if (blocked) {
+    $('blocked-text').textContent = `You blocked ${name}.`;
+    $('unblock-button').setAttribute('aria-label', `Unblock ${name}`);
+  }
+  const composer = $('composer');
+  if (composer.hidden !== blocked) {
+    if (blocked && composer.contains(document.activeElement)) $('unblock-button').focus();
+    composer.hidden = blocked;
+  }
 }
 
 // The state of one of our own stored messages.
@@ -614,7 +760,8 @@ function messageEl(c, m, pending) {
     let label;
     if (pending) {
       [state, mark, label] = m.state === 'failed' ? ['failed', '!', `Not sent: ${m.error || 'failed'}`]
-        : ['pending', '🕓', 'Sending'];
+        : m.state === 'waiting' ? ['pending', '🕓', `Not sent yet: ${m.error}`]
+          : ['pending', '🕓', 'Sending'];
     } else {
       [state, mark, label] = tickOf(c, m);
       const k = c.kind === 'group' && c.counts.get(m.seq);
@@ -639,6 +786,13 @@ function messageEl(c, m, pending) {
     }
   }
   div.append(meta);
+  // Why it is not sent, in words, under the message it is about.
+  if (pending && (m.state === 'failed' || m.state === 'waiting') && m.error) {
+    const note = el('div', m.state === 'failed' ? 'note failed' : 'note',
+      m.state === 'failed' ? `Not sent: ${m.error}` : m.error);
+    if (m.serverMessage) note.title = m.serverMessage;
+    div.append(note);
+  }
   return div;
 }
 
@@ -656,7 +810,7 @@ function msgSig(c, m, pending) {
 }
 
 function drawChat(stick) {
-  const c = S.convs.get(S.open);
+  const c = S.me && S.convs.get(S.open);
   if (!c) return;
   drawHead();
   const box = $('messages');
@@ -693,10 +847,57 @@ function drawChat(stick) {
   if (atBottom) box.scrollTop = box.scrollHeight;
 }
 
+// The banner says how the connection is; it stays until that changes.
 function banner(text) {
   const b = $('banner');
   b.hidden = !text;
   b.textContent = text || '';
+}
+
+// A passing notice, for a refusal that has no place of its own on screen.
+let toastTimer = null;
+function toast(text) {
+  const t = $('toast');
+  clearTimeout(toastTimer);
+  t.textContent = text;
+  t.hidden = false;
+  toastTimer = setTimeout(() => { t.hidden = true; }, 6000);
+}
+
+// ---- refusals in words ---------------------------------------------------
+
+// The server's messages are lower-case phrases: shown as sentences.
+function sentence(msg) {
+  const t = String(msg || 'Something went wrong').trim();
+  const cap = t.charAt(0).toUpperCase() + t.slice(1);
+  return /[.!?…]$/.test(cap) ? cap : `${cap}.`;
+}
+
+// "12 s", "3 min", "2 h 5 min": how long until the server takes more.
+function waitText(ms) {
+  const sec = Math.max(1, Math.ceil(ms / 1000));
+  if (sec < 60) return `${sec} s`;
+  if (sec < 3600) return `${Math.ceil(sec / 60)} min`;
+  let h = Math.floor(sec / 3600);
+  let m = Math.ceil((sec % 3600) / 60);
+  if (m === 60) {
+    h++;
+    m = 0;
+  }
+  return m ? `${h} h ${m} min` : `${h} h`;
+}
+
+// What to tell the user about a refusal: an ApiError or an error frame.
+// A rate_limited one says when to try again, in place of the server's
+// own "try again later".
+function refusal(e) {
+  const ms = e.retryAfterMs ?? e.retry_after_ms;
+  if (e.code === 'rate_limited' && ms > 0) {
+    const what = String(e.message || 'too many requests').trim()
+      .replace(/[;,:]?\s*(try again later|retry later[^;]*|slow down|retry shortly)\.?$/i, '');
+    return `${sentence(what).replace(/\.$/, '')} — try again in ${waitText(ms)}.`;
+  }
+  return sentence(e.message);
 }
 
 // ---- opening a chat, history ---------------------------------------------
@@ -712,17 +913,20 @@ async function openChat(id) {
   $('composer-input').value = '';
   renderList();
   renderChat(true);
-  $('composer-input').focus();
+  drawBars(c); // now: whether there is a composer to focus
+  if ($('composer').hidden) $('unblock-button').focus();
+  else $('composer-input').focus();
   if (!c.loaded) {
     try {
       const page = await api.history(c.id, 0, PAGE);
       for (const m of page.messages) if (!c.msgs.has(m.seq)) c.msgs.set(m.seq, m);
-      c.has_more = page.has_more;
+      c.has_more = page.has_more && page.messages.length > 0;
+      c.floor = page.messages.length ? page.messages[0].seq : 0;
       c.loaded = true;
       await learnNames(page.messages.map((m) => m.from));
       await loadTicks(c);
     } catch (e) {
-      banner(`Could not load this chat: ${e.message}`);
+      if (S.me) toast(`Could not load this chat: ${refusal(e)}`);
     }
     if (S.open === id) renderChat(true);
   }
@@ -759,8 +963,11 @@ async function loadTicks(c) {
 async function loadOlder() {
   const c = S.convs.get(S.open);
   if (!c || !c.loaded || !c.has_more || S.loadingOlder) return;
-  const oldest = Math.min(...c.msgs.keys());
-  if (!Number.isFinite(oldest) || oldest <= 1) {
+  // Older pages go on from where history reached, not from the oldest
+  // message held: messages that came live before the chat was first
+  // opened may lie below a gap that only history fills.
+  const oldest = c.floor;
+  if (!oldest || oldest <= 1) {
     c.has_more = false;
     renderChat();
     return;
@@ -771,10 +978,11 @@ async function loadOlder() {
   try {
     const page = await api.history(c.id, oldest, PAGE);
     for (const m of page.messages) if (!c.msgs.has(m.seq)) c.msgs.set(m.seq, m);
-    c.has_more = page.has_more;
+    c.has_more = page.has_more && page.messages.length > 0;
+    if (page.messages.length) c.floor = page.messages[0].seq;
     await learnNames(page.messages.map((m) => m.from));
   } catch (e) {
-    banner(`Could not load older messages: ${e.message}`);
+    if (S.me) toast(`Could not load older messages: ${refusal(e)}`);
   }
   S.loadingOlder = false;
   if (S.open !== c.id) return;
@@ -801,7 +1009,7 @@ function dialogErrors(dialog, errEl, fn) {
       await fn();
       dialog.close();
     } catch (e) {
-      errEl.textContent = e.message;
+      errEl.textContent = refusal(e);
     }
   };
 }
@@ -862,7 +1070,7 @@ async function renderInfo() {
           await fetchConv(c.id);
           renderInfo();
         } catch (e) {
-          $('info-error').textContent = e.message;
+          $('info-error').textContent = refusal(e);
         }
       });
       li.append(b);
@@ -892,8 +1100,197 @@ async function renderInfo() {
     }
     out.replaceChildren(...items);
   } catch (e) {
-    out.replaceChildren(el('li', 'error', e.message));
+    out.replaceChildren(el('li', 'error', refusal(e)));
   }
+}
+
+// ---- blocks ----------------------------------------------------------------
+
+// A question before an action, with the action's refusal shown in it.
+let confirmRun = null;
+function confirmAction({ title, text, ok, run }) {
+  $('confirm-title').textContent = title;
+  $('confirm-text').textContent = text;
+  $('confirm-ok').textContent = ok;
+  $('confirm-error').textContent = '';
+  confirmRun = run;
+  $('confirm-dialog').showModal();
+  $('confirm-ok').focus();
+}
+
+function confirmBlock(userId) {
+  const name = nameOf(userId);
+  confirmAction({
+    title: `Block ${name}?`,
+    text: `${name} will no longer be able to message you, add you to groups or see when you are online. `
+      + 'You can unblock them in Settings.',
+    ok: 'Block',
+    run: async () => {
+      await api.block(userId);
+      setBlocked(userId, true);
+    },
+  });
+}
+
+async function unblockUser(userId) {
+  try {
+    await api.unblock(userId);
+  } catch (e) {
+    if (e.status !== 404) throw e; // 404: not blocked, which is what was wanted
+  }
+  setBlocked(userId, false);
+}
+
+// Our side of a block changed: the direct chat with that user, if any,
+// shows it, and so does the settings list if it is open.
+function setBlocked(userId, on) {
+  const c = directWith(userId);
+  if (c) c.blocked = on;
+  renderList();
+  if (c && S.open === c.id) renderChat();
+  if ($('settings-dialog').open) loadBlocked();
+}
+
+// ---- settings: privacy, blocked users, devices ------------------------------
+
+async function openSettings() {
+  for (const id of ['privacy-status', 'privacy-error', 'blocked-error', 'devices-error']) $(id).textContent = '';
+  $('block-username').value = '';
+  $('settings-dialog').showModal();
+  await Promise.all([loadPrivacy(), loadBlocked(), loadDevices()]);
+}
+
+function groupAddsRadios() {
+  return [...document.querySelectorAll('#group-adds input[name="group-adds"]')];
+}
+
+async function loadPrivacy() {
+  try {
+    const s = await api.settings();
+    for (const r of groupAddsRadios()) r.checked = r.value === s.group_adds;
+  } catch (e) {
+    $('privacy-error').textContent = refusal(e);
+  }
+}
+
+async function savePrivacy(value) {
+  $('privacy-status').textContent = '';
+  $('privacy-error').textContent = '';
+  try {
+    const s = await api.saveSettings({ group_adds: value });
+    for (const r of groupAddsRadios()) r.checked = r.value === s.group_adds;
+    $('privacy-status').textContent = s.group_adds === 'contacts'
+      ? 'Saved: only your contacts can add you to groups.' : 'Saved: everyone can add you to groups.';
+  } catch (e) {
+    $('privacy-error').textContent = refusal(e);
+    loadPrivacy(); // show what the server holds
+  }
+}
+
+async function loadBlocked() {
+  const out = $('blocked-list');
+  let list;
+  try {
+    list = await api.blocks();
+  } catch (e) {
+    $('blocked-error').textContent = refusal(e);
+    return;
+  }
+  for (const b of list) if (b.username) S.names.set(b.user_id, b.username);
+  // What the server holds is what the chats show, too.
+  for (const c of S.convs.values())
+    if (c.kind === 'direct') {
+      const was = c.blocked;
+      c.blocked = list.some((b) => b.user_id === peerOf(c));
+      if (was !== c.blocked) {
+        renderList();
+        if (S.open === c.id) renderChat();
+      }
+    }
+  if (!list.length) {
+    out.replaceChildren(el('li', 'muted', 'Nobody is blocked.'));
+    return;
+  }
+  out.replaceChildren(...list.map((b) => {
+    const name = b.username || `user ${b.user_id}`;
+    const li = el('li');
+    const what = el('span', 'what', name);
+    what.append(el('small', '', `blocked ${whenText(b.blocked_at)}`));
+    const button = el('button', '', 'Unblock');
+    button.type = 'button';
+    button.setAttribute('aria-label', `Unblock ${name}`);
+    button.addEventListener('click', async () => {
+      $('blocked-error').textContent = '';
+      try {
+        await unblockUser(b.user_id);
+      } catch (e) {
+        $('blocked-error').textContent = refusal(e);
+      }
+    });
+    li.append(what, button);
+    return li;
+  }));
+}
+
+async function blockByName() {
+  $('blocked-error').textContent = '';
+  try {
+    const id = await userIdByName($('block-username').value);
+    if (id === S.me.user_id) throw new Error('That is you.');
+    await api.block(id);
+    $('block-username').value = '';
+    setBlocked(id, true);
+  } catch (e) {
+    $('blocked-error').textContent = refusal(e);
+  }
+}
+
+async function loadDevices() {
+  let list;
+  try {
+    list = await api.devices();
+  } catch (e) {
+    $('devices-error').textContent = refusal(e);
+    return;
+  }
+  $('device-list').replaceChildren(...list.map((d) => {
+    const li = el('li');
+    li.dataset.device = d.device_id;
+    const what = el('span', 'what', d.name);
+    const used = d.current ? 'active now' : `last used ${whenText(d.last_used)}`;
+    what.append(el('small', '', `${used} · logged in ${whenText(d.created_at)}`));
+    li.append(what);
+    if (d.current) {
+      li.classList.add('current');
+      li.append(el('span', 'this-device', 'This device'));
+    } else {
+      const b = el('button', 'danger', 'Log out');
+      b.type = 'button';
+      b.setAttribute('aria-label', `Log out ${d.name}, ${used}`);
+      b.addEventListener('click', async () => {
+        $('devices-error').textContent = '';
+        try {
+          await api.logoutDevice(d.device_id);
+        } catch (e) {
+          if (e.status !== 404) { // 404: gone already
+            $('devices-error').textContent = refusal(e);
+            return;
+          }
+        }
+        loadDevices();
+      });
+      li.append(b);
+    }
+    return li;
+  }));
+}
+
+function whenText(ts) {
+  if (!ts) return 'never';
+  if (Date.now() - ts < 60000) return 'just now';
+  const d = new Date(ts);
+  if (d.toDateString() === new Date().toDateString()) return `today at ${clock(ts)}`;
+  return d.toLocaleDateString([], { day: 'numeric', month: 'short', year: 'numeric' });
 }
 
 // ---- sign in and out -------------------------------------------------------
@@ -919,11 +1316,12 @@ async function authSubmit(signup) {
     await startApp();
   } catch (e) {
     $('auth-error').textContent = e.status === 409 ? 'That username is taken. Try another, or log in.'
-      : e.status === 401 ? 'Wrong username or password.' : e.message;
+      : e.status === 401 ? 'Wrong username or password.' : refusal(e);
   }
 }
 
 function signedOut(message) {
+  for (const d of document.querySelectorAll('dialog[open]')) d.close();
   if (S.live) S.live.stop();
   if (S.me) store.clearSession(S.me.user_id);
   S.me = null;
@@ -934,7 +1332,10 @@ function signedOut(message) {
   S.names.clear();
   S.presence.clear();
   S.outbox = [];
+  for (const o of S.outbox) clearTimeout(o.timer);
   S.open = null;
+  clearTimeout(S.redoTimer);
+  S.learning.clear();
   S.pendingRead.clear();
   S.pendingDelivered.clear();
   clearTimeout(S.receiptTimer);
@@ -953,7 +1354,9 @@ function signedOut(message) {
 async function startApp() {
   api.setToken(S.me.token);
   S.seqs = store.loadSeqs(S.me.user_id);
-  S.outbox = store.loadOutbox(S.me.user_id).map((o) => ({ ...o, state: 'pending' }));
+  // A send the server refused stays failed; the rest go again.
+  S.outbox = store.loadOutbox(S.me.user_id).map((o) => (o.refused && o.state === 'failed' ? { ...o }
+    : { ...o, state: 'pending', error: undefined, refused: false }));
   let list;
   try {
     list = await api.conversations();
@@ -962,11 +1365,14 @@ async function startApp() {
       signedOut('Your session has ended. Please log in again.');
       return;
     }
-    // The server is unreachable: show what we have and keep trying.
-    list = { conversations: [] };
-    banner('Offline — reconnecting…');
+    // Show what came; the resume's heads name every conversation, and
+    // those missing here are fetched one by one then.
+    list = e.partial || [];
+    if (e.status === 0) banner('Offline — reconnecting…');
+    else toast(`Could not load all your conversations: ${refusal(e)}`);
   }
-  for (const e of list.conversations) addConv(e);
+  if (!S.me) return;
+  for (const e of list) addConv(e);
   store.flushSeqs(S.me.user_id, S.seqs);
   await learnNames([...S.convs.values()].flatMap((c) => c.members));
   $('auth').hidden = true;
@@ -980,6 +1386,9 @@ async function startApp() {
 // ---- wiring ----------------------------------------------------------------
 
 function wire() {
+  api.setUnauthorizedHandler(() => {
+    if (S.me) signedOut('Your session has ended. Please log in again.');
+  });
   $('auth-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     authSubmit(false);
@@ -1001,7 +1410,7 @@ function wire() {
     const c = S.convs.get(S.open);
     if (!c || !body.trim()) return;
     if (new TextEncoder().encode(body).length > 16384) {
-      banner('That message is too long (at most 16 KB).');
+      toast('That message is too long (at most 16 KB).');
       return;
     }
     input.value = '';
@@ -1045,7 +1454,7 @@ function wire() {
       renderInfo();
       renderHead();
     } catch (e) {
-      $('info-error').textContent = e.message;
+      $('info-error').textContent = refusal(e);
     }
   });
   $('leave-button').addEventListener('click', async () => {
@@ -1056,8 +1465,43 @@ function wire() {
       dropConv(id);
       renderList();
     } catch (e) {
-      $('info-error').textContent = e.message;
+      $('info-error').textContent = refusal(e);
     }
+  });
+  const blockOpen = () => {
+    const c = S.convs.get(S.open);
+    const peer = c && peerOf(c);
+    if (peer === undefined) return;
+    if (c.blocked) {
+      unblockUser(peer).catch((e) => toast(refusal(e)));
+    } else {
+      confirmBlock(peer);
+    }
+  };
+  $('block-button').addEventListener('click', blockOpen);
+  $('stranger-block').addEventListener('click', blockOpen);
+  $('unblock-button').addEventListener('click', blockOpen);
+  $('stranger-reply').addEventListener('click', () => $('composer-input').focus());
+  $('confirm-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const run = confirmRun;
+    if (!run) return;
+    $('confirm-error').textContent = '';
+    $('confirm-ok').disabled = true;
+    try {
+      await run();
+      confirmRun = null;
+      $('confirm-dialog').close();
+    } catch (e) {
+      $('confirm-error').textContent = refusal(e);
+    }
+    $('confirm-ok').disabled = false;
+  });
+  $('settings-button').addEventListener('click', openSettings);
+  for (const r of groupAddsRadios()) r.addEventListener('change', () => { if (r.checked) savePrivacy(r.value); });
+  $('block-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    blockByName();
   });
   for (const b of document.querySelectorAll('dialog .cancel'))
     b.addEventListener('click', () => b.closest('dialog').close());

@@ -1,5 +1,12 @@
 // socket.js - the real-time half: one WebSocket that comes back by itself.
 //
+// Each connect, the first and every reconnect, first asks for a
+// single-use ticket (POST /api/v1/ws-tickets, the token in the header)
+// and opens /chat/v1/ws?ticket=…, so that the token never appears in a
+// URL, where proxies and logs would keep it. A 401 for the ticket means
+// the session is gone; any other failure to get one counts as a failed
+// attempt.
+//
 // After a drop it waits a jittered, exponentially growing delay (0.5 s,
 // 1 s, 2 s ... up to 30 s, each times a random 0.5-1) so that a server
 // restart is not met by every client at the same instant; the delay resets
@@ -10,11 +17,14 @@ const BASE_MS = 500;
 const MAX_MS = 30000;
 
 export class Live {
-  // handlers: { frame(obj), up(), down(attempt, delayMs), refused() }
-  constructor(tokenFn, handlers) {
-    this.tokenFn = tokenFn;
+  // ticketFn(): a promise of a ticket string; it rejects with an error
+  // whose status is 401 when the session is gone.
+  // handlers: { frame(obj), up(), down(attempt, delayMs, failedBeforeReady), refused(reason) }
+  constructor(ticketFn, handlers) {
+    this.ticketFn = ticketFn;
     this.h = handlers;
     this.ws = null;
+    this.connecting = false;    // a ticket is being fetched
     this.ready = false;
     this.attempt = 0;
     this.timer = null;
@@ -43,16 +53,34 @@ export class Live {
     this.ready = false;
   }
 
-  connectNow() {
+  async connectNow() {
     clearTimeout(this.timer);
     this.timer = null;
-    if (this.ws || this.stopped) return;
+    if (this.ws || this.connecting || this.stopped) return;
+    this.connecting = true;
+    let ticket;
+    try {
+      ticket = await this.ticketFn();
+    } catch (e) {
+      this.connecting = false;
+      if (this.stopped) return;
+      if (e && e.status === 401) {
+        this.h.refused('expired');
+        return;
+      }
+      this.failedBeforeReady++;
+      this.scheduleRetry(e && e.retryAfterMs);
+      return;
+    }
+    this.connecting = false;
+    if (this.stopped || this.ws) return;
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const url = `${scheme}//${location.host}/chat/v1/ws?token=${encodeURIComponent(this.tokenFn())}`;
+    const url = `${scheme}//${location.host}/chat/v1/ws?ticket=${encodeURIComponent(ticket)}`;
     let ws;
     try {
       ws = new WebSocket(url);
     } catch (e) {
+      this.failedBeforeReady++;
       this.scheduleRetry();
       return;
     }
@@ -79,7 +107,7 @@ export class Live {
       if (this.stopped) return;
       if (ev.code === 1008) {
         // The device was logged out (here or elsewhere).
-        this.h.refused();
+        this.h.refused('logged-out');
         return;
       }
       if (!wasReady) this.failedBeforeReady++;
@@ -87,9 +115,11 @@ export class Live {
     };
   }
 
-  scheduleRetry() {
+  // minMs: the server's own "try again in" (a 429), if it gave one.
+  scheduleRetry(minMs) {
     const exp = Math.min(MAX_MS, BASE_MS * 2 ** this.attempt);
-    const delay = Math.round(exp * (0.5 + Math.random() * 0.5));
+    let delay = Math.round(exp * (0.5 + Math.random() * 0.5));
+    if (minMs > delay) delay = minMs;
     this.attempt++;
     this.h.down(this.attempt, delay, this.failedBeforeReady);
     this.timer = setTimeout(() => this.connectNow(), delay);

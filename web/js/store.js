@@ -57,6 +57,9 @@ export function flushSeqs(userId, seqs) {
   write(`parley.${userId}.seqs`, seqs);
 }
 
+// A send the server refused for good (refused: true, with its error) stays
+// failed across visits; any other is sent again with its cmid.
 export function saveOutbox(userId, outbox) {
-  write(`parley.${userId}.outbox`, outbox.map(({ cmid, conv, body, at, state }) => ({ cmid, conv, body, at, state })));
+  write(`parley.${userId}.outbox`, outbox.map(({ cmid, conv, body, at, state, error, refused }) =>
+    ({ cmid, conv, body, at, state, error, refused })));
 }
