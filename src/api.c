@@ -51,6 +51,19 @@ void api_fail_retry(api_res_t *res, const char *message, int64_t wait_ms)
 	res->extra = res->extra_buf;
 }
 
+void api_fail_about(api_res_t *res, int status, const char *code, const char *message, int64_t user)
+{
+	res->status = status;
+	jbuf_reset(&res->body);
+	jbuf_lit(&res->body, "{\"error\":{\"code\":");
+	jbuf_cstr(&res->body, code);
+	jbuf_lit(&res->body, ",\"message\":");
+	jbuf_cstr(&res->body, message);
+	jbuf_lit(&res->body, ",\"user_id\":");
+	jbuf_int(&res->body, user);
+	jbuf_lit(&res->body, "}}");
+}
+
 void api_fail_store(api_res_t *res, int r)
 {
 	switch (r) {

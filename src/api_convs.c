@@ -100,7 +100,7 @@ static int may_reach(store_t *st, api_req_t *rq, int64_t target, int group, int 
 	int r;
 
 	if ((r = store_contact(st, rq->user, target, &c)) == STORE_NOT_FOUND) {
-		api_fail(res, 404, "not_found", "no such user");
+		api_fail_about(res, 404, "not_found", "no such user", target);
 		return -1;
 	}
 	if (r != STORE_OK) {
@@ -108,11 +108,12 @@ static int may_reach(store_t *st, api_req_t *rq, int64_t target, int group, int 
 		return -1;
 	}
 	if (c.i_blocked) {
-		api_fail(res, 403, "forbidden", "you have blocked this user; unblock them first");
+		api_fail_about(res, 403, "forbidden", "you have blocked this user; unblock them first", target);
 		return -1;
 	}
 	if (c.they_blocked) {
-		api_fail(res, 403, "forbidden", group ? NO_GROUP_ADD : "you cannot start a conversation with this user");
+		api_fail_about(res, 403, "forbidden", group ? NO_GROUP_ADD : "you cannot start a conversation with this user",
+		               target);
 		return -1;
 	}
 	if (group) {
@@ -121,7 +122,7 @@ static int may_reach(store_t *st, api_req_t *rq, int64_t target, int group, int 
 			return -1;
 		}
 		if (s.group_adds == STORE_ADDS_CONTACTS && !c.they_wrote) {
-			api_fail(res, 403, "forbidden", NO_GROUP_ADD);
+			api_fail_about(res, 403, "forbidden", NO_GROUP_ADD, target);
 			return -1;
 		}
 	}

@@ -54,6 +54,9 @@ void api_fail(api_res_t *res, int status, const char *code, const char *message)
 /* 429 rate_limited with when to try again, as Retry-After and in the body
  * (the retry_after_ms of the WebSocket's rate_limited error). */
 void api_fail_retry(api_res_t *res, const char *message, int64_t wait_ms);
+/* A refusal about one user (of several a request named): the error
+ * object carries its "user_id". */
+void api_fail_about(api_res_t *res, int status, const char *code, const char *message, int64_t user);
 /* The answer to a store code that is not success. */
 void api_fail_store(api_res_t *res, int r);
 
