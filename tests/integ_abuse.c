@@ -502,6 +502,57 @@ static void test_proxy_protocol(void **state)
 		pc_close(a[i]);
 }
 
+/* One client's backlog never delays another's: an attacker queues 250
+ * costly requests (512 lookups each) on 250 connections, and a
+ * bystander's request, sent once they wait, is answered while most of
+ * them still wait: it waited for about one job a worker, not for all of
+ * them. Told by order, not time: how many of the attacker's answers had
+ * come when the bystander's did. */
+static void test_worker_fairness(void **state)
+{
+	enum { FLOOD = 250 };
+	static char req[256 * 17 + 256];
+	pc_conn_t *c[FLOOD], *bc;
+	pc_response_t res;
+	hx_user_t att, by;
+	size_t n;
+	int i, answered = 0;
+
+	(void)state;
+	START("--work-rate", "0", "--max-address-pending", "0");
+	hx_user(S.port, "flooder", &att);
+	hx_user(S.port, "bystander", &by);
+	n = (size_t)snprintf(req, sizeof req, "GET /api/v1/users?ids=");
+	for (i = 0; i < 256; i++)
+		n += (size_t)snprintf(req + n, sizeof req - n, "%s%d", i ? "," : "", 100000 + i);
+	n += (size_t)snprintf(req + n, sizeof req - n, " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n",
+	                      att.token);
+	for (i = 0; i < FLOOD; i++) {
+		assert_non_null(c[i] = pc_connect_from("127.0.0.2", "127.0.0.1", S.port));
+		assert_int_equal(pc_send_raw(c[i], req, n), 0);
+	}
+	while (hx_metric(&S, "parley_worker_queue_jobs") < FLOOD / 2)
+		usleep(1000);
+	assert_non_null(bc = pc_connect("127.0.0.1", S.port));
+	assert_int_equal(pc_http(bc, "GET", "/api/v1/conversations", by.token, NULL, &res, HX_TIMEOUT), 0);
+	assert_int_equal(res.status, 200);
+	pc_response_free(&res);
+	pc_close(bc);
+	for (i = 0; i < FLOOD; i++) {
+		struct pollfd p = {.fd = pc_fd(c[i]), .events = POLLIN};
+		if (poll(&p, 1, 0) > 0)
+			answered++;
+	}
+	if (answered > FLOOD / 2)
+		fail_msg("%d of the flood's %d requests were answered before the bystander's", answered, FLOOD);
+	for (i = 0; i < FLOOD; i++) {
+		assert_int_equal(pc_read_response(c[i], &res, HX_TIMEOUT), 0);
+		assert_true(res.status == 200 || res.status == 503);
+		pc_response_free(&res);
+		pc_close(c[i]);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -515,6 +566,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_address_connection_caps, stop_server),
 		cmocka_unit_test_teardown(test_forwarded_for, stop_server),
 		cmocka_unit_test_teardown(test_proxy_protocol, stop_server),
+		cmocka_unit_test_teardown(test_worker_fairness, stop_server),
 	};
 
 	hx_filter();
