@@ -118,10 +118,30 @@ check-web: build/parley node_modules/.package-lock.json
 
 # libFuzzer targets (clang): the HTTP parser, the WebSocket frame parser, the
 # web files answered for any parsed request, and the PROXY protocol, address
-# list and X-Forwarded-For parsers.
+# list and X-Forwarded-For parsers; and, against a whole node started in the
+# fuzzer's process (fuzz/node.c), the WebSocket frame handlers (fuzz_frames)
+# and the REST handlers (fuzz_api).
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
                $(shell pkg-config --cflags libcrypto 2>/dev/null)
 FUZZ_LIBS := $(shell pkg-config --libs libcrypto 2>/dev/null)
+FUZZ_TARGETS := build/fuzz/fuzz_http build/fuzz/fuzz_ws build/fuzz/fuzz_webfiles build/fuzz/fuzz_proxy \
+                build/fuzz/fuzz_frames build/fuzz/fuzz_api
+
+# The node targets link every module but main.c, so modules added to src/
+# are fuzzed too; the objects are built once for both, with the fuzzers'
+# sanitizers and coverage.
+FUZZ_NODE_CFLAGS := $(FUZZ_CFLAGS) -Wall -Wextra -pthread -Iclient -MMD -MP \
+                    $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+FUZZ_NODE_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
+FUZZ_NODE_OBJ := $(patsubst %.c,build/fuzz/obj/%.o,$(LIB_SRC) client/pclient.c fuzz/node.c)
+
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_NODE_CFLAGS) -c $< -o $@
+
+build/fuzz/fuzz_frames build/fuzz/fuzz_api: build/fuzz/%: build/fuzz/obj/fuzz/%.o $(FUZZ_NODE_OBJ)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $^ $(FUZZ_NODE_LIBS)
 
 build/fuzz/fuzz_http: fuzz/fuzz_http.c src/http.c src/sbuf.c src/jbuf.c
 	@mkdir -p $(dir $@)
@@ -139,14 +159,17 @@ build/fuzz/fuzz_proxy: fuzz/fuzz_proxy.c src/clientaddr.c src/http.c src/sbuf.c 
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^ $(FUZZ_LIBS)
 
-fuzz-build: build/fuzz/fuzz_http build/fuzz/fuzz_ws build/fuzz/fuzz_webfiles build/fuzz/fuzz_proxy
+fuzz-build: $(FUZZ_TARGETS)
 
 fuzz: deps-test
 	@$(MAKE) --no-print-directory fuzz-build
-	@scripts/run-fuzz.sh $(FUZZ_SECONDS) build/fuzz/fuzz_http build/fuzz/fuzz_ws build/fuzz/fuzz_webfiles build/fuzz/fuzz_proxy
+	@scripts/run-fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
+# Replays every seed and every committed corpus input once, then fuzzes
+# each target for a few seconds.
 fuzz-smoke: fuzz-build
-	@scripts/run-fuzz.sh 5 build/fuzz/fuzz_http build/fuzz/fuzz_ws build/fuzz/fuzz_webfiles build/fuzz/fuzz_proxy
+	@scripts/run-fuzz.sh replay $(FUZZ_TARGETS)
+	@scripts/run-fuzz.sh 5 $(FUZZ_TARGETS)
 
 # The benchmark suite: each scenario beside the physical baseline, in one
 # run. BENCH_CONNECTIONS sizes the idle scenario: the server holds them all
@@ -181,4 +204,4 @@ bench-smoke: build/parley build/parley-bench build/bench-relay
 clean:
 	rm -rf build
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj build/fuzz/obj -name '*.d' 2>/dev/null)
