@@ -21,13 +21,17 @@
  * input can work on a group or an account it made itself whatever the
  * node already holds (before any, they stay as they are).
  * Alice is user 1, bob 2, carol 3; alice-bob is conversation 1, the group
- * of the three 2, bob-carol 3 (node.h). HEAD is never sent: pclient would
- * wait for the body a HEAD answer does not have.
+ * of the three 2, bob-carol 3, the group of 300 (alice, bob, carol and
+ * users 4 to 300) 4 (node.h). HEAD is never sent: pclient would wait
+ * for the body a HEAD answer does not have.
  *
  * Every answer must be one the protocol knows (node.h: fuzz_check_response:
  * status, error body and code, never 500), and none may show the bystander's
  * conversation, bob-carol, to anyone but bob and carol: no 2xx for a request
- * about it, no entry for it in a list. Every CHECK_EVERY inputs: /healthz
+ * about it, no entry for it in a list. Conversation objects must be as the
+ * protocol says (members ascending, alice among those she is shown, two in
+ * a direct chat, a group's admins among its members), and a page of
+ * history one conversation's messages, ascending without gaps. Every CHECK_EVERY inputs: /healthz
  * answers, and bob-carol still holds nothing (nobody sends here). When an
  * input may have logged alice's harness token out, it is checked and
  * replaced. */
@@ -243,11 +247,68 @@ static int64_t path_conv(const char *path)
 	return *p == 0 || *p == '/' || *p == '?' ? id : 0;
 }
 
+/* A conversation object as the protocol describes it: members ascending,
+ * the caller among them; a direct chat has two, a group its admins among
+ * them. caller 0: unknown. */
+static void check_conversation(json_t *c, int64_t caller, const char *what)
+{
+	json_t *members = json_object_get(c, "members"), *admins = json_object_get(c, "admins"), *v;
+	const char *kind = json_string_value(json_object_get(c, "kind"));
+	int64_t prev = 0;
+	size_t i, k;
+	int has_caller = 0;
+
+	if (!json_is_integer(json_object_get(c, "conversation_id")) || !kind || !json_is_array(members))
+		fuzz_fail("%s: a conversation without conversation_id, kind or members", what);
+	json_array_foreach(members, i, v) {
+		if (!json_is_integer(v) || json_integer_value(v) <= prev)
+			fuzz_fail("%s: members not ascending", what);
+		prev = json_integer_value(v);
+		has_caller |= prev == caller;
+	}
+	if (caller && !has_caller)
+		fuzz_fail("%s: the caller is not among the members", what);
+	if (strcmp(kind, "direct") == 0) {
+		if (json_array_size(members) != 2 || admins)
+			fuzz_fail("%s: a direct conversation of %zu members%s", what, json_array_size(members),
+			          admins ? ", with admins" : "");
+	} else if (strcmp(kind, "group") == 0) {
+		if (!json_is_array(admins) || json_array_size(admins) == 0)
+			fuzz_fail("%s: a group without admins", what);
+		json_array_foreach(admins, i, v) {
+			for (k = 0; k < json_array_size(members); k++)
+				if (json_equal(v, json_array_get(members, k)))
+					break;
+			if (k == json_array_size(members))
+				fuzz_fail("%s: an admin who is not a member", what);
+		}
+	} else {
+		fuzz_fail("%s: kind \"%s\"", what, kind);
+	}
+}
+
+/* A page of history: one conversation's, ascending, without gaps. */
+static void check_history(json_t *msgs, int64_t conv, const char *what)
+{
+	json_t *m;
+	int64_t prev = 0;
+	size_t i;
+
+	json_array_foreach(msgs, i, m) {
+		json_t *c = json_object_get(m, "conv"), *seq = json_object_get(m, "seq");
+		if (!json_is_integer(c) || json_integer_value(c) != conv || !json_is_integer(seq) ||
+		    (i && json_integer_value(seq) != prev + 1))
+			fuzz_fail("%s: message %zu is out of place", what, i);
+		prev = json_integer_value(seq);
+	}
+}
+
 /* What the answer may not show, and what it changes for the harness. */
 static void check_answer(session_t *s, const request_t *r, const pc_response_t *res)
 {
 	char what[160];
 	json_t *j, *list, *e;
+	int64_t caller;
 	size_t i;
 
 	snprintf(what, sizeof what, "%s %.100s (token %d, mode '%c')", r->method, r->sent_path,
@@ -271,15 +332,21 @@ static void check_answer(session_t *s, const request_t *r, const pc_response_t *
 		s->user = json_integer_value(json_object_get(j, "user_id"));
 	if (json_is_integer(json_object_get(j, "conversation_id")))
 		s->conv = json_integer_value(json_object_get(j, "conversation_id"));
+	caller = r->token == TOK_ALICE ? fuzz_node.user[FZ_ALICE] : 0;
 	list = json_object_get(j, "conversations");
 	json_array_foreach(list, i, e) {
 		json_t *id = json_object_get(e, "conversation_id");
 		if (json_is_integer(id) && json_integer_value(id) == fuzz_node.conv_bc)
 			fuzz_fail("%s: the list shows the bystander's conversation: %.300s", what, res->body);
+		check_conversation(e, caller, what);
 	}
-	if (json_is_integer(json_object_get(j, "conversation_id")) &&
-	    json_integer_value(json_object_get(j, "conversation_id")) == fuzz_node.conv_bc)
-		fuzz_fail("%s: the answer shows the bystander's conversation: %.300s", what, res->body);
+	if (json_is_integer(json_object_get(j, "conversation_id"))) {
+		if (json_integer_value(json_object_get(j, "conversation_id")) == fuzz_node.conv_bc)
+			fuzz_fail("%s: the answer shows the bystander's conversation: %.300s", what, res->body);
+		check_conversation(j, caller, what);
+	}
+	if (json_is_array(json_object_get(j, "messages")))
+		check_history(json_object_get(j, "messages"), path_conv(r->sent_path), what);
 	json_decref(j);
 }
 

@@ -7,6 +7,7 @@
  * inputs), so that checking costs a small part of an execution. */
 #include "node.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <stdarg.h>
@@ -22,13 +23,16 @@
 #include "server.h"
 
 #define HARNESS_TIMEOUT_MS 15000
+/* Users in the crowd group besides alice, bob and carol. */
+#define FUZZ_CROWD 297
 #define HARNESS_ADDRESS "127.0.0.2"
 
 fuzz_node_t fuzz_node;
 int fuzz_verbose;
 
 static server_t *srv;
-static char data_dir[64];
+static char data_dir[64], template_dir[64];
+static fuzz_node_t template_state;  /* fuzz_node as the template left it */
 static const char *target = "fuzz";
 static pc_conn_t *mon;              /* the harness's own connection */
 static unsigned long restart_every;
@@ -47,7 +51,8 @@ void fuzz_fail(const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	/* The store stays behind for a look at what the node held. */
+	fprintf(stderr, "\n%s: the node's data directory is kept: %s\n", target, data_dir);
 	abort();
 }
 
@@ -191,7 +196,7 @@ static void harness_frames(int who, const char *const *frames, size_t n)
 
 /* A few messages and receipts in each conversation, so that history,
  * receipts and resume have something to answer. The conversations are
- * 1, 2, 3 on every node, as node.h says; fuzz_node_init checks it. */
+ * 1, 2, 3, 4 on every node, as node.h says; this checks it. */
 static void converse(void)
 {
 	static const char *const alice[] = {
@@ -212,21 +217,76 @@ static void converse(void)
 		"{\"type\":\"send\",\"conv\":3,\"cmid\":\"h-c1\",\"body\":\"hi bob\"}",
 		"{\"type\":\"send\",\"conv\":2,\"cmid\":\"h-c2\",\"body\":\"hi from carol\"}",
 	};
+	static const char *const alice_crowd[] = {
+		"{\"type\":\"send\",\"conv\":4,\"cmid\":\"h-a5\",\"body\":\"hello crowd\"}",
+	};
+	static const char *const bob_crowd[] = {
+		"{\"type\":\"receipt\",\"conv\":4,\"state\":\"delivered\",\"seq\":1}",
+		"{\"type\":\"receipt\",\"conv\":4,\"state\":\"read\",\"seq\":1}",
+		"{\"type\":\"send\",\"conv\":4,\"cmid\":\"h-b4\",\"body\":\"hi crowd\"}",
+	};
 	static const char *const alice_reads[] = {
 		"{\"type\":\"receipt\",\"conv\":1,\"state\":\"read\",\"seq\":3}",
 		"{\"type\":\"receipt\",\"conv\":2,\"state\":\"delivered\",\"seq\":3}",
 		"{\"type\":\"send\",\"conv\":1,\"cmid\":\"h-a4\",\"body\":\"there you are\"}",
 	};
 
-	if (fuzz_node.conv_ab != 1 || fuzz_node.conv_group != 2 || fuzz_node.conv_bc != 3)
-		fuzz_fail("the conversations are %lld, %lld, %lld, not 1, 2, 3 as the seeds expect",
+	if (fuzz_node.conv_ab != 1 || fuzz_node.conv_group != 2 || fuzz_node.conv_bc != 3 ||
+	    fuzz_node.conv_crowd != 4)
+		fuzz_fail("the conversations are %lld, %lld, %lld, %lld, not 1, 2, 3, 4 as the seeds expect",
 		          (long long)fuzz_node.conv_ab, (long long)fuzz_node.conv_group,
-		          (long long)fuzz_node.conv_bc);
+		          (long long)fuzz_node.conv_bc, (long long)fuzz_node.conv_crowd);
 	harness_frames(FZ_ALICE, alice, sizeof alice / sizeof alice[0]);
 	harness_frames(FZ_BOB, bob, sizeof bob / sizeof bob[0]);
 	harness_frames(FZ_CAROL, carol, sizeof carol / sizeof carol[0]);
 	harness_frames(FZ_ALICE, alice_reads, sizeof alice_reads / sizeof alice_reads[0]);
+	harness_frames(FZ_ALICE, alice_crowd, sizeof alice_crowd / sizeof alice_crowd[0]);
+	harness_frames(FZ_BOB, bob_crowd, sizeof bob_crowd / sizeof bob_crowd[0]);
 	fuzz_node.bc_sends = 2; /* bob's and carol's above */
+}
+
+/* FUZZ_CROWD more users (no logins) and a group of them all, alice its
+ * admin: more than 256 members, where receipts are counted, not listed,
+ * and typing is dropped. The sign-ups go out in batches, one write each,
+ * to spare round trips: the node answers them in order. */
+static void crowd(void)
+{
+	enum { BATCH = 32 };
+	char *req = malloc(BATCH * 256), *members = malloc(FUZZ_CROWD * 8 + 64);
+	size_t len, mlen;
+	int i, k, r;
+
+	if (!req || !members)
+		fuzz_fail("out of memory");
+	mlen = (size_t)sprintf(members, "{\"title\":\"crowd\",\"members\":[%lld,%lld",
+	                       (long long)fuzz_node.user[FZ_BOB], (long long)fuzz_node.user[FZ_CAROL]);
+	for (i = 0; i < FUZZ_CROWD; i += BATCH) {
+		for (len = 0, k = i; k < i + BATCH && k < FUZZ_CROWD; k++) {
+			char body[96];
+			int n = snprintf(body, sizeof body, "{\"username\":\"crowd-%d\",\"password\":\"crowd-password\"}", k);
+			len += (size_t)sprintf(req + len, "POST /api/v1/users HTTP/1.1\r\nHost: parley\r\n"
+			                       "Content-Length: %d\r\n\r\n%s", n, body);
+		}
+		if (!mon && !(mon = pc_connect_from(HARNESS_ADDRESS, "127.0.0.1", fuzz_node.port)))
+			fuzz_fail("the harness cannot connect to the node: %s", strerror(errno));
+		if (pc_send_raw(mon, req, len) < 0)
+			fuzz_fail("the harness cannot sign the crowd up");
+		for (k = i; k < i + BATCH && k < FUZZ_CROWD; k++) {
+			pc_response_t res;
+			json_t *j;
+			if ((r = pc_read_response(mon, &res, HARNESS_TIMEOUT_MS)) < 0 || res.status != 201 ||
+			    !(j = json_loadb(res.body, res.body_len, 0, NULL)))
+				fuzz_fail("signing crowd-%d up: %d %s", k, r < 0 ? r : res.status, r < 0 ? "" : res.body);
+			mlen += (size_t)sprintf(members + mlen, ",%lld",
+			                        (long long)int_field(j, "user_id", "POST /api/v1/users"));
+			json_decref(j);
+			pc_response_free(&res);
+		}
+	}
+	strcpy(members + mlen, "]}");
+	fuzz_node.conv_crowd = create_conversation(FZ_ALICE, members);
+	free(req);
+	free(members);
 }
 
 /* The accounts and conversations every input may use. */
@@ -254,18 +314,69 @@ static void populate(void)
 	fuzz_node.conv_group = create_conversation(FZ_ALICE, body);
 	snprintf(body, sizeof body, "{\"members\":[%lld]}", (long long)fuzz_node.user[FZ_CAROL]);
 	fuzz_node.conv_bc = create_conversation(FZ_BOB, body);
+	crowd();
 	fuzz_node.bc_checked_seq = 0;
 	fuzz_node.bc_sends = 0;
 	converse();
 }
 
-static void start(void)
+static void new_dir(char dir[64])
+{
+	snprintf(dir, 64, "/tmp/parley-%s-XXXXXX", target);
+	if (!mkdtemp(dir))
+		fuzz_fail("mkdtemp: %s", strerror(errno));
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void remove_dir(const char *dir)
+{
+	if (nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS) < 0)
+		fprintf(stderr, "%s: cannot remove %s: %s\n", target, dir, strerror(errno));
+}
+
+/* Copies the files of a stopped node's data directory. */
+static void copy_dir(const char *from, const char *to)
+{
+	DIR *d = opendir(from);
+	struct dirent *e;
+	char path[160], buf[65536];
+
+	if (!d)
+		fuzz_fail("opendir %s: %s", from, strerror(errno));
+	while ((e = readdir(d)) != NULL) {
+		FILE *in, *out;
+		size_t n;
+
+		if (e->d_type != DT_REG)
+			continue;
+		snprintf(path, sizeof path, "%s/%s", from, e->d_name);
+		if (!(in = fopen(path, "rb")))
+			fuzz_fail("cannot read %s: %s", path, strerror(errno));
+		snprintf(path, sizeof path, "%s/%s", to, e->d_name);
+		if (!(out = fopen(path, "wb")))
+			fuzz_fail("cannot write %s: %s", path, strerror(errno));
+		while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+			if (fwrite(buf, 1, n, out) != n)
+				fuzz_fail("cannot write %s", path);
+		fclose(in);
+		if (fclose(out) != 0)
+			fuzz_fail("cannot write %s", path);
+	}
+	closedir(d);
+}
+
+/* Starts a node on data_dir. */
+static void start_node(void)
 {
 	server_config_t cfg;
 
-	snprintf(data_dir, sizeof data_dir, "/tmp/parley-%s-XXXXXX", target);
-	if (!mkdtemp(data_dir))
-		fuzz_fail("mkdtemp: %s", strerror(errno));
 	server_config_defaults(&cfg);
 	snprintf(cfg.host, sizeof cfg.host, "127.0.0.1");
 	cfg.port = 0;
@@ -285,28 +396,31 @@ static void start(void)
 	if (!(srv = server_start(&cfg)))
 		fuzz_fail("server_start failed (data directory %s)", data_dir);
 	fuzz_node.port = server_port(srv);
-	fuzz_node.inputs = 0;
-	populate();
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+static void stop_node(void)
 {
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static void stop(void)
-{
-	if (!srv)
-		return;
 	pc_close(mon);
 	mon = NULL;
 	server_stop(srv);
 	srv = NULL;
-	if (nftw(data_dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS) < 0)
-		fprintf(stderr, "%s: cannot remove %s: %s\n", target, data_dir, strerror(errno));
+}
+
+/* The first node is populated through the API, which takes a few
+ * seconds (every sign-up is a commit, and the crowd is 297 of them);
+ * then stopped, and its store kept as the template every later node
+ * starts from, in a copy: a restart costs tens of milliseconds, and every
+ * node starts in the same state, tokens included. */
+static void first_start(void)
+{
+	new_dir(data_dir);
+	start_node();
+	populate();
+	stop_node();
+	new_dir(template_dir);
+	copy_dir(data_dir, template_dir);
+	template_state = fuzz_node;
+	start_node();
 }
 
 /* At exit: the checks once more (a short replay may never have reached
@@ -318,7 +432,9 @@ static void at_exit(void)
 		return;
 	fuzz_check_health();
 	fuzz_check_bystander();
-	stop();
+	stop_node();
+	remove_dir(data_dir);
+	remove_dir(template_dir);
 }
 
 /* argv with -detect_leaks=0 added, unless it has a -detect_leaks. */
@@ -356,7 +472,7 @@ void fuzz_node_init(const char *name, unsigned long every_inputs, int *argc, cha
 		restart_every = (unsigned long)atol(every);
 	/* Connections come and go thousands of times a second. */
 	log_level = LOG_WARN;
-	start();
+	first_start();
 	atexit(at_exit);
 }
 
@@ -365,11 +481,17 @@ void fuzz_node_restart(void)
 	int64_t t0 = now_ms();
 	unsigned long inputs = fuzz_node.inputs;
 
+	unsigned long restarts = fuzz_node.restarts + 1;
+
 	fuzz_check_health();
 	fuzz_check_bystander();
-	stop();
-	fuzz_node.restarts++;
-	start();
+	stop_node();
+	remove_dir(data_dir);
+	new_dir(data_dir);
+	copy_dir(template_dir, data_dir);
+	fuzz_node = template_state;
+	fuzz_node.restarts = restarts;
+	start_node();
 	fprintf(stderr, "%s: node restarted after %lu inputs, in %lld ms (data in %s)\n", target,
 	        inputs, (long long)(now_ms() - t0), data_dir);
 }

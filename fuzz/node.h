@@ -5,18 +5,21 @@
  * fuzz_node_init starts a node (server_start) on 127.0.0.1, port 0, one
  * I/O thread, with a real SQLite store in a fresh directory under /tmp;
  * signs up alice, bob and carol through the REST API and logs them in;
- * creates the direct chat alice-bob, the group alice-bob-carol and the
- * direct chat bob-carol that alice is not in (the bystander's); and puts a
- * few messages and receipts in each, so that history, receipts and resume
- * have something to show. The node is stopped (server_stop) and its
- * directory removed at exit.
+ * creates the direct chat alice-bob, the group alice-bob-carol, the
+ * direct chat bob-carol that alice is not in (the bystander's), and a
+ * group of 300, alice (its admin), bob, carol and a crowd of users who
+ * never log in (past 256 members receipts are counted, not listed, and
+ * typing is dropped); and puts a few messages and receipts in each, so
+ * that history, receipts and resume have something to show. The node is
+ * stopped (server_stop) and its directory removed at exit.
  *
  * The store grows with what the fuzzer creates, and every execution runs
  * a little slower for it; fuzz_node_next_input restarts the node on a new
  * directory every so many inputs, which each target chooses
  * (PARLEY_FUZZ_RESTART in the environment overrides it). Because each node starts empty, the ids
- * are the same on every node: alice, bob, carol are users 1, 2, 3 and the
- * conversations above are 1, 2, 3, so inputs can name them.
+ * are the same on every node: alice, bob, carol are users 1, 2, 3, the
+ * crowd 4 to 300, and the conversations above are 1, 2, 3, 4, so inputs
+ * can name them.
  *
  * The harness's own requests (set-up, re-logins, the checks) come from
  * 127.0.0.2, the fuzzer's from 127.0.0.1: the fuzzer's failed logins and
@@ -40,7 +43,7 @@ typedef struct fuzz_node {
 	int port;
 	int64_t user[FZ_USERS];
 	char token[FZ_USERS][64];
-	int64_t conv_ab, conv_group, conv_bc;
+	int64_t conv_ab, conv_group, conv_bc, conv_crowd;
 	/* The bystander check: bob-carol's messages seen so far, and how
 	 * many sends to it bob and carol have made, the harness's and the
 	 * fuzzer's (an upper bound on what the conversation may hold). */
