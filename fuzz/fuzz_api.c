@@ -10,31 +10,34 @@
  * - byte 1, the token: a alice's, n none, m malformed, w well-formed but
  *   wrong, l the latest one a login of this input returned (none before);
  *   any other byte one of these by its value;
- * - byte 2, how it is sent: r raw (lower-case headers, no Content-Type,
- *   the path as it is), p pipelined with the next request (both written,
- *   then both answers read), c with Connection: close; anything else
- *   through pc_http, the path's spaces and control bytes %-escaped;
+ * - byte 2, how it is sent: r raw (lower-case headers, a charset in the
+ *   Content-Type, the path as it is), p pipelined with the next request
+ *   (both written, then both answers read), c with Connection: close, o
+ *   with the Origin of another site, j with Content-Type: text/plain;
+ *   anything else through pc_http; but for r, the path's spaces and
+ *   control bytes are %-escaped;
  * - the rest, the path: one that does not start with '/' is put after
  *   /api/v1/, so that most of them reach the API.
- * In the path and the body, '$' stands for the latest conversation_id and
- * '@' for the latest user_id an answer of this input named, so that an
- * input can work on a group or an account it made itself whatever the
+ * In the path and the body, '$' stands for the latest conversation_id,
+ * '@' for the latest user_id, '^' for the latest device_id and '~' for
+ * the latest next_cursor an answer of this input named, so that an input
+ * can work on a group, an account or a page it got itself whatever the
  * node already holds (before any, they stay as they are).
  * Alice is user 1, bob 2, carol 3; alice-bob is conversation 1, the group
- * of the three 2, bob-carol 3, the group of 300 (alice, bob, carol and
- * users 4 to 300) 4 (node.h). HEAD is never sent: pclient would wait
- * for the body a HEAD answer does not have.
+ * of the three 2, bob-carol 3, the group of 299 (alice, bob and users 4
+ * to 300) 4, carol-alice 5 (node.h). HEAD is never sent: pclient would
+ * wait for the body a HEAD answer does not have.
  *
  * Every answer must be one the protocol knows (node.h: fuzz_check_response:
- * status, error body and code, never 500), and none may show the bystander's
- * conversation, bob-carol, to anyone but bob and carol: no 2xx for a request
- * about it, no entry for it in a list. Conversation objects must be as the
- * protocol says (members ascending, alice among those she is shown, two in
- * a direct chat, a group's admins among its members), and a page of
- * history one conversation's messages, ascending without gaps. Every CHECK_EVERY inputs: /healthz
- * answers, and bob-carol still holds nothing (nobody sends here). When an
- * input may have logged alice's harness token out, it is checked and
- * replaced. */
+ * status, error body and code, never 500), and none may show the
+ * bystander's conversation, bob-carol, to anyone but bob and carol: no 2xx
+ * for a request about it, no entry for it in a list. Conversation objects
+ * must be as the protocol says (members ascending, alice among those she
+ * is shown, two in a direct chat, a group's admins among its members), and
+ * a page of history one conversation's messages, ascending without gaps.
+ * Every CHECK_EVERY inputs: /healthz answers, and bob-carol has gained
+ * nothing (no request here sends a message). When an input may have
+ * logged alice's harness token out, it is checked and replaced. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,13 +52,14 @@
 #define MAX_REQUESTS 16
 #define CHECK_EVERY 16
 #define TIMEOUT_MS 15000
-/* Alice's list of conversations grows with every group an input makes,
- * and GET /api/v1/conversations answers all of it: without restarts,
- * executions fall from about 300 a second to 60 within 10,000 inputs
- * (the list then ~300 KB, 20-30 ms to answer). A restart costs ~60 ms. */
-#define RESTART_EVERY 1000
+/* Alice's conversations grow with every group an input makes (the list
+ * is paged, so answers do not), and her budget of first contacts is
+ * spent within a few hundred inputs; measured, 1,000 and 10,000 inputs
+ * between restarts run equally fast (~370/s). A restart costs ~60 ms. */
+#define RESTART_EVERY 5000
 
-static const char *const methods[] = {"GET", "POST", "DELETE", "PUT", "PATCH", "OPTIONS", "get", "BREW"};
+static const char *const methods[] = {"GET",   "POST",    "DELETE", "PUT",
+                                      "PATCH", "OPTIONS", "get",    "BREW"};
 
 enum { TOK_ALICE, TOK_NONE, TOK_MALFORMED, TOK_WRONG, TOK_LATEST, TOK_KINDS };
 
@@ -72,7 +76,8 @@ typedef struct request {
 typedef struct session {
 	pc_conn_t *c;
 	char latest[64];      /* the latest token a login answered */
-	int64_t conv, user;   /* what '$' and '@' stand for; 0: nothing yet */
+	int64_t conv, user, device; /* what '$', '@', '^' stand for; 0: nothing yet */
+	char cursor[64];      /* and '~' */
 	int token_at_risk;    /* alice's harness token may be gone */
 } session_t;
 
@@ -127,8 +132,8 @@ static const char *token_text(const session_t *s, int kind, char wrong[64])
 	}
 }
 
-/* Appends n bytes of p to out at *o (room for 3 bytes each and 20 for
- * each '$' and '@'): the placeholders replaced, and, when escape is set,
+/* Appends n bytes of p to out at *o (room for 3 bytes each and 64 for
+ * each placeholder): the placeholders replaced, and, when escape is set,
  * spaces and control bytes %-escaped. */
 static void expand(const session_t *s, char *out, size_t *o, const char *p, size_t n, int escape)
 {
@@ -136,8 +141,11 @@ static void expand(const session_t *s, char *out, size_t *o, const char *p, size
 
 	for (i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)p[i];
-		if ((ch == '$' && s->conv) || (ch == '@' && s->user))
-			*o += (size_t)sprintf(out + *o, "%lld", (long long)(ch == '$' ? s->conv : s->user));
+		if ((ch == '$' && s->conv) || (ch == '@' && s->user) || (ch == '^' && s->device))
+			*o += (size_t)sprintf(out + *o, "%lld",
+			                      (long long)(ch == '$' ? s->conv : ch == '@' ? s->user : s->device));
+		else if (ch == '~' && s->cursor[0])
+			*o += (size_t)sprintf(out + *o, "%s", s->cursor);
 		else if (escape && (ch <= 0x20 || ch >= 0x7f))
 			*o += (size_t)sprintf(out + *o, "%%%02X", ch);
 		else
@@ -154,7 +162,7 @@ static void make_request(const session_t *s, request_t *r)
 
 	free(r->sent_path);
 	free(r->sent_body);
-	if (!(r->sent_path = malloc(8 + 20 * r->path_len + 1)))
+	if (!(r->sent_path = malloc(8 + 64 * r->path_len + 1)))
 		abort();
 	if (!r->path_len || r->path[0] != '/') {
 		memcpy(r->sent_path, "/api/v1/", 8);
@@ -164,7 +172,7 @@ static void make_request(const session_t *s, request_t *r)
 	r->sent_body = NULL;
 	if (r->body) {
 		o = 0;
-		if (!(r->sent_body = malloc(20 * r->body_len + 1)))
+		if (!(r->sent_body = malloc(64 * r->body_len + 1)))
 			abort();
 		expand(s, r->sent_body, &o, r->body, r->body_len, 0);
 	}
@@ -220,14 +228,19 @@ static char *render(const session_t *s, request_t *r, size_t *len)
 	if (!(b = malloc(cap)))
 		abort();
 	if (r->mode == 'r')
-		n = snprintf(b, cap, "%s %s HTTP/1.1\r\nhost: parley\r\n%s%s%scontent-length: %zu\r\n\r\n%s",
+		n = snprintf(b, cap, "%s %s HTTP/1.1\r\nhost: parley\r\n%s%s%s%scontent-length: %zu\r\n\r\n%s",
 		             r->method, r->sent_path, tok ? "authorization: bearer " : "", tok ? tok : "",
-		             tok ? "\r\n" : "", blen, r->sent_body ? r->sent_body : "");
+		             tok ? "\r\n" : "", blen ? "content-type: application/json; charset=utf-8\r\n" : "",
+		             blen, r->sent_body ? r->sent_body : "");
 	else
-		n = snprintf(b, cap, "%s %s HTTP/1.1\r\nHost: parley\r\n%s%s%s%sContent-Type: application/json\r\n"
+		n = snprintf(b, cap, "%s %s HTTP/1.1\r\nHost: parley\r\n%s%s%s%sContent-Type: %s\r\n"
 		             "Content-Length: %zu\r\n\r\n%s",
 		             r->method, r->sent_path, tok ? "Authorization: Bearer " : "", tok ? tok : "",
-		             tok ? "\r\n" : "", r->mode == 'c' ? "Connection: close\r\n" : "", blen,
+		             tok ? "\r\n" : "",
+		             r->mode == 'c'   ? "Connection: close\r\n"
+		             : r->mode == 'o' ? "Origin: https://elsewhere.example\r\n"
+		                              : "",
+		             r->mode == 'j' ? "text/plain" : "application/json", blen,
 		             r->sent_body ? r->sent_body : "");
 	*len = (size_t)n;
 	return b;
@@ -321,8 +334,11 @@ static void check_answer(session_t *s, const request_t *r, const pc_response_t *
 		return;
 	if (path_conv(r->sent_path) == fuzz_node.conv_bc)
 		fuzz_fail("%s: %d for the bystander's conversation: %.300s", what, res->status, res->body);
-	if (strstr(r->sent_path, "session") && (!strcmp(r->method, "DELETE") || !strcmp(r->method, "POST")))
-		s->token_at_risk = 1; /* a logout, or a login that may push a device out */
+	/* A logout (of this device or another), or a login that may push the
+	 * oldest device out. */
+	if (!strcmp(r->method, "DELETE") ||
+	    (!strcmp(r->method, "POST") && strstr(r->sent_path, "session")))
+		s->token_at_risk = 1;
 	if (!res->body_len || !(j = json_loadb(res->body, res->body_len, 0, NULL)))
 		return;
 	if (res->status == 201 && json_is_string(json_object_get(j, "token")) &&
@@ -332,6 +348,11 @@ static void check_answer(session_t *s, const request_t *r, const pc_response_t *
 		s->user = json_integer_value(json_object_get(j, "user_id"));
 	if (json_is_integer(json_object_get(j, "conversation_id")))
 		s->conv = json_integer_value(json_object_get(j, "conversation_id"));
+	if (json_is_integer(json_object_get(j, "device_id")))
+		s->device = json_integer_value(json_object_get(j, "device_id"));
+	if (json_is_string(json_object_get(j, "next_cursor")) &&
+	    strlen(json_string_value(json_object_get(j, "next_cursor"))) < sizeof s->cursor)
+		strcpy(s->cursor, json_string_value(json_object_get(j, "next_cursor")));
 	caller = r->token == TOK_ALICE ? fuzz_node.user[FZ_ALICE] : 0;
 	list = json_object_get(j, "conversations");
 	json_array_foreach(list, i, e) {
@@ -416,7 +437,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (read_answer(&s, r) == 0)
 				read_answer(&s, &rq[i + 1]);
 			i++;
-		} else if (r->mode == 'r' || r->mode == 'c' || r->mode == 'p') {
+		} else if (r->mode && strchr("rcpoj", r->mode)) {
 			size_t l;
 			char *b = render(&s, r, &l);
 			send_bytes(&s, b, l);

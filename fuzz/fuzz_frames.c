@@ -7,11 +7,12 @@
  * frames; empty lines are skipped), at most MAX_FRAMES frames and MAX_INPUT
  * bytes. The header's first byte is 'b' for bob's connection, anything
  * else for alice's; a 'q' anywhere in it puts the token in the query
- * string instead of the Authorization header, an 'f' sends each frame in
+ * string instead of the Authorization header, a 't' (without a 'q') opens
+ * it with a ticket (POST /api/v1/ws-tickets), an 'f' sends each frame in
  * two fragments, a 'p' also opens the other user's connection and reads
  * what reaches it. Alice is user 1, bob 2, carol 3; alice-bob is
- * conversation 1, the group of the three 2, bob-carol 3, the group of 300
- * (alice, bob, carol and users 4 to 300) 4 (node.h).
+ * conversation 1, the group of the three 2, bob-carol 3, the group of 299
+ * (alice, bob and users 4 to 300) 4, carol-alice 5 (node.h).
  *
  * Frames that are not UTF-8 are not sent: the codec has its own fuzzer,
  * and they would only close the connection. After the input's frames the
@@ -240,10 +241,13 @@ static void read_until(ws_t *w, const char *barrier)
 	}
 }
 
-static void open_ws(ws_t *w, int who, int query, const char *name, seen_t *sn)
+/* How the upgrade names the user. */
+enum { AUTH_HEADER, AUTH_QUERY, AUTH_TICKET };
+
+static void open_ws(ws_t *w, int who, int auth, const char *name, seen_t *sn)
 {
 	pc_response_t res;
-	char path[128];
+	char path[256], ticket[128];
 
 	w->c = fuzz_connect();
 	w->who = who;
@@ -251,11 +255,16 @@ static void open_ws(ws_t *w, int who, int query, const char *name, seen_t *sn)
 	w->seen = sn;
 	w->live_only = 1;
 	w->nlast = 0;
-	if (query)
+	if (auth == AUTH_QUERY) {
 		snprintf(path, sizeof path, "/chat/v1/ws?token=%s", fuzz_node.token[who]);
-	else
+	} else if (auth == AUTH_TICKET) {
+		fuzz_ticket(who, ticket, sizeof ticket);
+		snprintf(path, sizeof path, "/chat/v1/ws?ticket=%s", ticket);
+	} else {
 		snprintf(path, sizeof path, "/chat/v1/ws");
-	if (pc_ws_open(w->c, path, query ? NULL : fuzz_node.token[who], &res, TIMEOUT_MS) < 0)
+	}
+	if (pc_ws_open(w->c, path, auth == AUTH_HEADER ? fuzz_node.token[who] : NULL, &res,
+	               TIMEOUT_MS) < 0)
 		fuzz_fail("%s: the upgrade failed: %d %s", name, res.status, res.body ? res.body : "");
 }
 
@@ -299,7 +308,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static ws_t w, peer; /* large: not on the stack */
 	const char *in = (const char *)data, *end = in + size, *p, *nl;
 	char barrier[64], ping[96];
-	int who, query, fragment, peer_too, frames = 0;
+	int who, auth, fragment, peer_too, frames = 0;
 
 	if (size > MAX_INPUT)
 		return 0;
@@ -308,15 +317,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	nl = memchr(in, '\n', size);
 	p = nl ? nl + 1 : end;
 	who = size && in[0] == 'b' ? FZ_BOB : FZ_ALICE;
-	query = memchr(in, 'q', (size_t)(p - in)) != NULL;
+	auth = memchr(in, 'q', (size_t)(p - in)) ? AUTH_QUERY
+	       : memchr(in, 't', (size_t)(p - in)) ? AUTH_TICKET : AUTH_HEADER;
 	fragment = memchr(in, 'f', (size_t)(p - in)) != NULL;
 	peer_too = memchr(in, 'p', (size_t)(p - in)) != NULL;
 
-	open_ws(&w, who, query, "the input's connection", &seen);
+	open_ws(&w, who, auth, "the input's connection", &seen);
 	/* A replay may repeat and reorder what came live. */
 	w.live_only = !memmem(p, (size_t)(end - p), "resume", 6);
 	if (peer_too)
-		open_ws(&peer, who == FZ_BOB ? FZ_ALICE : FZ_BOB, 0, "the peer's connection", &seen);
+		open_ws(&peer, who == FZ_BOB ? FZ_ALICE : FZ_BOB, AUTH_HEADER, "the peer's connection", &seen);
 	while (p < end && frames < MAX_FRAMES) {
 		size_t n;
 		nl = memchr(p, '\n', (size_t)(end - p));

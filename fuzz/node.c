@@ -132,7 +132,8 @@ static int login(int who)
 	json_t *j;
 	const char *tok;
 
-	snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"%s\",\"device_name\":\"harness\"}",
+	snprintf(body, sizeof body,
+	         "{\"username\":\"%s\",\"password\":\"%s\",\"device_name\":\"harness\"}",
 	         names[who], passwords[who]);
 	harness_http("POST", "/api/v1/sessions", NULL, body, &res);
 	if (res.status != 201 || !(j = json_loadb(res.body, res.body_len, 0, NULL))) {
@@ -196,7 +197,7 @@ static void harness_frames(int who, const char *const *frames, size_t n)
 
 /* A few messages and receipts in each conversation, so that history,
  * receipts and resume have something to answer. The conversations are
- * 1, 2, 3, 4 on every node, as node.h says; this checks it. */
+ * 1 to 5 on every node, as node.h says; this checks it. */
 static void converse(void)
 {
 	static const char *const alice[] = {
@@ -216,6 +217,7 @@ static void converse(void)
 		"{\"type\":\"receipt\",\"conv\":3,\"state\":\"read\",\"seq\":1}",
 		"{\"type\":\"send\",\"conv\":3,\"cmid\":\"h-c1\",\"body\":\"hi bob\"}",
 		"{\"type\":\"send\",\"conv\":2,\"cmid\":\"h-c2\",\"body\":\"hi from carol\"}",
+		"{\"type\":\"send\",\"conv\":5,\"cmid\":\"h-c3\",\"body\":\"hi alice\"}",
 	};
 	static const char *const alice_crowd[] = {
 		"{\"type\":\"send\",\"conv\":4,\"cmid\":\"h-a5\",\"body\":\"hello crowd\"}",
@@ -232,10 +234,11 @@ static void converse(void)
 	};
 
 	if (fuzz_node.conv_ab != 1 || fuzz_node.conv_group != 2 || fuzz_node.conv_bc != 3 ||
-	    fuzz_node.conv_crowd != 4)
-		fuzz_fail("the conversations are %lld, %lld, %lld, %lld, not 1, 2, 3, 4 as the seeds expect",
+	    fuzz_node.conv_crowd != 4 || fuzz_node.conv_ca != 5)
+		fuzz_fail("the conversations are %lld, %lld, %lld, %lld, %lld, not 1 to 5 as the seeds expect",
 		          (long long)fuzz_node.conv_ab, (long long)fuzz_node.conv_group,
-		          (long long)fuzz_node.conv_bc, (long long)fuzz_node.conv_crowd);
+		          (long long)fuzz_node.conv_bc, (long long)fuzz_node.conv_crowd,
+		          (long long)fuzz_node.conv_ca);
 	harness_frames(FZ_ALICE, alice, sizeof alice / sizeof alice[0]);
 	harness_frames(FZ_BOB, bob, sizeof bob / sizeof bob[0]);
 	harness_frames(FZ_CAROL, carol, sizeof carol / sizeof carol[0]);
@@ -245,10 +248,16 @@ static void converse(void)
 	fuzz_node.bc_sends = 2; /* bob's and carol's above */
 }
 
-/* FUZZ_CROWD more users (no logins) and a group of them all, alice its
- * admin: more than 256 members, where receipts are counted, not listed,
- * and typing is dropped. The sign-ups go out in batches, one write each,
- * to spare round trips: the node answers them in order. */
+/* FUZZ_CROWD more users (no logins) and a group of them with alice and
+ * bob, alice its admin: more than 256 members, where receipts are
+ * counted, not listed, and typing is dropped. The sign-ups go out in
+ * batches, one write each, to spare round trips: the node answers them
+ * in order.
+ *
+ * Carol makes the group and leaves it, and alice, the longest-standing
+ * member with the lowest id, becomes its admin: had alice made it, its
+ * 297 first contacts would use up her budget of strangers for the day on
+ * every node started from the template. */
 static void crowd(void)
 {
 	enum { BATCH = 32 };
@@ -259,13 +268,15 @@ static void crowd(void)
 	if (!req || !members)
 		fuzz_fail("out of memory");
 	mlen = (size_t)sprintf(members, "{\"title\":\"crowd\",\"members\":[%lld,%lld",
-	                       (long long)fuzz_node.user[FZ_BOB], (long long)fuzz_node.user[FZ_CAROL]);
+	                       (long long)fuzz_node.user[FZ_ALICE], (long long)fuzz_node.user[FZ_BOB]);
 	for (i = 0; i < FUZZ_CROWD; i += BATCH) {
 		for (len = 0, k = i; k < i + BATCH && k < FUZZ_CROWD; k++) {
 			char body[96];
-			int n = snprintf(body, sizeof body, "{\"username\":\"crowd-%d\",\"password\":\"crowd-password\"}", k);
+			int n = snprintf(body, sizeof body,
+			                 "{\"username\":\"crowd-%d\",\"password\":\"crowd-password\"}", k);
 			len += (size_t)sprintf(req + len, "POST /api/v1/users HTTP/1.1\r\nHost: parley\r\n"
-			                       "Content-Length: %d\r\n\r\n%s", n, body);
+			                       "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+			                       n, body);
 		}
 		if (!mon && !(mon = pc_connect_from(HARNESS_ADDRESS, "127.0.0.1", fuzz_node.port)))
 			fuzz_fail("the harness cannot connect to the node: %s", strerror(errno));
@@ -284,7 +295,25 @@ static void crowd(void)
 		}
 	}
 	strcpy(members + mlen, "]}");
-	fuzz_node.conv_crowd = create_conversation(FZ_ALICE, members);
+	fuzz_node.conv_crowd = create_conversation(FZ_CAROL, members);
+	{
+		char path[96];
+		pc_response_t res;
+		json_t *j;
+
+		snprintf(path, sizeof path, "/api/v1/conversations/%lld/members/%lld",
+		         (long long)fuzz_node.conv_crowd, (long long)fuzz_node.user[FZ_CAROL]);
+		harness_http("DELETE", path, fuzz_node.token[FZ_CAROL], NULL, &res);
+		if (res.status != 204)
+			fuzz_fail("DELETE %s: %d %s", path, res.status, res.body);
+		pc_response_free(&res);
+		snprintf(path, sizeof path, "/api/v1/conversations/%lld", (long long)fuzz_node.conv_crowd);
+		j = harness_json("GET", path, fuzz_node.token[FZ_ALICE], NULL, 200);
+		if (json_integer_value(json_array_get(json_object_get(j, "admins"), 0)) !=
+		    fuzz_node.user[FZ_ALICE])
+			fuzz_fail("alice is not the crowd's admin");
+		json_decref(j);
+	}
 	free(req);
 	free(members);
 }
@@ -315,6 +344,10 @@ static void populate(void)
 	snprintf(body, sizeof body, "{\"members\":[%lld]}", (long long)fuzz_node.user[FZ_CAROL]);
 	fuzz_node.conv_bc = create_conversation(FZ_BOB, body);
 	crowd();
+	/* Carol writes to alice (below): adding carol then costs alice no
+	 * first contact, so groups of bob and carol stay free to make. */
+	snprintf(body, sizeof body, "{\"members\":[%lld]}", (long long)fuzz_node.user[FZ_ALICE]);
+	fuzz_node.conv_ca = create_conversation(FZ_CAROL, body);
 	fuzz_node.bc_checked_seq = 0;
 	fuzz_node.bc_sends = 0;
 	converse();
@@ -372,8 +405,8 @@ static void copy_dir(const char *from, const char *to)
 	closedir(d);
 }
 
-/* Starts a node on data_dir. */
-static void start_node(void)
+/* Starts a node on data_dir; populating: for the template. */
+static void start_node(int populating)
 {
 	server_config_t cfg;
 
@@ -392,7 +425,15 @@ static void start_node(void)
 	cfg.signup_rate = 0;
 	cfg.login_rate = 0;
 	cfg.rate_limit = 0;
+	cfg.work_rate = 0;
+	cfg.storage_per_day = 0;
 	cfg.max_sends_in_flight = 16;
+	/* The first-contact budget stays: an input reaches it with a few
+	 * groups of the crowd, and whatever the node holds, alice's contacts
+	 * (bob, whom she wrote to) cost nothing. The crowd itself is 297
+	 * first contacts at once. */
+	if (populating)
+		cfg.strangers_per_day = 0;
 	if (!(srv = server_start(&cfg)))
 		fuzz_fail("server_start failed (data directory %s)", data_dir);
 	fuzz_node.port = server_port(srv);
@@ -414,13 +455,13 @@ static void stop_node(void)
 static void first_start(void)
 {
 	new_dir(data_dir);
-	start_node();
+	start_node(1);
 	populate();
 	stop_node();
 	new_dir(template_dir);
 	copy_dir(data_dir, template_dir);
 	template_state = fuzz_node;
-	start_node();
+	start_node(0);
 }
 
 /* At exit: the checks once more (a short replay may never have reached
@@ -491,7 +532,7 @@ void fuzz_node_restart(void)
 	copy_dir(template_dir, data_dir);
 	fuzz_node = template_state;
 	fuzz_node.restarts = restarts;
-	start_node();
+	start_node(0);
 	fprintf(stderr, "%s: node restarted after %lu inputs, in %lld ms (data in %s)\n", target,
 	        inputs, (long long)(now_ms() - t0), data_dir);
 }
@@ -515,9 +556,9 @@ void fuzz_check_health(void)
 
 static const struct {
 	const char *code;
-	int statuses[4];
+	int statuses[6];
 } known_codes[] = {
-	{"bad_request", {400, 405, 411, 426}},
+	{"bad_request", {400, 405, 408, 411, 415, 426}},
 	{"unauthorized", {401}},
 	{"forbidden", {403}},
 	{"not_found", {404}},
@@ -546,8 +587,8 @@ int fuzz_error_code_known(const char *code)
 
 void fuzz_check_response(const pc_response_t *res, const char *what)
 {
-	static const int statuses[] = {200, 201, 204, 400, 401, 403, 404, 405, 409,
-	                               411, 413, 414, 426, 429, 431, 500, 503};
+	static const int statuses[] = {200, 201, 204, 400, 401, 403, 404, 405, 408, 409,
+	                               411, 413, 414, 415, 426, 429, 431, 500, 503};
 	size_t i;
 	json_t *j, *e;
 	int k;
@@ -574,9 +615,9 @@ void fuzz_check_response(const pc_response_t *res, const char *what)
 			          res->status, res->body);
 		if ((k = code_index(code)) < 0)
 			fuzz_fail("%s: unknown error code \"%s\"", what, code);
-		for (i = 0; i < 4 && known_codes[k].statuses[i] != res->status; i++)
+		for (i = 0; i < 6 && known_codes[k].statuses[i] != res->status; i++)
 			;
-		if (i == 4)
+		if (i == 6)
 			fuzz_fail("%s: status %d with code \"%s\"", what, res->status, code);
 		if (res->status == 500)
 			fuzz_fail("%s: 500 internal: %.300s", what, res->body);
@@ -662,6 +703,17 @@ void fuzz_check_bystander(void)
 		fuzz_fail("the bystander's conversation went back from seq %lld to %lld",
 		          (long long)fuzz_node.bc_checked_seq, (long long)last);
 	}
+}
+
+void fuzz_ticket(int who, char *out, size_t cap)
+{
+	json_t *j = harness_json("POST", "/api/v1/ws-tickets", fuzz_node.token[who], NULL, 201);
+	const char *t = json_string_value(json_object_get(j, "ticket"));
+
+	if (!t || strlen(t) >= cap)
+		fuzz_fail("POST /api/v1/ws-tickets: no ticket");
+	strcpy(out, t);
+	json_decref(j);
 }
 
 void fuzz_refresh_token(int who)

@@ -7,9 +7,12 @@
  * signs up alice, bob and carol through the REST API and logs them in;
  * creates the direct chat alice-bob, the group alice-bob-carol, the
  * direct chat bob-carol that alice is not in (the bystander's), and a
- * group of 300, alice (its admin), bob, carol and a crowd of users who
- * never log in (past 256 members receipts are counted, not listed, and
- * typing is dropped); and puts a few messages and receipts in each, so
+ * group of 299, alice (its admin), bob and a crowd of users who never log
+ * in (past 256 members receipts are counted, not listed, and typing is
+ * dropped), and the direct chat carol-alice, where carol writes first
+ * (bob and carol having written to alice, a group of them costs alice
+ * none of her budget of first contacts); and puts a few messages and
+ * receipts in each, so
  * that history, receipts and resume have something to show. The node is
  * stopped (server_stop) and its directory removed at exit.
  *
@@ -18,8 +21,8 @@
  * directory every so many inputs, which each target chooses
  * (PARLEY_FUZZ_RESTART in the environment overrides it). Because each node starts empty, the ids
  * are the same on every node: alice, bob, carol are users 1, 2, 3, the
- * crowd 4 to 300, and the conversations above are 1, 2, 3, 4, so inputs
- * can name them.
+ * crowd 4 to 300, and the conversations above are 1 to 5, so inputs can
+ * name them.
  *
  * The harness's own requests (set-up, re-logins, the checks) come from
  * 127.0.0.2, the fuzzer's from 127.0.0.1: the fuzzer's failed logins and
@@ -43,7 +46,7 @@ typedef struct fuzz_node {
 	int port;
 	int64_t user[FZ_USERS];
 	char token[FZ_USERS][64];
-	int64_t conv_ab, conv_group, conv_bc, conv_crowd;
+	int64_t conv_ab, conv_group, conv_bc, conv_crowd, conv_ca;
 	/* The bystander check: bob-carol's messages seen so far, and how
 	 * many sends to it bob and carol have made, the harness's and the
 	 * fuzzer's (an upper bound on what the conversation may hold). */
@@ -105,6 +108,9 @@ void fuzz_check_bystander(void);
 /* The user's harness token still works (one REST request), else a new
  * login replaces it; a node on which that fails is restarted. */
 void fuzz_refresh_token(int who);
+
+/* A WebSocket ticket for the user (POST /api/v1/ws-tickets). */
+void fuzz_ticket(int who, char *out, size_t cap);
 
 /* Known error codes and their statuses (docs/protocol.md). */
 int fuzz_error_code_known(const char *code);
