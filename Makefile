@@ -166,10 +166,10 @@ fuzz: deps-test
 	@scripts/run-fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # Replays every seed and every committed corpus input once, then fuzzes
-# each target for a few seconds.
+# each target for a few seconds, from the seeds and corpus alone.
 fuzz-smoke: fuzz-build
 	@scripts/run-fuzz.sh replay $(FUZZ_TARGETS)
-	@scripts/run-fuzz.sh 5 $(FUZZ_TARGETS)
+	@FUZZ_SCRATCH=1 scripts/run-fuzz.sh 5 $(FUZZ_TARGETS)
 
 # The benchmark suite: each scenario beside the physical baseline, in one
 # run. BENCH_CONNECTIONS sizes the idle scenario: the server holds them all

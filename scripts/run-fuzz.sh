@@ -5,12 +5,17 @@
 #   run-fuzz.sh replay TARGET...   run every input of fuzz/seeds/NAME and
 #                                  fuzz/corpus/NAME once (no fuzzing)
 #   run-fuzz.sh merge TARGET...    minimize what fuzzing found, with the
-#                                  committed corpus, into fuzz/corpus/NAME
+#                                  seeds and the committed corpus, into
+#                                  fuzz/corpus/NAME (to commit after a
+#                                  campaign)
 #
 # Fuzzing works in build/fuzz/corpus-NAME, seeded from fuzz/seeds/NAME and
-# fuzz/corpus/NAME. A crash leaves its input in build/fuzz/ and fails the
-# run; so does any other failing exit (a leak found at exit leaves no
-# input), with the log in build/fuzz/NAME.log.
+# fuzz/corpus/NAME, and kept from run to run; with FUZZ_SCRATCH=1 (make
+# fuzz-smoke) in a fresh build/fuzz/smoke-NAME instead, so that a short
+# run does not first spend its time on all that earlier runs found. A
+# crash leaves its input in build/fuzz/ and fails the run; so does any
+# other failing exit (a leak found at exit leaves no input), with the log
+# in build/fuzz/NAME.log.
 set -eu
 mode=$1
 shift
@@ -53,8 +58,13 @@ for t in "$@"; do
 		mkdir -p "$new" "$corpus"
 		echo "== merging$inputs $corpus into $out"
 		rc=0
+		# Edges only (-use_counters=0): a set that reaches every edge is a
+		# few hundred inputs, where one for every hit-count bucket too is
+		# thousands, too many to keep in the repository and replay in
+		# every make test.
 		# shellcheck disable=SC2086
-		"$t" -merge=1 -max_len=70000 -artifact_prefix=build/fuzz/ "$new" $inputs "$corpus" >"$log" 2>&1 || rc=$?
+		"$t" -merge=1 -use_counters=0 -max_len=70000 -artifact_prefix=build/fuzz/ "$new" $inputs "$corpus" \
+			>"$log" 2>&1 || rc=$?
 		check "$name" "$rc" "$log"
 		grep -E "MERGE-OUTER: [0-9]+ new files" "$log" || true
 		rm -rf "$out"
@@ -65,6 +75,10 @@ for t in "$@"; do
 	*)
 		secs=$mode
 		corpus=build/fuzz/corpus-$name
+		if [ "${FUZZ_SCRATCH:-0}" = 1 ]; then
+			corpus=build/fuzz/smoke-$name
+			rm -rf "$corpus"
+		fi
 		mkdir -p "$corpus"
 		for d in $inputs; do
 			cp -n "$d"/* "$corpus"/ 2>/dev/null || true
