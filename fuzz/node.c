@@ -31,7 +31,7 @@ fuzz_node_t fuzz_node;
 int fuzz_verbose;
 
 static server_t *srv;
-static char data_dir[64], template_dir[64];
+static char data_dir[64];
 static fuzz_node_t template_state;  /* fuzz_node as the template left it */
 static const char *target = "fuzz";
 static pc_conn_t *mon;              /* the harness's own connection */
@@ -374,35 +374,64 @@ static void remove_dir(const char *dir)
 		fprintf(stderr, "%s: cannot remove %s: %s\n", target, dir, strerror(errno));
 }
 
-/* Copies the files of a stopped node's data directory. */
-static void copy_dir(const char *from, const char *to)
+/* The template: the files of the populated node's data directory, held
+ * in memory, so that nothing of it stays behind on disk when a failed
+ * invariant ends the process without its exit handlers. */
+typedef struct stored_file {
+	char name[64];
+	unsigned char *data;
+	size_t len;
+} stored_file_t;
+
+static stored_file_t template_files[16];
+static size_t ntemplate_files;
+
+/* Reads the files of a stopped node's data directory into the template. */
+static void keep_template(const char *dir)
 {
-	DIR *d = opendir(from);
+	DIR *d = opendir(dir);
 	struct dirent *e;
-	char path[160], buf[65536];
+	char path[160];
 
 	if (!d)
-		fuzz_fail("opendir %s: %s", from, strerror(errno));
+		fuzz_fail("opendir %s: %s", dir, strerror(errno));
 	while ((e = readdir(d)) != NULL) {
-		FILE *in, *out;
-		size_t n;
+		stored_file_t *f = &template_files[ntemplate_files];
+		FILE *in;
+		long n;
 
 		if (e->d_type != DT_REG)
 			continue;
-		snprintf(path, sizeof path, "%s/%s", from, e->d_name);
-		if (!(in = fopen(path, "rb")))
+		if (ntemplate_files == sizeof template_files / sizeof template_files[0] ||
+		    strlen(e->d_name) >= sizeof f->name)
+			fuzz_fail("%s holds files the template has no room for", dir);
+		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+		if (!(in = fopen(path, "rb")) || fseek(in, 0, SEEK_END) < 0 || (n = ftell(in)) < 0 ||
+		    fseek(in, 0, SEEK_SET) < 0 || !(f->data = malloc((size_t)n + 1)) ||
+		    fread(f->data, 1, (size_t)n, in) != (size_t)n)
 			fuzz_fail("cannot read %s: %s", path, strerror(errno));
-		snprintf(path, sizeof path, "%s/%s", to, e->d_name);
-		if (!(out = fopen(path, "wb")))
-			fuzz_fail("cannot write %s: %s", path, strerror(errno));
-		while ((n = fread(buf, 1, sizeof buf, in)) > 0)
-			if (fwrite(buf, 1, n, out) != n)
-				fuzz_fail("cannot write %s", path);
 		fclose(in);
-		if (fclose(out) != 0)
-			fuzz_fail("cannot write %s", path);
+		strcpy(f->name, e->d_name);
+		f->len = (size_t)n;
+		ntemplate_files++;
 	}
 	closedir(d);
+}
+
+/* Writes the template's files into dir. */
+static void restore_template(const char *dir)
+{
+	char path[160];
+	size_t i;
+
+	for (i = 0; i < ntemplate_files; i++) {
+		FILE *out;
+		snprintf(path, sizeof path, "%s/%s", dir, template_files[i].name);
+		if (!(out = fopen(path, "wb")) ||
+		    fwrite(template_files[i].data, 1, template_files[i].len, out) != template_files[i].len ||
+		    fclose(out) != 0)
+			fuzz_fail("cannot write %s: %s", path, strerror(errno));
+	}
 }
 
 /* Starts a node on data_dir; populating: for the template. */
@@ -447,19 +476,18 @@ static void stop_node(void)
 	srv = NULL;
 }
 
-/* The first node is populated through the API, which takes a few
- * seconds (every sign-up is a commit, and the crowd is 297 of them);
- * then stopped, and its store kept as the template every later node
- * starts from, in a copy: a restart costs tens of milliseconds, and every
- * node starts in the same state, tokens included. */
+/* The first node is populated through the API, which takes a second or
+ * more (every sign-up is a commit, and the crowd is 297 of them); then
+ * stopped, and its store kept as the template every later node starts
+ * from, in a copy: a restart costs tens of milliseconds, and every node
+ * starts in the same state, tokens included. */
 static void first_start(void)
 {
 	new_dir(data_dir);
 	start_node(1);
 	populate();
 	stop_node();
-	new_dir(template_dir);
-	copy_dir(data_dir, template_dir);
+	keep_template(data_dir);
 	template_state = fuzz_node;
 	start_node(0);
 }
@@ -475,7 +503,8 @@ static void at_exit(void)
 	fuzz_check_bystander();
 	stop_node();
 	remove_dir(data_dir);
-	remove_dir(template_dir);
+	while (ntemplate_files)
+		free(template_files[--ntemplate_files].data);
 }
 
 /* argv with -detect_leaks=0 added, unless it has a -detect_leaks. */
@@ -529,7 +558,7 @@ void fuzz_node_restart(void)
 	stop_node();
 	remove_dir(data_dir);
 	new_dir(data_dir);
-	copy_dir(template_dir, data_dir);
+	restore_template(data_dir);
 	fuzz_node = template_state;
 	fuzz_node.restarts = restarts;
 	start_node(0);
