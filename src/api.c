@@ -396,15 +396,18 @@ static int changes_state(const http_request_t *req)
 	       !(req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0);
 }
 
-/* True when a body is declared as JSON (application/json, with or without
- * parameters such as a charset). */
+/* True unless a body is declared as something other than JSON
+ * (application/json, with or without parameters such as a charset). A
+ * body with no Content-Type is read as JSON, as the protocol's bodies
+ * are: only a declared form or text type, what another site's page can
+ * post without asking, is refused. */
 static int json_typed(const http_request_t *req)
 {
 	const http_header_t *h = http_find_header(req, "content-type");
 	size_t n;
 
 	if (!h)
-		return 0;
+		return 1;
 	for (n = 0; n < h->value_len && h->value[n] != ';' && h->value[n] != ' '; n++)
 		;
 	return n == 16 && strncasecmp(h->value, "application/json", 16) == 0;

@@ -8,6 +8,7 @@
  * chat, a group add) it spends its first-contact budget, so that one
  * account cannot mass-message strangers, while replies, contacts and
  * exempted accounts are never limited. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,6 +178,27 @@ static int first_contact_budget(store_t *st, api_req_t *rq, size_t k, api_res_t 
 	return -1;
 }
 
+/* The budget is checked, spent and recorded by one worker at a time per
+ * user: without it, one client's concurrent requests on several workers
+ * would each see the same room and pass it many times over. */
+#define REACH_LOCKS 64
+static pthread_mutex_t reach_locks[REACH_LOCKS];
+static pthread_once_t reach_once = PTHREAD_ONCE_INIT;
+
+static void reach_init(void)
+{
+	int i;
+
+	for (i = 0; i < REACH_LOCKS; i++)
+		pthread_mutex_init(&reach_locks[i], NULL);
+}
+
+static pthread_mutex_t *reach_lock(int64_t user)
+{
+	pthread_once(&reach_once, reach_init);
+	return &reach_locks[(uint64_t)user % REACH_LOCKS];
+}
+
 /* The refusal for STORE_TOO_MANY. */
 static void fail_too_many(api_req_t *rq, int64_t full, api_res_t *res)
 {
@@ -197,6 +219,7 @@ void api_create_conversation(store_t *st, api_req_t *rq, const int64_t *ids, api
 {
 	json_t *j, *members, *v, *title;
 	int64_t id, conv, full = 0, *others = NULL, *strangers = NULL;
+	pthread_mutex_t *lock = NULL;
 	const char *t = NULL;
 	store_contact_t c;
 	store_conv_t cv;
@@ -253,6 +276,7 @@ void api_create_conversation(store_t *st, api_req_t *rq, const int64_t *ids, api
 	/* Three lookups a member: contact, settings, and its insert. */
 	if (api_charge(rq, res, 2 + 3.0 * (double)n) < 0)
 		goto out;
+	pthread_mutex_lock(lock = reach_lock(rq->user));
 	if (n == 1) {
 		/* An existing direct chat is only found again, whoever blocked
 		 * whom since: nothing new reaches anyone. */
@@ -299,6 +323,8 @@ void api_create_conversation(store_t *st, api_req_t *rq, const int64_t *ids, api
 	if (created && nstrangers && store_first_contacts_add(st, rq->user, strangers, nstrangers,
 	                                                      clock_wall_ms()) != STORE_OK)
 		log_warn("api: user %lld's first contacts not recorded", (long long)rq->user);
+	pthread_mutex_unlock(lock);
+	lock = NULL;
 	res->status = created ? 201 : 200;
 	conv_head_json(&res->body, &cv);
 	jbuf_lit(&res->body, "}");
@@ -309,6 +335,8 @@ void api_create_conversation(store_t *st, api_req_t *rq, const int64_t *ids, api
 		api_announce(st, rq->srv, conv, "created", 0, rq->user, 0);
 	}
 out:
+	if (lock)
+		pthread_mutex_unlock(lock);
 	free(others);
 	free(strangers);
 	json_decref(j);
@@ -357,6 +385,7 @@ void api_list_conversations(store_t *st, api_req_t *rq, const int64_t *ids, api_
 	int64_t limit = LIST_LIMIT_DEFAULT;
 	store_conv_cursor_t after, last = {0, 0};
 	store_conv_t *cs;
+	jbuf_t entry;
 	size_t n, i;
 	int r, given, more;
 
@@ -372,17 +401,21 @@ void api_list_conversations(store_t *st, api_req_t *rq, const int64_t *ids, api_
 	}
 	res->status = 200;
 	jbuf_lit(&res->body, "{\"conversations\":[");
+	jbuf_init(&entry);
 	for (i = 0; i < n; i++) {
-		if (i && res->body.len > API_PAGE_BYTES) {
+		jbuf_reset(&entry);
+		conv_entry_json(&entry, &cs[i]);
+		if (i && res->body.len + entry.len > API_PAGE_BYTES) {
 			more = 1; /* the rest on the next page */
 			break;
 		}
 		if (i)
 			jbuf_raw(&res->body, ",", 1);
-		conv_entry_json(&res->body, &cs[i]);
+		jbuf_raw(&res->body, entry.data, entry.len);
 		last.activity = cs[i].activity;
 		last.id = cs[i].id;
 	}
+	jbuf_free(&entry);
 	jbuf_lit(&res->body, "],\"next_cursor\":");
 	if (more && i) {
 		char c[48];
@@ -536,6 +569,7 @@ static int has_id(const int64_t *ids, size_t n, int64_t id)
 void api_add_member(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res)
 {
 	int64_t conv = ids[0], target, full = 0;
+	pthread_mutex_t *lock;
 	store_conv_t c;
 	json_t *j;
 	int r, stranger = 0, member;
@@ -569,17 +603,21 @@ void api_add_member(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *r
 		return;
 	}
 	/* A member already is no new reach: adding it again changes nothing. */
+	pthread_mutex_lock(lock = reach_lock(rq->user));
 	if (!member && (may_reach(st, rq, target, 1, &stranger, res) < 0 ||
-	                first_contact_budget(st, rq, stranger ? 1 : 0, res) < 0))
+	                first_contact_budget(st, rq, stranger ? 1 : 0, res) < 0)) {
+		pthread_mutex_unlock(lock);
 		return;
+	}
 	r = store_member_add(st, conv, rq->user, target, clock_wall_ms(), rq->srv->cfg.max_conversations, &full);
+	if (r == STORE_OK && stranger &&
+	    store_first_contacts_add(st, rq->user, &target, 1, clock_wall_ms()) != STORE_OK)
+		log_warn("api: user %lld's first contact not recorded", (long long)rq->user);
+	pthread_mutex_unlock(lock);
 	if (r == STORE_OK || r == STORE_EXISTS) {
 		res->status = 204;
-		if (r == STORE_OK) {
-			if (stranger && store_first_contacts_add(st, rq->user, &target, 1, clock_wall_ms()) != STORE_OK)
-				log_warn("api: user %lld's first contact not recorded", (long long)rq->user);
+		if (r == STORE_OK)
 			api_announce(st, rq->srv, conv, "added", target, rq->user, 0);
-		}
 	} else if (r == STORE_NOT_FOUND) {
 		api_fail(res, 404, "not_found", "no such user");
 	} else if (r == STORE_FORBIDDEN) {

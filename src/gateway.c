@@ -80,6 +80,7 @@ enum {
 	F_PROXIED = 1 << 11,    /* from a trusted proxy: its X-Forwarded-For names the client */
 	F_COUNTED = 1 << 12,    /* counted in its address's connections (addrconns.h) */
 	F_PENDING = 1 << 13,    /* ... as not yet a WebSocket */
+	F_QUICK_CLOSE = 1 << 14, /* refused at once: close when flushed, no lingering */
 };
 
 /* A connection's outbound queue: references to shared frames, oldest at
@@ -382,7 +383,7 @@ static void conn_queue(gw_conn_t *c, sbuf_t *buf)
 	if (c->user && (uint64_t)c->out_bytes + buf->len > c->t->gw->srv->cfg.out_limit) {
 		struct linger hard = {1, 0};
 
-		log_info("gateway: %s reads too slowly: %u bytes queued; disconnecting", conn_peer(c),
+		log_refusal("gateway: %s reads too slowly: %u bytes queued; disconnecting", conn_peer(c),
 		         c->out_bytes);
 		/* Reset rather than close: a plain close would leave what the
 		 * kernel still holds for this reader in an orphaned socket,
@@ -488,7 +489,13 @@ static void conn_flush(gw_conn_t *c)
 		c->flags &= ~F_OUT_WATCH;
 		set_events(c);
 	}
-	if (c->flags & F_FLUSH_CLOSE) {
+	if ((c->flags & (F_FLUSH_CLOSE | F_QUICK_CLOSE)) == (F_FLUSH_CLOSE | F_QUICK_CLOSE)) {
+		/* A connection refused as it came: holding its socket while the
+		 * client reads would let a flood of refused connections take the
+		 * node's file descriptors. */
+		shutdown(c->fd, SHUT_WR);
+		conn_kill(c);
+	} else if (c->flags & F_FLUSH_CLOSE) {
 		start_linger(c);
 	} else if (c->state == ST_WS && c->chat) {
 		chat_on_drained(srv, c);
@@ -576,13 +583,25 @@ void gw_conn_close(gw_conn_t *c, int code, const char *reason)
 }
 
 /* Answers an HTTP request with an error and closes after it is sent. */
-static void http_fail(gw_conn_t *c, int status, const char *code, const char *message,
-                      const char *extra_header)
+static void closing_after(gw_conn_t *c, sbuf_t *response)
 {
-	conn_queue(c, http_error_response(status, code, message, 0, extra_header));
+	conn_queue(c, response);
 	c->state = ST_CLOSING;
 	c->flags |= F_FLUSH_CLOSE;
 	schedule(c, c->t->wheel_now + LINGER_S + 3);
+}
+
+static void http_fail(gw_conn_t *c, int status, const char *code, const char *message,
+                      const char *extra_header)
+{
+	closing_after(c, http_error_response(status, code, message, 0, extra_header));
+}
+
+/* A refusal after which waiting helps (retry_after_ms in the body). */
+static void http_fail_retry(gw_conn_t *c, int status, const char *code, const char *message,
+                            int64_t retry_ms)
+{
+	closing_after(c, http_error_retry(status, code, message, 0, retry_ms));
 }
 
 /* ---- HTTP ----------------------------------------------------------- */
@@ -621,7 +640,7 @@ static void handle_upgrade(gw_conn_t *c, const http_request_t *req)
 	}
 	/* Another site's page must not open a socket as the user. */
 	if (!origin_allowed(req, srv->cfg.public_url, srv->cfg.allowed_origins)) {
-		log_info("gateway: %s: a WebSocket from a page of another origin; refused", conn_peer(c));
+		log_refusal("gateway: %s: a WebSocket from a page of another origin; refused", conn_peer(c));
 		http_fail(c, 403, "forbidden", "WebSockets from pages of this origin are not accepted", NULL);
 		return;
 	}
@@ -671,7 +690,7 @@ static uint64_t request_client(gw_conn_t *c, const http_request_t *req)
 	    addr_from_sockaddr((struct sockaddr *)&ss, sl, &peer) < 0)
 		return c->addr;
 	if (xff_client(req, &srv->trusted_proxies, &peer, &client) < 0)
-		log_warn("gateway: %s is a trusted proxy but sent a malformed X-Forwarded-For",
+		log_refusal("gateway: %s is a trusted proxy but sent a malformed X-Forwarded-For",
 		         conn_peer(c));
 	return addr_key(&client);
 }
@@ -941,7 +960,7 @@ static size_t process_proxy(gw_conn_t *c, const uint8_t *data, size_t len)
 	if (r == PROXY_INCOMPLETE)
 		return 0;
 	if (r < 0) {
-		log_warn("gateway: %s is a trusted proxy but sent no valid PROXY header; closing",
+		log_refusal("gateway: %s is a trusted proxy but sent no valid PROXY header; closing",
 		         conn_peer(c));
 		conn_kill(c);
 		return len;
@@ -1014,11 +1033,10 @@ static int keep_tail(gw_conn_t *c, const uint8_t *p, size_t n)
 	if ((r = bytebuf_append(c, &c->rbuf, p, n, input_cap(c))) == 0)
 		return 0;
 	if (r == BYTEBUF_NODE_FULL) {
-		log_warn("gateway: partial requests hold %zu bytes, the node's bound; refusing %s",
+		log_refusal("gateway: partial requests hold %zu bytes, the node's bound; refusing %s",
 		         (size_t)atomic_load(&c->t->gw->partial_bytes), conn_peer(c));
 		if (c->state == ST_HTTP)
-			http_fail(c, 503, "unavailable", "the server is busy; retry shortly",
-			          "Retry-After: 5\r\n");
+			http_fail_retry(c, 503, "unavailable", "the server is busy; retry shortly", 5000);
 		else if (c->state == ST_WS)
 			gw_conn_close(c, WS_CLOSE_TRY_LATER, "server busy; reconnect later");
 		else
@@ -1129,7 +1147,7 @@ static void conn_timer(gw_conn_t *c, uint32_t now)
 			deadline = c->last_rx + (uint32_t)cfg->http_timeout_s;
 		if (now >= deadline) {
 			if (c->state == ST_HTTP && c->rbuf && !(c->flags & F_HTTP_HELD)) {
-				log_info("gateway: %s did not finish its request in %ds; closing", conn_peer(c),
+				log_refusal("gateway: %s did not finish its request in %ds; closing", conn_peer(c),
 				         cfg->request_timeout_s);
 				http_fail(c, 408, "bad_request", "the request took too long to arrive", NULL);
 			} else {
@@ -1244,13 +1262,14 @@ static int count_conn(gw_conn_t *c, int pending)
 		http_fail(c, 503, "unavailable", "out of memory", NULL);
 		return -1;
 	}
-	log_info("gateway: %s holds %u connections%s; refusing another", conn_peer(c),
+	log_refusal("gateway: %s holds %u connections%s; refusing another", conn_peer(c),
 	         r == ADDRCONNS_TOTAL ? srv->cfg.max_address_connections : srv->cfg.max_address_pending,
 	         r == ADDRCONNS_TOTAL ? "" : " that are not WebSockets");
-	http_fail(c, 429, "rate_limited",
-	          r == ADDRCONNS_TOTAL ? "too many connections from your address; close some first"
-	                               : "too many unfinished connections from your address; finish or close some first",
-	          "Retry-After: 10\r\n");
+	http_fail_retry(c, 429, "rate_limited",
+	                r == ADDRCONNS_TOTAL ? "too many connections from your address; close some first"
+	                                     : "too many unfinished connections from your address; finish or close some first",
+	                10000);
+	c->flags |= F_QUICK_CLOSE;
 	return -1;
 }
 
@@ -1483,7 +1502,7 @@ static void task_upgrade(loop_t *loop, void *p, uint64_t u)
 		/* refused: this client holds too many connections */
 	} else if ((n = bus_attach(srv->bus, up->user, up->device, handle_of(c))) < 0) {
 		if (n == BUS_FULL) {
-			log_info("gateway: user %lld has %u connections open; refusing another",
+			log_refusal("gateway: user %lld has %u connections open; refusing another",
 			         (long long)up->user, srv->cfg.max_user_connections);
 			http_fail(c, 429, "rate_limited", "too many connections open for this user; close one first",
 			          "Retry-After: 30\r\n");

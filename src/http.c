@@ -325,6 +325,27 @@ void http_error_json(jbuf_t *b, const char *code, const char *message)
 	jbuf_lit(b, "}}");
 }
 
+sbuf_t *http_error_retry(int status, const char *code, const char *message, int keep_alive,
+                         int64_t retry_ms)
+{
+	char extra[48];
+	jbuf_t b;
+	sbuf_t *r;
+
+	jbuf_init(&b);
+	jbuf_lit(&b, "{\"error\":{\"code\":");
+	jbuf_cstr(&b, code);
+	jbuf_lit(&b, ",\"message\":");
+	jbuf_cstr(&b, message);
+	jbuf_lit(&b, ",\"retry_after_ms\":");
+	jbuf_int(&b, retry_ms);
+	jbuf_lit(&b, "}}");
+	snprintf(extra, sizeof extra, "Retry-After: %lld\r\n", (long long)(retry_ms + 999) / 1000);
+	r = b.oom ? NULL : http_response(status, "application/json", b.data, b.len, keep_alive, extra);
+	jbuf_free(&b);
+	return r;
+}
+
 sbuf_t *http_error_response(int status, const char *code, const char *message, int keep_alive,
                             const char *extra)
 {

@@ -79,6 +79,12 @@ void http_error_json(jbuf_t *b, const char *code, const char *message);
 sbuf_t *http_error_response(int status, const char *code, const char *message, int keep_alive,
                             const char *extra);
 
+/* The same for a refusal after which waiting helps: the error object
+ * carries "retry_after_ms", and a Retry-After header (seconds) goes with
+ * it. */
+sbuf_t *http_error_retry(int status, const char *code, const char *message, int keep_alive,
+                         int64_t retry_ms);
+
 const char *http_reason(int status);
 
 #endif

@@ -419,7 +419,8 @@ static inline int store_blocked_in_conv(store_t *s, int64_t user_id, int64_t con
 	return s->vt->blocked_in_conv(s, user_id, conv_id, ids, n);
 }
 
-/* How many users have blocked user_id since since_ms. */
+/* How many users have blocked user_id since since_ms, of those it reached
+ * as a first contact (store_first_contacts_add) and whose record is kept. */
 static inline int store_blocks_received(store_t *s, int64_t user_id, int64_t since_ms,
                                         int64_t *count)
 {

@@ -160,7 +160,12 @@ static const char *const queries[Q_COUNT] = {
 	[Q_BLOCKED_IN_CONV] = "SELECT m.user_id FROM members m WHERE m.conv_id = ?2 AND m.user_id <> ?1 AND "
 	                      "(EXISTS(SELECT 1 FROM blocks WHERE user_id = ?1 AND blocked_id = m.user_id) OR "
 	                      "EXISTS(SELECT 1 FROM blocks WHERE user_id = m.user_id AND blocked_id = ?1))",
-	[Q_BLOCKS_RECEIVED] = "SELECT count(*) FROM blocks WHERE blocked_id = ?1 AND created_at >= ?2",
+	/* Only blocks by people it reached first count against a user:
+	 * nobody can shrink another's budget with puppets that were never
+	 * written to. */
+	[Q_BLOCKS_RECEIVED] = "SELECT count(*) FROM blocks b WHERE b.blocked_id = ?1 AND b.created_at >= ?2 "
+	                      "AND EXISTS (SELECT 1 FROM first_contacts f WHERE f.user_id = ?1 AND "
+	                      "f.target_id = b.user_id)",
 	[Q_FIRST_COUNT] = "SELECT count(*) FROM first_contacts WHERE user_id = ?1 AND ts >= ?2",
 	[Q_FIRST_AT] = "SELECT ts FROM first_contacts WHERE user_id = ?1 AND ts >= ?2 ORDER BY ts LIMIT 1 OFFSET ?3",
 	[Q_FIRST_INSERT] = "INSERT INTO first_contacts(user_id, target_id, ts) VALUES(?1, ?2, ?3)",
@@ -230,6 +235,7 @@ static const char *const queries[Q_COUNT] = {
 	"  target_id INTEGER NOT NULL,"                                    \
 	"  ts INTEGER NOT NULL);"                                          \
 	"CREATE INDEX IF NOT EXISTS first_contacts_by_user ON first_contacts(user_id, ts);" \
+	"CREATE INDEX IF NOT EXISTS first_contacts_by_pair ON first_contacts(user_id, target_id);" \
 	"CREATE INDEX IF NOT EXISTS first_contacts_by_ts ON first_contacts(ts);"
 
 /* From version 1: the new columns, filled from what the store already

@@ -185,8 +185,9 @@ static void expire(tally_t *t)
 	if (total)
 		log_info("tally: expired %zu receipt marks older than %d days", total,
 		         STORE_RECEIPT_DETAIL_DAYS);
-	/* First contacts count over a day; a week's margin is plenty. */
-	before = clock_wall_ms() - 7LL * 86400000;
+	/* First contacts count over a day, and say for 30 days whose blocks
+	 * shrink a budget; a day's margin past that. */
+	before = clock_wall_ms() - 31LL * 86400000;
 	do {
 		if (store_expire_first_contacts(t->store, before, EXPIRY_SLICE, &deleted) != STORE_OK)
 			return;

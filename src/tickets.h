@@ -8,7 +8,8 @@
  * in between makes it worthless too).
  *
  * Kept in memory, per node, in a fixed table (no allocation per ticket;
- * only a SHA-256 of each ticket is kept). Safe from any thread. */
+ * only a SHA-256 of each ticket is kept), one live ticket per token.
+ * Safe from any thread. */
 #ifndef PARLEY_TICKETS_H
 #define PARLEY_TICKETS_H
 
@@ -25,8 +26,10 @@ tickets_t *tickets_new(unsigned max);
 void tickets_free(tickets_t *t);
 
 /* Issues a ticket (NUL-terminated into out) standing for the token whose
- * hash is token_hash. Returns 0, or -1 when the table is full of live
- * tickets (answer "unavailable"). */
+ * hash is token_hash; the token's previous ticket, if still unused, stops
+ * working (one live ticket per device, so nobody can fill the table with
+ * tickets). Returns 0, or -1 when the table is full (answer
+ * "unavailable"). */
 int tickets_issue(tickets_t *t, const uint8_t token_hash[32], int64_t now_ms,
                   char out[TICKET_LEN + 1]);
 

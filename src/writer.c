@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -32,6 +33,17 @@ struct writer {
 	atomic_uint_fast64_t batches, ops, messages, receipt_writes, limited, storage_limited, stored_bytes;
 };
 
+/* What one stored message costs the store besides its body: the cmid
+ * (in the row and again in its unique index) and the row's own fields
+ * and index entries. Charging it keeps a flood of tiny messages within
+ * the storage budget too. */
+#define ROW_OVERHEAD 128
+
+static double stored_cost(const store_op_t *op)
+{
+	return (double)(op->body_len + 2 * strlen(op->cmid) + ROW_OVERHEAD);
+}
+
 /* Both budgets, bytes first: a message refused by the second gives back
  * what the first took. */
 static int64_t admit(void *ud, store_op_t *op, size_t recipients)
@@ -39,13 +51,13 @@ static int64_t admit(void *ud, store_op_t *op, size_t recipients)
 	writer_t *w = ud;
 	int64_t wait;
 
-	if (w->storage && (wait = ratelimit_take(w->storage, op->user, (double)op->body_len, op->now_ms)) > 0) {
+	if (w->storage && (wait = ratelimit_take(w->storage, op->user, stored_cost(op), op->now_ms)) > 0) {
 		op->out_limit_kind = WRITER_LIMIT_STORAGE;
 		return wait;
 	}
 	if (w->limits && (wait = ratelimit_take(w->limits, op->user, (double)recipients, op->now_ms)) > 0) {
 		if (w->storage)
-			ratelimit_refund(w->storage, op->user, (double)op->body_len, op->now_ms);
+			ratelimit_refund(w->storage, op->user, stored_cost(op), op->now_ms);
 		op->out_limit_kind = WRITER_LIMIT_RECIPIENTS;
 		return wait;
 	}

@@ -31,7 +31,8 @@ writer_t *writer_new(const char *data_dir, uint32_t node_id, unsigned queue_cap,
  * first submit; rate <= 0 leaves sends unlimited. Returns 0 or -1. */
 int writer_set_rate_limit(writer_t *w, double rate, double burst);
 
-/* Charges each new message's body bytes to its sender's storage budget:
+/* Charges each new message's bytes (its body, its cmid twice, and a row's
+ * overhead) to its sender's storage budget:
  * bytes_per_day, a quarter of it at once. Over it the send ends
  * STORE_LIMITED with out_limit_kind WRITER_LIMIT_STORAGE (the recipients'
  * budget refuses with WRITER_LIMIT_RECIPIENTS). Call before the first

@@ -294,18 +294,67 @@ static void test_strangers_budget(void **state)
 	hx_finish(&S);
 }
 
-/* Blocks received shrink the budget: with 20 a day, ten blocks make it
- * ten. */
+/* Concurrent opens from one account cannot pass the budget between them:
+ * 16 at once on 4 workers, a budget of 3, exactly 3 made. */
+static void test_strangers_budget_concurrent(void **state)
+{
+	enum { N = 16 };
+	hx_user_t spammer, v[N];
+	pc_conn_t *c[N];
+	char body[64], req[512];
+	int i, made = 0;
+
+	(void)state;
+	START("--strangers-per-day", "3", "--threads", "4");
+	hx_user(S.port, "racer", &spammer);
+	for (i = 0; i < N; i++)
+		hx_user(S.port, "raced", &v[i]);
+	for (i = 0; i < N; i++) {
+		int n = snprintf(body, sizeof body, "{\"members\":[%lld]}", (long long)v[i].id);
+		n = snprintf(req, sizeof req,
+		             "POST /api/v1/conversations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+		             "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+		             spammer.token, n, body);
+		assert_non_null(c[i] = pc_connect("127.0.0.1", S.port));
+		assert_int_equal(pc_send_raw(c[i], req, (size_t)n), 0);
+	}
+	for (i = 0; i < N; i++) {
+		pc_response_t res;
+		assert_int_equal(pc_read_response(c[i], &res, HX_TIMEOUT), 0);
+		if (res.status == 201)
+			made++;
+		else
+			assert_int_equal(res.status, 429);
+		pc_response_free(&res);
+		pc_close(c[i]);
+	}
+	assert_int_equal(made, 3);
+	hx_finish(&S);
+}
+
+/* Blocks received from the people one reached shrink the budget: with 20
+ * a day, ten blocks make it ten. Blocks from people it never reached
+ * count for nothing, so puppets cannot shrink an innocent's budget. */
 static void test_blocks_shrink_budget(void **state)
 {
-	hx_user_t spammer, v[22];
+	hx_user_t spammer, v[22], innocent, puppet[10];
 	int i, made = 0;
 
 	(void)state;
 	START("--strangers-per-day", "20");
 	hx_user(S.port, "pest", &spammer);
+	hx_user(S.port, "innocent", &innocent);
 	for (i = 0; i < 22; i++)
 		hx_user(S.port, "target", &v[i]);
+	for (i = 0; i < 10; i++) {
+		hx_user(S.port, "puppet", &puppet[i]);
+		json_decref(post(&puppet[i], "/api/v1/blocks", "{\"user_id\":%lld}", (long long)innocent.id));
+		assert_int_equal(last_status, 204);
+	}
+	for (i = 0; i < 20; i++) {
+		json_decref(post(&innocent, "/api/v1/conversations", "{\"members\":[%lld]}", (long long)v[i].id));
+		assert_int_equal(last_status, 201); /* the whole budget still */
+	}
 	for (i = 0; i < 10; i++) {
 		json_decref(post(&spammer, "/api/v1/conversations", "{\"members\":[%lld]}", (long long)v[i].id));
 		assert_int_equal(last_status, 201);
@@ -626,7 +675,7 @@ static int raw_status(const char *request)
 
 /* A page of another origin can change nothing and open no socket; the
  * server's own origin, the allowed ones and clients without Origin can;
- * a body that is not declared JSON is refused unread. */
+ * a body declared as anything but JSON is refused unread. */
 static void test_origin_and_content_type(void **state)
 {
 	char r[1024];
@@ -651,7 +700,10 @@ static void test_origin_and_content_type(void **state)
 	assert_int_equal(POST_CONV("", "Content-Type: application/json; charset=utf-8\r\n"), 400);
 	/* Not JSON: what a form on another site could send without asking. */
 	assert_int_equal(POST_CONV("", "Content-Type: text/plain\r\n"), 415);
-	assert_int_equal(POST_CONV("", ""), 415);
+	assert_int_equal(POST_CONV("", "Content-Type: application/x-www-form-urlencoded\r\n"), 415);
+	assert_int_equal(POST_CONV("", "Content-Type: multipart/form-data; boundary=x\r\n"), 415);
+	/* No type at all: read as JSON, as the protocol's bodies are. */
+	assert_int_equal(POST_CONV("", ""), 400);
 	/* GETs carry no Origin check. */
 	snprintf(r, sizeof r, "GET /api/v1/conversations HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\n"
 	                      "Authorization: Bearer %s\r\n\r\n", u.token);
@@ -786,6 +838,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_block, stop_server),
 		cmocka_unit_test_teardown(test_group_adds, stop_server),
 		cmocka_unit_test_teardown(test_strangers_budget, stop_server),
+		cmocka_unit_test_teardown(test_strangers_budget_concurrent, stop_server),
 		cmocka_unit_test_teardown(test_blocks_shrink_budget, stop_server),
 		cmocka_unit_test_teardown(test_conversation_cap, stop_server),
 		cmocka_unit_test_teardown(test_victim_answers_paged, stop_server),

@@ -457,6 +457,11 @@ static void test_blocks(void **state)
 	assert_int_equal(b[0].created_at, 7000);
 	assert_false(more);
 	free(b);
+	/* Gina never reached fred as a first contact: his block does not
+	 * count against her budget. Once she had, it does. */
+	assert_int_equal(store_blocks_received(st, gina, 6000, &count), STORE_OK);
+	assert_int_equal(count, 0);
+	assert_int_equal(store_first_contacts_add(st, gina, &fred, 1, 6500), STORE_OK);
 	assert_int_equal(store_blocks_received(st, gina, 6000, &count), STORE_OK);
 	assert_int_equal(count, 1);
 	assert_int_equal(store_blocks_received(st, gina, 8000, &count), STORE_OK);
