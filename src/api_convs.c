@@ -640,7 +640,12 @@ void api_remove_member(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t
 	if (r == STORE_OK) {
 		res->status = 204;
 		/* What the membership allowed ends now: typing relays to it. */
-		presence_left(rq->srv->presence, conv, target);
+		int64_t *members = NULL;
+		size_t nmembers = 0;
+		if (store_members(st, conv, &members, &nmembers) != STORE_OK)
+			nmembers = 0;
+		presence_left(rq->srv->presence, conv, target, members, nmembers);
+		free(members);
 		/* The one who went hears of it too, on every device. */
 		api_announce(st, rq->srv, conv, target == rq->user ? "left" : "removed", target, rq->user, target);
 		if (promoted)

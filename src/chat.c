@@ -838,6 +838,7 @@ typedef struct watch_job {
 	uint64_t conn;
 	int64_t user;
 	unsigned seq;
+	uint64_t gen;            /* presence_gen when the checks began */
 	size_t n, nallowed;
 	int64_t *users;          /* asked for; then those allowed */
 	int64_t *last_seen;
@@ -856,7 +857,7 @@ static void watch_done(gw_conn_t *c, void *p)
 	chat_conn_t *cc;
 
 	if (c && (cc = state_of(c, 0)) != NULL && cc->watch_seq == w->seq) {
-		presence_watch(w->srv->presence, w->conn, w->user, cc->watched, cc->nwatched, w->users,
+		presence_watch(w->srv->presence, w->gen, w->conn, w->user, cc->watched, cc->nwatched, w->users,
 		               w->last_seen, w->nallowed);
 		free(cc->watched);
 		cc->watched = w->users;
@@ -882,6 +883,7 @@ static void watch_job(store_t *st, void *arg)
 	watch_job_t *w = arg;
 	size_t i;
 
+	w->gen = presence_gen(w->srv->presence);
 	for (i = 0; i < w->n; i++) {
 		int64_t seen = 0;
 		int r = store_watchable(st, w->user, w->users[i], &seen);
@@ -956,6 +958,7 @@ static void typing_job(store_t *st, void *arg)
 {
 	typing_job_t *t = arg;
 	int64_t last, joined, *members;
+	uint64_t gen = presence_gen(t->srv->presence);
 	size_t n;
 	int r = store_member_head(st, t->conv, t->user, &last, &joined);
 
@@ -982,7 +985,7 @@ static void typing_job(store_t *st, void *arg)
 				else
 					i++;
 			}
-			presence_typing(t->srv->presence, t->user, t->conv, t->on, members, n);
+			presence_typing(t->srv->presence, gen, t->user, t->conv, t->on, members, n);
 		}
 		free(blocked);
 	}

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -47,6 +48,8 @@ typedef struct user {
 	int64_t id;
 	uint32_t conns, away;       /* WebSockets open; how many say away */
 	int state;                  /* as last announced */
+	int pending;                /* a change waits for its turn (below) */
+	int64_t announced_ms;       /* when a change was last announced */
 	int64_t last_seen;          /* ms: when it was last connected */
 	int64_t offline_at;         /* debounce deadline, 0 when none */
 	watcher_t *watchers;
@@ -56,6 +59,16 @@ typedef struct user {
 } user_t;
 
 #define BUCKETS 4096
+#define RECENT_MAX 4096
+
+/* A block (a blocked b) or a departure (b left conversation a). */
+enum { CHANGE_BLOCK = 1, CHANGE_LEFT = 2 };
+
+typedef struct change {
+	uint64_t gen;
+	int kind;
+	int64_t a, b;
+} change_t;
 
 struct presence {
 	server_t *srv;
@@ -65,11 +78,43 @@ struct presence {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	int stopping;
+	/* The latest blocks and departures, each numbered (gen): a worker's
+	 * check made before one of them may allow what it took away, so its
+	 * answer is filtered by the events since its gen (changes_since). */
+	atomic_uint_fast64_t gen;
+	change_t recent[RECENT_MAX];
 	user_t *buckets[BUCKETS];
 	/* last_seen values to write, gathered under the lock */
 	int64_t *seen_users, *seen_times;
 	size_t nseen, capseen;
 };
+
+/* Records a change. Under the lock. */
+static void note_change(presence_t *p, int kind, int64_t a, int64_t b)
+{
+	uint64_t g = atomic_fetch_add(&p->gen, 1) + 1;
+	change_t *c = &p->recent[g % RECENT_MAX];
+
+	*c = (change_t){g, kind, a, b};
+}
+
+/* True when a change of this kind about (a, b) happened after gen, or
+ * when so many happened since that the record no longer reaches back to
+ * gen (then every answer of that age is treated as stale). Under the
+ * lock. */
+static int changed_since(const presence_t *p, uint64_t gen, int kind, int64_t a, int64_t b)
+{
+	uint64_t now = atomic_load(&p->gen), g;
+
+	if (now - gen >= RECENT_MAX)
+		return 1;
+	for (g = now; g > gen; g--) {
+		const change_t *c = &p->recent[g % RECENT_MAX];
+		if (c->kind == kind && c->a == a && c->b == b)
+			return 1;
+	}
+	return 0;
+}
 
 static user_t *find(presence_t *p, int64_t id, int create)
 {
@@ -104,7 +149,7 @@ static void maybe_forget(presence_t *p, user_t *u)
 {
 	user_t **b;
 
-	if (u->away || u->nwatchers || u->ntyping || u->offline_at)
+	if (u->away || u->nwatchers || u->ntyping || u->offline_at || u->pending)
 		return;
 	for (b = &p->buckets[(uint64_t)u->id % BUCKETS]; *b != u; b = &(*b)->next)
 		;
@@ -144,14 +189,28 @@ static int current(const user_t *u)
 }
 
 /* Announces u's state to its watchers if it changed. Under the lock. */
+/* A user's changes are announced at most once per PRESENCE_ANNOUNCE_MS:
+ * one toggling away and back as fast as it can costs each watcher one
+ * frame a second, not one per toggle (which a stranger the victim
+ * watches could otherwise use to flood it off the server). A change
+ * inside the window waits, and the ticker announces where the user ends
+ * up, or nothing if that is where it started. */
 static void announce(presence_t *p, user_t *u, int64_t now)
 {
 	int state = current(u);
 	sbuf_t *f;
 	size_t i;
 
-	if (state == u->state)
+	if (state == u->state) {
+		u->pending = 0;
 		return;
+	}
+	if (now - u->announced_ms < PRESENCE_ANNOUNCE_MS) {
+		u->pending = 1;
+		return;
+	}
+	u->pending = 0;
+	u->announced_ms = now;
 	u->state = state;
 	/* While connected, "last seen" is now. */
 	f = presence_frame(u->id, state, state == OFFLINE ? u->last_seen : now);
@@ -284,8 +343,8 @@ static void unwatch_locked(presence_t *p, uint64_t conn, const int64_t *users, s
 	}
 }
 
-void presence_watch(presence_t *p, uint64_t conn, int64_t watcher, const int64_t *old, size_t nold,
-                    const int64_t *users, const int64_t *stored_last_seen, size_t n)
+void presence_watch(presence_t *p, uint64_t gen, uint64_t conn, int64_t watcher, const int64_t *old,
+                    size_t nold, const int64_t *users, const int64_t *stored_last_seen, size_t n)
 {
 	int64_t now = clock_wall_ms();
 	size_t i;
@@ -302,14 +361,15 @@ void presence_watch(presence_t *p, uint64_t conn, int64_t watcher, const int64_t
 			unwatch_locked(p, conn, &old[i], 1);
 	}
 	for (i = 0; i < n; i++) {
-		user_t *u = entry(p, users[i]);
+		user_t *u;
 		size_t k;
 
 		int state = OFFLINE;
 		int64_t seen = stored_last_seen[i];
 		sbuf_t *f;
 
-		if (!u)
+		/* Blocked since it was checked: left out, as if never allowed. */
+		if (changed_since(p, gen, CHANGE_BLOCK, users[i], watcher) || !(u = entry(p, users[i])))
 			continue;
 		for (k = 0; k < u->nwatchers && u->watchers[k].conn != conn; k++)
 			;
@@ -348,13 +408,25 @@ void presence_unwatch(presence_t *p, uint64_t conn, const int64_t *users, size_t
 	pthread_mutex_unlock(&p->lock);
 }
 
-void presence_typing(presence_t *p, int64_t user, int64_t conv, int on, int64_t *members, size_t n)
+void presence_typing(presence_t *p, uint64_t gen, int64_t user, int64_t conv, int on, int64_t *members,
+                     size_t n)
 {
 	int64_t now = clock_mono_ms();
 	user_t *u;
 	size_t i;
 
 	pthread_mutex_lock(&p->lock);
+	/* Members who left, or a block between typist and member, since the
+	 * members were read: they hear nothing. */
+	for (i = 0; on && i < n;) {
+		if (changed_since(p, gen, CHANGE_LEFT, conv, members[i]) ||
+		    changed_since(p, gen, CHANGE_BLOCK, user, members[i]) ||
+		    changed_since(p, gen, CHANGE_BLOCK, members[i], user))
+			members[i] = members[--n];
+		else
+			i++;
+	}
+	/* The typist gone, or "off" with nothing on. */
 	if (!bus_connections(p->srv->bus, user) || !(u = on ? entry(p, user) : find(p, user, 0))) {
 		/* Gone before its frame was checked, or "off" with nothing on. */
 		pthread_mutex_unlock(&p->lock);
@@ -406,12 +478,20 @@ static void typing_drop_member(typing_t *t, int64_t user)
 	}
 }
 
+uint64_t presence_gen(presence_t *p)
+{
+	return atomic_load(&p->gen);
+}
+
+
+
 void presence_forbid(presence_t *p, int64_t user, int64_t other)
 {
 	user_t *u;
 	size_t i;
 
 	pthread_mutex_lock(&p->lock);
+	note_change(p, CHANGE_BLOCK, user, other);
 	if ((u = find(p, user, 0)) != NULL) {
 		for (i = 0; i < u->nwatchers;) {
 			if (u->watchers[i].user == other)
@@ -431,28 +511,30 @@ void presence_forbid(presence_t *p, int64_t user, int64_t other)
 	pthread_mutex_unlock(&p->lock);
 }
 
-void presence_left(presence_t *p, int64_t conv, int64_t user)
+void presence_left(presence_t *p, int64_t conv, int64_t user, const int64_t *members, size_t n)
 {
-	size_t b, i;
+	size_t k, i;
 
 	pthread_mutex_lock(&p->lock);
-	for (b = 0; b < BUCKETS; b++) {
-		user_t *u = p->buckets[b], *next;
-		for (; u; u = next) {
-			next = u->next;
-			for (i = 0; i < u->ntyping;) {
-				if (u->typing[i].conv != conv) {
-					i++;
-				} else if (u->id == user) {
-					/* The typist itself left: the others hear it end. */
-					typing_end(p, u, i);
-				} else {
-					typing_drop_member(&u->typing[i], user);
-					i++;
-				}
+	note_change(p, CHANGE_LEFT, conv, user);
+	/* Only members can be typing there: look at them, and the one who
+	 * left, not at every user. */
+	for (k = 0; k <= n; k++) {
+		user_t *u = find(p, k < n ? members[k] : user, 0);
+		if (!u)
+			continue;
+		for (i = 0; i < u->ntyping;) {
+			if (u->typing[i].conv != conv) {
+				i++;
+			} else if (u->id == user) {
+				/* The typist itself left: the others hear it end. */
+				typing_end(p, u, i);
+			} else {
+				typing_drop_member(&u->typing[i], user);
+				i++;
 			}
-			maybe_forget(p, u);
 		}
+		maybe_forget(p, u);
 	}
 	pthread_mutex_unlock(&p->lock);
 }
@@ -477,6 +559,8 @@ static void tick(presence_t *p, int64_t wall, int64_t mono)
 				announce(p, u, wall);
 				remember_seen(p, u->id, u->last_seen);
 			}
+			if (u->pending && wall - u->announced_ms >= PRESENCE_ANNOUNCE_MS)
+				announce(p, u, wall);
 			maybe_forget(p, u);
 		}
 	}

@@ -27,6 +27,7 @@
 #define PRESENCE_WATCH_MAX 500
 #define PRESENCE_TYPING_TTL_MS 6000
 #define PRESENCE_TYPING_RELAY_MS 2000
+#define PRESENCE_ANNOUNCE_MS 1000   /* a user's changes: at most one a second */
 
 typedef struct presence presence_t;
 
@@ -42,24 +43,32 @@ void presence_disconnected(presence_t *p, int64_t user, int was_away);
 /* One of user's connections says it is away (1) or back online (0). */
 void presence_away(presence_t *p, int64_t user, int away);
 
+/* A generation that moves with every block and departure. A worker reads
+ * it before it checks the store and hands it with its answer, which is
+ * then filtered by what was blocked or left since. */
+uint64_t presence_gen(presence_t *p);
+
 /* Connection conn of user watcher now watches users[0..n) instead of
- * old[0..nold): each was checked to show watcher its presence
- * (store_watchable), and stored_last_seen[i] is its last_seen in the
- * store. Answers with one presence frame per user. */
-void presence_watch(presence_t *p, uint64_t conn, int64_t watcher, const int64_t *old, size_t nold,
-                    const int64_t *users, const int64_t *stored_last_seen, size_t n);
+ * old[0..nold): each was checked, under generation gen, to show watcher
+ * its presence (store_watchable), and stored_last_seen[i] is its
+ * last_seen in the store; one that has blocked watcher since is left out.
+ * Answers with one presence frame per user. */
+void presence_watch(presence_t *p, uint64_t gen, uint64_t conn, int64_t watcher, const int64_t *old,
+                    size_t nold, const int64_t *users, const int64_t *stored_last_seen, size_t n);
 /* Connection conn closed: it watches nobody any more. */
 void presence_unwatch(presence_t *p, uint64_t conn, const int64_t *users, size_t n);
 
 /* user typed (on) or stopped in conv, whose other members are members[]
- * (taken over, malloc'd). */
-void presence_typing(presence_t *p, int64_t user, int64_t conv, int on, int64_t *members, size_t n);
+ * (taken over, malloc'd), read under generation gen; those who left or
+ * were blocked (either way) since hear nothing. */
+void presence_typing(presence_t *p, uint64_t gen, int64_t user, int64_t conv, int on, int64_t *members,
+                     size_t n);
 
 /* user has blocked other: other's watches of user end now, and neither
  * is told of the other's typing any more. */
 void presence_forbid(presence_t *p, int64_t user, int64_t other);
-/* user is no longer a member of conv: typing there reaches it no more
- * (and its own typing there ends). */
-void presence_left(presence_t *p, int64_t conv, int64_t user);
+/* user is no longer a member of conv, whose members are now members[0..n):
+ * typing there reaches it no more (and its own typing there ends). */
+void presence_left(presence_t *p, int64_t conv, int64_t user, const int64_t *members, size_t n);
 
 #endif

@@ -264,9 +264,12 @@ static void test_last_seen_survives_restart(void **state)
 #define CONTACTS 200
 #define WATCHERS 3
 
-/* A user with 200 contacts, all connected, 3 of whom watch it, toggles
- * away and back 10 times: the 3 watchers get 20 frames each, the other
- * 197 contacts nothing. The cost follows watchers, not contacts. */
+/* A user with 200 contacts, all connected, 3 of whom watch it, goes away
+ * and back twice, a change a second: the 3 watchers get the 4 frames
+ * each, the other 197 contacts nothing. The cost follows watchers, not
+ * contacts. Then it toggles 50 times as fast as it can: each watcher gets
+ * at most a frame a second of it, not 50 (changes are announced at most
+ * once a second, the last state winning). */
 static void test_cost_bounded_by_watchers(void **state)
 {
 	hx_user_t me, *contacts = calloc(CONTACTS, sizeof *contacts);
@@ -287,15 +290,37 @@ static void test_cost_bounded_by_watchers(void **state)
 		hx_sendf(cc[i], "{\"type\":\"watch\",\"users\":[%lld]}", (long long)me.id);
 		json_decref(expect_presence(cc[i], me.id, "online"));
 	}
-	for (k = 0; k < 10; k++) {
+	for (k = 0; k < 2; k++) {
+		usleep(1100 * 1000);
 		hx_sendf(cm, "{\"type\":\"presence\",\"state\":\"away\"}");
+		usleep(1100 * 1000);
 		hx_sendf(cm, "{\"type\":\"presence\",\"state\":\"online\"}");
 	}
 	for (i = 0; i < WATCHERS; i++) {
-		for (k = 0; k < 10; k++) {
+		for (k = 0; k < 2; k++) {
 			json_decref(expect_presence(cc[i], me.id, "away"));
 			json_decref(expect_presence(cc[i], me.id, "online"));
 		}
+	}
+	usleep(1100 * 1000);
+	for (k = 0; k < 25; k++) {
+		hx_sendf(cm, "{\"type\":\"presence\",\"state\":\"away\"}");
+		hx_sendf(cm, "{\"type\":\"presence\",\"state\":\"online\"}");
+	}
+	hx_sendf(cm, "{\"type\":\"presence\",\"state\":\"away\"}");
+	/* It ends away: the first change goes out at once, the rest
+	 * coalesce into what it ends at, a second later. */
+	{
+		int frames = 0;
+		for (;;) {
+			json_t *f = hx_recv_within(cc[0], 2500);
+			if (!f)
+				break;
+			frames++;
+			json_decref(f);
+		}
+		if (frames < 1 || frames > 3)
+			fail_msg("a watcher got %d frames for 51 changes in a moment", frames);
 	}
 	/* By now the others would have had theirs too: they have none. */
 	usleep(300000);

@@ -614,8 +614,9 @@ static void test_storage_budget(void **state)
 
 /* ---- membership ends everywhere at once ----------------------------- */
 
-/* Carol is removed from a group: she no longer gets its typing, nor the
- * receipt counts of a message she sent there before. */
+/* Carol is removed from a group while Bob is typing there: his typing
+ * (and its end) no longer reaches her, nor do the receipt counts of a
+ * message she sent there before. */
 static void test_removed_member(void **state)
 {
 	hx_user_t a, b, c;
@@ -636,6 +637,10 @@ static void test_removed_member(void **state)
 	seq = hx_say(cc, g, "my last words here");
 	json_decref(hx_expect(cb, "msg"));
 	json_decref(hx_expect(ca, "msg"));
+	/* Bob types before she goes: she is told, as a member. */
+	hx_sendf(cb, "{\"type\":\"typing\",\"conv\":%lld,\"on\":true}", (long long)g);
+	json_decref(hx_expect(ca, "typing"));
+	json_decref(hx_expect(cc, "typing"));
 	snprintf(path, sizeof path, "/api/v1/conversations/%lld/members/%lld", (long long)g, (long long)c.id);
 	json_decref(req(&a, "DELETE", path));
 	assert_int_equal(last_status, 204);
@@ -644,6 +649,11 @@ static void test_removed_member(void **state)
 	json_decref(j);
 	json_decref(hx_expect(ca, "members"));
 	json_decref(hx_expect(cb, "members"));
+	/* His typing ends: only Alice hears of it (the relay held Carol
+	 * among its recipients until she left), and typing that starts
+	 * anew reaches only Alice too. */
+	hx_sendf(cb, "{\"type\":\"typing\",\"conv\":%lld,\"on\":false}", (long long)g);
+	json_decref(hx_expect(ca, "typing"));
 	hx_sendf(cb, "{\"type\":\"typing\",\"conv\":%lld,\"on\":true}", (long long)g);
 	json_decref(hx_expect(ca, "typing"));
 	hx_sendf(cb, "{\"type\":\"receipt\",\"conv\":%lld,\"state\":\"read\",\"seq\":%lld}", (long long)g,
