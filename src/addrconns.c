@@ -15,6 +15,7 @@ typedef struct entry {
 	struct entry *next;
 	uint64_t addr;
 	uint32_t total, pending;
+	uint64_t partial;        /* bytes of unfinished input its connections hold */
 } entry_t;
 
 typedef struct shard {
@@ -145,6 +146,25 @@ void addrconns_close(addrconns_t *a, uint64_t addr, int pending)
 		}
 	}
 	pthread_mutex_unlock(&s->lock);
+}
+
+int addrconns_partial(addrconns_t *a, uint64_t addr, int64_t delta, uint64_t max)
+{
+	shard_t *s;
+	entry_t **p = find(a, addr, &s), *e = *p;
+	int r = 0;
+
+	if (!e) {
+		r = delta > 0 ? -1 : 0; /* not a counted address: nothing to charge */
+	} else if (delta < 0) {
+		e->partial -= (uint64_t)-delta > e->partial ? e->partial : (uint64_t)-delta;
+	} else if (max && e->partial + (uint64_t)delta > max) {
+		r = -1;
+	} else {
+		e->partial += (uint64_t)delta;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return r;
 }
 
 uint64_t addrconns_addresses(addrconns_t *a)

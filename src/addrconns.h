@@ -35,6 +35,11 @@ void addrconns_upgraded(addrconns_t *a, uint64_t addr);
 /* One of addr's connections closed (pending: it never became a WebSocket). */
 void addrconns_close(addrconns_t *a, uint64_t addr, int pending);
 
+/* Adds delta bytes (negative: gives back) to what addr holds in unfinished
+ * requests and messages. A positive delta that would take it past max
+ * (0: no limit) is refused with -1 and not added; else 0. */
+int addrconns_partial(addrconns_t *a, uint64_t addr, int64_t delta, uint64_t max);
+
 /* Addresses holding connections now (for /metrics). */
 uint64_t addrconns_addresses(addrconns_t *a);
 /* Connections refused since start. */

@@ -390,6 +390,18 @@ static void answer_now(server_t *srv, uint64_t conn, const http_request_t *req, 
 	             req->keep_alive);
 }
 
+/* A quick hash of a token for its queue flow (not a secret: nobody can
+ * aim it at another's token without knowing that token). */
+static uint64_t fnv1a(const char *s, size_t n)
+{
+	uint64_t h = UINT64_C(0xcbf29ce484222325);
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		h = (h ^ (unsigned char)s[i]) * UINT64_C(0x100000001b3);
+	return h;
+}
+
 static int changes_state(const http_request_t *req)
 {
 	return !(req->method_len == 3 && memcmp(req->method, "GET", 3) == 0) &&
@@ -480,10 +492,13 @@ int api_submit_request(server_t *srv, uint64_t conn, uint64_t client, const http
 			memcpy(rq->body, body, body_len);
 		rq->body_len = body_len;
 	}
-	/* Each client address is a flow of the queue: one address's burst
-	 * waits behind its own requests, not everyone's. */
+	/* Each device (by its token), or each client address for requests
+	 * without one, is a flow of the queue: one client's burst waits
+	 * behind its own requests, not everyone's. */
 	if (!rq->target || (h && !rq->token && rq->token_len) || (body_len && !rq->body) ||
-	    workers_submit_flow(hashing ? srv->hashers : srv->workers, FLOW_OF_ADDRESS(client),
+	    workers_submit_flow(hashing ? srv->hashers : srv->workers,
+	                        rq->token && !hashing ? FLOW_OF_TOKEN(fnv1a(rq->token, rq->token_len))
+	                                              : FLOW_OF_ADDRESS(client),
 	                        request_job, request_dropped, rq) < 0) {
 		api_req_free(rq);
 		return -1;

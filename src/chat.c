@@ -69,6 +69,7 @@ typedef struct resume {
 	int planned;            /* the first job fixed the ranges */
 	int reported;           /* the loop sent the errors of the plan */
 	int failed;             /* the store failed */
+	int64_t limited_ms;     /* over the work budget: when to try again */
 	size_t page_bytes;      /* body bytes per page */
 	sbuf_t *resumed;        /* the closing "resumed" frame */
 	sbuf_t **page;
@@ -562,11 +563,22 @@ static void resume_job(store_t *st, void *arg)
 	size_t count = 0, bytes = 0;
 
 	if (!r->planned) {
+		double rows = 0;
+		size_t i;
+
 		if (resume_plan(st, r) < 0) {
 			r->failed = 1;
 			goto out;
 		}
 		r->planned = 1;
+		/* The replay is charged by the rows it will read, a tenth of a
+		 * unit each, as history is: resume is no cheaper way round. */
+		for (i = 0; i < r->nconvs; i++)
+			if (!r->convs[i].forbidden)
+				rows += (double)(r->convs[i].upto - r->convs[i].after);
+		if (r->srv->work_budget && rows >= 10 &&
+		    (r->limited_ms = budget_take(r->srv->work_budget, (uint64_t)r->user, rows / 10, clock_mono_ms())) > 0)
+			goto out;
 	}
 	while (r->cur < r->nconvs && count < RESUME_PAGE_MSGS && bytes < r->page_bytes) {
 		resume_conv_t *rc = &r->convs[r->cur];
@@ -664,8 +676,17 @@ static void resume_page_ready(gw_conn_t *c, void *p)
 		return;
 	}
 	cc->resume_in_job = 0;
-	if (r->failed) {
-		send_error(c, "unavailable", "resume failed; retry", NULL, 0);
+	if (r->failed || r->limited_ms > 0) {
+		if (r->limited_ms > 0) {
+			sbuf_t *f = frames_rate_limited("a replay of that much history is over the work budget; "
+			                                "resume less at once, or later",
+			                                NULL, 0, r->limited_ms);
+			log_frame_refused(gw_conn_addr(c), r->user, 0, "rate_limited", "a replay over the work budget");
+			gw_conn_send(c, f);
+			sbuf_unref(f);
+		} else {
+			send_error(c, "unavailable", "resume failed; retry", NULL, 0);
+		}
 		for (i = 0; i < cc->nheld; i++)
 			send_live(c, cc, cc->held[i]), sbuf_unref(cc->held[i]);
 		cc->nheld = 0;

@@ -100,6 +100,8 @@ typedef struct outq {
  * that a connection without them holds only a NULL pointer. */
 typedef struct bytebuf {
 	uint32_t len, cap;
+	uint32_t since;          /* loop second it was begun: it must finish in time */
+	uint32_t addr_bytes;     /* of cap, charged to the address's share */
 	uint8_t data[];
 } bytebuf_t;
 
@@ -182,6 +184,7 @@ static void http_fail(gw_conn_t *c, int status, const char *code, const char *me
                       const char *extra_header);
 static uint64_t request_client(gw_conn_t *c, const http_request_t *req);
 static int count_conn(gw_conn_t *c, int pending);
+static void watch_partial(gw_conn_t *c);
 
 /* Who a connection is, for a log line: its client address and user.
  * One buffer per thread, valid until the thread's next call. */
@@ -201,30 +204,67 @@ static const char *conn_peer(const gw_conn_t *c)
 
 /* ---- input buffers -------------------------------------------------- */
 
-/* Appends p[0..n) to *bp, growing it to what it then holds plus a
- * quarter, never past max bytes. Returns 0; -1 out of memory;
- * BYTEBUF_NODE_FULL when the node's partial input would pass its bound. */
-static int bytebuf_append(gw_conn_t *c, bytebuf_t **bp, const uint8_t *p, size_t n, size_t max)
+/* Charges grow more bytes of partial input held by c: to the node's
+ * bound, and (for a connection counted against its address) to its
+ * address's share of it, a sixteenth, so that one address cannot hold
+ * the whole bound against everyone. Returns the bytes charged to the
+ * address (0 or grow), or -1 (nothing charged) when either would pass. */
+static ptrdiff_t partial_charge(gw_conn_t *c, size_t grow)
 {
 	gateway_t *gw = c->t->gw;
+	size_t bound = gw->srv->cfg.max_partial_bytes;
+
+	if (atomic_fetch_add(&gw->partial_bytes, grow) + grow > bound) {
+		atomic_fetch_sub(&gw->partial_bytes, grow);
+		return -1;
+	}
+	if (!(c->flags & F_COUNTED))
+		return 0;
+	if (addrconns_partial(gw->srv->addrconns, c->addr, (int64_t)grow, bound / 16) < 0) {
+		atomic_fetch_sub(&gw->partial_bytes, grow);
+		return -1;
+	}
+	return (ptrdiff_t)grow;
+}
+
+/* Gives back bytes of the node's bound, addr_bytes of them also of the
+ * address's share. */
+static void partial_release(gw_conn_t *c, size_t bytes, size_t addr_bytes)
+{
+	gateway_t *gw = c->t->gw;
+
+	atomic_fetch_sub(&gw->partial_bytes, bytes);
+	if (addr_bytes)
+		addrconns_partial(gw->srv->addrconns, c->addr, -(int64_t)addr_bytes, 0);
+}
+
+/* Appends p[0..n) to *bp, growing it to what it then holds plus a
+ * quarter, never past max bytes. Returns 0; -1 out of memory;
+ * BYTEBUF_NODE_FULL when the node's partial input (or this address's
+ * share of it) would pass its bound. */
+static int bytebuf_append(gw_conn_t *c, bytebuf_t **bp, const uint8_t *p, size_t n, size_t max)
+{
 	bytebuf_t *b = *bp;
 	size_t len = b ? b->len : 0, cap = b ? b->cap : 0, need = len + n;
 
 	if (need > max)
 		return -1;
 	if (need > cap) {
-		size_t ncap = (need + need / 4 + 255) & ~(size_t)255, grow;
+		size_t ncap = (need + need / 4 + 255) & ~(size_t)255;
 		if (ncap > max)
 			ncap = max;
-		grow = ncap - cap;
-		if (atomic_fetch_add(&gw->partial_bytes, grow) + grow > gw->srv->cfg.max_partial_bytes) {
-			atomic_fetch_sub(&gw->partial_bytes, grow);
+		ptrdiff_t charged = partial_charge(c, ncap - cap);
+		if (charged < 0)
 			return BYTEBUF_NODE_FULL;
-		}
 		if (!(b = realloc(b, sizeof *b + ncap))) {
-			atomic_fetch_sub(&gw->partial_bytes, grow);
+			partial_release(c, ncap - cap, (size_t)charged);
 			return -1;
 		}
+		if (!*bp) {
+			b->since = c->t->wheel_now;
+			b->addr_bytes = 0;
+		}
+		b->addr_bytes += (uint32_t)charged;
 		b->len = (uint32_t)len;
 		b->cap = (uint32_t)ncap;
 		*bp = b;
@@ -242,15 +282,19 @@ static void bytebuf_shrink(gw_conn_t *c, bytebuf_t **bp)
 
 	if (ncap + 4096 > b->cap || !(nb = realloc(b, sizeof *b + ncap)))
 		return;
-	atomic_fetch_sub(&c->t->gw->partial_bytes, nb->cap - ncap);
+	{
+		size_t freed = nb->cap - ncap, addr = freed < nb->addr_bytes ? freed : nb->addr_bytes;
+		partial_release(c, freed, addr);
+		nb->addr_bytes -= (uint32_t)addr;
+	}
 	nb->cap = (uint32_t)ncap;
 	*bp = nb;
 }
 
-static void bytebuf_free(gateway_t *gw, bytebuf_t *b)
+static void bytebuf_free(gw_conn_t *c, bytebuf_t *b)
 {
 	if (b) {
-		atomic_fetch_sub(&gw->partial_bytes, b->cap);
+		partial_release(c, b->cap, b->addr_bytes);
 		free(b);
 	}
 }
@@ -551,8 +595,8 @@ static void conn_free(gw_conn_t *c)
 	for (i = c->out ? c->out->head : 0; c->out && i < c->out->n; i++)
 		sbuf_unref(c->out->buf[i]);
 	free(c->out);
-	bytebuf_free(t->gw, c->rbuf);
-	bytebuf_free(t->gw, c->frag);
+	bytebuf_free(c, c->rbuf);
+	bytebuf_free(c, c->frag);
 	if (c->flags & F_COUNTED)
 		addrconns_close(srv->addrconns, c->addr, !!(c->flags & F_PENDING));
 	atomic_fetch_sub(&t->gw->conns, 1);
@@ -571,7 +615,7 @@ void gw_conn_close(gw_conn_t *c, int code, const char *reason)
 		return;
 	if (c->state == ST_WS) {
 		conn_queue(c, ws_close_frame_new(code, reason));
-		bytebuf_free(c->t->gw, c->frag);
+		bytebuf_free(c, c->frag);
 		c->frag = NULL;
 		c->frag_opcode = 0;
 	}
@@ -864,10 +908,15 @@ static void ws_message(gw_conn_t *c, const uint8_t *data, size_t len)
 
 static int frag_append(gw_conn_t *c, const uint8_t *p, size_t n)
 {
-	int r = bytebuf_append(c, &c->frag, p, n, WS_MAX_MESSAGE);
+	int fresh = !c->frag, r = bytebuf_append(c, &c->frag, p, n, WS_MAX_MESSAGE);
 
-	if (r == BYTEBUF_NODE_FULL)
+	if (r == 0 && fresh)
+		watch_partial(c);
+	if (r == BYTEBUF_NODE_FULL) {
+		log_refusal("gateway: %s: unfinished messages fill its address's share or the node's bound; closing",
+		            conn_peer(c));
 		gw_conn_close(c, WS_CLOSE_TRY_LATER, "server busy; reconnect later");
+	}
 	else if (r < 0)
 		gw_conn_close(c, WS_CLOSE_INTERNAL, "out of memory");
 	return r;
@@ -923,7 +972,7 @@ static void ws_frame(gw_conn_t *c, const ws_frame_t *f)
 		c->frag = NULL;
 		c->frag_opcode = 0;
 		ws_message(c, m->data, m->len);
-		bytebuf_free(c->t->gw, m);
+		bytebuf_free(c, m);
 	}
 }
 
@@ -999,7 +1048,7 @@ static void conn_process(gw_conn_t *c)
 	if (c->flags & F_DEAD)
 		return;
 	if (used >= b->len) {
-		bytebuf_free(c->t->gw, b);
+		bytebuf_free(c, b);
 		c->rbuf = NULL;
 	} else if (used) {
 		memmove(b->data, b->data + used, b->len - used);
@@ -1030,11 +1079,14 @@ static int keep_tail(gw_conn_t *c, const uint8_t *p, size_t n)
 		if (!(c->flags & F_IN_WHEEL) || c->due > due)
 			schedule(c, due);
 	}
-	if ((r = bytebuf_append(c, &c->rbuf, p, n, input_cap(c))) == 0)
+	if ((r = bytebuf_append(c, &c->rbuf, p, n, input_cap(c))) == 0) {
+		if (c->rbuf->len == n)
+			watch_partial(c); /* just begun */
 		return 0;
+	}
 	if (r == BYTEBUF_NODE_FULL) {
-		log_refusal("gateway: partial requests hold %zu bytes, the node's bound; refusing %s",
-		         (size_t)atomic_load(&c->t->gw->partial_bytes), conn_peer(c));
+		log_refusal("gateway: %s: unfinished requests fill its address's share or the node's bound "
+		            "(%zu bytes held); refusing", conn_peer(c), (size_t)atomic_load(&c->t->gw->partial_bytes));
 		if (c->state == ST_HTTP)
 			http_fail_retry(c, 503, "unavailable", "the server is busy; retry shortly", 5000);
 		else if (c->state == ST_WS)
@@ -1125,10 +1177,32 @@ static void conn_on_io(loop_t *loop, loop_watch_t *w, uint32_t events)
 
 /* ---- timers --------------------------------------------------------- */
 
+/* When the oldest unfinished input of c began: 1 with *since, or 0 when
+ * it holds none. */
+static int partial_since(const gw_conn_t *c, uint32_t *since)
+{
+	if (!c->rbuf && !c->frag)
+		return 0;
+	*since = c->rbuf ? c->rbuf->since : c->frag->since;
+	if (c->rbuf && c->frag && c->frag->since < *since)
+		*since = c->frag->since;
+	return 1;
+}
+
+/* A WebSocket has begun a frame or a message: its deadline may come
+ * before the timer's next visit. */
+static void watch_partial(gw_conn_t *c)
+{
+	uint32_t due = c->t->wheel_now + (uint32_t)c->t->gw->srv->cfg.request_timeout_s;
+
+	if (c->state == ST_WS && (!(c->flags & F_IN_WHEEL) || c->due > due))
+		schedule(c, due);
+}
+
 static void conn_timer(gw_conn_t *c, uint32_t now)
 {
 	const server_config_t *cfg = &c->t->gw->srv->cfg;
-	uint32_t deadline, next;
+	uint32_t deadline, next, since;
 
 	switch (c->state) {
 	case ST_PROXY:
@@ -1158,6 +1232,16 @@ static void conn_timer(gw_conn_t *c, uint32_t now)
 		schedule(c, deadline);
 		return;
 	case ST_WS:
+		/* A frame or a fragmented message must arrive whole in time, as
+		 * a request must: pongs between its pieces keep the connection
+		 * alive, not what it holds. */
+		if (partial_since(c, &since) && now - since >= (uint32_t)cfg->request_timeout_s) {
+			log_refusal("gateway: %s did not finish a message in %ds; closing", conn_peer(c),
+			            cfg->request_timeout_s);
+			gw_conn_close(c, WS_CLOSE_TRY_LATER, "a message took too long to arrive");
+			schedule(c, now + LINGER_S + 1);
+			return;
+		}
 		if (now - c->last_rx >= (uint32_t)cfg->idle_timeout_s) {
 			log_debug("gateway: user %lld silent for %ds; closing", (long long)c->user,
 			          cfg->idle_timeout_s);
@@ -1172,6 +1256,8 @@ static void conn_timer(gw_conn_t *c, uint32_t now)
 		next = c->since + (uint32_t)cfg->ping_interval_s;
 		if (c->last_rx + (uint32_t)cfg->idle_timeout_s < next)
 			next = c->last_rx + (uint32_t)cfg->idle_timeout_s;
+		if (partial_since(c, &since) && since + (uint32_t)cfg->request_timeout_s < next)
+			next = since + (uint32_t)cfg->request_timeout_s;
 		schedule(c, next);
 		return;
 	default:

@@ -21,11 +21,16 @@
 
 typedef struct workers workers_t;
 
-/* Flows: a client address key (clientaddr.h) for requests not yet tied to
- * a user, a user id for an authenticated WebSocket's jobs. User flows take
- * 8000::/11 of the key space, which no unicast IPv6 /64 uses (2000::/3
- * holds them all) and IPv4 keys (ffff:ffff::/32) do not reach. */
+/* Flows: a client address key (clientaddr.h) for requests that carry no
+ * credential, a token's hash for those that do (one device's requests,
+ * not everyone's behind the same NAT), a user id for an authenticated
+ * WebSocket's jobs. Token flows take 4000::/2 of the key space and user
+ * flows 8000::/11: no unicast IPv6 /64 uses either (2000::/3 holds them
+ * all), and IPv4 keys (ffff:ffff::/32) reach neither. A client cannot
+ * make many token flows by inventing tokens: each of its connections
+ * holds one request at a time, and its connections are capped. */
 #define FLOW_OF_ADDRESS(key) ((uint64_t)(key))
+#define FLOW_OF_TOKEN(hash) (UINT64_C(0x4000000000000000) | ((uint64_t)(hash) & UINT64_C(0x3fffffffffffffff)))
 #define FLOW_OF_USER(user) (UINT64_C(0x8000000000000000) | (uint64_t)(user))
 
 /* Runs on a worker thread with that worker's store handle. */

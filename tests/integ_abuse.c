@@ -553,6 +553,65 @@ static void test_worker_fairness(void **state)
 	}
 }
 
+/* A WebSocket that begins a message and never finishes it, keeping the
+ * connection alive with pings, is closed once the message's time is up
+ * (1013); and one address holds at most a sixteenth of the node's bound
+ * on unfinished input, so a bystander's message in pieces still fits. */
+static void test_unfinished_ws_message(void **state)
+{
+	static char chunk[40000];
+	hx_user_t att, by;
+	pc_conn_t *a[3], *b;
+	pc_frame_t f;
+	int i, closed = 0, code;
+
+	(void)state;
+	START("--request-timeout", "2", "--max-partial-memory", "1048576");
+	hx_user(S.port, "fragmenter", &att);
+	hx_user(S.port, "bystander", &by);
+	memset(chunk, 'x', sizeof chunk);
+	memcpy(chunk, "{\"type\":\"ping\",\"ref\":\"", 22);
+	/* Three sockets of one address each begin a 40 KB message: the
+	 * address's share (64 KiB) takes the first only. */
+	for (i = 0; i < 3; i++) {
+		assert_non_null(a[i] = pc_connect_from("127.0.0.2", "127.0.0.1", S.port));
+		assert_int_equal(pc_ws_open(a[i], "/chat/v1/ws", att.token, NULL, HX_TIMEOUT), 0);
+		assert_int_equal(pc_ws_recv(a[i], &f, HX_TIMEOUT), 0); /* ready */
+		pc_frame_free(&f);
+		assert_int_equal(pc_ws_send_frame(a[i], 0, 1, chunk, sizeof chunk, 1, 0), 0);
+	}
+	/* The bystander's message in two pieces is served meanwhile. */
+	assert_non_null(b = hx_ws(S.port, &by));
+	assert_int_equal(pc_ws_send_frame(b, 0, 1, "{\"type\":\"ping\",", 15, 1, 0), 0);
+	assert_int_equal(pc_ws_send_frame(b, 1, 0, "\"ref\":7}", 8, 1, 0), 0);
+	json_decref(hx_expect(b, "pong"));
+	/* Every attacker socket closes with 1013: over the share at once,
+	 * or when its message's time is up, pings or not. */
+	for (i = 0; i < 3; i++) {
+		int64_t until = now_ms() + 8000;
+		while (now_ms() < until) {
+			int r;
+			pc_ws_send_frame(a[i], 1, 9, "k", 1, 1, 0); /* a ping: still here */
+			r = pc_ws_recv(a[i], &f, 500);
+			if (r == PC_TIMEOUT)
+				continue;
+			if (r < 0)
+				break;
+			code = f.opcode == 8 && f.len >= 2 ? (f.data[0] << 8) | f.data[1] : 0;
+			pc_frame_free(&f);
+			if (code) {
+				assert_int_equal(code, 1013);
+				closed++;
+				break;
+			}
+		}
+	}
+	assert_int_equal(closed, 3);
+	for (i = 0; i < 3; i++)
+		pc_close(a[i]);
+	pc_close(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -567,6 +626,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_forwarded_for, stop_server),
 		cmocka_unit_test_teardown(test_proxy_protocol, stop_server),
 		cmocka_unit_test_teardown(test_worker_fairness, stop_server),
+		cmocka_unit_test_teardown(test_unfinished_ws_message, stop_server),
 	};
 
 	hx_filter();
