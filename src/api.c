@@ -108,12 +108,15 @@ int api_authenticate(store_t *st, api_req_t *rq, api_res_t *res)
 	int r;
 
 	if (!rq->token || auth_token_hash(rq->token, rq->token_len, rq->token_hash) < 0) {
-		api_fail(res, 401, "unauthorized", rq->token ? "invalid token" : "a bearer token is required");
+		if (api_charge_address(rq, res, 1) == 0)
+			api_fail(res, 401, "unauthorized", rq->token ? "invalid token" : "a bearer token is required");
 		return -1;
 	}
 	r = store_device_by_token(st, rq->token_hash, clock_wall_ms(), idle, &rq->user, &rq->device);
 	if (r == STORE_NOT_FOUND) {
-		api_fail(res, 401, "unauthorized", "invalid or expired token");
+		/* A lookup that found nothing: the address pays for it. */
+		if (api_charge_address(rq, res, 1) == 0)
+			api_fail(res, 401, "unauthorized", "invalid or expired token");
 		return -1;
 	}
 	if (r != STORE_OK) {
@@ -121,6 +124,19 @@ int api_authenticate(store_t *st, api_req_t *rq, api_res_t *res)
 		return -1;
 	}
 	return 0;
+}
+
+int api_charge_address(const api_req_t *rq, api_res_t *res, double cost)
+{
+	int64_t wait;
+
+	/* Address keys and user ids share the table: ids are below 2^53,
+	 * address keys above it. */
+	if (!rq->srv->work_budget ||
+	    (wait = budget_take(rq->srv->work_budget, rq->client, cost, clock_mono_ms())) == 0)
+		return 0;
+	api_fail_retry(res, "too many requests from your address; slow down", wait);
+	return -1;
 }
 
 int api_charge(const api_req_t *rq, api_res_t *res, double cost)
@@ -456,8 +472,8 @@ int api_submit_request(server_t *srv, uint64_t conn, uint64_t client, const http
 {
 	api_req_t *rq;
 	api_res_t res = {0};
-	const http_header_t *h;
-	int hashing = hashes_password(req);
+	const char *tok;
+	int hashing = hashes_password(req), bearer;
 
 	jbuf_init(&res.body);
 	if (refuse_early(srv, req, client, &res)) {
@@ -481,11 +497,8 @@ int api_submit_request(server_t *srv, uint64_t conn, uint64_t client, const http
 	rq->target = strndup(req->target, req->target_len);
 	rq->target_len = req->target_len;
 	rq->path_len = req->path_len;
-	h = http_find_header(req, "authorization");
-	if (h && h->value_len > 7 && strncasecmp(h->value, "bearer ", 7) == 0) {
-		rq->token = strndup(h->value + 7, h->value_len - 7);
-		rq->token_len = h->value_len - 7;
-	}
+	if ((bearer = http_bearer(req, &tok, &rq->token_len)) != 0)
+		rq->token = strndup(tok, rq->token_len);
 	if (body_len) {
 		rq->body = malloc(body_len);
 		if (rq->body)
@@ -495,7 +508,7 @@ int api_submit_request(server_t *srv, uint64_t conn, uint64_t client, const http
 	/* Each device (by its token), or each client address for requests
 	 * without one, is a flow of the queue: one client's burst waits
 	 * behind its own requests, not everyone's. */
-	if (!rq->target || (h && !rq->token && rq->token_len) || (body_len && !rq->body) ||
+	if (!rq->target || (bearer && !rq->token) || (body_len && !rq->body) ||
 	    workers_submit_flow(hashing ? srv->hashers : srv->workers,
 	                        rq->token && !hashing ? FLOW_OF_TOKEN(fnv1a(rq->token, rq->token_len))
 	                                              : FLOW_OF_ADDRESS(client),

@@ -21,7 +21,9 @@
 #include "presence.h"
 
 #define TITLE_MAX 128
-#define LIST_LIMIT_DEFAULT 100
+/* The list's default page is its largest: a client that knows nothing of
+ * cursors still gets its 200 most recent conversations at once. */
+#define LIST_LIMIT_DEFAULT 200
 #define LIST_LIMIT_MAX 200
 #define DAY_MS 86400000LL
 /* Blocks received in this window shrink the first-contact budget. */
@@ -445,7 +447,8 @@ void api_history(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res)
 		return;
 	if (before == 0)
 		before = 1; /* seq < 0: nothing, but the membership is still checked */
-	r = store_history(st, ids[0], rq->user, before > 0 ? before : 0, (int)limit, &ms, &n, &has_more);
+	r = store_history(st, ids[0], rq->user, before > 0 ? before : 0, (int)limit, API_PAGE_BYTES, &ms, &n,
+	                  &has_more);
 	if (r != STORE_OK) {
 		api_fail_store(res, r);
 		return;
@@ -490,7 +493,7 @@ void api_receipts(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res
 	size_t n, i;
 	int r, large;
 
-	if (api_authenticate(st, rq, res) < 0)
+	if (api_authenticate(st, rq, res) < 0 || api_charge(rq, res, 5) < 0)
 		return;
 	if ((r = store_conv_get(st, conv, rq->user, &c)) != STORE_OK) {
 		api_fail_store(res, r);
@@ -499,7 +502,7 @@ void api_receipts(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res
 	large = c.kind == STORE_GROUP && c.nmembers > STORE_RECEIPT_DETAIL_MAX;
 	n = c.nmembers;
 	store_conv_clear(&c);
-	if (api_charge(rq, res, 5 + (large ? 1 : (double)n)) < 0)
+	if (!large && api_charge(rq, res, (double)n) < 0)
 		return;
 	if (large) {
 		/* No per-member detail in large groups: the read count only. */

@@ -67,6 +67,9 @@ int api_authenticate(store_t *st, api_req_t *rq, api_res_t *res);
 /* Charges cost work units to the caller's budget (after authentication):
  * 0, or -1 after refusing with 429. */
 int api_charge(const api_req_t *rq, api_res_t *res, double cost);
+/* The same for work done for no user (a lookup without a token, a token
+ * that matched nothing): charged to the client's address. */
+int api_charge_address(const api_req_t *rq, api_res_t *res, double cost);
 /* A decimal query parameter in [lo, hi]: 1 when present, 0 absent (*out
  * untouched), -1 after refusing a bad one (naming it). */
 int api_query_int(const api_req_t *rq, api_res_t *res, const char *name, int64_t lo, int64_t hi,

@@ -135,6 +135,8 @@ void api_find_user(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *re
 		api_fail(res, 400, "bad_request", "ids: 1 to 256 user ids, separated by commas");
 		return;
 	}
+	if (api_charge_address(rq, res, 1) < 0)
+		return;
 	n = http_query_param(rq->target, rq->target_len, "username", name, sizeof name);
 	if (n < 0) {
 		api_fail(res, 400, "bad_request", "the username query parameter is required");

@@ -844,6 +844,8 @@ static void handle_presence(server_t *srv, gw_conn_t *c, json_t *j)
 		return;
 	}
 	away = strcmp(json_string_value(state), "away") == 0;
+	if (charge(srv, c, 1, 0) < 0)
+		return;
 	if (!(cc = state_of(c, 1))) {
 		send_error(c, "unavailable", "out of memory; retry", NULL, 0);
 		return;

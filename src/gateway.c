@@ -691,10 +691,8 @@ static void handle_upgrade(gw_conn_t *c, const http_request_t *req)
 	/* The credential: a bearer token in the header, or in the query as
 	 * the contract allows, or a single-use ticket (tickets.h), which is
 	 * what keeps a browser's token out of URLs and logs. */
-	h = http_find_header(req, "authorization");
-	if (h && h->value_len > 7 && strncasecmp(h->value, "bearer ", 7) == 0) {
-		tok = h->value + 7;
-		toklen = h->value_len - 7;
+	if (http_bearer(req, &tok, &toklen)) {
+		/* in the header */
 	} else if ((n = http_query_param(req->target, req->target_len, "ticket", token,
 	                                 sizeof token)) >= 0) {
 		tok = token;
@@ -742,13 +740,13 @@ static uint64_t request_client(gw_conn_t *c, const http_request_t *req)
 /* True when the request carries the operator's bearer token. */
 static int operator_may(const server_t *srv, const http_request_t *req)
 {
-	const http_header_t *h = http_find_header(req, "authorization");
+	const char *tok;
+	size_t len;
 	uint8_t hash[32];
 
-	if (!srv->has_operator_token || !h || h->value_len <= 7 ||
-	    strncasecmp(h->value, "bearer ", 7) != 0)
+	if (!srv->has_operator_token || !http_bearer(req, &tok, &len))
 		return 0;
-	auth_secret_hash(h->value + 7, h->value_len - 7, hash);
+	auth_secret_hash(tok, len, hash);
 	return auth_equal(hash, srv->operator_token_hash, sizeof hash);
 }
 

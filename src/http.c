@@ -201,6 +201,17 @@ int http_value_has_token(const char *value, size_t len, const char *token)
 	return 0;
 }
 
+int http_bearer(const http_request_t *req, const char **tok, size_t *len)
+{
+	const http_header_t *h = http_find_header(req, "authorization");
+
+	if (!h || h->value_len <= 7 || strncasecmp(h->value, "bearer ", 7) != 0)
+		return 0;
+	*tok = h->value + 7;
+	*len = h->value_len - 7;
+	return 1;
+}
+
 int http_is(const http_request_t *req, const char *method, const char *path)
 {
 	size_t ml = strlen(method), pl = strlen(path);

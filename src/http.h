@@ -56,6 +56,10 @@ const http_header_t *http_find_header(const http_request_t *req, const char *nam
  * as "Connection: keep-alive, Upgrade" holds "upgrade". */
 int http_value_has_token(const char *value, size_t len, const char *token);
 
+/* The credential of an "Authorization: Bearer ..." header: 1 with *tok
+ * (into the request's buffer) and *len, or 0 when there is none. */
+int http_bearer(const http_request_t *req, const char **tok, size_t *len);
+
 /* True when the request's method and path are exactly method and path. */
 int http_is(const http_request_t *req, const char *method, const char *path);
 

@@ -188,7 +188,7 @@ typedef struct store_vtab {
 	int (*conv_list)(store_t *s, int64_t user_id, const store_conv_cursor_t *after, size_t limit,
 	                 store_conv_t **out, size_t *n, int *has_more);
 	int (*history)(store_t *s, int64_t conv_id, int64_t user_id, int64_t before, int limit,
-	               store_message_t **out, size_t *n, int *has_more);
+	               size_t max_bytes, store_message_t **out, size_t *n, int *has_more);
 	int (*receipts)(store_t *s, int64_t conv_id, int64_t user_id, int64_t seq, int64_t now_ms,
 	                store_receipt_t **out, size_t *n);
 	int (*watchable)(store_t *s, int64_t user_id, int64_t candidate, int64_t *last_seen);
@@ -301,7 +301,8 @@ static inline int store_device_delete(store_t *s, int64_t user_id, int64_t devic
 	return s->vt->device_delete(s, user_id, device_id);
 }
 
-/* The user's devices used since used_since_ms, oldest first. */
+/* The user's devices used since used_since_ms, oldest first (at most
+ * 1,000). */
 static inline int store_devices(store_t *s, int64_t user_id, int64_t used_since_ms,
                                 store_device_t **out, size_t *n)
 {
@@ -335,11 +336,14 @@ static inline int store_conv_list(store_t *s, int64_t user_id, const store_conv_
 }
 
 /* Messages with seq < before (all when before <= 0), ascending, at most
- * limit of the newest; *has_more when older ones exist. */
+ * limit of the newest, and no more of them than it takes to reach
+ * max_bytes of bodies (at least one); *has_more when older ones exist or
+ * may (the byte bound stopped the page). */
 static inline int store_history(store_t *s, int64_t conv_id, int64_t user_id, int64_t before,
-                                int limit, store_message_t **out, size_t *n, int *has_more)
+                                int limit, size_t max_bytes, store_message_t **out, size_t *n,
+                                int *has_more)
 {
-	return s->vt->history(s, conv_id, user_id, before, limit, out, n, has_more);
+	return s->vt->history(s, conv_id, user_id, before, limit, max_bytes, out, n, has_more);
 }
 
 /* Per-member delivered/read times of message seq, for every member but its

@@ -157,9 +157,12 @@ static const char *const queries[Q_COUNT] = {
 	                         "WHERE conv_id = ?1 AND user_id = ?2",
 	[Q_BLOCKS] = "SELECT blocked_id, created_at FROM blocks WHERE user_id = ?1 AND blocked_id > ?2 "
 	             "ORDER BY blocked_id LIMIT ?3",
-	[Q_BLOCKED_IN_CONV] = "SELECT m.user_id FROM members m WHERE m.conv_id = ?2 AND m.user_id <> ?1 AND "
-	                      "(EXISTS(SELECT 1 FROM blocks WHERE user_id = ?1 AND blocked_id = m.user_id) OR "
-	                      "EXISTS(SELECT 1 FROM blocks WHERE user_id = m.user_id AND blocked_id = ?1))",
+	/* From the user's own blocks, both ways (a few rows), each checked
+	 * against the membership: not two lookups per member. */
+	[Q_BLOCKED_IN_CONV] = "SELECT blocked_id FROM blocks WHERE user_id = ?1 AND blocked_id IN "
+	                      "(SELECT user_id FROM members WHERE conv_id = ?2) UNION "
+	                      "SELECT user_id FROM blocks WHERE blocked_id = ?1 AND user_id IN "
+	                      "(SELECT user_id FROM members WHERE conv_id = ?2)",
 	/* Only blocks by people it reached first count against a user:
 	 * nobody can shrink another's budget with puppets that were never
 	 * written to. */
@@ -174,7 +177,7 @@ static const char *const queries[Q_COUNT] = {
 	[Q_WROTE_SET] = "UPDATE members SET wrote = 1 WHERE conv_id = ?1 AND user_id = ?2",
 	[Q_DEVICE_TOUCH] = "UPDATE devices SET last_used = ?2 WHERE id = ?1",
 	[Q_DEVICES] = "SELECT id, name, created_at, last_used FROM devices WHERE user_id = ?1 AND last_used >= ?2 "
-	              "ORDER BY id",
+	              "ORDER BY id LIMIT 1000",
 	[Q_USER_CONVS] = "SELECT conv_count FROM users WHERE id = ?1",
 	[Q_USER_CONVS_ADD] = "UPDATE users SET conv_count = conv_count + ?2 WHERE id = ?1",
 	[Q_LAST_SEEN_SET] = "UPDATE users SET last_seen = max(coalesce(last_seen, 0), ?2) WHERE id = ?1",
@@ -1125,7 +1128,7 @@ static int collect_messages(sqlite_store_t *s, sqlite3_stmt *st, int64_t conv_id
 }
 
 static int sq_history(store_t *base, int64_t conv_id, int64_t user_id, int64_t before, int limit,
-                      store_message_t **out, size_t *n, int *has_more)
+                      size_t max_bytes, store_message_t **out, size_t *n, int *has_more)
 {
 	sqlite_store_t *s = S(base);
 	membership_t m;
@@ -1143,12 +1146,14 @@ static int sq_history(store_t *base, int64_t conv_id, int64_t user_id, int64_t b
 	sqlite3_bind_int64(st, 2, before > 0 ? before : INT64_MAX);
 	sqlite3_bind_int(st, 3, limit + 1); /* one more tells whether there is more */
 	sqlite3_bind_int64(st, 4, m.joined_seq);
-	if ((r = collect_messages(s, st, conv_id, SIZE_MAX, out, n)) != STORE_OK)
+	if ((r = collect_messages(s, st, conv_id, max_bytes, out, n)) != STORE_OK)
 		return r;
-	if (*n > (size_t)limit) {
-		*has_more = 1;
+	if (*n > (size_t)limit)
 		store_message_clear(&(*out)[--*n]);
-	}
+	/* Seqs are gapless: older ones remain exactly when the oldest read
+	 * is above the first the user may see, whether the limit or the
+	 * byte bound stopped the page. */
+	*has_more = *n && (*out)[*n - 1].seq > m.joined_seq + 1;
 	for (i = 0; i < *n / 2; i++) { /* newest first -> ascending */
 		store_message_t t = (*out)[i];
 		(*out)[i] = (*out)[*n - 1 - i];

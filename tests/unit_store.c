@@ -238,18 +238,24 @@ static void test_history_and_list(void **state)
 	int more;
 
 	(void)state;
-	assert_int_equal(store_history(st, conv, alice, 0, 2, &m, &n, &more), STORE_OK);
+	assert_int_equal(store_history(st, conv, alice, 0, 2, SIZE_MAX, &m, &n, &more), STORE_OK);
 	assert_int_equal(n, 2);
 	assert_int_equal(m[0].seq, 2);
 	assert_int_equal(m[1].seq, 3);
 	assert_true(more);
 	assert_string_equal(m[1].body, "bob's own a1");
 	store_messages_free(m, n);
-	assert_int_equal(store_history(st, conv, alice, 2, 50, &m, &n, &more), STORE_OK);
+	assert_int_equal(store_history(st, conv, alice, 2, 50, SIZE_MAX, &m, &n, &more), STORE_OK);
 	assert_int_equal(n, 1);
 	assert_false(more);
 	store_messages_free(m, n);
-	assert_int_equal(store_history(st, conv, carol, 0, 50, &m, &n, &more), STORE_FORBIDDEN);
+	assert_int_equal(store_history(st, conv, carol, 0, 50, SIZE_MAX, &m, &n, &more), STORE_FORBIDDEN);
+	/* A byte bound stops the page early, and says more remain. */
+	assert_int_equal(store_history(st, conv, alice, 0, 50, 1, &m, &n, &more), STORE_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(m[0].seq, 3);
+	assert_true(more);
+	store_messages_free(m, n);
 	assert_int_equal(store_replay(st, conv, 1, 3, 10, 1 << 20, &m, &n), STORE_OK);
 	assert_int_equal(n, 2);
 	assert_int_equal(m[0].seq, 2);
@@ -654,7 +660,7 @@ static void test_migration_from_v1(void **state)
 	assert_int_equal(n, 1);
 	assert_int_equal(d[0].last_used, 42); /* its creation, until used an hour later */
 	free(d);
-	assert_int_equal(store_history(o, 1, 2, 0, 10, &m, &n, &more), STORE_OK);
+	assert_int_equal(store_history(o, 1, 2, 0, 10, SIZE_MAX, &m, &n, &more), STORE_OK);
 	assert_int_equal(n, 1);
 	assert_string_equal(m[0].body, "from the old days");
 	store_messages_free(m, n);
