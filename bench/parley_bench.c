@@ -1636,10 +1636,11 @@ static double sample_pct(samples_t *s, double p)
 }
 
 /* The bystander of one phase: three threads, one per kind of operation,
- * each on its own schedule until `end`, one operation at a time. When one
- * runs late the next ones are due at once, and their latency counts from
- * when they were due (waiting behind one's own slow request is latency
- * too), not from when they could be sent. */
+ * each on a fixed schedule until `end`, open loop: an operation goes when
+ * it is due whether or not earlier ones have been answered, so a server
+ * that stalls cannot hide the stall by taking fewer samples. Its latency
+ * counts from when it was sent; when the bystander had to hold it back
+ * (as many in flight as it allows), from when it was due. */
 typedef struct bystander {
 	int port;
 	char token[64];          /* alice's: the conversation list and the sends */
@@ -1647,8 +1648,8 @@ typedef struct bystander {
 	int64_t conv;            /* their direct chat */
 	int phase;
 	double end;
+	pthread_mutex_t lock;    /* s[OP_LOGIN] (one thread per login), failures, failure */
 	samples_t s[OPS];
-	pthread_mutex_t lock;    /* failures, failure */
 	int failures;
 	char failure[200];       /* the first, for the report */
 } bystander_t;
@@ -1670,164 +1671,260 @@ static void by_fail(bystander_t *b, const char *op, const char *fmt, ...)
 	pthread_mutex_unlock(&b->lock);
 }
 
-/* Sleeps until the next operation is due; returns when its latency
- * starts: when it was due or, after a sleep, when this thread woke (a late
- * wake-up is the load generator's, not the server's). */
-static double by_wait(double due)
+static void sleep_until(double t)
 {
 	double now = now_ms();
 
-	if (due > now) {
-		usleep((useconds_t)((due - now) * 1000));
-		return now_ms();
-	}
-	return due;
+	if (t > now)
+		usleep((useconds_t)((t - now) * 1000));
 }
 
-/* A fresh login every LOGIN_EVERY_MS, on a new connection, with the right
+/* One login of the bystander's, on a new connection, with the right
  * password; the new device is logged out again (not timed), since a user
  * keeps at most 32 and a 33rd login would log out the oldest. */
-static void *by_login_main(void *arg)
+typedef struct by_login {
+	pthread_t thread;
+	bystander_t *b;
+} by_login_t;
+
+static void *by_login_once(void *arg)
 {
-	bystander_t *b = arg;
+	bystander_t *b = ((by_login_t *)arg)->b;
 	const char *body = "{\"username\":\"carol\",\"password\":\"benchmark\"}";
-	double due = now_ms(), done;
+	double start = now_ms(), done;
+	char token[64] = "";
+	pc_response_t r;
+	pc_conn_t *c;
+	json_t *j;
+	int rc;
 
-	while (due < b->end) {
-		double start = by_wait(due);
-		pc_response_t r;
-		pc_conn_t *c;
-		json_t *j;
-		char token[64] = "";
-		int rc;
-
-		if (!(c = pc_connect_from(BYSTANDER_ADDR, "127.0.0.1", b->port))) {
-			by_fail(b, "login", "cannot connect");
-			return NULL;
-		}
-		if ((rc = pc_http(c, "POST", "/api/v1/sessions", NULL, body, &r, BY_TIMEOUT)) < 0) {
-			by_fail(b, "login", "%s", rc == PC_TIMEOUT ? "no answer in 10 s" : "connection lost");
-			pc_close(c);
-			return NULL;
-		}
-		if (r.status != 201) {
-			by_fail(b, "login", "answered %d %.120s", r.status, r.body);
-			pc_response_free(&r);
-			pc_close(c);
-			return NULL;
-		}
-		done = now_ms();
-		sample_add(&b->s[OP_LOGIN], done - start);
-		trace(b->phase, "login", start, done - start);
-		if ((j = json_loadb(r.body, r.body_len, 0, NULL)) != NULL)
-			snprintf(token, sizeof token, "%s", json_string_value(json_object_get(j, "token")));
-		json_decref(j);
-		pc_response_free(&r);
-		if ((rc = pc_http(c, "DELETE", "/api/v1/sessions/current", token, NULL, &r, BY_TIMEOUT)) < 0) {
-			by_fail(b, "login", "the logout after it: %s", rc == PC_TIMEOUT ? "no answer in 10 s" : "connection lost");
-			pc_close(c);
-			return NULL;
-		}
-		if (r.status != 204) {
-			by_fail(b, "login", "the logout after it was answered %d", r.status);
-			pc_response_free(&r);
-			pc_close(c);
-			return NULL;
-		}
-		pc_response_free(&r);
-		pc_close(c);
-		due += LOGIN_EVERY_MS;
-	}
-	return NULL;
-}
-
-/* GET the conversation list every REST_EVERY_MS on one keep-alive
- * connection. */
-static void *by_rest_main(void *arg)
-{
-	bystander_t *b = arg;
-	pc_conn_t *c = pc_connect_from(BYSTANDER_ADDR, "127.0.0.1", b->port);
-	double due = now_ms(), done;
-
-	if (!c) {
-		by_fail(b, "rest", "cannot connect");
+	if (!(c = pc_connect_from(BYSTANDER_ADDR, "127.0.0.1", b->port))) {
+		by_fail(b, "login", "cannot connect");
 		return NULL;
 	}
-	while (due < b->end) {
-		double start = by_wait(due);
-		pc_response_t r;
-		int rc;
-
-		if ((rc = pc_http(c, "GET", REST_PATH, b->token, NULL, &r, BY_TIMEOUT)) < 0) {
-			by_fail(b, "rest", "%s", rc == PC_TIMEOUT ? "no answer in 10 s" : "connection lost");
-			break;
-		}
-		if (r.status != 200) {
-			by_fail(b, "rest", "answered %d %.120s", r.status, r.body);
-			pc_response_free(&r);
-			break;
-		}
-		pc_response_free(&r);
-		done = now_ms();
-		sample_add(&b->s[OP_REST], done - start);
-		trace(b->phase, "rest", start, done - start);
-		due += REST_EVERY_MS;
+	if ((rc = pc_http(c, "POST", "/api/v1/sessions", NULL, body, &r, BY_TIMEOUT)) < 0) {
+		by_fail(b, "login", "%s", rc == PC_TIMEOUT ? "no answer in 10 s" : "connection lost");
+		goto out;
 	}
+	if (r.status != 201) {
+		by_fail(b, "login", "answered %d %.120s", r.status, r.body);
+		pc_response_free(&r);
+		goto out;
+	}
+	done = now_ms();
+	pthread_mutex_lock(&b->lock);
+	sample_add(&b->s[OP_LOGIN], done - start);
+	pthread_mutex_unlock(&b->lock);
+	trace(b->phase, "login", start, done - start);
+	if ((j = json_loadb(r.body, r.body_len, 0, NULL)) != NULL)
+		snprintf(token, sizeof token, "%s", json_string_value(json_object_get(j, "token")));
+	json_decref(j);
+	pc_response_free(&r);
+	if ((rc = pc_http(c, "DELETE", "/api/v1/sessions/current", token, NULL, &r, BY_TIMEOUT)) < 0) {
+		by_fail(b, "login", "the logout after it: %s", rc == PC_TIMEOUT ? "no answer in 10 s" : "connection lost");
+		goto out;
+	}
+	if (r.status != 204)
+		by_fail(b, "login", "the logout after it was answered %d", r.status);
+	pc_response_free(&r);
+out:
 	pc_close(c);
 	return NULL;
 }
 
-/* Reads what c has (answering pings) until `cmid`'s frame of `type` came
- * (*at set) or the deadline. Returns 0, PC_TIMEOUT, or -1 with why. */
-static int by_pump(pc_conn_t *c, const char *type, const char *cmid, double *at, char *why, size_t cap)
+/* A login every LOGIN_EVERY_MS, each in a thread of its own. */
+static void *by_login_main(void *arg)
 {
+	bystander_t *b = arg;
+	int cap = (int)((b->end - now_ms()) / LOGIN_EVERY_MS) + 2, n = 0, i;
+	by_login_t *l = calloc((size_t)cap, sizeof *l);
+	double due;
+
+	if (!l)
+		die("out of memory");
+	for (due = now_ms(); due < b->end && n < cap; due += LOGIN_EVERY_MS) {
+		sleep_until(due);
+		l[n].b = b;
+		if (pthread_create(&l[n].thread, NULL, by_login_once, &l[n]) != 0)
+			die("cannot start a thread");
+		n++;
+	}
+	for (i = 0; i < n; i++)
+		pthread_join(l[i].thread, NULL);
+	free(l);
+	return NULL;
+}
+
+/* GET the conversation list every REST_EVERY_MS, each on a free one of up
+ * to REST_CONNS keep-alive connections (as a browser keeps a few per
+ * host). */
+#define REST_CONNS 6
+
+static void *by_rest_main(void *arg)
+{
+	bystander_t *b = arg;
+	pc_conn_t *c[REST_CONNS] = {0};
+	double since[REST_CONNS] = {0};  /* its request's start; 0: free */
+	struct pollfd pf[REST_CONNS];
+	double due = now_ms();
+	int busy = 0, held = 0, failed = 0, i, len;
+	char req[256];
+
+	len = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: parley\r\nAuthorization: Bearer %s\r\n\r\n",
+	               REST_PATH, b->token);
+	while (!failed && (due < b->end || busy)) {
+		double now = now_ms();
+		int wait;
+
+		if (due < b->end && now >= due) {
+			for (i = 0; i < REST_CONNS && since[i] > 0; i++)
+				;
+			if (i == REST_CONNS) {
+				held = 1;
+			} else {
+				if (!c[i] && !(c[i] = pc_connect_from(BYSTANDER_ADDR, "127.0.0.1", b->port))) {
+					by_fail(b, "rest", "cannot connect");
+					break;
+				}
+				if (pc_send_raw(c[i], req, (size_t)len) < 0) {
+					by_fail(b, "rest", "connection lost");
+					break;
+				}
+				since[i] = held ? due : now;
+				held = 0;
+				busy++;
+				due += REST_EVERY_MS;
+				continue;
+			}
+		}
+		for (i = 0; i < REST_CONNS; i++) {
+			pf[i].fd = c[i] && since[i] > 0 ? pc_fd(c[i]) : -1;
+			pf[i].events = POLLIN;
+			pf[i].revents = 0;
+		}
+		wait = due < b->end && !held ? (int)(due - now) + 1 : 20;
+		poll(pf, REST_CONNS, wait < 0 ? 0 : wait);
+		now = now_ms();
+		for (i = 0; i < REST_CONNS && !failed; i++) {
+			pc_response_t r;
+			char conn[16];
+			int rc;
+
+			if (since[i] <= 0)
+				continue;
+			if (pf[i].revents && (rc = pc_read_response(c[i], &r, 0)) != PC_TIMEOUT) {
+				if (rc < 0) {
+					by_fail(b, "rest", "connection lost");
+					failed = 1;
+					break;
+				}
+				if (r.status != 200) {
+					by_fail(b, "rest", "answered %d %.120s", r.status, r.body);
+					failed = 1;
+				} else {
+					now = now_ms();
+					sample_add(&b->s[OP_REST], now - since[i]);
+					trace(b->phase, "rest", since[i], now - since[i]);
+				}
+				if (pc_response_header(&r, "connection", conn, sizeof conn) > 0 && !strcasecmp(conn, "close")) {
+					pc_close(c[i]);
+					c[i] = NULL;
+				}
+				pc_response_free(&r);
+				since[i] = 0;
+				busy--;
+			} else if (now - since[i] > BY_TIMEOUT) {
+				by_fail(b, "rest", "no answer in 10 s");
+				failed = 1;
+			}
+		}
+	}
+	for (i = 0; i < REST_CONNS; i++)
+		pc_close(c[i]);
+	return NULL;
+}
+
+/* Alice sends to Bob every SEND_EVERY_MS, with at most SEND_INFLIGHT not
+ * yet acked (the server allows 128): send -> ack on her connection, send
+ * -> delivery on his. Cmids are "by<phase>_<index>". */
+#define SEND_INFLIGHT 100
+
+typedef struct by_sends {
+	bystander_t *b;
+	int n;
+	double *start, *acked, *delivered;
+	int nacked, ndelivered;
+} by_sends_t;
+
+/* Reads what c has (answering pings), recording acks (or deliveries, on
+ * Bob's side). Returns 0, or -1 after a failure. */
+static int by_pump(by_sends_t *s, pc_conn_t *c, int bob)
+{
+	bystander_t *b = s->b;
 	pc_frame_t f;
 	int rc;
 
 	while ((rc = pc_ws_recv(c, &f, 0)) == 0) {
+		const char *t, *cmid;
+		int phase, k;
 		json_t *j;
-		const char *t, *ref;
 
 		if (f.opcode == 0x9) {
 			pc_ws_send_frame(c, 1, 0xA, f.data, f.len, 1, 0);
 		} else if (f.opcode == 0x8) {
-			snprintf(why, cap, "the server closed the WebSocket");
+			by_fail(b, "send", "the server closed %s WebSocket", bob ? "the peer's" : "the sender's");
 			pc_frame_free(&f);
 			return -1;
 		} else if (f.opcode == 0x1 && (j = json_loadb((char *)f.data, f.len, 0, NULL)) != NULL) {
+			double now = now_ms();
 			t = json_string_value(json_object_get(j, "type"));
-			ref = json_string_value(json_object_get(j, "ref"));
-			if (t && !strcmp(t, "error") && (!ref || !strcmp(ref, cmid))) {
-				snprintf(why, cap, "error frame %.120s", (char *)f.data);
+			cmid = json_string_value(json_object_get(j, "cmid"));
+			if (t && !strcmp(t, "error")) {
+				by_fail(b, "send", "error frame %.120s", (char *)f.data);
 				json_decref(j);
 				pc_frame_free(&f);
 				return -1;
 			}
-			if (t && !strcmp(t, type) && (ref = json_string_value(json_object_get(j, "cmid"))) &&
-			    !strcmp(ref, cmid))
-				*at = now_ms();
+			if (t && cmid && sscanf(cmid, "by%d_%d", &phase, &k) == 2 && phase == b->phase && k >= 0 &&
+			    k < s->n) {
+				if (!bob && !strcmp(t, "ack") && !s->acked[k]) {
+					s->acked[k] = now;
+					s->nacked++;
+					sample_add(&b->s[OP_ACK], now - s->start[k]);
+					trace(b->phase, "ack", s->start[k], now - s->start[k]);
+				} else if (bob && !strcmp(t, "msg") && !s->delivered[k]) {
+					s->delivered[k] = now;
+					s->ndelivered++;
+					sample_add(&b->s[OP_DELIVER], now - s->start[k]);
+					trace(b->phase, "deliver", s->start[k], now - s->start[k]);
+				}
+			}
 			json_decref(j);
 		}
 		pc_frame_free(&f);
 	}
 	if (rc != PC_TIMEOUT) {
-		snprintf(why, cap, "the WebSocket closed");
+		by_fail(b, "send", "%s WebSocket closed", bob ? "the peer's" : "the sender's");
 		return -1;
 	}
 	return 0;
 }
 
-/* Alice sends to Bob every SEND_EVERY_MS, one at a time: send -> ack on
- * her connection, send -> delivery on his. */
 static void *by_send_main(void *arg)
 {
 	bystander_t *b = arg;
 	pc_conn_t *a = pc_connect_from(BYSTANDER_ADDR, "127.0.0.1", b->port);
 	pc_conn_t *p = pc_connect_from(BYSTANDER_ADDR, "127.0.0.1", b->port);
+	by_sends_t s = {b, (int)((b->end - now_ms()) / SEND_EVERY_MS) + 2, NULL, NULL, NULL, 0, 0};
 	double due;
 	pc_frame_t f;
-	int k = 0;
+	int sent = 0, held = 0, oldest = 0;
 
+	s.start = calloc((size_t)s.n, sizeof(double));
+	s.acked = calloc((size_t)s.n, sizeof(double));
+	s.delivered = calloc((size_t)s.n, sizeof(double));
+	if (!s.start || !s.acked || !s.delivered)
+		die("out of memory");
 	if (!a || !p || pc_ws_open(a, "/chat/v1/ws", b->token, NULL, BY_TIMEOUT) < 0 ||
 	    pc_ws_open(p, "/chat/v1/ws", b->peer_token, NULL, BY_TIMEOUT) < 0 ||
 	    pc_ws_recv(a, &f, BY_TIMEOUT) < 0) {
@@ -1840,45 +1937,50 @@ static void *by_send_main(void *arg)
 		goto out;
 	}
 	pc_frame_free(&f);
-	for (due = now_ms(); due < b->end; due += SEND_EVERY_MS, k++) {
-		double start = by_wait(due), acked = 0, delivered = 0, limit;
+	due = now_ms();
+	for (;;) {
 		struct pollfd pf[2] = {{pc_fd(a), POLLIN, 0}, {pc_fd(p), POLLIN, 0}};
-		char frame[200], cmid[32], why[200] = "";
+		int sending = due < b->end && sent < s.n, wait;
+		double now = now_ms();
 
-		snprintf(cmid, sizeof cmid, "by%d_%d", b->phase, k);
-		snprintf(frame, sizeof frame, "{\"type\":\"send\",\"conv\":%" PRId64 ",\"cmid\":\"%s\",\"body\":\"hello there\"}",
-		         b->conv, cmid);
-		if (pc_ws_send_text(a, frame) < 0) {
-			by_fail(b, "send", "cannot send");
-			break;
-		}
-		limit = now_ms() + BY_TIMEOUT;
-		while (!acked || !delivered) {
-			int wait = (int)(limit - now_ms());
-			/* Both are drained every time (pings), so poll cannot spin. */
-			if (by_pump(a, "ack", cmid, &acked, why, sizeof why) < 0 ||
-			    by_pump(p, "msg", cmid, &delivered, why, sizeof why) < 0)
-				break;
-			if (acked && delivered)
-				break;
-			if (wait <= 0) {
-				snprintf(why, sizeof why, "no %s in 10 s", acked ? "delivery" : "ack");
-				break;
+		if (sending && now >= due) {
+			if (sent - s.nacked >= SEND_INFLIGHT) {
+				held = 1;
+			} else {
+				char frame[200];
+				snprintf(frame, sizeof frame,
+				         "{\"type\":\"send\",\"conv\":%" PRId64 ",\"cmid\":\"by%d_%d\",\"body\":\"hello there\"}",
+				         b->conv, b->phase, sent);
+				s.start[sent] = held ? due : now;
+				held = 0;
+				if (pc_ws_send_text(a, frame) < 0) {
+					by_fail(b, "send", "cannot send");
+					break;
+				}
+				sent++;
+				due += SEND_EVERY_MS;
+				continue;
 			}
-			poll(pf, 2, wait);
 		}
-		if (!acked || !delivered) {
-			by_fail(b, "send", "%s", why);
+		if (by_pump(&s, a, 0) < 0 || by_pump(&s, p, 1) < 0)
+			break;
+		while (oldest < sent && s.acked[oldest] > 0 && s.delivered[oldest] > 0)
+			oldest++;
+		if (!sending && oldest == sent)
+			break;
+		if (oldest < sent && now_ms() - s.start[oldest] > BY_TIMEOUT) {
+			by_fail(b, "send", "no %s in 10 s", s.acked[oldest] > 0 ? "delivery" : "ack");
 			break;
 		}
-		sample_add(&b->s[OP_ACK], acked - start);
-		sample_add(&b->s[OP_DELIVER], delivered - start);
-		trace(b->phase, "ack", start, acked - start);
-		trace(b->phase, "deliver", start, delivered - start);
+		wait = sending && !held ? (int)(due - now_ms()) + 1 : 20;
+		poll(pf, 2, wait < 0 ? 0 : wait);
 	}
 out:
 	pc_close(a);
 	pc_close(p);
+	free(s.start);
+	free(s.acked);
+	free(s.delivered);
 	return NULL;
 }
 
@@ -2618,13 +2720,15 @@ static void abuse_cleanup(void)
 	}
 }
 
-static void abuse_watchdog(int sig)
+/* SIGALRM (the run took far too long), SIGINT, SIGTERM: the server must
+ * not outlive us. Only async-signal-safe calls; the data directory stays. */
+static void abuse_stop(int sig)
 {
-	(void)sig;
+	static const char late[] = "parley-bench: abuse: the run took far too long; stopped\n";
+
 	if (abuse_server_pid > 0)
 		kill(abuse_server_pid, SIGKILL);
-	static const char msg[] = "parley-bench: abuse: the run took far too long; stopped\n";
-	if (write(2, msg, sizeof msg - 1) < 0)
+	if (sig == SIGALRM && write(2, late, sizeof late - 1) < 0)
 		_exit(1);
 	_exit(1);
 }
@@ -2657,7 +2761,9 @@ static int run_abuse(double seconds, int quick, const char *only, const char *tr
 	spawn(&srv, argv);
 	abuse_server_pid = srv.pid;
 	atexit(abuse_cleanup);
-	signal(SIGALRM, abuse_watchdog);
+	signal(SIGALRM, abuse_stop);
+	signal(SIGINT, abuse_stop);
+	signal(SIGTERM, abuse_stop);
 	alarm((unsigned)(ABUSE_PHASES * (seconds + 60) + 120));
 	gb_port = srv.port;
 	gb_admin_port = srv.admin_port;
