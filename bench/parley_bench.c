@@ -2803,9 +2803,9 @@ static int run_abuse(double seconds, int quick, const char *only, const char *tr
 		res[p].skipped = only && p > 0 && strcmp(only, abuse_phases[p].key);
 		if (res[p].skipped)
 			continue;
+		abuse_settle(srv.pid);
 		if (!json_only)
 			fprintf(stderr, "parley-bench: abuse: phase %d, %s\n", p, abuse_phases[p].label);
-		abuse_settle(srv.pid);
 		run_phase(&abuse_phases[p], p, quick, seconds, &by, srv.pid, attack_token, &res[p]);
 		if (res[p].failures)
 			failed = 1;
