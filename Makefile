@@ -184,9 +184,12 @@ bench: deps
 	build/parley-bench history --clients 4 --seconds 5
 	build/parley-bench resume --clients 200
 	build/parley-bench group --members 1024 --online 800 --messages 30 --batch 10 --throughput 5
+	build/parley-bench abuse --seconds 10
 
 # make test runs the tool once at a tiny size: it must work and report a
-# figure, not a fast one.
+# figure, not a fast one. abuse exits non-zero when the bystander was not
+# served at all in some phase (its JSON goes to a file so that the exit
+# status is not lost in a pipe).
 bench-smoke: build/parley build/parley-bench build/bench-relay
 	@build/parley-bench idle --connections 200 --processes 2 --json \
 		| grep -q '"client_processes":2},"figures":{"parley_user_bytes_per_conn":-\?[0-9]' \
@@ -200,6 +203,9 @@ bench-smoke: build/parley build/parley-bench build/bench-relay
 	@build/parley-bench group --members 8 --online 6 --messages 2 --batch 1 --throughput 1 --json \
 		| grep '"throughput_deliveries_per_s":[1-9]' | grep -q '"relay_cpu_us_per_delivery":[0-9.]*[1-9]' \
 		&& echo "bench-smoke: parley-bench group works"
+	@build/parley-bench abuse --seconds 1 --quick --json > build/bench-smoke-abuse.json \
+		&& grep -q '"baseline_again":{"login_n":[1-9]' build/bench-smoke-abuse.json \
+		&& echo "bench-smoke: parley-bench abuse works (the bystander was served in every phase)"
 
 clean:
 	rm -rf build

@@ -5,6 +5,7 @@
  *   parley-bench resume [--clients N] [--json]
  *   parley-bench direct [--pairs P] [--rate R] [--seconds S] [--json]
  *   parley-bench direct --find-max P99_MS [--pairs P] [--json]
+ *   parley-bench abuse [--seconds S] [--quick] [--only ATTACK] [--trace FILE] [--json]
  *
  * Each scenario starts its own Parley server (build/parley, a fresh data
  * directory, --fast-password-hashing so that set-up is quick) and the
@@ -56,6 +57,18 @@
  * the last member's copy, and its deliveries per second and CPU per
  * delivery, with at most 100 frames per sender not yet at the last member.
  *
+ * abuse: a bystander (127.0.0.1) logs in, lists its conversations and
+ * sends direct messages on fixed schedules for S seconds, first with no
+ * attack, then beside each attack in turn (from 127.0.0.2 and up): a
+ * login flood, slow sockets trickling request heads, an account sending
+ * costly watch and resume frames, HTTP pipelining that reads nothing;
+ * then with no attack again. Reported per phase: the bystander's p50/p99
+ * per operation and their ratios to the first phase, the attack's
+ * counters (sent, refused, with which code), the server's CPU by thread.
+ * Its server runs with the production limits and password hashing, which
+ * are what is measured; no baseline process (the first phase is the
+ * baseline). It fails when the bystander is not served at all.
+ *
  * Any scenario takes --commit-delay US, passed on to the server.
  *
  * Set-up (registering users, storing messages) is not measured. */
@@ -67,9 +80,14 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1557,6 +1575,1340 @@ static int run_resume(int clients, int json_only)
 	return 0;
 }
 
+/* ---- abuse ---------------------------------------------------------- */
+
+/* A bystander's latency while one attack at a time runs, beside the same
+ * with no attack in the same run. The server runs with its production
+ * defaults for everything under test (per-address caps and budgets, work
+ * budgets, real password hashing): those defences are what is measured.
+ * The bystander is 127.0.0.1, the attackers 127.0.0.2 and up, so that the
+ * server tells them apart by address as it would on the Internet. */
+
+#define BYSTANDER_ADDR "127.0.0.1"
+#define SETUP_ADDR "127.0.0.250"    /* set-up spends no budget of the bystander's */
+#define BY_TIMEOUT 10000            /* ms: an operation slower than this was not served */
+#define LOGIN_EVERY_MS 1500.0       /* 40 a minute: inside the 60 a minute per address */
+#define REST_EVERY_MS 50.0
+#define SEND_EVERY_MS 20.0
+/* limit=2 costs 11 work units: 20 a second stay inside the 500 a second the
+ * user may spend (the default limit, 100, would cost 501 each). */
+#define REST_PATH "/api/v1/conversations?limit=2"
+#define TRICKLE_MS 100.0            /* a slow socket's byte per connection */
+#define WATCH_IDS 500               /* the most a watch may name */
+#define RESUME_CONVS_LISTED 4000    /* of at most 4,096 */
+#define PIPE_BATCH 32               /* requests per write buffer */
+#define ATTACK_COUNTERS 24
+
+enum { OP_LOGIN, OP_REST, OP_ACK, OP_DELIVER, OPS };
+static const char *const op_name[OPS] = {"login", "rest", "ack", "deliver"};
+static const char *const op_label[OPS] = {"login", "REST list", "send->ack", "send->delivery"};
+
+typedef struct samples {
+	double *v;               /* milliseconds */
+	int n, cap;
+} samples_t;
+
+static void sample_add(samples_t *s, double v)
+{
+	if (s->n == s->cap) {
+		s->cap = s->cap ? s->cap * 2 : 256;
+		if (!(s->v = realloc(s->v, (size_t)s->cap * sizeof *s->v)))
+			die("out of memory");
+	}
+	s->v[s->n++] = v;
+}
+
+/* --trace FILE: every sample of the abuse scenario, as "phase op start
+ * latency" (milliseconds from the start of the run), to see what a tail
+ * coincides with. */
+static FILE *abuse_trace;
+static double abuse_t0;
+
+static void trace(int phase, const char *what, double start, double ms)
+{
+	if (abuse_trace)
+		fprintf(abuse_trace, "%d %s %.3f %.3f\n", phase, what, start - abuse_t0, ms);
+}
+
+static double sample_pct(samples_t *s, double p)
+{
+	return s->n ? pct(s->v, s->n, p) : 0;
+}
+
+/* The bystander of one phase: three threads, one per kind of operation,
+ * each on a fixed schedule until `end`, open loop: an operation goes when
+ * it is due whether or not earlier ones have been answered, so a server
+ * that stalls cannot hide the stall by taking fewer samples. Its latency
+ * counts from when it was sent; when the bystander had to hold it back
+ * (as many in flight as it allows), from when it was due. */
+typedef struct bystander {
+	int port;
+	char token[64];          /* alice's: the conversation list and the sends */
+	char peer_token[64];     /* bob's: the deliveries */
+	int64_t conv;            /* their direct chat */
+	int phase;
+	double end;
+	pthread_mutex_t lock;    /* s[OP_LOGIN] (one thread per login), failures, failure */
+	samples_t s[OPS];
+	int failures;
+	char failure[200];       /* the first, for the report */
+} bystander_t;
+
+static void by_fail(bystander_t *b, const char *op, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void by_fail(bystander_t *b, const char *op, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&b->lock);
+	if (!b->failures++) {
+		int n = snprintf(b->failure, sizeof b->failure, "%s: ", op);
+		va_start(ap, fmt);
+		vsnprintf(b->failure + n, sizeof b->failure - (size_t)n, fmt, ap);
+		va_end(ap);
+	}
+	pthread_mutex_unlock(&b->lock);
+}
+
+static void sleep_until(double t)
+{
+	double now = now_ms();
+
+	if (t > now)
+		usleep((useconds_t)((t - now) * 1000));
+}
+
+/* One login of the bystander's, on a new connection, with the right
+ * password; the new device is logged out again (not timed), since a user
+ * keeps at most 32 and a 33rd login would log out the oldest. */
+typedef struct by_login {
+	pthread_t thread;
+	bystander_t *b;
+} by_login_t;
+
+static void *by_login_once(void *arg)
+{
+	bystander_t *b = ((by_login_t *)arg)->b;
+	const char *body = "{\"username\":\"carol\",\"password\":\"benchmark\"}";
+	double start = now_ms(), done;
+	char token[64] = "";
+	pc_response_t r;
+	pc_conn_t *c;
+	json_t *j;
+	int rc;
+
+	if (!(c = pc_connect_from(BYSTANDER_ADDR, "127.0.0.1", b->port))) {
+		by_fail(b, "login", "cannot connect");
+		return NULL;
+	}
+	if ((rc = pc_http(c, "POST", "/api/v1/sessions", NULL, body, &r, BY_TIMEOUT)) < 0) {
+		by_fail(b, "login", "%s", rc == PC_TIMEOUT ? "no answer in 10 s" : "connection lost");
+		goto out;
+	}
+	if (r.status != 201) {
+		by_fail(b, "login", "answered %d %.120s", r.status, r.body);
+		pc_response_free(&r);
+		goto out;
+	}
+	done = now_ms();
+	pthread_mutex_lock(&b->lock);
+	sample_add(&b->s[OP_LOGIN], done - start);
+	pthread_mutex_unlock(&b->lock);
+	trace(b->phase, "login", start, done - start);
+	if ((j = json_loadb(r.body, r.body_len, 0, NULL)) != NULL)
+		snprintf(token, sizeof token, "%s", json_string_value(json_object_get(j, "token")));
+	json_decref(j);
+	pc_response_free(&r);
+	if ((rc = pc_http(c, "DELETE", "/api/v1/sessions/current", token, NULL, &r, BY_TIMEOUT)) < 0) {
+		by_fail(b, "login", "the logout after it: %s", rc == PC_TIMEOUT ? "no answer in 10 s" : "connection lost");
+		goto out;
+	}
+	if (r.status != 204)
+		by_fail(b, "login", "the logout after it was answered %d", r.status);
+	pc_response_free(&r);
+out:
+	pc_close(c);
+	return NULL;
+}
+
+/* A login every LOGIN_EVERY_MS, each in a thread of its own. */
+static void *by_login_main(void *arg)
+{
+	bystander_t *b = arg;
+	int cap = (int)((b->end - now_ms()) / LOGIN_EVERY_MS) + 2, n = 0, i;
+	by_login_t *l = calloc((size_t)cap, sizeof *l);
+	double due;
+
+	if (!l)
+		die("out of memory");
+	for (due = now_ms(); due < b->end && n < cap; due += LOGIN_EVERY_MS) {
+		sleep_until(due);
+		l[n].b = b;
+		if (pthread_create(&l[n].thread, NULL, by_login_once, &l[n]) != 0)
+			die("cannot start a thread");
+		n++;
+	}
+	for (i = 0; i < n; i++)
+		pthread_join(l[i].thread, NULL);
+	free(l);
+	return NULL;
+}
+
+/* GET the conversation list every REST_EVERY_MS, each on a free one of up
+ * to REST_CONNS keep-alive connections (as a browser keeps a few per
+ * host). */
+#define REST_CONNS 6
+
+static void *by_rest_main(void *arg)
+{
+	bystander_t *b = arg;
+	pc_conn_t *c[REST_CONNS] = {0};
+	double since[REST_CONNS] = {0};  /* its request's start; 0: free */
+	struct pollfd pf[REST_CONNS];
+	double due = now_ms();
+	int busy = 0, held = 0, failed = 0, i, len;
+	char req[256];
+
+	len = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: parley\r\nAuthorization: Bearer %s\r\n\r\n",
+	               REST_PATH, b->token);
+	while (!failed && (due < b->end || busy)) {
+		double now = now_ms();
+		int wait;
+
+		if (due < b->end && now >= due) {
+			for (i = 0; i < REST_CONNS && since[i] > 0; i++)
+				;
+			if (i == REST_CONNS) {
+				held = 1;
+			} else {
+				if (!c[i] && !(c[i] = pc_connect_from(BYSTANDER_ADDR, "127.0.0.1", b->port))) {
+					by_fail(b, "rest", "cannot connect");
+					break;
+				}
+				if (pc_send_raw(c[i], req, (size_t)len) < 0) {
+					by_fail(b, "rest", "connection lost");
+					break;
+				}
+				since[i] = held ? due : now;
+				held = 0;
+				busy++;
+				due += REST_EVERY_MS;
+				continue;
+			}
+		}
+		for (i = 0; i < REST_CONNS; i++) {
+			pf[i].fd = c[i] && since[i] > 0 ? pc_fd(c[i]) : -1;
+			pf[i].events = POLLIN;
+			pf[i].revents = 0;
+		}
+		wait = due < b->end && !held ? (int)(due - now) + 1 : 20;
+		poll(pf, REST_CONNS, wait < 0 ? 0 : wait);
+		now = now_ms();
+		for (i = 0; i < REST_CONNS && !failed; i++) {
+			pc_response_t r;
+			char conn[16];
+			int rc;
+
+			if (since[i] <= 0)
+				continue;
+			if (pf[i].revents && (rc = pc_read_response(c[i], &r, 0)) != PC_TIMEOUT) {
+				if (rc < 0) {
+					by_fail(b, "rest", "connection lost");
+					failed = 1;
+					break;
+				}
+				if (r.status != 200) {
+					by_fail(b, "rest", "answered %d %.120s", r.status, r.body);
+					failed = 1;
+				} else {
+					now = now_ms();
+					sample_add(&b->s[OP_REST], now - since[i]);
+					trace(b->phase, "rest", since[i], now - since[i]);
+				}
+				if (pc_response_header(&r, "connection", conn, sizeof conn) > 0 && !strcasecmp(conn, "close")) {
+					pc_close(c[i]);
+					c[i] = NULL;
+				}
+				pc_response_free(&r);
+				since[i] = 0;
+				busy--;
+			} else if (now - since[i] > BY_TIMEOUT) {
+				by_fail(b, "rest", "no answer in 10 s");
+				failed = 1;
+			}
+		}
+	}
+	for (i = 0; i < REST_CONNS; i++)
+		pc_close(c[i]);
+	return NULL;
+}
+
+/* Alice sends to Bob every SEND_EVERY_MS, with at most SEND_INFLIGHT not
+ * yet acked (the server allows 128): send -> ack on her connection, send
+ * -> delivery on his. Cmids are "by<phase>_<index>". */
+#define SEND_INFLIGHT 100
+
+typedef struct by_sends {
+	bystander_t *b;
+	int n;
+	double *start, *acked, *delivered;
+	int nacked, ndelivered;
+} by_sends_t;
+
+/* Reads what c has (answering pings), recording acks (or deliveries, on
+ * Bob's side). Returns 0, or -1 after a failure. */
+static int by_pump(by_sends_t *s, pc_conn_t *c, int bob)
+{
+	bystander_t *b = s->b;
+	pc_frame_t f;
+	int rc;
+
+	while ((rc = pc_ws_recv(c, &f, 0)) == 0) {
+		const char *t, *cmid;
+		int phase, k;
+		json_t *j;
+
+		if (f.opcode == 0x9) {
+			pc_ws_send_frame(c, 1, 0xA, f.data, f.len, 1, 0);
+		} else if (f.opcode == 0x8) {
+			by_fail(b, "send", "the server closed %s WebSocket", bob ? "the peer's" : "the sender's");
+			pc_frame_free(&f);
+			return -1;
+		} else if (f.opcode == 0x1 && (j = json_loadb((char *)f.data, f.len, 0, NULL)) != NULL) {
+			double now = now_ms();
+			t = json_string_value(json_object_get(j, "type"));
+			cmid = json_string_value(json_object_get(j, "cmid"));
+			if (t && !strcmp(t, "error")) {
+				by_fail(b, "send", "error frame %.120s", (char *)f.data);
+				json_decref(j);
+				pc_frame_free(&f);
+				return -1;
+			}
+			if (t && cmid && sscanf(cmid, "by%d_%d", &phase, &k) == 2 && phase == b->phase && k >= 0 &&
+			    k < s->n) {
+				if (!bob && !strcmp(t, "ack") && !s->acked[k]) {
+					s->acked[k] = now;
+					s->nacked++;
+					sample_add(&b->s[OP_ACK], now - s->start[k]);
+					trace(b->phase, "ack", s->start[k], now - s->start[k]);
+				} else if (bob && !strcmp(t, "msg") && !s->delivered[k]) {
+					s->delivered[k] = now;
+					s->ndelivered++;
+					sample_add(&b->s[OP_DELIVER], now - s->start[k]);
+					trace(b->phase, "deliver", s->start[k], now - s->start[k]);
+				}
+			}
+			json_decref(j);
+		}
+		pc_frame_free(&f);
+	}
+	if (rc != PC_TIMEOUT) {
+		by_fail(b, "send", "%s WebSocket closed", bob ? "the peer's" : "the sender's");
+		return -1;
+	}
+	return 0;
+}
+
+static void *by_send_main(void *arg)
+{
+	bystander_t *b = arg;
+	pc_conn_t *a = pc_connect_from(BYSTANDER_ADDR, "127.0.0.1", b->port);
+	pc_conn_t *p = pc_connect_from(BYSTANDER_ADDR, "127.0.0.1", b->port);
+	by_sends_t s = {b, (int)((b->end - now_ms()) / SEND_EVERY_MS) + 2, NULL, NULL, NULL, 0, 0};
+	double due;
+	pc_frame_t f;
+	int sent = 0, held = 0, oldest = 0;
+
+	s.start = calloc((size_t)s.n, sizeof(double));
+	s.acked = calloc((size_t)s.n, sizeof(double));
+	s.delivered = calloc((size_t)s.n, sizeof(double));
+	if (!s.start || !s.acked || !s.delivered)
+		die("out of memory");
+	if (!a || !p || pc_ws_open(a, "/chat/v1/ws", b->token, NULL, BY_TIMEOUT) < 0 ||
+	    pc_ws_open(p, "/chat/v1/ws", b->peer_token, NULL, BY_TIMEOUT) < 0 ||
+	    pc_ws_recv(a, &f, BY_TIMEOUT) < 0) {
+		by_fail(b, "send", "cannot open the WebSockets");
+		goto out;
+	}
+	pc_frame_free(&f);
+	if (pc_ws_recv(p, &f, BY_TIMEOUT) < 0) {
+		by_fail(b, "send", "no ready frame");
+		goto out;
+	}
+	pc_frame_free(&f);
+	due = now_ms();
+	for (;;) {
+		struct pollfd pf[2] = {{pc_fd(a), POLLIN, 0}, {pc_fd(p), POLLIN, 0}};
+		int sending = due < b->end && sent < s.n, wait;
+		double now = now_ms();
+
+		if (sending && now >= due) {
+			if (sent - s.nacked >= SEND_INFLIGHT) {
+				held = 1;
+			} else {
+				char frame[200];
+				snprintf(frame, sizeof frame,
+				         "{\"type\":\"send\",\"conv\":%" PRId64 ",\"cmid\":\"by%d_%d\",\"body\":\"hello there\"}",
+				         b->conv, b->phase, sent);
+				s.start[sent] = held ? due : now;
+				held = 0;
+				if (pc_ws_send_text(a, frame) < 0) {
+					by_fail(b, "send", "cannot send");
+					break;
+				}
+				sent++;
+				due += SEND_EVERY_MS;
+				continue;
+			}
+		}
+		if (by_pump(&s, a, 0) < 0 || by_pump(&s, p, 1) < 0)
+			break;
+		while (oldest < sent && s.acked[oldest] > 0 && s.delivered[oldest] > 0)
+			oldest++;
+		if (!sending && oldest == sent)
+			break;
+		if (oldest < sent && now_ms() - s.start[oldest] > BY_TIMEOUT) {
+			by_fail(b, "send", "no %s in 10 s", s.acked[oldest] > 0 ? "delivery" : "ack");
+			break;
+		}
+		wait = sending && !held ? (int)(due - now_ms()) + 1 : 20;
+		poll(pf, 2, wait < 0 ? 0 : wait);
+	}
+	/* Alice's client shows the chat, so her read watermark follows her
+	 * own messages (a seq past the last is lowered to it). Without it her
+	 * conversation list counts her unread past a watermark left at 0, a
+	 * scan that grows by 500 messages a phase, and later phases would
+	 * look slower for it. Untimed. */
+	{
+		char frame[128];
+		snprintf(frame, sizeof frame, "{\"type\":\"receipt\",\"conv\":%" PRId64 ",\"state\":\"read\",\"seq\":%lld}",
+		         b->conv, 9007199254740991LL);
+		pc_ws_send_text(a, frame);
+		usleep(100000);
+	}
+out:
+	pc_close(a);
+	pc_close(p);
+	free(s.start);
+	free(s.acked);
+	free(s.delivered);
+	return NULL;
+}
+
+/* ---- the attacks ---- */
+
+enum { ATTACK_NONE, ATTACK_FLOOD, ATTACK_SLOW, ATTACK_COSTLY, ATTACK_PIPE };
+
+typedef struct attack {
+	pthread_t thread;
+	int kind, port;
+	int size;                /* logins in flight, or connections */
+	int naddr;               /* from 127.0.0.2 .. 127.0.0.(1 + naddr) */
+	const char *token;       /* the attacker's account, when it needs one */
+	atomic_int stop, ready;
+	/* Written by the attack's thread, read once it has been joined. */
+	int ncounts;
+	char names[ATTACK_COUNTERS][24];
+	long counts[ATTACK_COUNTERS];
+} attack_t;
+
+static void bump(attack_t *a, const char *name, long by)
+{
+	int i;
+
+	for (i = 0; i < a->ncounts; i++)
+		if (!strcmp(a->names[i], name)) {
+			a->counts[i] += by;
+			return;
+		}
+	if (a->ncounts == ATTACK_COUNTERS)
+		return;
+	snprintf(a->names[i], sizeof a->names[i], "%s", name);
+	a->counts[i] = by;
+	a->ncounts++;
+}
+
+static long counted(const attack_t *a, const char *name)
+{
+	for (int i = 0; i < a->ncounts; i++)
+		if (!strcmp(a->names[i], name))
+			return a->counts[i];
+	return 0;
+}
+
+static void bump_status(attack_t *a, int status)
+{
+	char name[24];
+
+	snprintf(name, sizeof name, "http_%d", status);
+	bump(a, name, 1);
+}
+
+/* The address of the attacker's i-th connection. */
+static void attacker_addr(const attack_t *a, int i, char out[24])
+{
+	snprintf(out, 24, "127.0.0.%d", 2 + i % a->naddr);
+}
+
+/* Login flood: `size` logins for random names always in flight, spread
+ * over the attacker's addresses, each sent as soon as the previous answer
+ * on its connection came. */
+static void *flood_main(void *arg)
+{
+	attack_t *a = arg;
+	int n = a->size, i;
+	pc_conn_t **c = calloc((size_t)n, sizeof *c);
+	double *sent_at = calloc((size_t)n, sizeof *sent_at); /* 0: nothing in flight */
+	struct pollfd *pf = calloc((size_t)n, sizeof *pf);
+	unsigned seed = (unsigned)getpid();
+	long k = 0;
+
+	if (!c || !sent_at || !pf)
+		die("out of memory");
+	while (!atomic_load(&a->stop)) {
+		for (i = 0; i < n; i++) {
+			char addr[24], req[400];
+			int len;
+
+			if (!c[i]) {
+				attacker_addr(a, i, addr);
+				if (!(c[i] = pc_connect_from(addr, "127.0.0.1", a->port))) {
+					bump(a, "connect_failed", 1);
+					continue;
+				}
+				bump(a, "connections", 1);
+			}
+			if (sent_at[i] == 0) {
+				char body[128];
+				int blen = snprintf(body, sizeof body, "{\"username\":\"f%08x%ld\",\"password\":\"not-the-password\"}",
+				                    (unsigned)rand_r(&seed), k++);
+				len = snprintf(req, sizeof req, "POST /api/v1/sessions HTTP/1.1\r\nHost: parley\r\n"
+				               "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", blen, body);
+				if (pc_send_raw(c[i], req, (size_t)len) < 0) {
+					bump(a, "closed_by_server", 1);
+					pc_close(c[i]);
+					c[i] = NULL;
+					continue;
+				}
+				sent_at[i] = now_ms();
+				bump(a, "logins_sent", 1);
+			}
+		}
+		atomic_store(&a->ready, 1);
+		for (i = 0; i < n; i++) {
+			pf[i].fd = c[i] ? pc_fd(c[i]) : -1;
+			pf[i].events = POLLIN;
+			pf[i].revents = 0;
+		}
+		poll(pf, (nfds_t)n, 10);
+		for (i = 0; i < n; i++) {
+			pc_response_t r;
+			char conn[16];
+			int rc;
+
+			if (!c[i])
+				continue;
+			if (!pf[i].revents) {
+				if (sent_at[i] && now_ms() - sent_at[i] > TIMEOUT) {
+					bump(a, "timed_out", 1);
+					pc_close(c[i]);
+					c[i] = NULL;
+					sent_at[i] = 0;
+				}
+				continue;
+			}
+			if ((rc = pc_read_response(c[i], &r, 0)) == PC_TIMEOUT)
+				continue;
+			sent_at[i] = 0;
+			if (rc < 0) {
+				bump(a, "closed_unanswered", 1);
+				pc_close(c[i]);
+				c[i] = NULL;
+				continue;
+			}
+			bump_status(a, r.status);
+			if (pc_response_header(&r, "connection", conn, sizeof conn) > 0 && !strcasecmp(conn, "close")) {
+				pc_close(c[i]);
+				c[i] = NULL;
+			}
+			pc_response_free(&r);
+		}
+	}
+	for (i = 0; i < n; i++) {
+		if (c[i] && sent_at[i])
+			bump(a, "in_flight_at_end", 1);
+		pc_close(c[i]);
+	}
+	free(c);
+	free(sent_at);
+	free(pf);
+	return NULL;
+}
+
+/* Slow sockets: `size` connections, each sending a request head one byte
+ * every TRICKLE_MS and never finishing it. A connection the server
+ * refuses (429) is tried again a second later; one it closes (408, the
+ * request took too long) at once, as a real attacker would. */
+typedef struct slow_slot {
+	pc_conn_t *c;
+	double retry_at, next_byte;
+	int pos;
+} slow_slot_t;
+
+static void *slow_main(void *arg)
+{
+	static const char head[] = "GET /api/v1/conversations HTTP/1.1\r\nHost: parley\r\nX-Slow: ";
+	attack_t *a = arg;
+	int n = a->size, i, np;
+	slow_slot_t *s = calloc((size_t)n, sizeof *s);
+	struct pollfd *pf = calloc((size_t)n, sizeof *pf);
+	int *of = calloc((size_t)n, sizeof *of);
+
+	if (!s || !pf || !of)
+		die("out of memory");
+	while (!atomic_load(&a->stop)) {
+		double now = now_ms();
+
+		for (i = 0, np = 0; i < n; i++) {
+			char addr[24];
+
+			if (!s[i].c) {
+				if (now < s[i].retry_at)
+					continue;
+				attacker_addr(a, i, addr);
+				if (!(s[i].c = pc_connect_from(addr, "127.0.0.1", a->port))) {
+					bump(a, "connect_failed", 1);
+					s[i].retry_at = now + 1000;
+					continue;
+				}
+				bump(a, "connections", 1);
+				s[i].pos = 0;
+				s[i].next_byte = now;
+			}
+			if (now >= s[i].next_byte) {
+				char ch = s[i].pos < (int)sizeof head - 1 ? head[s[i].pos] : 'a';
+				/* A failed send means the server has closed: its answer,
+				 * if any, is read below. */
+				if (send(pc_fd(s[i].c), &ch, 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1) {
+					bump(a, "bytes_sent", 1);
+					s[i].pos++;
+				}
+				s[i].next_byte = now + TRICKLE_MS;
+			}
+			pf[np].fd = pc_fd(s[i].c);
+			pf[np].events = POLLIN;
+			pf[np].revents = 0;
+			of[np++] = i;
+		}
+		atomic_store(&a->ready, 1);
+		poll(pf, (nfds_t)np, 10);
+		for (int k = 0; k < np; k++) {
+			pc_response_t r;
+			int rc;
+
+			i = of[k];
+			if (!pf[k].revents || (rc = pc_read_response(s[i].c, &r, 0)) == PC_TIMEOUT)
+				continue;
+			if (rc < 0) {
+				bump(a, "closed_unanswered", 1);
+				s[i].retry_at = now_ms();
+			} else {
+				bump_status(a, r.status);
+				s[i].retry_at = now_ms() + (r.status == 429 ? 1000 : 0);
+				pc_response_free(&r);
+			}
+			pc_close(s[i].c);
+			s[i].c = NULL;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		if (s[i].c)
+			bump(a, "open_at_end", 1);
+		pc_close(s[i].c);
+	}
+	free(s);
+	free(pf);
+	free(of);
+	return NULL;
+}
+
+/* Opens an authenticated WebSocket from addr past its "ready"; NULL if
+ * refused. */
+static pc_conn_t *attacker_ws(const attack_t *a, const char *addr)
+{
+	pc_conn_t *c = pc_connect_from(addr, "127.0.0.1", a->port);
+	struct timeval tv = {2, 0};
+	pc_frame_t f;
+
+	if (!c || pc_ws_open(c, "/chat/v1/ws", a->token, NULL, TIMEOUT) < 0 || pc_ws_recv(c, &f, TIMEOUT) < 0) {
+		pc_close(c);
+		return NULL;
+	}
+	pc_frame_free(&f);
+	/* A send that cannot go out in 2 s drops the connection rather than
+	 * hanging the attack. */
+	setsockopt(pc_fd(c), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	return c;
+}
+
+/* Reads what an attacker's WebSocket has, counting frames by kind.
+ * Returns -1 once it is closed. */
+static int costly_drain(attack_t *a, pc_conn_t *c)
+{
+	pc_frame_t f;
+	int rc;
+
+	while ((rc = pc_ws_recv(c, &f, 0)) == 0) {
+		const char *d = (const char *)f.data, *code;
+		char name[40];
+
+		if (f.opcode == 0x9)
+			pc_ws_send_frame(c, 1, 0xA, f.data, f.len, 1, 0);
+		else if (f.opcode == 0x8) {
+			pc_frame_free(&f);
+			return -1;
+		} else if (strstr(d, "\"type\":\"error\"") && (code = strstr(d, "\"code\":\"")) != NULL) {
+			snprintf(name, sizeof name, "error_%.*s", (int)strcspn(code + 8, "\""), code + 8);
+			bump(a, name, 1);
+		} else if (strstr(d, "\"type\":\"presence\""))
+			bump(a, "presence", 1);
+		else if (strstr(d, "\"type\":\"resumed\""))
+			bump(a, "resumed", 1);
+		else
+			bump(a, "other_frames", 1);
+		pc_frame_free(&f);
+	}
+	return rc == PC_TIMEOUT ? 0 : -1;
+}
+
+/* Costly frames: `size` WebSockets of one account, from as many addresses,
+ * each sending `watch` of WATCH_IDS users and `resume` listing
+ * RESUME_CONVS_LISTED conversations in turn, as fast as the socket takes
+ * them, and reading every answer (a client that does not read is dropped
+ * at its outbound bound, which would end the attack). */
+static void *costly_main(void *arg)
+{
+	attack_t *a = arg;
+	int n = a->size, i, len;
+	pc_conn_t **c = calloc((size_t)n, sizeof *c);
+	struct pollfd *pf = calloc((size_t)n, sizeof *pf);
+	int *turn = calloc((size_t)n, sizeof *turn);
+	char *watch = malloc(WATCH_IDS * 8 + 64), *resume = malloc(RESUME_CONVS_LISTED * 16 + 64);
+
+	if (!c || !pf || !turn || !watch || !resume)
+		die("out of memory");
+	len = sprintf(watch, "{\"type\":\"watch\",\"users\":[");
+	for (i = 1; i <= WATCH_IDS; i++)
+		len += sprintf(watch + len, "%s%d", i > 1 ? "," : "", i);
+	sprintf(watch + len, "]}");
+	/* Conversations this account is not in: each listed one costs a work
+	 * unit and, when the resume is let through, an error frame. */
+	len = sprintf(resume, "{\"type\":\"resume\",\"convs\":{");
+	for (i = 1; i <= RESUME_CONVS_LISTED; i++)
+		len += sprintf(resume + len, "%s\"%d\":0", i > 1 ? "," : "", i);
+	sprintf(resume + len, "}}");
+	while (!atomic_load(&a->stop)) {
+		for (i = 0; i < n; i++) {
+			char addr[24];
+			if (!c[i]) {
+				attacker_addr(a, i, addr);
+				if (!(c[i] = attacker_ws(a, addr))) {
+					bump(a, "connect_failed", 1);
+					continue;
+				}
+				bump(a, "connections", 1);
+			}
+			pf[i].fd = pc_fd(c[i]);
+			pf[i].events = POLLIN | POLLOUT;
+			pf[i].revents = 0;
+		}
+		atomic_store(&a->ready, 1);
+		poll(pf, (nfds_t)n, 10);
+		for (i = 0; i < n; i++) {
+			if (!c[i])
+				continue;
+			if ((pf[i].revents & (POLLIN | POLLHUP | POLLERR)) && costly_drain(a, c[i]) < 0) {
+				bump(a, "disconnected", 1);
+				pc_close(c[i]);
+				c[i] = NULL;
+				continue;
+			}
+			if (pf[i].revents & POLLOUT) {
+				int w = turn[i]++ & 1;
+				if (pc_ws_send_text(c[i], w ? resume : watch) < 0) {
+					bump(a, "send_stalled", 1);
+					pc_close(c[i]);
+					c[i] = NULL;
+					continue;
+				}
+				bump(a, w ? "resume_sent" : "watch_sent", 1);
+			}
+		}
+	}
+	for (i = 0; i < n; i++)
+		pc_close(c[i]);
+	free(c);
+	free(pf);
+	free(turn);
+	free(watch);
+	free(resume);
+	return NULL;
+}
+
+/* Pipelining: `size` keep-alive connections, each writing authenticated
+ * GETs of the conversation list as fast as its socket takes them and
+ * reading nothing. After the phase, what the answers were is read back for
+ * a second (the server answers in order, so the first answers tell). */
+static void *pipe_main(void *arg)
+{
+	attack_t *a = arg;
+	int n = a->size, i, rlen;
+	pc_conn_t **c = calloc((size_t)n, sizeof *c);
+	struct pollfd *pf = calloc((size_t)n, sizeof *pf);
+	long *written = calloc((size_t)n, sizeof *written);
+	char req[256], *batch;
+	size_t blen;
+	double end;
+
+	if (!c || !pf || !written)
+		die("out of memory");
+	rlen = snprintf(req, sizeof req, "GET /api/v1/conversations HTTP/1.1\r\nHost: parley\r\n"
+	                "Authorization: Bearer %s\r\n\r\n", a->token);
+	blen = (size_t)rlen * PIPE_BATCH;
+	if (!(batch = malloc(blen)))
+		die("out of memory");
+	for (i = 0; i < PIPE_BATCH; i++)
+		memcpy(batch + (size_t)i * (size_t)rlen, req, (size_t)rlen);
+	while (!atomic_load(&a->stop)) {
+		for (i = 0; i < n; i++) {
+			char addr[24];
+			if (!c[i]) {
+				attacker_addr(a, i, addr);
+				if (!(c[i] = pc_connect_from(addr, "127.0.0.1", a->port))) {
+					bump(a, "connect_failed", 1);
+					continue;
+				}
+				fcntl(pc_fd(c[i]), F_SETFL, fcntl(pc_fd(c[i]), F_GETFL) | O_NONBLOCK);
+				written[i] = 0;
+				bump(a, "connections", 1);
+			}
+			pf[i].fd = pc_fd(c[i]);
+			pf[i].events = POLLOUT;
+			pf[i].revents = 0;
+		}
+		atomic_store(&a->ready, 1);
+		poll(pf, (nfds_t)n, 10);
+		for (i = 0; i < n; i++) {
+			if (!c[i] || !(pf[i].revents & (POLLOUT | POLLERR | POLLHUP)))
+				continue;
+			for (;;) {
+				size_t off = (size_t)(written[i] % (long)blen);
+				ssize_t w = send(pc_fd(c[i]), batch + off, blen - off, MSG_NOSIGNAL);
+				if (w > 0) {
+					/* Count the requests written whole. */
+					bump(a, "requests_sent", (written[i] + w) / rlen - written[i] / rlen);
+					written[i] += w;
+					continue;
+				}
+				if (w < 0 && (errno == EAGAIN || errno == EINTR))
+					break;
+				bump(a, "reset_by_server", 1);
+				pc_close(c[i]);
+				c[i] = NULL;
+				break;
+			}
+		}
+	}
+	/* What the server answered, from the first answers of each. */
+	end = now_ms() + 1000;
+	while (now_ms() < end) {
+		int open = 0;
+		for (i = 0; i < n; i++) {
+			pc_response_t r;
+			int rc;
+			if (!c[i])
+				continue;
+			open++;
+			while ((rc = pc_read_response(c[i], &r, 0)) == 0) {
+				bump_status(a, r.status);
+				pc_response_free(&r);
+			}
+			if (rc != PC_TIMEOUT) {
+				pc_close(c[i]);
+				c[i] = NULL;
+			}
+		}
+		if (!open)
+			break;
+		usleep(10000);
+	}
+	for (i = 0; i < n; i++)
+		pc_close(c[i]);
+	free(c);
+	free(pf);
+	free(written);
+	free(batch);
+	return NULL;
+}
+
+/* ---- the phases ---- */
+
+#define MAX_THREADS 64
+
+/* The server's threads' CPU, by thread id. */
+typedef struct thread_cpu {
+	int n;
+	int tid[MAX_THREADS];
+	char name[MAX_THREADS][24];
+	double us[MAX_THREADS];      /* on a CPU */
+	double wait_us[MAX_THREADS]; /* runnable, waiting for one */
+} thread_cpu_t;
+
+static int cmp_int(const void *a, const void *b)
+{
+	return *(const int *)a - *(const int *)b;
+}
+
+static void threads_read(pid_t pid, thread_cpu_t *t)
+{
+	char path[64], sub[400];
+	int tids[MAX_THREADS], n = 0, i, j;
+	struct dirent *d;
+	DIR *dir;
+
+	t->n = 0;
+	snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+	if (!(dir = opendir(path)))
+		return;
+	while ((d = readdir(dir)) != NULL && n < MAX_THREADS)
+		if (d->d_name[0] != '.')
+			tids[n++] = atoi(d->d_name);
+	closedir(dir);
+	qsort(tids, (size_t)n, sizeof *tids, cmp_int);
+	for (i = 0; i < n; i++) {
+		unsigned long long ns = 0, wait = 0;
+		FILE *f;
+
+		t->tid[t->n] = tids[i];
+		t->name[t->n][0] = 0;
+		t->us[t->n] = 0;
+		snprintf(sub, sizeof sub, "%s/%d/comm", path, tids[i]);
+		if ((f = fopen(sub, "r")) != NULL) {
+			if (fgets(t->name[t->n], sizeof t->name[t->n], f))
+				t->name[t->n][strcspn(t->name[t->n], "\n")] = 0;
+			fclose(f);
+		}
+		/* Both pools name their threads worker-N; the second started
+		 * is the password hashing one (server.c). */
+		for (j = 0; j < t->n; j++)
+			if (!strncmp(t->name[t->n], "worker-", 7) && !strcmp(t->name[j], t->name[t->n]))
+				memcpy(t->name[t->n], "hasher", 6);
+		snprintf(sub, sizeof sub, "%s/%d/schedstat", path, tids[i]);
+		if ((f = fopen(sub, "r")) != NULL) {
+			if (fscanf(f, "%llu %llu", &ns, &wait) == 2) {
+				t->us[t->n] = (double)ns / 1000.0;
+				t->wait_us[t->n] = (double)wait / 1000.0;
+			}
+			fclose(f);
+		}
+		t->n++;
+	}
+}
+
+typedef struct phase_def {
+	const char *key, *label;
+	int kind;
+	int size, naddr;             /* full run */
+	int quick_size, quick_naddr; /* --quick */
+} phase_def_t;
+
+static const phase_def_t abuse_phases[] = {
+	{"baseline", "no attack", ATTACK_NONE, 0, 0, 0, 0},
+	{"login_flood", "login flood", ATTACK_FLOOD, 100, 8, 8, 2},
+	{"slow_sockets", "slow sockets", ATTACK_SLOW, 1000, 8, 110, 1},
+	{"costly_frames", "costly frames", ATTACK_COSTLY, 8, 8, 1, 1},
+	{"pipelining", "pipelining", ATTACK_PIPE, 80, 8, 4, 2},
+	{"baseline_again", "no attack, again", ATTACK_NONE, 0, 0, 0, 0},
+};
+#define ABUSE_PHASES (int)(sizeof abuse_phases / sizeof abuse_phases[0])
+
+typedef struct phase_result {
+	int skipped;                     /* --only named another attack */
+	samples_t s[OPS];
+	int failures;
+	char failure[200];
+	double server_cpu, bench_cpu;    /* percent of one core */
+	double other_cpu;                /* other processes, likewise */
+	double irq_cpu;                  /* interrupts (loopback TCP) and steal, likewise */
+	double server_wait;              /* the server's threads' time waiting for a CPU, likewise */
+	double connections;              /* the server's, at the end of the window */
+	int size, naddr;
+	int nthreads;
+	char thread[MAX_THREADS][24];
+	double thread_cpu[MAX_THREADS];  /* percent of one core, busiest first */
+	attack_t attack;
+} phase_result_t;
+
+/* This process's CPU time in microseconds, threads that have ended
+ * included (the bystander's end before it is read). */
+static double self_cpu_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+/* The machine's busy CPU time in microseconds, all processes and cores,
+ * from /proc/stat: *tasks what processes ran (user, nice, system), *irq
+ * what went to interrupts (irq, softirq: much of loopback TCP's work is
+ * counted there, to no process) or to the hypervisor (steal). Beside the
+ * server's and ours, it shows whether anything else ran during a phase. */
+static void machine_cpu_us(double *tasks, double *irq)
+{
+	unsigned long long v[8] = {0};
+	double us = 1e6 / (double)sysconf(_SC_CLK_TCK);
+	FILE *f = fopen("/proc/stat", "r");
+
+	*tasks = *irq = 0;
+	if (!f)
+		return;
+	if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+	           &v[6], &v[7]) == 8) {
+		*tasks = (double)(v[0] + v[1] + v[2]) * us;
+		*irq = (double)(v[5] + v[6] + v[7]) * us;
+	}
+	fclose(f);
+}
+
+/* Waits until the server is nearly idle (under 5% of a core for 250 ms)
+ * and so is the rest of the machine (under 15%), at most 15 s: what an
+ * attack left queued (hashes, answers, lingering connections) must not
+ * land in the next phase, and on a shared machine a phase had better not
+ * start in someone else's burst. The phase's figures show what else ran. */
+static void abuse_settle(pid_t pid)
+{
+	double end = now_ms() + 15000;
+
+	while (now_ms() < end) {
+		double c0 = cpu_us(pid), s0 = self_cpu_us(), t0 = now_ms(), m0, i0, m1, i1, ms, server;
+		machine_cpu_us(&m0, &i0);
+		usleep(250000);
+		machine_cpu_us(&m1, &i1);
+		ms = (now_ms() - t0) * 1000;
+		server = (cpu_us(pid) - c0) / ms;
+		if (server < 0.05 && (m1 + i1 - m0 - i0) / ms - server - (self_cpu_us() - s0) / ms < 0.15)
+			return;
+	}
+}
+
+static void run_phase(const phase_def_t *def, int phase, int quick, double seconds, bystander_t *by,
+                      pid_t pid, const char *attack_token[], phase_result_t *res)
+{
+	static void *(*const mains[])(void *) = {NULL, flood_main, slow_main, costly_main, pipe_main};
+	attack_t *a = &res->attack;
+	pthread_t th[3];
+	thread_cpu_t t0, t1;
+	double cpu0, self0, all0, irq0, all1, irq1, w0, w1, limit;
+	int i, j;
+
+	memset(by->s, 0, sizeof by->s);
+	by->phase = phase;
+	by->failures = 0;
+	by->failure[0] = 0;
+	res->size = quick ? def->quick_size : def->size;
+	res->naddr = quick ? def->quick_naddr : def->naddr;
+	if (def->kind != ATTACK_NONE) {
+		a->kind = def->kind;
+		a->port = by->port;
+		a->size = res->size;
+		a->naddr = res->naddr;
+		a->token = attack_token[def->kind];
+		pthread_create(&a->thread, NULL, mains[def->kind], a);
+		/* Let the attack reach its full size before measuring. */
+		for (limit = now_ms() + TIMEOUT; !atomic_load(&a->ready) && now_ms() < limit;)
+			usleep(10000);
+		usleep(quick ? 100000 : 500000);
+	}
+	threads_read(pid, &t0);
+	cpu0 = cpu_us(pid);
+	self0 = self_cpu_us();
+	machine_cpu_us(&all0, &irq0);
+	w0 = now_ms();
+	by->end = w0 + seconds * 1000;
+	pthread_create(&th[0], NULL, by_login_main, by);
+	pthread_create(&th[1], NULL, by_rest_main, by);
+	pthread_create(&th[2], NULL, by_send_main, by);
+	for (i = 0; i < 3; i++)
+		pthread_join(th[i], NULL);
+	w1 = now_ms();
+	res->server_cpu = (cpu_us(pid) - cpu0) / ((w1 - w0) * 10);
+	res->bench_cpu = (self_cpu_us() - self0) / ((w1 - w0) * 10);
+	machine_cpu_us(&all1, &irq1);
+	res->irq_cpu = (irq1 - irq0) / ((w1 - w0) * 10);
+	res->other_cpu = (all1 - all0) / ((w1 - w0) * 10) - res->server_cpu - res->bench_cpu;
+	if (res->other_cpu < 0)
+		res->other_cpu = 0; /* /proc/stat counts in ticks */
+	threads_read(pid, &t1);
+	res->connections = metric("parley_connections");
+	if (def->kind != ATTACK_NONE) {
+		atomic_store(&a->stop, 1);
+		pthread_join(a->thread, NULL);
+	}
+	memcpy(res->s, by->s, sizeof res->s);
+	res->failures = by->failures;
+	memcpy(res->failure, by->failure, sizeof res->failure);
+	/* Each thread's share in the window, busiest first. */
+	res->nthreads = 0;
+	res->server_wait = 0;
+	for (i = 0; i < t1.n; i++) {
+		double before = 0, waited = 0, share;
+		for (j = 0; j < t0.n; j++)
+			if (t0.tid[j] == t1.tid[i]) {
+				before = t0.us[j];
+				waited = t0.wait_us[j];
+			}
+		share = (t1.us[i] - before) / ((w1 - w0) * 10);
+		res->server_wait += (t1.wait_us[i] - waited) / ((w1 - w0) * 10);
+		for (j = res->nthreads; j > 0 && res->thread_cpu[j - 1] < share; j--) {
+			res->thread_cpu[j] = res->thread_cpu[j - 1];
+			memcpy(res->thread[j], res->thread[j - 1], sizeof res->thread[j]);
+		}
+		res->thread_cpu[j] = share;
+		memcpy(res->thread[j], t1.name[i], sizeof res->thread[j]);
+		res->nthreads++;
+	}
+}
+
+/* What each attack is, in one line, for the table. */
+static void attack_summary(const phase_def_t *def, const phase_result_t *r, char *out, size_t cap)
+{
+	const attack_t *a = &r->attack;
+	char from[48];
+
+	snprintf(from, sizeof from, "from %d address%s", r->naddr, r->naddr == 1 ? "" : "es");
+	switch (def->kind) {
+	case ATTACK_FLOOD:
+		snprintf(out, cap, "%d logins for random names in flight %s: %ld sent; answered 401 %ld, "
+		         "refused 429 %ld, 503 %ld; %ld closed unanswered",
+		         r->size, from, counted(a, "logins_sent"), counted(a, "http_401"), counted(a, "http_429"),
+		         counted(a, "http_503"), counted(a, "closed_unanswered"));
+		break;
+	case ATTACK_SLOW:
+		snprintf(out, cap, "%d connections trickling a head a byte per %.0f ms %s: %ld opened, "
+		         "refused 429 %ld, timed out 408 %ld, closed silently %ld; %ld bytes",
+		         r->size, TRICKLE_MS, from, counted(a, "connections"), counted(a, "http_429"),
+		         counted(a, "http_408"), counted(a, "closed_unanswered"), counted(a, "bytes_sent"));
+		break;
+	case ATTACK_COSTLY:
+		snprintf(out, cap, "%d WebSockets of one account %s: watch (%d ids) %ld, resume (%d convs) %ld sent; "
+		         "refused rate_limited %ld; forbidden %ld, presence %ld, resumed %ld; %ld dropped",
+		         r->size, from, WATCH_IDS, counted(a, "watch_sent"), RESUME_CONVS_LISTED,
+		         counted(a, "resume_sent"), counted(a, "error_rate_limited"), counted(a, "error_forbidden"),
+		         counted(a, "presence"), counted(a, "resumed"),
+		         counted(a, "disconnected") + counted(a, "send_stalled"));
+		break;
+	case ATTACK_PIPE: {
+		long other = 0;
+		for (int i = 0; i < a->ncounts; i++)
+			if (!strncmp(a->names[i], "http_", 5) && strcmp(a->names[i], "http_200") &&
+			    strcmp(a->names[i], "http_429"))
+				other += a->counts[i];
+		snprintf(out, cap, "%d keep-alive connections %s writing GET /api/v1/conversations, reading "
+		         "nothing: %ld requests written; of the answers read afterwards 200 %ld, 429 %ld, other %ld; "
+		         "%ld reset",
+		         r->size, from, counted(a, "requests_sent"), counted(a, "http_200"), counted(a, "http_429"),
+		         other, counted(a, "reset_by_server"));
+		break;
+	}
+	default:
+		snprintf(out, cap, "none");
+	}
+}
+
+static pid_t abuse_server_pid;
+static char abuse_dir[32];
+
+/* Whatever ends the run, the server goes with it. */
+static void abuse_cleanup(void)
+{
+	if (abuse_server_pid > 0) {
+		kill(abuse_server_pid, SIGTERM);
+		waitpid(abuse_server_pid, NULL, 0);
+		abuse_server_pid = 0;
+		nftw(abuse_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	}
+}
+
+/* SIGALRM (the run took far too long), SIGINT, SIGTERM: the server must
+ * not outlive us. Only async-signal-safe calls; the data directory stays. */
+static void abuse_stop(int sig)
+{
+	static const char late[] = "parley-bench: abuse: the run took far too long; stopped\n";
+
+	if (abuse_server_pid > 0)
+		kill(abuse_server_pid, SIGKILL);
+	if (sig == SIGALRM && write(2, late, sizeof late - 1) < 0)
+		_exit(1);
+	_exit(1);
+}
+
+static int run_abuse(double seconds, int quick, const char *only, const char *trace_file, int json_only)
+{
+	char *argv[] = {"build/parley", "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+	                "--data", abuse_dir, "--commit-delay", commit_delay, NULL};
+	char machine[256], commit[32], tok[4][64], body[128];
+	const char *attack_token[5] = {NULL};
+	phase_result_t *res = calloc(ABUSE_PHASES, sizeof *res);
+	bystander_t by;
+	pc_conn_t *http;
+	proc_t srv;
+	json_t *j;
+	int64_t bob;
+	int p, o, failed = 0;
+
+	if (!res)
+		die("out of memory");
+	if (trace_file && !(abuse_trace = fopen(trace_file, "w")))
+		die("cannot write the --trace file");
+	abuse_t0 = now_ms();
+	describe(machine, sizeof machine, commit, sizeof commit);
+	/* Production defaults: no limit is lifted, passwords are hashed at
+	 * the real cost. */
+	snprintf(abuse_dir, sizeof abuse_dir, "/tmp/parley-bench-XXXXXX");
+	if (!mkdtemp(abuse_dir))
+		die("mkdtemp");
+	spawn(&srv, argv);
+	abuse_server_pid = srv.pid;
+	atexit(abuse_cleanup);
+	signal(SIGALRM, abuse_stop);
+	signal(SIGINT, abuse_stop);
+	signal(SIGTERM, abuse_stop);
+	alarm((unsigned)(ABUSE_PHASES * (seconds + 60) + 120));
+	gb_port = srv.port;
+	gb_admin_port = srv.admin_port;
+
+	/* Set-up, not timed, from an address of its own: alice writes to bob
+	 * (the bystander's sends, list and deliveries), carol logs in (the
+	 * bystander's logins), mallory sends costly frames, trudy pipelines.
+	 * Five accounts: at the real hashing cost each takes a moment. */
+	memset(&by, 0, sizeof by);
+	pthread_mutex_init(&by.lock, NULL);
+	by.port = srv.port;
+	if (!(http = pc_connect_from(SETUP_ADDR, "127.0.0.1", srv.port)))
+		die("cannot connect");
+	user_with_token(http, "alice", by.token);
+	bob = user_with_token(http, "bob", by.peer_token);
+	user_with_token(http, "carol", tok[0]);
+	user_with_token(http, "mallory", tok[1]);
+	user_with_token(http, "trudy", tok[2]);
+	snprintf(body, sizeof body, "{\"members\":[%" PRId64 "]}", bob);
+	j = http_json(http, "POST", "/api/v1/conversations", by.token, body, 201);
+	by.conv = json_integer_value(json_object_get(j, "conversation_id"));
+	json_decref(j);
+	pc_close(http);
+	attack_token[ATTACK_COSTLY] = tok[1];
+	attack_token[ATTACK_PIPE] = tok[2];
+
+	for (p = 0; p < ABUSE_PHASES; p++) {
+		res[p].skipped = only && p > 0 && strcmp(only, abuse_phases[p].key);
+		if (res[p].skipped)
+			continue;
+		abuse_settle(srv.pid);
+		if (!json_only)
+			fprintf(stderr, "parley-bench: abuse: phase %d, %s\n", p, abuse_phases[p].label);
+		run_phase(&abuse_phases[p], p, quick, seconds, &by, srv.pid, attack_token, &res[p]);
+		if (res[p].failures)
+			failed = 1;
+	}
+	abuse_cleanup();
+	if (abuse_trace)
+		fclose(abuse_trace);
+
+	if (!json_only) {
+		printf("abuse: a bystander (%s) while attackers (127.0.0.2 and up) run, %.0f s a phase, production "
+		       "limits and password hashing%s (%s, commit %s)\n",
+		       BYSTANDER_ADDR, seconds, quick ? ", small attacks (--quick)" : "", machine, commit);
+		printf("  bystander: a login every %.1f s (new connection), GET %s every %.0f ms (keep-alive), a "
+		       "direct message every %.0f ms; latency in ms, ratio to phase 0\n",
+		       LOGIN_EVERY_MS / 1000, REST_PATH, REST_EVERY_MS, SEND_EVERY_MS);
+		printf("  %-18s %-15s %6s %9s %9s %7s %7s\n", "phase", "operation", "n", "p50", "p99", "p50 x",
+		       "p99 x");
+		for (p = 0; p < ABUSE_PHASES; p++) {
+			char line[600];
+			if (res[p].skipped)
+				continue;
+			for (o = 0; o < OPS; o++) {
+				samples_t *s = &res[p].s[o], *b0 = &res[0].s[o];
+				double p50 = sample_pct(s, .5), p99 = sample_pct(s, .99);
+				printf("  %-18s %-15s %6d %9.2f %9.2f", o ? "" : abuse_phases[p].label, op_label[o], s->n,
+				       p50, p99);
+				if (p)
+					printf(" %7.2f %7.2f", ratio(p50, sample_pct(b0, .5)), ratio(p99, sample_pct(b0, .99)));
+				printf("\n");
+			}
+			printf("  %-18s server CPU %.0f%% of a core (", "", res[p].server_cpu);
+			for (o = 0; o < 4 && o < res[p].nthreads; o++)
+				printf("%s%s %.0f%%", o ? ", " : "", res[p].thread[o], res[p].thread_cpu[o]);
+			printf("), waiting for a core %.0f%%; load generator %.0f%%; interrupts and steal %.0f%%; "
+			       "other processes %.0f%%; server connections %.0f\n",
+			       res[p].server_wait, res[p].bench_cpu, res[p].irq_cpu, res[p].other_cpu, res[p].connections);
+			if (abuse_phases[p].kind != ATTACK_NONE) {
+				attack_summary(&abuse_phases[p], &res[p], line, sizeof line);
+				printf("  %-18s attack: %s\n", "", line);
+			}
+			if (res[p].failures)
+				printf("  %-18s NOT SERVED: %d failure%s, first: %s\n", "", res[p].failures,
+				       res[p].failures == 1 ? "" : "s", res[p].failure);
+		}
+	}
+	printf("{\"scenario\":\"abuse\",\"machine\":\"%s\",\"commit\":\"%s\",\"parameters\":{\"seconds\":%.0f,"
+	       "\"quick\":%s,\"only\":\"%s\",\"password_hashing\":\"production\",\"login_every_ms\":%.0f,\"rest_every_ms\":%.0f,"
+	       "\"send_every_ms\":%.0f},\"figures\":{",
+	       machine, commit, seconds, quick ? "true" : "false", only ? only : "", LOGIN_EVERY_MS, REST_EVERY_MS, SEND_EVERY_MS);
+	for (p = 0; p < ABUSE_PHASES; p++) {
+		const attack_t *a = &res[p].attack;
+		if (res[p].skipped)
+			continue;
+		printf("%s\"%s\":{", p ? "," : "", abuse_phases[p].key);
+		for (o = 0; o < OPS; o++) {
+			samples_t *s = &res[p].s[o], *b0 = &res[0].s[o];
+			double p50 = sample_pct(s, .5), p99 = sample_pct(s, .99);
+			printf("%s\"%s_n\":%d,\"%s_p50_ms\":%.3f,\"%s_p99_ms\":%.3f", o ? "," : "", op_name[o], s->n,
+			       op_name[o], p50, op_name[o], p99);
+			if (p)
+				printf(",\"%s_p50_ratio\":%.2f,\"%s_p99_ratio\":%.2f", op_name[o],
+				       ratio(p50, sample_pct(b0, .5)), op_name[o], ratio(p99, sample_pct(b0, .99)));
+		}
+		printf(",\"failures\":%d,\"server_cpu_pct\":%.1f,\"server_wait_pct\":%.1f,\"bench_cpu_pct\":%.1f,"
+		       "\"irq_cpu_pct\":%.1f,\"other_cpu_pct\":%.1f,\"server_connections\":%.0f,\"server_threads_cpu_pct\":{",
+		       res[p].failures, res[p].server_cpu, res[p].server_wait, res[p].bench_cpu, res[p].irq_cpu, res[p].other_cpu,
+		       res[p].connections);
+		for (o = 0; o < res[p].nthreads; o++)
+			printf("%s\"%s\":%.1f", o ? "," : "", res[p].thread[o], res[p].thread_cpu[o]);
+		printf("}");
+		if (abuse_phases[p].kind != ATTACK_NONE) {
+			printf(",\"attack\":{\"size\":%d,\"addresses\":%d", res[p].size, res[p].naddr);
+			for (o = 0; o < a->ncounts; o++)
+				printf(",\"%s\":%ld", a->names[o], a->counts[o]);
+			printf("}");
+		}
+		printf("}");
+	}
+	printf("}}\n");
+	fflush(stdout);
+	for (p = 0; p < ABUSE_PHASES; p++) {
+		if (res[p].failures)
+			fprintf(stderr, "parley-bench: abuse: the bystander was not served in phase %d (%s): %s\n", p,
+			        abuse_phases[p].label, res[p].failure);
+		for (o = 0; o < OPS; o++)
+			free(res[p].s[o].v);
+	}
+	free(res);
+	return failed ? 1 : 0;
+}
+
 static int usage(void)
 {
 	fprintf(stderr, "usage: parley-bench idle [--connections N] [--processes K] [--json]\n"
@@ -1566,19 +2918,23 @@ static int usage(void)
 	                "       parley-bench history [--clients K] [--seconds S] [--json]\n"
 	                "       parley-bench resume [--clients N] [--json]\n"
 	                "       parley-bench group [--members N] [--online K] [--messages M] [--batch B]\n"
-	                "                          [--throughput SECONDS] [--json]\n");
+	                "                          [--throughput SECONDS] [--json]\n"
+	                "       parley-bench abuse [--seconds S] [--quick] [--only ATTACK] [--trace FILE] [--json]\n");
 	return 2;
 }
 
 int main(int argc, char **argv)
 {
-	int n = 2000, procs = 0, clients = 4, client_set = 0, json_only = 0, pairs = 50, i;
+	int n = 2000, procs = 0, clients = 4, client_set = 0, json_only = 0, pairs = 50, quick = 0, i;
 	double seconds = 5, rate = 2000, find_max = 0, throughput = 0;
+	int seconds_set = 0;
+	const char *trace_file = NULL, *only = NULL;
 	int members = 1024, online = 800, messages = 30, batch = 10;
 
 	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2 || (strcmp(argv[1], "idle") && strcmp(argv[1], "history") &&
-	                 strcmp(argv[1], "resume") && strcmp(argv[1], "direct") && strcmp(argv[1], "group")))
+	                 strcmp(argv[1], "resume") && strcmp(argv[1], "direct") && strcmp(argv[1], "group") &&
+	                 strcmp(argv[1], "abuse")))
 		return usage();
 	for (i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--connections") && i + 1 < argc)
@@ -1588,7 +2944,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--clients") && i + 1 < argc)
 			clients = atoi(argv[++i]), client_set = 1;
 		else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
-			seconds = atof(argv[++i]);
+			seconds = atof(argv[++i]), seconds_set = 1;
 		else if (!strcmp(argv[i], "--pairs") && i + 1 < argc)
 			pairs = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--rate") && i + 1 < argc)
@@ -1609,6 +2965,12 @@ int main(int argc, char **argv)
 			snprintf(commit_delay, sizeof commit_delay, "%d", atoi(argv[++i]));
 		else if (!strcmp(argv[i], "--json"))
 			json_only = 1;
+		else if (!strcmp(argv[i], "--quick"))
+			quick = 1;
+		else if (!strcmp(argv[i], "--trace") && i + 1 < argc)
+			trace_file = argv[++i];
+		else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+			only = argv[++i];
 		else
 			return usage();
 	}
@@ -1616,6 +2978,15 @@ int main(int argc, char **argv)
 		if (pairs < 1 || pairs > 500 || !(rate > 0 && rate <= 1e6) || !(seconds > 0 && seconds <= 3600))
 			die("--pairs: 1 to 500; --rate: up to 1000000; --seconds: up to 3600");
 		return run_direct(pairs, rate, seconds, find_max, json_only);
+	}
+	if (!strcmp(argv[1], "abuse")) {
+		if (!(seconds > 0 && seconds <= 3600))
+			die("--seconds: up to 3600");
+		for (i = 1; only && i < ABUSE_PHASES && strcmp(only, abuse_phases[i].key); i++)
+			;
+		if (only && (i == ABUSE_PHASES || abuse_phases[i].kind == ATTACK_NONE))
+			die("--only: login_flood, slow_sockets, costly_frames or pipelining");
+		return run_abuse(seconds_set ? seconds : 10, quick, only, trace_file, json_only);
 	}
 	if (!strcmp(argv[1], "group"))
 		return run_group(members, online, messages, batch, throughput, json_only);
