@@ -230,7 +230,7 @@ static void start_parley(proc_t *srv, char *dir)
 	char *argv[] = {"build/parley", "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data", dir,
 	                "--signup-rate", "0", "--login-rate", "0", "--max-address-connections", "0",
 	                "--max-address-pending", "0", "--strangers-per-day", "0", "--work-rate", "0",
-	                "--storage-per-day", "0",
+	                "--storage-per-day", "0", "--read-rate", "0",
 	                "--fast-password-hashing", "--rate-limit", "0", "--commit-delay", commit_delay, NULL};
 
 	snprintf(dir, 32, "/tmp/parley-bench-XXXXXX");

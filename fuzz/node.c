@@ -455,6 +455,7 @@ static void start_node(int populating)
 	cfg.login_rate = 0;
 	cfg.rate_limit = 0;
 	cfg.work_rate = 0;
+	cfg.read_rate = 0;
 	cfg.storage_per_day = 0;
 	cfg.max_sends_in_flight = 16;
 	/* The first-contact budget stays: an input reaches it with a few

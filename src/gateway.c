@@ -41,6 +41,7 @@
 #include "addrconns.h"
 #include "api.h"
 #include "auth.h"
+#include "budget.h"
 #include "clientaddr.h"
 #include "origin.h"
 #include "chat.h"
@@ -81,6 +82,7 @@ enum {
 	F_COUNTED = 1 << 12,    /* counted in its address's connections (addrconns.h) */
 	F_PENDING = 1 << 13,    /* ... as not yet a WebSocket */
 	F_QUICK_CLOSE = 1 << 14, /* refused at once: close when flushed, no lingering */
+	F_THROTTLED = 1 << 15,  /* over its user's read rate: not read until its timer */
 };
 
 /* A connection's outbound queue: references to shared frames, oldest at
@@ -174,6 +176,7 @@ struct gateway {
 	/* Bytes held in connections' input buffers (partial requests, frames
 	 * and fragmented messages), against srv->cfg.max_partial_bytes. */
 	atomic_size_t partial_bytes;
+	atomic_uint_fast64_t throttled; /* times a WebSocket was not read for its user's read rate */
 };
 
 static void conn_kill(gw_conn_t *c);
@@ -974,14 +977,48 @@ static void ws_frame(gw_conn_t *c, const ws_frame_t *f)
 	}
 }
 
+/* A frame costs its user's read budget before anything looks inside it:
+ * parsing a frame costs the node in proportion to its bytes (a resume
+ * naming thousands of conversations, a watch of hundreds of users), and a
+ * budget checked only after parsing would let one account spend the
+ * node's cores on frames it then refuses. Over the budget, the connection
+ * is not read until the budget holds the frame again, so that the cost
+ * falls on the sender's own TCP window, and the frame waits, unparsed,
+ * where it is. The fixed part stands for the work of a frame of any size. */
+#define FRAME_READ_COST 64
+#define THROTTLE_MAX_S 10
+
+static void throttle_reading(gw_conn_t *c, int64_t wait_ms)
+{
+	int64_t s = (wait_ms + 999) / 1000;
+
+	if (s > THROTTLE_MAX_S)
+		s = THROTTLE_MAX_S; /* looked at again then */
+	log_refusal("gateway: %s is over its read rate; not reading it for %llds", conn_peer(c), (long long)s);
+	atomic_fetch_add(&c->t->gw->throttled, 1);
+	c->flags |= F_THROTTLED;
+	pause_reading(c, 1);
+	schedule(c, c->t->wheel_now + (uint32_t)s);
+}
+
 static size_t process_ws(gw_conn_t *c, uint8_t *data, size_t len)
 {
+	budget_t *rb = c->t->gw->srv->read_budget;
 	size_t off = 0;
 
 	while (off < len && c->state == ST_WS && !(c->flags & F_DEAD)) {
 		ws_frame_t f;
-		long r = ws_next_frame(data + off, len - off, c->frag_opcode, c->frag ? c->frag->len : 0,
-		                       WS_MAX_MESSAGE, &f);
+		uint64_t plen;
+		long r;
+		int64_t wait;
+
+		if (rb && ws_frame_whole(data + off, len - off, &plen) &&
+		    (wait = budget_take(rb, (uint64_t)c->user, (double)plen + FRAME_READ_COST, clock_mono_ms())) > 0) {
+			throttle_reading(c, wait);
+			break;
+		}
+		r = ws_next_frame(data + off, len - off, c->frag_opcode, c->frag ? c->frag->len : 0,
+		                  WS_MAX_MESSAGE, &f);
 		if (r == WS_INCOMPLETE)
 			break;
 		if (r < 0) {
@@ -1230,6 +1267,20 @@ static void conn_timer(gw_conn_t *c, uint32_t now)
 		schedule(c, deadline);
 		return;
 	case ST_WS:
+		if (c->flags & F_THROTTLED) {
+			/* Its input waited for us, not for the client: it was
+			 * neither silent nor slow meanwhile. */
+			c->flags &= ~F_THROTTLED;
+			c->last_rx = now;
+			if (c->rbuf)
+				c->rbuf->since = now;
+			if (c->frag)
+				c->frag->since = now;
+			pause_reading(c, 0);
+			conn_process(c);
+			if (c->flags & (F_DEAD | F_THROTTLED))
+				return; /* gone, or paused again with its timer set */
+		}
 		/* A frame or a fragmented message must arrive whole in time, as
 		 * a request must: pongs between its pieces keep the connection
 		 * alive, not what it holds. */
@@ -1925,6 +1976,7 @@ void gateway_stats(gateway_t *gw, gateway_stats_t *out)
 	out->conns = (uint64_t)atomic_load(&gw->conns);
 	out->websockets = (uint64_t)atomic_load(&gw->websockets);
 	out->partial_bytes = (uint64_t)atomic_load(&gw->partial_bytes);
+	out->throttled = (uint64_t)atomic_load(&gw->throttled);
 }
 
 void gateway_stop_accepting(gateway_t *gw)

@@ -35,6 +35,7 @@ int gateway_admin_port(const gateway_t *gw);
 typedef struct gateway_stats {
 	uint64_t conns, websockets;   /* open now */
 	uint64_t partial_bytes;       /* held for unfinished requests and messages */
+	uint64_t throttled;           /* WebSockets paused for their user's read rate, ever */
 } gateway_stats_t;
 
 /* The gateway's gauges and counters, read now. Any thread. */

@@ -47,6 +47,9 @@ sbuf_t *metrics_response(server_t *srv, int keep_alive)
 	metric(&b, "parley_partial_input_bytes", "gauge",
 	       "Bytes held for requests and messages not yet complete, all connections.",
 	       (double)gs.partial_bytes);
+	metric(&b, "parley_websockets_throttled_total", "counter",
+	       "Times a WebSocket was not read for a while because its user was over the read rate.",
+	       (double)gs.throttled);
 	metric(&b, "parley_client_addresses", "gauge", "Client addresses holding connections now.",
 	       (double)addrconns_addresses(srv->addrconns));
 	metric(&b, "parley_address_connections_refused_total", "counter",

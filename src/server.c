@@ -75,6 +75,12 @@ void server_config_defaults(server_config_t *cfg)
 	cfg->work_rate = 500;
 	cfg->work_burst = 5000;
 	cfg->storage_per_day = 64.0 * 1024 * 1024;
+	/* Far past what a person types or a client resumes with (a resume
+	 * of 4,096 conversations is about 100 KiB), while an account that
+	 * streams costly frames costs the node a few milliseconds of parsing
+	 * a second instead of its cores. */
+	cfg->read_rate = 256.0 * 1024;
+	cfg->read_burst = 4.0 * 1024 * 1024;
 }
 
 /* Creates the data directory if missing and takes its lock, so that two
@@ -184,6 +190,7 @@ static void server_free(server_t *srv)
 	budget_free(srv->signup_budget);
 	budget_free(srv->login_budget);
 	budget_free(srv->work_budget);
+	budget_free(srv->read_budget);
 	tickets_free(srv->tickets);
 	bus_free(srv->bus);
 	if (srv->lockfd >= 0)
@@ -258,6 +265,8 @@ server_t *server_start(const server_config_t *cfg)
 	    !(srv->login_budget = budget_new(1 << 16, cfg->login_rate / 60.0, cfg->login_rate)))
 		goto err;
 	if (cfg->work_rate > 0 && !(srv->work_budget = budget_new(1 << 16, cfg->work_rate, cfg->work_burst)))
+		goto err;
+	if (cfg->read_rate > 0 && !(srv->read_budget = budget_new(1 << 16, cfg->read_rate, cfg->read_burst)))
 		goto err;
 	if (!(srv->tickets = tickets_new(65536)))
 		goto err;

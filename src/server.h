@@ -65,6 +65,8 @@ typedef struct server_config {
 	double work_rate;         /* work units (store lookups) a user may cause a second (0: any) */
 	double work_burst;        /* ... and at once */
 	double storage_per_day;   /* message bytes a user may store a day (0: any) */
+	double read_rate;         /* WebSocket bytes a user's connections are read at a second (0: any) */
+	double read_burst;        /* ... and at once */
 	char public_url[512];     /* the origin browsers use, behind a proxy; "": none */
 	char allowed_origins[1024]; /* more origins whose pages may use the API */
 } server_config_t;
@@ -86,6 +88,7 @@ typedef struct server {
 	budget_t *signup_budget;  /* per client address; NULL: unlimited */
 	budget_t *login_budget;
 	budget_t *work_budget;    /* per user; NULL: unlimited */
+	budget_t *read_budget;    /* WebSocket input bytes per user; NULL: unlimited */
 	tickets_t *tickets;       /* WebSocket tickets */
 	int has_operator_token;
 	uint8_t operator_token_hash[32]; /* SHA-256 of --operator-token-file's token */

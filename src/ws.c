@@ -78,6 +78,35 @@ long ws_next_frame(uint8_t *buf, size_t len, int frag_opcode, size_t frag_len,
 	return (long)(hlen + plen);
 }
 
+int ws_frame_whole(const uint8_t *buf, size_t len, uint64_t *payload_len)
+{
+	size_t hlen = 2, i;
+	uint64_t plen;
+
+	if (len < 2)
+		return 0;
+	plen = buf[1] & 0x7f;
+	if (plen == 126) {
+		hlen += 2;
+		if (len < hlen)
+			return 0;
+		plen = ((uint64_t)buf[2] << 8) | buf[3];
+	} else if (plen == 127) {
+		hlen += 8;
+		if (len < hlen)
+			return 0;
+		plen = 0;
+		for (i = 2; i < 10; i++)
+			plen = (plen << 8) | buf[i];
+	}
+	if (buf[1] & 0x80)
+		hlen += 4;
+	if (len < hlen || len - hlen < plen)
+		return 0;
+	*payload_len = plen;
+	return 1;
+}
+
 int ws_check_close(const uint8_t *payload, size_t len, int *code)
 {
 	int c;

@@ -58,6 +58,12 @@ typedef struct ws_frame {
 long ws_next_frame(uint8_t *buf, size_t len, int frag_opcode, size_t frag_len,
                    size_t max_message, ws_frame_t *f);
 
+/* Whether buf begins with a whole frame (header and payload), without
+ * validating or unmasking anything: 1 with its payload length in
+ * *payload_len, else 0. For charging a frame's cost before deciding to
+ * parse it; ws_next_frame still judges the frame. */
+int ws_frame_whole(const uint8_t *buf, size_t len, uint64_t *payload_len);
+
 /* Checks a close frame's payload. Returns 0 and sets *code (1005 when the
  * payload is empty) or returns the close code to answer with (1002 for a
  * bad length or status code, 1007 for a reason that is not UTF-8). */

@@ -16,7 +16,7 @@
 int hx_start(hx_server_t *s, const char *data_dir, const char *const *extra)
 {
 	const char *bin = getenv("PARLEY_BIN") ? getenv("PARLEY_BIN") : "build/parley";
-	const char *argv[48];
+	const char *argv[56];
 	char line[512];
 	size_t len = 0;
 	int pipefd[2], n = 0, i;
@@ -53,7 +53,9 @@ int hx_start(hx_server_t *s, const char *data_dir, const char *const *extra)
 	argv[n++] = "0";
 	argv[n++] = "--work-rate";
 	argv[n++] = "0";
-	for (i = 0; extra && extra[i] && n < 46; i++)
+	argv[n++] = "--read-rate";
+	argv[n++] = "0";
+	for (i = 0; extra && extra[i] && n < 54; i++)
 		argv[n++] = extra[i];
 	argv[n] = NULL;
 	s->pid = fork();

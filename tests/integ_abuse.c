@@ -612,6 +612,55 @@ static void test_unfinished_ws_message(void **state)
 	pc_close(b);
 }
 
+/* A user's WebSockets together are read at the read rate: frames past it
+ * wait, unparsed, while the node does not read them (the node counts each
+ * pause), and then are all answered, in order, none lost; the connections
+ * are not taken for silent or slow meanwhile (the request timeout is
+ * shorter than the pause); another user is served as usual. */
+static void test_read_rate(void **state)
+{
+	enum { CONNS = 2, FRAMES = 6, PAD = 1000 };
+	static char frame[PAD + 64];
+	hx_user_t st, by;
+	pc_conn_t *s[CONNS], *b;
+	int i, k;
+
+	(void)state;
+	START("--read-rate", "3000", "--read-burst", "3000", "--request-timeout", "2");
+	hx_user(S.port, "streamer", &st);
+	hx_user(S.port, "bystander", &by);
+	for (i = 0; i < CONNS; i++)
+		assert_non_null(s[i] = hx_ws(S.port, &st));
+	assert_non_null(b = hx_ws(S.port, &by));
+	/* 12 KB at once from one user: four times its burst. */
+	for (k = 0; k < FRAMES; k++)
+		for (i = 0; i < CONNS; i++) {
+			int n = snprintf(frame, sizeof frame, "{\"type\":\"ping\",\"ref\":\"%d-%d-", i, k);
+			memset(frame + n, 'x', PAD);
+			memcpy(frame + n + PAD, "\"}", 3);
+			assert_int_equal(pc_ws_send_text(s[i], frame), 0);
+		}
+	assert_int_equal(pc_ws_send_text(b, "{\"type\":\"ping\",\"ref\":1}"), 0);
+	json_decref(hx_expect(b, "pong"));
+	assert_true(hx_metric(&S, "parley_websockets_throttled_total") >= 1);
+	for (i = 0; i < CONNS; i++)
+		for (k = 0; k < FRAMES; k++) {
+			json_t *p = hx_expect(s[i], "pong");
+			char want[32];
+			const char *ref;
+
+			assert_non_null(p);
+			ref = json_string_value(json_object_get(p, "ref"));
+			snprintf(want, sizeof want, "%d-%d-", i, k);
+			assert_non_null(ref);
+			assert_memory_equal(ref, want, strlen(want));
+			json_decref(p);
+		}
+	for (i = 0; i < CONNS; i++)
+		pc_close(s[i]);
+	pc_close(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -627,6 +676,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_proxy_protocol, stop_server),
 		cmocka_unit_test_teardown(test_worker_fairness, stop_server),
 		cmocka_unit_test_teardown(test_unfinished_ws_message, stop_server),
+		cmocka_unit_test_teardown(test_read_rate, stop_server),
 	};
 
 	hx_filter();

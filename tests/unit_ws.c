@@ -54,6 +54,35 @@ static size_t client_frame(uint8_t *out, int fin, int op, size_t len)
 	return h + len;
 }
 
+/* ws_frame_whole sees a frame as whole exactly when ws_next_frame would
+ * take it, for each length encoding, and touches nothing. */
+static void test_frame_whole(void **state)
+{
+	static const size_t sizes[] = {0, 5, 125, 126, 65535, 65536};
+	uint8_t *buf = malloc(70000), *copy = malloc(70000);
+	uint64_t plen;
+	size_t i, k, n;
+	ws_frame_t fr;
+
+	(void)state;
+	for (k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+		n = client_frame(buf, 1, WS_OP_TEXT, sizes[k]);
+		memcpy(buf + n - sizes[k] - 4, "\x01\x02\x03\x04", 4); /* a mask that changes bytes */
+		for (i = 0; i < n; i += (i < 20 ? 1 : 997)) {
+			assert_int_equal(ws_frame_whole(buf, i, &plen), 0);
+			memcpy(copy, buf, i);
+			assert_int_equal(ws_next_frame(copy, i, 0, 0, MAX, &fr), WS_INCOMPLETE);
+		}
+		memcpy(copy, buf, n);
+		assert_int_equal(ws_frame_whole(buf, n, &plen), 1);
+		assert_int_equal(plen, sizes[k]);
+		assert_memory_equal(buf, copy, n); /* still masked: nothing changed */
+		assert_int_equal(ws_next_frame(copy, n, 0, 0, MAX, &fr), (long)n);
+	}
+	free(buf);
+	free(copy);
+}
+
 static void test_lengths(void **state)
 {
 	uint8_t *buf = malloc(70000);
@@ -166,6 +195,7 @@ int main(void)
 		cmocka_unit_test(test_accept_key),
 		cmocka_unit_test(test_rfc_masked_hello),
 		cmocka_unit_test(test_lengths),
+		cmocka_unit_test(test_frame_whole),
 		cmocka_unit_test(test_protocol_errors),
 		cmocka_unit_test(test_close_payloads),
 		cmocka_unit_test(test_server_frames),
