@@ -315,6 +315,20 @@ int64_t loginguard_wait_ms(loginguard_t *g, const char *name, size_t len, uint64
 	return wait;
 }
 
+int loginguard_known(loginguard_t *g, const char *name, size_t len, uint64_t addr, int64_t now_ms)
+{
+	keys_t k;
+	int known;
+
+	if (!addr)
+		return 0;
+	keys_of(g, name, len, addr, &k);
+	pthread_mutex_lock(&g->lock);
+	known = is_known(g, k.known, now_ms);
+	pthread_mutex_unlock(&g->lock);
+	return known;
+}
+
 void loginguard_failed(loginguard_t *g, const char *name, size_t len, uint64_t addr, int64_t now_ms)
 {
 	keys_t k;

@@ -77,6 +77,9 @@ void loginguard_free(loginguard_t *g);
 
 /* 0 when name may try now from addr, else the milliseconds until it may. */
 int64_t loginguard_wait_ms(loginguard_t *g, const char *name, size_t len, uint64_t addr, int64_t now_ms);
+/* 1 when addr (not 0) is a known address of name (a login for it
+ * succeeded from there in the last 30 days), else 0. */
+int loginguard_known(loginguard_t *g, const char *name, size_t len, uint64_t addr, int64_t now_ms);
 /* Records a failed try for name from addr (also for names with no
  * account: a guess tells nothing either way). */
 void loginguard_failed(loginguard_t *g, const char *name, size_t len, uint64_t addr, int64_t now_ms);

@@ -26,6 +26,7 @@ struct workers {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;      /* a job was queued, or stopping */
 	fairq_t *queue;
+	fairq_t *first;           /* served before queue: see workers_submit_first */
 	int stopping;
 	int n;
 	worker_t *w;
@@ -42,11 +43,11 @@ static void *worker_main(void *p)
 		fairq_item_t job;
 
 		pthread_mutex_lock(&pool->lock);
-		while (fairq_count(pool->queue) == 0 && !pool->stopping)
+		while (fairq_count(pool->first) + fairq_count(pool->queue) == 0 && !pool->stopping)
 			pthread_cond_wait(&pool->cond, &pool->lock);
-		/* Stopping still drains: the queue empties before a worker
+		/* Stopping still drains: the queues empty before a worker
 		 * leaves, so workers_free runs every job. */
-		if (fairq_pop(pool->queue, &job) < 0) {
+		if (fairq_pop(pool->first, &job) < 0 && fairq_pop(pool->queue, &job) < 0) {
 			pthread_mutex_unlock(&pool->lock);
 			break;
 		}
@@ -67,9 +68,10 @@ workers_t *workers_new(int n, const char *data_dir, unsigned queue_cap)
 	pthread_cond_init(&pool->cond, NULL);
 	atomic_init(&pool->evicted, 0);
 	pool->queue = fairq_new(queue_cap, 0);
+	pool->first = fairq_new(queue_cap, 0);
 	pool->w = calloc((size_t)n, sizeof *pool->w);
 	pool->n = n;
-	if (!pool->queue || !pool->w) {
+	if (!pool->queue || !pool->first || !pool->w) {
 		log_error("workers: out of memory for a queue of %u", queue_cap);
 		goto err;
 	}
@@ -96,8 +98,8 @@ int workers_submit(workers_t *pool, worker_fn fn, void *arg)
 	return workers_submit_flow(pool, 0, fn, NULL, arg);
 }
 
-int workers_submit_flow(workers_t *pool, uint64_t flow, worker_fn fn, worker_drop_fn drop,
-                        void *arg)
+static int submit(workers_t *pool, int first, uint64_t flow, worker_fn fn, worker_drop_fn drop,
+                  void *arg)
 {
 	fairq_item_t job = {flow, (fairq_fn)fn, drop, arg}, out;
 	int r = FAIRQ_FULL;
@@ -109,7 +111,7 @@ int workers_submit_flow(workers_t *pool, uint64_t flow, worker_fn fn, worker_dro
 	}
 	pthread_mutex_lock(&pool->lock);
 	if (!pool->stopping) {
-		r = fairq_push(pool->queue, &job, &out);
+		r = fairq_push(first ? pool->first : pool->queue, &job, &out);
 		if (r >= 0)
 			pthread_cond_signal(&pool->cond);
 	}
@@ -121,10 +123,23 @@ int workers_submit_flow(workers_t *pool, uint64_t flow, worker_fn fn, worker_dro
 	return r >= 0 ? 0 : -1;
 }
 
+int workers_submit_flow(workers_t *pool, uint64_t flow, worker_fn fn, worker_drop_fn drop,
+                        void *arg)
+{
+	return submit(pool, 0, flow, fn, drop, arg);
+}
+
+int workers_submit_first(workers_t *pool, uint64_t flow, worker_fn fn, worker_drop_fn drop,
+                         void *arg)
+{
+	return submit(pool, 1, flow, fn, drop, arg);
+}
+
 void workers_set_flow_cap(workers_t *pool, unsigned cap)
 {
 	pthread_mutex_lock(&pool->lock);
 	fairq_set_flow_cap(pool->queue, cap);
+	fairq_set_flow_cap(pool->first, cap);
 	pthread_mutex_unlock(&pool->lock);
 }
 
@@ -133,7 +148,7 @@ unsigned workers_queued(workers_t *pool)
 	unsigned n;
 
 	pthread_mutex_lock(&pool->lock);
-	n = fairq_count(pool->queue);
+	n = fairq_count(pool->queue) + fairq_count(pool->first);
 	pthread_mutex_unlock(&pool->lock);
 	return n;
 }
@@ -161,6 +176,7 @@ void workers_free(workers_t *pool)
 	pthread_mutex_destroy(&pool->lock);
 	pthread_cond_destroy(&pool->cond);
 	fairq_free(pool->queue);
+	fairq_free(pool->first);
 	free(pool->w);
 	free(pool);
 }

@@ -73,6 +73,15 @@ int workers_submit(workers_t *w, worker_fn fn, void *arg);
 int workers_submit_flow(workers_t *w, uint64_t flow, worker_fn fn, worker_drop_fn drop,
                         void *arg);
 
+/* Like workers_submit_flow, in a second queue of the same size that the
+ * workers serve before the first: for the jobs of clients with a claim to
+ * go ahead (a login from an address the account has logged in from
+ * before, while strangers' logins flood the hashers). Its flows take
+ * turns among themselves as in the first, and the flow cap applies to
+ * each queue. Any thread. */
+int workers_submit_first(workers_t *w, uint64_t flow, worker_fn fn, worker_drop_fn drop,
+                         void *arg);
+
 /* Most jobs one flow may hold queued (0, the default: only the total
  * bound). Call before use: a flow above a lowered cap keeps its jobs. */
 void workers_set_flow_cap(workers_t *w, unsigned cap);

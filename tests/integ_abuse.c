@@ -322,6 +322,42 @@ static void test_login_flood_fair(void **state)
 		fail_msg("only %d of %d flood logins were refused at once", refused, FLOOD);
 }
 
+/* Eight addresses fill the hashing queue with logins for names with no
+ * account, four each; then the owner logs in from the address it logged
+ * in from before: it goes ahead of the queue, answered after at most the
+ * hash already running, where taking turns by address would put it after
+ * one hash per flooding address. The same owner from an address never
+ * seen takes its turn. */
+static void test_known_address_goes_first(void **state)
+{
+	enum { ADDRS = 8, EACH = 4, FLOOD = ADDRS * EACH };
+	pc_conn_t *c[FLOOD], *owner;
+	hx_user_t u;
+	char name[32], src[32];
+	int i, before = 0;
+
+	(void)state;
+	START("--login-rate", "0");
+	hx_user(S.port, "regular", &u); /* logs in from 127.0.0.1 */
+	for (i = 0; i < FLOOD; i++) {
+		snprintf(name, sizeof name, "nobody%d", i);
+		snprintf(src, sizeof src, "127.0.0.%d", 2 + i % ADDRS);
+		c[i] = login_send(src, S.port, name, "wrong password", "");
+	}
+	while (hx_metric(&S, "parley_hash_queue_jobs") < FLOOD - 2)
+		usleep(2000);
+	owner = login_send("127.0.0.1", S.port, u.name, HX_PASSWORD, "");
+	assert_int_equal(answer_status(owner, NULL), 201);
+	for (i = 0; i < FLOOD; i++) {
+		struct pollfd p = {.fd = pc_fd(c[i]), .events = POLLIN};
+		before += poll(&p, 1, 0) > 0;
+	}
+	if (before > 3)
+		fail_msg("%d flood logins were answered before the owner's from its known address", before);
+	for (i = 0; i < FLOOD; i++)
+		assert_int_equal(answer_status(c[i], NULL), 401);
+}
+
 /* Per-address budgets, checked before any hashing: past its logins a
  * minute an address gets 429 with retry_after_ms; another address is not
  * slowed; sign-ups likewise. */
@@ -669,6 +705,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_partial_memory_bound, stop_server),
 		cmocka_unit_test_teardown(test_pipelined_big_answers, stop_server),
 		cmocka_unit_test_teardown(test_login_flood_fair, stop_server),
+		cmocka_unit_test_teardown(test_known_address_goes_first, stop_server),
 		cmocka_unit_test_teardown(test_login_and_signup_budgets, stop_server),
 		cmocka_unit_test_teardown(test_stranger_cannot_lock_out, stop_server),
 		cmocka_unit_test_teardown(test_address_connection_caps, stop_server),

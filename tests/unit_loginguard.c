@@ -209,7 +209,13 @@ static void test_days(void **state)
 
 	(void)state;
 	assert_non_null(g);
+	assert_int_equal(loginguard_known(g, NAME("erin"), HOME, t), 0);
 	loginguard_succeeded(g, NAME("erin"), HOME, t);
+	assert_int_equal(loginguard_known(g, NAME("erin"), HOME, t), 1);
+	assert_int_equal(loginguard_known(g, NAME("erin"), NEWPLACE, t), 0);
+	assert_int_equal(loginguard_known(g, NAME("erin2"), HOME, t), 0);
+	loginguard_succeeded(g, NAME("erin"), 0, t);
+	assert_int_equal(loginguard_known(g, NAME("erin"), 0, t), 0);
 	for (i = 0; i < 101; i++)
 		loginguard_failed(g, NAME("erin"), 0x7000 + (uint64_t)i, t);
 	assert_int_equal(loginguard_wait_ms(g, NAME("erin"), NEWPLACE, t), 1000);
@@ -229,8 +235,10 @@ static void test_days(void **state)
 		loginguard_failed(g, NAME("erin"), 0x9000 + (uint64_t)i, t);
 	assert_int_equal(loginguard_wait_ms(g, NAME("erin"), NEWPLACE, t), 1000);
 	assert_int_equal(loginguard_wait_ms(g, NAME("erin"), HOME, t), 0);
+	assert_int_equal(loginguard_known(g, NAME("erin"), HOME, t), 1);
 	/* ...and after 30 it is not. */
 	t = 1000000 + 30 * DAY;
+	assert_int_equal(loginguard_known(g, NAME("erin"), HOME, t), 0);
 	loginguard_failed(g, NAME("erin"), 0x9000, t);
 	assert_int_equal(loginguard_wait_ms(g, NAME("erin"), HOME, t), 2000);
 	/* A new success makes it known again. */

@@ -181,6 +181,34 @@ static void test_backlog_does_not_delay(void **state)
 	assert_true(start_seq[backlog] >= 1 && start_seq[backlog] <= n + 1);
 }
 
+/* Jobs of the first queue start before any of the ordinary queue's,
+ * however many wait there, and take turns among their own flows. */
+static void test_first_queue(void **state)
+{
+	const int backlog = 50;
+	workers_t *w = start(1, 1024);
+	int i;
+
+	(void)state;
+	close_gate(w, 1);
+	for (i = 0; i < backlog; i++)
+		assert_int_equal(workers_submit_flow(w, 1, fast_job, drop_job, TAG(i)), 0);
+	/* Flow 5 queues two first, then flow 6 one: 5, 6, 5. */
+	assert_int_equal(workers_submit_first(w, 5, fast_job, drop_job, TAG(backlog)), 0);
+	assert_int_equal(workers_submit_first(w, 5, fast_job, drop_job, TAG(backlog + 1)), 0);
+	assert_int_equal(workers_submit_first(w, 6, fast_job, drop_job, TAG(backlog + 2)), 0);
+	assert_int_equal(workers_queued(w), backlog + 3);
+	open_gate();
+	stop(w);
+	for (i = 0; i < backlog + 3; i++)
+		assert_int_equal(atomic_load(&ran[i]), 1);
+	assert_int_equal(start_seq[backlog], 1);
+	assert_int_equal(start_seq[backlog + 2], 2);
+	assert_int_equal(start_seq[backlog + 1], 3);
+	for (i = 0; i < backlog; i++)
+		assert_true(start_seq[i] > 3);
+}
+
 /* The same with the backlog in flow 0, through the old workers_submit:
  * flow 0 takes its turn like any other flow. */
 static void test_flow0_takes_turns(void **state)
@@ -322,6 +350,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		TEST(test_backlog_does_not_delay),
 		TEST(test_flow0_takes_turns),
+		TEST(test_first_queue),
 		TEST(test_eviction),
 		TEST(test_no_drop_not_evicted),
 		TEST(test_flow_cap),
