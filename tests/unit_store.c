@@ -533,7 +533,7 @@ static void test_settings_and_first_contacts(void **state)
 static void test_conversation_cap(void **state)
 {
 	int64_t u[4], cv, g, full = 0;
-	char name[16];
+	char name[24];
 	int i, created;
 
 	(void)state;
@@ -574,7 +574,7 @@ static void test_list_pages(void **state)
 	(void)state;
 	assert_int_equal(store_user_create(st, "pager", "x", 1, &me), STORE_OK);
 	for (i = 0; i < 7; i++) {
-		char name[16];
+		char name[24];
 		snprintf(name, sizeof name, "paged%d", i);
 		assert_int_equal(store_user_create(st, name, "x", 1, &u[i]), STORE_OK);
 		/* Created at the same millisecond: the id breaks the tie. */
