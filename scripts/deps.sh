@@ -22,9 +22,12 @@ need() {
 	apt-get install -y -q --no-install-recommends $missing >/dev/null
 }
 
-need build-essential pkg-config libsqlite3-dev libjansson-dev libssl-dev libsodium-dev
+need build-essential pkg-config libsqlite3-dev libjansson-dev libssl-dev libsodium-dev libpq-dev
 if [ "${1:-build}" = test ]; then
 	need libcmocka-dev clang
+	# The PostgreSQL store's tests start a throwaway server of their own
+	# (initdb and pg_ctl, run as the postgres user when root).
+	need postgresql-15
 	# libFuzzer comes with clang's runtime, named after its major version.
 	need "libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"
 	# The web client's browser test: Debian's Chromium, and Node.js with

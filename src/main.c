@@ -49,7 +49,9 @@ static const option_t options[] = {
 	{"listen", OPT_SPECIAL, 0, 0, 0, 0, set_listen, "HOST:PORT",
 	 "address to listen on (default 127.0.0.1:8080;\nport 0 picks a free port, printed when ready)"},
 	{"data", OPT_PATH, F(data_dir), 1, 0, NULL, "DIR",
-	 "data directory, created if missing (default ./parley-data)"},
+	 "data directory of the embedded store, created if missing\n(default ./parley-data)"},
+	{"store", OPT_PATH, F(store_url), 1, 0, NULL, "URL",
+	 "the store instead: postgresql://USER@HOST:PORT/DB (a libpq\nURI), or sqlite:DIR"},
 	{"web", OPT_PATH, F(web_dir), 0, 0, NULL, "DIR",
 	 "the web client's files, served at / (default ./web, or\nthe web/ beside the binary's folder; \"\" serves the API only)"},
 	{"threads", OPT_INT, F(threads), 1, 64, NULL, "N", "I/O threads (default: one per core)"},
@@ -123,7 +125,8 @@ static void usage(FILE *f)
 	size_t i;
 
 	fprintf(f, "usage: parley serve [options]\n"
-	           "       parley admin strangers-exempt USERNAME on|off [--data DIR]\n"
+	           "       parley migrate [--data DIR | --store URL]\n"
+	           "       parley admin strangers-exempt USERNAME on|off [--data DIR | --store URL]\n"
 	           "       parley --version\n"
 	           "\n"
 	           "Runs a Parley chat server node.\n"
@@ -304,6 +307,49 @@ static int bad(const char *msg, const char *arg)
 	return 2;
 }
 
+/* --data DIR or --store URL at argv[*i] (moving *i past its value): 1
+ * with *where set, 0 when argv[*i] is neither. */
+static int store_arg(int argc, char **argv, int *i, const char **where)
+{
+	if ((!strcmp(argv[*i], "--data") || !strcmp(argv[*i], "--store")) && *i + 1 < argc) {
+		*where = argv[++*i];
+		return 1;
+	}
+	return 0;
+}
+
+/* parley migrate [--data DIR | --store URL]: brings the store's schema up
+ * to this binary's version without serving it, so that an operator can
+ * migrate a shared database once, before rolling out new nodes. */
+static int migrate(int argc, char **argv)
+{
+	const char *where = "parley-data";
+	int i, from, to;
+
+	for (i = 0; i < argc; i++)
+		if (!store_arg(argc, argv, &i, &where)) {
+			fprintf(stderr, "usage: parley migrate [--data DIR | --store URL]\n");
+			return 2;
+		}
+	if (!store_backend_name(where)) {
+		fprintf(stderr, "parley: no store backend serves that location\n");
+		return 2;
+	}
+	if (store_migrate(where, &from, &to) < 0) {
+		fprintf(stderr, "parley: the %s store was not migrated (the log above says why)\n",
+		        store_backend_name(where));
+		return 1;
+	}
+	if (from == to)
+		printf("parley: the %s store is at schema version %d already\n", store_backend_name(where), to);
+	else if (from == 0)
+		printf("parley: created the %s store's schema, version %d\n", store_backend_name(where), to);
+	else
+		printf("parley: migrated the %s store from schema version %d to %d\n", store_backend_name(where),
+		       from, to);
+	return 0;
+}
+
 /* parley admin strangers-exempt USERNAME on|off [--data DIR]: lifts (or
  * restores) the first-contact budget of an account that legitimately
  * contacts many people, in the store, so it holds at once on a running
@@ -316,12 +362,12 @@ static int admin(int argc, char **argv)
 	int i, r, on;
 
 	if (argc < 1 || strcmp(argv[0], "strangers-exempt") != 0) {
-		fprintf(stderr, "usage: parley admin strangers-exempt USERNAME on|off [--data DIR]\n");
+		fprintf(stderr, "usage: parley admin strangers-exempt USERNAME on|off [--data DIR | --store URL]\n");
 		return 2;
 	}
 	for (i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--data") && i + 1 < argc)
-			data = argv[++i];
+		if (store_arg(argc, argv, &i, &data))
+			continue;
 		else if (!user)
 			user = argv[i];
 		else if (!value)
@@ -330,7 +376,7 @@ static int admin(int argc, char **argv)
 			return bad("unexpected argument", argv[i]);
 	}
 	if (!user || !value || (strcmp(value, "on") && strcmp(value, "off"))) {
-		fprintf(stderr, "usage: parley admin strangers-exempt USERNAME on|off [--data DIR]\n");
+		fprintf(stderr, "usage: parley admin strangers-exempt USERNAME on|off [--data DIR | --store URL]\n");
 		return 2;
 	}
 	on = !strcmp(value, "on");
@@ -340,7 +386,7 @@ static int admin(int argc, char **argv)
 		r = store_set_strangers_exempt(st, id, on);
 	store_close(st);
 	if (r == STORE_NOT_FOUND) {
-		fprintf(stderr, "parley: no user named '%s' in %s\n", user, data);
+		fprintf(stderr, "parley: no user named '%s' in that store\n", user);
 		return 1;
 	}
 	if (r != STORE_OK)
@@ -369,6 +415,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "admin"))
 		return admin(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "migrate"))
+		return migrate(argc - 2, argv + 2);
 	if (strcmp(argv[1], "serve") != 0)
 		return bad("unknown command", argv[1]);
 	for (i = 2; i < argc; i++) {

@@ -619,7 +619,7 @@ presence_t *presence_new(server_t *srv, int grace_ms)
 	p->grace_ms = grace_ms;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
-	if (!(p->store = store_open(srv->cfg.data_dir)))
+	if (!(p->store = store_open(srv->store_at)))
 		goto err;
 	if (pthread_create(&p->thread, NULL, presence_main, p) != 0) {
 		log_error("presence: cannot start its thread");

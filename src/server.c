@@ -83,39 +83,6 @@ void server_config_defaults(server_config_t *cfg)
 	cfg->read_burst = 4.0 * 1024 * 1024;
 }
 
-/* Creates the data directory if missing and takes its lock, so that two
- * servers never share one store. Returns the lock's fd or -1 (logged). */
-static int data_dir_lock(const char *dir)
-{
-	char path[4200];
-	struct stat st;
-	int fd;
-
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-		log_error("cannot create data directory %s: %s", dir, strerror(errno));
-		return -1;
-	}
-	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
-		log_error("data directory %s is not a directory", dir);
-		return -1;
-	}
-	if (access(dir, R_OK | W_OK | X_OK) < 0) {
-		log_error("data directory %s is not writable: %s", dir, strerror(errno));
-		return -1;
-	}
-	snprintf(path, sizeof path, "%s/LOCK", dir);
-	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
-		log_error("cannot open %s: %s", path, strerror(errno));
-		return -1;
-	}
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		log_error("data directory %s is in use by another parley process", dir);
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
 static int lookup_members(void *ud, int64_t conv, fanout_member_t **out, size_t *n,
                           int64_t *version)
 {
@@ -193,8 +160,7 @@ static void server_free(server_t *srv)
 	budget_free(srv->read_budget);
 	tickets_free(srv->tickets);
 	bus_free(srv->bus);
-	if (srv->lockfd >= 0)
-		close(srv->lockfd);
+	store_release(srv->store_claim);
 	free(srv);
 }
 
@@ -207,7 +173,7 @@ server_t *server_start(const server_config_t *cfg)
 	if (!srv)
 		return NULL;
 	srv->cfg = *cfg;
-	srv->lockfd = -1;
+	srv->store_at = srv->cfg.store_url[0] ? srv->cfg.store_url : srv->cfg.data_dir;
 	if (srv->cfg.workers <= 0)
 		srv->cfg.workers = srv->cfg.threads < 2 ? 2 : srv->cfg.threads;
 	atomic_init(&srv->draining, 0);
@@ -238,13 +204,14 @@ server_t *server_start(const server_config_t *cfg)
 		log_error("--public-url wants http:// or https:// and a host, not '%s'", cfg->public_url);
 		goto err;
 	}
-	if ((srv->lockfd = data_dir_lock(cfg->data_dir)) < 0)
+	/* Claimed (locked, its schema brought up to date or refused) and
+	 * opened once here, so that a bad store fails before we listen. */
+	if (!(srv->store_claim = store_claim(srv->store_at)))
 		goto err;
-	/* Open once here so that a bad store fails before we listen. */
-	if (!(st = store_open(cfg->data_dir)))
+	if (!(st = store_open(srv->store_at)))
 		goto err;
 	store_close(st);
-	if (!(srv->writer = writer_new(cfg->data_dir, cfg->node_id, 65536, chat_writer_done, srv)))
+	if (!(srv->writer = writer_new(srv->store_at, cfg->node_id, 65536, chat_writer_done, srv)))
 		goto err;
 	if (writer_set_rate_limit(srv->writer, cfg->rate_limit, cfg->rate_burst) < 0 ||
 	    writer_set_storage_limit(srv->writer, cfg->storage_per_day) < 0)
@@ -270,13 +237,13 @@ server_t *server_start(const server_config_t *cfg)
 		goto err;
 	if (!(srv->tickets = tickets_new(65536)))
 		goto err;
-	if (!(srv->workers = workers_new(srv->cfg.workers, cfg->data_dir, WORKER_QUEUE)))
+	if (!(srv->workers = workers_new(srv->cfg.workers, srv->store_at, WORKER_QUEUE)))
 		goto err;
 	/* Each password hash takes tens of milliseconds and 64 MiB: sign-ups
 	 * and logins get their own small pool and short queue, so a burst of
 	 * them (or someone trying passwords) cannot hold up token checks,
 	 * history and resumes, and waits are refused early with 503. */
-	if (!(srv->hashers = workers_new(srv->cfg.workers > 2 ? srv->cfg.workers / 2 : 1, cfg->data_dir,
+	if (!(srv->hashers = workers_new(srv->cfg.workers > 2 ? srv->cfg.workers / 2 : 1, srv->store_at,
 	                                 HASH_QUEUE)))
 		goto err;
 	/* Fair shares: one address holds at most a few places in the hashing
@@ -296,7 +263,7 @@ server_t *server_start(const server_config_t *cfg)
 	if (!(srv->presence = presence_new(srv, cfg->presence_grace_ms)))
 		goto err;
 	/* The fan-out thread reads group members through a handle of its own. */
-	if (!(srv->fanout_store = store_open(cfg->data_dir)))
+	if (!(srv->fanout_store = store_open(srv->store_at)))
 		goto err;
 	/* 64K queued group messages; members are read one message at a time. */
 	if (!(srv->fanout = fanout_new(srv->bus, 65536, lookup_members, srv->fanout_store)))
@@ -348,6 +315,7 @@ int server_run(const server_config_t *cfg)
 	server_t *srv;
 	sigset_t sigs;
 	int sig;
+	char store[4200];
 
 	/* Block the stop signals before any thread starts, so every thread
 	 * inherits the mask and only sigwait below receives them. */
@@ -357,13 +325,16 @@ int server_run(const server_config_t *cfg)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	if (!(srv = server_start(cfg)))
 		return 1;
+	/* A store URL may hold a password: only the backend's name is shown. */
+	snprintf(store, sizeof store, "%s %s", store_backend_name(srv->store_at),
+	         cfg->store_url[0] ? "(--store)" : cfg->data_dir);
 	if (cfg->admin_host[0])
-		printf("parley: listening on http://%s:%d (threads %d, data %s, node %u, admin http://%s:%d)\n",
-		       cfg->host, server_port(srv), srv->cfg.threads, cfg->data_dir, cfg->node_id,
-		       cfg->admin_host, server_admin_port(srv));
+		printf("parley: listening on http://%s:%d (threads %d, store %s, node %u, admin http://%s:%d)\n",
+		       cfg->host, server_port(srv), srv->cfg.threads, store, cfg->node_id, cfg->admin_host,
+		       server_admin_port(srv));
 	else
-		printf("parley: listening on http://%s:%d (threads %d, data %s, node %u)\n", cfg->host,
-		       server_port(srv), srv->cfg.threads, cfg->data_dir, cfg->node_id);
+		printf("parley: listening on http://%s:%d (threads %d, store %s, node %u)\n", cfg->host,
+		       server_port(srv), srv->cfg.threads, store, cfg->node_id);
 	fflush(stdout);
 	while (sigwait(&sigs, &sig) != 0)
 		;

@@ -30,7 +30,8 @@ typedef struct tickets tickets_t;
 typedef struct server_config {
 	char host[256];
 	int port;                 /* 0: any free port (printed when ready) */
-	char data_dir[4096];
+	char data_dir[4096];      /* the embedded store's directory */
+	char store_url[4096];     /* --store: a store's location (store.h); "" for data_dir */
 	int threads;              /* I/O threads; 0: one per core */
 	int workers;              /* worker threads; 0: default */
 	uint32_t node_id;         /* 0..1023, the snowflake node bits */
@@ -93,7 +94,8 @@ typedef struct server {
 	int has_operator_token;
 	uint8_t operator_token_hash[32]; /* SHA-256 of --operator-token-file's token */
 	atomic_int draining;      /* shutting down: no new work is taken */
-	int lockfd;               /* holds the data directory's lock */
+	const char *store_at;     /* the store's location: store_url or data_dir */
+	struct store_claim *store_claim; /* held while serving (store.h) */
 	struct store *fanout_store;
 } server_t;
 

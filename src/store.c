@@ -4,16 +4,72 @@
 
 #include <stdlib.h>
 
-store_t *store_open(const char *data_dir)
+#include "log.h"
+#include "store_backend.h"
+#include "store_sqlite.h"
+
+/* Tried in order; SQLite, last, takes any other location as a directory. */
+static const store_backend_t *const backends[] = {
+	&store_sqlite_backend,
+};
+
+static const store_backend_t *backend_of(const char *location)
 {
-	/* One backend today; the PostgreSQL one will be chosen by a
-	 * postgresql:// location instead of a directory. */
-	return store_sqlite_open(data_dir);
+	size_t i;
+
+	for (i = 0; i < sizeof backends / sizeof *backends; i++)
+		if (backends[i]->accepts(location))
+			return backends[i];
+	log_error("store: no backend serves '%s'", location);
+	return NULL;
+}
+
+store_t *store_open(const char *location)
+{
+	const store_backend_t *b = backend_of(location);
+
+	return b ? b->open(location) : NULL;
+}
+
+store_claim_t *store_claim(const char *location)
+{
+	const store_backend_t *b = backend_of(location);
+
+	return b ? b->claim(location) : NULL;
+}
+
+void store_release(store_claim_t *claim)
+{
+	if (claim)
+		claim->backend->release(claim);
+}
+
+int store_migrate(const char *location, int *from, int *to)
+{
+	const store_backend_t *b = backend_of(location);
+
+	return b ? b->migrate(location, from, to) : -1;
+}
+
+const char *store_backend_name(const char *location)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof backends / sizeof *backends; i++)
+		if (backends[i]->accepts(location))
+			return backends[i]->name;
+	return NULL;
 }
 
 int64_t store_memory_bytes(void)
 {
-	return store_sqlite_memory_bytes();
+	int64_t n = 0;
+	size_t i;
+
+	for (i = 0; i < sizeof backends / sizeof *backends; i++)
+		if (backends[i]->memory_bytes)
+			n += backends[i]->memory_bytes();
+	return n;
 }
 
 void store_message_clear(store_message_t *m)

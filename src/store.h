@@ -236,9 +236,34 @@ struct store {
 	const store_vtab_t *vt;
 };
 
-/* Opens a handle on the store in data_dir, creating the schema if needed.
- * Returns NULL and logs why on failure. One handle per thread. */
-store_t *store_open(const char *data_dir);
+/* A store's location, as the command line names it (--data, --store): a
+ * directory for the embedded SQLite store ("DIR" or "sqlite:DIR"), or a
+ * libpq URI for PostgreSQL ("postgresql://USER@HOST:PORT/DB"). The
+ * backend is chosen by its form (store.c keeps the table).
+ *
+ * Opens a handle on the store at location. Returns NULL and logs why on
+ * failure. One handle per thread. */
+store_t *store_open(const char *location);
+
+/* A node's hold on its store while it serves: taken once, before any
+ * handle is opened, and released at exit. The embedded store creates its
+ * directory and locks it, so that two nodes never share one file; every
+ * backend brings the schema up to date or refuses (a newer version than
+ * this binary knows, no permission), saying why. NULL (logged) when the
+ * store cannot be served. */
+typedef struct store_claim store_claim_t;
+store_claim_t *store_claim(const char *location);
+/* NULL is fine. */
+void store_release(store_claim_t *claim);
+
+/* Brings the schema at location up to this binary's version without
+ * serving it (`parley migrate`). Returns 0 with the versions before and
+ * after, or -1 (logged). */
+int store_migrate(const char *location, int *from, int *to);
+
+/* The name of the backend that serves location ("SQLite", ...), or NULL
+ * when none does. */
+const char *store_backend_name(const char *location);
 
 /* The bytes this process holds for the store (an embedded engine's page
  * caches and statements; a remote database's client buffers), for
@@ -581,9 +606,5 @@ void store_messages_free(store_message_t *m, size_t n);
 void store_conv_clear(store_conv_t *c);
 void store_convs_free(store_conv_t *c, size_t n);
 void store_op_release(store_op_t *op);
-
-/* Backends. */
-store_t *store_sqlite_open(const char *data_dir);
-int64_t store_sqlite_memory_bytes(void);
 
 #endif

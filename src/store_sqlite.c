@@ -8,18 +8,24 @@
  * rarer writes of the HTTP API (users, devices, direct conversations) take
  * SQLite's write lock briefly from the worker threads, waiting for it with a
  * busy timeout. */
-#include "store.h"
+#include "store_sqlite.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
 #include "log.h"
 
 #define SCHEMA_VERSION 2
+#define SCHEMA_VERSION_TEXT "2" /* the same, for SQL text */
 
 enum {
 	Q_USER_INSERT,
@@ -399,12 +405,20 @@ static int exec(sqlite_store_t *s, int which)
 
 /* Every SQLite connection of the process together: page caches, schemas,
  * prepared statements. */
-int64_t store_sqlite_memory_bytes(void)
+static int64_t sqlite_memory_bytes(void)
 {
 	return (int64_t)sqlite3_memory_used();
 }
 
-store_t *store_sqlite_open(const char *data_dir)
+/* A location names the data directory, with or without "sqlite:". */
+static const char *dir_of(const char *location)
+{
+	return strncmp(location, "sqlite:", 7) == 0 ? location + 7 : location;
+}
+
+/* Opens the database in data_dir, bringing its schema to SCHEMA_VERSION;
+ * *from (when not NULL) gets the version it had (0: new). */
+static store_t *sqlite_open_dir(const char *data_dir, int *from)
 {
 	sqlite_store_t *s = calloc(1, sizeof *s);
 	char path[4096], *err = NULL;
@@ -443,6 +457,8 @@ store_t *store_sqlite_open(const char *data_dir)
 			version = sqlite3_column_int(st, 0);
 		sqlite3_finalize(st);
 	}
+	if (from)
+		*from = version;
 	if (version > SCHEMA_VERSION) {
 		log_error("store: %s has schema version %d; this parley knows up to %d", path, version,
 		          SCHEMA_VERSION);
@@ -458,7 +474,7 @@ store_t *store_sqlite_open(const char *data_dir)
 	} else if (sqlite3_exec(s->db, schema, NULL, NULL, &err) != SQLITE_OK) {
 		goto schema_err;
 	}
-	if (sqlite3_exec(s->db, "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', 2);"
+	if (sqlite3_exec(s->db, "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', " SCHEMA_VERSION_TEXT ");"
 	                 "COMMIT", NULL, NULL, &err) != SQLITE_OK)
 		goto schema_err;
 	for (i = 0; i < Q_COUNT; i++) {
@@ -2071,4 +2087,112 @@ static const store_vtab_t sqlite_vtab = {
 	.heads = sq_heads,
 	.replay = sq_replay,
 	.apply = sq_apply,
+};
+
+/* ---- the backend's entry ------------------------------------------ */
+
+static int sqlite_accepts(const char *location)
+{
+	/* Anything that is not a URL of another backend is a directory. */
+	return strncmp(location, "sqlite:", 7) == 0 || !strstr(location, "://");
+}
+
+static store_t *sqlite_open(const char *location)
+{
+	return sqlite_open_dir(dir_of(location), NULL);
+}
+
+typedef struct sqlite_claim {
+	store_claim_t base;
+	int lockfd;
+} sqlite_claim_t;
+
+/* Creates the data directory if missing and takes its lock, so that two
+ * servers never share one store. Returns the lock's fd or -1 (logged). */
+static int data_dir_lock(const char *dir)
+{
+	char path[4200];
+	struct stat st;
+	int fd;
+
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		log_error("cannot create data directory %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		log_error("data directory %s is not a directory", dir);
+		return -1;
+	}
+	if (access(dir, R_OK | W_OK | X_OK) < 0) {
+		log_error("data directory %s is not writable: %s", dir, strerror(errno));
+		return -1;
+	}
+	snprintf(path, sizeof path, "%s/LOCK", dir);
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+		log_error("cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		log_error("data directory %s is in use by another parley process", dir);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void sqlite_release(store_claim_t *claim)
+{
+	sqlite_claim_t *c = (sqlite_claim_t *)claim;
+
+	close(c->lockfd);
+	free(c);
+}
+
+static store_claim_t *sqlite_claim(const char *location)
+{
+	sqlite_claim_t *c = calloc(1, sizeof *c);
+	store_t *st;
+
+	if (!c)
+		return NULL;
+	c->base.backend = &store_sqlite_backend;
+	if ((c->lockfd = data_dir_lock(dir_of(location))) < 0) {
+		free(c);
+		return NULL;
+	}
+	/* Opened once here, under the lock, so that the schema is brought
+	 * up to date, or refused, before anything is served. */
+	if (!(st = sqlite_open_dir(dir_of(location), NULL))) {
+		sqlite_release(&c->base);
+		return NULL;
+	}
+	store_close(st);
+	return &c->base;
+}
+
+static int sqlite_migrate(const char *location, int *from, int *to)
+{
+	store_t *st;
+	int fd;
+
+	/* Under the lock: never under a node that is serving the file. */
+	if ((fd = data_dir_lock(dir_of(location))) < 0)
+		return -1;
+	st = sqlite_open_dir(dir_of(location), from);
+	close(fd);
+	if (!st)
+		return -1;
+	store_close(st);
+	*to = SCHEMA_VERSION;
+	return 0;
+}
+
+const store_backend_t store_sqlite_backend = {
+	.name = "SQLite",
+	.accepts = sqlite_accepts,
+	.open = sqlite_open,
+	.claim = sqlite_claim,
+	.release = sqlite_release,
+	.migrate = sqlite_migrate,
+	.memory_bytes = sqlite_memory_bytes,
 };

@@ -253,7 +253,7 @@ tally_t *tally_new(server_t *srv, int interval_ms)
 	t->interval_ms = interval_ms;
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_cond_init(&t->cond, NULL);
-	if (!(t->store = store_open(srv->cfg.data_dir)))
+	if (!(t->store = store_open(srv->store_at)))
 		goto err;
 	if (pthread_create(&t->thread, NULL, tally_main, t) != 0) {
 		log_error("tally: cannot start its thread");
