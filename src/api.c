@@ -190,14 +190,13 @@ void api_announce(store_t *st, server_t *srv, int64_t conv, const char *event, i
                   int64_t by, int64_t also)
 {
 	int64_t *ids;
-	size_t n, i;
+	size_t n;
 	sbuf_t *f;
 
 	if (store_members(st, conv, &ids, &n) != STORE_OK)
 		return; /* logged by the store; clients still learn on resume */
 	if ((f = frames_members(conv, event, user, by, n)) != NULL) {
-		for (i = 0; i < n; i++)
-			bus_deliver(srv->bus, ids[i], 0, f);
+		bus_deliver_many(srv->bus, ids, n, 0, 0, f, NULL, NULL);
 		if (also)
 			bus_deliver(srv->bus, also, 0, f);
 		sbuf_unref(f);

@@ -9,13 +9,25 @@
  * is read only once its outbound queue has drained, so a client that missed
  * a lot is caught up without its queue ever passing the bound.
  *
- * Order on one connection. Live msg frames of a conversation being replayed
- * are held until its replay is sent, then released minus those the replay
- * already covered. Live frames sent before the resume arrived are recorded
- * per connection as a seq range per conversation (live frames on a
- * connection are contiguous: the writer publishes each conversation in seq
- * order and nothing is dropped without dropping the connection), and the
- * replay skips that range, so no message reaches a connection twice. */
+ * Order on one connection: per conversation, increasing seqs, never one
+ * twice, never one silently missing, whichever node wrote them. Each
+ * connection keeps per conversation the range of seqs it has sent (live,
+ * or by a resume's replay). A live frame one past it is sent; one at or
+ * below it is a repeat and dropped; one further on means frames between
+ * are missing: with writers on several nodes they are usually in flight
+ * (a conversation's seqs commit in order, so a frame that arrives proves
+ * every lower seq is in the store), so it is held, for up to GAP_WAIT_MS,
+ * while the missing ones arrive and release it; past that, or past
+ * GAP_HELD_MAX frames held, the gap is filled from the store by a worker
+ * (`fill`), and what was held follows in order. Where the range begins:
+ * at the end of the conversation's replay when the client resumed it,
+ * else at the first live frame the connection sees (what came before is
+ * the client's history, read as history).
+ *
+ * Live msg frames of a conversation being replayed are held until its
+ * replay is sent, then released minus those the replay covered; the
+ * replay skips what went out live before the resume came in, so no
+ * message reaches a connection twice. */
 #include "chat.h"
 
 #include <stdlib.h>
@@ -48,6 +60,13 @@
 #define RESUME_PAGE_MSGS 200
 #define RESUME_PAGE_BYTES_MAX (256 * 1024)
 #define RESUME_HELD_MAX 10000        /* live frames held during a replay */
+/* A gap in a conversation's live frames waits this long for the frames
+ * in flight before it is filled from the store, holding at most this
+ * many frames of the connection's conversations meanwhile (frames past
+ * that are read from the store with the gap). */
+#define GAP_WAIT_MS 1000
+#define GAP_HELD_MAX 64
+#define GAP_FILL_MSGS 200            /* read per fill job */
 
 typedef struct live_range {
 	int64_t conv, first, last;
@@ -76,9 +95,21 @@ typedef struct resume {
 	size_t npage, cappage;
 } resume_t;
 
+/* A conversation whose live frames came with a gap before them. */
+typedef struct gap {
+	int64_t conv;
+	int64_t since_ms;       /* when it opened (monotonic) */
+	int64_t upto;           /* the highest seq seen, held or not */
+	int filling;            /* a worker reads the gap */
+	sbuf_t **held;          /* live frames past it, by arrival */
+	size_t nheld, capheld;
+} gap_t;
+
 typedef struct chat_conn {
 	live_range_t *live;
 	size_t nlive, caplive;
+	gap_t *gaps;
+	size_t ngaps, gap_frames; /* gap_frames: held in all gaps */
 	resume_t *resume;       /* in progress, or NULL */
 	int resume_in_job;      /* a worker holds it */
 	int resume_wait_drain;
@@ -109,10 +140,14 @@ typedef struct receipt_op {
 } receipt_op_t;
 
 static void resume_start(server_t *srv, gw_conn_t *c, chat_conn_t *cc, json_t *convs);
+static live_range_t *live_find(chat_conn_t *cc, int64_t conv);
+static gap_t *gap_find(chat_conn_t *cc, int64_t conv);
+static void gap_release(gw_conn_t *c, chat_conn_t *cc, gap_t *g, live_range_t *r);
+static void gap_hold(server_t *srv, gw_conn_t *c, chat_conn_t *cc, sbuf_t *frame);
 
 static chat_conn_t *state_of(gw_conn_t *c, int create)
 {
-	void **slot = gw_conn_chat(c);
+	void **slot = gw_conn_app(c);
 
 	if (!*slot && create)
 		*slot = calloc(1, sizeof(chat_conn_t));
@@ -293,12 +328,66 @@ static void send_refused(send_op_t *s, const char *code, const char *message, in
 	sbuf_unref(f);
 }
 
+/* The ack of a send, on its connection's thread: that connection has
+ * the message now (its own device is not sent it as msg), so its range
+ * moves past it, as for a live frame. */
+typedef struct own_ack {
+	server_t *srv;
+	sbuf_t *frame;
+	int64_t conv, seq;      /* seq 0: a repeat, nothing new */
+} own_ack_t;
+
+static void own_ack_arrived(gw_conn_t *c, void *p)
+{
+	own_ack_t *a = p;
+	chat_conn_t *cc;
+	live_range_t *r;
+
+	if (c) {
+		gw_conn_sends_end(c);
+		gw_conn_send(c, a->frame);
+		if (a->seq && (cc = state_of(c, 0)) != NULL && (r = live_find(cc, a->conv)) != NULL &&
+		    a->seq > r->last) {
+			gap_t *g;
+
+			if (a->seq == r->last + 1) {
+				r->last = a->seq;
+				if ((g = gap_find(cc, a->conv)) != NULL)
+					gap_release(c, cc, g, r);
+			} else {
+				/* Past a gap (another node's frames are late): a
+				 * marker holds its place, sent as nothing. */
+				sbuf_t *m = sbuf_copy("", 0);
+				if (m) {
+					m->conv = a->conv;
+					m->seq = a->seq;
+					gap_hold(a->srv, c, cc, m);
+					sbuf_unref(m);
+				}
+			}
+		}
+	}
+	sbuf_unref(a->frame);
+	free(a);
+}
+
+static void post_own_ack(server_t *srv, uint64_t origin, sbuf_t *frame, int64_t conv, int64_t seq)
+{
+	own_ack_t *a;
+
+	if (!frame || !(a = malloc(sizeof *a))) {
+		gw_post_ack(srv->gw, origin, frame); /* at least the ack */
+		return;
+	}
+	*a = (own_ack_t){srv, sbuf_ref(frame), conv, seq};
+	gw_post_call(srv->gw, origin, own_ack_arrived, a);
+}
+
 static void send_done(send_op_t *s)
 {
 	server_t *srv = s->srv;
 	store_op_t *op = &s->op;
 	sbuf_t *f;
-	size_t i;
 
 	switch (op->status) {
 	case STORE_OK:
@@ -319,15 +408,14 @@ static void send_done(send_op_t *s)
 				fanout_submit(srv->fanout, op->conv, op->out_seq, op->out_members_version, f,
 				              NULL, 0, op->user, op->device);
 			} else if (f) {
-				for (i = 0; i < op->nmembers; i++)
-					bus_deliver(srv->bus, op->members[i],
-					            op->members[i] == op->user ? op->device : 0, f);
+				bus_deliver_many(srv->bus, op->members, op->nmembers, op->user, op->device, f, NULL,
+				                 NULL);
 				sbuf_unref(f);
 			}
 		}
 		/* A repeat was stored and fanned out the first time: the ack only. */
 		f = frames_ack(s->cmid, op->conv, op->out_id, op->out_seq, op->out_ts);
-		gw_post_ack(srv->gw, s->origin, f);
+		post_own_ack(srv, s->origin, f, op->conv, op->status == STORE_OK ? op->out_seq : 0);
 		sbuf_unref(f);
 		break;
 	case STORE_FORBIDDEN:
@@ -411,29 +499,318 @@ static live_range_t *live_find(chat_conn_t *cc, int64_t conv)
 	return NULL;
 }
 
-/* Sends a live msg frame and records it in the connection's live range. */
-static void send_live(gw_conn_t *c, chat_conn_t *cc, sbuf_t *frame)
+/* The connection's range of conversation conv, made from `after` (all up
+ * to it delivered, or not the connection's) when it has none. NULL when
+ * out of memory (the connection is then closed). */
+static live_range_t *live_range(gw_conn_t *c, chat_conn_t *cc, int64_t conv, int64_t after)
+{
+	live_range_t *r = live_find(cc, conv);
+
+	if (r)
+		return r;
+	if (cc->nlive == cc->caplive) {
+		size_t cap = cc->caplive ? cc->caplive * 2 : 4;
+		live_range_t *l = realloc(cc->live, cap * sizeof *l);
+		if (!l) {
+			gw_conn_close(c, WS_CLOSE_INTERNAL, "out of memory");
+			return NULL;
+		}
+		cc->live = l;
+		cc->caplive = cap;
+	}
+	cc->live[cc->nlive] = (live_range_t){conv, after + 1, after};
+	return &cc->live[cc->nlive++];
+}
+
+static gap_t *gap_find(chat_conn_t *cc, int64_t conv)
+{
+	size_t i;
+
+	for (i = 0; i < cc->ngaps; i++)
+		if (cc->gaps[i].conv == conv)
+			return &cc->gaps[i];
+	return NULL;
+}
+
+static void gap_remove(chat_conn_t *cc, gap_t *g)
+{
+	size_t i;
+
+	for (i = 0; i < g->nheld; i++)
+		sbuf_unref(g->held[i]);
+	cc->gap_frames -= g->nheld;
+	free(g->held);
+	*g = cc->gaps[--cc->ngaps];
+}
+
+static void gap_fill(server_t *srv, gw_conn_t *c, chat_conn_t *cc, gap_t *g);
+
+/* Sends what the gap holds that now follows the range, in order, and
+ * drops what the range has passed; ends the gap once it holds nothing and
+ * no worker reads it. */
+static void gap_release(gw_conn_t *c, chat_conn_t *cc, gap_t *g, live_range_t *r)
+{
+	size_t i;
+	int progress = 1;
+
+	while (progress) {
+		progress = 0;
+		for (i = 0; i < g->nheld;) {
+			sbuf_t *f = g->held[i];
+			if (f->seq > r->last + 1) {
+				i++;
+				continue;
+			}
+			if (f->seq == r->last + 1) {
+				if (f->len) /* not the marker of the connection's own send */
+					gw_conn_send(c, f);
+				r->last = f->seq;
+				progress = 1;
+			}
+			sbuf_unref(f);
+			g->held[i] = g->held[--g->nheld];
+			cc->gap_frames--;
+		}
+	}
+	if (g->nheld == 0 && !g->filling && r->last >= g->upto)
+		gap_remove(cc, g);
+}
+
+/* Holds frame, which is past a gap in its conversation. */
+static void gap_hold(server_t *srv, gw_conn_t *c, chat_conn_t *cc, sbuf_t *frame)
+{
+	gap_t *g = gap_find(cc, frame->conv);
+	size_t i;
+
+	if (!g) {
+		gap_t *a = realloc(cc->gaps, (cc->ngaps + 1) * sizeof *a);
+		if (!a) {
+			gw_conn_close(c, WS_CLOSE_INTERNAL, "out of memory");
+			return;
+		}
+		cc->gaps = a;
+		g = &cc->gaps[cc->ngaps++];
+		*g = (gap_t){frame->conv, clock_mono_ms(), 0, 0, NULL, 0, 0};
+		gw_conn_wake(c, (GAP_WAIT_MS + 999) / 1000);
+	}
+	if (frame->seq > g->upto)
+		g->upto = frame->seq;
+	for (i = 0; i < g->nheld; i++)
+		if (g->held[i]->seq == frame->seq)
+			return; /* held already */
+	if (cc->gap_frames >= GAP_HELD_MAX) {
+		/* Not held: the store has it (a conversation's seqs commit
+		 * in order), and the fill reads up to it. */
+		gap_fill(srv, c, cc, g);
+		return;
+	}
+	if (g->nheld == g->capheld) {
+		size_t cap = g->capheld ? g->capheld * 2 : 4;
+		sbuf_t **h = realloc(g->held, cap * sizeof *h);
+		if (!h) {
+			gap_fill(srv, c, cc, g); /* as when full */
+			return;
+		}
+		g->held = h;
+		g->capheld = cap;
+	}
+	g->held[g->nheld++] = sbuf_ref(frame);
+	cc->gap_frames++;
+}
+
+/* Sends a live msg frame in its conversation's order (see the top). */
+static void send_live(server_t *srv, gw_conn_t *c, chat_conn_t *cc, sbuf_t *frame)
 {
 	live_range_t *r = live_find(cc, frame->conv);
+	gap_t *g;
 
-	if (r) {
-		if (frame->seq <= r->last)
-			return; /* already on this connection */
-		r->last = frame->seq;
-	} else {
-		if (cc->nlive == cc->caplive) {
-			size_t cap = cc->caplive ? cc->caplive * 2 : 4;
-			live_range_t *l = realloc(cc->live, cap * sizeof *l);
-			if (!l) {
-				gw_conn_close(c, WS_CLOSE_INTERNAL, "out of memory");
-				return;
-			}
-			cc->live = l;
-			cc->caplive = cap;
-		}
-		cc->live[cc->nlive++] = (live_range_t){frame->conv, frame->seq, frame->seq};
+	if (!r) {
+		/* The first this connection sees of the conversation. */
+		if ((r = live_range(c, cc, frame->conv, frame->seq - 1)) == NULL)
+			return;
+	}
+	if (frame->seq <= r->last)
+		return; /* already on this connection */
+	if (frame->seq > r->last + 1) {
+		gap_hold(srv, c, cc, frame);
+		return;
 	}
 	gw_conn_send(c, frame);
+	r->last = frame->seq;
+	if ((g = gap_find(cc, frame->conv)) != NULL)
+		gap_release(c, cc, g, r);
+}
+
+/* ---- filling a gap from the store --------------------------------- */
+
+/* Travels to a worker and back, like a resume page. */
+typedef struct fill {
+	server_t *srv;
+	uint64_t conn;
+	int64_t user, conv;
+	int64_t after, upto;    /* reads (after, upto] */
+	int64_t floor;          /* seqs up to this are not the user's (before it joined) */
+	int forbidden, failed;
+	sbuf_t **frames;
+	size_t n;
+} fill_t;
+
+static void fill_free(fill_t *f)
+{
+	size_t i;
+
+	for (i = 0; i < f->n; i++)
+		sbuf_unref(f->frames[i]);
+	free(f->frames);
+	free(f);
+}
+
+static void fill_done(gw_conn_t *c, void *p);
+
+static void fill_job(store_t *st, void *arg)
+{
+	fill_t *f = arg;
+	int64_t head, joined;
+	store_message_t *ms = NULL;
+	size_t n = 0, i;
+	int r = store_member_head(st, f->conv, f->user, &head, &joined);
+
+	if (r == STORE_FORBIDDEN) {
+		f->forbidden = 1;
+		goto out;
+	}
+	if (r != STORE_OK) {
+		f->failed = 1;
+		goto out;
+	}
+	f->floor = joined;
+	if (f->after < joined)
+		f->after = joined;
+	if (f->upto > head)
+		f->upto = head;
+	if (f->after < f->upto &&
+	    store_replay(st, f->conv, f->after, f->upto, GAP_FILL_MSGS, RESUME_PAGE_BYTES_MAX, &ms, &n) != STORE_OK) {
+		f->failed = 1;
+		goto out;
+	}
+	if (n && !(f->frames = calloc(n, sizeof *f->frames))) {
+		f->failed = 1;
+		goto out;
+	}
+	for (i = 0; i < n; i++)
+		if ((f->frames[f->n] = frames_msg(&ms[i])) != NULL)
+			f->n++;
+	if (f->n < n)
+		f->failed = 1; /* out of memory: what was made goes; the rest later */
+out:
+	store_messages_free(ms, n);
+	gw_post_call(f->srv->gw, f->conn, fill_done, f);
+}
+
+static void fill_dropped(void *arg)
+{
+	fill_t *f = arg;
+
+	f->failed = 1;
+	gw_post_call(f->srv->gw, f->conn, fill_done, f);
+}
+
+/* Reads the gap's missing frames, unless a worker is at it already. */
+static void gap_fill(server_t *srv, gw_conn_t *c, chat_conn_t *cc, gap_t *g)
+{
+	live_range_t *r = live_find(cc, g->conv);
+	fill_t *f;
+
+	if (g->filling || !r)
+		return;
+	if (!(f = calloc(1, sizeof *f))) {
+		gw_conn_close(c, WS_CLOSE_INTERNAL, "out of memory");
+		return;
+	}
+	*f = (fill_t){srv, gw_conn_handle(c), gw_conn_user(c), g->conv, r->last, g->upto, 0, 0, 0, NULL, 0};
+	g->filling = 1;
+	if (workers_submit_flow(srv->workers, FLOW_OF_USER(f->user), fill_job, fill_dropped, f) < 0) {
+		g->filling = 0;
+		g->since_ms = clock_mono_ms(); /* the queue is full: again later */
+		gw_conn_wake(c, (GAP_WAIT_MS + 999) / 1000);
+		free(f);
+	}
+}
+
+static void fill_done(gw_conn_t *c, void *p)
+{
+	fill_t *f = p;
+	chat_conn_t *cc;
+	live_range_t *r;
+	gap_t *g;
+	size_t i;
+
+	if (!c || !(cc = state_of(c, 0)) || !(g = gap_find(cc, f->conv)) || !(r = live_find(cc, f->conv))) {
+		fill_free(f);
+		return;
+	}
+	g->filling = 0;
+	if (f->forbidden) {
+		/* No longer a member: what was held is not the user's now. */
+		gap_remove(cc, g);
+		fill_free(f);
+		return;
+	}
+	if (r->last < f->floor)
+		r->last = f->floor; /* from before it joined: not its to see */
+	for (i = 0; i < f->n; i++) {
+		sbuf_t *m = f->frames[i];
+		if (m->seq == r->last + 1) {
+			gw_conn_send(c, m);
+			r->last = m->seq;
+		}
+	}
+	if (!f->failed && f->n == 0 && r->last < g->upto) {
+		/* The store has nothing of the gap (it cannot, with seqs that
+		 * commit in order; a replica behind its primary could): go on
+		 * from the lowest frame held rather than hold the conversation
+		 * for ever, and say so. */
+		int64_t lowest = g->upto + 1;
+
+		for (i = 0; i < g->nheld; i++)
+			if (g->held[i]->seq < lowest)
+				lowest = g->held[i]->seq;
+		log_warn("chat: user %lld conversation %lld: seqs %lld to %lld never came; going on without them",
+		         (long long)f->user, (long long)f->conv, (long long)r->last + 1, (long long)lowest - 1);
+		r->last = lowest - 1;
+	}
+	gap_release(c, cc, g, r);
+	if ((g = gap_find(cc, f->conv)) != NULL) {
+		if (f->failed) {
+			g->since_ms = clock_mono_ms(); /* again, after the wait */
+			gw_conn_wake(c, (GAP_WAIT_MS + 999) / 1000);
+		} else {
+			gap_fill(f->srv, c, cc, g); /* more of it than one job reads */
+		}
+	}
+	fill_free(f);
+}
+
+/* The connection's timer: fills the gaps that have waited their time.
+ * Returns the seconds until the next one will have, or 0. */
+unsigned chat_on_timer(server_t *srv, gw_conn_t *c)
+{
+	chat_conn_t *cc = state_of(c, 0);
+	int64_t now = clock_mono_ms(), next = 0;
+	size_t i;
+
+	for (i = 0; cc && i < cc->ngaps; i++) {
+		gap_t *g = &cc->gaps[i];
+		int64_t due = g->since_ms + GAP_WAIT_MS;
+
+		if (g->filling)
+			continue;
+		if (due <= now)
+			gap_fill(srv, c, cc, g);
+		else if (!next || due - now < next)
+			next = due - now;
+	}
+	return next ? (unsigned)((next + 999) / 1000) : 0;
 }
 
 static resume_conv_t *resume_conv(resume_t *r, int64_t conv)
@@ -477,7 +854,7 @@ void chat_on_live(server_t *srv, gw_conn_t *c, sbuf_t *frame)
 		cc->held[cc->nheld++] = sbuf_ref(frame);
 		return;
 	}
-	send_live(c, cc, frame);
+	send_live(srv, c, cc, frame);
 }
 
 static void resume_free(resume_t *r)
@@ -644,13 +1021,28 @@ static void resume_finish(gw_conn_t *c, chat_conn_t *cc)
 
 	gw_conn_send(c, r->resumed);
 	cc->resume = NULL;
+	/* The client has each resumed conversation up to the replay's end:
+	 * live frames go on from there, and one further on is a gap. */
+	for (i = 0; i < r->nconvs; i++) {
+		resume_conv_t *rc = &r->convs[i];
+		live_range_t *lr;
+
+		if (rc->forbidden)
+			continue;
+		if (!(lr = live_range(c, cc, rc->conv, rc->upto))) {
+			resume_free(r);
+			return;
+		}
+		if (lr->last < rc->upto)
+			lr->last = rc->upto;
+	}
 	/* Release held live frames; the replay has covered those up to its
 	 * range's end. */
 	for (i = 0; i < cc->nheld; i++) {
 		sbuf_t *f = cc->held[i];
 		resume_conv_t *rc = resume_conv(r, f->conv);
 		if (!rc || rc->forbidden || f->seq > rc->upto)
-			send_live(c, cc, f);
+			send_live(srv, c, cc, f);
 		sbuf_unref(f);
 	}
 	cc->nheld = 0;
@@ -688,7 +1080,7 @@ static void resume_page_ready(gw_conn_t *c, void *p)
 			send_error(c, "unavailable", "resume failed; retry", NULL, 0);
 		}
 		for (i = 0; i < cc->nheld; i++)
-			send_live(c, cc, cc->held[i]), sbuf_unref(cc->held[i]);
+			send_live(r->srv, c, cc, cc->held[i]), sbuf_unref(cc->held[i]);
 		cc->nheld = 0;
 		cc->resume = NULL;
 		resume_free(r);
@@ -804,7 +1196,9 @@ static void handle_resume(server_t *srv, gw_conn_t *c, json_t *j)
 
 void chat_conn_opened(server_t *srv, gw_conn_t *c)
 {
-	presence_connected(srv->presence, gw_conn_user(c));
+	/* The bus has it (routes.c), which is all presence needs. */
+	(void)srv;
+	(void)c;
 }
 
 void chat_conn_closed(server_t *srv, gw_conn_t *c)
@@ -812,7 +1206,7 @@ void chat_conn_closed(server_t *srv, gw_conn_t *c)
 	chat_conn_t *cc = state_of(c, 0);
 	size_t i;
 
-	presence_disconnected(srv->presence, gw_conn_user(c), cc ? cc->away : 0);
+	presence_disconnected(srv->presence, gw_conn_user(c));
 	if (!cc)
 		return;
 	presence_unwatch(srv->presence, gw_conn_handle(c), cc->watched, cc->nwatched);
@@ -824,10 +1218,13 @@ void chat_conn_closed(server_t *srv, gw_conn_t *c)
 	for (i = 0; i < cc->nheld; i++)
 		sbuf_unref(cc->held[i]);
 	free(cc->held);
+	while (cc->ngaps)
+		gap_remove(cc, &cc->gaps[0]);
+	free(cc->gaps);
 	free(cc->live);
 	json_decref(cc->pending);
 	free(cc);
-	*gw_conn_chat(c) = NULL;
+	*gw_conn_app(c) = NULL;
 }
 
 /* ---- presence, watch, typing ---------------------------------------- */
@@ -852,7 +1249,7 @@ static void handle_presence(server_t *srv, gw_conn_t *c, json_t *j)
 	}
 	if (cc->away != away) {
 		cc->away = away;
-		presence_away(srv->presence, gw_conn_user(c), away);
+		presence_away(srv->presence, gw_conn_user(c), gw_conn_handle(c), away);
 	}
 }
 

@@ -19,6 +19,9 @@
 void chat_on_text(server_t *srv, gw_conn_t *c, const uint8_t *data, size_t len);
 /* A msg frame (or other live frame) bus-delivered to c (borrowed ref). */
 void chat_on_live(server_t *srv, gw_conn_t *c, sbuf_t *frame);
+/* c's timer (gw_handlers_t ws_timer): gaps that waited their time are
+ * filled from the store. Returns the seconds until it wants the next. */
+unsigned chat_on_timer(server_t *srv, gw_conn_t *c);
 /* c's outbound queue has drained: a paused resume may go on. */
 void chat_on_drained(server_t *srv, gw_conn_t *c);
 /* c has just become an authenticated WebSocket. */

@@ -39,15 +39,8 @@
 #include <unistd.h>
 
 #include "addrconns.h"
-#include "api.h"
-#include "auth.h"
 #include "budget.h"
 #include "clientaddr.h"
-#include "origin.h"
-#include "chat.h"
-#include "metrics.h"
-#include "webfiles.h"
-#include "frames.h"
 #include "http.h"
 #include "log.h"
 #include "loop.h"
@@ -135,9 +128,13 @@ struct gw_conn {
 	outq_t *out;             /* NULL when nothing is queued */
 	bytebuf_t *frag;         /* fragments of a message in progress */
 	int64_t user, device;
-	void *chat;
+	void *app;               /* the handlers' per-connection state */
 	uint64_t addr;           /* the client's address key (clientaddr.h) */
 };
+
+/* Every idle connection has one: it must fit the 128-byte malloc chunk
+ * (120 bytes usable) the idle-memory figure of docs/benchmarks.md counts. */
+_Static_assert(sizeof(struct gw_conn) <= 120, "gw_conn_t grew past its 128-byte chunk");
 
 struct io_thread {
 	gateway_t *gw;
@@ -173,6 +170,7 @@ struct gateway {
 	io_thread_t *t;
 	int port, admin_port;
 	atomic_int_fast64_t conns, websockets; /* open now, all threads */
+	gw_handlers_t h;         /* the server's: routes and WebSocket events */
 	/* Bytes held in connections' input buffers (partial requests, frames
 	 * and fragmented messages), against srv->cfg.max_partial_bytes. */
 	atomic_size_t partial_bytes;
@@ -304,26 +302,40 @@ static void bytebuf_free(gw_conn_t *c, bytebuf_t *b)
 
 /* ---- handles -------------------------------------------------------- */
 
+/* A handle: the node (10 bits, at BUS_CONN_NODE_SHIFT, so that the bus
+ * can route a frame for one connection to its node), the I/O thread (6
+ * bits; --threads is at most 64), the slot's generation (24 bits: a stale
+ * handle is recognised until its slot has been reused 16 million times)
+ * and the slot (24 bits). */
+#define HANDLE_THREAD_SHIFT 48
+#define HANDLE_GEN_SHIFT 24
+#define HANDLE_MASK24 0xffffffu
+#define SLOTS_MAX (1u << 24)
+
 static uint64_t handle_of(const gw_conn_t *c)
 {
-	return ((uint64_t)c->t->index << 56) | ((uint64_t)(c->gen & 0xffffff) << 32) | c->slot;
+	return ((uint64_t)c->t->gw->srv->cfg.node_id << BUS_CONN_NODE_SHIFT) |
+	       ((uint64_t)c->t->index << HANDLE_THREAD_SHIFT) |
+	       ((uint64_t)(c->gen & HANDLE_MASK24) << HANDLE_GEN_SHIFT) | c->slot;
 }
 
 static io_thread_t *thread_of(gateway_t *gw, uint64_t h)
 {
-	unsigned i = (unsigned)(h >> 56);
+	unsigned i = (unsigned)(h >> HANDLE_THREAD_SHIFT) & 0x3f;
 
+	if (BUS_CONN_NODE(h) != gw->srv->cfg.node_id)
+		return NULL; /* another node's: not ours to reach */
 	return i < (unsigned)gw->n ? &gw->t[i] : NULL;
 }
 
 static gw_conn_t *resolve(io_thread_t *t, uint64_t h)
 {
-	uint32_t slot = (uint32_t)h, gen = (uint32_t)(h >> 32) & 0xffffff;
+	uint32_t slot = (uint32_t)h & HANDLE_MASK24, gen = (uint32_t)(h >> HANDLE_GEN_SHIFT) & HANDLE_MASK24;
 	gw_conn_t *c;
 
 	if (slot >= t->nslots || !(c = t->conns[slot]))
 		return NULL;
-	if ((c->gen & 0xffffff) != gen || (c->flags & F_DEAD))
+	if ((c->gen & HANDLE_MASK24) != gen || (c->flags & F_DEAD))
 		return NULL;
 	return c;
 }
@@ -485,8 +497,6 @@ static void start_linger(gw_conn_t *c)
 
 static void conn_flush(gw_conn_t *c)
 {
-	server_t *srv = c->t->gw->srv;
-
 	while (c->out) {
 		struct iovec iov[64];
 		outq_t *q = c->out;
@@ -544,8 +554,8 @@ static void conn_flush(gw_conn_t *c)
 		conn_kill(c);
 	} else if (c->flags & F_FLUSH_CLOSE) {
 		start_linger(c);
-	} else if (c->state == ST_WS && c->chat) {
-		chat_on_drained(srv, c);
+	} else if (c->state == ST_WS) {
+		c->t->gw->h.ws_drained(c->t->gw->h.ud, c);
 	} else if ((c->flags & F_HTTP_HELD) && c->state == ST_HTTP) {
 		c->flags &= ~F_HTTP_HELD;
 		if (!(c->flags & F_BUSY))
@@ -592,8 +602,7 @@ static void conn_free(gw_conn_t *c)
 	if (c->user) {
 		log_debug("gateway: fd %d: user %lld device %lld disconnected", c->fd, (long long)c->user,
 		          (long long)c->device);
-		bus_detach(srv->bus, c->user, handle_of(c));
-		chat_conn_closed(srv, c);
+		t->gw->h.ws_closed(t->gw->h.ud, c);
 	}
 	for (i = c->out ? c->out->head : 0; c->out && i < c->out->n; i++)
 		sbuf_unref(c->out->buf[i]);
@@ -653,16 +662,14 @@ static void http_fail_retry(gw_conn_t *c, int status, const char *code, const ch
 
 /* ---- HTTP ----------------------------------------------------------- */
 
-static void handle_upgrade(gw_conn_t *c, const http_request_t *req)
+/* The WebSocket handshake of RFC 6455 section 4.2.1; what the server
+ * then asks of the request (its origin, its credential) is the route's. */
+static void handle_upgrade(gw_conn_t *c, const http_request_t *req, const gw_route_t *r)
 {
-	server_t *srv = c->t->gw->srv;
 	const http_header_t *h;
-	char token[256], accept[29];
-	const char *tok = NULL;
-	size_t toklen = 0;
-	int n, ticket = 0;
+	char accept[29];
 
-	if (!http_is(req, "GET", "/chat/v1/ws")) {
+	if (!(req->method_len == 3 && memcmp(req->method, "GET", 3) == 0)) {
 		http_fail(c, 405, "bad_request", "the WebSocket endpoint takes GET", "Allow: GET\r\n");
 		return;
 	}
@@ -685,41 +692,11 @@ static void handle_upgrade(gw_conn_t *c, const http_request_t *req)
 		http_fail(c, 400, "bad_request", "missing or malformed Sec-WebSocket-Key", NULL);
 		return;
 	}
-	/* Another site's page must not open a socket as the user. */
-	if (!origin_allowed(req, srv->cfg.public_url, srv->cfg.allowed_origins)) {
-		log_refusal("gateway: %s: a WebSocket from a page of another origin; refused", conn_peer(c));
-		http_fail(c, 403, "forbidden", "WebSockets from pages of this origin are not accepted", NULL);
-		return;
-	}
-	/* The credential: a bearer token in the header, or in the query as
-	 * the contract allows, or a single-use ticket (tickets.h), which is
-	 * what keeps a browser's token out of URLs and logs. */
-	if (http_bearer(req, &tok, &toklen)) {
-		/* in the header */
-	} else if ((n = http_query_param(req->target, req->target_len, "ticket", token,
-	                                 sizeof token)) >= 0) {
-		tok = token;
-		toklen = (size_t)n;
-		ticket = 1;
-	} else if ((n = http_query_param(req->target, req->target_len, "token", token,
-	                                 sizeof token)) >= 0) {
-		tok = token;
-		toklen = (size_t)n;
-	}
-	if (!tok || toklen == 0) {
-		http_fail(c, 401, "unauthorized", "a bearer token or ticket is required", NULL);
-		return;
-	}
 	if (c->flags & F_PROXIED) {
 		/* From now on the connection is this client's. */
 		c->addr = request_client(c, req);
 	}
-	if (api_submit_upgrade(srv, handle_of(c), c->addr, tok, toklen, ticket, accept) < 0) {
-		http_fail(c, 503, "unavailable", "the server is overloaded; retry later", NULL);
-		return;
-	}
-	c->flags |= F_BUSY;
-	pause_reading(c, 1);
+	r->upgrade(c->t->gw->h.ud, c, req, accept);
 }
 
 /* The client a request is from: the connection's own address, or for a
@@ -740,91 +717,44 @@ static uint64_t request_client(gw_conn_t *c, const http_request_t *req)
 	return addr_key(&client);
 }
 
-/* True when the request carries the operator's bearer token. */
-static int operator_may(const server_t *srv, const http_request_t *req)
+/* The first route that serves this path on this listener. */
+static const gw_route_t *find_route(const gateway_t *gw, const http_request_t *req, int listener)
 {
-	const char *tok;
-	size_t len;
-	uint8_t hash[32];
+	size_t i, n;
 
-	if (!srv->has_operator_token || !http_bearer(req, &tok, &len))
-		return 0;
-	auth_secret_hash(tok, len, hash);
-	return auth_equal(hash, srv->operator_token_hash, sizeof hash);
+	for (i = 0; i < gw->h.nroutes; i++) {
+		const gw_route_t *r = &gw->h.routes[i];
+
+		if (!(r->listeners & listener))
+			continue;
+		n = strlen(r->path);
+		if (r->match == GW_PREFIX ? req->path_len >= n && memcmp(req->target, r->path, n) == 0
+		                          : req->path_len == n && memcmp(req->target, r->path, n) == 0)
+			return r;
+	}
+	return NULL;
 }
 
 static void handle_request(gw_conn_t *c, const http_request_t *req, const char *body,
                            size_t body_len)
 {
-	server_t *srv = c->t->gw->srv;
-	int keep = req->keep_alive;
+	gateway_t *gw = c->t->gw;
+	const gw_route_t *r = find_route(gw, req, (c->flags & F_ADMIN) ? GW_OPERATOR : GW_PUBLIC);
 
-	if (req->path_len == 8 && memcmp(req->target, "/healthz", 8) == 0) {
-		if (!http_is(req, "GET", "/healthz")) {
-			http_fail(c, 405, "bad_request", "healthz takes GET", "Allow: GET\r\n");
-			return;
-		}
-		if (atomic_load(&srv->draining))
-			conn_queue(c, http_error_response(503, "unavailable", "shutting down", 0, NULL));
-		else
-			conn_queue(c, http_response(200, "application/json", "{\"status\":\"ok\"}", 15,
-			                            keep, NULL));
-		if (!keep || atomic_load(&srv->draining)) {
-			c->state = ST_CLOSING;
-			c->flags |= F_FLUSH_CLOSE;
-		}
+	if (!r) {
+		gw_conn_respond(c,
+		                http_error_response(404, "not_found",
+		                                    (c->flags & F_ADMIN) ? "the operator listener serves only "
+		                                                           "the operator's endpoints"
+		                                                         : "no such endpoint",
+		                                    req->keep_alive, NULL),
+		                req->keep_alive);
 		return;
 	}
-	/* The node's counters are for its operator: on the operator
-	 * listener, or with the operator's token; to anyone else the
-	 * endpoint does not exist. */
-	if (http_is(req, "GET", "/metrics") && ((c->flags & F_ADMIN) || operator_may(srv, req))) {
-		conn_queue(c, metrics_response(srv, keep));
-		if (!keep) {
-			c->state = ST_CLOSING;
-			c->flags |= F_FLUSH_CLOSE;
-		}
-		return;
-	}
-	if (c->flags & F_ADMIN) {
-		conn_queue(c, http_error_response(404, "not_found", "the operator listener serves /metrics and /healthz",
-		                                  keep, NULL));
-		if (!keep) {
-			c->state = ST_CLOSING;
-			c->flags |= F_FLUSH_CLOSE;
-		}
-		return;
-	}
-	if (req->path_len == 11 && memcmp(req->target, "/chat/v1/ws", 11) == 0) {
-		handle_upgrade(c, req);
-		return;
-	}
-	if (req->path_len >= 8 && memcmp(req->target, "/api/v1/", 8) == 0) {
-		if (api_submit_request(srv, handle_of(c), request_client(c, req), req, body, body_len) < 0) {
-			http_fail(c, 503, "unavailable", "the server is overloaded; retry later", NULL);
-			return;
-		}
-		c->flags |= F_BUSY;
-		pause_reading(c, 1);
-		return;
-	}
-	{
-		int oom;
-		sbuf_t *b = webfiles_response(srv->web, req, keep, &oom);
-		if (b || oom) {
-			conn_queue(c, b); /* NULL: out of memory, drops the connection */
-			if (!keep) {
-				c->state = ST_CLOSING;
-				c->flags |= F_FLUSH_CLOSE;
-			}
-			return;
-		}
-	}
-	conn_queue(c, http_error_response(404, "not_found", "no such endpoint", keep, NULL));
-	if (!keep) {
-		c->state = ST_CLOSING;
-		c->flags |= F_FLUSH_CLOSE;
-	}
+	if (r->upgrade)
+		handle_upgrade(c, req, r);
+	else
+		r->http(gw->h.ud, c, req, body, body_len);
 }
 
 /* Parses and handles requests in data; returns the bytes consumed. */
@@ -900,11 +830,44 @@ static size_t process_http(gw_conn_t *c, const char *data, size_t len)
 	return off;
 }
 
+/* ---- answering a route ---------------------------------------------- */
+
+void gw_conn_respond(gw_conn_t *c, sbuf_t *response, int keep_alive)
+{
+	conn_queue(c, response); /* NULL: out of memory, drops the connection */
+	if (!keep_alive) {
+		c->state = ST_CLOSING;
+		c->flags |= F_FLUSH_CLOSE;
+	}
+}
+
+void gw_conn_refuse(gw_conn_t *c, int status, const char *code, const char *message,
+                    const char *extra_header)
+{
+	http_fail(c, status, code, message, extra_header);
+}
+
+void gw_conn_defer(gw_conn_t *c)
+{
+	c->flags |= F_BUSY;
+	pause_reading(c, 1);
+}
+
+int gw_conn_operator(const gw_conn_t *c)
+{
+	return !!(c->flags & F_ADMIN);
+}
+
+uint64_t gw_request_client(gw_conn_t *c, const http_request_t *req)
+{
+	return request_client(c, req);
+}
+
 /* ---- WebSocket ------------------------------------------------------ */
 
 static void ws_message(gw_conn_t *c, const uint8_t *data, size_t len)
 {
-	chat_on_text(c->t->gw->srv, c, data, len);
+	c->t->gw->h.ws_text(c->t->gw->h.ud, c, data, len);
 }
 
 static int frag_append(gw_conn_t *c, const uint8_t *p, size_t n)
@@ -1238,6 +1201,7 @@ static void conn_timer(gw_conn_t *c, uint32_t now)
 {
 	const server_config_t *cfg = &c->t->gw->srv->cfg;
 	uint32_t deadline, next, since;
+	unsigned wake;
 
 	switch (c->state) {
 	case ST_PROXY:
@@ -1302,7 +1266,12 @@ static void conn_timer(gw_conn_t *c, uint32_t now)
 			conn_queue(c, ws_frame_new(WS_OP_PING, NULL, 0));
 			c->since = now;
 		}
+		wake = c->t->gw->h.ws_timer(c->t->gw->h.ud, c);
+		if (c->flags & F_DEAD)
+			return;
 		next = c->since + (uint32_t)cfg->ping_interval_s;
+		if (wake && now + wake < next)
+			next = now + wake;
 		if (c->last_rx + (uint32_t)cfg->idle_timeout_s < next)
 			next = c->last_rx + (uint32_t)cfg->idle_timeout_s;
 		if (partial_since(c, &since) && since + (uint32_t)cfg->request_timeout_s < next)
@@ -1354,10 +1323,10 @@ static int slot_alloc(io_thread_t *t, uint32_t *slot)
 {
 	if (!t->nfree) {
 		uint32_t n = t->nslots ? t->nslots * 2 : 1024, i;
-		gw_conn_t **c = realloc(t->conns, n * sizeof *c);
+		gw_conn_t **c;
 		uint32_t *g, *f;
 
-		if (!c)
+		if (n > SLOTS_MAX || !(c = realloc(t->conns, n * sizeof *c)))
 			return -1;
 		t->conns = c;
 		if (!(g = realloc(t->gens, n * sizeof *g)))
@@ -1536,7 +1505,7 @@ static void task_live(loop_t *loop, void *p, uint64_t u)
 	gw_conn_t *c = resolve(t, u);
 
 	if (c && c->state == ST_WS)
-		chat_on_live(t->gw->srv, c, frame);
+		t->gw->h.ws_live(t->gw->h.ud, c, frame);
 	sbuf_unref(frame);
 }
 
@@ -1615,12 +1584,30 @@ typedef struct upgrade {
 	char accept[29];
 } upgrade_t;
 
+/* Asks the server whether (user, device) may open this WebSocket. The
+ * connection is theirs while the server decides (its handlers read
+ * gw_conn_user); refused, it is no one's again, so that closing it calls
+ * no handler. */
+static int admit(gw_conn_t *c, int64_t user, int64_t device, gw_refusal_t *why)
+{
+	gateway_t *gw = c->t->gw;
+
+	c->user = user;
+	c->device = device;
+	if (gw->h.ws_admit(gw->h.ud, c, why) < 0) {
+		c->user = c->device = 0;
+		return -1;
+	}
+	return 0;
+}
+
 static void task_upgrade(loop_t *loop, void *p, uint64_t u)
 {
 	io_thread_t *t = loop_hooks_ud(loop);
 	server_t *srv = t->gw->srv;
 	upgrade_t *up = p;
 	gw_conn_t *c = resolve(t, u);
+	gw_refusal_t why = {503, "unavailable", "refused", NULL};
 	char head[256];
 	int n;
 
@@ -1635,15 +1622,8 @@ static void task_upgrade(loop_t *loop, void *p, uint64_t u)
 		http_fail(c, 401, "unauthorized", "invalid or expired token", NULL);
 	} else if ((c->flags & F_PROXIED) && count_conn(c, 0) < 0) {
 		/* refused: this client holds too many connections */
-	} else if ((n = bus_attach(srv->bus, up->user, up->device, handle_of(c))) < 0) {
-		if (n == BUS_FULL) {
-			log_refusal("gateway: user %lld has %u connections open; refusing another",
-			         (long long)up->user, srv->cfg.max_user_connections);
-			http_fail(c, 429, "rate_limited", "too many connections open for this user; close one first",
-			          "Retry-After: 30\r\n");
-		} else {
-			http_fail(c, 503, "unavailable", "out of memory", NULL);
-		}
+	} else if (admit(c, up->user, up->device, &why) < 0) {
+		http_fail(c, why.status, why.code, why.message, why.extra_header);
 	} else {
 		n = snprintf(head, sizeof head,
 		             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -1656,11 +1636,8 @@ static void task_upgrade(loop_t *loop, void *p, uint64_t u)
 		}
 		c->state = ST_WS;
 		atomic_fetch_add(&t->gw->websockets, 1);
-		c->user = up->user;
-		c->device = up->device;
 		c->last_rx = c->since = loop_now_s(loop);
-		conn_queue(c, frames_ready(c->user, c->device, clock_wall_ms()));
-		chat_conn_opened(srv, c);
+		t->gw->h.ws_opened(t->gw->h.ud, c);
 		log_debug("gateway: fd %d: user %lld device %lld connected", c->fd, (long long)c->user,
 		          (long long)c->device);
 		schedule(c, c->since + (uint32_t)srv->cfg.ping_interval_s);
@@ -1729,8 +1706,7 @@ static void post(gateway_t *gw, uint64_t conn, loop_task_fn fn, void *p)
 		log_error("gateway: cannot post to connection %llx", (unsigned long long)conn);
 		/* Run it with a handle that resolves to nothing so that it
 		 * releases what it carries. */
-		if (t)
-			fn(t->loop, p, ~0ULL);
+		fn(t ? t->loop : gw->t[0].loop, p, ~0ULL);
 	}
 }
 
@@ -1782,20 +1758,14 @@ void gw_post_upgrade(gateway_t *gw, uint64_t conn, int64_t user, int64_t device,
 	post(gw, conn, task_upgrade, up);
 }
 
-static void sink_deliver(void *ud, uint64_t conn, sbuf_t *frame)
+void gw_post_live(gateway_t *gw, uint64_t conn, sbuf_t *frame)
 {
-	post(ud, conn, task_live, sbuf_ref(frame));
+	post(gw, conn, task_live, sbuf_ref(frame));
 }
 
-static void sink_kick(void *ud, uint64_t conn)
+void gw_post_kick(gateway_t *gw, uint64_t conn)
 {
-	post(ud, conn, task_kick, NULL);
-}
-
-bus_sink_t gateway_bus_sink(gateway_t *gw)
-{
-	bus_sink_t s = {sink_deliver, sink_kick, gw};
-	return s;
+	post(gw, conn, task_kick, NULL);
 }
 
 /* ---- public: connection's own thread -------------------------------- */
@@ -1825,15 +1795,23 @@ const char *gw_conn_peer(const gw_conn_t *c)
 	return conn_peer(c);
 }
 
-void **gw_conn_chat(gw_conn_t *c)
+void **gw_conn_app(gw_conn_t *c)
 {
-	return &c->chat;
+	return &c->app;
 }
 
 void gw_conn_send(gw_conn_t *c, sbuf_t *frame)
 {
 	if (frame)
 		conn_queue(c, sbuf_ref(frame));
+}
+
+void gw_conn_wake(gw_conn_t *c, unsigned seconds)
+{
+	uint32_t due = c->t->wheel_now + (seconds ? seconds : 1);
+
+	if (c->state == ST_WS && (!(c->flags & F_IN_WHEEL) || c->due > due))
+		schedule(c, due);
 }
 
 size_t gw_conn_queued(const gw_conn_t *c)
@@ -1892,7 +1870,7 @@ static int listen_on(const char *host, int port, int *out_port)
 	return fd;
 }
 
-gateway_t *gateway_new(server_t *srv)
+gateway_t *gateway_new(server_t *srv, const gw_handlers_t *h)
 {
 	gateway_t *gw = calloc(1, sizeof *gw);
 	int i;
@@ -1900,6 +1878,7 @@ gateway_t *gateway_new(server_t *srv)
 	if (!gw)
 		return NULL;
 	gw->srv = srv;
+	gw->h = *h;
 	gw->n = srv->cfg.threads;
 	if (!(gw->t = calloc((size_t)gw->n, sizeof *gw->t)))
 		goto err;
@@ -1984,7 +1963,8 @@ void gateway_stop_accepting(gateway_t *gw)
 	int i;
 
 	for (i = 0; i < gw->n; i++)
-		post(gw, (uint64_t)i << 56, task_stop_accept, NULL);
+		post(gw, ((uint64_t)gw->srv->cfg.node_id << BUS_CONN_NODE_SHIFT) | ((uint64_t)i << HANDLE_THREAD_SHIFT),
+		     task_stop_accept, NULL);
 }
 
 typedef struct barrier {

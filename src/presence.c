@@ -1,13 +1,22 @@
-/* presence.c - the presence and typing registry of presence.h.
+/* presence.c - the presence state machine and typing of presence.h.
  *
- * One table of users under one mutex: connects, disconnects, watches and
- * typing frames are rare next to messages. A user has an entry only while
- * it is watched, typing, away or going offline: a connected user nobody
- * watches costs nothing here, and how many connections a user has is
- * asked of the bus, which knows it anyway. Frames are built once per
- * change and handed to each watcher's connection (presence) or to each
- * member through the bus (typing). The ticker thread wakes every 250 ms
- * for the timed parts. */
+ * Who is connected, and whether every connection of a user says away, is
+ * the bus's registry (bus.h): on one node an in-process table, in a fleet
+ * Redis. This module subscribes, through the bus, to the users its own
+ * connections watch, hears their state across every node, and turns it
+ * into what watchers see: the grace period before "offline", at most one
+ * announcement a second, blocks and departures applied at once. Typing
+ * is kept here for the typists connected to this node.
+ *
+ * One table of users under one mutex: watches and typing frames are rare
+ * next to messages. A user has an entry only while this node watches it,
+ * it types here, or an announcement of it waits: a connected user nobody
+ * watches costs nothing here. Frames are built once per change and handed
+ * to each watcher's connection (presence) or to each member (typing)
+ * through the bus. Calls that may report back (subscribe) are made with
+ * the lock released, and reports are ordered by their version, so that
+ * reports racing on several threads cannot leave an old state. The
+ * ticker thread wakes every 250 ms for the timed parts. */
 #include "presence.h"
 
 #include <errno.h>
@@ -18,7 +27,6 @@
 #include <time.h>
 
 #include "bus.h"
-#include "gateway.h"
 #include "jbuf.h"
 #include "frames.h"
 #include "log.h"
@@ -41,16 +49,19 @@ typedef struct typing {
 typedef struct watcher {
 	uint64_t conn;
 	int64_t user;
+	int answered;               /* has had its first presence frame */
 } watcher_t;
 
 typedef struct user {
 	struct user *next;
 	int64_t id;
-	uint32_t conns, away;       /* WebSockets open; how many say away */
+	int known;                  /* the bus has reported it at least once */
+	int raw;                    /* BUS_*: as the bus last reported it */
+	uint64_t version;           /* of that report */
 	int state;                  /* as last announced */
 	int pending;                /* a change waits for its turn (below) */
 	int64_t announced_ms;       /* when a change was last announced */
-	int64_t last_seen;          /* ms: when it was last connected */
+	int64_t last_seen;          /* ms: when it was last connected, as known here */
 	int64_t offline_at;         /* debounce deadline, 0 when none */
 	watcher_t *watchers;
 	size_t nwatchers, capwatchers;
@@ -131,17 +142,11 @@ static user_t *find(presence_t *p, int64_t id, int create)
 	return u;
 }
 
-/* The user's entry, made if missing with its connections as the bus
- * counts them now. */
+/* The user's entry, made if missing (its state unknown until the bus
+ * reports it). */
 static user_t *entry(presence_t *p, int64_t id)
 {
-	user_t *u = find(p, id, 0);
-
-	if (!u && (u = find(p, id, 1)) != NULL) {
-		u->conns = bus_connections(p->srv->bus, id);
-		u->state = u->conns ? ONLINE : OFFLINE;
-	}
-	return u;
+	return find(p, id, 1);
 }
 
 /* Drops u from the table when nothing refers to it any more. */
@@ -149,7 +154,7 @@ static void maybe_forget(presence_t *p, user_t *u)
 {
 	user_t **b;
 
-	if (u->away || u->nwatchers || u->ntyping || u->offline_at || u->pending)
+	if (u->nwatchers || u->ntyping || u->offline_at || u->pending)
 		return;
 	for (b = &p->buckets[(uint64_t)u->id % BUCKETS]; *b != u; b = &(*b)->next)
 		;
@@ -180,12 +185,20 @@ static sbuf_t *presence_frame(int64_t user, int state, int64_t last_seen)
 	return f;
 }
 
-/* The state the user's connections add up to. */
+/* The state the user's connections on every node add up to, after the
+ * grace period. */
 static int current(const user_t *u)
 {
-	if (u->conns == 0)
+	if (u->raw == BUS_ABSENT)
 		return u->offline_at ? u->state : OFFLINE; /* debounced */
-	return u->away >= u->conns ? AWAY : ONLINE;
+	return u->raw == BUS_AWAY ? AWAY : ONLINE;
+}
+
+/* A presence frame of u as it stands, for one of its watchers. */
+static sbuf_t *frame_now(const user_t *u, int64_t now)
+{
+	/* While connected, "last seen" is now. */
+	return presence_frame(u->id, u->state, u->state == OFFLINE ? u->last_seen : now);
 }
 
 /* Announces u's state to its watchers if it changed. Under the lock. */
@@ -212,10 +225,27 @@ static void announce(presence_t *p, user_t *u, int64_t now)
 	u->pending = 0;
 	u->announced_ms = now;
 	u->state = state;
-	/* While connected, "last seen" is now. */
-	f = presence_frame(u->id, state, state == OFFLINE ? u->last_seen : now);
+	f = frame_now(u, now);
 	for (i = 0; f && i < u->nwatchers; i++)
-		gw_post_frame(p->srv->gw, u->watchers[i].conn, f);
+		if (u->watchers[i].answered)
+			bus_send(p->srv->bus, u->watchers[i].conn, f);
+	sbuf_unref(f);
+}
+
+/* Gives each watcher that has had no answer yet its first frame. */
+static void answer_new(presence_t *p, user_t *u, int64_t now)
+{
+	sbuf_t *f = NULL;
+	size_t i;
+
+	for (i = 0; i < u->nwatchers; i++) {
+		if (u->watchers[i].answered)
+			continue;
+		if (!f && !(f = frame_now(u, now)))
+			return;
+		bus_send(p->srv->bus, u->watchers[i].conn, f);
+		u->watchers[i].answered = 1;
+	}
 	sbuf_unref(f);
 }
 
@@ -265,67 +295,106 @@ static void remember_seen(presence_t *p, int64_t user, int64_t when)
 	p->seen_times[p->nseen++] = when;
 }
 
-/* The bus is told of a connection before presence is, so its count is
- * the truth; presence keeps a copy only to compare states. */
-void presence_connected(presence_t *p, int64_t user)
+void presence_on_state(presence_t *p, int64_t user, int state, int64_t last_seen, uint64_t version)
 {
 	int64_t now = clock_wall_ms();
 	user_t *u;
 
 	pthread_mutex_lock(&p->lock);
-	if ((u = find(p, user, 0)) != NULL) {
-		u->conns = bus_connections(p->srv->bus, user);
-		u->offline_at = 0; /* back within the grace period: no flap */
-		u->last_seen = now;
+	if ((u = find(p, user, 0)) == NULL) {
+		pthread_mutex_unlock(&p->lock); /* watched no longer */
+		return;
+	}
+	if (last_seen > u->last_seen)
+		u->last_seen = last_seen;
+	if (!u->known || version > u->version) {
+		int first = !u->known;
+
+		u->known = 1;
+		u->version = version;
+		if (state == BUS_ABSENT && u->raw != BUS_ABSENT && !first) {
+			/* Gone from every node: offline only if it stays so for
+			 * the grace period (a phone between networks). */
+			u->offline_at = now + p->grace_ms;
+			if (!u->last_seen || u->last_seen < now - p->grace_ms)
+				u->last_seen = now;
+		} else if (state != BUS_ABSENT) {
+			u->offline_at = 0;
+		}
+		u->raw = state;
+		if (first) {
+			/* Its first report is what watchers are first told, at
+			 * once, not a change to hold back. */
+			u->state = current(u);
+			u->announced_ms = 0;
+		}
 		announce(p, u, now);
 	}
+	answer_new(p, u, now);
+	maybe_forget(p, u);
 	pthread_mutex_unlock(&p->lock);
 }
 
-void presence_disconnected(presence_t *p, int64_t user, int was_away)
+void presence_disconnected(presence_t *p, int64_t user)
 {
 	int64_t now = clock_wall_ms();
+	/* Asked before the lock: the bus is never called under it. */
 	unsigned conns = bus_connections(p->srv->bus, user);
 	user_t *u;
 
 	pthread_mutex_lock(&p->lock);
-	if ((u = find(p, user, 0)) != NULL) {
-		u->conns = conns;
-		if (was_away && u->away)
-			u->away--;
-		u->last_seen = now;
-		if (u->conns == 0) {
-			u->offline_at = now + p->grace_ms;
-			while (u->ntyping) /* the typist is gone */
+	if (conns == 0) {
+		/* Its typing here ends with its last connection here. */
+		if ((u = find(p, user, 0)) != NULL) {
+			while (u->ntyping)
 				typing_end(p, u, 0);
+			maybe_forget(p, u);
 		}
-		announce(p, u, now);
-		maybe_forget(p, u);
-	} else if (conns == 0) {
-		remember_seen(p, user, now); /* nobody watches: just the record */
+		remember_seen(p, user, now);
 	}
 	pthread_mutex_unlock(&p->lock);
 }
 
-void presence_away(presence_t *p, int64_t user, int away)
+void presence_away(presence_t *p, int64_t user, uint64_t conn, int away)
 {
-	int64_t now = clock_wall_ms();
-	user_t *u;
-
-	pthread_mutex_lock(&p->lock);
-	/* Away users keep an entry: a watcher who comes later must see it. */
-	if ((u = away ? entry(p, user) : find(p, user, 0)) != NULL) {
-		if (away && u->away < u->conns)
-			u->away++;
-		else if (!away && u->away)
-			u->away--;
-		announce(p, u, now);
-		maybe_forget(p, u);
-	}
-	pthread_mutex_unlock(&p->lock);
+	bus_set_away(p->srv->bus, user, conn, away);
 }
 
-static void unwatch_locked(presence_t *p, uint64_t conn, const int64_t *users, size_t n)
+/* Users whose watchers went, to unsubscribe from once the lock is gone:
+ * one unsubscribe per watcher removed, as there was one subscribe per
+ * watcher added. */
+typedef struct unsubs {
+	int64_t *users;
+	size_t n, cap;
+} unsubs_t;
+
+static void unsub_add(unsubs_t *un, int64_t user)
+{
+	if (un->n == un->cap) {
+		size_t cap = un->cap ? un->cap * 2 : 16;
+		int64_t *a = realloc(un->users, cap * sizeof *a);
+		if (!a) {
+			/* The bus keeps a subscription too many: reports of this
+			 * user come and are ignored; memory, not correctness. */
+			log_error("presence: out of memory; a subscription to user %lld stays", (long long)user);
+			return;
+		}
+		un->users = a;
+		un->cap = cap;
+	}
+	un->users[un->n++] = user;
+}
+
+static void unsub_flush(presence_t *p, unsubs_t *un)
+{
+	size_t i;
+
+	for (i = 0; i < un->n; i++)
+		bus_unsubscribe(p->srv->bus, un->users[i]);
+	free(un->users);
+}
+
+static void unwatch_locked(presence_t *p, uint64_t conn, const int64_t *users, size_t n, unsubs_t *un)
 {
 	size_t i, k;
 
@@ -336,6 +405,7 @@ static void unwatch_locked(presence_t *p, uint64_t conn, const int64_t *users, s
 		for (k = 0; k < u->nwatchers; k++) {
 			if (u->watchers[k].conn == conn) {
 				u->watchers[k] = u->watchers[--u->nwatchers];
+				unsub_add(un, u->id);
 				break;
 			}
 		}
@@ -347,34 +417,45 @@ void presence_watch(presence_t *p, uint64_t gen, uint64_t conn, int64_t watcher,
                     size_t nold, const int64_t *users, const int64_t *stored_last_seen, size_t n)
 {
 	int64_t now = clock_wall_ms();
-	size_t i;
+	int64_t *subs = n ? malloc(n * sizeof *subs) : NULL;
+	unsubs_t un = {0};
+	size_t i, nsubs = 0;
 
+	if (n && !subs) {
+		log_error("presence: out of memory for a watch of %zu users", n);
+		return;
+	}
 	pthread_mutex_lock(&p->lock);
 	/* Unwatch only those no longer asked for, and only after the new
 	 * ones hold their entries: a user watched before and after keeps its
-	 * entry (and the last_seen it may not have stored yet). */
+	 * entry (and what it knows of its state). */
 	for (i = 0; i < nold; i++) {
 		size_t k;
 		for (k = 0; k < n && users[k] != old[i]; k++)
 			;
 		if (k == n)
-			unwatch_locked(p, conn, &old[i], 1);
+			unwatch_locked(p, conn, &old[i], 1, &un);
 	}
 	for (i = 0; i < n; i++) {
 		user_t *u;
 		size_t k;
 
-		int state = OFFLINE;
-		int64_t seen = stored_last_seen[i];
-		sbuf_t *f;
-
 		/* Blocked since it was checked: left out, as if never allowed. */
 		if (changed_since(p, gen, CHANGE_BLOCK, users[i], watcher) || !(u = entry(p, users[i])))
 			continue;
+		if (stored_last_seen[i] > u->last_seen)
+			u->last_seen = stored_last_seen[i]; /* what the store knows */
 		for (k = 0; k < u->nwatchers && u->watchers[k].conn != conn; k++)
 			;
-		if (k < u->nwatchers)
-			goto answer; /* watched already */
+		if (k < u->nwatchers) {
+			/* Watched already: answered again, with what is known. */
+			sbuf_t *f = u->known ? frame_now(u, now) : NULL;
+			if (f) {
+				bus_send(p->srv->bus, conn, f);
+				sbuf_unref(f);
+			}
+			continue;
+		}
 		if (u->nwatchers == u->capwatchers) {
 			size_t cap = u->capwatchers ? u->capwatchers * 2 : 4;
 			watcher_t *w = realloc(u->watchers, cap * sizeof *w);
@@ -385,33 +466,36 @@ void presence_watch(presence_t *p, uint64_t gen, uint64_t conn, int64_t watcher,
 			u->watchers = w;
 			u->capwatchers = cap;
 		}
-		u->watchers[u->nwatchers++] = (watcher_t){conn, watcher};
-answer:
-		if (u->conns || u->offline_at) {
-			state = u->state;
-			seen = state == OFFLINE ? u->last_seen : now;
-		} else if (u->last_seen > seen) {
-			seen = u->last_seen; /* newer than what the store has yet */
-		}
-		if ((f = presence_frame(u->id, state, seen)) != NULL) {
-			gw_post_frame(p->srv->gw, conn, f);
-			sbuf_unref(f);
-		}
+		u->watchers[u->nwatchers++] = (watcher_t){conn, watcher, 0};
+		subs[nsubs++] = u->id;
+		/* Known already (another watcher here): answered at once; else
+		 * its subscription's first report answers it. */
+		if (u->known)
+			answer_new(p, u, now);
 	}
 	pthread_mutex_unlock(&p->lock);
+	unsub_flush(p, &un);
+	for (i = 0; i < nsubs; i++)
+		bus_subscribe(p->srv->bus, subs[i]);
+	free(subs);
 }
 
 void presence_unwatch(presence_t *p, uint64_t conn, const int64_t *users, size_t n)
 {
+	unsubs_t un = {0};
+
 	pthread_mutex_lock(&p->lock);
-	unwatch_locked(p, conn, users, n);
+	unwatch_locked(p, conn, users, n, &un);
 	pthread_mutex_unlock(&p->lock);
+	unsub_flush(p, &un);
 }
 
 void presence_typing(presence_t *p, uint64_t gen, int64_t user, int64_t conv, int on, int64_t *members,
                      size_t n)
 {
 	int64_t now = clock_mono_ms();
+	/* Asked before the lock: the bus is never called under it. */
+	unsigned conns = bus_connections(p->srv->bus, user);
 	user_t *u;
 	size_t i;
 
@@ -427,7 +511,7 @@ void presence_typing(presence_t *p, uint64_t gen, int64_t user, int64_t conv, in
 			i++;
 	}
 	/* The typist gone, or "off" with nothing on. */
-	if (!bus_connections(p->srv->bus, user) || !(u = on ? entry(p, user) : find(p, user, 0))) {
+	if (!conns || !(u = on ? entry(p, user) : find(p, user, 0))) {
 		/* Gone before its frame was checked, or "off" with nothing on. */
 		pthread_mutex_unlock(&p->lock);
 		free(members);
@@ -487,6 +571,7 @@ uint64_t presence_gen(presence_t *p)
 
 void presence_forbid(presence_t *p, int64_t user, int64_t other)
 {
+	unsubs_t un = {0};
 	user_t *u;
 	size_t i;
 
@@ -494,10 +579,12 @@ void presence_forbid(presence_t *p, int64_t user, int64_t other)
 	note_change(p, CHANGE_BLOCK, user, other);
 	if ((u = find(p, user, 0)) != NULL) {
 		for (i = 0; i < u->nwatchers;) {
-			if (u->watchers[i].user == other)
+			if (u->watchers[i].user == other) {
 				u->watchers[i] = u->watchers[--u->nwatchers];
-			else
+				unsub_add(&un, user);
+			} else {
 				i++;
+			}
 		}
 		for (i = 0; i < u->ntyping; i++)
 			typing_drop_member(&u->typing[i], other);
@@ -509,6 +596,7 @@ void presence_forbid(presence_t *p, int64_t user, int64_t other)
 			typing_drop_member(&u->typing[i], user);
 	}
 	pthread_mutex_unlock(&p->lock);
+	unsub_flush(p, &un);
 }
 
 void presence_left(presence_t *p, int64_t conv, int64_t user, const int64_t *members, size_t n)
@@ -554,10 +642,9 @@ static void tick(presence_t *p, int64_t wall, int64_t mono)
 				else
 					i++;
 			}
-			if (u->offline_at && u->offline_at <= wall && u->conns == 0) {
+			if (u->offline_at && u->offline_at <= wall) {
 				u->offline_at = 0;
 				announce(p, u, wall);
-				remember_seen(p, u->id, u->last_seen);
 			}
 			if (u->pending && wall - u->announced_ms >= PRESENCE_ANNOUNCE_MS)
 				announce(p, u, wall);
@@ -634,7 +721,6 @@ err:
 
 void presence_free(presence_t *p)
 {
-	int64_t now = clock_wall_ms();
 	size_t b, i;
 
 	if (!p)
@@ -644,13 +730,12 @@ void presence_free(presence_t *p)
 	pthread_cond_signal(&p->cond);
 	pthread_mutex_unlock(&p->lock);
 	pthread_join(p->thread, NULL);
-	/* Whoever is still here was seen until now. */
+	/* Every connection has closed by now, each one recorded when its
+	 * user was last seen (presence_disconnected). */
 	for (b = 0; b < BUCKETS; b++) {
 		user_t *u = p->buckets[b], *next;
 		for (; u; u = next) {
 			next = u->next;
-			if (u->conns || u->offline_at)
-				remember_seen(p, u->id, u->conns ? now : u->last_seen);
 			for (i = 0; i < u->ntyping; i++)
 				free(u->typing[i].members);
 			free(u->typing);

@@ -1,7 +1,8 @@
 /* presence.h - who is online, away or offline, who watches whom, and who
- * is typing where. All of it lives in memory, never in the message store
- * (it will live in Redis once Parley scales out); only last_seen is
- * written, lazily, so that it survives a restart.
+ * is typing where. None of it lives in the message store: who is
+ * connected where is the bus's registry (in memory on one node, Redis in a
+ * fleet), and this module makes of it what watchers see; only last_seen
+ * is written, lazily, so that it survives a restart.
  *
  * A user is online while one of its WebSockets is connected and not away,
  * away while all of them are away, and offline once the last one has been
@@ -37,11 +38,14 @@ presence_t *presence_new(server_t *srv, int grace_ms);
 /* Records every connected user as last seen now, stops, frees. */
 void presence_free(presence_t *p);
 
-/* A WebSocket of user opened / closed (was_away: it had said "away"). */
-void presence_connected(presence_t *p, int64_t user);
-void presence_disconnected(presence_t *p, int64_t user, int was_away);
-/* One of user's connections says it is away (1) or back online (0). */
-void presence_away(presence_t *p, int64_t user, int away);
+/* A WebSocket of user has closed (the bus has been told): its typing ends
+ * with its last connection on this node, and it was last seen now. */
+void presence_disconnected(presence_t *p, int64_t user);
+/* Connection conn of user says it is away (1) or back online (0). */
+void presence_away(presence_t *p, int64_t user, uint64_t conn, int away);
+/* The bus's report of a user this module subscribed to (the bus sink's
+ * presence callback, bus.h). */
+void presence_on_state(presence_t *p, int64_t user, int state, int64_t last_seen, uint64_t version);
 
 /* A generation that moves with every block and departure. A worker reads
  * it before it checks the store and hands it with its answer, which is

@@ -20,6 +20,7 @@
 #include "chat.h"
 #include "fanout.h"
 #include "presence.h"
+#include "routes.h"
 #include "gateway.h"
 #include "log.h"
 #include "loginguard.h"
@@ -164,11 +165,33 @@ static void server_free(server_t *srv)
 	free(srv);
 }
 
+/* The bus reaches this node's connections through the gateway, and its
+ * presence reports go to the presence module (made after the bus, but
+ * before anything can subscribe). */
+static void sink_deliver(void *ud, uint64_t conn, sbuf_t *frame)
+{
+	gw_post_live(((server_t *)ud)->gw, conn, frame);
+}
+
+static void sink_kick(void *ud, uint64_t conn)
+{
+	gw_post_kick(((server_t *)ud)->gw, conn);
+}
+
+static void sink_presence(void *ud, int64_t user, int state, int64_t last_seen, uint64_t version)
+{
+	server_t *srv = ud;
+
+	if (srv->presence)
+		presence_on_state(srv->presence, user, state, last_seen, version);
+}
+
 server_t *server_start(const server_config_t *cfg)
 {
 	server_t *srv = calloc(1, sizeof *srv);
 	store_t *st;
 	bus_sink_t sink;
+	gw_handlers_t h;
 
 	if (!srv)
 		return NULL;
@@ -253,10 +276,11 @@ server_t *server_start(const server_config_t *cfg)
 	workers_set_flow_cap(srv->workers, WORKER_QUEUE / 64);
 	if (!(srv->web = webfiles_load(cfg->web_dir)))
 		goto err;
-	if (!(srv->gw = gateway_new(srv)))
+	h = routes_handlers(srv);
+	if (!(srv->gw = gateway_new(srv, &h)))
 		goto err;
-	sink = gateway_bus_sink(srv->gw);
-	if (!(srv->bus = bus_local_new(&sink, cfg->max_user_connections)))
+	sink = (bus_sink_t){sink_deliver, sink_kick, sink_presence, srv};
+	if (!(srv->bus = bus_local_new(&sink, cfg->node_id, cfg->max_user_connections)))
 		goto err;
 	if (!(srv->tally = tally_new(srv, cfg->receipts_interval_ms)))
 		goto err;

@@ -44,8 +44,28 @@ static void fake_detach(bus_t *b, int64_t u, uint64_t c) { (void)b; (void)u; (vo
 static void fake_kick(bus_t *b, int64_t u, int64_t d) { (void)b; (void)u; (void)d; }
 static unsigned fake_count(bus_t *b, int64_t u) { (void)b; (void)u; return 0; }
 
-static const bus_vtab_t fake_vt = {fake_free, fake_attach, fake_detach, fake_deliver, fake_kick,
-                                   fake_count};
+/* The fan-out delivers a quantum of members in one call, as a fleet's bus
+ * wants; recorded per member, as the bus would deliver. */
+static void fake_deliver_many(bus_t *b, const int64_t *users, size_t n, int64_t except_user,
+                              int64_t except_device, sbuf_t *frame, bus_unreached_fn report, void *ud)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		fake_deliver(b, users[i], users[i] == except_user ? except_device : 0, frame);
+	if (report)
+		report(ud, NULL, 0);
+}
+
+static const bus_vtab_t fake_vt = {
+	.free = fake_free,
+	.attach = fake_attach,
+	.detach = fake_detach,
+	.deliver = fake_deliver,
+	.deliver_many = fake_deliver_many,
+	.kick_device = fake_kick,
+	.connections = fake_count,
+};
 static bus_t fake_bus = {&fake_vt};
 
 /* Members looked up by the fan-out thread: conversation 2 has three, the
