@@ -1018,6 +1018,7 @@ static void resume_finish(gw_conn_t *c, chat_conn_t *cc)
 	server_t *srv = r->srv;
 	size_t i;
 	json_t *pending;
+	gap_t *g;
 
 	gw_conn_send(c, r->resumed);
 	cc->resume = NULL;
@@ -1035,6 +1036,8 @@ static void resume_finish(gw_conn_t *c, chat_conn_t *cc)
 		}
 		if (lr->last < rc->upto)
 			lr->last = rc->upto;
+		if ((g = gap_find(cc, rc->conv)) != NULL)
+			gap_release(c, cc, g, lr); /* what the replay covered goes */
 	}
 	/* Release held live frames; the replay has covered those up to its
 	 * range's end. */
