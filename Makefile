@@ -65,7 +65,12 @@ $(BUILD)/tests/unit_%: $(BUILD)/obj/tests/unit_%.o $(BUILD)/libparley.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
 
-$(BUILD)/tests/integ_%: $(BUILD)/obj/tests/integ_%.o $(BUILD)/obj/tests/harness.o $(CLIENT_OBJ) $(BUILD)/libparley.a
+# The tests that start a throwaway PostgreSQL (tests/pgserver.h): the
+# store's own, and through the harness every integration suite.
+PGSERVER_OBJ := $(BUILD)/obj/tests/pgserver.o
+$(BUILD)/tests/unit_store $(BUILD)/tests/unit_pgserver: $(PGSERVER_OBJ)
+
+$(BUILD)/tests/integ_%: $(BUILD)/obj/tests/integ_%.o $(BUILD)/obj/tests/harness.o $(PGSERVER_OBJ) $(CLIENT_OBJ) $(BUILD)/libparley.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
 
