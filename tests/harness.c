@@ -60,6 +60,11 @@ static int fresh_database(char *out, size_t cap)
 	return pgserver_create_db(pg, NULL, out, cap);
 }
 
+struct pgserver *hx_pgserver(void)
+{
+	return pg;
+}
+
 int hx_store_is_dir(const char *store)
 {
 	return !strstr(store, "://");

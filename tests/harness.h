@@ -55,6 +55,10 @@ void hx_cleanup(hx_server_t *s);
 const char *hx_store_option(const char *store);
 /* 1 when the location is a data directory (SQLite's), else 0. */
 int hx_store_is_dir(const char *store);
+/* The PostgreSQL server of this process's stores, for fault tests
+ * (pgserver_crash, pgserver_restart: same port, same databases); NULL
+ * on SQLite, or before the first hx_start. */
+struct pgserver *hx_pgserver(void);
 /* Stops the server with SIGTERM, fails the test unless it exits cleanly
  * (0), and cleans up. */
 void hx_finish(hx_server_t *s);

@@ -655,7 +655,10 @@ void pgserver_stop(pgserver_t *pg)
 		}
 	}
 	postmasters[pg->slot] = 0;
-	if (pg->dir[0])
+	if (pg->dir[0] && getenv("PGSERVER_KEEP") && *getenv("PGSERVER_KEEP"))
+		fprintf(stderr, "pgserver: PGSERVER_KEEP: kept %s (server.log, and data/ to start again)\n",
+		        pg->dir);
+	else if (pg->dir[0])
 		remove_tree(pg->dir);
 	stop_watchdog(pg);
 	if (servers[pg->slot] == pg) {

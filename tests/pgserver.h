@@ -66,7 +66,9 @@ int pgserver_restart(pgserver_t *pg);
 int pgserver_alive(const pgserver_t *pg);
 
 /* Stops the server (pg_ctl stop -m fast, if running), removes its
- * directory and frees pg. NULL is fine. */
+ * directory and frees pg. NULL is fine. With $PGSERVER_KEEP set (to
+ * anything but ""), the directory is kept, and named on stderr, for its
+ * server.log: a failing run's record of what the backend sent. */
 void pgserver_stop(pgserver_t *pg);
 
 /* The directory holding initdb and pg_ctl, or NULL (said why, with the
