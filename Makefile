@@ -37,7 +37,8 @@ INTEG_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/integ_*.c)
 # Keep the test objects: they are intermediate to the pattern rules.
 .SECONDARY:
 
-.PHONY: all deps deps-test run test build-clang check check-plain check-asan check-web fuzz fuzz-build fuzz-smoke bench bench-smoke clean
+.PHONY: all deps deps-test run test build-clang check check-plain check-asan check-pg check-pg-plain check-pg-asan \
+        check-web fuzz fuzz-build fuzz-smoke bench bench-smoke clean
 
 all: $(BUILD)/parley $(BUILD)/parley-cli $(BUILD)/parley-bench $(BUILD)/bench-relay
 
@@ -65,7 +66,13 @@ $(BUILD)/tests/unit_%: $(BUILD)/obj/tests/unit_%.o $(BUILD)/libparley.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
 
-$(BUILD)/tests/integ_%: $(BUILD)/obj/tests/integ_%.o $(BUILD)/obj/tests/harness.o $(CLIENT_OBJ) $(BUILD)/libparley.a
+# The tests that start a throwaway PostgreSQL (tests/pgserver.h): the
+# store's and the writer's own, and through the harness every
+# integration suite.
+PGSERVER_OBJ := $(BUILD)/obj/tests/pgserver.o
+$(BUILD)/tests/unit_store $(BUILD)/tests/unit_writer $(BUILD)/tests/unit_pgserver: $(PGSERVER_OBJ)
+
+$(BUILD)/tests/integ_%: $(BUILD)/obj/tests/integ_%.o $(BUILD)/obj/tests/harness.o $(PGSERVER_OBJ) $(CLIENT_OBJ) $(BUILD)/libparley.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
 
@@ -79,11 +86,14 @@ run: deps
 	@$(MAKE) --no-print-directory $(BUILD)/parley
 	./$(BUILD)/parley serve --listen $(LISTEN) --data $(DATA)
 
-# Every test, plain and under ASan+UBSan, then each fuzzer for a moment.
+# Every test, plain and under ASan+UBSan, on SQLite and (once the build
+# has a PostgreSQL backend) on PostgreSQL, then each fuzzer for a moment.
 test: deps-test
 	@$(MAKE) --no-print-directory build-clang
 	@$(MAKE) --no-print-directory check-plain
 	@$(MAKE) --no-print-directory check-asan
+	@$(MAKE) --no-print-directory check-pg-plain
+	@$(MAKE) --no-print-directory check-pg-asan
 	@$(MAKE) --no-print-directory check-web
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory bench-smoke
@@ -102,9 +112,25 @@ check-plain:
 check-asan:
 	@$(MAKE) --no-print-directory check BUILD=build/asan SAN=1
 
-# Runs the unit and integration tests of one build variant.
+# Runs the unit and integration tests of one build variant. unit_store
+# runs its list on every backend the build has (PostgreSQL on a throwaway
+# server of its own).
 check: $(BUILD)/parley $(BUILD)/parley-cli $(UNIT_TESTS) $(INTEG_TESTS)
 	@scripts/run-tests.sh $(BUILD) $(UNIT_TESTS) $(INTEG_TESTS)
+
+# The integration suites again, each server on a fresh database of a
+# throwaway PostgreSQL (PARLEY_TEST_STORE=postgresql, tests/harness.h),
+# when the variant's parley has a PostgreSQL backend; until then they say
+# they are skipped. Run them by hand on one suite with, e.g.,
+#   PARLEY_TEST_STORE=postgresql build/tests/integ_chat
+check-pg-plain:
+	@$(MAKE) --no-print-directory check-pg BUILD=build
+
+check-pg-asan:
+	@$(MAKE) --no-print-directory check-pg BUILD=build/asan SAN=1
+
+check-pg: $(BUILD)/parley $(BUILD)/parley-cli $(INTEG_TESTS)
+	@scripts/run-tests-pg.sh $(BUILD) $(INTEG_TESTS)
 
 # The web client in Debian's Chromium, driven by playwright-core (npm,
 # pinned in package-lock.json); screenshots land in build/web-test/.

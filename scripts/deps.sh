@@ -26,7 +26,11 @@ need build-essential pkg-config libsqlite3-dev libjansson-dev libssl-dev libsodi
 if [ "${1:-build}" = test ]; then
 	need libcmocka-dev clang
 	# The PostgreSQL store's tests start a throwaway server of their own
-	# (initdb and pg_ctl, run as the postgres user when root).
+	# (initdb and pg_ctl, run as the postgres user when root, which this
+	# package creates). Debian 12 puts them in /usr/lib/postgresql/15/bin,
+	# where pg_config --bindir (libpq-dev's, or postgresql-common's
+	# wrapper) points; tests/pgserver.c looks there, then in
+	# /usr/lib/postgresql/*/bin.
 	need postgresql-15
 	# libFuzzer comes with clang's runtime, named after its major version.
 	need "libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs test binaries of one build variant and prints a summary line.
 # Usage: scripts/run-tests.sh BUILD_DIR TEST...
-# The integration tests start $PARLEY_BIN, the server of the same variant.
+# The integration tests start $PARLEY_BIN, the server of the same variant,
+# on the store $PARLEY_TEST_STORE names (tests/harness.h; SQLite if unset).
 build=$1
 shift
 PARLEY_BIN="$build/parley"
@@ -24,7 +25,7 @@ for t in "$@"; do
 	fi
 	echo "== $t: $(( $(date +%s) - start ))s"
 done
-echo "$build: $passed passed, $failed failed"
+echo "$build${PARLEY_TEST_STORE:+ (store: $PARLEY_TEST_STORE)}: $passed passed, $failed failed"
 if [ "$failed" -ne 0 ]; then
 	echo "failed:$failures"
 	exit 1

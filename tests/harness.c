@@ -13,7 +13,69 @@
 #include <time.h>
 #include <unistd.h>
 
-int hx_start(hx_server_t *s, const char *data_dir, const char *const *extra)
+#include "pgserver.h"
+#include "store.h"
+
+/* ---- the store under test ----------------------------------------- */
+
+/* This process's PostgreSQL server (PARLEY_TEST_STORE=postgresql), made
+ * at the first start that needs it; pgserver stops it at exit. */
+static pgserver_t *pg;
+static int pg_failed;
+
+/* 1 for PostgreSQL, 0 for SQLite; a value it does not know ends the
+ * process, for it would otherwise test the wrong store quietly. */
+static int on_postgresql(void)
+{
+	const char *v = getenv("PARLEY_TEST_STORE");
+
+	if (!v || !*v || !strcmp(v, "sqlite"))
+		return 0;
+	if (!strcmp(v, "postgresql"))
+		return 1;
+	fprintf(stderr, "harness: PARLEY_TEST_STORE='%s': expected sqlite or postgresql\n", v);
+	exit(2);
+}
+
+/* A fresh database's URI into out; -1 (said why) without one. */
+static int fresh_database(char *out, size_t cap)
+{
+	if (pg_failed)
+		return -1;
+	if (!pg) {
+		/* The test binary is built from the same tree as the server
+		 * it starts: no backend here, none there. */
+		if (!store_backend_name("postgresql://probe@127.0.0.1/probe")) {
+			fprintf(stderr, "harness: PARLEY_TEST_STORE=postgresql, but this build has no PostgreSQL "
+			                "store backend\n");
+			pg_failed = 1;
+			return -1;
+		}
+		if (!(pg = pgserver_start())) {
+			fprintf(stderr, "harness: no PostgreSQL server for PARLEY_TEST_STORE=postgresql\n");
+			pg_failed = 1;
+			return -1;
+		}
+	}
+	return pgserver_create_db(pg, NULL, out, cap);
+}
+
+struct pgserver *hx_pgserver(void)
+{
+	return pg;
+}
+
+int hx_store_is_dir(const char *store)
+{
+	return !strstr(store, "://");
+}
+
+const char *hx_store_option(const char *store)
+{
+	return hx_store_is_dir(store) ? "--data" : "--store";
+}
+
+int hx_start(hx_server_t *s, const char *store, const char *const *extra)
 {
 	const char *bin = getenv("PARLEY_BIN") ? getenv("PARLEY_BIN") : "build/parley";
 	const char *argv[56];
@@ -23,13 +85,17 @@ int hx_start(hx_server_t *s, const char *data_dir, const char *const *extra)
 	time_t deadline;
 
 	memset(s, 0, sizeof *s);
-	if (data_dir) {
-		snprintf(s->data_dir, sizeof s->data_dir, "%s", data_dir);
-	} else {
-		snprintf(s->data_dir, sizeof s->data_dir, "/tmp/parley-test-XXXXXX");
-		if (!mkdtemp(s->data_dir))
+	if (store) {
+		snprintf(s->store, sizeof s->store, "%s", store);
+	} else if (on_postgresql()) {
+		if (fresh_database(s->store, sizeof s->store) < 0)
 			return -1;
-		s->own_dir = 1;
+		s->own_store = 1;
+	} else {
+		snprintf(s->store, sizeof s->store, "/tmp/parley-test-XXXXXX");
+		if (!mkdtemp(s->store))
+			return -1;
+		s->own_store = 1;
 	}
 	if (pipe2(pipefd, O_CLOEXEC) < 0)
 		return -1;
@@ -37,8 +103,8 @@ int hx_start(hx_server_t *s, const char *data_dir, const char *const *extra)
 	argv[n++] = "serve";
 	argv[n++] = "--listen";
 	argv[n++] = "127.0.0.1:0";
-	argv[n++] = "--data";
-	argv[n++] = s->data_dir;
+	argv[n++] = hx_store_option(s->store);
+	argv[n++] = s->store;
 	argv[n++] = "--threads";
 	argv[n++] = "2";
 	argv[n++] = "--admin-listen";
@@ -124,8 +190,13 @@ static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW 
 
 void hx_cleanup(hx_server_t *s)
 {
-	if (s->own_dir && s->data_dir[0])
-		nftw(s->data_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	if (!s->own_store || !s->store[0])
+		return;
+	if (hx_store_is_dir(s->store))
+		nftw(s->store, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	else if (pg)
+		pgserver_drop_db(pg, s->store); /* else the server's end takes it */
+	s->own_store = 0;
 }
 
 void hx_finish(hx_server_t *s)

@@ -1,10 +1,17 @@
 /* harness.h - what the integration tests share: starting the real parley
- * binary on a free loopback port with a temporary data directory, waiting
- * for its readiness line (never a sleep), and short-hands over pclient for
- * the protocol's requests and frames.
+ * binary on a free loopback port with a fresh store, waiting for its
+ * readiness line (never a sleep), and short-hands over pclient for the
+ * protocol's requests and frames.
  *
- * The binary is $PARLEY_BIN (default build/parley). Helpers that cannot
- * reach their goal fail the current cmocka test. */
+ * The binary is $PARLEY_BIN (default build/parley). The store is chosen
+ * by $PARLEY_TEST_STORE:
+ *   unset, "" or "sqlite": a temporary data directory (--data DIR);
+ *   "postgresql": a fresh database (--store URL) on a throwaway
+ *     PostgreSQL server (tests/pgserver.h) that the harness starts once
+ *     per test process, at the first hx_start, and that stops when the
+ *     process ends. The test binary's own build must have a PostgreSQL
+ *     backend: without one every start fails, saying so.
+ * Helpers that cannot reach their goal fail the current cmocka test. */
 #ifndef PARLEY_HARNESS_H
 #define PARLEY_HARNESS_H
 
@@ -26,17 +33,32 @@ typedef struct hx_server {
 	int port;
 	int admin_port;      /* the operator listener (/metrics) */
 	int out_fd;          /* the server's stdout */
-	char data_dir[256];
-	int own_dir;         /* made by hx_start, removed by hx_cleanup */
+	/* The store's location (store.h): a data directory, or a
+	 * PostgreSQL database's URI. Handed back to hx_start, it starts a
+	 * server on the same data (a restart). */
+	char store[256];
+	int own_store;       /* made by hx_start, removed by hx_cleanup */
 } hx_server_t;
 
-/* Starts a server; data_dir NULL makes a fresh temporary one. Extra
- * arguments (NULL-terminated list) are appended. Returns 0 or -1. */
-int hx_start(hx_server_t *s, const char *data_dir, const char *const *extra);
+/* Starts a server; store NULL makes a fresh one (a temporary directory,
+ * or a new database: see $PARLEY_TEST_STORE above), else the server
+ * serves that location. Extra arguments (NULL-terminated list) are
+ * appended. Returns 0 or -1. */
+int hx_start(hx_server_t *s, const char *store, const char *const *extra);
 /* Sends sig and waits; returns the exit status, or 128+signal. */
 int hx_stop(hx_server_t *s, int sig);
-/* Removes the data directory if hx_start made it. */
+/* Removes the store (directory or database) if hx_start made it; call
+ * it after the server has stopped. */
 void hx_cleanup(hx_server_t *s);
+/* The command-line option that names a store at this location: "--data"
+ * for a directory, "--store" for a URI. */
+const char *hx_store_option(const char *store);
+/* 1 when the location is a data directory (SQLite's), else 0. */
+int hx_store_is_dir(const char *store);
+/* The PostgreSQL server of this process's stores, for fault tests
+ * (pgserver_crash, pgserver_restart: same port, same databases); NULL
+ * on SQLite, or before the first hx_start. */
+struct pgserver *hx_pgserver(void);
 /* Stops the server with SIGTERM, fails the test unless it exits cleanly
  * (0), and cleans up. */
 void hx_finish(hx_server_t *s);

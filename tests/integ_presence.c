@@ -231,7 +231,7 @@ static void test_last_seen_survives_restart(void **state)
 {
 	hx_user_t a, b;
 	pc_conn_t *ca, *cb;
-	char dir[256];
+	char store[256];
 	json_t *j;
 	int64_t seen;
 
@@ -249,10 +249,10 @@ static void test_last_seen_survives_restart(void **state)
 	json_decref(j);
 	pc_close(ca);
 	/* Restart the server on the same data. */
-	snprintf(dir, sizeof dir, "%s", srv.data_dir);
+	snprintf(store, sizeof store, "%s", srv.store);
 	assert_int_equal(hx_stop(&srv, SIGTERM), 0);
-	assert_int_equal(hx_start(&srv, dir, server_args), 0);
-	srv.own_dir = 1;
+	assert_int_equal(hx_start(&srv, store, server_args), 0);
+	srv.own_store = 1;
 	ca = hx_ws(srv.port, &a);
 	hx_sendf(ca, "{\"type\":\"watch\",\"users\":[%lld]}", (long long)b.id);
 	j = expect_presence(ca, b.id, "offline");

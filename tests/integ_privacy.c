@@ -285,8 +285,9 @@ static void test_strangers_budget(void **state)
 	/* The operator exempts the account (a business): live, no restart. */
 	{
 		char cmd[512];
-		snprintf(cmd, sizeof cmd, "%s admin strangers-exempt %s on --data %s >/dev/null",
-		         getenv("PARLEY_BIN") ? getenv("PARLEY_BIN") : "build/parley", spammer.name, S.data_dir);
+		snprintf(cmd, sizeof cmd, "%s admin strangers-exempt %s on %s '%s' >/dev/null",
+		         getenv("PARLEY_BIN") ? getenv("PARLEY_BIN") : "build/parley", spammer.name,
+		         hx_store_option(S.store), S.store);
 		assert_int_equal(system(cmd), 0);
 	}
 	json_decref(post(&spammer, "/api/v1/conversations", "{\"members\":[%lld]}", (long long)v[3].id));

@@ -1,7 +1,27 @@
-/* unit_store.c - the store interface on the SQLite backend: batches of
- * sends get gapless seqs in one transaction, a repeated cmid returns the
- * stored message, non-members are refused without a write, receipt
- * watermarks only rise and answer per-message times, history pages. */
+/* unit_store.c - the store interface's conformance suite: every test
+ * below but the SQLite-specific ones at the end runs once per backend,
+ * each time on a fresh, empty store (a temporary directory for SQLite; a
+ * fresh database for PostgreSQL, on one throwaway server this binary
+ * starts, tests/pgserver.h), so that a second backend cannot drift from
+ * the first. A backend's run is the whole list: it fails when any test
+ * fails.
+ *
+ * The PostgreSQL run happens whenever a backend serves "postgresql://"
+ * locations in this build; until one is registered it is skipped,
+ * saying so. Both runs need nothing but the store's public interface.
+ *
+ * What is pinned: batches of sends get gapless seqs in one transaction,
+ * a repeated cmid returns the stored message, non-members are refused
+ * without a write, the admission hook sees only what would be stored;
+ * receipt watermarks only rise, a read implies delivery, per-message
+ * times expire after STORE_RECEIPT_DETAIL_DAYS, and groups over
+ * STORE_RECEIPT_DETAIL_MAX keep read watermarks only; device eviction at
+ * max_devices; the group member cap (STORE_GROUP_MAX) and the
+ * conversation cap (max_convs); who becomes admin when the last one
+ * leaves; blocks; contacts and presence; history, replay and list pages;
+ * a member's view starts where it joined. Every store_vtab_t method is
+ * called (test_every_method_is_called lists them). */
+#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,14 +33,239 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "pgserver.h"
 #include "store.h"
 
 /* The tests' messages are from 2024; "now" for them is soon after. */
 #define NOW (1704067200000LL + 86400000LL)
+#define DAY_MS 86400000LL
 
-static char dir[] = "/tmp/parley-unit-store-XXXXXX";
+/* ---- the backends ---------------------------------------------------- */
+
+/* How a run gets its locations: fresh() makes a new, empty one (into
+ * loc), discard() removes it. */
+typedef struct backend {
+	const char *name;      /* as store_backend_name says */
+	int (*fresh)(char *loc, size_t cap);
+	void (*discard)(const char *loc);
+} backend_t;
+
+static pgserver_t *pg; /* the PostgreSQL run's server */
+
+static int sqlite_fresh(char *loc, size_t cap)
+{
+	snprintf(loc, cap, "/tmp/parley-unit-store-XXXXXX");
+	return mkdtemp(loc) ? 0 : -1;
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void sqlite_discard(const char *loc)
+{
+	nftw(loc, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static int pg_fresh(char *loc, size_t cap)
+{
+	return pgserver_create_db(pg, NULL, loc, cap);
+}
+
+static void pg_discard(const char *loc)
+{
+	pgserver_drop_db(pg, loc);
+}
+
+static const backend_t sqlite_backend = {"SQLite", sqlite_fresh, sqlite_discard};
+static const backend_t pg_backend = {"PostgreSQL", pg_fresh, pg_discard};
+
+/* The run under way: its backend, its store's location, the claim held
+ * on it (as a serving node holds one), and the handle every test uses. */
+static const backend_t *be;
+static char location[512];
+static store_claim_t *claim;
 static store_t *st;
 static int64_t alice, bob, carol, conv;
+
+/* ---- every method called ------------------------------------------- */
+
+/* The handle the tests use is a proxy that counts the calls of each
+ * store_vtab_t method before passing them on to the backend's own, so
+ * that test_every_method_is_called can say which method no test calls
+ * (a second backend's method nobody calls is one nobody checked). */
+#define METHODS(X)                                                          \
+	X(close) X(user_create) X(user_by_name) X(user_by_id) X(device_create)   \
+	X(device_by_token) X(device_delete) X(devices) X(direct_open) X(conv_get) \
+	X(conv_list) X(history) X(receipts) X(watchable) X(shares_conversation)  \
+	X(contact) X(settings_get) X(set_group_adds) X(set_strangers_exempt)     \
+	X(block) X(unblock) X(blocks) X(blocked_in_conv) X(blocks_received)      \
+	X(first_contacts) X(first_contact_at) X(first_contacts_add)              \
+	X(expire_first_contacts) X(last_seen_set) X(expire_receipts)             \
+	X(watermarks) X(senders) X(read_count) X(member_head) X(members)         \
+	X(member_list) X(group_create) X(member_add) X(member_remove) X(heads)   \
+	X(replay) X(apply)
+
+#define AS_ENUM(m) M_##m,
+#define AS_NAME(m) #m,
+enum { METHODS(AS_ENUM) M_COUNT };
+static const char *const method_names[M_COUNT] = {METHODS(AS_NAME)};
+static unsigned long hits[M_COUNT];
+
+/* A method added to store.h and not here fails to build. */
+_Static_assert(sizeof(store_vtab_t) == M_COUNT * sizeof(void (*)(void)),
+               "store_vtab_t has a method this file's METHODS list lacks");
+
+typedef struct proxy {
+	store_t base;
+	store_t *real;
+} proxy_t;
+
+#define R(s) (((proxy_t *)(s))->real)
+#define FWD(m, params, args)                                                \
+	static int px_##m params                                                \
+	{                                                                       \
+		hits[M_##m]++;                                                  \
+		return R(s)->vt->m args;                                        \
+	}
+
+static void px_close(store_t *s)
+{
+	hits[M_close]++;
+	store_close(R(s));
+	free(s);
+}
+
+FWD(user_create, (store_t *s, const char *u, const char *p, int64_t now, int64_t *id),
+    (R(s), u, p, now, id))
+FWD(user_by_name, (store_t *s, const char *u, int64_t *id, char **p), (R(s), u, id, p))
+FWD(user_by_id, (store_t *s, int64_t id, char u[STORE_USERNAME_MAX + 1]), (R(s), id, u))
+FWD(device_create, (store_t *s, int64_t u, const char *name, const uint8_t h[STORE_TOKEN_HASH_LEN],
+                    int64_t now, unsigned max, int64_t *d, int64_t *ev),
+    (R(s), u, name, h, now, max, d, ev))
+FWD(device_by_token, (store_t *s, const uint8_t h[STORE_TOKEN_HASH_LEN], int64_t now, int64_t idle,
+                      int64_t *u, int64_t *d),
+    (R(s), h, now, idle, u, d))
+FWD(device_delete, (store_t *s, int64_t u, int64_t d), (R(s), u, d))
+FWD(devices, (store_t *s, int64_t u, int64_t since, store_device_t **out, size_t *n),
+    (R(s), u, since, out, n))
+FWD(direct_open, (store_t *s, int64_t a, int64_t b, int64_t now, unsigned max, int64_t *c, int *cr,
+                  int64_t *full),
+    (R(s), a, b, now, max, c, cr, full))
+FWD(conv_get, (store_t *s, int64_t c, int64_t u, store_conv_t *out), (R(s), c, u, out))
+FWD(conv_list, (store_t *s, int64_t u, const store_conv_cursor_t *after, size_t limit,
+                store_conv_t **out, size_t *n, int *more),
+    (R(s), u, after, limit, out, n, more))
+FWD(history, (store_t *s, int64_t c, int64_t u, int64_t before, int limit, size_t max_bytes,
+              store_message_t **out, size_t *n, int *more),
+    (R(s), c, u, before, limit, max_bytes, out, n, more))
+FWD(receipts, (store_t *s, int64_t c, int64_t u, int64_t seq, int64_t now, store_receipt_t **out,
+               size_t *n),
+    (R(s), c, u, seq, now, out, n))
+FWD(watchable, (store_t *s, int64_t u, int64_t cand, int64_t *seen), (R(s), u, cand, seen))
+FWD(shares_conversation, (store_t *s, int64_t u, int64_t o), (R(s), u, o))
+FWD(contact, (store_t *s, int64_t u, int64_t o, store_contact_t *out), (R(s), u, o, out))
+FWD(settings_get, (store_t *s, int64_t u, store_settings_t *out), (R(s), u, out))
+FWD(set_group_adds, (store_t *s, int64_t u, int v), (R(s), u, v))
+FWD(set_strangers_exempt, (store_t *s, int64_t u, int v), (R(s), u, v))
+FWD(block, (store_t *s, int64_t u, int64_t t, int64_t now), (R(s), u, t, now))
+FWD(unblock, (store_t *s, int64_t u, int64_t t), (R(s), u, t))
+FWD(blocks, (store_t *s, int64_t u, int64_t after, size_t limit, store_block_t **out, size_t *n,
+             int *more),
+    (R(s), u, after, limit, out, n, more))
+FWD(blocked_in_conv, (store_t *s, int64_t u, int64_t c, int64_t **ids, size_t *n), (R(s), u, c, ids, n))
+FWD(blocks_received, (store_t *s, int64_t u, int64_t since, int64_t *count), (R(s), u, since, count))
+FWD(first_contacts, (store_t *s, int64_t u, int64_t since, int64_t *count), (R(s), u, since, count))
+FWD(first_contact_at, (store_t *s, int64_t u, int64_t since, int64_t nth, int64_t *ts),
+    (R(s), u, since, nth, ts))
+FWD(first_contacts_add, (store_t *s, int64_t u, const int64_t *t, size_t n, int64_t now),
+    (R(s), u, t, n, now))
+FWD(expire_first_contacts, (store_t *s, int64_t before, size_t max, size_t *deleted),
+    (R(s), before, max, deleted))
+FWD(last_seen_set, (store_t *s, const int64_t *u, const int64_t *t, size_t n), (R(s), u, t, n))
+FWD(expire_receipts, (store_t *s, int64_t before, size_t max, size_t *deleted),
+    (R(s), before, max, deleted))
+FWD(watermarks, (store_t *s, int64_t c, store_watermark_t **out, size_t *n), (R(s), c, out, n))
+FWD(senders, (store_t *s, int64_t c, int64_t lo, int64_t hi, store_sent_t **out, size_t *n),
+    (R(s), c, lo, hi, out, n))
+FWD(read_count, (store_t *s, int64_t c, int64_t u, int64_t seq, int64_t *count),
+    (R(s), c, u, seq, count))
+FWD(member_head, (store_t *s, int64_t c, int64_t u, int64_t *last, int64_t *joined),
+    (R(s), c, u, last, joined))
+FWD(members, (store_t *s, int64_t c, int64_t **ids, size_t *n), (R(s), c, ids, n))
+FWD(member_list, (store_t *s, int64_t c, store_member_t **out, size_t *n, int64_t *version),
+    (R(s), c, out, n, version))
+FWD(group_create, (store_t *s, int64_t creator, const int64_t *others, size_t n, const char *title,
+                   int64_t now, unsigned max, int64_t *c, int64_t *full),
+    (R(s), creator, others, n, title, now, max, c, full))
+FWD(member_add, (store_t *s, int64_t c, int64_t actor, int64_t u, int64_t now, unsigned max,
+                 int64_t *full),
+    (R(s), c, actor, u, now, max, full))
+FWD(member_remove, (store_t *s, int64_t c, int64_t actor, int64_t u, int64_t *promoted),
+    (R(s), c, actor, u, promoted))
+FWD(heads, (store_t *s, int64_t u, store_head_t **out, size_t *n), (R(s), u, out, n))
+FWD(replay, (store_t *s, int64_t c, int64_t after, int64_t upto, size_t max_count, size_t max_bytes,
+             store_message_t **out, size_t *n),
+    (R(s), c, after, upto, max_count, max_bytes, out, n))
+FWD(apply, (store_t *s, store_op_t *ops, size_t n), (R(s), ops, n))
+
+#define AS_PROXY(m) .m = px_##m,
+static const store_vtab_t proxy_vtab = {METHODS(AS_PROXY)};
+
+/* Wraps a backend's handle (NULL stays NULL), checking that the backend
+ * fills every method. */
+static store_t *counted(store_t *real)
+{
+	proxy_t *p;
+	int complete = 1;
+
+	if (!real)
+		return NULL;
+#define CHECK_FILLED(m)                                                               \
+	if (!real->vt->m) {                                                           \
+		fprintf(stderr, "unit_store: the %s backend has no %s method\n", be->name, #m); \
+		complete = 0;                                                         \
+	}
+	METHODS(CHECK_FILLED)
+#undef CHECK_FILLED
+	if (!complete || !(p = calloc(1, sizeof *p))) {
+		store_close(real);
+		return NULL;
+	}
+	p->base.vt = &proxy_vtab;
+	p->real = real;
+	return &p->base;
+}
+
+/* Last in each run: every method was called by some test of the run. */
+static void test_every_method_is_called(void **state)
+{
+	int i, missed = 0;
+
+	(void)state;
+	for (i = 0; i < M_COUNT; i++) {
+		if (i == M_close)
+			continue; /* the run's teardown closes; other tests' handles did */
+		if (!hits[i]) {
+			fprintf(stderr, "unit_store: no test calls store_vtab_t.%s\n", method_names[i]);
+			missed++;
+		}
+	}
+	assert_int_equal(missed, 0);
+}
+
+/* Message ids are unique in a store; each new test's come from here
+ * (the older tests name theirs, all below 1000 << 22). */
+static int64_t next_id_unit = 10000;
+
+static int64_t next_id(void)
+{
+	return next_id_unit++ << 22;
+}
 
 static int setup(void **state)
 {
@@ -29,8 +274,18 @@ static int setup(void **state)
 	int created;
 
 	(void)state;
-	if (!mkdtemp(dir) || !(st = store_open(dir)))
+	next_id_unit = 10000;
+	if (be->fresh(location, sizeof location) < 0) {
+		fprintf(stderr, "unit_store: no fresh %s store\n", be->name);
 		return -1;
+	}
+	/* As a node does: the claim brings the schema up (or refuses)
+	 * before any handle is opened. */
+	memset(hits, 0, sizeof hits);
+	if (!(claim = store_claim(location)) || !(st = counted(store_open(location)))) {
+		fprintf(stderr, "unit_store: cannot open the %s store at %s\n", be->name, location);
+		return -1;
+	}
 	if (store_user_create(st, "alice", "x", 1, &alice) || store_user_create(st, "bob", "x", 1, &bob) ||
 	    store_user_create(st, "carol", "x", 1, &carol))
 		return -1;
@@ -41,12 +296,34 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-	char cmd[128];
-
 	(void)state;
 	store_close(st);
-	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-	return system(cmd);
+	st = NULL;
+	store_release(claim);
+	claim = NULL;
+	be->discard(location);
+	return 0;
+}
+
+/* ---- the tests ------------------------------------------------------ */
+
+/* A fresh user of this store. */
+static int64_t new_user(const char *name)
+{
+	int64_t id;
+
+	assert_int_equal(store_user_create(st, name, "x", 1, &id), STORE_OK);
+	return id;
+}
+
+/* The direct chat of a and b, opened. */
+static int64_t new_direct(int64_t a, int64_t b)
+{
+	int64_t cv;
+	int created;
+
+	assert_int_equal(store_direct_open(st, a, b, 5, 0, &cv, &created, NULL), STORE_OK);
+	return cv;
 }
 
 static store_op_t send_op(int64_t user, const char *cmid, const char *body, int64_t id)
@@ -63,6 +340,23 @@ static store_op_t send_op(int64_t user, const char *cmid, const char *body, int6
 	op.new_id = id;
 	op.now_ms = 1704067200000LL + (id >> 22);
 	return op;
+}
+
+/* A send of a new message into cv. */
+static store_op_t send_to(int64_t cv, int64_t user, const char *cmid, const char *body)
+{
+	store_op_t op = send_op(user, cmid, body, next_id());
+
+	op.conv = cv;
+	return op;
+}
+
+/* Applies one op alone; the op's status is returned. */
+static int apply1(store_op_t *op)
+{
+	assert_int_equal(store_apply(st, op, 1), STORE_OK);
+	store_op_release(op);
+	return op->status;
 }
 
 static void test_accounts(void **state)
@@ -113,6 +407,25 @@ static void test_device_cap(void **state)
 	assert_int_equal(store_device_create(st, carol, "d", tok[0], 1, 0, &dev[0], &evicted), STORE_OK);
 	assert_int_equal(evicted, 0);
 	assert_int_equal(store_device_by_token(st, tok[2], 1, 0, &u, &d), STORE_OK);
+	/* "Oldest" is by creation (store.h): a device in use is evicted
+	 * before a newer one nobody uses. */
+	{
+		int64_t dave = new_user("evict_dave"), first, second, third;
+		memset(tok[0], 0x70, sizeof tok[0]);
+		memset(tok[1], 0x71, sizeof tok[1]);
+		memset(tok[2], 0x72, sizeof tok[2]);
+		assert_int_equal(store_device_create(st, dave, "d", tok[0], 1000, 2, &first, &evicted), STORE_OK);
+		assert_int_equal(store_device_create(st, dave, "d", tok[1], 2000, 2, &second, &evicted), STORE_OK);
+		assert_int_equal(evicted, 0);
+		/* The first is used hours later (and that use is recorded). */
+		assert_int_equal(store_device_by_token(st, tok[0], 5 * 3600000LL, 0, &u, &d), STORE_OK);
+		assert_int_equal(store_device_create(st, dave, "d", tok[2], 6 * 3600000LL, 2, &third, &evicted),
+		                 STORE_OK);
+		assert_int_equal(evicted, first);
+		assert_int_equal(store_device_by_token(st, tok[0], 6 * 3600000LL, 0, &u, &d), STORE_NOT_FOUND);
+		assert_int_equal(store_device_by_token(st, tok[1], 6 * 3600000LL, 0, &u, &d), STORE_OK);
+		assert_int_equal(d, second);
+	}
 }
 
 static void test_direct_is_one_per_pair(void **state)
@@ -217,9 +530,23 @@ static void test_receipts(void **state)
 	/* 90 days on, a message's detail is gone: asked for, it is not found. */
 	assert_int_equal(store_receipts(st, conv, alice, 1, NOW + 91LL * 86400000, &r, &n),
 	                 STORE_NOT_FOUND);
+	/* At the edge: STORE_RECEIPT_DETAIL_DAYS to the millisecond after
+	 * message 1 was sent (at its op's now_ms) its detail is still there;
+	 * a millisecond later it is not. */
+	{
+		const int64_t sent = 1704067200000LL + 100, keep = STORE_RECEIPT_DETAIL_DAYS * DAY_MS;
+		assert_int_equal(store_receipts(st, conv, alice, 1, sent + keep, &r, &n), STORE_OK);
+		assert_int_equal(n, 1);
+		assert_int_equal(r[0].read_at, 2000);
+		free(r);
+		assert_int_equal(store_receipts(st, conv, alice, 1, sent + keep + 1, &r, &n), STORE_NOT_FOUND);
+	}
 	/* Expiry deletes the marks made before a time, in slices. */
 	{
 		size_t d;
+		/* "Before": the mark made at 1000 is not before 1000. */
+		assert_int_equal(store_expire_receipts(st, 1000, 10, &d), STORE_OK);
+		assert_int_equal(d, 0);
 		assert_int_equal(store_expire_receipts(st, 3000, 1, &d), STORE_OK);
 		assert_int_equal(d, 1);
 		assert_int_equal(store_expire_receipts(st, 3000, 10, &d), STORE_OK);
@@ -291,6 +618,14 @@ static void test_large_group_rule(void **state)
 	int i;
 
 	(void)state;
+	/* No receipt marks from earlier tests before this one's (at 5000 and
+	 * 6000), so that their count below is this test's. */
+	{
+		size_t d;
+		do
+			assert_int_equal(store_expire_receipts(st, 5000, 1000, &d), STORE_OK);
+		while (d);
+	}
 	for (i = 0; i < 256; i++) {
 		char name[32];
 		snprintf(name, sizeof name, "member%d", i);
@@ -328,6 +663,32 @@ static void test_large_group_rule(void **state)
 		int64_t count;
 		assert_int_equal(store_read_count(st, g257, alice, 1, &count), STORE_OK);
 		assert_int_equal(count, 1);
+	}
+	/* The watermarks: in the small group delivered and read moved; in
+	 * the big one only read did (its delivered stays where it joined). */
+	for (i = 0; i < 2; i++) {
+		store_watermark_t *w;
+		size_t k, found = 0;
+		assert_int_equal(store_watermarks(st, i ? g257 : g256, &w, &n), STORE_OK);
+		assert_int_equal(n, i ? 257 : 256);
+		for (k = 0; k < n; k++) {
+			if (w[k].user_id != others[0])
+				continue;
+			found++;
+			assert_int_equal(w[k].joined_seq, 0);
+			assert_int_equal(w[k].delivered_seq, i ? 0 : 1);
+			assert_int_equal(w[k].read_seq, 1);
+		}
+		assert_int_equal(found, 1);
+		free(w);
+	}
+	/* No per-member detail in the big group: of the four receipts, only
+	 * the small group's two left marks (what delivered_at / read_at are
+	 * read from), so only two expire. */
+	{
+		size_t d;
+		assert_int_equal(store_expire_receipts(st, 6001, 1000, &d), STORE_OK);
+		assert_int_equal(d, 2);
 	}
 }
 
@@ -479,6 +840,7 @@ static void test_blocks(void **state)
 	op.conv = cv;
 	assert_int_equal(store_apply(st, &op, 1), STORE_OK);
 	assert_int_equal(op.status, STORE_OK);
+	assert_int_equal(op.out_seq, 2); /* the refused sends took no seq */
 	store_op_release(&op);
 	/* A block made before a chat exists holds in it from the start. */
 	{
@@ -549,6 +911,15 @@ static void test_conversation_cap(void **state)
 	assert_int_equal(store_direct_open(st, u[3], u[1], 5, 0, &cv, &created, &full), STORE_OK);
 	assert_int_equal(store_group_create(st, u[3], &u[0], 1, NULL, 5, 2, &g, &full), STORE_TOO_MANY);
 	assert_int_equal(full, u[0]);
+	{
+		/* Nor is the refused group: u3 is in its one direct chat only. */
+		store_head_t *h;
+		size_t n;
+		assert_int_equal(store_heads(st, u[3], &h, &n), STORE_OK);
+		assert_int_equal(n, 1);
+		assert_int_equal(h[0].conv, cv);
+		free(h);
+	}
 	assert_int_equal(store_group_create(st, u[1], &u[2], 1, NULL, 5, 2, &g, &full), STORE_TOO_MANY);
 	assert_int_equal(full, u[1]); /* u1 is in two already */
 	assert_int_equal(store_group_create(st, u[2], &u[3], 1, NULL, 5, 3, &g, &full), STORE_OK);
@@ -595,6 +966,550 @@ static void test_list_pages(void **state)
 		assert_int_equal(store_conv_list(st, me, &after, 3, &cs, &n, &more), STORE_OK);
 	}
 	assert_int_equal(seen, 7);
+	/* A message moves its conversation, the oldest, to the top. */
+	{
+		store_op_t op = send_to(ids[0], me, "up", "to the top");
+		assert_int_equal(apply1(&op), STORE_OK);
+		assert_int_equal(store_conv_list(st, me, NULL, 2, &cs, &n, &more), STORE_OK);
+		assert_int_equal(n, 2);
+		assert_int_equal(cs[0].id, ids[0]);
+		assert_int_equal(cs[1].id, ids[6]);
+		assert_true(cs[0].activity > cs[1].activity);
+		assert_true(more);
+		store_convs_free(cs, n);
+	}
+}
+
+/* The backend's entry (store.h): the name it answers to, a schema made
+ * by migrate on a fresh location and found current the second time, a
+ * claim and a handle on what migrate made. */
+static void test_backend_entry(void **state)
+{
+	char loc[512];
+	store_claim_t *c;
+	store_t *o;
+	int from = -1, to = -1;
+	int64_t id;
+
+	(void)state;
+	assert_non_null(store_backend_name(location));
+	assert_string_equal(store_backend_name(location), be->name);
+	assert_true(store_memory_bytes() >= 0);
+	assert_int_equal(be->fresh(loc, sizeof loc), 0);
+	assert_int_equal(store_migrate(loc, &from, &to), 0);
+	assert_int_equal(from, 0);
+	assert_true(to > 0);
+	assert_int_equal(store_migrate(loc, &from, &to), 0);
+	assert_int_equal(from, to);
+	assert_non_null(c = store_claim(loc));
+	assert_non_null(o = store_open(loc));
+	assert_int_equal(store_user_by_name(o, "alice", &id, NULL), STORE_NOT_FOUND);
+	assert_int_equal(store_user_create(o, "alice", "x", 1, &id), STORE_OK);
+	store_close(o);
+	store_release(c);
+	be->discard(loc);
+}
+
+/* What the admission hook saw. */
+typedef struct admission {
+	int calls;
+	size_t recipients[8];
+	const char *refuse;     /* the cmid it refuses */
+} admission_t;
+
+static int64_t admit_hook(void *ud, store_op_t *op, size_t recipients)
+{
+	admission_t *a = ud;
+
+	if (a->calls < 8)
+		a->recipients[a->calls] = recipients;
+	a->calls++;
+	if (a->refuse && !strcmp(op->cmid, a->refuse)) {
+		op->out_limit_kind = 7; /* the hook's own code, passed through */
+		return 250;
+	}
+	return 0;
+}
+
+/* The admission hook (the writer's budgets) is asked once for each new
+ * message, with the number of members it reaches but its sender, and
+ * only for a message that would be stored: never for a repeat, a send
+ * into a blocked chat or a non-member's, which it would charge for
+ * nothing. A refused send stores nothing and takes no seq. */
+static void test_admission(void **state)
+{
+	int64_t u1 = new_user("adm1"), u2 = new_user("adm2"), u3 = new_user("adm3"), u4 = new_user("adm4");
+	int64_t cv = new_direct(u1, u2), g, others[3] = {u2, u3, u4};
+	admission_t a = {.refuse = "over"};
+	store_message_t *m;
+	store_op_t ops[4], op;
+	size_t i, n;
+	int more;
+
+	(void)state;
+	ops[0] = send_to(cv, u1, "first", "one");
+	ops[1] = send_to(cv, u1, "over", "refused");
+	ops[2] = send_to(cv, u1, "second", "two");
+	ops[3] = send_to(cv, u1, "first", "one again");
+	for (i = 0; i < 4; i++) {
+		ops[i].admit = admit_hook;
+		ops[i].admit_ud = &a;
+	}
+	assert_int_equal(store_apply(st, ops, 4), STORE_OK);
+	assert_int_equal(ops[0].status, STORE_OK);
+	assert_int_equal(ops[0].out_seq, 1);
+	assert_int_equal(ops[1].status, STORE_LIMITED);
+	assert_int_equal(ops[1].out_retry_ms, 250);
+	assert_int_equal(ops[1].out_limit_kind, 7);
+	assert_int_equal(ops[2].status, STORE_OK);
+	assert_int_equal(ops[2].out_seq, 2);
+	assert_int_equal(ops[3].status, STORE_EXISTS);
+	assert_int_equal(ops[3].out_seq, 1);
+	assert_int_equal(a.calls, 3);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(a.recipients[i], 1);
+	for (i = 0; i < 4; i++)
+		store_op_release(&ops[i]);
+	assert_int_equal(store_history(st, cv, u2, 0, 10, SIZE_MAX, &m, &n, &more), STORE_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(m[0].body, "one");
+	assert_string_equal(m[1].body, "two");
+	store_messages_free(m, n);
+	/* A group of four: three recipients. */
+	assert_int_equal(store_group_create(st, u1, others, 3, NULL, 10, 0, &g, NULL), STORE_OK);
+	a.calls = 0;
+	op = send_to(g, u1, "g1", "hi all");
+	op.admit = admit_hook;
+	op.admit_ud = &a;
+	assert_int_equal(apply1(&op), STORE_OK);
+	assert_int_equal(a.calls, 1);
+	assert_int_equal(a.recipients[0], 3);
+	/* Refused before the hook: a block, a non-member. */
+	assert_int_equal(store_block(st, u2, u1, 20), STORE_OK);
+	op = send_to(cv, u1, "third", "blocked");
+	op.admit = admit_hook;
+	op.admit_ud = &a;
+	assert_int_equal(apply1(&op), STORE_BLOCKED);
+	op = send_to(cv, u3, "intruder", "not a member");
+	op.admit = admit_hook;
+	op.admit_ud = &a;
+	assert_int_equal(apply1(&op), STORE_FORBIDDEN);
+	assert_int_equal(a.calls, 1);
+}
+
+/* One batch across conversations: each conversation's seqs are gapless
+ * on their own; a cmid is unique per sender and conversation, so the
+ * same one in another conversation is another message; a direct chat's
+ * two members ride along with each stored send. */
+static void test_batch_across_conversations(void **state)
+{
+	int64_t x = new_user("bx1"), y = new_user("bx2"), z = new_user("bx3");
+	int64_t c1 = new_direct(x, y), c2 = new_direct(x, z);
+	store_head_t *h;
+	store_op_t ops[6];
+	size_t i, n, k;
+
+	(void)state;
+	ops[0] = send_to(c1, x, "m", "to y");
+	ops[1] = send_to(c2, x, "m", "to z");
+	ops[2] = send_to(c1, y, "n", "from y");
+	ops[3] = send_to(c2, z, "n", "from z");
+	ops[4] = send_to(c1, x, "m", "to y again");
+	ops[5] = send_to(c2, x, "o", "to z again");
+	assert_int_equal(store_apply(st, ops, 6), STORE_OK);
+	{
+		static const int want_status[6] = {STORE_OK, STORE_OK, STORE_OK, STORE_OK, STORE_EXISTS, STORE_OK};
+		static const int64_t want_seq[6] = {1, 1, 2, 2, 1, 3};
+		for (i = 0; i < 6; i++) {
+			assert_int_equal(ops[i].status, want_status[i]);
+			assert_int_equal(ops[i].out_seq, want_seq[i]);
+			assert_int_equal(ops[i].conv_kind, STORE_DIRECT);
+		}
+	}
+	assert_int_equal(ops[4].out_id, ops[0].out_id);
+	assert_int_not_equal(ops[1].out_id, ops[0].out_id);
+	assert_int_equal(ops[0].nmembers, 2);
+	assert_int_equal(ops[0].members[0], x < y ? x : y);
+	assert_int_equal(ops[0].members[1], x < y ? y : x);
+	assert_int_equal(ops[3].nmembers, 2);
+	for (i = 0; i < 6; i++)
+		store_op_release(&ops[i]);
+	assert_int_equal(store_heads(st, x, &h, &n), STORE_OK);
+	assert_int_equal(n, 2);
+	for (k = 0; k < n; k++)
+		assert_int_equal(h[k].last_seq, h[k].conv == c1 ? 2 : 3);
+	assert_true((h[0].conv == c1 && h[1].conv == c2) || (h[0].conv == c2 && h[1].conv == c1));
+	free(h);
+}
+
+/* A read implies delivery: a read watermark carries the delivered one
+ * up with it, and a message read before its delivered receipt came
+ * counts as delivered at the read. */
+static void test_read_implies_delivered(void **state)
+{
+	int64_t s1 = new_user("rd_sender"), r1 = new_user("rd_reader"), cv = new_direct(s1, r1);
+	const int64_t t0 = 10000000;
+	store_watermark_t *w;
+	store_receipt_t *r;
+	store_op_t ops[3], op;
+	size_t i, n;
+
+	(void)state;
+	for (i = 0; i < 3; i++)
+		ops[i] = send_to(cv, s1, i == 0 ? "r1" : i == 1 ? "r2" : "r3", "x");
+	assert_int_equal(store_apply(st, ops, 3), STORE_OK);
+	for (i = 0; i < 3; i++)
+		store_op_release(&ops[i]);
+	/* Read up to 2 with no delivered receipt before it. */
+	op = receipt_op(r1, STORE_READ, 2, t0);
+	op.conv = cv;
+	assert_int_equal(apply1(&op), STORE_OK);
+	assert_true(op.applied);
+	assert_int_equal(op.out_seq, 2);
+	assert_int_equal(op.out_prev, 0);
+	assert_int_equal(store_watermarks(st, cv, &w, &n), STORE_OK);
+	assert_int_equal(n, 2);
+	for (i = 0; i < n; i++) {
+		assert_int_equal(w[i].delivered_seq, w[i].user_id == r1 ? 2 : 0);
+		assert_int_equal(w[i].read_seq, w[i].user_id == r1 ? 2 : 0);
+	}
+	free(w);
+	/* A delivered receipt for what was read is already below the mark. */
+	op = receipt_op(r1, STORE_DELIVERED, 2, t0 + 100);
+	op.conv = cv;
+	assert_int_equal(apply1(&op), STORE_OK);
+	assert_false(op.applied);
+	op = receipt_op(r1, STORE_DELIVERED, 3, t0 + 200);
+	op.conv = cv;
+	assert_int_equal(apply1(&op), STORE_OK);
+	assert_true(op.applied);
+	assert_int_equal(op.out_prev, 2);
+	/* Messages 1 and 2: delivered when read (not at the later delivered
+	 * receipt); message 3: delivered, not read. */
+	for (i = 1; i <= 3; i++) {
+		assert_int_equal(store_receipts(st, cv, s1, (int64_t)i, NOW, &r, &n), STORE_OK);
+		assert_int_equal(n, 1);
+		assert_int_equal(r[0].user_id, r1);
+		assert_int_equal(r[0].delivered_at, i < 3 ? t0 : t0 + 200);
+		assert_int_equal(r[0].read_at, i < 3 ? t0 : 0);
+		free(r);
+	}
+	assert_int_equal(store_watermarks(st, cv, &w, &n), STORE_OK);
+	for (i = 0; i < n; i++)
+		if (w[i].user_id == r1) {
+			assert_int_equal(w[i].delivered_seq, 3);
+			assert_int_equal(w[i].read_seq, 2);
+		}
+	free(w);
+}
+
+/* STORE_GROUP_MAX members, the creator among them, and no more: a group
+ * made one too big is refused whole, one at the cap takes no member
+ * more until one leaves. */
+static void test_group_member_cap(void **state)
+{
+	int64_t *u = calloc(STORE_GROUP_MAX + 1, sizeof *u), g, promoted, *ids;
+	store_head_t *h;
+	size_t n;
+	int i;
+
+	(void)state;
+	assert_non_null(u);
+	for (i = 0; i <= STORE_GROUP_MAX; i++) {
+		char name[32];
+		snprintf(name, sizeof name, "gm%d", i);
+		u[i] = new_user(name);
+	}
+	assert_int_equal(store_group_create(st, u[0], u + 1, STORE_GROUP_MAX, "too big", 10, 0, &g, NULL),
+	                 STORE_FULL);
+	assert_int_equal(store_heads(st, u[0], &h, &n), STORE_OK);
+	assert_int_equal(n, 0);
+	free(h);
+	assert_int_equal(store_group_create(st, u[0], u + 1, STORE_GROUP_MAX - 1, "full", 10, 0, &g, NULL),
+	                 STORE_OK);
+	assert_int_equal(store_members(st, g, &ids, &n), STORE_OK);
+	assert_int_equal(n, STORE_GROUP_MAX);
+	free(ids);
+	assert_int_equal(store_member_add(st, g, u[0], u[STORE_GROUP_MAX], 11, 0, NULL), STORE_FULL);
+	assert_int_equal(store_member_remove(st, g, u[0], u[1], &promoted), STORE_OK);
+	assert_int_equal(promoted, 0);
+	assert_int_equal(store_member_add(st, g, u[0], u[STORE_GROUP_MAX], 12, 0, NULL), STORE_OK);
+	assert_int_equal(store_member_add(st, g, u[0], u[1], 13, 0, NULL), STORE_FULL);
+	free(u);
+}
+
+static void expect_admins(int64_t g, int64_t as, int64_t admin)
+{
+	store_conv_t c;
+
+	assert_int_equal(store_conv_get(st, g, as, &c), STORE_OK);
+	assert_int_equal(c.nadmins, 1);
+	assert_int_equal(c.admins[0], admin);
+	store_conv_clear(&c);
+}
+
+/* Who may change a group, and who becomes admin when the last admin
+ * leaves: the longest-standing member (earliest to join), whatever its
+ * id; between members who joined at the same moment, the lowest id, so
+ * that every backend picks the same one. */
+static void test_admin_promotion(void **state)
+{
+	int64_t a = new_user("pr_a"), low = new_user("pr_low"), high = new_user("pr_high");
+	int64_t late = new_user("pr_late"), g, g2, promoted = -1, pair[2];
+	int64_t *ids;
+	size_t n;
+
+	(void)state;
+	assert_true(low < high);
+	assert_int_equal(store_group_create(st, a, &high, 1, "promo", 100, 0, &g, NULL), STORE_OK);
+	expect_admins(g, a, a);
+	assert_int_equal(store_member_add(st, g, a, low, 200, 0, NULL), STORE_OK);
+	/* Only admins add, and remove others; not twice; only users. */
+	assert_int_equal(store_member_add(st, g, high, late, 250, 0, NULL), STORE_FORBIDDEN);
+	assert_int_equal(store_member_remove(st, g, high, low, &promoted), STORE_FORBIDDEN);
+	assert_int_equal(store_member_add(st, g, a, low, 250, 0, NULL), STORE_EXISTS);
+	assert_int_equal(store_member_add(st, g, a, 999999, 250, 0, NULL), STORE_NOT_FOUND);
+	assert_int_equal(store_member_add(st, g, carol, late, 250, 0, NULL), STORE_FORBIDDEN);
+	/* Group operations on a direct chat. */
+	assert_int_equal(store_member_add(st, conv, alice, carol, 250, 0, NULL), STORE_NOT_GROUP);
+	assert_int_equal(store_member_remove(st, conv, alice, bob, &promoted), STORE_NOT_GROUP);
+	/* A member who is no admin leaves: nobody is promoted. */
+	assert_int_equal(store_member_add(st, g, a, late, 300, 0, NULL), STORE_OK);
+	assert_int_equal(store_member_remove(st, g, late, late, &promoted), STORE_OK);
+	assert_int_equal(promoted, 0);
+	assert_int_equal(store_member_remove(st, g, a, late, &promoted), STORE_NOT_FOUND);
+	/* The last admin leaves: high (joined at 100) over low (at 200). */
+	assert_int_equal(store_member_remove(st, g, a, a, &promoted), STORE_OK);
+	assert_int_equal(promoted, high);
+	expect_admins(g, low, high);
+	assert_int_equal(store_member_add(st, g, high, a, 400, 0, NULL), STORE_OK);
+	assert_int_equal(store_member_remove(st, g, high, low, &promoted), STORE_OK);
+	assert_int_equal(promoted, 0);
+	/* Joined together: the lowest id. */
+	pair[0] = high;
+	pair[1] = low;
+	assert_int_equal(store_group_create(st, a, pair, 2, NULL, 500, 0, &g2, NULL), STORE_OK);
+	assert_int_equal(store_member_remove(st, g2, a, a, &promoted), STORE_OK);
+	assert_int_equal(promoted, low);
+	expect_admins(g2, high, low);
+	/* The last members go: nobody to promote. */
+	assert_int_equal(store_member_remove(st, g2, low, high, &promoted), STORE_OK);
+	assert_int_equal(promoted, 0);
+	assert_int_equal(store_member_remove(st, g2, low, low, &promoted), STORE_OK);
+	assert_int_equal(promoted, 0);
+	assert_int_equal(store_members(st, g2, &ids, &n), STORE_OK);
+	assert_int_equal(n, 0);
+	free(ids);
+}
+
+/* A member added later sees the group from where it joined: history,
+ * unread, receipts and read counts of earlier messages are not its;
+ * every membership change moves the version a send is stored under. */
+static void test_joined_view(void **state)
+{
+	int64_t a = new_user("jv_a"), b = new_user("jv_b"), late = new_user("jv_late"), g;
+	int64_t v0, v1, v2, last, joined, count;
+	store_member_t *ml;
+	store_message_t *m;
+	store_receipt_t *r;
+	store_watermark_t *w;
+	store_sent_t *sent;
+	store_head_t *h;
+	store_conv_t c;
+	store_op_t ops[2], op;
+	int64_t *ids;
+	size_t n, i;
+	int more, found;
+
+	(void)state;
+	assert_int_equal(store_group_create(st, a, &b, 1, "jv", 100, 0, &g, NULL), STORE_OK);
+	assert_int_equal(store_member_list(st, g, &ml, &n, &v0), STORE_OK);
+	assert_int_equal(n, 2);
+	free(ml);
+	ops[0] = send_to(g, a, "b1", "before one");
+	ops[1] = send_to(g, b, "b2", "before two");
+	assert_int_equal(store_apply(st, ops, 2), STORE_OK);
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(ops[i].status, STORE_OK);
+		assert_int_equal(ops[i].conv_kind, STORE_GROUP);
+		assert_int_equal(ops[i].out_members_version, v0);
+		store_op_release(&ops[i]);
+	}
+	assert_int_equal(store_member_add(st, g, a, late, 200, 0, NULL), STORE_OK);
+	assert_int_equal(store_member_list(st, g, &ml, &n, &v1), STORE_OK);
+	assert_int_not_equal(v1, v0);
+	assert_int_equal(n, 3);
+	for (i = 0, found = 0; i < n; i++) {
+		assert_int_equal(ml[i].joined_seq, ml[i].user_id == late ? 2 : 0);
+		found += ml[i].user_id == late;
+	}
+	assert_int_equal(found, 1);
+	free(ml);
+	assert_int_equal(store_member_head(st, g, late, &last, &joined), STORE_OK);
+	assert_int_equal(last, 2);
+	assert_int_equal(joined, 2);
+	assert_int_equal(store_member_head(st, g, carol, &last, &joined), STORE_FORBIDDEN);
+	assert_int_equal(store_history(st, g, late, 0, 10, SIZE_MAX, &m, &n, &more), STORE_OK);
+	assert_int_equal(n, 0);
+	assert_false(more);
+	free(m);
+	op = send_to(g, a, "a1", "after");
+	assert_int_equal(apply1(&op), STORE_OK);
+	assert_int_equal(op.out_seq, 3);
+	assert_int_equal(op.out_members_version, v1);
+	assert_int_equal(store_history(st, g, late, 0, 10, SIZE_MAX, &m, &n, &more), STORE_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(m[0].seq, 3);
+	assert_int_equal(m[0].from, a);
+	assert_string_equal(m[0].body, "after");
+	assert_false(more);
+	store_messages_free(m, n);
+	assert_int_equal(store_history(st, g, b, 0, 10, SIZE_MAX, &m, &n, &more), STORE_OK);
+	assert_int_equal(n, 3);
+	store_messages_free(m, n);
+	/* The conversation as each sees it. */
+	assert_int_equal(store_conv_get(st, g, late, &c), STORE_OK);
+	assert_int_equal(c.id, g);
+	assert_int_equal(c.kind, STORE_GROUP);
+	assert_string_equal(c.title, "jv");
+	assert_int_equal(c.nmembers, 3);
+	for (i = 1; i < c.nmembers; i++)
+		assert_true(c.members[i - 1] < c.members[i]);
+	assert_int_equal(c.nadmins, 1);
+	assert_int_equal(c.admins[0], a);
+	assert_int_equal(c.last_seq, 3);
+	assert_int_equal(c.read_seq, 2); /* starts where it joined */
+	assert_int_equal(c.unread, 1);
+	assert_non_null(c.last_message);
+	assert_int_equal(c.last_message->seq, 3);
+	assert_string_equal(c.last_message->body, "after");
+	assert_false(c.wrote);
+	store_conv_clear(&c);
+	assert_int_equal(store_conv_get(st, g, a, &c), STORE_OK);
+	assert_true(c.wrote);
+	assert_int_equal(c.unread, 1); /* b's; its own do not count */
+	store_conv_clear(&c);
+	assert_int_equal(store_conv_get(st, g, carol, &c), STORE_FORBIDDEN);
+	/* Receipts and read counts: of members who were there. */
+	assert_int_equal(store_receipts(st, g, late, 1, NOW, &r, &n), STORE_NOT_FOUND);
+	assert_int_equal(store_receipts(st, g, a, 1, NOW, &r, &n), STORE_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(r[0].user_id, b);
+	free(r);
+	assert_int_equal(store_receipts(st, g, a, 3, NOW, &r, &n), STORE_OK);
+	assert_int_equal(n, 2);
+	free(r);
+	for (i = 0; i < 2; i++) {
+		op = receipt_op(i ? b : late, STORE_READ, 3, 20000000);
+		op.conv = g;
+		assert_int_equal(apply1(&op), STORE_OK);
+		assert_true(op.applied);
+	}
+	assert_int_equal(store_read_count(st, g, a, 3, &count), STORE_OK);
+	assert_int_equal(count, 2);
+	assert_int_equal(store_read_count(st, g, a, 1, &count), STORE_OK);
+	assert_int_equal(count, 1); /* b; late was not there */
+	assert_int_equal(store_read_count(st, g, b, 2, &count), STORE_OK);
+	assert_int_equal(count, 0); /* its own message; a has read nothing */
+	assert_int_equal(store_read_count(st, g, late, 1, &count), STORE_NOT_FOUND);
+	assert_int_equal(store_read_count(st, g, carol, 3, &count), STORE_FORBIDDEN);
+	assert_int_equal(store_watermarks(st, g, &w, &n), STORE_OK);
+	assert_int_equal(n, 3);
+	for (i = 0; i < n; i++) {
+		if (w[i].user_id == late) {
+			assert_int_equal(w[i].joined_seq, 2);
+			assert_int_equal(w[i].read_seq, 3);
+			assert_int_equal(w[i].delivered_seq, 3);
+		} else if (w[i].user_id == a) {
+			assert_int_equal(w[i].read_seq, 0);
+		}
+	}
+	free(w);
+	/* Who sent what, and the members for the fan-out. */
+	assert_int_equal(store_senders(st, g, 1, 3, &sent, &n), STORE_OK);
+	assert_int_equal(n, 3);
+	assert_int_equal(sent[0].seq, 1);
+	assert_int_equal(sent[0].sender, a);
+	assert_int_equal(sent[1].sender, b);
+	assert_int_equal(sent[2].seq, 3);
+	assert_int_equal(sent[2].sender, a);
+	free(sent);
+	assert_int_equal(store_senders(st, g, 2, 2, &sent, &n), STORE_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(sent[0].sender, b);
+	free(sent);
+	assert_int_equal(store_members(st, g, &ids, &n), STORE_OK);
+	assert_int_equal(n, 3);
+	assert_true(ids[0] < ids[1] && ids[1] < ids[2]);
+	free(ids);
+	assert_int_equal(store_heads(st, late, &h, &n), STORE_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(h[0].conv, g);
+	assert_int_equal(h[0].last_seq, 3);
+	free(h);
+	/* Leaving moves the version too. */
+	assert_int_equal(store_member_remove(st, g, late, late, &last), STORE_OK);
+	assert_int_equal(store_member_list(st, g, &ml, &n, &v2), STORE_OK);
+	assert_int_not_equal(v2, v1);
+	assert_int_equal(n, 2);
+	free(ml);
+}
+
+/* Last seen times, as the presence service reports them: read back by
+ * whoever may watch, and never moved back by an older report (nodes of
+ * a fleet report out of order). */
+static void test_last_seen(void **state)
+{
+	int64_t w = new_user("ls_watcher"), t = new_user("ls_target"), cv = new_direct(w, t), seen = -1;
+	int64_t users[2] = {t, w}, times[2] = {5000, 6000};
+	store_op_t op;
+
+	(void)state;
+	op = send_to(cv, t, "hello", "hi");
+	assert_int_equal(apply1(&op), STORE_OK);
+	assert_int_equal(store_watchable(st, w, t, &seen), STORE_OK);
+	assert_int_equal(seen, 0); /* never */
+	assert_int_equal(store_last_seen_set(st, users, times, 2), STORE_OK);
+	assert_int_equal(store_watchable(st, w, t, &seen), STORE_OK);
+	assert_int_equal(seen, 5000);
+	times[0] = 4000;
+	assert_int_equal(store_last_seen_set(st, users, times, 1), STORE_OK);
+	assert_int_equal(store_watchable(st, w, t, &seen), STORE_OK);
+	assert_int_equal(seen, 5000);
+	times[0] = 7000;
+	assert_int_equal(store_last_seen_set(st, users, times, 1), STORE_OK);
+	assert_int_equal(store_watchable(st, w, t, &seen), STORE_OK);
+	assert_int_equal(seen, 7000);
+}
+
+/* A block stops the direct chat only: in a group the two share, both
+ * still send (typing is what skips them: store_blocked_in_conv). */
+static void test_blocks_hold_in_direct_chats_only(void **state)
+{
+	int64_t x = new_user("gb_x"), y = new_user("gb_y"), g, *ids;
+	store_op_t op;
+	size_t n;
+
+	(void)state;
+	assert_int_equal(store_group_create(st, x, &y, 1, NULL, 10, 0, &g, NULL), STORE_OK);
+	assert_int_equal(store_block(st, y, x, 20), STORE_OK);
+	op = send_to(g, x, "gx", "hello group");
+	assert_int_equal(apply1(&op), STORE_OK);
+	op = send_to(g, y, "gy", "hello too");
+	assert_int_equal(apply1(&op), STORE_OK);
+	assert_int_equal(op.out_seq, 2);
+	assert_int_equal(store_blocked_in_conv(st, x, g, &ids, &n), STORE_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(ids[0], y);
+	free(ids);
+}
+
+/* SQLite only: a data directory is claimed by one node at a time (a
+ * PostgreSQL database is shared by the nodes of a fleet). */
+static void test_sqlite_claim_is_exclusive(void **state)
+{
+	(void)state;
+	assert_null(store_claim(location));
 }
 
 /* A data directory of schema version 1 (as the first release wrote it)
@@ -679,23 +1594,61 @@ static void test_migration_from_v1(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* Every backend runs these, in this order (they share the run's store,
+ * and the older ones its first users and conversation). */
+#define COMMON_TESTS                                                  \
+	cmocka_unit_test(test_accounts),                              \
+	cmocka_unit_test(test_device_cap),                            \
+	cmocka_unit_test(test_direct_is_one_per_pair),                \
+	cmocka_unit_test(test_batch_seqs_and_idempotency),            \
+	cmocka_unit_test(test_receipts),                              \
+	cmocka_unit_test(test_history_and_list),                      \
+	cmocka_unit_test(test_large_group_rule),                      \
+	cmocka_unit_test(test_device_idle_expiry),                    \
+	cmocka_unit_test(test_contacts_and_presence),                 \
+	cmocka_unit_test(test_blocks),                                \
+	cmocka_unit_test(test_settings_and_first_contacts),           \
+	cmocka_unit_test(test_conversation_cap),                      \
+	cmocka_unit_test(test_list_pages),                            \
+	cmocka_unit_test(test_backend_entry),                         \
+	cmocka_unit_test(test_admission),                             \
+	cmocka_unit_test(test_batch_across_conversations),            \
+	cmocka_unit_test(test_read_implies_delivered),                \
+	cmocka_unit_test(test_group_member_cap),                      \
+	cmocka_unit_test(test_admin_promotion),                       \
+	cmocka_unit_test(test_joined_view),                           \
+	cmocka_unit_test(test_last_seen),                             \
+	cmocka_unit_test(test_blocks_hold_in_direct_chats_only)
+
 int main(void)
 {
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_accounts),
-		cmocka_unit_test(test_device_cap),
-		cmocka_unit_test(test_direct_is_one_per_pair),
-		cmocka_unit_test(test_batch_seqs_and_idempotency),
-		cmocka_unit_test(test_receipts),
-		cmocka_unit_test(test_history_and_list),
-		cmocka_unit_test(test_large_group_rule),
-		cmocka_unit_test(test_device_idle_expiry),
-		cmocka_unit_test(test_contacts_and_presence),
-		cmocka_unit_test(test_blocks),
-		cmocka_unit_test(test_settings_and_first_contacts),
-		cmocka_unit_test(test_conversation_cap),
-		cmocka_unit_test(test_list_pages),
+	const struct CMUnitTest sqlite_tests[] = {
+		COMMON_TESTS,
+		cmocka_unit_test(test_sqlite_claim_is_exclusive),
 		cmocka_unit_test(test_migration_from_v1),
+		cmocka_unit_test(test_every_method_is_called),
 	};
-	return cmocka_run_group_tests_name("unit_store", tests, setup, teardown);
+	const struct CMUnitTest pg_tests[] = {
+		COMMON_TESTS,
+		cmocka_unit_test(test_every_method_is_called),
+	};
+	int failed;
+
+	be = &sqlite_backend;
+	failed = cmocka_run_group_tests_name("unit_store[SQLite]", sqlite_tests, setup, teardown);
+	/* Until a backend serves postgresql:// locations in this build. Once
+	 * one does, its run happens, and needs a server: without one it
+	 * fails, saying what to install. */
+	if (!store_backend_name("postgresql://probe@127.0.0.1/probe")) {
+		printf("unit_store: PostgreSQL backend not built: skipping its run\n");
+		return failed;
+	}
+	if (!(pg = pgserver_start())) {
+		fprintf(stderr, "unit_store: no PostgreSQL server for the PostgreSQL run\n");
+		return failed + 1;
+	}
+	be = &pg_backend;
+	failed += cmocka_run_group_tests_name("unit_store[PostgreSQL]", pg_tests, setup, teardown);
+	pgserver_stop(pg);
+	return failed;
 }

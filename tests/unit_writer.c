@@ -1,7 +1,10 @@
 /* unit_writer.c - the group-commit writer: ops submitted from several
  * threads at once are committed in far fewer transactions than ops, every
  * op is completed exactly once and in submission order per thread, ids
- * rise with seq, and writer_drain returns only when all are done. */
+ * rise with seq, and writer_drain returns only when all are done. On
+ * every backend the build has: SQLite in a temporary directory, and
+ * PostgreSQL (a fresh database per test on a throwaway server,
+ * tests/pgserver.h) when a backend serves postgresql:// locations. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +17,7 @@
 
 #include <cmocka.h>
 
+#include "pgserver.h"
 #include "store.h"
 #include "writer.h"
 
@@ -53,6 +57,10 @@ static void on_done(store_op_t *op, void *ud)
 static writer_t *w;
 static int64_t conv, user;
 
+/* The run's backend: NULL for SQLite, else the PostgreSQL server. */
+static pgserver_t *pg;
+static store_claim_t *claim;
+
 /* A send of "x" from user into conv, for thread t. */
 static sent_t *new_send(int t, int n)
 {
@@ -72,16 +80,23 @@ static sent_t *new_send(int t, int n)
 	return s;
 }
 
-/* A fresh store in dir with two users and their direct chat (user, conv),
- * and a writer on it; completion state reset. */
-static store_t *start(char *dir)
+/* A fresh store (its location into loc, cap bytes) with two users and
+ * their direct chat (user, conv), and a writer on it; completion state
+ * reset. */
+static store_t *start(char *loc, size_t cap)
 {
 	int64_t other;
 	store_t *st;
 	int created;
 
-	assert_non_null(mkdtemp(dir));
-	st = store_open(dir);
+	if (pg) {
+		assert_int_equal(pgserver_create_db(pg, NULL, loc, cap), 0);
+	} else {
+		snprintf(loc, cap, "/tmp/parley-unit-writer-XXXXXX");
+		assert_non_null(mkdtemp(loc));
+	}
+	assert_non_null(claim = store_claim(loc));
+	st = store_open(loc);
 	assert_non_null(st);
 	assert_int_equal(store_user_create(st, "u1", "x", 1, &user), STORE_OK);
 	assert_int_equal(store_user_create(st, "u2", "x", 1, &other), STORE_OK);
@@ -89,18 +104,24 @@ static store_t *start(char *dir)
 	atomic_store(&done_count, 0);
 	memset(last_seq_seen, 0, sizeof last_seq_seen);
 	last_seq = last_id = 0;
-	w = writer_new(dir, 3, 1024, on_done, NULL);
+	w = writer_new(loc, 3, 1024, on_done, NULL);
 	assert_non_null(w);
 	return st;
 }
 
-static void stop(store_t *st, const char *dir)
+static void stop(store_t *st, const char *loc)
 {
-	char cmd[128];
+	char cmd[600];
 
 	writer_free(w);
 	store_close(st);
-	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	store_release(claim);
+	claim = NULL;
+	if (pg) {
+		assert_int_equal(pgserver_drop_db(pg, loc), 0);
+		return;
+	}
+	snprintf(cmd, sizeof cmd, "rm -rf %s", loc);
 	assert_int_equal(system(cmd), 0);
 }
 
@@ -118,7 +139,7 @@ static void *submitter(void *p)
 
 static void test_group_commit(void **state)
 {
-	char dir[] = "/tmp/parley-unit-writer-XXXXXX";
+	char loc[512];
 	pthread_t th[THREADS];
 	writer_counts_t wc;
 	uint64_t batches, ops;
@@ -126,7 +147,7 @@ static void test_group_commit(void **state)
 	int i;
 
 	(void)state;
-	st = start(dir);
+	st = start(loc, sizeof loc);
 	for (i = 0; i < THREADS; i++)
 		pthread_create(&th[i], NULL, submitter, (void *)(intptr_t)i);
 	for (i = 0; i < THREADS; i++)
@@ -143,7 +164,7 @@ static void test_group_commit(void **state)
 	assert_true(batches * 4 <= ops);
 	assert_true(order_ok);
 	assert_true(id_order_ok);
-	stop(st, dir);
+	stop(st, loc);
 }
 
 /* With a commit delay, sends that arrive a moment apart share one commit
@@ -151,13 +172,13 @@ static void test_group_commit(void **state)
  * which come 1 ms later. Without the delay the first is committed alone. */
 static void test_commit_delay(void **state)
 {
-	char dir[] = "/tmp/parley-unit-writer-XXXXXX";
+	char loc[512];
 	writer_counts_t wc;
 	store_t *st;
 	int i;
 
 	(void)state;
-	st = start(dir);
+	st = start(loc, sizeof loc);
 	writer_set_commit_delay(w, 10000);
 	for (i = 0; i < 3; i++) {
 		sent_t *s = new_send(0, i);
@@ -171,7 +192,7 @@ static void test_commit_delay(void **state)
 	assert_int_equal(wc.messages, 3);
 	assert_int_equal(wc.commits, 1);
 	assert_true(id_order_ok);
-	stop(st, dir);
+	stop(st, loc);
 }
 
 int main(void)
@@ -180,5 +201,18 @@ int main(void)
 		cmocka_unit_test(test_group_commit),
 		cmocka_unit_test(test_commit_delay),
 	};
-	return cmocka_run_group_tests_name("unit_writer", tests, NULL, NULL);
+	int failed = cmocka_run_group_tests_name("unit_writer[SQLite]", tests, NULL, NULL);
+
+	/* As unit_store: the PostgreSQL run once a backend is registered. */
+	if (!store_backend_name("postgresql://probe@127.0.0.1/probe")) {
+		printf("unit_writer: PostgreSQL backend not built: skipping its run\n");
+		return failed;
+	}
+	if (!(pg = pgserver_start())) {
+		fprintf(stderr, "unit_writer: no PostgreSQL server for the PostgreSQL run\n");
+		return failed + 1;
+	}
+	failed += cmocka_run_group_tests_name("unit_writer[PostgreSQL]", tests, NULL, NULL);
+	pgserver_stop(pg);
+	return failed;
 }
