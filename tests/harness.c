@@ -75,6 +75,14 @@ const char *hx_store_option(const char *store)
 	return hx_store_is_dir(store) ? "--data" : "--store";
 }
 
+int hx_fresh_store(char *out, size_t cap)
+{
+	if (on_postgresql())
+		return fresh_database(out, cap);
+	snprintf(out, cap, "/tmp/parley-test-XXXXXX");
+	return mkdtemp(out) ? 0 : -1;
+}
+
 int hx_start(hx_server_t *s, const char *store, const char *const *extra)
 {
 	const char *bin = getenv("PARLEY_BIN") ? getenv("PARLEY_BIN") : "build/parley";
@@ -87,13 +95,8 @@ int hx_start(hx_server_t *s, const char *store, const char *const *extra)
 	memset(s, 0, sizeof *s);
 	if (store) {
 		snprintf(s->store, sizeof s->store, "%s", store);
-	} else if (on_postgresql()) {
-		if (fresh_database(s->store, sizeof s->store) < 0)
-			return -1;
-		s->own_store = 1;
 	} else {
-		snprintf(s->store, sizeof s->store, "/tmp/parley-test-XXXXXX");
-		if (!mkdtemp(s->store))
+		if (hx_fresh_store(s->store, sizeof s->store) < 0)
 			return -1;
 		s->own_store = 1;
 	}
@@ -188,14 +191,19 @@ static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW 
 	return remove(path);
 }
 
+void hx_drop_store(const char *store)
+{
+	if (hx_store_is_dir(store))
+		nftw(store, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	else if (pg)
+		pgserver_drop_db(pg, store); /* else the server's end takes it */
+}
+
 void hx_cleanup(hx_server_t *s)
 {
 	if (!s->own_store || !s->store[0])
 		return;
-	if (hx_store_is_dir(s->store))
-		nftw(s->store, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-	else if (pg)
-		pgserver_drop_db(pg, s->store); /* else the server's end takes it */
+	hx_drop_store(s->store);
 	s->own_store = 0;
 }
 

@@ -50,6 +50,11 @@ int hx_stop(hx_server_t *s, int sig);
 /* Removes the store (directory or database) if hx_start made it; call
  * it after the server has stopped. */
 void hx_cleanup(hx_server_t *s);
+/* A fresh store as hx_start makes one (see $PARLEY_TEST_STORE), for a
+ * node a test runs itself: its location into out. 0, or -1 (said why). */
+int hx_fresh_store(char *out, size_t cap);
+/* Removes a store hx_fresh_store made; after its node has stopped. */
+void hx_drop_store(const char *store);
 /* The command-line option that names a store at this location: "--data"
  * for a directory, "--store" for a URI. */
 const char *hx_store_option(const char *store);

@@ -8,7 +8,8 @@
  * whatever order it likes (another node's publish), then reads what the
  * client receives. Per conversation the client must get increasing seqs,
  * each once, none missing: a frame that comes early waits for the ones
- * before it; one that never comes is read from the store. */
+ * before it; one that never comes is read from the store. The store is
+ * the harness's choice ($PARLEY_TEST_STORE), as for every suite. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -30,7 +31,7 @@
 
 static server_t *srv;
 static store_t *other;           /* "another node's" store handle */
-static char dir[] = "/tmp/parley-order-XXXXXX";
+static char where[256];         /* the store's location */
 static int port;
 
 static int start(void **state)
@@ -38,19 +39,22 @@ static int start(void **state)
 	server_config_t cfg;
 
 	(void)state;
-	if (!mkdtemp(dir))
+	if (hx_fresh_store(where, sizeof where) < 0)
 		return -1;
 	server_config_defaults(&cfg);
 	snprintf(cfg.host, sizeof cfg.host, "127.0.0.1");
 	cfg.port = 0;
-	snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", dir);
+	if (hx_store_is_dir(where))
+		snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", where);
+	else
+		snprintf(cfg.store_url, sizeof cfg.store_url, "%s", where);
 	cfg.threads = 2;
 	cfg.fast_password_hashing = 1;
 	cfg.web_dir[0] = 0;
 	cfg.signup_rate = cfg.login_rate = 0;
 	cfg.work_rate = cfg.read_rate = 0;
 	cfg.strangers_per_day = 0;
-	if (!(srv = server_start(&cfg)) || !(other = store_open(dir)))
+	if (!(srv = server_start(&cfg)) || !(other = store_open(where)))
 		return -1;
 	port = server_port(srv);
 	return 0;
@@ -58,13 +62,11 @@ static int start(void **state)
 
 static int stop(void **state)
 {
-	char cmd[64];
-
 	(void)state;
 	store_close(other);
 	server_stop(srv);
-	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-	return system(cmd);
+	hx_drop_store(where);
+	return 0;
 }
 
 /* Stores a message from `from` in conv as another node's writer would,
