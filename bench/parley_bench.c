@@ -96,6 +96,7 @@
 #include <jansson.h>
 
 #include "pclient.h"
+#include "../tests/pgserver.h"
 
 #define TIMEOUT 30000
 
@@ -104,6 +105,7 @@ typedef struct proc {
 	int port;
 	int admin_port;      /* Parley's operator listener, for /metrics */
 	char dir[64];
+	char store[256];     /* Parley's store: its data directory, or a database's URI */
 } proc_t;
 
 static void die(const char *what)
@@ -224,7 +226,15 @@ typedef struct idle_result {
 /* --commit-delay, passed on to the server ("0": none). */
 static char commit_delay[16] = "0";
 
-/* Starts a Parley server on a fresh data directory (dir: 32 bytes). */
+/* The store the scenarios run on (--store): "sqlite", a data directory; or
+ * "postgresql", a fresh database on a throwaway PostgreSQL server the
+ * tool starts at its first need (tests/pgserver.h: initdb into a
+ * temporary directory, fsync on) and that stops when it exits. */
+static const char *bench_store = "sqlite";
+static pgserver_t *bench_pg;
+
+/* Starts a Parley server on a fresh store (dir: 32 bytes, the data
+ * directory when the store is SQLite's). */
 static void start_parley(proc_t *srv, char *dir)
 {
 	char *argv[] = {"build/parley", "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data", dir,
@@ -236,6 +246,16 @@ static void start_parley(proc_t *srv, char *dir)
 	snprintf(dir, 32, "/tmp/parley-bench-XXXXXX");
 	if (!mkdtemp(dir))
 		die("mkdtemp");
+	if (!strcmp(bench_store, "postgresql")) {
+		if (!bench_pg && !(bench_pg = pgserver_start()))
+			die("cannot start a PostgreSQL server for --store postgresql");
+		if (pgserver_create_db(bench_pg, NULL, srv->store, sizeof srv->store) < 0)
+			die("cannot create a database for --store postgresql");
+		argv[6] = "--store";
+		argv[7] = srv->store;
+	} else {
+		snprintf(srv->store, sizeof srv->store, "%s", dir);
+	}
 	spawn(srv, argv);
 }
 
@@ -243,6 +263,8 @@ static void stop_parley(proc_t *srv, const char *dir)
 {
 	stop_proc(srv);
 	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	if (bench_pg && strstr(srv->store, "://"))
+		pgserver_drop_db(bench_pg, srv->store);
 }
 
 /* Opens one idle connection: to Parley an authenticated WebSocket past its
@@ -457,12 +479,12 @@ static int run_idle(int n, int procs, int json_only)
 		printf("  %-38s %10.0f %10.0f %8.2f\n", "kernel slab bytes per connection", p.kernel_bytes,
 		       r.kernel_bytes, ratio(p.kernel_bytes, r.kernel_bytes));
 	}
-	printf("{\"scenario\":\"idle\",\"machine\":\"%s\",\"commit\":\"%s\",\"parameters\":{\"connections\":%d,\"client_processes\":%d},"
+	printf("{\"scenario\":\"idle\",\"machine\":\"%s\",\"commit\":\"%s\",\"store\":\"%s\",\"parameters\":{\"connections\":%d,\"client_processes\":%d},"
 	       "\"figures\":{\"parley_user_bytes_per_conn\":%.0f,\"relay_user_bytes_per_conn\":%.0f,"
 	       "\"user_bytes_ratio\":%.2f,\"parley_store_cache_bytes_per_conn\":%.0f,"
 	       "\"parley_kernel_bytes_per_conn\":%.0f,"
 	       "\"relay_kernel_bytes_per_conn\":%.0f}}\n",
-	       machine, commit, n, procs, p.user_bytes, r.user_bytes, ratio(p.user_bytes, r.user_bytes),
+	       machine, commit, bench_store, n, procs, p.user_bytes, r.user_bytes, ratio(p.user_bytes, r.user_bytes),
 	       p.store_bytes, p.kernel_bytes, r.kernel_bytes);
 	return 0;
 }
@@ -627,10 +649,10 @@ static int run_history(int clients, double seconds, int json_only)
 		printf("  pages per second %.0f; latency p50 %.3f ms, p99 %.3f ms, max %.3f ms\n", rate, p50, p99,
 		       max);
 	}
-	printf("{\"scenario\":\"history\",\"machine\":\"%s\",\"commit\":\"%s\",\"parameters\":{\"clients\":%d,"
+	printf("{\"scenario\":\"history\",\"machine\":\"%s\",\"commit\":\"%s\",\"store\":\"%s\",\"parameters\":{\"clients\":%d,"
 	       "\"seconds\":%.0f,\"page\":50,\"messages\":%d},\"figures\":{\"pages_per_second\":%.0f,"
 	       "\"latency_p50_ms\":%.3f,\"latency_p99_ms\":%.3f,\"latency_max_ms\":%.3f}}\n",
-	       machine, commit, clients, seconds, HISTORY_MESSAGES, rate, p50, p99, max);
+	       machine, commit, bench_store, clients, seconds, HISTORY_MESSAGES, rate, p50, p99, max);
 	return 0;
 }
 
@@ -908,9 +930,9 @@ parley:
 			else
 				lo = r;
 		}
-		printf("{\"scenario\":\"direct-max\",\"machine\":\"%s\",\"commit\":\"%s\",\"parameters\":"
+		printf("{\"scenario\":\"direct-max\",\"machine\":\"%s\",\"commit\":\"%s\",\"store\":\"%s\",\"parameters\":"
 		       "{\"pairs\":%d,\"p99_bound_ms\":%.2f},\"figures\":{\"max_rate\":%.0f}}\n",
-		       machine, commit, npairs, find_max, lo);
+		       machine, commit, bench_store, npairs, find_max, lo);
 		for (i = 0; i < npairs; i++) {
 			pc_close(pairs[i].a);
 			pc_close(pairs[i].b);
@@ -942,13 +964,13 @@ parley:
 		printf("  %-34s %10.1f %10.1f %8.2f\n", "server CPU per delivered message (us)", pr.cpu_us_per_msg,
 		       rr.cpu_us_per_msg, ratio(pr.cpu_us_per_msg, rr.cpu_us_per_msg));
 	}
-	printf("{\"scenario\":\"direct\",\"machine\":\"%s\",\"commit\":\"%s\",\"parameters\":{\"pairs\":%d,"
+	printf("{\"scenario\":\"direct\",\"machine\":\"%s\",\"commit\":\"%s\",\"store\":\"%s\",\"parameters\":{\"pairs\":%d,"
 	       "\"rate\":%.0f,\"seconds\":%.0f},\"figures\":{\"achieved_rate\":%.0f,\"ack_p50_ms\":%.3f,"
 	       "\"ack_p99_ms\":%.3f,\"ack_p999_ms\":%.3f,\"ack_max_ms\":%.3f,\"deliver_p50_ms\":%.3f,"
 	       "\"deliver_p99_ms\":%.3f,\"deliver_p999_ms\":%.3f,\"deliver_max_ms\":%.3f,"
 	       "\"cpu_us_per_message\":%.2f,\"relay_deliver_p99_ms\":%.3f,\"relay_cpu_us_per_message\":%.2f,"
 	       "\"p99_ratio\":%.2f,\"cpu_ratio\":%.2f}}\n",
-	       machine, commit, npairs, rate, seconds, pr.rate, pr.ack[0], pr.ack[1], pr.ack[2], pr.ack[3],
+	       machine, commit, bench_store, npairs, rate, seconds, pr.rate, pr.ack[0], pr.ack[1], pr.ack[2], pr.ack[3],
 	       pr.deliver[0], pr.deliver[1], pr.deliver[2], pr.deliver[3], pr.cpu_us_per_msg, rr.deliver[1],
 	       rr.cpu_us_per_msg, ratio(pr.deliver[1], rr.deliver[1]), ratio(pr.cpu_us_per_msg, rr.cpu_us_per_msg));
 	return 0;
@@ -1404,11 +1426,11 @@ static int run_group(int members, int online, int messages, int batch, double tp
 		       "(relay: %.0f/s, %.3f us; CPU ratio %.2f)\n", SENDERS, tput, tput_cpu, rel.tput,
 		       rel.cpu_per_delivery, ratio(tput_cpu, rel.cpu_per_delivery));
 	}
-	printf("{\"scenario\":\"group\",\"machine\":\"%s\",\"commit\":\"%s\",\"parameters\":{\"members\":%d,\"online\":%d,\"messages\":%d,\"batch\":%d},\"figures\":{"
+	printf("{\"scenario\":\"group\",\"machine\":\"%s\",\"commit\":\"%s\",\"store\":\"%s\",\"parameters\":{\"members\":%d,\"online\":%d,\"messages\":%d,\"batch\":%d},\"figures\":{"
 	       "\"receipt_frames_per_message\":%.1f,\"store_rows_per_message\":%.1f,"
 	       "\"store_commits_per_message\":%.1f,\"ack_direct_p50_ms\":%.3f,\"ack_group_p50_ms\":%.3f,"
 	       "\"deliver_last_p50_ms\":%.3f,\"deliver_last_p99_ms\":%.3f,\"counts_converge_p50_ms\":%.0f,\"cpu_us_direct_message\":%.0f,\"cpu_us_group_message\":%.0f,\"cpu_us_group_storm\":%.0f,\"throughput_deliveries_per_s\":%.0f,\"throughput_cpu_us_per_delivery\":%.3f,\"relay_deliver_last_p99_ms\":%.3f,\"p99_ratio\":%.2f,\"relay_throughput_deliveries_per_s\":%.0f,\"relay_cpu_us_per_delivery\":%.3f,\"cpu_ratio\":%.2f}}\n",
-	       machine, commit, members, online, messages, batch, 2.0 * (online - 1) / batch, rows_per_msg, commits_per_msg,
+	       machine, commit, bench_store, members, online, messages, batch, 2.0 * (online - 1) / batch, rows_per_msg, commits_per_msg,
 	       pct(ack_direct, messages, .5), pct(ack_group, messages, .5), pct(deliver, messages, .5),
 	       pct(deliver, messages, .99), pct(converge, storms, .5), cpu_direct, cpu_group, cpu_storm, tput, tput_cpu,
 	       rel.last_p99, ratio(pct(deliver, messages, .99), rel.last_p99), rel.tput, rel.cpu_per_delivery,
@@ -1566,10 +1588,10 @@ static int run_resume(int clients, int json_only)
 		printf("  resume -> resumed p50 %.2f ms, p99 %.2f ms; %.0f clients reconnected and resumed per second\n",
 		       p50, p99, rate);
 	}
-	printf("{\"scenario\":\"resume\",\"machine\":\"%s\",\"commit\":\"%s\",\"parameters\":{\"clients\":%d,"
+	printf("{\"scenario\":\"resume\",\"machine\":\"%s\",\"commit\":\"%s\",\"store\":\"%s\",\"parameters\":{\"clients\":%d,"
 	       "\"missed\":%d,\"conversations\":%d},\"figures\":{\"resume_p50_ms\":%.3f,\"resume_p99_ms\":%.3f,"
 	       "\"reconnects_per_second\":%.0f}}\n",
-	       machine, commit, clients, RESUME_CONVS * RESUME_MISSED, RESUME_CONVS, p50, p99, rate);
+	       machine, commit, bench_store, clients, RESUME_CONVS * RESUME_MISSED, RESUME_CONVS, p50, p99, rate);
 	free(rc);
 	free(lat);
 	return 0;
@@ -2863,10 +2885,10 @@ static int run_abuse(double seconds, int quick, const char *only, const char *tr
 				       res[p].failures == 1 ? "" : "s", res[p].failure);
 		}
 	}
-	printf("{\"scenario\":\"abuse\",\"machine\":\"%s\",\"commit\":\"%s\",\"parameters\":{\"seconds\":%.0f,"
+	printf("{\"scenario\":\"abuse\",\"machine\":\"%s\",\"commit\":\"%s\",\"store\":\"%s\",\"parameters\":{\"seconds\":%.0f,"
 	       "\"quick\":%s,\"only\":\"%s\",\"password_hashing\":\"production\",\"login_every_ms\":%.0f,\"rest_every_ms\":%.0f,"
 	       "\"send_every_ms\":%.0f},\"figures\":{",
-	       machine, commit, seconds, quick ? "true" : "false", only ? only : "", LOGIN_EVERY_MS, REST_EVERY_MS, SEND_EVERY_MS);
+	       machine, commit, bench_store, seconds, quick ? "true" : "false", only ? only : "", LOGIN_EVERY_MS, REST_EVERY_MS, SEND_EVERY_MS);
 	for (p = 0; p < ABUSE_PHASES; p++) {
 		const attack_t *a = &res[p].attack;
 		if (res[p].skipped)
@@ -2919,7 +2941,9 @@ static int usage(void)
 	                "       parley-bench resume [--clients N] [--json]\n"
 	                "       parley-bench group [--members N] [--online K] [--messages M] [--batch B]\n"
 	                "                          [--throughput SECONDS] [--json]\n"
-	                "       parley-bench abuse [--seconds S] [--quick] [--only ATTACK] [--trace FILE] [--json]\n");
+	                "       parley-bench abuse [--seconds S] [--quick] [--only ATTACK] [--trace FILE] [--json]\n"
+	                "  (any scenario: --store sqlite|postgresql|both, the store Parley runs on; both runs\n"
+	                "   the scenario once on each, in this order)\n");
 	return 2;
 }
 
@@ -2928,7 +2952,7 @@ int main(int argc, char **argv)
 	int n = 2000, procs = 0, clients = 4, client_set = 0, json_only = 0, pairs = 50, quick = 0, i;
 	double seconds = 5, rate = 2000, find_max = 0, throughput = 0;
 	int seconds_set = 0;
-	const char *trace_file = NULL, *only = NULL;
+	const char *trace_file = NULL, *only = NULL, *store = "sqlite";
 	int members = 1024, online = 800, messages = 30, batch = 10;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -2971,9 +2995,41 @@ int main(int argc, char **argv)
 			trace_file = argv[++i];
 		else if (!strcmp(argv[i], "--only") && i + 1 < argc)
 			only = argv[++i];
+		else if (!strcmp(argv[i], "--store") && i + 1 < argc)
+			store = argv[++i];
 		else
 			return usage();
 	}
+	if (strcmp(store, "sqlite") && strcmp(store, "postgresql") && strcmp(store, "both"))
+		die("--store: sqlite, postgresql or both");
+	if (!strcmp(store, "both")) {
+		/* The same scenario on each store, one after the other, each
+		 * run as if alone (its own server, its own figures). */
+		char *sub[64];
+		int k, r = 0, rc;
+
+		if (argc + 2 > 64)
+			die("too many arguments");
+		for (k = 0; k < argc; k++)
+			sub[k] = argv[k];
+		sub[argc] = "--store";
+		sub[argc + 2] = NULL;
+		for (k = 0; k < 2 && r == 0; k++) {
+			pid_t pid;
+
+			sub[argc + 1] = k ? "postgresql" : "sqlite";
+			fflush(stdout);
+			if ((pid = fork()) == 0) {
+				execv("/proc/self/exe", sub);
+				_exit(127);
+			}
+			if (pid < 0 || waitpid(pid, &rc, 0) < 0)
+				die("cannot run a store's pass");
+			r = WIFEXITED(rc) ? WEXITSTATUS(rc) : 1;
+		}
+		return r;
+	}
+	bench_store = store;
 	if (!strcmp(argv[1], "direct")) {
 		if (pairs < 1 || pairs > 500 || !(rate > 0 && rate <= 1e6) || !(seconds > 0 && seconds <= 3600))
 			die("--pairs: 1 to 500; --rate: up to 1000000; --seconds: up to 3600");
