@@ -690,7 +690,10 @@ static int failed(pg_store_t *s, PGresult *r, const char *what)
 	const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
 	const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
 
-	if (s->conn && PQstatus(s->conn) != CONNECTION_OK) {
+	/* The connection's end (an administrator's or a shutdown's: class
+	 * 57P; a connection exception: 08), even if libpq has yet to see it. */
+	if (s->conn && (PQstatus(s->conn) != CONNECTION_OK ||
+	                (state && (!strncmp(state, "57P", 3) || !strncmp(state, "08", 2))))) {
 		lost(s, msg);
 		return STORE_ERROR;
 	}
