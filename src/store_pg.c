@@ -59,7 +59,7 @@
 /* pg_advisory_xact_lock's key for schema changes: "parley" in ASCII. */
 #define SCHEMA_LOCK_KEY "112568959427961"
 
-#define CALL_MS 15000            /* a call's own deadline */
+#define CALL_MS 12000            /* a call's own deadline */
 #define SCHEMA_MS (600 * 1000)   /* a claim's or migration's: it may wait for another node's */
 #define RECONNECT_MIN_MS 1000
 #define RECONNECT_MAX_MS 8000
@@ -2189,7 +2189,7 @@ static int pg_apply(store_t *base, store_op_t *ops, size_t n)
 	const char **what = NULL;
 	int *plan = NULL, *dup = NULL;
 	char *convs = NULL;
-	size_t i, k, nsends = 0;
+	size_t i, k, nres, nsends = 0;
 	params_t p;
 	int pipelined = 0;
 
@@ -2273,6 +2273,7 @@ static int pg_apply(store_t *base, store_op_t *ops, size_t n)
 		log_error("store: the batch's transaction was rolled back at commit");
 		goto abort;
 	}
+	nres = k;
 	for (i = 0, k = nsends ? 0 : 2; i < n; i++) {
 		if (plan[i] == PLAN_STORE) {
 			PGresult *r = res[k++];
@@ -2287,7 +2288,7 @@ static int pg_apply(store_t *base, store_op_t *ops, size_t n)
 			ops[i].status = STORE_ERROR;
 		}
 	}
-	clear_results(res, k);
+	clear_results(res, nres);
 	if (PQexitPipelineMode(s->conn) != 1)
 		lost(s, "the batch's pipeline did not end");
 	pipelined = 0;

@@ -298,19 +298,19 @@ typedef struct racer {
 	int n;                   /* which of the two */
 	store_op_t ops[RACES];
 	int rc[RACES];
+	char cmids[RACES][24];
 } racer_t;
 
 static void *race(void *p)
 {
 	racer_t *r = p;
 	store_t *s = store_open(r->w->url);
-	static char cmids[RACES][16];
 	int i;
 
 	for (i = 0; i < RACES; i++) {
-		snprintf(cmids[i], sizeof cmids[i], "race-%d", i);
+		snprintf(r->cmids[i], sizeof r->cmids[i], "race-%d", i);
 		/* Different ids, as two nodes' snowflakes would be. */
-		r->ops[i] = send_op(r->w->a, r->w->conv, cmids[i], "the same message",
+		r->ops[i] = send_op(r->w->a, r->w->conv, r->cmids[i], "the same message",
 		                    ((int64_t)(1000 + i) << 22) | r->n);
 		pthread_barrier_wait(r->go);
 		r->rc[i] = s ? store_apply(s, &r->ops[i], 1) : -100;
