@@ -817,6 +817,19 @@ static int finish(pg_store_t *s, int r)
 	return r == STORE_OK ? STORE_ERROR : r;
 }
 
+/* The server's notices go to the log, not to stderr: a warning or a
+ * session's end as warnings, the rest (CREATE ... IF NOT EXISTS) as debug. */
+static void notice(void *ud, const char *message)
+{
+	size_t n = strcspn(message, "\n");
+
+	(void)ud;
+	if (!strncmp(message, "WARNING", 7) || !strncmp(message, "FATAL", 5) || !strncmp(message, "PANIC", 5))
+		log_warn("store: PostgreSQL says: %.*s", (int)n, message);
+	else
+		log_debug("store: PostgreSQL says: %.*s", (int)n, message);
+}
+
 /* Connects to location with the timeouts a store needs; the location's
  * own settings win over these defaults. NULL on failure, with the reason
  * logged. */
@@ -837,6 +850,7 @@ static PGconn *pg_connect(const char *location, const char *where)
 		PQfinish(c);
 		return NULL;
 	}
+	PQsetNoticeProcessor(c, notice, NULL);
 	if (PQsetnonblocking(c, 1) != 0) {
 		log_error("store: cannot use the PostgreSQL connection to %s: %s", where, conn_error(c));
 		PQfinish(c);
@@ -955,6 +969,19 @@ static int ready(pg_store_t *s)
 	int64_t now = clock_mono_ms();
 
 	s->deadline = now + CALL_MS;
+	/* Input on an idle connection is the server saying goodbye (a
+	 * restart, an administrator): notice it now, and reconnect before
+	 * this call rather than fail it. */
+	if (s->conn && PQstatus(s->conn) == CONNECTION_OK) {
+		struct pollfd pfd = {.fd = PQsocket(s->conn), .events = POLLIN};
+		int i;
+		/* A goodbye comes as a message, then the end of the stream: one
+		 * read each. */
+		for (i = 0; i < 4 && s->conn && poll(&pfd, 1, 0) > 0; i++)
+			if (!PQconsumeInput(s->conn) || (pfd.revents & (POLLHUP | POLLERR)) ||
+			    PQstatus(s->conn) != CONNECTION_OK)
+				lost(s, NULL);
+	}
 	if (s->conn && PQstatus(s->conn) != CONNECTION_OK)
 		lost(s, NULL);
 	if (s->conn && PQpipelineStatus(s->conn) != PQ_PIPELINE_OFF)

@@ -576,32 +576,97 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+typedef struct blocked_send {
+	store_t *s;
+	store_op_t op;
+	int rc;
+} blocked_send_t;
+
+static void *apply_one(void *p)
+{
+	blocked_send_t *b = p;
+
+	b->rc = store_apply(b->s, &b->op, 1);
+	return NULL;
+}
+
+/* The pid of our handle's session, once it waits for a lock (0: never). */
+static int waiting_session(const char *db)
+{
+	char q[300];
+	PGresult *r;
+	int tries, pid = 0;
+
+	snprintf(q, sizeof q, "SELECT pid FROM pg_stat_activity WHERE datname = '%s' AND application_name = "
+	         "'parley' AND wait_event_type = 'Lock'", db);
+	for (tries = 0; tries < 100 && !pid; tries++) {
+		if ((r = sql("postgres", q)) && PQntuples(r) == 1)
+			pid = atoi(PQgetvalue(r, 0, 0));
+		PQclear(r);
+		if (!pid)
+			usleep(50 * 1000);
+	}
+	return pid;
+}
+
 static void test_lost_connection(void **state)
 {
 	world_t w;
 	store_t *s;
 	store_op_t op;
-	char name[33], q[200];
+	blocked_send_t b;
+	pthread_t t;
+	char name[33], q[200], url[200];
+	const char *db;
+	PGconn *holder;
 	PGresult *r;
 	int64_t t0;
-	int tries;
+	int tries, pid;
 
 	(void)state;
 	make_world(&w);
+	db = strrchr(w.url, '/') + 1;
 	assert_non_null(s = store_open(w.url));
 	assert_int_equal(store_user_by_id(s, w.a, name), STORE_OK);
-	/* The server ends our session: the next call fails, quickly. */
+	/* The server ends our idle session: the next call notices before it
+	 * starts, and reconnects for it (a second after the last connection
+	 * was made: never more often). */
 	snprintf(q, sizeof q, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s' "
-	         "AND application_name = 'parley'", strrchr(w.url, '/') + 1);
+	         "AND application_name = 'parley'", db);
 	assert_non_null(r = sql("postgres", q));
 	PQclear(r);
+	usleep(1100 * 1000);
+	assert_int_equal(store_user_by_id(s, w.a, name), STORE_OK);
+	/* The session ends in the middle of a batch (waiting for the
+	 * conversation's lock, held here): the batch fails, quickly, and
+	 * nothing of it is stored. */
+	snprintf(url, sizeof url, "%s/%s", base_url, db);
+	holder = PQconnectdb(url);
+	assert_int_equal(PQstatus(holder), CONNECTION_OK);
+	snprintf(q, sizeof q, "BEGIN; SELECT 1 FROM conversations WHERE id = %lld FOR UPDATE", (long long)w.conv);
+	r = PQexec(holder, q);
+	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+	PQclear(r);
+	b.s = s;
+	b.op = send_op(w.a, w.conv, "lost-1", "hello", (int64_t)3000 << 22);
+	assert_int_equal(pthread_create(&t, NULL, apply_one, &b), 0);
+	assert_int_not_equal(pid = waiting_session(db), 0);
 	t0 = mono_ms();
-	op = send_op(w.a, w.conv, "lost-1", "hello", (int64_t)3000 << 22);
-	assert_int_equal(store_apply(s, &op, 1), STORE_ERROR);
-	assert_int_equal(op.status, STORE_ERROR);
+	snprintf(q, sizeof q, "SELECT pg_terminate_backend(%d)", pid);
+	assert_non_null(r = sql("postgres", q));
+	PQclear(r);
+	pthread_join(t, NULL);
 	assert_true(mono_ms() - t0 < 2000);
-	/* A later call reconnects (within a few backoff periods) and the
-	 * retry with the same cmid is stored once. */
+	assert_int_equal(b.rc, STORE_ERROR);
+	assert_int_equal(b.op.status, STORE_ERROR);
+	PQclear(PQexec(holder, "ROLLBACK"));
+	PQfinish(holder);
+	snprintf(q, sizeof q, "SELECT count(*) FROM messages");
+	assert_non_null(r = sql(db, q));
+	assert_string_equal(PQgetvalue(r, 0, 0), "0");
+	PQclear(r);
+	/* A later call reconnects (within a backoff period or two) and the
+	 * client's retry with the same cmid is stored, at seq 1. */
 	for (tries = 0; tries < 50; tries++) {
 		op = send_op(w.a, w.conv, "lost-1", "hello", (int64_t)3001 << 22);
 		if (store_apply(s, &op, 1) == STORE_OK)
