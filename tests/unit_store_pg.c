@@ -2,7 +2,8 @@
  * a throwaway server this test starts and stops itself: several handles
  * (as several nodes would) sending into one conversation at once get
  * unique, gapless seqs and store each cmid once; two handles racing the
- * same cmid end one STORE_OK and one STORE_EXISTS with the same message;
+ * same cmid end one STORE_OK and one STORE_EXISTS with the same message,
+ * as does an insert that meets a twin stored behind the probe's back;
  * batches over several conversations in different orders do not deadlock;
  * the schema is created by racing claims once and a newer or missing one
  * is refused; a lost connection fails calls quickly and is made again.
@@ -609,6 +610,70 @@ static int waiting_session(const char *db)
 	return pid;
 }
 
+typedef struct batch {
+	store_t *s;
+	store_op_t *ops;
+	int rc;
+} batch_t;
+
+static void *apply_two(void *p)
+{
+	batch_t *bt = p;
+
+	bt->rc = store_apply(bt->s, bt->ops, 2);
+	return NULL;
+}
+
+/* A writer that does not take the conversation's lock (none of ours:
+ * an outside one, or a bug) stores the cmid while a batch is between its
+ * probe and its insert: the insert meets it, bumps nothing, and the op
+ * ends STORE_EXISTS with that row, the rest of its batch stored. */
+static void test_insert_meets_a_twin(void **state)
+{
+	world_t w;
+	store_t *s;
+	store_op_t ops[2];
+	pthread_t t;
+	batch_t bt;
+	PGconn *other;
+	PGresult *r;
+	char q[300];
+	const char *db;
+
+	(void)state;
+	make_world(&w);
+	db = strrchr(w.url, '/') + 1;
+	assert_non_null(s = store_open(w.url));
+	snprintf(q, sizeof q, "%s/%s", base_url, db);
+	other = PQconnectdb(q);
+	assert_int_equal(PQstatus(other), CONNECTION_OK);
+	snprintf(q, sizeof q, "BEGIN; INSERT INTO messages(id, conv_id, seq, sender, cmid, body, ts) "
+	         "VALUES(77, %lld, 1000, %lld, 'twin', 'first', 5)", (long long)w.conv, (long long)w.a);
+	r = PQexec(other, q);
+	assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+	PQclear(r);
+	ops[0] = send_op(w.a, w.conv, "twin", "second", (int64_t)4000 << 22);
+	ops[1] = send_op(w.b, w.conv, "other", "bystander", (int64_t)4001 << 22);
+	/* Both ops in one batch, through a thread that waits on the twin. */
+	bt.s = s;
+	bt.ops = ops;
+	assert_int_equal(pthread_create(&t, NULL, apply_two, &bt), 0);
+	assert_int_not_equal(waiting_session(db), 0);
+	PQclear(PQexec(other, "COMMIT"));
+	pthread_join(t, NULL);
+	assert_int_equal(bt.rc, STORE_OK);
+	PQfinish(other);
+	assert_int_equal(ops[0].status, STORE_EXISTS);
+	assert_int_equal(ops[0].out_id, 77);
+	assert_int_equal(ops[0].out_seq, 1000);
+	assert_int_equal(ops[0].nmembers, 0);
+	assert_int_equal(ops[1].status, STORE_OK);
+	assert_int_equal(ops[1].out_seq, 1); /* nothing was bumped for the twin */
+	store_op_release(&ops[0]);
+	store_op_release(&ops[1]);
+	store_close(s);
+}
+
 static void test_lost_connection(void **state)
 {
 	world_t w;
@@ -701,6 +766,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_racing_retries),
 		cmocka_unit_test(test_concurrent_senders),
+		cmocka_unit_test(test_insert_meets_a_twin),
 		cmocka_unit_test(test_schema),
 		cmocka_unit_test(test_lost_connection),
 	};
