@@ -6,10 +6,12 @@
 
 #include "log.h"
 #include "store_backend.h"
+#include "store_pg.h"
 #include "store_sqlite.h"
 
 /* Tried in order; SQLite, last, takes any other location as a directory. */
 static const store_backend_t *const backends[] = {
+	&store_pg_backend,
 	&store_sqlite_backend,
 };
 

@@ -2,8 +2,8 @@
  * receipt watermarks, behind one interface.
  *
  * This is the first of Parley's two seams for scale-out. The gateway and the
- * message logic call only the functions below; the backend (SQLite today,
- * store_sqlite.c; PostgreSQL later) sits behind the vtable. Every call
+ * message logic call only the functions below; the backend (SQLite,
+ * store_sqlite.c, or PostgreSQL, store_pg.c) sits behind the vtable. Every call
  * blocks on disk or network, so none is ever made from an I/O thread: only
  * the worker pool (workers.h) and the group-commit writer (writer.h) hold a
  * store handle, one handle per thread.
