@@ -81,7 +81,11 @@ void api_fail_store(api_res_t *res, int r)
 		api_fail(res, 400, "bad_request", "a group has at most 1024 members");
 		break;
 	default:
-		api_fail(res, 500, "internal", "the store failed; retry later");
+		/* The store could not answer (a shared database unreachable or
+		 * restarting, a disk full): the client's retry is the remedy,
+		 * as for a send's `unavailable`. */
+		api_fail(res, 503, "unavailable", "the store is unavailable; retry shortly");
+		res->extra = "Retry-After: 1\r\n";
 	}
 }
 

@@ -60,7 +60,8 @@ static int read_answers(pc_conn_t *c, int want, int ms)
 		if (!j)
 			break;
 		t = json_string_value(json_object_get(j, "type"));
-		cmid = json_string_value(json_object_get(j, "cmid"));
+		/* An ack names its send by cmid, an error by ref. */
+		cmid = json_string_value(json_object_get(j, t && !strcmp(t, "error") ? "ref" : "cmid"));
 		if (!t || !cmid || sscanf(cmid, "burst-%d", &i) != 1 || i < 0 || i >= N) {
 			json_decref(j);
 			continue;
@@ -73,7 +74,7 @@ static int read_answers(pc_conn_t *c, int want, int ms)
 			sent[i].seq = seq;
 		} else {
 			assert_string_equal(t, "error");
-			assert_string_equal(hx_str(json_object_get(j, "error"), "code"), "unavailable");
+			assert_string_equal(hx_str(j, "code"), "unavailable");
 			sent[i].errors++;
 		}
 		if (!sent[i].answered) {
