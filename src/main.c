@@ -15,6 +15,7 @@
 #include "server.h"
 #include "snowflake.h"
 #include "store.h"
+#include "store_copy.h"
 
 #define PARLEY_VERSION "0.1.0"
 
@@ -126,6 +127,7 @@ static void usage(FILE *f)
 
 	fprintf(f, "usage: parley serve [options]\n"
 	           "       parley migrate [--data DIR | --store URL]\n"
+	           "       parley copy-store --from DIR --to postgresql://USER@HOST:PORT/DB\n"
 	           "       parley admin strangers-exempt USERNAME on|off [--data DIR | --store URL]\n"
 	           "       parley --version\n"
 	           "\n"
@@ -350,6 +352,35 @@ static int migrate(int argc, char **argv)
 	return 0;
 }
 
+/* parley copy-store --from DIR --to postgresql://...: a single node's store
+ * moved into PostgreSQL, so that a deployment that outgrows one machine
+ * keeps its history, its users' logins and everything else. */
+static int copy_store(int argc, char **argv)
+{
+	const char *from = NULL, *to = NULL;
+	int i;
+
+	for (i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--from") && i + 1 < argc)
+			from = argv[++i];
+		else if (!strcmp(argv[i], "--to") && i + 1 < argc)
+			to = argv[++i];
+		else
+			from = to = NULL, i = argc;
+	}
+	if (!from || !to) {
+		fprintf(stderr, "usage: parley copy-store --from DIR --to postgresql://USER@HOST:PORT/DB\n");
+		return 2;
+	}
+	printf("parley: copying the store in %s into PostgreSQL\n", from);
+	if (store_copy(from, to, stdout) < 0) {
+		fprintf(stderr, "parley: nothing was copied (the log above says why)\n");
+		return 1;
+	}
+	printf("parley: copied; start the nodes with --store and that URL\n");
+	return 0;
+}
+
 /* parley admin strangers-exempt USERNAME on|off [--data DIR]: lifts (or
  * restores) the first-contact budget of an account that legitimately
  * contacts many people, in the store, so it holds at once on a running
@@ -417,6 +448,8 @@ int main(int argc, char **argv)
 		return admin(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "migrate"))
 		return migrate(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "copy-store"))
+		return copy_store(argc - 2, argv + 2);
 	if (strcmp(argv[1], "serve") != 0)
 		return bad("unknown command", argv[1]);
 	for (i = 2; i < argc; i++) {

@@ -127,7 +127,12 @@ static void test_metrics(void **state)
 	assert_true(metric_of(res.body, "parley_connections") >= 1);
 	assert_true(metric_of(res.body, "parley_websockets") >= 0);
 	assert_true(metric_of(res.body, "parley_store_commits_total") >= 0);
-	assert_true(metric_of(res.body, "parley_store_memory_bytes") > 0);
+	/* An embedded store's page caches are this process's memory; a
+	 * database server's are not (the PostgreSQL backend reports 0). */
+	if (hx_store_is_dir(srv.store))
+		assert_true(metric_of(res.body, "parley_store_memory_bytes") > 0);
+	else
+		assert_true(metric_of(res.body, "parley_store_memory_bytes") >= 0);
 	pc_response_free(&res);
 	pc_close(c);
 }
