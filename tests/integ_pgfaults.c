@@ -22,6 +22,9 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include <libpq-fe.h>
+#include <sys/wait.h>
+
 #include "harness.h"
 #include "pgserver.h"
 #include "store.h"
@@ -180,10 +183,98 @@ static void test_crash_mid_burst(void **state)
 	pgserver_stop(pg);
 }
 
+/* Runs build/parley with args; its exit status, and what it printed in out. */
+static int run_parley(const char *const *args, char *out, size_t cap)
+{
+	const char *bin = getenv("PARLEY_BIN") ? getenv("PARLEY_BIN") : "build/parley";
+	const char *argv[16];
+	int p[2], n = 0, status;
+	size_t got = 0;
+	ssize_t r;
+	pid_t pid;
+
+	argv[n++] = bin;
+	while (*args && n < 15)
+		argv[n++] = *args++;
+	argv[n] = NULL;
+	assert_int_equal(pipe(p), 0);
+	if ((pid = fork()) == 0) {
+		dup2(p[1], 1);
+		dup2(p[1], 2);
+		close(p[0]);
+		execv(bin, (char *const *)argv);
+		_exit(127);
+	}
+	close(p[1]);
+	while ((r = read(p[0], out + got, cap - 1 - got)) > 0 && got + (size_t)r < cap - 1)
+		got += (size_t)r;
+	if (r > 0)
+		got += (size_t)r;
+	out[got] = 0;
+	close(p[0]);
+	waitpid(pid, &status, 0);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Bad store locations: an unreachable server, a malformed URI, a scheme
+ * no backend serves, a database of a newer schema. Each is one clear
+ * message naming the cause and a non-zero exit, never a half-started
+ * node; migrate refuses the newer schema too. */
+static void test_bad_locations(void **state)
+{
+	static char out[8192];
+	char url[256], sql[128];
+	pgserver_t *pg;
+	PGconn *c;
+	PGresult *r;
+	const char *refused[] = {"serve", "--listen", "127.0.0.1:0", "--store", "postgresql://postgres@127.0.0.1:1/none",
+	                         NULL};
+	const char *malformed[] = {"serve", "--listen", "127.0.0.1:0", "--store", "postgresql://[::1", NULL};
+	const char *unknown[] = {"serve", "--listen", "127.0.0.1:0", "--store", "mysql://db/parley", NULL};
+	const char *newer[] = {"serve", "--listen", "127.0.0.1:0", "--store", url, NULL};
+	const char *migrate[] = {"migrate", "--store", url, NULL};
+
+	(void)state;
+	if (getenv("PARLEY_TEST_STORE") && !strcmp(getenv("PARLEY_TEST_STORE"), "postgresql")) {
+		printf("integ_pgfaults: runs in the SQLite pass (it starts its own PostgreSQL)\n");
+		return;
+	}
+	assert_int_not_equal(run_parley(refused, out, sizeof out), 0);
+	assert_non_null(strstr(out, "Connection refused"));
+	assert_null(strstr(out, "listening on"));
+	assert_int_not_equal(run_parley(malformed, out, sizeof out), 0);
+	assert_non_null(strstr(out, "store"));
+	assert_null(strstr(out, "listening on"));
+	assert_int_not_equal(run_parley(unknown, out, sizeof out), 0);
+	assert_non_null(strstr(out, "no backend serves"));
+	assert_non_null(pg = pgserver_start());
+	assert_int_equal(pgserver_create_db(pg, NULL, url, sizeof url), 0);
+	assert_int_equal(run_parley(migrate, out, sizeof out), 0);
+	assert_non_null(strstr(out, "created the PostgreSQL store's schema"));
+	assert_int_equal(run_parley(migrate, out, sizeof out), 0);
+	assert_non_null(strstr(out, "already"));
+	/* A newer parley migrated it: this one must not serve it. */
+	assert_non_null(c = PQconnectdb(url));
+	assert_int_equal(PQstatus(c), CONNECTION_OK);
+	snprintf(sql, sizeof sql, "UPDATE parley_meta SET value = 99 WHERE key = 'schema_version'");
+	r = PQexec(c, sql);
+	assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+	PQclear(r);
+	PQfinish(c);
+	assert_int_not_equal(run_parley(newer, out, sizeof out), 0);
+	assert_non_null(strstr(out, "99"));
+	assert_null(strstr(out, "listening on"));
+	assert_int_not_equal(run_parley(migrate, out, sizeof out), 0);
+	assert_non_null(strstr(out, "99"));
+	pgserver_drop_db(pg, url);
+	pgserver_stop(pg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_crash_mid_burst),
+		cmocka_unit_test(test_bad_locations),
 	};
 
 	hx_filter();
