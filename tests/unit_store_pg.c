@@ -8,130 +8,34 @@
  * the schema is created by racing claims once and a newer or missing one
  * is refused; a lost connection fails calls quickly and is made again.
  *
- * The server: initdb and pg_ctl from `pg_config --bindir`, run as the
- * postgres user when we are root (PostgreSQL refuses root), on a free
- * loopback port with its socket in a temporary directory. A guardian child
- * process stops it and removes the directory when this process ends,
- * however it ends (a failed assertion, a crash, a kill). Without
+ * The server is tests/pgserver.h's: initdb and pg_ctl run as the postgres
+ * user when we are root (PostgreSQL refuses root), a free loopback port, a
+ * temporary directory, stopped however this process ends. Without
  * PostgreSQL installed the test fails, saying so: it never skips. */
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <pthread.h>
-#include <pwd.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <libpq-fe.h>
 
+#include "pgserver.h"
 #include "store.h"
 
 #define NOW (1704067200000LL + 86400000LL)
 
-static char dir[] = "/tmp/parley-unit-pg-XXXXXX";
-static char bindir[512], base_url[128];
-static int port, guard_fd = -1, as_postgres;
-static pid_t guardian;
+/* The throwaway server (tests/pgserver.h: initdb into a temporary
+ * directory, a free port, stopped however this process ends), and the
+ * base of its databases' URIs. */
+static pgserver_t *pg;
+static char base_url[128];
 static int db_counter;
-
-/* Runs argv (as the postgres user when we are root), output to the log.
- * Returns its exit status. */
-static int run_pg(const char *const *argv)
-{
-	const char *full[32];
-	char log[600];
-	int n = 0, i, status;
-	pid_t pid;
-
-	if (as_postgres) {
-		full[n++] = "runuser";
-		full[n++] = "-u";
-		full[n++] = "postgres";
-		full[n++] = "--";
-	}
-	for (i = 0; argv[i] && n < 31; i++)
-		full[n++] = argv[i];
-	full[n] = NULL;
-	snprintf(log, sizeof log, "%s/tool.log", dir);
-	if ((pid = fork()) < 0)
-		return -1;
-	if (pid == 0) {
-		FILE *f = freopen(log, "a", stdout);
-		(void)f;
-		dup2(STDOUT_FILENO, STDERR_FILENO);
-		execvp(full[0], (char *const *)full);
-		_exit(127);
-	}
-	while (waitpid(pid, &status, 0) < 0)
-		;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static void pg_stop(void)
-{
-	char data[600];
-	const char *argv[] = {NULL, "-D", data, "-m", "immediate", "stop", NULL};
-	char ctl[600];
-
-	snprintf(ctl, sizeof ctl, "%s/pg_ctl", bindir);
-	snprintf(data, sizeof data, "%s/db", dir);
-	argv[0] = ctl;
-	run_pg(argv);
-}
-
-static int pg_start(void)
-{
-	char data[600], ctl[600], opts[700], log[600];
-	const char *argv[] = {NULL, "-D", data, "-l", log, "-o", opts, "-w", "-t", "60", "start", NULL};
-
-	snprintf(ctl, sizeof ctl, "%s/pg_ctl", bindir);
-	snprintf(data, sizeof data, "%s/db", dir);
-	snprintf(log, sizeof log, "%s/server.log", dir);
-	/* fsync off: this tests concurrency, not power cuts, and is faster. */
-	snprintf(opts, sizeof opts, "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", port, dir);
-	argv[0] = ctl;
-	return run_pg(argv);
-}
-
-/* Waits for this process to end (its pipe closes), then stops the server
- * and removes the directory. */
-static void guard(int fd)
-{
-	char b, cmd[700];
-
-	while (read(fd, &b, 1) != 0)
-		;
-	pg_stop();
-	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "unit_store_pg: could not remove %s\n", dir);
-	_exit(0);
-}
-
-static int free_port(void)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET};
-	socklen_t len = sizeof a;
-	int fd = socket(AF_INET, SOCK_STREAM, 0), p = -1;
-
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		p = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return p;
-}
 
 /* Runs SQL on the server (database db), for the test's own checks. */
 static PGresult *sql(const char *db, const char *q)
@@ -160,96 +64,26 @@ static PGresult *sql(const char *db, const char *q)
 /* A new empty database; its URL into url. */
 static int new_db(char *url, size_t size)
 {
-	char q[64], name[32];
-	PGresult *r;
+	char name[32];
 
 	snprintf(name, sizeof name, "t%d", db_counter++);
-	snprintf(q, sizeof q, "CREATE DATABASE %s", name);
-	if (!(r = sql("postgres", q)))
-		return -1;
-	PQclear(r);
-	snprintf(url, size, "%s/%s", base_url, name);
-	return 0;
+	return pgserver_create_db(pg, name, url, size);
 }
 
 static int setup(void **state)
 {
-	char initdb[600], data[600];
-	const char *argv[] = {NULL, "-D", data, "-A", "trust", "-U", "postgres", NULL};
-	int fds[2];
-	FILE *p;
-
 	(void)state;
-	if (!(p = popen("pg_config --bindir", "r")) || !fgets(bindir, sizeof bindir, p)) {
-		fprintf(stderr, "unit_store_pg: pg_config not found: install libpq-dev and postgresql-15 "
-		                "(scripts/deps.sh test); this test needs a PostgreSQL server to run\n");
-		if (p)
-			pclose(p);
+	if (!(pg = pgserver_start()))
 		return -1;
-	}
-	pclose(p);
-	bindir[strcspn(bindir, "\n")] = 0;
-	snprintf(initdb, sizeof initdb, "%s/initdb", bindir);
-	if (access(initdb, X_OK) != 0) {
-		/* libpq-dev's pg_config names the client's bindir; the server's
-		 * tools live in the versioned directory. */
-		snprintf(bindir, sizeof bindir, "/usr/lib/postgresql/15/bin");
-		snprintf(initdb, sizeof initdb, "%s/initdb", bindir);
-	}
-	if (access(initdb, X_OK) != 0) {
-		fprintf(stderr, "unit_store_pg: no initdb in %s: install postgresql-15 (scripts/deps.sh test)\n",
-		        bindir);
-		return -1;
-	}
-	/* Close-on-exec: the server started below must not hold the write
-	 * end, or the guardian would never see this process end. */
-	if (!mkdtemp(dir) || pipe2(fds, O_CLOEXEC) < 0)
-		return -1;
-	/* Known before the guardian is forked: it stops the server the same way. */
-	if (geteuid() == 0) {
-		struct passwd *pw = getpwnam("postgres");
-		if (!pw || chown(dir, pw->pw_uid, pw->pw_gid) != 0) {
-			fprintf(stderr, "unit_store_pg: running as root needs the postgres user\n");
-			rmdir(dir);
-			return -1;
-		}
-		as_postgres = 1;
-	}
-	if ((guardian = fork()) < 0)
-		return -1;
-	if (guardian == 0) {
-		close(fds[1]);
-		/* Not our caller's terminal signals: only the pipe ends us. */
-		signal(SIGINT, SIG_IGN);
-		signal(SIGTERM, SIG_IGN);
-		guard(fds[0]);
-	}
-	close(fds[0]);
-	guard_fd = fds[1];
-	snprintf(data, sizeof data, "%s/db", dir);
-	argv[0] = initdb;
-	if (run_pg(argv) != 0) {
-		fprintf(stderr, "unit_store_pg: initdb failed; see %s/tool.log\n", dir);
-		return -1;
-	}
-	if ((port = free_port()) < 0 || pg_start() != 0) {
-		fprintf(stderr, "unit_store_pg: the server did not start; see %s/server.log\n", dir);
-		return -1;
-	}
-	snprintf(base_url, sizeof base_url, "postgresql://postgres@127.0.0.1:%d", port);
+	snprintf(base_url, sizeof base_url, "postgresql://postgres@127.0.0.1:%d", pgserver_port(pg));
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	int status;
-
 	(void)state;
-	if (guard_fd >= 0)
-		close(guard_fd); /* the guardian stops the server */
-	if (guardian > 0)
-		while (waitpid(guardian, &status, 0) < 0)
-			;
+	pgserver_stop(pg);
+	pg = NULL;
 	return 0;
 }
 
@@ -743,12 +577,12 @@ static void test_lost_connection(void **state)
 	store_op_release(&op);
 	/* The whole server goes away: calls fail fast, without a connection
 	 * attempt on every one; it comes back, and so does the handle. */
-	pg_stop();
+	assert_int_equal(pgserver_crash(pg), 0);
 	t0 = mono_ms();
 	for (tries = 0; tries < 20; tries++)
 		assert_int_equal(store_user_by_id(s, w.a, name), STORE_ERROR);
 	assert_true(mono_ms() - t0 < 3000);
-	assert_int_equal(pg_start(), 0);
+	assert_int_equal(pgserver_restart(pg), 0);
 	for (tries = 0; tries < 100 && store_user_by_id(s, w.a, name) != STORE_OK; tries++)
 		usleep(100 * 1000);
 	assert_int_equal(store_user_by_id(s, w.a, name), STORE_OK);
