@@ -976,7 +976,8 @@ static size_t process_ws(gw_conn_t *c, uint8_t *data, size_t len)
 		int64_t wait;
 
 		if (rb && ws_frame_whole(data + off, len - off, &plen) &&
-		    (wait = budget_take(rb, (uint64_t)c->user, (double)plen + FRAME_READ_COST, clock_mono_ms())) > 0) {
+		    (wait = budget_take(rb, (uint64_t)c->user, (double)plen + FRAME_READ_COST,
+		                        loop_now_ms(c->t->loop))) > 0) {
 			throttle_reading(c, wait);
 			break;
 		}

@@ -316,8 +316,8 @@ void presence_on_state(presence_t *p, int64_t user, int state, int64_t last_seen
 			/* Gone from every node: offline only if it stays so for
 			 * the grace period (a phone between networks). */
 			u->offline_at = now + p->grace_ms;
-			if (!u->last_seen || u->last_seen < now - p->grace_ms)
-				u->last_seen = now;
+			if (!last_seen)
+				u->last_seen = now; /* a bus that does not say: it left now */
 		} else if (state != BUS_ABSENT) {
 			u->offline_at = 0;
 		}

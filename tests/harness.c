@@ -207,6 +207,15 @@ void hx_cleanup(hx_server_t *s)
 	s->own_store = 0;
 }
 
+void hx_kill(hx_server_t *s)
+{
+	if (s->pid > 0) {
+		hx_stop(s, SIGKILL);
+		hx_cleanup(s);
+	}
+	memset(s, 0, sizeof *s);
+}
+
 void hx_finish(hx_server_t *s)
 {
 	assert_int_equal(hx_stop(s, SIGTERM), 0);

@@ -67,6 +67,17 @@ struct pgserver *hx_pgserver(void);
 /* Stops the server with SIGTERM, fails the test unless it exits cleanly
  * (0), and cleans up. */
 void hx_finish(hx_server_t *s);
+/* For a cmocka teardown: kills s (SIGKILL) if it runs and removes its
+ * store, however the test went, so that a failed assertion leaves no
+ * server behind; s is then zeroed. */
+void hx_kill(hx_server_t *s);
+/* Starts *s (a fresh store) with the extra arguments given, or fails the
+ * test. */
+#define HX_START(s, ...)                                            \
+	do {                                                        \
+		const char *const args_[] = {__VA_ARGS__, NULL};    \
+		assert_int_equal(hx_start((s), NULL, args_), 0);    \
+	} while (0)
 
 /* A username unique to this test run, from a prefix. */
 const char *hx_name(const char *prefix);

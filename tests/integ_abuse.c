@@ -47,20 +47,11 @@ static hx_server_t S;
 static int stop_server(void **state)
 {
 	(void)state;
-	if (S.pid > 0) {
-		hx_stop(&S, SIGKILL);
-		hx_cleanup(&S);
-	}
-	memset(&S, 0, sizeof S);
+	hx_kill(&S);
 	return 0;
 }
 
-/* Starts S with extra arguments (NULL-terminated). */
-#define START(...)                                                  \
-	do {                                                        \
-		const char *const args_[] = {__VA_ARGS__, NULL};    \
-		assert_int_equal(hx_start(&S, NULL, args_), 0);     \
-	} while (0)
+#define START(...) HX_START(&S, __VA_ARGS__)
 
 /* Waits until S has accepted n connections besides the one asking. */
 static void wait_connections(int n)

@@ -17,19 +17,11 @@ static hx_server_t S;
 static int stop_server(void **state)
 {
 	(void)state;
-	if (S.pid > 0) {
-		hx_stop(&S, SIGKILL);
-		hx_cleanup(&S);
-	}
-	memset(&S, 0, sizeof S);
+	hx_kill(&S);
 	return 0;
 }
 
-#define START(...)                                                  \
-	do {                                                        \
-		const char *const args_[] = {__VA_ARGS__, NULL};    \
-		assert_int_equal(hx_start(&S, NULL, args_), 0);     \
-	} while (0)
+#define START(...) HX_START(&S, __VA_ARGS__)
 
 /* The error code of an HTTP answer's body (which it frees). */
 static void expect_error(json_t *j, const char *code)
