@@ -234,7 +234,7 @@ server_t *server_start(const server_config_t *cfg)
 	if (!(st = store_open(srv->store_at)))
 		goto err;
 	store_close(st);
-	if (!(srv->writer = writer_new(srv->store_at, cfg->node_id, 65536, chat_writer_done, srv)))
+	if (!(srv->writer = writer_new(srv->store_at, cfg->node_id, 65536, cfg->store_writers, chat_writer_done, srv)))
 		goto err;
 	if (writer_set_rate_limit(srv->writer, cfg->rate_limit, cfg->rate_burst) < 0 ||
 	    writer_set_storage_limit(srv->writer, cfg->storage_per_day) < 0)

@@ -47,6 +47,7 @@ typedef struct server_config {
 	double rate_burst;        /* ... and at once */
 	int presence_grace_ms;    /* offline only after this long disconnected */
 	unsigned commit_delay_us; /* writer waits this long for a partial batch (0) */
+	unsigned store_writers;   /* the writer's lanes (0: the store's choice) */
 	unsigned max_user_connections; /* WebSockets one user may hold at once (0: any) */
 	unsigned max_devices;     /* logins kept per user; the oldest goes (0: any) */
 	char web_dir[4096];       /* the web client's files; "": none */

@@ -63,6 +63,16 @@ const char *store_backend_name(const char *location)
 	return NULL;
 }
 
+unsigned store_writers(const char *location)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof backends / sizeof *backends; i++)
+		if (backends[i]->accepts(location))
+			return backends[i]->writers ? backends[i]->writers : 1;
+	return 1;
+}
+
 int64_t store_memory_bytes(void)
 {
 	int64_t n = 0;

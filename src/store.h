@@ -265,6 +265,12 @@ int store_migrate(const char *location, int *from, int *to);
  * when none does. */
 const char *store_backend_name(const char *location);
 
+/* How many write transactions the backend serving location usefully runs
+ * at once, each on a handle of its own (the writer's lanes): 1 for an
+ * engine with one writer (SQLite), more for a server that takes row
+ * locks (PostgreSQL). 1 when no backend serves location. */
+unsigned store_writers(const char *location);
+
 /* The bytes this process holds for the store (an embedded engine's page
  * caches and statements; a remote database's client buffers), for
  * /metrics. */

@@ -19,6 +19,8 @@ typedef struct store_backend {
 	/* As store_migrate of store.h. */
 	int (*migrate)(const char *location, int *from, int *to);
 	int64_t (*memory_bytes)(void);
+	/* As store_writers of store.h (0 counts as 1). */
+	unsigned writers;
 } store_backend_t;
 
 /* A backend's claim begins with this, so that store_release finds the

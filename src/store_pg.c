@@ -64,6 +64,7 @@
 #define RECONNECT_MIN_MS 1000
 #define RECONNECT_MAX_MS 8000
 #define DEVICE_TOUCH_MS (3600 * 1000)
+#define PG_WRITERS 4             /* the writer's lanes: see store_writers */
 
 enum {
 	Q_USER_INSERT,
@@ -2822,4 +2823,8 @@ const store_backend_t store_pg_backend = {
 	.release = pg_release,
 	.migrate = pg_migrate,
 	.memory_bytes = NULL,
+	/* Batches of different conversations take different row locks and
+	 * commit side by side; a few connections keep both cores of a small
+	 * server busy without a convoy on the WAL. */
+	.writers = PG_WRITERS,
 };

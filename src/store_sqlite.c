@@ -2195,4 +2195,7 @@ const store_backend_t store_sqlite_backend = {
 	.release = sqlite_release,
 	.migrate = sqlite_migrate,
 	.memory_bytes = sqlite_memory_bytes,
+	/* One writer at a time holds the database's write lock: a second
+	 * handle would only wait for it. */
+	.writers = 1,
 };

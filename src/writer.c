@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,23 +14,40 @@
 #include "snowflake.h"
 
 #define MAX_BATCH 1024
+#define MAX_LANES 64
 
-struct writer {
+/* One transaction at a time, on a store handle of its own, for the
+ * conversations that hash to it. */
+typedef struct lane {
 	pthread_t thread;
+	struct writer *w;
 	store_t *store;
-	snowflake_t ids;
-	ratelimit_t *limits;     /* owned by the writer thread once it runs */
-	ratelimit_t *storage;    /* bytes, likewise */
-	writer_done_fn done;
-	void *ud;
+	unsigned index;
+	int started;
 
 	pthread_mutex_t lock;
 	pthread_cond_t more;     /* ops queued or stopping */
 	pthread_cond_t drained;  /* queue empty and no batch in hand */
 	store_op_t **ring;
-	unsigned cap, head, count;
+	unsigned head, count;
 	int busy, stopping;
-	unsigned delay_us;       /* see writer_set_commit_delay */
+} lane_t;
+
+struct writer {
+	writer_done_fn done;
+	void *ud;
+	unsigned cap;            /* of each lane's queue */
+	unsigned nlanes;
+	lane_t *lanes;
+
+	/* What every lane shares: the node's one snowflake generator (ids
+	 * unique per node) and the senders' budgets, taken under this lock
+	 * by whichever lane stores the sender's message. */
+	pthread_mutex_t shared;
+	snowflake_t ids;
+	ratelimit_t *limits;
+	ratelimit_t *storage;    /* bytes, likewise */
+	atomic_uint delay_us;    /* see writer_set_commit_delay */
 	atomic_uint_fast64_t batches, ops, messages, receipt_writes, limited, storage_limited, stored_bytes;
 };
 
@@ -45,23 +63,25 @@ static double stored_cost(const store_op_t *op)
 }
 
 /* Both budgets, bytes first: a message refused by the second gives back
- * what the first took. */
+ * what the first took. Called inside a lane's transaction; the lock is
+ * held for a few arithmetic steps. */
 static int64_t admit(void *ud, store_op_t *op, size_t recipients)
 {
 	writer_t *w = ud;
-	int64_t wait;
+	int64_t wait = 0;
 
+	pthread_mutex_lock(&w->shared);
 	if (w->storage && (wait = ratelimit_take(w->storage, op->user, stored_cost(op), op->now_ms)) > 0) {
 		op->out_limit_kind = WRITER_LIMIT_STORAGE;
-		return wait;
-	}
-	if (w->limits && (wait = ratelimit_take(w->limits, op->user, (double)recipients, op->now_ms)) > 0) {
+	} else if (w->limits && (wait = ratelimit_take(w->limits, op->user, (double)recipients, op->now_ms)) > 0) {
 		if (w->storage)
 			ratelimit_refund(w->storage, op->user, stored_cost(op), op->now_ms);
 		op->out_limit_kind = WRITER_LIMIT_RECIPIENTS;
-		return wait;
+	} else {
+		wait = 0;
 	}
-	return 0;
+	pthread_mutex_unlock(&w->shared);
+	return wait;
 }
 
 int writer_set_rate_limit(writer_t *w, double rate, double burst)
@@ -70,10 +90,10 @@ int writer_set_rate_limit(writer_t *w, double rate, double burst)
 
 	if (rate > 0 && !r)
 		return -1;
-	pthread_mutex_lock(&w->lock);
+	pthread_mutex_lock(&w->shared);
 	ratelimit_free(w->limits);
 	w->limits = r;
-	pthread_mutex_unlock(&w->lock);
+	pthread_mutex_unlock(&w->shared);
 	return 0;
 }
 
@@ -83,79 +103,94 @@ int writer_set_storage_limit(writer_t *w, double bytes_per_day)
 
 	if (bytes_per_day > 0 && !r)
 		return -1;
-	pthread_mutex_lock(&w->lock);
+	pthread_mutex_lock(&w->shared);
 	ratelimit_free(w->storage);
 	w->storage = r;
-	pthread_mutex_unlock(&w->lock);
+	pthread_mutex_unlock(&w->shared);
 	return 0;
 }
 
 void writer_set_commit_delay(writer_t *w, unsigned delay_us)
 {
-	pthread_mutex_lock(&w->lock);
-	w->delay_us = delay_us;
-	pthread_mutex_unlock(&w->lock);
+	atomic_store(&w->delay_us, delay_us);
 }
 
-static void *writer_main(void *p)
+/* Ids and times for a batch's sends, in op order, so that within a
+ * conversation (always one lane) ids rise with seq. */
+static void stamp(writer_t *w, store_op_t *ops, unsigned n)
 {
-	writer_t *w = p;
+	int limited;
+	unsigned i;
+	int64_t now;
+
+	pthread_mutex_lock(&w->shared);
+	limited = w->limits || w->storage;
+	now = clock_wall_ms();
+	for (i = 0; i < n; i++) {
+		ops[i].now_ms = now;
+		if (ops[i].kind != STORE_OP_SEND)
+			continue;
+		ops[i].new_id = snowflake_next(&w->ids, now);
+		ops[i].now_ms = snowflake_time_ms(ops[i].new_id);
+		if (limited) {
+			ops[i].admit = admit;
+			ops[i].admit_ud = w;
+		}
+	}
+	pthread_mutex_unlock(&w->shared);
+}
+
+static void *lane_main(void *p)
+{
+	lane_t *l = p;
+	writer_t *w = l->w;
 	store_op_t **batch = malloc(MAX_BATCH * sizeof *batch);
 	store_op_t *ops = malloc(MAX_BATCH * sizeof *ops);
+	char name[16];
 
-	log_set_thread_name("writer");
+	snprintf(name, sizeof name, w->nlanes > 1 ? "writer-%u" : "writer", l->index);
+	log_set_thread_name(name);
 	if (!batch || !ops) {
 		log_error("writer: out of memory at start");
 		abort();
 	}
 	for (;;) {
-		unsigned n, i;
-		int64_t now;
+		unsigned n, i, delay;
 
-		pthread_mutex_lock(&w->lock);
-		while (w->count == 0 && !w->stopping) {
-			w->busy = 0;
-			pthread_cond_broadcast(&w->drained);
-			pthread_cond_wait(&w->more, &w->lock);
+		pthread_mutex_lock(&l->lock);
+		while (l->count == 0 && !l->stopping) {
+			l->busy = 0;
+			pthread_cond_broadcast(&l->drained);
+			pthread_cond_wait(&l->more, &l->lock);
 		}
-		if (w->count == 0) {
-			w->busy = 0;
-			pthread_cond_broadcast(&w->drained);
-			pthread_mutex_unlock(&w->lock);
+		if (l->count == 0) {
+			l->busy = 0;
+			pthread_cond_broadcast(&l->drained);
+			pthread_mutex_unlock(&l->lock);
 			break;
 		}
 		/* A plain sleep, not a timed wait: waking on every submit to
 		 * recount would spend the very wake-ups the delay saves. */
-		if (w->delay_us && w->count < WRITER_DELAY_BATCH && !w->stopping) {
-			unsigned us = w->delay_us;
-			pthread_mutex_unlock(&w->lock);
-			usleep(us);
-			pthread_mutex_lock(&w->lock);
+		delay = atomic_load_explicit(&w->delay_us, memory_order_relaxed);
+		if (delay && l->count < WRITER_DELAY_BATCH && !l->stopping) {
+			pthread_mutex_unlock(&l->lock);
+			usleep(delay);
+			pthread_mutex_lock(&l->lock);
 		}
-		n = w->count < MAX_BATCH ? w->count : MAX_BATCH;
+		n = l->count < MAX_BATCH ? l->count : MAX_BATCH;
 		for (i = 0; i < n; i++)
-			batch[i] = w->ring[(w->head + i) % w->cap];
-		w->head = (w->head + n) % w->cap;
-		w->count -= n;
-		w->busy = 1;
-		pthread_mutex_unlock(&w->lock);
+			batch[i] = l->ring[(l->head + i) % w->cap];
+		l->head = (l->head + n) % w->cap;
+		l->count -= n;
+		l->busy = 1;
+		pthread_mutex_unlock(&l->lock);
 
 		/* store_apply wants a contiguous array; the ops themselves live
 		 * in their submitters' structures, so copy in and out. */
-		now = clock_wall_ms();
-		for (i = 0; i < n; i++) {
+		for (i = 0; i < n; i++)
 			ops[i] = *batch[i];
-			ops[i].now_ms = now;
-			if (ops[i].kind == STORE_OP_SEND) {
-				ops[i].new_id = snowflake_next(&w->ids, now);
-				ops[i].now_ms = snowflake_time_ms(ops[i].new_id);
-				if (w->limits || w->storage) {
-					ops[i].admit = admit;
-					ops[i].admit_ud = w;
-				}
-			}
-		}
-		if (store_apply(w->store, ops, n) != STORE_OK)
+		stamp(w, ops, n);
+		if (store_apply(l->store, ops, n) != STORE_OK)
 			log_error("writer: a batch of %u ops failed; every op is answered with an error", n);
 		atomic_fetch_add(&w->batches, 1);
 		atomic_fetch_add(&w->ops, n);
@@ -179,74 +214,133 @@ static void *writer_main(void *p)
 	return NULL;
 }
 
-writer_t *writer_new(const char *data_dir, uint32_t node_id, unsigned queue_cap,
+/* Stops and frees the lanes started so far. */
+static void lanes_free(writer_t *w)
+{
+	unsigned i;
+
+	for (i = 0; i < w->nlanes; i++) {
+		lane_t *l = &w->lanes[i];
+		if (l->started) {
+			pthread_mutex_lock(&l->lock);
+			l->stopping = 1;
+			pthread_cond_signal(&l->more);
+			pthread_mutex_unlock(&l->lock);
+			pthread_join(l->thread, NULL);
+		}
+		store_close(l->store);
+		pthread_mutex_destroy(&l->lock);
+		pthread_cond_destroy(&l->more);
+		pthread_cond_destroy(&l->drained);
+		free(l->ring);
+	}
+	free(w->lanes);
+	w->lanes = NULL;
+}
+
+writer_t *writer_new(const char *location, uint32_t node_id, unsigned queue_cap, unsigned lanes,
                      writer_done_fn done, void *ud)
 {
 	writer_t *w = calloc(1, sizeof *w);
+	unsigned i;
 
 	if (!w)
 		return NULL;
+	if (!lanes || store_writers(location) == 1)
+		lanes = store_writers(location);
+	if (lanes > MAX_LANES)
+		lanes = MAX_LANES;
+	if (!lanes)
+		lanes = 1;
 	w->cap = queue_cap;
 	w->done = done;
 	w->ud = ud;
 	snowflake_init(&w->ids, node_id);
-	pthread_mutex_init(&w->lock, NULL);
-	pthread_cond_init(&w->more, NULL);
-	pthread_cond_init(&w->drained, NULL);
-	if (!(w->ring = calloc(queue_cap, sizeof *w->ring)) || !(w->store = store_open(data_dir)))
-		goto err;
-	if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
-		log_error("writer: cannot start its thread");
-		goto err;
+	pthread_mutex_init(&w->shared, NULL);
+	if (!(w->lanes = calloc(lanes, sizeof *w->lanes))) {
+		free(w);
+		return NULL;
+	}
+	w->nlanes = lanes;
+	for (i = 0; i < lanes; i++) {
+		lane_t *l = &w->lanes[i];
+		l->w = w;
+		l->index = i;
+		pthread_mutex_init(&l->lock, NULL);
+		pthread_cond_init(&l->more, NULL);
+		pthread_cond_init(&l->drained, NULL);
+	}
+	for (i = 0; i < lanes; i++) {
+		lane_t *l = &w->lanes[i];
+		if (!(l->ring = calloc(queue_cap, sizeof *l->ring)) || !(l->store = store_open(location)))
+			goto err;
+		if (pthread_create(&l->thread, NULL, lane_main, l) != 0) {
+			log_error("writer: cannot start its thread");
+			goto err;
+		}
+		l->started = 1;
 	}
 	return w;
 err:
-	store_close(w->store);
-	free(w->ring);
+	lanes_free(w);
+	pthread_mutex_destroy(&w->shared);
 	free(w);
 	return NULL;
 }
 
+unsigned writer_lanes(const writer_t *w)
+{
+	return w->nlanes;
+}
+
+/* Every op of a conversation goes to the same lane, so that its sends
+ * and receipts are applied, and completed, in submission order. The
+ * multiplier spreads ids that differ in low bits only. */
+static lane_t *lane_of(writer_t *w, int64_t conv)
+{
+	uint64_t h = (uint64_t)conv * 0x9e3779b97f4a7c15ull;
+
+	return &w->lanes[w->nlanes > 1 ? (h >> 32) % w->nlanes : 0];
+}
+
 int writer_submit(writer_t *w, store_op_t *op)
 {
+	lane_t *l = lane_of(w, op->conv);
 	int r = -1;
 
-	pthread_mutex_lock(&w->lock);
-	if (w->count < w->cap && !w->stopping) {
-		w->ring[(w->head + w->count) % w->cap] = op;
-		w->count++;
-		w->busy = 1;
-		pthread_cond_signal(&w->more);
+	pthread_mutex_lock(&l->lock);
+	if (l->count < w->cap && !l->stopping) {
+		l->ring[(l->head + l->count) % w->cap] = op;
+		l->count++;
+		l->busy = 1;
+		pthread_cond_signal(&l->more);
 		r = 0;
 	}
-	pthread_mutex_unlock(&w->lock);
+	pthread_mutex_unlock(&l->lock);
 	return r;
 }
 
 void writer_drain(writer_t *w)
 {
-	pthread_mutex_lock(&w->lock);
-	while (w->count > 0 || w->busy)
-		pthread_cond_wait(&w->drained, &w->lock);
-	pthread_mutex_unlock(&w->lock);
+	unsigned i;
+
+	for (i = 0; i < w->nlanes; i++) {
+		lane_t *l = &w->lanes[i];
+		pthread_mutex_lock(&l->lock);
+		while (l->count > 0 || l->busy)
+			pthread_cond_wait(&l->drained, &l->lock);
+		pthread_mutex_unlock(&l->lock);
+	}
 }
 
 void writer_free(writer_t *w)
 {
 	if (!w)
 		return;
-	pthread_mutex_lock(&w->lock);
-	w->stopping = 1;
-	pthread_cond_signal(&w->more);
-	pthread_mutex_unlock(&w->lock);
-	pthread_join(w->thread, NULL);
-	store_close(w->store);
+	lanes_free(w);
 	ratelimit_free(w->limits);
 	ratelimit_free(w->storage);
-	pthread_mutex_destroy(&w->lock);
-	pthread_cond_destroy(&w->more);
-	pthread_cond_destroy(&w->drained);
-	free(w->ring);
+	pthread_mutex_destroy(&w->shared);
 	free(w);
 }
 

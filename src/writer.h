@@ -1,13 +1,22 @@
-/* writer.h - the group-commit writer: the one thread that stores messages
+/* writer.h - the group-commit writer: the threads that store messages
  * and receipt watermarks.
  *
  * I/O threads submit store ops and go back to their sockets. The writer
  * takes every op waiting, applies them in one transaction with one fsync
- * (store_apply), and only then calls the completion for each op, on the
- * writer thread, in submission order. While one batch is being fsync'd the
- * next one gathers, so throughput grows with load instead of being capped
- * at one fsync per message. The writer also owns the node's snowflake
- * generator: ids are unique per node because only this thread makes them. */
+ * (store_apply), and only then calls the completion for each op, in
+ * submission order per conversation. While one batch is being committed
+ * the next one gathers, so throughput grows with load instead of being
+ * capped at one commit per message.
+ *
+ * A store that can run several write transactions at once (PostgreSQL;
+ * store_writers) gets several lanes: each a thread with its own store
+ * handle (connection) and queue, one transaction in flight on each. A
+ * conversation always maps to the same lane, so its seqs, its receipts
+ * and their completions keep submission order, while batches of
+ * different conversations commit side by side instead of waiting behind
+ * one another's round trips and WAL flushes. SQLite has one writer and so
+ * one lane. The writer owns the node's snowflake generator, shared by its
+ * lanes: ids are unique per node and rise with seq in every conversation. */
 #ifndef PARLEY_WRITER_H
 #define PARLEY_WRITER_H
 
@@ -17,14 +26,19 @@
 
 typedef struct writer writer_t;
 
-/* Called on the writer thread once op's batch is durable (or failed, with
+/* Called on a writer thread once op's batch is durable (or failed, with
  * op->status STORE_ERROR). The callee owns op from then on. */
 typedef void (*writer_done_fn)(store_op_t *op, void *ud);
 
-/* Opens the writer's store handle and starts its thread. queue_cap bounds
- * the ops waiting. Returns NULL (logged) on failure. */
-writer_t *writer_new(const char *data_dir, uint32_t node_id, unsigned queue_cap,
+/* Opens a store handle per lane at location and starts the lanes'
+ * threads: lanes of them, or the store's own choice (store_writers) when
+ * 0. queue_cap bounds the ops waiting in each lane. Returns NULL (logged)
+ * on failure. */
+writer_t *writer_new(const char *location, uint32_t node_id, unsigned queue_cap, unsigned lanes,
                      writer_done_fn done, void *ud);
+
+/* How many lanes it runs. */
+unsigned writer_lanes(const writer_t *w);
 
 /* Charges each new message's recipients to its sender's budget (see
  * ratelimit.h): rate recipients a second, up to burst. Call before the

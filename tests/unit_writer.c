@@ -1,7 +1,9 @@
 /* unit_writer.c - the group-commit writer: ops submitted from several
  * threads at once are committed in far fewer transactions than ops, every
  * op is completed exactly once and in submission order per thread, ids
- * rise with seq, and writer_drain returns only when all are done. On
+ * rise with seq, and writer_drain returns only when all are done; with
+ * several lanes, conversations commit side by side and each keeps its
+ * seqs gapless and its completions in order. On
  * every backend the build has: SQLite in a temporary directory, and
  * PostgreSQL (a fresh database per test on a throwaway server,
  * tests/pgserver.h) when a backend serves postgresql:// locations. */
@@ -104,7 +106,7 @@ static store_t *start(char *loc, size_t cap)
 	atomic_store(&done_count, 0);
 	memset(last_seq_seen, 0, sizeof last_seq_seen);
 	last_seq = last_id = 0;
-	w = writer_new(loc, 3, 1024, on_done, NULL);
+	w = writer_new(loc, 3, 1024, 0, on_done, NULL);
 	assert_non_null(w);
 	return st;
 }
@@ -195,11 +197,111 @@ static void test_commit_delay(void **state)
 	stop(st, loc);
 }
 
+/* Several lanes: sends to many conversations from several threads. Each
+ * conversation's completions come in seq order with no gap and rising
+ * ids, every id of the node is unique, and a store with one writer
+ * (SQLite) gets one lane whatever is asked. */
+#define LANE_CONVS 12
+#define LANE_SENDS 300
+
+static pthread_mutex_t lane_lock = PTHREAD_MUTEX_INITIALIZER;
+static int64_t lane_convs[LANE_CONVS], lane_seq[LANE_CONVS], lane_id[LANE_CONVS];
+static int64_t lane_ids[THREADS * LANE_SENDS];
+static int lane_nids, lane_ok = 1;
+
+static void on_lane_done(store_op_t *op, void *ud)
+{
+	sent_t *s = (sent_t *)op;
+	int c;
+
+	(void)ud;
+	pthread_mutex_lock(&lane_lock);
+	for (c = 0; c < LANE_CONVS && lane_convs[c] != op->conv; c++)
+		;
+	if (c == LANE_CONVS || op->status != STORE_OK || op->out_seq != lane_seq[c] + 1 ||
+	    op->out_id <= lane_id[c])
+		lane_ok = 0;
+	if (c < LANE_CONVS) {
+		lane_seq[c] = op->out_seq;
+		lane_id[c] = op->out_id;
+	}
+	if (lane_nids < THREADS * LANE_SENDS)
+		lane_ids[lane_nids++] = op->out_id;
+	pthread_mutex_unlock(&lane_lock);
+	store_op_release(op);
+	free(s);
+	atomic_fetch_add(&done_count, 1);
+}
+
+static void *lane_submitter(void *p)
+{
+	int t = (int)(intptr_t)p, i;
+
+	for (i = 0; i < LANE_SENDS; i++) {
+		sent_t *s = new_send(t, i);
+		s->op.conv = lane_convs[(t + i) % LANE_CONVS];
+		while (writer_submit(w, &s->op) < 0)
+			usleep(100);
+	}
+	return NULL;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void test_lanes(void **state)
+{
+	char loc[512], name[16];
+	pthread_t th[THREADS];
+	writer_counts_t wc;
+	store_t *st;
+	int i, created;
+
+	(void)state;
+	st = start(loc, sizeof loc);
+	writer_free(w);
+	for (i = 0; i < LANE_CONVS; i++) {
+		int64_t other;
+		snprintf(name, sizeof name, "peer%d", i);
+		assert_int_equal(store_user_create(st, name, "x", 1, &other), STORE_OK);
+		assert_int_equal(store_direct_open(st, user, other, 1, 0, &lane_convs[i], &created, NULL),
+		                 STORE_OK);
+		lane_seq[i] = lane_id[i] = 0;
+	}
+	lane_nids = 0;
+	w = writer_new(loc, 3, 64, 4, on_lane_done, NULL);
+	assert_non_null(w);
+	assert_int_equal(writer_lanes(w), pg ? 4 : 1);
+	for (i = 0; i < THREADS; i++)
+		pthread_create(&th[i], NULL, lane_submitter, (void *)(intptr_t)i);
+	for (i = 0; i < THREADS; i++)
+		pthread_join(th[i], NULL);
+	writer_drain(w);
+	assert_int_equal(atomic_load(&done_count), THREADS * LANE_SENDS);
+	writer_counts(w, &wc);
+	assert_int_equal(wc.messages, THREADS * LANE_SENDS);
+	assert_true(lane_ok);
+	for (i = 0; i < LANE_CONVS; i++)
+		assert_int_equal(lane_seq[i], THREADS * LANE_SENDS / LANE_CONVS);
+	assert_int_equal(lane_nids, THREADS * LANE_SENDS);
+	qsort(lane_ids, (size_t)lane_nids, sizeof *lane_ids, cmp_id);
+	for (i = 1; i < lane_nids; i++)
+		assert_true(lane_ids[i] > lane_ids[i - 1]);
+	printf("# %d lanes: %llu ops in %llu commits\n", (int)writer_lanes(w),
+	       (unsigned long long)wc.ops, (unsigned long long)wc.commits);
+	stop(st, loc);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_group_commit),
 		cmocka_unit_test(test_commit_delay),
+		cmocka_unit_test(test_lanes),
 	};
 	int failed = cmocka_run_group_tests_name("unit_writer[SQLite]", tests, NULL, NULL);
 
