@@ -4,6 +4,7 @@
  *   parley-bench history [--clients K] [--seconds S] [--json]
  *   parley-bench resume [--clients N] [--json]
  *   parley-bench direct [--pairs P] [--rate R] [--seconds S] [--json]
+ *   parley-bench direct --throughput S [--window W] [--pairs P] [--json]
  *   parley-bench direct --find-max P99_MS [--pairs P] [--json]
  *   parley-bench abuse [--seconds S] [--quick] [--only ATTACK] [--trace FILE] [--json]
  *
@@ -43,7 +44,12 @@
  * CPU per delivered message -- beside the relay driven the same way
  * (unmasked frames from one socket of a pair to the other), and as ratios.
  * With --find-max, it looks for the highest rate whose delivery p99 stays
- * under P99_MS (2 s runs: doubling, then four halvings of the gap).
+ * under P99_MS (2 s runs: doubling, then four halvings of the gap). With
+ * --throughput S, closed loop instead: each pair keeps up to --window W
+ * (default 32) messages unanswered and sends the next as soon as one is
+ * answered, for S seconds: acks and deliveries a second, ack and delivery
+ * latency from each send, CPU per message -- the relay driven the same way
+ * (its answers are the deliveries).
  *
  * group: one group of N members, K online; for M messages from one member,
  * the sender's ack (beside a direct chat's) and the time to the last online
@@ -69,7 +75,8 @@
  * are what is measured; no baseline process (the first phase is the
  * baseline). It fails when the bystander is not served at all.
  *
- * Any scenario takes --commit-delay US, passed on to the server.
+ * Any scenario takes --commit-delay US and --store-writers N, passed on to
+ * the server.
  *
  * Set-up (registering users, storing messages) is not measured. */
 #include <dirent.h>
@@ -225,6 +232,8 @@ typedef struct idle_result {
 
 /* --commit-delay, passed on to the server ("0": none). */
 static char commit_delay[16] = "0";
+/* --store-writers, likewise ("0": the store's choice). */
+static char store_writers[16] = "0";
 
 /* The store the scenarios run on (--store): "sqlite", a data directory; or
  * "postgresql", a fresh database on a throwaway PostgreSQL server the
@@ -241,7 +250,8 @@ static void start_parley(proc_t *srv, char *dir)
 	                "--signup-rate", "0", "--login-rate", "0", "--max-address-connections", "0",
 	                "--max-address-pending", "0", "--strangers-per-day", "0", "--work-rate", "0",
 	                "--storage-per-day", "0", "--read-rate", "0",
-	                "--fast-password-hashing", "--rate-limit", "0", "--commit-delay", commit_delay, NULL};
+	                "--fast-password-hashing", "--rate-limit", "0", "--commit-delay", commit_delay,
+	                "--store-writers", store_writers, NULL};
 
 	snprintf(dir, 32, "/tmp/parley-bench-XXXXXX");
 	if (!mkdtemp(dir))
@@ -718,6 +728,8 @@ typedef struct pair {
 	double interval_ms, start, seconds;
 	int sends, acks, delivered;
 	int base;                /* added to indices: cmids differ between runs */
+	int window;              /* closed loop: at most this many unanswered (0: open loop) */
+	int cap;                 /* closed loop: room in the arrays */
 	double *sent_at;         /* by message index */
 	double *ack_ms, *deliver_ms;
 } pair_t;
@@ -733,21 +745,33 @@ static int frame_index(const pc_frame_t *f)
 static void *pair_main(void *arg)
 {
 	pair_t *p = arg;
-	int total = (int)(p->seconds * 1000 / p->interval_ms);
+	int total = p->window ? p->cap : (int)(p->seconds * 1000 / p->interval_ms);
+	double end = p->start + p->seconds * 1000;
 	struct pollfd pf[2] = {{pc_fd(p->a), POLLIN, 0}, {pc_fd(p->b), POLLIN, 0}};
 	char frame[160];
 
 	p->sent_at = calloc((size_t)total + 1, sizeof(double));
 	p->ack_ms = calloc((size_t)total + 1, sizeof(double));
 	p->deliver_ms = calloc((size_t)total + 1, sizeof(double));
-	while (p->delivered < total || (p->conv && p->acks < total)) {
+	for (;;) {
 		double now = now_ms(), due = p->start + p->sends * p->interval_ms;
+		/* Closed loop: the window's answers are acks from Parley and
+		 * deliveries from the relay, which has no acks. */
+		int answered = p->conv ? p->acks : p->delivered;
+		int may_send = p->window ? p->sends < total && now >= p->start && now < end &&
+		                               p->sends - answered < p->window
+		                         : p->sends < total && now >= due;
 		pc_frame_t f;
 		int k, wait;
 
-		if (p->sends < total && now >= due) {
-			/* Open loop: latency counts from when the send was due. */
-			p->sent_at[p->sends] = due;
+		if (p->window ? (now >= end || p->sends == total) && p->delivered == p->sends &&
+		                    (!p->conv || p->acks == p->sends)
+		              : p->delivered >= total && (!p->conv || p->acks >= total))
+			break;
+		if (may_send) {
+			/* Open loop: latency counts from when the send was due;
+			 * closed loop: from when it went. */
+			p->sent_at[p->sends] = p->window ? now : due;
 			if (p->conv) {
 				snprintf(frame, sizeof frame,
 				         "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"b%d\",\"body\":\"hello there\"}",
@@ -776,7 +800,10 @@ static void *pair_main(void *arg)
 				pc_frame_free(&f);
 			}
 		}
-		wait = p->sends < total ? (int)(due - now_ms()) : 50;
+		if (p->window)
+			wait = now_ms() < p->start ? (int)(p->start - now_ms()) : 10;
+		else
+			wait = p->sends < total ? (int)(due - now_ms()) : 50;
 		if (wait < 0)
 			wait = 0;
 		if (poll(pf, 2, wait) < 0 && errno != EINTR)
@@ -790,6 +817,7 @@ static void *pair_main(void *arg)
 typedef struct direct_result {
 	double ack[4], deliver[4];  /* p50, p99, p99.9, max */
 	double rate, cpu_us_per_msg;
+	double acks;                /* acks a second */
 } direct_result_t;
 
 static void percentiles(double *v, size_t n, double out[4])
@@ -802,7 +830,10 @@ static void percentiles(double *v, size_t n, double out[4])
 }
 
 /* Runs the pairs against a server (conv ids set) or the relay. */
-static direct_result_t drive(pair_t *pairs, int npairs, double rate, double seconds, pid_t server)
+/* Runs the pairs against a server (conv ids set) or the relay: open loop
+ * at rate, or, with a window, closed loop for seconds, each pair keeping
+ * up to window messages unanswered. */
+static direct_result_t drive(pair_t *pairs, int npairs, double rate, double seconds, int window, pid_t server)
 {
 	direct_result_t res = {0};
 	size_t nd = 0, na = 0, k;
@@ -814,7 +845,10 @@ static direct_result_t drive(pair_t *pairs, int npairs, double rate, double seco
 	for (i = 0; i < npairs; i++) {
 		pairs[i].base += pairs[i].sends + 1000000;
 		pairs[i].sends = pairs[i].acks = pairs[i].delivered = 0;
-		pairs[i].interval_ms = 1000.0 * npairs / rate;
+		pairs[i].interval_ms = window ? 0 : 1000.0 * npairs / rate;
+		pairs[i].window = window;
+		/* Room for 400,000 messages a second in all. */
+		pairs[i].cap = window ? (int)(400000.0 * seconds / npairs) + window : 0;
 		/* Spread the pairs' schedules over one interval. */
 		pairs[i].start = t0 + pairs[i].interval_ms * i / npairs;
 		pairs[i].seconds = seconds;
@@ -828,6 +862,7 @@ static direct_result_t drive(pair_t *pairs, int npairs, double rate, double seco
 	t1 = now_ms();
 	res.cpu_us_per_msg = (cpu_us(server) - cpu0) / (double)nd;
 	res.rate = (double)nd / ((t1 - t0) / 1000.0);
+	res.acks = (double)na / ((t1 - t0) / 1000.0);
 	d = malloc(nd * sizeof *d);
 	a = malloc((na ? na : 1) * sizeof *a);
 	for (i = 0, nd = 0, na = 0; i < npairs; i++) {
@@ -847,7 +882,7 @@ static direct_result_t drive(pair_t *pairs, int npairs, double rate, double seco
 	return res;
 }
 
-static int run_direct(int npairs, double rate, double seconds, double find_max, int json_only)
+static int run_direct(int npairs, double rate, double seconds, double find_max, int window, int json_only)
 {
 	char dir[32], machine[256], commit[32], name[32], tok[2][64], body[128];
 	char *relay_argv[] = {"build/bench-relay", "--listen", "127.0.0.1:0", NULL};
@@ -869,7 +904,7 @@ static int run_direct(int npairs, double rate, double seconds, double find_max, 
 		if (!(pairs[i].a = pc_connect("127.0.0.1", relay.port)) ||
 		    !(pairs[i].b = pc_connect("127.0.0.1", relay.port)))
 			die("cannot connect to the relay");
-	rr = drive(pairs, npairs, rate, seconds, relay.pid);
+	rr = drive(pairs, npairs, rate, seconds, window, relay.pid);
 	for (i = 0; i < npairs; i++) {
 		pc_close(pairs[i].a);
 		pc_close(pairs[i].b);
@@ -908,7 +943,7 @@ parley:
 		int steps;
 
 		for (;;) {
-			x = drive(pairs, npairs, r, 2, srv.pid);
+			x = drive(pairs, npairs, r, 2, 0, srv.pid);
 			if (!json_only)
 				printf("  %8.0f msg/s: p99 %.3f ms, achieved %.0f\n", r, x.deliver[1], x.rate);
 			if (x.deliver[1] > find_max || x.rate < 0.95 * r) {
@@ -922,7 +957,7 @@ parley:
 		}
 		for (steps = 0; hi > 0 && steps < 4; steps++) {
 			r = (lo + hi) / 2;
-			x = drive(pairs, npairs, r, 2, srv.pid);
+			x = drive(pairs, npairs, r, 2, 0, srv.pid);
 			if (!json_only)
 				printf("  %8.0f msg/s: p99 %.3f ms, achieved %.0f\n", r, x.deliver[1], x.rate);
 			if (x.deliver[1] > find_max || x.rate < 0.95 * r)
@@ -941,13 +976,37 @@ parley:
 		free(pairs);
 		return 0;
 	}
-	pr = drive(pairs, npairs, rate, seconds, srv.pid);
+	pr = drive(pairs, npairs, rate, seconds, window, srv.pid);
 	for (i = 0; i < npairs; i++) {
 		pc_close(pairs[i].a);
 		pc_close(pairs[i].b);
 	}
 	stop_parley(&srv, dir);
 	free(pairs);
+	if (window) {
+		if (!json_only) {
+			printf("direct: %d pairs, each with up to %d unanswered, as fast as answered, %.0f s (%s, commit %s)\n",
+			       npairs, window, seconds, machine, commit);
+			printf("  %-34s %10s %10s %8s\n", "", "parley", "relay", "ratio");
+			printf("  %-34s %10.0f %10s\n", "acks/s", pr.acks, "-");
+			printf("  %-34s %10.0f %10.0f %8.2f\n", "deliveries/s", pr.rate, rr.rate, ratio(pr.rate, rr.rate));
+			printf("  %-34s %10.3f %10s\n", "send -> ack p50 (ms)", pr.ack[0], "-");
+			printf("  %-34s %10.3f %10s\n", "send -> ack p99 (ms)", pr.ack[1], "-");
+			printf("  %-34s %10.3f %10.3f\n", "send -> delivery p50 (ms)", pr.deliver[0], rr.deliver[0]);
+			printf("  %-34s %10.3f %10.3f\n", "send -> delivery p99 (ms)", pr.deliver[1], rr.deliver[1]);
+			printf("  %-34s %10.1f %10.1f %8.2f\n", "server CPU per delivered message (us)",
+			       pr.cpu_us_per_msg, rr.cpu_us_per_msg, ratio(pr.cpu_us_per_msg, rr.cpu_us_per_msg));
+		}
+		printf("{\"scenario\":\"direct-throughput\",\"machine\":\"%s\",\"commit\":\"%s\",\"store\":\"%s\","
+		       "\"parameters\":{\"pairs\":%d,\"window\":%d,\"seconds\":%.0f},\"figures\":{\"acks_per_s\":%.0f,"
+		       "\"deliveries_per_s\":%.0f,\"ack_p50_ms\":%.3f,\"ack_p99_ms\":%.3f,\"deliver_p50_ms\":%.3f,"
+		       "\"deliver_p99_ms\":%.3f,\"cpu_us_per_message\":%.2f,\"relay_deliveries_per_s\":%.0f,"
+		       "\"relay_deliver_p99_ms\":%.3f,\"relay_cpu_us_per_message\":%.2f,\"cpu_ratio\":%.2f}}\n",
+		       machine, commit, bench_store, npairs, window, seconds, pr.acks, pr.rate, pr.ack[0], pr.ack[1],
+		       pr.deliver[0], pr.deliver[1], pr.cpu_us_per_msg, rr.rate, rr.deliver[1], rr.cpu_us_per_msg,
+		       ratio(pr.cpu_us_per_msg, rr.cpu_us_per_msg));
+		return 0;
+	}
 	if (!json_only) {
 		printf("direct: %d pairs, %.0f messages/s scheduled, %.0f s, open loop (%s, commit %s)\n", npairs,
 		       rate, seconds, machine, commit);
@@ -2935,8 +2994,10 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: parley-bench idle [--connections N] [--processes K] [--json]\n"
 	                "       parley-bench direct [--pairs P] [--rate R] [--seconds S] [--json]\n"
+	                "       parley-bench direct --throughput S [--window W] [--pairs P] [--json]\n"
 	                "       parley-bench direct --find-max P99_MS [--pairs P] [--json]\n"
-	                "  (any scenario: --commit-delay US starts the server with that commit delay)\n"
+	                "  (any scenario: --commit-delay US starts the server with that commit delay,\n"
+	                "   --store-writers N with that many write transactions in flight)\n"
 	                "       parley-bench history [--clients K] [--seconds S] [--json]\n"
 	                "       parley-bench resume [--clients N] [--json]\n"
 	                "       parley-bench group [--members N] [--online K] [--messages M] [--batch B]\n"
@@ -2951,7 +3012,7 @@ int main(int argc, char **argv)
 {
 	int n = 2000, procs = 0, clients = 4, client_set = 0, json_only = 0, pairs = 50, quick = 0, i;
 	double seconds = 5, rate = 2000, find_max = 0, throughput = 0;
-	int seconds_set = 0;
+	int seconds_set = 0, window = 32;
 	const char *trace_file = NULL, *only = NULL, *store = "sqlite";
 	int members = 1024, online = 800, messages = 30, batch = 10;
 
@@ -2983,8 +3044,12 @@ int main(int argc, char **argv)
 			messages = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--batch") && i + 1 < argc)
 			batch = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--window") && i + 1 < argc)
+			window = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--throughput") && i + 1 < argc)
 			throughput = atof(argv[++i]);
+		else if (!strcmp(argv[i], "--store-writers") && i + 1 < argc)
+			snprintf(store_writers, sizeof store_writers, "%u", (unsigned)atoi(argv[++i]));
 		else if (!strcmp(argv[i], "--commit-delay") && i + 1 < argc)
 			snprintf(commit_delay, sizeof commit_delay, "%d", atoi(argv[++i]));
 		else if (!strcmp(argv[i], "--json"))
@@ -3033,7 +3098,8 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "direct")) {
 		if (pairs < 1 || pairs > 500 || !(rate > 0 && rate <= 1e6) || !(seconds > 0 && seconds <= 3600))
 			die("--pairs: 1 to 500; --rate: up to 1000000; --seconds: up to 3600");
-		return run_direct(pairs, rate, seconds, find_max, json_only);
+		return run_direct(pairs, rate, throughput > 0 ? throughput : seconds, find_max,
+		                  throughput > 0 ? window : 0, json_only);
 	}
 	if (!strcmp(argv[1], "abuse")) {
 		if (!(seconds > 0 && seconds <= 3600))

@@ -295,16 +295,24 @@ static const char *const queries[Q_COUNT] = {
 	                   "SELECT ctid FROM first_contacts WHERE ts < $1 LIMIT $2))",
 	/* The first look of a batch's sends, all in one statement, under
 	 * their conversations' locks: per send, in the order given, the
-	 * membership (kind NULL for a non-member), the blocks, a direct chat's
+	 * membership (wrote NULL for a non-member), the blocks, a direct chat's
 	 * two members, the message already stored under its cmid if any, and
-	 * whether the sender has written there before. */
+	 * whether the sender has written there before. Each lookup is a
+	 * LATERAL subquery with LIMIT 1, which the planner cannot flatten into
+	 * a join of its choosing: every send costs three primary-key or
+	 * unique-index probes, whatever the tables' sizes or the cached plan's
+	 * guesses (a plain join let a generic plan probe the cmid index on
+	 * (conversation, sender) alone and read every message of the sender). */
 	[Q_SEND_PROBE] = "SELECT c.kind, c.member_count, c.member_version, m.blocks, "
-	                 "CASE WHEN c.kind = 1 THEN " MEMBERS_OF("c.id") " END, d.id, d.seq, d.ts, m.wrote "
-	                 "FROM unnest($1::bigint[], $2::bigint[], $3::text[]) WITH ORDINALITY AS x(conv, usr, cmid, i) "
-	                 "LEFT JOIN members m ON m.conv_id = x.conv AND m.user_id = x.usr "
-	                 "LEFT JOIN conversations c ON c.id = m.conv_id "
-	                 "LEFT JOIN messages d ON d.conv_id = m.conv_id AND d.sender = m.user_id AND d.cmid = x.cmid "
-	                 "ORDER BY x.i",
+	                 "CASE WHEN c.kind = 1 THEN " MEMBERS_OF("b.conv") " END, d.id, d.seq, d.ts, m.wrote "
+	                 "FROM unnest($1::bigint[], $2::bigint[], $3::text[]) WITH ORDINALITY AS b(conv, usr, cmid, i) "
+	                 "LEFT JOIN LATERAL (SELECT blocks, wrote FROM members WHERE conv_id = b.conv "
+	                 "AND user_id = b.usr LIMIT 1) m ON true "
+	                 "LEFT JOIN LATERAL (SELECT kind, member_count, member_version FROM conversations "
+	                 "WHERE id = b.conv LIMIT 1) c ON true "
+	                 "LEFT JOIN LATERAL (SELECT id, seq, ts FROM messages WHERE conv_id = b.conv "
+	                 "AND sender = b.usr AND cmid = b.cmid LIMIT 1) d ON true "
+	                 "ORDER BY b.i",
 	/* The batch's new messages in one statement, at the seqs the batch
 	 * gave them under the locks. No ON CONFLICT: a twin can only have been
 	 * stored under the same lock and the probe would have seen it, so a
@@ -2242,7 +2250,7 @@ static int plan_send(store_op_t *ops, size_t i, const int *plan, int *dup, PGres
 	int blocks;
 	size_t j;
 
-	if (PQgetisnull(r, row, 0) || !h) {
+	if (PQgetisnull(r, row, 8) || PQgetisnull(r, row, 0) || !h) {
 		op->status = STORE_FORBIDDEN;
 		return PLAN_DONE;
 	}
