@@ -209,20 +209,15 @@ pid_t tmpserver_spawn(const char *who, const char *const *argv, const char *cons
 	return pid;
 }
 
-int tmpserver_running(pid_t pid, int *status)
+int tmpserver_running(pid_t pid)
 {
-	int st;
-	pid_t r;
+	siginfo_t si;
 
-	while ((r = waitpid(pid, &st, WNOHANG)) < 0 && errno == EINTR)
-		;
-	if (r == 0)
-		return 1;
-	if (r < 0)
-		return -1;
-	if (status)
-		*status = st;
-	return 0;
+	memset(&si, 0, sizeof si);
+	while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0)
+		if (errno != EINTR)
+			return -1;
+	return si.si_pid == 0;
 }
 
 int tmpserver_wait(pid_t pid)
@@ -238,18 +233,37 @@ int tmpserver_wait(pid_t pid)
 int tmpserver_end(pid_t pid, int sig, int ms)
 {
 	long long deadline = tmpserver_now_ms() + ms;
-	int status, r;
+	int r;
 
 	if (kill(pid, sig) < 0 && errno != ESRCH)
 		return -1;
-	while ((r = tmpserver_running(pid, &status)) == 1 && tmpserver_now_ms() < deadline)
+	while ((r = tmpserver_running(pid)) == 1) {
+		if (tmpserver_now_ms() >= deadline && sig != SIGKILL)
+			kill(pid, sig = SIGKILL);
 		tmpserver_nap(5);
-	if (r == 0)
-		return status;
-	if (r < 0)
-		return -1;
-	kill(pid, SIGKILL);
-	return tmpserver_wait(pid);
+	}
+	return r;
+}
+
+int tmpserver_pid_gone(pid_t pid, const char *comm)
+{
+	char path[64], buf[512], *open_paren, *close_paren;
+	size_t n;
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	if (!(f = fopen(path, "r")))
+		return 1;
+	n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	/* "PID (COMM) STATE ...": COMM may hold spaces and parentheses. */
+	if (!(open_paren = strchr(buf, '(')) || !(close_paren = strrchr(buf, ')')) || close_paren[1] != ' ')
+		return 1;
+	*close_paren = 0;
+	if (strcmp(open_paren + 1, comm) != 0)
+		return 1;
+	return close_paren[2] == 'Z' || close_paren[2] == 'X';
 }
 
 void tmpserver_nap(int ms)

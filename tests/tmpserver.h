@@ -69,15 +69,23 @@ int tmpserver_find_bin(const char *name, char *out, size_t cap);
  * -1 (said why). An exec failure shows as exit status 127. */
 pid_t tmpserver_spawn(const char *who, const char *const *argv, const char *const *envp,
                       const char *cwd, const char *log);
-/* 1 while the child pid has not ended; once it has, reaps it, stores its
- * waitpid status in *status (may be NULL) and returns 0. -1 for no such
- * child. */
-int tmpserver_running(pid_t pid, int *status);
-/* Waits for the child pid to end (reaping it). Its status, or -1. */
+/* 1 while the child pid runs, 0 once it has ended, -1 for no such
+ * child. It is not reaped: a process told of the pid (the watchdog) can
+ * be told it is gone before the system may reuse the pid. */
+int tmpserver_running(pid_t pid);
+/* Waits for the child pid to end and reaps it. Its waitpid status, or
+ * -1. */
 int tmpserver_wait(pid_t pid);
-/* Sends the child pid sig; if it has not ended within ms, SIGKILL. Waits
- * for it (reaped). Its waitpid status, or -1. */
+/* Sends the child pid sig and, if it has not ended within ms, SIGKILL;
+ * returns once it has ended, unreaped (tmpserver_wait reaps it). 0, or
+ * -1 for no such child. */
 int tmpserver_end(pid_t pid, int sig, int ms);
+
+/* For tests of the cleanup: 1 when no live process pid runs the
+ * program comm (as /proc/PID/stat names it): there is none, it is a
+ * zombie nobody has reaped yet, or the pid now belongs to another
+ * program. Any process's pid, not only a child's. */
+int tmpserver_pid_gone(pid_t pid, const char *comm);
 
 /* Sleeps ms milliseconds: the poll interval of the readiness loops
  * (which wait for a server's answer, never for a fixed time). */
