@@ -38,7 +38,8 @@
  * may still lose it to another process before it binds; callers retry
  * on a clash. -1 (errno set) when none can be had. */
 int tmpserver_free_port(void);
-/* n distinct such ports (each held until all are picked). 0 or -1. */
+/* n (at most 3 * TMPSERVER_MAX_PIDS) distinct such ports, each held
+ * until all are picked. 0 or -1. */
 int tmpserver_free_ports(int *ports, int n);
 
 /* Makes "$TMPDIR/parley-KIND-XXXXXX" (/tmp when $TMPDIR is unset or
