@@ -17,7 +17,8 @@
  * SIGQUIT (an immediate shutdown, async-signal-safe) before the signal
  * takes its course; and a watchdog process, in a session of its own,
  * stops the server and removes the directory if the test process dies
- * any other way (SIGKILL). The watchdog is told at pgserver_stop.
+ * any other way (SIGKILL). The watchdog is told at pgserver_stop. That
+ * machinery is tmpserver.h's, shared with redisserver.h and natsserver.h.
  *
  * When euid is 0 (PostgreSQL refuses to run as root), initdb and pg_ctl
  * run as the postgres user (runuser -u postgres --), which owns the
