@@ -711,9 +711,16 @@ redis_t *redis_new(loop_t *loop, const char *url, const redis_opts_t *opts)
 		errno = EINVAL;
 		goto err;
 	}
-	snprintf(r->label, sizeof r->label, "%s%s%s%s%s:%d%s%.0d", opts->name ? opts->name : "",
-	         opts->name ? " at " : "", strchr(r->addr, ':') ? "[" : "", r->addr,
-	         strchr(r->addr, ':') ? "]" : "", port, db ? "/" : "", db);
+	{
+		/* "presence at 10.0.0.5:6379/2", "[::1]:6379" */
+		int v6 = strchr(r->addr, ':') != NULL;
+		char dbs[16] = "";
+
+		if (db)
+			snprintf(dbs, sizeof dbs, "/%d", db);
+		snprintf(r->label, sizeof r->label, "%s%s%s%s%s:%d%s", opts->name ? opts->name : "",
+		         opts->name ? " at " : "", v6 ? "[" : "", r->addr, v6 ? "]" : "", port, dbs);
+	}
 	r->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : REDIS_DEFAULT_TIMEOUT_MS;
 	r->max_inflight = opts->max_inflight ? opts->max_inflight : REDIS_DEFAULT_MAX_INFLIGHT;
 	r->min_ms = opts->reconnect_min_ms > 0 ? opts->reconnect_min_ms : REDIS_DEFAULT_RECONNECT_MIN_MS;
