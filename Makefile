@@ -8,7 +8,7 @@
 CC ?= cc
 BUILD ?= build
 SAN ?=
-PKGS := sqlite3 jansson libcrypto libsodium libpq hiredis
+PKGS := sqlite3 jansson libcrypto libsodium libpq hiredis libnats
 TEST_PKGS := cmocka
 
 LISTEN ?= 127.0.0.1:8080
@@ -34,6 +34,14 @@ CLIENT_OBJ := $(BUILD)/obj/client/pclient.o
 UNIT_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/unit_*.c))
 INTEG_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/integ_*.c))
 
+# The tests' throwaway servers, each with what they share (tests/tmpserver.h):
+# PostgreSQL (tests/pgserver.h), Redis (tests/redisserver.h) and a NATS
+# JetStream cluster (tests/natsserver.h).
+TMPSERVER_OBJ := $(BUILD)/obj/tests/tmpserver.o
+PGSERVER_OBJ := $(BUILD)/obj/tests/pgserver.o $(TMPSERVER_OBJ)
+REDISSERVER_OBJ := $(BUILD)/obj/tests/redisserver.o $(TMPSERVER_OBJ)
+NATSSERVER_OBJ := $(BUILD)/obj/tests/natsserver.o $(TMPSERVER_OBJ)
+
 # Keep the test objects: they are intermediate to the pattern rules.
 .SECONDARY:
 
@@ -56,7 +64,7 @@ $(BUILD)/parley: $(BUILD)/obj/src/main.o $(BUILD)/libparley.a
 $(BUILD)/parley-cli: $(BUILD)/obj/client/cli.o $(CLIENT_OBJ) $(BUILD)/libparley.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/parley-bench: $(BUILD)/obj/bench/parley_bench.o $(CLIENT_OBJ) $(BUILD)/obj/tests/pgserver.o $(BUILD)/libparley.a
+$(BUILD)/parley-bench: $(BUILD)/obj/bench/parley_bench.o $(CLIENT_OBJ) $(PGSERVER_OBJ) $(BUILD)/libparley.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/bench-relay: $(BUILD)/obj/bench/relay.o
@@ -68,9 +76,10 @@ $(BUILD)/tests/unit_%: $(BUILD)/obj/tests/unit_%.o $(BUILD)/libparley.a
 
 # The tests that start a throwaway PostgreSQL (tests/pgserver.h): the
 # store's and the writer's own, and through the harness every
-# integration suite.
-PGSERVER_OBJ := $(BUILD)/obj/tests/pgserver.o
+# integration suite; and those that start a Redis or a NATS cluster.
 $(BUILD)/tests/unit_store $(BUILD)/tests/unit_store_pg $(BUILD)/tests/unit_writer $(BUILD)/tests/unit_pgserver: $(PGSERVER_OBJ)
+$(BUILD)/tests/unit_redisserver: $(REDISSERVER_OBJ)
+$(BUILD)/tests/unit_natsserver: $(NATSSERVER_OBJ)
 
 $(BUILD)/tests/integ_%: $(BUILD)/obj/tests/integ_%.o $(BUILD)/obj/tests/harness.o $(PGSERVER_OBJ) $(CLIENT_OBJ) $(BUILD)/libparley.a
 	@mkdir -p $(dir $@)

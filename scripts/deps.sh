@@ -22,7 +22,11 @@ need() {
 	apt-get install -y -q --no-install-recommends $missing >/dev/null
 }
 
-need build-essential pkg-config libsqlite3-dev libjansson-dev libssl-dev libsodium-dev libpq-dev
+# hiredis (0.14) and libnats (3.4): the fleet's clients of Redis (the
+# presence registry) and NATS JetStream (the message log); the node links
+# them.
+need build-essential pkg-config libsqlite3-dev libjansson-dev libssl-dev libsodium-dev libpq-dev \
+	libhiredis-dev libnats-dev
 if [ "${1:-build}" = test ]; then
 	need libcmocka-dev clang
 	# The PostgreSQL store's tests start a throwaway server of their own
@@ -32,6 +36,12 @@ if [ "${1:-build}" = test ]; then
 	# wrapper) points; tests/pgserver.c looks there, then in
 	# /usr/lib/postgresql/*/bin.
 	need postgresql-15
+	# Throwaway Redis and NATS JetStream servers for the fleet's tests
+	# (tests/redisserver.c, tests/natsserver.c), on free loopback ports.
+	# Where an init system runs, Debian's redis-server package also starts
+	# a system redis on 6379 (and nats-server none); the tests neither use
+	# nor mind it.
+	need redis-server nats-server
 	# libFuzzer comes with clang's runtime, named after its major version.
 	need "libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"
 	# The web client's browser test: Debian's Chromium, and Node.js with

@@ -3,12 +3,12 @@
  * Everything runs through the server's own tools (initdb, pg_ctl) as
  * child processes, never through a shell but for the watchdog; readiness
  * is pg_ctl -w (which reads the postmaster's own "ready" status) and then
- * PQping, never a sleep. */
+ * PQping, never a sleep. Ports, processes, the watchdog and the cleanup
+ * at exit or on a fatal signal are tmpserver.h's. */
 #include "pgserver.h"
+#include "tmpserver.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <glob.h>
 #include <pwd.h>
 #include <signal.h>
@@ -18,15 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-
 #include <libpq-fe.h>
 
-#define PG_MAX_SERVERS 8   /* live at once in one process */
 #define PG_START_TRIES 8   /* ports tried before giving up on a clash */
 
 #define INSTALL_HINT                                                      \
@@ -41,25 +34,11 @@ struct pgserver {
 	char cmdlog[160];  /* dir/cmd.log: what initdb and pg_ctl said */
 	char url[128];
 	int port;
-	int slot;          /* in postmasters[] */
-	int watch_fd;      /* our end of the watchdog's socket */
-	pid_t watchdog;
+	int slot;          /* in tmpserver's registry; -1: none */
+	pid_t postmaster;  /* 0: not running (as far as we know) */
+	tmpserver_watchdog_t watchdog;
 	unsigned dbs;      /* databases named by this process so far */
 };
-
-/* The postmaster of each live server, for the signal handler: a pid is
- * all it needs (SIGQUIT is PostgreSQL's immediate shutdown). 0: none. */
-static volatile pid_t postmasters[PG_MAX_SERVERS];
-/* The process that started each: a forked child inherits these tables,
- * and must not stop its parent's servers when it exits or is signalled. */
-static volatile pid_t owners[PG_MAX_SERVERS];
-static pgserver_t *servers[PG_MAX_SERVERS];
-/* The handlers and the atexit hook, once; a fork inherits them. */
-static int cleanup_installed;
-
-static const int fatal_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGABRT, SIGSEGV, SIGBUS, SIGFPE};
-#define NFATAL (sizeof fatal_signals / sizeof *fatal_signals)
-static struct sigaction old_actions[NFATAL];
 
 static char bindir[512];
 static char initdb_bin[600], pg_ctl_bin[600];
@@ -169,27 +148,6 @@ static int find_run_as(void)
 
 /* ---- running the tools --------------------------------------------- */
 
-/* Prints the last lines of a file to stderr, for a failure's reason. */
-static void show_tail(const char *what, const char *path)
-{
-	char buf[4096];
-	FILE *f = fopen(path, "r");
-	long size;
-	size_t n;
-
-	if (!f)
-		return;
-	fseek(f, 0, SEEK_END);
-	size = ftell(f);
-	fseek(f, size > (long)sizeof buf - 1 ? size - (long)sizeof buf + 1 : 0, SEEK_SET);
-	n = fread(buf, 1, sizeof buf - 1, f);
-	buf[n] = 0;
-	fclose(f);
-	if (n)
-		fprintf(stderr, "pgserver: --- %s (%s) ---\n%s%s--- end ---\n", what, path, buf,
-		        buf[n - 1] == '\n' ? "" : "\n");
-}
-
 extern char **environ;
 
 /* The caller's environment without PostgreSQL's own variables: the
@@ -227,28 +185,11 @@ static int run_tool(const pgserver_t *pg, const char *tool, const char *const *a
 		argv[n++] = *args++;
 	argv[n] = NULL;
 	tool_env(envp, sizeof envp / sizeof *envp);
-	pid = fork();
-	if (pid < 0) {
-		fprintf(stderr, "pgserver: fork: %s\n", strerror(errno));
+	pid = tmpserver_spawn("pgserver", argv, envp, pg->dir, out);
+	if (pid < 0)
 		return -1;
-	}
-	if (pid == 0) {
-		int fd = open(out ? out : "/dev/null", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-		int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		if (fd >= 0) {
-			dup2(fd, STDOUT_FILENO);
-			dup2(fd, STDERR_FILENO);
-		}
-		if (in >= 0)
-			dup2(in, STDIN_FILENO);
-		if (chdir(pg->dir) < 0)
-			_exit(126);
-		execve(argv[0], (char *const *)argv, (char *const *)envp);
-		_exit(127);
-	}
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			return -1;
+	if ((status = tmpserver_wait(pid)) < 0)
+		return -1;
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
@@ -258,23 +199,6 @@ static int pg_ctl(const pgserver_t *pg, const char *const *args)
 }
 
 /* ---- the server ---------------------------------------------------- */
-
-/* A port nobody listens on now: bound and released. The server may lose
- * it to another process before it binds; start() then tries another. */
-static int free_port(void)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof a;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port = -1;
-
-	if (fd < 0)
-		return -1;
-	if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		port = ntohs(a.sin_port);
-	close(fd);
-	return port;
-}
 
 static void conninfo(const pgserver_t *pg, const char *db, char *out, size_t cap)
 {
@@ -308,16 +232,8 @@ static pid_t read_postmaster_pid(const pgserver_t *pg)
 /* 1 when the server's log says its port was taken (a retry may help). */
 static int port_clash(const pgserver_t *pg)
 {
-	char line[1024];
-	FILE *f = fopen(pg->log, "r");
-	int clash = 0;
-
-	if (!f)
-		return 0;
-	while (!clash && fgets(line, sizeof line, f))
-		clash = strstr(line, "could not bind") || strstr(line, "Address already in use");
-	fclose(f);
-	return clash;
+	return tmpserver_file_has(pg->log, "could not bind") ||
+	       tmpserver_file_has(pg->log, "Address already in use");
 }
 
 /* pg_ctl start -w on pg->port; then waits until PQping answers.
@@ -342,29 +258,17 @@ static int start_on_port(pgserver_t *pg)
 		}
 		nanosleep(&ts, NULL);
 	}
-	postmasters[pg->slot] = read_postmaster_pid(pg);
+	/* For the fatal-signal handler: SIGQUIT is PostgreSQL's immediate
+	 * shutdown. */
+	pg->postmaster = read_postmaster_pid(pg);
+	tmpserver_set_pid(pg->slot, 0, pg->postmaster, SIGQUIT);
 	return 0;
 }
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static void remove_tree(const char *dir)
-{
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* The watchdog outlives a test process killed outright (SIGKILL, which no
- * handler sees): a shell in a session of its own, reading its end of a
- * socket. "done" means the server was stopped; end-of-file without it
- * means the process died, and the shell stops the server and removes the
- * directory. A socket rather than a pipe so that telling it is a send
- * with MSG_NOSIGNAL: no SIGPIPE if it has gone. */
+/* The watchdog (tmpserver.h) outlives a test process killed outright
+ * (SIGKILL, which no handler sees). "done" means the server was stopped;
+ * end-of-file without it means the process died, and the shell stops the
+ * server and removes the directory. */
 static const char watchdog_script[] =
 	"IFS= read -r word\n"
 	"[ \"$word\" = done ] && exit 0\n"
@@ -375,120 +279,26 @@ static const char watchdog_script[] =
 
 static int start_watchdog(pgserver_t *pg)
 {
-	const char *argv[12];
-	int sv[2], n = 0;
+	const char *args[8];
+	int n = 0;
 
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-		return -1;
-	argv[n++] = "/bin/sh";
-	argv[n++] = "-c";
-	argv[n++] = watchdog_script;
-	argv[n++] = "pgserver-watchdog";
-	argv[n++] = pg->dir;
+	args[n++] = "pgserver-watchdog";
+	args[n++] = pg->dir;
 	if (runuser_bin[0]) {
-		argv[n++] = runuser_bin;
-		argv[n++] = "-u";
-		argv[n++] = "postgres";
-		argv[n++] = "--";
+		args[n++] = runuser_bin;
+		args[n++] = "-u";
+		args[n++] = "postgres";
+		args[n++] = "--";
 	}
-	argv[n++] = pg_ctl_bin;
-	argv[n] = NULL;
-	pg->watchdog = fork();
-	if (pg->watchdog < 0) {
-		close(sv[0]);
-		close(sv[1]);
-		return -1;
-	}
-	if (pg->watchdog == 0) {
-		int fd, maxfd = (int)sysconf(_SC_OPEN_MAX);
-		/* Out of the test's process group and terminal: a Ctrl-C or a
-		 * kill of the group leaves it to clean up after the test. */
-		setsid();
-		signal(SIGHUP, SIG_IGN);
-		signal(SIGINT, SIG_IGN);
-		signal(SIGPIPE, SIG_IGN);
-		dup2(sv[1], STDIN_FILENO);
-		if ((fd = open("/dev/null", O_WRONLY)) >= 0) {
-			dup2(fd, STDOUT_FILENO);
-			close(fd);
-		}
-		/* Nothing of the test's (its servers' pipes, its sockets)
-		 * stays open here; stderr stays, for the one line it says. */
-		if (close_range(3, ~0U, 0) < 0)
-			for (fd = 3; fd < (maxfd > 0 && maxfd < 65536 ? maxfd : 65536); fd++)
-				close(fd);
-		if (chdir("/") < 0)
-			_exit(126);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	close(sv[1]);
-	pg->watch_fd = sv[0];
-	return 0;
+	args[n++] = pg_ctl_bin;
+	args[n] = NULL;
+	return tmpserver_watchdog_start("pgserver", &pg->watchdog, watchdog_script, args);
 }
 
-static void stop_watchdog(pgserver_t *pg)
+/* The registry's stop function, at exit. */
+static void stop_at_exit(void *pg)
 {
-	int status;
-
-	if (pg->watchdog <= 0)
-		return;
-	if (send(pg->watch_fd, "done\n", 5, MSG_NOSIGNAL) < 0)
-		kill(pg->watchdog, SIGKILL);
-	close(pg->watch_fd);
-	while (waitpid(pg->watchdog, &status, 0) < 0 && errno == EINTR)
-		;
-	pg->watchdog = 0;
-}
-
-static void on_fatal_signal(int sig, siginfo_t *si, void *uc)
-{
-	size_t i;
-
-	(void)uc;
-	for (i = 0; i < PG_MAX_SERVERS; i++)
-		if (postmasters[i] > 0 && owners[i] == getpid())
-			kill(postmasters[i], SIGQUIT);
-	for (i = 0; i < NFATAL; i++)
-		if (fatal_signals[i] == sig)
-			sigaction(sig, &old_actions[i], NULL);
-	/* A fault the kernel raised happens again as soon as this returns,
-	 * now under the old action (a sanitizer's report, or the default);
-	 * any other signal is raised again for it. */
-	if ((sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE) && si && si->si_code > 0)
-		return;
-	raise(sig);
-}
-
-static void stop_all_at_exit(void)
-{
-	size_t i;
-
-	for (i = 0; i < PG_MAX_SERVERS; i++)
-		if (servers[i] && owners[i] == getpid())
-			pgserver_stop(servers[i]);
-}
-
-/* Once per process, before the first server starts. */
-static void install_cleanup(void)
-{
-	struct sigaction sa;
-	size_t i;
-
-	if (cleanup_installed)
-		return;
-	cleanup_installed = 1;
-	atexit(stop_all_at_exit);
-	memset(&sa, 0, sizeof sa);
-	sa.sa_sigaction = on_fatal_signal;
-	sa.sa_flags = SA_SIGINFO;
-	sigemptyset(&sa.sa_mask);
-	for (i = 0; i < NFATAL; i++) {
-		sigaction(fatal_signals[i], NULL, &old_actions[i]);
-		/* An ignored signal (nohup's SIGHUP) stays ignored. */
-		if (old_actions[i].sa_handler != SIG_IGN)
-			sigaction(fatal_signals[i], &sa, NULL);
-	}
+	pgserver_stop(pg);
 }
 
 /* Appended to initdb's postgresql.conf. fsync and synchronous_commit are
@@ -519,30 +329,18 @@ static int write_conf(const pgserver_t *pg)
 
 pgserver_t *pgserver_start(void)
 {
-	const char *tmp = getenv("TMPDIR");
 	pgserver_t *pg;
-	int slot, tries, r;
+	int tries, r;
 
 	if (!pgserver_bindir() || find_run_as() < 0)
 		return NULL;
-	/* A slot of a parent's server (this is a forked child) is not ours
-	 * to reuse, nor to free. */
-	for (slot = 0; slot < PG_MAX_SERVERS && servers[slot]; slot++)
-		;
-	if (slot == PG_MAX_SERVERS) {
-		fprintf(stderr, "pgserver: more than %d servers at once\n", PG_MAX_SERVERS);
-		return NULL;
-	}
 	if (!(pg = calloc(1, sizeof *pg)))
 		return NULL;
-	pg->slot = slot;
-	pg->watch_fd = -1;
-	/* Short: the socket's path (dir/.s.PGSQL.PORT) must fit in 107 bytes. */
-	if (!tmp || !*tmp || strlen(tmp) > 60)
-		tmp = "/tmp";
-	snprintf(pg->dir, sizeof pg->dir, "%s/parley-pg-XXXXXX", tmp);
-	if (!mkdtemp(pg->dir)) {
-		fprintf(stderr, "pgserver: mkdtemp %s: %s\n", pg->dir, strerror(errno));
+	pg->slot = -1;
+	pg->watchdog.fd = -1;
+	/* Short (tmpserver_make_dir): the socket's path (dir/.s.PGSQL.PORT)
+	 * must fit in 107 bytes. */
+	if (tmpserver_make_dir("pgserver", "pg", pg->dir, sizeof pg->dir) < 0) {
 		free(pg);
 		return NULL;
 	}
@@ -553,19 +351,14 @@ pgserver_t *pgserver_start(void)
 		fprintf(stderr, "pgserver: chown %s to postgres: %s\n", pg->dir, strerror(errno));
 		goto err;
 	}
-	install_cleanup();
-	servers[slot] = pg;
-	owners[slot] = getpid();
-	if (start_watchdog(pg) < 0) {
-		fprintf(stderr, "pgserver: cannot start the watchdog: %s\n", strerror(errno));
+	if ((pg->slot = tmpserver_register("pgserver", stop_at_exit, pg)) < 0 || start_watchdog(pg) < 0)
 		goto err;
-	}
 	{
 		const char *args[] = {"-D", pg->data, "-A", "trust", "-U", "postgres", "-E", "UTF8",
 		                      "--locale=C", "--no-sync", "--no-instructions", NULL};
 		if (run_tool(pg, initdb_bin, args, pg->cmdlog) != 0) {
 			fprintf(stderr, "pgserver: initdb failed\n");
-			show_tail("initdb", pg->cmdlog);
+			tmpserver_show_tail("pgserver", "initdb", pg->cmdlog);
 			goto err;
 		}
 	}
@@ -574,7 +367,7 @@ pgserver_t *pgserver_start(void)
 		goto err;
 	}
 	for (tries = 0; tries < PG_START_TRIES; tries++) {
-		if ((pg->port = free_port()) < 0) {
+		if ((pg->port = tmpserver_free_port()) < 0) {
 			fprintf(stderr, "pgserver: no free loopback port: %s\n", strerror(errno));
 			goto err;
 		}
@@ -583,8 +376,8 @@ pgserver_t *pgserver_start(void)
 			break;
 		if (r < 0) {
 			fprintf(stderr, "pgserver: the server did not start\n");
-			show_tail("pg_ctl", pg->cmdlog);
-			show_tail("server log", pg->log);
+			tmpserver_show_tail("pgserver", "pg_ctl", pg->cmdlog);
+			tmpserver_show_tail("pgserver", "server log", pg->log);
 			goto err;
 		}
 	}
@@ -620,10 +413,11 @@ int pgserver_crash(pgserver_t *pg)
 
 	if (pg_ctl(pg, args) != 0) {
 		fprintf(stderr, "pgserver: pg_ctl stop -m immediate failed\n");
-		show_tail("pg_ctl", pg->cmdlog);
+		tmpserver_show_tail("pgserver", "pg_ctl", pg->cmdlog);
 		return -1;
 	}
-	postmasters[pg->slot] = 0;
+	pg->postmaster = 0;
+	tmpserver_set_pid(pg->slot, 0, 0, 0);
 	return 0;
 }
 
@@ -635,8 +429,8 @@ int pgserver_restart(pgserver_t *pg)
 		return 0;
 	fprintf(stderr, "pgserver: the server did not start again on port %d%s\n", pg->port,
 	        r > 0 ? " (someone else has taken the port)" : "");
-	show_tail("pg_ctl", pg->cmdlog);
-	show_tail("server log", pg->log);
+	tmpserver_show_tail("pgserver", "pg_ctl", pg->cmdlog);
+	tmpserver_show_tail("pgserver", "server log", pg->log);
 	return -1;
 }
 
@@ -649,22 +443,20 @@ void pgserver_stop(pgserver_t *pg)
 		const char *now[] = {"-D", pg->data, "-m", "immediate", "-w", "-t", "60", "stop", NULL};
 		if (pg_ctl(pg, fast) != 0 && pg_ctl(pg, now) != 0) {
 			fprintf(stderr, "pgserver: the server in %s does not stop\n", pg->dir);
-			show_tail("pg_ctl", pg->cmdlog);
-			if (postmasters[pg->slot] > 0)
-				kill(postmasters[pg->slot], SIGKILL);
+			tmpserver_show_tail("pgserver", "pg_ctl", pg->cmdlog);
+			if (pg->postmaster > 0)
+				kill(pg->postmaster, SIGKILL);
 		}
 	}
-	postmasters[pg->slot] = 0;
-	if (pg->dir[0] && getenv("PGSERVER_KEEP") && *getenv("PGSERVER_KEEP"))
+	pg->postmaster = 0;
+	tmpserver_set_pid(pg->slot, 0, 0, 0);
+	if (pg->dir[0] && tmpserver_keep("PGSERVER_KEEP"))
 		fprintf(stderr, "pgserver: PGSERVER_KEEP: kept %s (server.log, and data/ to start again)\n",
 		        pg->dir);
 	else if (pg->dir[0])
-		remove_tree(pg->dir);
-	stop_watchdog(pg);
-	if (servers[pg->slot] == pg) {
-		servers[pg->slot] = NULL;
-		owners[pg->slot] = 0;
-	}
+		tmpserver_remove_tree(pg->dir);
+	tmpserver_watchdog_done(&pg->watchdog);
+	tmpserver_unregister(pg->slot);
 	free(pg);
 }
 
