@@ -102,7 +102,7 @@ redis_t *redis_new(loop_t *loop, const char *url, const redis_opts_t *opts);
  * Accepts NULL. Not from inside one of r's callbacks, nor from an I/O
  * callback of r's loop (the loop may still hold events of r's descriptors
  * from the same turn): call it from a posted task, a loop hook, or once
- * loop_run has returned. */
+ * loop_run has returned; and before loop_free. */
 void redis_free(redis_t *r);
 
 /* Sends a command, formatted as hiredis's redisFormatCommand does (%s a C
