@@ -110,7 +110,7 @@ static const option_t options[] = {
 	{"commit-delay", OPT_UINT, F(commit_delay_us), 0, 10000, NULL, "US",
 	 "wait up to US microseconds for more messages before\ncommitting a small batch: less CPU per message at\nmoderate load, up to US more per ack (default 0)"},
 	{"store-writers", OPT_UINT, F(store_writers), 0, 64, NULL, "N",
-	 "write transactions in flight at once, each on a store\nconnection of its own, conversations shared out among\nthem (default: 1 for SQLite, 4 for PostgreSQL)"},
+	 "write transactions in flight at once, each on a store\nconnection of its own, conversations shared out among\nthem (default: 1 for SQLite, 2 for PostgreSQL)"},
 	{"max-devices", OPT_UINT, F(max_devices), 0, 1000000, NULL, "N",
 	 "logins (devices) kept per user; a new one past this\nlogs out the oldest (default 32; 0: no limit)"},
 	{"max-user-connections", OPT_UINT, F(max_user_connections), 0, 1000000, NULL, "N",

@@ -75,7 +75,7 @@
 #define RECONNECT_MIN_MS 1000
 #define RECONNECT_MAX_MS 8000
 #define DEVICE_TOUCH_MS (3600 * 1000)
-#define PG_WRITERS 4             /* the writer's lanes: see store_writers */
+#define PG_WRITERS 2             /* the writer's lanes: see store_writers */
 
 enum {
 	Q_USER_INSERT,
@@ -3077,7 +3077,8 @@ const store_backend_t store_pg_backend = {
 	.migrate = pg_migrate,
 	.memory_bytes = NULL,
 	/* Batches of different conversations take different row locks and
-	 * commit side by side; a few connections keep both cores of a small
-	 * server busy without a convoy on the WAL. */
+	 * commit side by side. Two measured best on a 2-core machine running
+	 * its own load (docs/benchmarks.md); more only add context switches
+	 * there, and a larger server may want more (--store-writers). */
 	.writers = PG_WRITERS,
 };

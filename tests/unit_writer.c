@@ -275,7 +275,7 @@ static void test_lanes(void **state)
 	lane_nids = 0;
 	w = writer_new(loc, 3, 64, 4, on_lane_done, NULL);
 	assert_non_null(w);
-	assert_int_equal(writer_lanes(w), pg ? 4 : 1);
+	assert_int_equal(writer_lanes(w), pg ? 4 : 1); /* as asked, where it helps */
 	for (i = 0; i < THREADS; i++)
 		pthread_create(&th[i], NULL, lane_submitter, (void *)(intptr_t)i);
 	for (i = 0; i < THREADS; i++)
