@@ -216,6 +216,7 @@ bench: deps
 	build/parley-bench idle --connections $(BENCH_CONNECTIONS)
 	build/parley-bench direct --pairs 50 --rate 2000 --seconds 5
 	build/parley-bench direct --find-max 5 --pairs 50
+	build/parley-bench direct --throughput 5 --pairs 50 --window 12 --store both
 	build/parley-bench history --clients 4 --seconds 5
 	build/parley-bench resume --clients 200
 	build/parley-bench group --members 1024 --online 800 --messages 30 --batch 10 --throughput 5
@@ -235,6 +236,9 @@ bench-smoke: build/parley build/parley-bench build/bench-relay
 		&& echo "bench-smoke: parley-bench resume works"
 	@build/parley-bench direct --pairs 2 --rate 50 --seconds 1 --json | grep -q '"cpu_us_per_message":[0-9]' \
 		&& echo "bench-smoke: parley-bench direct works"
+	@build/parley-bench direct --throughput 1 --pairs 2 --window 4 --store postgresql --json \
+		| grep '"acks_per_s":[1-9]' | grep -q '"relay_deliveries_per_s":[1-9]' \
+		&& echo "bench-smoke: parley-bench direct --throughput works (on PostgreSQL)"
 	@build/parley-bench group --members 8 --online 6 --messages 2 --batch 1 --throughput 1 --json \
 		| grep '"throughput_deliveries_per_s":[1-9]' | grep -q '"relay_cpu_us_per_delivery":[0-9.]*[1-9]' \
 		&& echo "bench-smoke: parley-bench group works"
