@@ -554,6 +554,7 @@ typedef struct upgrade_req {
 	server_t *srv;
 	uint64_t conn, client;
 	int ticket;              /* cred is a ticket (tickets.h), not a token */
+	int64_t user_hint;       /* the ?user= the client routed by (0: none) */
 	size_t cred_len;
 	char accept[29];
 	char cred[];
@@ -574,6 +575,11 @@ static void upgrade_job(store_t *st, void *arg)
 		ok = auth_token_hash(u->cred, u->cred_len, hash) == 0;
 	if (!ok || store_device_by_token(st, hash, clock_wall_ms(), idle, &user, &device) != STORE_OK)
 		user = device = 0;
+	/* A load balancer routed the socket by the user it names: another
+	 * user's id would put the socket on a node chosen by the client, not
+	 * by the hash, so it is refused like a wrong token. */
+	if (u->user_hint && u->user_hint != user)
+		user = device = 0;
 	gw_post_upgrade(u->srv->gw, u->conn, user, device, u->accept);
 	free(u);
 }
@@ -590,7 +596,7 @@ static void upgrade_dropped(void *arg)
 }
 
 int api_submit_upgrade(server_t *srv, uint64_t conn, uint64_t client, const char *cred, size_t len,
-                       int ticket, const char accept[29])
+                       int ticket, int64_t user_hint, const char accept[29])
 {
 	upgrade_req_t *u;
 
@@ -602,6 +608,7 @@ int api_submit_upgrade(server_t *srv, uint64_t conn, uint64_t client, const char
 	u->conn = conn;
 	u->client = client;
 	u->ticket = ticket;
+	u->user_hint = user_hint;
 	u->cred_len = len;
 	memcpy(u->accept, accept, 29);
 	memcpy(u->cred, cred, len);

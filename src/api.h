@@ -20,8 +20,10 @@ int api_submit_request(server_t *srv, uint64_t conn, uint64_t client, const http
                        const char *body, size_t body_len);
 
 /* Checks a WebSocket upgrade's credential, a bearer token or (ticket) a
- * ticket of tickets.h; answers with gw_post_upgrade. */
+ * ticket of tickets.h, and, when user_hint is not 0, that it is that
+ * user's (the ?user= a load balancer routes by); answers with
+ * gw_post_upgrade. */
 int api_submit_upgrade(server_t *srv, uint64_t conn, uint64_t client, const char *cred, size_t len,
-                       int ticket, const char accept[29]);
+                       int ticket, int64_t user_hint, const char accept[29]);
 
 #endif

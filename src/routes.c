@@ -10,6 +10,7 @@
 #include "routes.h"
 
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
@@ -108,9 +109,10 @@ static void web(void *ud, gw_conn_t *c, const http_request_t *req, const char *b
 static void chat_upgrade(void *ud, gw_conn_t *c, const http_request_t *req, const char accept[29])
 {
 	server_t *srv = ud;
-	char token[256];
+	char token[256], hint[24];
 	const char *tok = NULL;
 	size_t toklen = 0;
+	int64_t user_hint = 0;
 	int n, ticket = 0;
 
 	if (!origin_allowed(req, srv->cfg.public_url, srv->cfg.allowed_origins)) {
@@ -132,7 +134,19 @@ static void chat_upgrade(void *ud, gw_conn_t *c, const http_request_t *req, cons
 		gw_conn_refuse(c, 401, "unauthorized", "a bearer token or ticket is required", NULL);
 		return;
 	}
-	if (api_submit_upgrade(srv, gw_conn_handle(c), gw_conn_addr(c), tok, toklen, ticket, accept) < 0) {
+	/* ?user=ID: what a load balancer hashes to keep all of a user's
+	 * sockets on one node; checked against the credential's user. */
+	if ((n = http_query_param(req->target, req->target_len, "user", hint, sizeof hint)) >= 0) {
+		char *end;
+		long long v = strtoll(hint, &end, 10);
+		if (n == 0 || *end || v <= 0 || hint[0] == '+' || hint[0] == ' ') {
+			gw_conn_refuse(c, 400, "bad_request", "user must be a user id", NULL);
+			return;
+		}
+		user_hint = v;
+	}
+	if (api_submit_upgrade(srv, gw_conn_handle(c), gw_conn_addr(c), tok, toklen, ticket, user_hint,
+	                       accept) < 0) {
 		gw_conn_refuse(c, 503, "unavailable", "the server is overloaded; retry later", NULL);
 		return;
 	}

@@ -102,6 +102,27 @@ static void test_upgrade_refusals(void **state)
 		json_decref(j);
 		pc_close(c);
 	}
+	/* ?user=, the load balancer's routing key: the credential's own user
+	 * is served; another user's id is refused like a wrong token (the
+	 * client would pick its node), a malformed one as a bad request. */
+	{
+		pc_conn_t *c = pc_connect("127.0.0.1", srv.port);
+		json_t *j;
+		snprintf(path, sizeof path, "/chat/v1/ws?token=%s&user=%lld", alice.token, (long long)alice.id);
+		assert_int_equal(pc_ws_open(c, path, NULL, NULL, HX_TIMEOUT), 0);
+		j = hx_expect(c, "ready");
+		assert_int_equal(hx_int(j, "user_id"), alice.id);
+		json_decref(j);
+		pc_close(c);
+	}
+	snprintf(hdr, sizeof hdr, UPGRADE KEY V13 "Authorization: Bearer %s\r\n", alice.token);
+	snprintf(path, sizeof path, "/chat/v1/ws?user=%lld", (long long)alice.id + 1);
+	assert_int_equal(upgrade_status(path, hdr), 401);
+	assert_int_equal(upgrade_status("/chat/v1/ws?user=alice", hdr), 400);
+	assert_int_equal(upgrade_status("/chat/v1/ws?user=-3", hdr), 400);
+	assert_int_equal(upgrade_status("/chat/v1/ws?user=", hdr), 400);
+	snprintf(path, sizeof path, "/chat/v1/ws?user=%lld", (long long)alice.id);
+	assert_int_equal(upgrade_status(path, hdr), 101);
 	bystander_ok();
 }
 

@@ -151,7 +151,7 @@ function startLive() {
     down: onDown,
     refused: (why) => signedOut(why === 'logged-out' ? 'This device was logged out.'
       : 'Your session has ended. Please log in again.'),
-  });
+  }, S.me.user_id);
   S.live.start();
 }
 

@@ -20,8 +20,11 @@ export class Live {
   // ticketFn(): a promise of a ticket string; it rejects with an error
   // whose status is 401 when the session is gone.
   // handlers: { frame(obj), up(), down(attempt, delayMs, failedBeforeReady), refused(reason) }
-  constructor(ticketFn, handlers) {
+  // userId: the session's user, sent as ?user= so that a load balancer in
+  // front of several nodes keeps all of the user's sockets on one node.
+  constructor(ticketFn, handlers, userId) {
     this.ticketFn = ticketFn;
+    this.userId = userId;
     this.h = handlers;
     this.ws = null;
     this.connecting = false;    // a ticket is being fetched
@@ -75,7 +78,8 @@ export class Live {
     this.connecting = false;
     if (this.stopped || this.ws) return;
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const url = `${scheme}//${location.host}/chat/v1/ws?ticket=${encodeURIComponent(ticket)}`;
+    const user = this.userId ? `&user=${encodeURIComponent(this.userId)}` : '';
+    const url = `${scheme}//${location.host}/chat/v1/ws?ticket=${encodeURIComponent(ticket)}${user}`;
     let ws;
     try {
       ws = new WebSocket(url);
