@@ -42,6 +42,9 @@ if [ "${1:-build}" = test ]; then
 	# a system redis on 6379 (and nats-server none); the tests neither use
 	# nor mind it.
 	need redis-server nats-server
+	# The load balancer's tests run deploy/haproxy.cfg in Debian's
+	# HAProxy (tests/haproxyserver.c).
+	need haproxy
 	# libFuzzer comes with clang's runtime, named after its major version.
 	need "libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"
 	# The web client's browser test: Debian's Chromium, and Node.js with
