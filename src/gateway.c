@@ -1697,6 +1697,24 @@ static void task_goaway(loop_t *loop, void *p, uint64_t u)
 	}
 }
 
+/* u: how many to close (low 32 bits), and whether to close those with
+ * sends in flight too (bit 32). */
+static void task_close_some(loop_t *loop, void *p, uint64_t u)
+{
+	io_thread_t *t = loop_hooks_ud(loop);
+	uint32_t left = (uint32_t)u, s;
+	int force = (int)((u >> 32) & 1);
+
+	(void)p;
+	for (s = 0; s < t->nslots && left > 0; s++) {
+		gw_conn_t *c = t->conns[s];
+		if (!c || (c->flags & F_DEAD) || c->state != ST_WS || (c->sends && !force))
+			continue;
+		gw_conn_close(c, WS_CLOSE_SERVICE_RESTART, "node restarting; reconnect");
+		left--;
+	}
+}
+
 /* ---- public: any thread --------------------------------------------- */
 
 static void post(gateway_t *gw, uint64_t conn, loop_task_fn fn, void *p)
@@ -2003,6 +2021,16 @@ void gateway_quiesce(gateway_t *gw)
 	pthread_mutex_unlock(&b.lock);
 	pthread_mutex_destroy(&b.lock);
 	pthread_cond_destroy(&b.cond);
+}
+
+void gateway_close_websockets(gateway_t *gw, unsigned per_thread, int force)
+{
+	uint64_t u = (uint64_t)per_thread | ((uint64_t)(force != 0) << 32);
+	int i;
+
+	for (i = 0; i < gw->n; i++)
+		if (loop_post(gw->t[i].loop, task_close_some, NULL, u) < 0)
+			log_error("gateway: cannot tell I/O thread %d to close WebSockets", i);
 }
 
 void gateway_shutdown(gateway_t *gw, int grace_ms)

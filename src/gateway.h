@@ -112,6 +112,11 @@ void gateway_stop_accepting(gateway_t *gw);
 /* Returns once every I/O thread has finished the turn it was in: input read
  * before the caller set srv->draining has been handed on by then. */
 void gateway_quiesce(gateway_t *gw);
+/* Closes up to per_thread WebSockets on each I/O thread with 1012
+ * ("service restart": reconnect, to another node), skipping those with a
+ * send awaiting its ack unless force: a client told to go has its acks
+ * first. Returns at once; the closes happen on the I/O threads. */
+void gateway_close_websockets(gateway_t *gw, unsigned per_thread, int force);
 /* Closes every WebSocket with 1001 and every HTTP connection, flushes for
  * at most grace_ms, stops and joins the I/O threads. */
 void gateway_shutdown(gateway_t *gw, int grace_ms);

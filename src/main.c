@@ -96,6 +96,8 @@ static const option_t options[] = {
 	 "message bytes one user may store a day, a quarter of it at\nonce (default 67108864; 0: no limit)"},
 	{"ping-interval", OPT_INT, F(ping_interval_s), 1, 3600, NULL, "S",
 	 "seconds between the server's WebSocket pings (default 30)"},
+	{"drain-seconds", OPT_INT, F(drain_seconds), 0, 3600, NULL, "S",
+	 "at SIGTERM, close the WebSockets with 1012 (reconnect)\nspread over this long, so that their clients come back\nto other nodes a few at a time (default 10; 0: at once)"},
 	{"idle-timeout", OPT_INT, F(idle_timeout_s), 2, 7200, NULL, "S",
 	 "close a WebSocket silent this long (default 75)"},
 	{"request-timeout", OPT_INT, F(request_timeout_s), 1, 600, NULL, "S",

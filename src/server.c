@@ -19,6 +19,7 @@
 #include "bus.h"
 #include "chat.h"
 #include "fanout.h"
+#include "loop.h"
 #include "presence.h"
 #include "routes.h"
 #include "gateway.h"
@@ -46,6 +47,7 @@ void server_config_defaults(server_config_t *cfg)
 	cfg->out_limit = 1 << 20;
 	cfg->ping_interval_s = 30;
 	cfg->idle_timeout_s = 75;
+	cfg->drain_seconds = 10;
 	cfg->http_timeout_s = 60;
 	cfg->request_timeout_s = 10;
 	cfg->max_sends_in_flight = 128;
@@ -313,13 +315,57 @@ int server_admin_port(const server_t *srv)
 	return gateway_admin_port(srv->gw);
 }
 
+/* Tells the WebSockets to reconnect (1012), a batch every DRAIN_STEP_MS
+ * spread over the drain window, so that a node's clients arrive at the
+ * other nodes a few at a time instead of all at once. They stay served
+ * until their turn; one with a send awaiting its ack waits for the ack,
+ * until the window's end. The listeners are closed already: the load
+ * balancer's checks fail and new connections go to other nodes. */
+#define DRAIN_STEP_MS 100
+#define DRAIN_ACKS_MS 1000
+
+static void drain_websockets(server_t *srv)
+{
+	int64_t start = clock_mono_ms(), end = start + (int64_t)srv->cfg.drain_seconds * 1000;
+	gateway_stats_t gs;
+	uint64_t total, steps, per_step;
+	unsigned per_thread;
+
+	gateway_stats(srv->gw, &gs);
+	if (!(total = gs.websockets))
+		return;
+	steps = srv->cfg.drain_seconds > 0 ? (uint64_t)srv->cfg.drain_seconds * 1000 / DRAIN_STEP_MS : 1;
+	per_step = (total + steps - 1) / steps;
+	per_thread = (unsigned)((per_step + (uint64_t)srv->cfg.threads - 1) / (uint64_t)srv->cfg.threads);
+	log_info("drain: telling %llu WebSockets to reconnect over %d s", (unsigned long long)total,
+	         srv->cfg.drain_seconds);
+	/* After the window, a last DRAIN_ACKS_MS for the acks of sockets
+	 * still sending; then whoever is left goes, acks or not (a client
+	 * retries an unacknowledged send with its cmid, on its next node). */
+	for (;;) {
+		int64_t now = clock_mono_ms();
+		int last = now >= end + DRAIN_ACKS_MS;
+		gateway_close_websockets(srv->gw, now < end ? per_thread : UINT32_MAX, last);
+		if (last)
+			break;
+		usleep(DRAIN_STEP_MS * 1000);
+		gateway_stats(srv->gw, &gs);
+		if (!gs.websockets)
+			break;
+	}
+	/* The last closes are flushed by gateway_shutdown's grace. */
+	log_info("drain: done in %lld ms", (long long)(clock_mono_ms() - start));
+}
+
 void server_stop(server_t *srv)
 {
 	writer_counts_t wc;
 
-	/* Stop taking work, let the writer store and acknowledge everything
-	 * it was given, then say goodbye to the clients. */
+	/* Stop taking connections and tell the clients to go, a batch at a
+	 * time; then stop taking work, let the writer store and acknowledge
+	 * everything it was given, and say goodbye to whoever is left. */
 	gateway_stop_accepting(srv->gw);
+	drain_websockets(srv);
 	atomic_store(&srv->draining, 1);
 	/* Frames read before the flag was set may still be on their way to
 	 * the writer; wait for every I/O thread to finish its turn so that

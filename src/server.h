@@ -38,6 +38,7 @@ typedef struct server_config {
 	size_t out_limit;         /* bytes queued to one client before it is dropped */
 	int ping_interval_s;      /* server pings this often (30) */
 	int idle_timeout_s;       /* closes a WebSocket silent this long (75) */
+	int drain_seconds;        /* at a stop, WebSockets are closed over this long (10) */
 	int http_timeout_s;       /* closes an HTTP connection idle this long */
 	int request_timeout_s;    /* a request must arrive whole this soon after its first byte */
 	int max_sends_in_flight;  /* per connection, awaiting their ack */

@@ -5,8 +5,9 @@
  * every acknowledged message is there, with its acked id and seq, and the
  * conversation's seqs run 1..N without a gap. A send repeated after the
  * restart gets the original ack. Also: the command line's refusals, the
- * readiness of /healthz, and a clean SIGTERM that closes WebSockets with
- * 1001 after acknowledging what was in flight. */
+ * readiness of /healthz, and a clean SIGTERM that tells WebSockets to
+ * reconnect (1012) after acknowledging what was in flight, a batch at a
+ * time over its drain window, and exits 0. */
 #include "harness.h"
 
 #include <signal.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DEVICES 4
@@ -132,7 +134,7 @@ static void test_kill9_keeps_acked(void **state)
 	free(acks);
 }
 
-static void test_sigterm_closes_with_1001(void **state)
+static void test_sigterm_closes_with_1012(void **state)
 {
 	hx_server_t srv;
 	hx_user_t a, b;
@@ -151,7 +153,7 @@ static void test_sigterm_closes_with_1001(void **state)
 	conv = hx_direct(srv.port, &a, &b);
 	ca = hx_ws(srv.port, &a);
 	/* Sends in flight when the signal comes: those the server took are
-	 * stored and acknowledged before the 1001 close; the rest are not
+	 * stored and acknowledged before the 1012 close; the rest are not
 	 * stored, and the client will retry them. */
 	for (i = 0; i < 50; i++)
 		hx_sendf(ca, "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"t%d\",\"body\":\"x\"}",
@@ -170,7 +172,7 @@ static void test_sigterm_closes_with_1001(void **state)
 		json_decref(j);
 		pc_frame_free(&f);
 	}
-	assert_int_equal(code, 1001);
+	assert_int_equal(code, 1012);
 	assert_int_equal(hx_stop(&srv, 0), 0);
 	pc_close(ca);
 
@@ -268,11 +270,94 @@ static void test_command_line(void **state)
 	hx_cleanup(&srv);
 }
 
+/* SIGTERM with a drain window: the node stops accepting at once (so a
+ * load balancer sends newcomers elsewhere), while its WebSockets stay
+ * served and are told to reconnect (1012) a batch at a time across the
+ * window, not all at once; then it exits 0. */
+#define DRAIN_SOCKETS 40
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void test_drain_spreads_closes(void **state)
+{
+	hx_server_t srv;
+	hx_user_t u[4];
+	pc_conn_t *c[DRAIN_SOCKETS], *late;
+	long long closed_at[DRAIN_SOCKETS], t0;
+	int i, k, refused, left;
+	json_t *j;
+
+	(void)state;
+	HX_START(&srv, "--drain-seconds", "2");
+	for (k = 0; k < 4; k++)
+		hx_user(srv.port, "drain", &u[k]);
+	for (i = 0; i < DRAIN_SOCKETS; i++)
+		c[i] = hx_ws(srv.port, &u[i % 4]);
+	for (i = 0; i < DRAIN_SOCKETS; i++)
+		closed_at[i] = -1;
+	kill(srv.pid, SIGTERM);
+	t0 = now_ms();
+	/* No new connections: the listener is closed. */
+	for (refused = 0, k = 0; k < 50 && !refused; k++) {
+		late = pc_connect("127.0.0.1", srv.port);
+		refused = !late;
+		pc_close(late);
+		if (!refused)
+			usleep(20 * 1000);
+	}
+	assert_true(refused);
+	/* Those not yet told are served meanwhile. */
+	hx_sendf(c[DRAIN_SOCKETS - 1], "{\"type\":\"ping\",\"ref\":1}");
+	j = hx_expect(c[DRAIN_SOCKETS - 1], "pong");
+	json_decref(j);
+	/* Every socket watched at once, each close timed as it comes. */
+	for (left = DRAIN_SOCKETS; left > 0 && now_ms() - t0 < 4 * HX_TIMEOUT;) {
+		for (i = 0; i < DRAIN_SOCKETS; i++) {
+			pc_frame_t f;
+			if (closed_at[i] >= 0 || pc_ws_recv(c[i], &f, 0) != 0)
+				continue;
+			if (f.opcode == 0x8) {
+				assert_true(f.len >= 2);
+				assert_int_equal((f.data[0] << 8) | f.data[1], 1012);
+				closed_at[i] = now_ms() - t0;
+				left--;
+			}
+			pc_frame_free(&f);
+		}
+		usleep(5 * 1000);
+	}
+	assert_int_equal(left, 0);
+	for (i = 0; i < DRAIN_SOCKETS; i++)
+		pc_close(c[i]);
+	/* Spread: the first batch goes at once, the last near the end of the
+	 * 2 s window. */
+	{
+		long long first = closed_at[0], last = 0;
+		for (i = 0; i < DRAIN_SOCKETS; i++) {
+			first = closed_at[i] < first ? closed_at[i] : first;
+			last = closed_at[i] > last ? closed_at[i] : last;
+		}
+		printf("# closes from %lld ms to %lld ms after SIGTERM\n", first, last);
+		assert_true(first < 1000);
+		assert_true(last >= 1000);
+		assert_true(last < 2000 + 3000);
+	}
+	assert_int_equal(hx_stop(&srv, 0), 0);
+	hx_cleanup(&srv);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_kill9_keeps_acked),
-		cmocka_unit_test(test_sigterm_closes_with_1001),
+		cmocka_unit_test(test_sigterm_closes_with_1012),
+		cmocka_unit_test(test_drain_spreads_closes),
 		cmocka_unit_test(test_command_line),
 	};
 	hx_filter();
