@@ -86,7 +86,7 @@ int hx_fresh_store(char *out, size_t cap)
 int hx_start(hx_server_t *s, const char *store, const char *const *extra)
 {
 	const char *bin = getenv("PARLEY_BIN") ? getenv("PARLEY_BIN") : "build/parley";
-	const char *argv[56];
+	const char *argv[64];
 	char line[512];
 	size_t len = 0;
 	int pipefd[2], n = 0, i;
@@ -124,7 +124,11 @@ int hx_start(hx_server_t *s, const char *store, const char *const *extra)
 	argv[n++] = "0";
 	argv[n++] = "--read-rate";
 	argv[n++] = "0";
-	for (i = 0; extra && extra[i] && n < 54; i++)
+	/* A stop tells every WebSocket at once (still after its acks): the
+	 * drain's spread over time has a test of its own. */
+	argv[n++] = "--drain-seconds";
+	argv[n++] = "0";
+	for (i = 0; extra && extra[i] && n < 62; i++)
 		argv[n++] = extra[i];
 	argv[n] = NULL;
 	s->pid = fork();
