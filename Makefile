@@ -46,7 +46,7 @@ NATSSERVER_OBJ := $(BUILD)/obj/tests/natsserver.o $(TMPSERVER_OBJ)
 .SECONDARY:
 
 .PHONY: all deps deps-test run test build-clang check check-plain check-asan check-pg check-pg-plain check-pg-asan \
-        check-web fuzz fuzz-build fuzz-smoke bench bench-smoke clean
+        check-web check-cluster fuzz fuzz-build fuzz-smoke bench bench-smoke clean
 
 all: $(BUILD)/parley $(BUILD)/parley-cli $(BUILD)/parley-bench $(BUILD)/bench-relay
 
@@ -105,6 +105,7 @@ test: deps-test
 	@$(MAKE) --no-print-directory check-pg-plain
 	@$(MAKE) --no-print-directory check-pg-asan
 	@$(MAKE) --no-print-directory check-web
+	@$(MAKE) --no-print-directory check-cluster
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory bench-smoke
 	@echo "make test: all passed"
@@ -141,6 +142,11 @@ check-pg-asan:
 
 check-pg: $(BUILD)/parley $(BUILD)/parley-cli $(INTEG_TESTS)
 	@scripts/run-tests-pg.sh $(BUILD) $(INTEG_TESTS)
+
+# scripts/cluster up, used through its balancer, status, down: every
+# part real (PostgreSQL, Redis, NATS, the nodes, HAProxy) on loopback.
+check-cluster: build/parley build/parley-cli
+	@tests/cluster.sh
 
 # The web client in Debian's Chromium, driven by playwright-core (npm,
 # pinned in package-lock.json); screenshots land in build/web-test/.

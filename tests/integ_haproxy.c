@@ -83,23 +83,28 @@ static int open_and_place(const hx_user_t *u, pc_conn_t **ws)
 	return after[1] == before[1] + 1;
 }
 
+static int teardown(void **state);
+
+/* cmocka skips the group's teardown when its setup fails: a failed setup
+ * stops what it started itself. */
 static int setup(void **state)
 {
 	char url[256];
 	const char *n1[] = {"--node-id", "1", NULL}, *n2[] = {"--node-id", "2", NULL};
 	int ports[2];
 
-	(void)state;
-	if (!(pg = pgserver_start()) || pgserver_create_db(pg, NULL, url, sizeof url) < 0)
-		return -1;
-	if (hx_start(&node[0], url, n1) < 0 || hx_start(&node[1], url, n2) < 0)
-		return -1;
+	if (!(pg = pgserver_start()) || pgserver_create_db(pg, NULL, url, sizeof url) < 0 ||
+	    hx_start(&node[0], url, n1) < 0 || hx_start(&node[1], url, n2) < 0)
+		goto err;
 	ports[0] = node[0].port;
 	ports[1] = node[1].port;
 	if (!(lb = haproxyserver_start(ports, 2)))
-		return -1;
+		goto err;
 	lb_port = haproxyserver_port(lb);
 	return 0;
+err:
+	teardown(state);
+	return -1;
 }
 
 static int teardown(void **state)
