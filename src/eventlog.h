@@ -115,14 +115,26 @@ typedef struct eventlog_event {
 /* 0: acknowledge; non-zero: deliver this event again. */
 typedef int (*eventlog_handler_fn)(void *ud, const eventlog_event_t *ev);
 
-/* Starts consuming partition for group: a durable cursor named after
- * both (created when missing, resumed after the last acknowledged event
- * when it exists), on a thread of its own that calls h for each event in
- * order, until eventlog_close. A group's partition should have one
- * consumer at a time (a second one splits its events). Blocks while it
- * creates the cursor (a request to the servers): call it at start-up.
- * 0, -EINVAL (bad group or partition), -EEXIST (this log consumes it
- * already), -EIO (the servers refused; said in the log). */
+/* Starts consuming partition for group: a durable cursor named
+ * "<group>_p<partition>" (created when missing, resumed after the last
+ * acknowledged event when it exists), on a thread of its own that calls
+ * h for each event in order, until eventlog_close. Returns at once: the
+ * thread creates or finds the cursor (a request to the servers, ~0.5 s
+ * for a replicated one), trying again while the servers cannot (said in
+ * the log). A group's partition should have one consumer at a time (a
+ * second one, in another process, splits its events between the two).
+ * 0, -EINVAL (bad group or partition, NULL h), -EEXIST (this log
+ * consumes it already), -EPIPE (closing), -ENOMEM.
+ *
+ * Order: within the partition, in log order while the consumer runs, a
+ * refused event retried in place; at eventlog_close the events fetched
+ * but not handled are handed back in order, so the next consumer starts
+ * with them. After a crash, though, the at most max_ack_pending events
+ * that were fetched and not acknowledged come again only after
+ * ack_wait_ms, possibly after later ones: a consumer that needs strict
+ * order across crashes sets max_ack_pending to 1 (one round trip per
+ * event), or, better, orders by the events' own ids (a conversation's
+ * seq). */
 int eventlog_consume(eventlog_t *log, const char *group, unsigned partition, eventlog_handler_fn h,
                      void *ud);
 

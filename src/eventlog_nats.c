@@ -91,11 +91,12 @@ struct eventlog {
 
 	pthread_mutex_t mu; /* guards everything below */
 	pthread_cond_t wake;      /* the publisher: work, or an ack while closing */
-	pthread_cond_t acks_gone; /* the ack subscription has completed */
+	pthread_cond_t acks_gone; /* the ack subscription has completed, or
+	                           * the connection's last callback has run */
 	pub_t *pubs;              /* o.max_inflight slots */
 	publist_t free, queue, sent;
 	uint64_t gen;
-	int closing, acks_done, publisher_started;
+	int closing, acks_done, conn_closed, publisher_started;
 	pthread_t publisher;
 	consumer_t *consumers;
 	int64_t last_warn_ms;
@@ -519,6 +520,56 @@ static int handle(consumer_t *c, natsMsg *m)
 	return 0;
 }
 
+/* Creates (or finds) c's durable consumer and binds a pull subscription
+ * to it. 0, or -1 (said why, at most once a second). */
+static int bind_consumer(consumer_t *c, int64_t *last_warn)
+{
+	eventlog_t *log = c->log;
+	char filter[NAME_MAX_LEN + 24];
+	jsConsumerInfo *ci = NULL;
+	jsConsumerConfig cc;
+	jsSubOptions so;
+	jsErrCode jerr = 0;
+	natsStatus s;
+
+	snprintf(filter, sizeof filter, "%s.%u.>", log->prefix, c->partition);
+	jsConsumerConfig_Init(&cc);
+	cc.Durable = c->durable;
+	cc.FilterSubject = filter;
+	cc.AckPolicy = js_AckExplicit;
+	cc.DeliverPolicy = js_DeliverAll;
+	cc.MaxAckPending = log->o.max_ack_pending;
+	cc.AckWait = log->o.ack_wait_ms * 1000000;
+	cc.MaxDeliver = -1;
+	/* Created here, then bound to: a consumer that js_PullSubscribe
+	 * creates is deleted by natsSubscription_Unsubscribe, durable or
+	 * not (libnats 3.4's jsi->dc). Adding an existing durable with the
+	 * same configuration returns it unchanged, its cursor included; with
+	 * another one (max_ack_pending, ack_wait changed) it is updated. */
+	s = js_AddConsumer(&ci, log->js, log->name, &cc, NULL, &jerr);
+	if (s != NATS_OK && jerr == JSConsumerNameExistErr) {
+		jerr = 0;
+		s = js_UpdateConsumer(&ci, log->js, log->name, &cc, NULL, &jerr);
+	}
+	if (s == NATS_OK) {
+		jsConsumerInfo_Destroy(ci);
+		jsSubOptions_Init(&so);
+		so.Stream = log->name;
+		so.Consumer = c->durable;
+		s = js_PullSubscribe(&c->sub, log->js, filter, c->durable, NULL, &so, &jerr);
+	}
+	if (s != NATS_OK) {
+		if (now_ms() - *last_warn >= 1000) {
+			const char *detail = nats_GetLastError(NULL);
+			*last_warn = now_ms();
+			log_warn("eventlog %s: consumer %s: %s (%d)%s%s; trying again", log->name, c->durable,
+			         natsStatus_GetText(s), (int)jerr, detail ? ": " : "", detail ? detail : "");
+		}
+		return -1;
+	}
+	return 0;
+}
+
 static void *consumer_main(void *arg)
 {
 	consumer_t *c = arg;
@@ -527,21 +578,39 @@ static void *consumer_main(void *arg)
 	int64_t last_warn = 0;
 
 	log_set_thread_name("eventlog-cons");
+	/* Here rather than in eventlog_consume: creating a replicated
+	 * consumer takes ~0.5 s on 2.9, so a node's consumers are created
+	 * side by side, and a creation refused during an election is simply
+	 * tried again. */
+	while (!atomic_load(&log->stop) && bind_consumer(c, &last_warn) < 0)
+		nap_unless_stopped(log, 250);
 	while (!atomic_load(&log->stop)) {
 		natsMsgList list = {0};
+		jsFetchRequest req;
 		jsErrCode jerr = 0;
 		natsStatus s;
 		int i;
 
-		s = natsSubscription_Fetch(&list, c->sub, (int)batch, FETCH_EXPIRE_MS, &jerr);
-		if (s == NATS_TIMEOUT)
+		/* What is there, at once; when nothing is, wait for one.
+		 * natsSubscription_Fetch alone would wait for a whole batch
+		 * (up to its expiry) whenever the partition is idle, and so
+		 * delay a lone event by FETCH_EXPIRE_MS. */
+		jsFetchRequest_Init(&req);
+		req.Batch = (int)batch;
+		req.NoWait = true;
+		req.Expires = (int64_t)FETCH_EXPIRE_MS * 1000000;
+		s = natsSubscription_FetchRequest(&list, c->sub, &req);
+		if (s == NATS_NOT_FOUND || s == NATS_TIMEOUT)
+			s = natsSubscription_Fetch(&list, c->sub, 1, FETCH_EXPIRE_MS, &jerr);
+		if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND)
 			continue;
 		if (s != NATS_OK) {
 			/* Disconnected, or an election under way: try again. */
 			if (now_ms() - last_warn >= 1000) {
+				const char *detail = nats_GetLastError(NULL);
 				last_warn = now_ms();
-				log_warn("eventlog %s: %s fetch: %s (%d)", log->name, c->durable,
-				         natsStatus_GetText(s), (int)jerr);
+				log_warn("eventlog %s: %s fetch: %s (%d)%s%s", log->name, c->durable,
+				         natsStatus_GetText(s), (int)jerr, detail ? ": " : "", detail ? detail : "");
 			}
 			nap_unless_stopped(log, 100);
 			continue;
@@ -569,13 +638,7 @@ static void *consumer_main(void *arg)
 int eventlog_consume(eventlog_t *log, const char *group, unsigned partition, eventlog_handler_fn h,
                      void *ud)
 {
-	char filter[NAME_MAX_LEN + 24];
-	jsConsumerInfo *ci = NULL;
-	jsConsumerConfig cc;
-	jsSubOptions so;
-	jsErrCode jerr = 0;
 	consumer_t *c, *o;
-	natsStatus s;
 
 	if (!log || !valid_group(group) || partition >= log->o.partitions || !h)
 		return -EINVAL;
@@ -590,49 +653,16 @@ int eventlog_consume(eventlog_t *log, const char *group, unsigned partition, eve
 	for (o = log->consumers; o; o = o->next)
 		if (!strcmp(o->durable, c->durable))
 			break;
-	pthread_mutex_unlock(&log->mu);
-	if (o) {
+	if (o || log->closing) {
+		pthread_mutex_unlock(&log->mu);
 		free(c);
-		return -EEXIST;
-	}
-
-	snprintf(filter, sizeof filter, "%s.%u.>", log->prefix, partition);
-	jsConsumerConfig_Init(&cc);
-	cc.Durable = c->durable;
-	cc.FilterSubject = filter;
-	cc.AckPolicy = js_AckExplicit;
-	cc.DeliverPolicy = js_DeliverAll;
-	cc.MaxAckPending = log->o.max_ack_pending;
-	cc.AckWait = log->o.ack_wait_ms * 1000000;
-	cc.MaxDeliver = -1;
-	/* Created here, then bound to: a consumer that js_PullSubscribe
-	 * creates is deleted by natsSubscription_Unsubscribe, durable or
-	 * not (libnats 3.4's jsi->dc). Adding an existing durable with the
-	 * same configuration returns it unchanged, its cursor included. */
-	s = js_AddConsumer(&ci, log->js, log->name, &cc, NULL, &jerr);
-	if (s != NATS_OK) {
-		log_error("eventlog %s: cannot create consumer %s: %s (%d)", log->name, c->durable,
-		          natsStatus_GetText(s), (int)jerr);
-		free(c);
-		return -EIO;
-	}
-	jsConsumerInfo_Destroy(ci);
-	jsSubOptions_Init(&so);
-	so.Stream = log->name;
-	so.Consumer = c->durable;
-	s = js_PullSubscribe(&c->sub, log->js, filter, c->durable, NULL, &so, &jerr);
-	if (s != NATS_OK) {
-		log_error("eventlog %s: cannot bind to consumer %s: %s (%d)", log->name, c->durable,
-		          natsStatus_GetText(s), (int)jerr);
-		free(c);
-		return -EIO;
+		return o ? -EEXIST : -EPIPE;
 	}
 	if (pthread_create(&c->thread, NULL, consumer_main, c) != 0) {
-		natsSubscription_Destroy(c->sub);
+		pthread_mutex_unlock(&log->mu);
 		free(c);
 		return -ENOMEM;
 	}
-	pthread_mutex_lock(&log->mu);
 	c->next = log->consumers;
 	log->consumers = c;
 	pthread_mutex_unlock(&log->mu);
@@ -702,7 +732,50 @@ void eventlog_opts_init(eventlog_opts_t *opts)
 static void on_disconnected(natsConnection *nc, void *closure)
 {
 	(void)nc;
+	if (atomic_load(&((eventlog_t *)closure)->stop))
+		return; /* eventlog_close */
 	log_warn("eventlog %s: disconnected from NATS; reconnecting", ((eventlog_t *)closure)->name);
+}
+
+/* The connection's last callback: libnats calls its callbacks on a
+ * thread of its own, after natsConnection_Close has returned, so log may
+ * be freed only once this one has run. */
+static void on_closed(natsConnection *nc, void *closure)
+{
+	eventlog_t *log = closure;
+
+	(void)nc;
+	pthread_mutex_lock(&log->mu);
+	log->conn_closed = 1;
+	pthread_cond_broadcast(&log->acks_gone);
+	pthread_mutex_unlock(&log->mu);
+}
+
+/* Waits (at most 5 s, under mu) until *flag is set. */
+static void wait_flag(eventlog_t *log, int *flag, const char *what)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 5;
+	while (!*flag)
+		if (pthread_cond_timedwait(&log->acks_gone, &log->mu, &ts) != 0 && !*flag) {
+			log_error("eventlog %s: %s did not end in 5 s", log->name, what);
+			break;
+		}
+}
+
+/* Closes the connection and returns once libnats will call none of our
+ * callbacks again. */
+static void close_connection(eventlog_t *log)
+{
+	atomic_store(&log->stop, 1); /* no "disconnected" line for this */
+	natsConnection_Close(log->nc);
+	pthread_mutex_lock(&log->mu);
+	wait_flag(log, &log->conn_closed, "the connection");
+	pthread_mutex_unlock(&log->mu);
+	natsConnection_Destroy(log->nc);
+	log->nc = NULL;
 }
 
 static void on_reconnected(natsConnection *nc, void *closure)
@@ -821,7 +894,8 @@ eventlog_t *eventlog_open(const char *urls, const eventlog_opts_t *opts, char *e
 	    /* Notice a dead server within ~3 s even when no write fails. */
 	    natsOptions_SetPingInterval(no, 1000) != NATS_OK || natsOptions_SetMaxPingsOut(no, 3) != NATS_OK ||
 	    natsOptions_SetDisconnectedCB(no, on_disconnected, log) != NATS_OK ||
-	    natsOptions_SetReconnectedCB(no, on_reconnected, log) != NATS_OK) {
+	    natsOptions_SetReconnectedCB(no, on_reconnected, log) != NATS_OK ||
+	    natsOptions_SetClosedCB(no, on_closed, log) != NATS_OK) {
 		snprintf(err, errlen, "cannot set NATS options");
 		goto fail_opts;
 	}
@@ -869,7 +943,7 @@ fail_sub:
 	natsSubscription_Destroy(log->acks);
 fail_conn:
 	jsCtx_Destroy(log->js);
-	natsConnection_Destroy(log->nc);
+	close_connection(log);
 fail_opts:
 	natsOptions_Destroy(no);
 	free(log->pubs);
@@ -895,7 +969,8 @@ void eventlog_close(eventlog_t *log)
 	while ((c = log->consumers)) {
 		log->consumers = c->next;
 		pthread_join(c->thread, NULL);
-		/* Destroy, not Unsubscribe: the durable consumer stays. */
+		/* Destroy, not Unsubscribe: the durable consumer stays. (NULL
+		 * when it was stopped before it could bind.) */
 		natsSubscription_Destroy(c->sub);
 		free(c);
 	}
@@ -911,19 +986,11 @@ void eventlog_close(eventlog_t *log)
 	if (natsSubscription_Unsubscribe(log->acks) != NATS_OK)
 		natsConnection_Close(log->nc); /* closes every subscription */
 	pthread_mutex_lock(&log->mu);
-	while (!log->acks_done) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += 5;
-		if (pthread_cond_timedwait(&log->acks_gone, &log->mu, &ts) != 0 && !log->acks_done) {
-			log_error("eventlog %s: the ack subscription did not end", log->name);
-			break;
-		}
-	}
+	wait_flag(log, &log->acks_done, "the ack subscription");
 	pthread_mutex_unlock(&log->mu);
 	natsSubscription_Destroy(log->acks);
 	jsCtx_Destroy(log->js);
-	natsConnection_Destroy(log->nc);
+	close_connection(log);
 	free(log->pubs);
 	pthread_cond_destroy(&log->acks_gone);
 	pthread_cond_destroy(&log->wake);
