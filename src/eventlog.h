@@ -32,9 +32,10 @@
  * Threads. Every function is safe from any thread, except that
  * eventlog_close must not race with other calls on the same log nor be
  * called from a callback. done is called on one of the log's own threads
- * (the publisher thread, or the client library's delivery thread for
- * acks); a consumer's handler on that consumer's own thread (one per
- * eventlog_consume). Both may call eventlog_publish (it does not block);
+ * (the client library's delivery thread for acks, the publisher thread
+ * for timeouts and send failures; so two done calls, for different
+ * events, may run at the same time); a consumer's handler on that
+ * consumer's own thread (one per eventlog_consume). Both may call eventlog_publish (it does not block);
  * neither may block for long: done should only queue the outcome to the
  * thread that owns it, and a handler that is slower than ack_wait_ms
  * gets its event delivered again. No lock of the log is held while a

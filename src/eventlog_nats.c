@@ -563,7 +563,7 @@ static int bind_consumer(consumer_t *c, int64_t *last_warn)
 			const char *detail = nats_GetLastError(NULL);
 			*last_warn = now_ms();
 			log_warn("eventlog %s: consumer %s: %s (%d)%s%s; trying again", log->name, c->durable,
-			         natsStatus_GetText(s), (int)jerr, detail ? ": " : "", detail ? detail : "");
+			         natsStatus_GetText(s), (int)jerr, detail && *detail ? ": " : "", detail && *detail ? detail : "");
 		}
 		return -1;
 	}
@@ -610,7 +610,7 @@ static void *consumer_main(void *arg)
 				const char *detail = nats_GetLastError(NULL);
 				last_warn = now_ms();
 				log_warn("eventlog %s: %s fetch: %s (%d)%s%s", log->name, c->durable,
-				         natsStatus_GetText(s), (int)jerr, detail ? ": " : "", detail ? detail : "");
+				         natsStatus_GetText(s), (int)jerr, detail && *detail ? ": " : "", detail && *detail ? detail : "");
 			}
 			nap_unless_stopped(log, 100);
 			continue;
@@ -716,7 +716,7 @@ static int ensure_stream(eventlog_t *log, char *err, size_t errlen)
 	if (s != NATS_OK) {
 		const char *detail = nats_GetLastError(NULL);
 		snprintf(err, errlen, "stream %s (replicas %d): %s (%d)%s%s", log->name, log->o.replicas,
-		         natsStatus_GetText(s), (int)jerr, detail ? ": " : "", detail ? detail : "");
+		         natsStatus_GetText(s), (int)jerr, detail && *detail ? ": " : "", detail && *detail ? detail : "");
 		jsStreamInfo_Destroy(si);
 		return -1;
 	}
