@@ -744,6 +744,10 @@ static void test_kill_one_of_three(void **state)
 		}
 		while (stored < KEYS * TOTAL) {
 			if (!killed && stored >= KEYS * PER_PHASE) {
+				/* Once every consumer is up: the test is of a server
+				 * lost under traffic, not of a creation waiting out
+				 * JetStream's 5 s API timeout. */
+				wait_count(s, KEYS * PER_PHASE, 15000);
 				assert_int_equal(natscluster_kill(three, victim), 0);
 				killed = 1;
 			}
