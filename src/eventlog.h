@@ -18,7 +18,9 @@
  * thread, before any later event of the partition); a consumer that dies
  * before acknowledging gets it again after opts->ack_wait_ms. So a
  * handler must tolerate seeing an event twice (the events carry ids for
- * that: the dedup id and the log's sequence number).
+ * that: the dedup id and the log's sequence number). The log never skips
+ * an event: a handler that never accepts one holds its partition up for
+ * good (a warning at each try, the backoff growing to 1 s).
  *
  * Publishing: eventlog_publish never blocks (beyond a short lock); it
  * queues the event for the log's publisher thread and returns -EAGAIN

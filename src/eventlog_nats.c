@@ -469,10 +469,11 @@ static int nap_unless_stopped(eventlog_t *log, int64_t ms)
 	return atomic_load(&log->stop);
 }
 
-/* Handles one fetched message until the handler takes it; 1 when asked
- * to stop first (the message is then handed back). */
-static int handle(consumer_t *c, natsMsg *m)
+/* Handles the fetched message list->Msgs[at] until the handler takes
+ * it; 1 when asked to stop first (the message is then handed back). */
+static int handle(consumer_t *c, natsMsgList *list, int at)
 {
+	natsMsg *m = list->Msgs[at];
 	eventlog_t *log = c->log;
 	const char *subj = natsMsg_GetSubject(m), *v = NULL;
 	size_t plen = strlen(log->prefix);
@@ -511,7 +512,10 @@ static int handle(consumer_t *c, natsMsg *m)
 			natsMsg_Nak(m, NULL);
 			return 1;
 		}
-		natsMsg_InProgress(m, NULL); /* restart the ack wait */
+		/* Restart the ack wait of this one and of those fetched with
+		 * it, which would otherwise be redelivered meanwhile. */
+		for (int i = at; i < list->Count; i++)
+			natsMsg_InProgress(list->Msgs[i], NULL);
 		backoff = backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff * 2;
 		ev.delivery++;
 	}
@@ -617,7 +621,7 @@ static void *consumer_main(void *arg)
 		}
 		for (i = 0; i < list.Count; i++) {
 			int stopped = atomic_load(&log->stop);
-			if (!stopped && handle(c, list.Msgs[i])) {
+			if (!stopped && handle(c, &list, i)) {
 				stopped = 1;
 				i++; /* handle has handed that one back */
 			}
