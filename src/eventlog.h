@@ -9,7 +9,10 @@
  * stable hash of its key (the conversation id) modulo that number, so
  * one conversation's events stay in order; a consumer group reads each
  * partition through a durable cursor of its own, and groups are
- * independent of each other.
+ * independent of each other. (In Kafka's terms: the log is a topic of
+ * that many partitions, the key the record key, a group a consumer
+ * group with one member per partition, the dedup id what an idempotent
+ * or transactional producer makes unnecessary, ok = 1 an acks=all ack.)
  *
  * Delivery: at least once. A consumer's handler is called for each event
  * of its partition in log order; the event is acknowledged (the cursor
@@ -60,7 +63,8 @@ typedef struct eventlog eventlog_t;
 #define EVENTLOG_PARTITIONS_MAX 1024
 
 typedef struct eventlog_opts {
-	const char *name;          /* the log (JetStream stream); NULL: "PARLEY" */
+	const char *name;          /* the log (JetStream stream), 1 to 32 of
+	                            * [A-Za-z0-9_-]; NULL: "PARLEY" */
 	unsigned partitions;       /* 0: 16. Fixed for the log's life: a log
 	                            * opened with another count is refused */
 	int replicas;              /* 1 to 5; 0: 1 */

@@ -96,7 +96,7 @@ struct eventlog {
 	pub_t *pubs;              /* o.max_inflight slots */
 	publist_t free, queue, sent;
 	uint64_t gen;
-	int closing, acks_done, conn_closed, publisher_started;
+	int closing, acks_done, conn_closed;
 	pthread_t publisher;
 	consumer_t *consumers;
 	int64_t last_warn_ms;
@@ -834,12 +834,13 @@ eventlog_t *eventlog_open(const char *urls, const eventlog_opts_t *opts, char *e
 	}
 	if (opts)
 		log->o = *opts;
-	snprintf(log->name, sizeof log->name, "%s", log->o.name ? log->o.name : "PARLEY");
-	log->o.name = log->name;
-	if (!valid_group(log->name)) {
-		snprintf(err, errlen, "bad log name \"%s\"", log->name);
+	if (log->o.name && (strlen(log->o.name) > NAME_MAX_LEN || !valid_group(log->o.name))) {
+		snprintf(err, errlen, "bad log name \"%.64s\" (1 to %d of A-Z a-z 0-9 _ -)", log->o.name,
+		         NAME_MAX_LEN);
 		goto fail_free;
 	}
+	snprintf(log->name, sizeof log->name, "%s", log->o.name ? log->o.name : "PARLEY");
+	log->o.name = log->name;
 	if (!log->o.partitions)
 		log->o.partitions = 16;
 	if (!log->o.replicas)
@@ -938,7 +939,6 @@ eventlog_t *eventlog_open(const char *urls, const eventlog_opts_t *opts, char *e
 		snprintf(err, errlen, "cannot start the publisher thread");
 		goto fail_sub;
 	}
-	log->publisher_started = 1;
 	log_info("eventlog %s: open on %s (%u partitions, %d replicas)", log->name, urls, log->o.partitions,
 	         log->o.replicas);
 	return log;

@@ -345,6 +345,12 @@ static void test_bad_input(void **state)
 	assert_non_null(strstr(err, "bad NATS URL"));
 	assert_null(eventlog_open("http://127.0.0.1:4222", NULL, err, sizeof err));
 	assert_null(eventlog_open(NULL, NULL, NULL, 0));
+	o.replicas = 1;
+	o.name = "NO.DOTS";
+	assert_null(eventlog_open(natscluster_urls(one), &o, err, sizeof err));
+	assert_non_null(strstr(err, "bad log name"));
+	o.name = "A_NAME_OF_MORE_THAN_THIRTY_TWO_BYTES";
+	assert_null(eventlog_open(natscluster_urls(one), &o, err, sizeof err));
 	eventlog_close(NULL);
 }
 
