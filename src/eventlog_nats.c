@@ -371,7 +371,7 @@ static void *publisher_main(void *arg)
 		}
 		t = now_ms();
 		while ((p = log->sent.head) && p->deadline <= t) {
-			if (warn_due(log))
+			if (p->deadline && warn_due(log))
 				log_warn("eventlog %s: no ack within %" PRId64 " ms", log->name,
 				         log->o.publish_timeout_ms);
 			list_remove(&log->sent, p);
@@ -733,12 +733,26 @@ void eventlog_opts_init(eventlog_opts_t *opts)
 	memset(opts, 0, sizeof *opts);
 }
 
+/* The acks of what was sent on the connection that went would come to
+ * it, not to the next one: fail those publishes now rather than after
+ * their timeout, so that a publisher retrying (same dedup id) does not
+ * stall for publish_timeout_ms at every lost server. */
 static void on_disconnected(natsConnection *nc, void *closure)
 {
+	eventlog_t *log = closure;
+	unsigned n = 0;
+	pub_t *p;
+
 	(void)nc;
-	if (atomic_load(&((eventlog_t *)closure)->stop))
+	if (atomic_load(&log->stop))
 		return; /* eventlog_close */
-	log_warn("eventlog %s: disconnected from NATS; reconnecting", ((eventlog_t *)closure)->name);
+	pthread_mutex_lock(&log->mu);
+	for (p = log->sent.head; p; p = p->next, n++)
+		p->deadline = 0; /* the list stays in deadline order */
+	if (n)
+		pthread_cond_signal(&log->wake);
+	pthread_mutex_unlock(&log->mu);
+	log_warn("eventlog %s: disconnected from NATS; reconnecting (%u publishes in flight fail)", log->name, n);
 }
 
 /* The connection's last callback: libnats calls its callbacks on a

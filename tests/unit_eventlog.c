@@ -696,9 +696,9 @@ static void delete_streams(const char *const *names)
  * event again (its ack lost), and then it is the same event, same seq. */
 static void test_kill_one_of_three(void **state)
 {
-	enum { KEYS = 4, PER_PHASE = 60, TOTAL = 3 * PER_PHASE };
+	enum { KEYS = 16, PER_PHASE = 30, TOTAL = 3 * PER_PHASE };
 	static const char *const old[] = {"ORDER", "DEDUP", "RESUME", NULL};
-	int64_t keys[KEYS] = {11, 12, 13, 14};
+	int64_t keys[KEYS];
 	uint64_t seq_of[KEYS][TOTAL], msgs = 0;
 	eventlog_t *log, *pub;
 	sink_t *s;
@@ -706,6 +706,8 @@ static void test_kill_one_of_three(void **state)
 	int victim, sl, ml, i, k, retried = 0, dups = 0, next[KEYS] = {0};
 
 	(void)state;
+	for (k = 0; k < KEYS; k++)
+		keys[k] = 11 + k;
 	delete_streams(old);
 	log = open_log(three, "KILL", 3, 4);
 	s = sink_new(log);
@@ -739,7 +741,7 @@ static void test_kill_one_of_three(void **state)
 	 * fall on publishes in flight. */
 	{
 		outcome_t out[KEYS];
-		int stored = 0, cur[KEYS], killed = 0, restarted = 0;
+		int stored = 0, cur[KEYS], killed = 0, kill_due = 0, restarted = 0;
 		long long deadline = tmpserver_now_ms() + 30000;
 
 		for (k = 0; k < KEYS; k++) {
@@ -749,13 +751,13 @@ static void test_kill_one_of_three(void **state)
 			publish(pub, keys[k], "message.new", data, id, &out[k]);
 		}
 		while (stored < KEYS * TOTAL) {
-			if (!killed && stored >= KEYS * PER_PHASE) {
+			if (!killed && !kill_due && stored >= KEYS * PER_PHASE) {
 				/* Once every consumer is up: the test is of a server
 				 * lost under traffic, not of a creation waiting out
-				 * JetStream's 5 s API timeout. */
+				 * JetStream's 5 s API timeout. The kill follows the
+				 * next round of publishes, so that they are in flight. */
 				wait_count(s, KEYS * PER_PHASE, 15000);
-				assert_int_equal(natscluster_kill(three, victim), 0);
-				killed = 1;
+				kill_due = 1;
 			}
 			if (killed && !restarted && stored >= 2 * KEYS * PER_PHASE) {
 				/* Consumption went on with it dead. */
@@ -780,6 +782,10 @@ static void test_kill_one_of_three(void **state)
 				snprintf(data, sizeof data, "%lld:%d", (long long)keys[k], cur[k]);
 				snprintf(id, sizeof id, "k-%d-%d", k, cur[k]);
 				publish(pub, keys[k], "message.new", data, id, &out[k]);
+			}
+			if (kill_due && !killed) {
+				assert_int_equal(natscluster_kill(three, victim), 0);
+				killed = 1;
 			}
 			tmpserver_nap(1);
 		}
