@@ -29,8 +29,10 @@
  * queues the event for the log's publisher thread and returns -EAGAIN
  * when opts->max_inflight events are queued or awaiting the log's ack.
  * done(ud, ok) is then called exactly once: ok = 1 when the log has
- * stored the event (on a quorum of replicas), ok = 0 when it failed or
- * its ack did not come within opts->publish_timeout_ms. ok = 0 means
+ * stored the event (on a quorum of replicas), ok = 0 when it failed, its
+ * ack did not come within opts->publish_timeout_ms, or the connection it
+ * went out on was lost (at once then; and at once while no server is
+ * reachable: nothing waits for a reconnection). ok = 0 means
  * "not known to be stored", not "not stored": republish with the same
  * dedup id, which the log stores once within opts->dedup_window_ms.
  *
