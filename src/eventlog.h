@@ -11,15 +11,17 @@
  * partition through a durable cursor of its own, and groups are
  * independent of each other. (In Kafka's terms: the log is a topic of
  * that many partitions, the key the record key, a group a consumer
- * group with one member per partition, the dedup id what an idempotent
- * or transactional producer makes unnecessary, ok = 1 an acks=all ack.)
+ * group with one member per partition, ok = 1 an acks=all ack; the
+ * dedup id has no exact counterpart: an idempotent producer covers only
+ * its own retries, so a Kafka backend's consumers would dedup on it.)
  *
  * Delivery: at least once. A consumer's handler is called for each event
  * of its partition in log order; the event is acknowledged (the cursor
  * moves past it) only after the handler returns 0. A handler returning
  * non-zero gets the same event again (after a short backoff, on the same
  * thread, before any later event of the partition); a consumer that dies
- * before acknowledging gets it again after opts->ack_wait_ms. So a
+ * before acknowledging, or whose ack the servers lose (a server killed),
+ * gets it again after opts->ack_wait_ms. So a
  * handler must tolerate seeing an event twice (the events carry ids for
  * that: the dedup id and the log's sequence number). The log never skips
  * an event: a handler that never accepts one holds its partition up for
@@ -42,11 +44,11 @@
  * (the client library's delivery thread for acks, the publisher thread
  * for timeouts and send failures; so two done calls, for different
  * events, may run at the same time); a consumer's handler on that
- * consumer's own thread (one per eventlog_consume). Both may call eventlog_publish (it does not block);
- * neither may block for long: done should only queue the outcome to the
- * thread that owns it, and a handler that is slower than ack_wait_ms
- * gets its event delivered again. No lock of the log is held while a
- * callback runs. */
+ * consumer's own thread (one per eventlog_consume). Both may call
+ * eventlog_publish (it does not block); neither may block for long: done
+ * should only queue the outcome to the thread that owns it, and a handler
+ * slower than ack_wait_ms gets its event delivered again. No lock of the
+ * log is held while a callback runs. */
 #ifndef PARLEY_EVENTLOG_H
 #define PARLEY_EVENTLOG_H
 
