@@ -140,10 +140,11 @@ typedef int (*eventlog_handler_fn)(void *ud, const eventlog_event_t *ev);
  * Order: within the partition, in log order while the consumer runs, a
  * refused event retried in place; at eventlog_close the events fetched
  * but not handled are handed back in order, so the next consumer starts
- * with them. After a crash, though, the at most max_ack_pending events
- * that were fetched and not acknowledged come again only after
- * ack_wait_ms, possibly after later ones: a consumer that needs strict
- * order across crashes sets max_ack_pending to 1 (one round trip per
+ * with them. After a crash, though, or when the server leading the
+ * cursor is lost (events it had sent may be lost in transit), the at
+ * most max_ack_pending events delivered and not acknowledged come again
+ * only after ack_wait_ms, possibly after later ones: a consumer that
+ * needs strict order then sets max_ack_pending to 1 (one round trip per
  * event), or, better, orders by the events' own ids (a conversation's
  * seq). */
 int eventlog_consume(eventlog_t *log, const char *group, unsigned partition, eventlog_handler_fn h,
