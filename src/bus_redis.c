@@ -995,7 +995,7 @@ static void job_report(job_t *j, const redisReply *nodes)
 		return;
 	if (j->n > sizeof small / sizeof *small && !(out = malloc(j->n * sizeof *out))) {
 		log_error("bus: out of memory for a report of %zu users; reporting none", j->n);
-		j->report(j->ud, NULL, 0);
+		j->report(j->ud, small, 0);
 		return;
 	}
 	for (i = 0; i < j->n; i++) {
@@ -1668,8 +1668,9 @@ static void rb_deliver_many(bus_t *base, const int64_t *users, size_t n, int64_t
 	bus_deliver_many(b->local, users, n, except_user, except_device, frame, report_fn ? capture_unreached : NULL,
 	                 &c);
 	if (n == 0) {
+		/* Never a NULL array, even empty: the report may memcpy it. */
 		if (report_fn)
-			report_fn(ud, NULL, 0);
+			report_fn(ud, users ? users : &except_user, 0);
 		return;
 	}
 	if (!may_queue(b)) {
@@ -1701,7 +1702,7 @@ static void rb_deliver_many(bus_t *base, const int64_t *users, size_t n, int64_t
 	return;
 local_only:
 	if (report_fn)
-		report_fn(ud, c.v, c.n);
+		report_fn(ud, c.v ? c.v : users, c.n);
 	free(c.v);
 }
 
