@@ -280,7 +280,13 @@ server_t *server_start(const server_config_t *cfg)
 	if (!(srv->gw = gateway_new(srv, &h)))
 		goto err;
 	sink = (bus_sink_t){sink_deliver, sink_kick, sink_presence, srv};
-	if (!(srv->bus = bus_local_new(&sink, cfg->node_id, cfg->max_user_connections)))
+	/* With --redis the node joins a fleet: bus_redis_new fails (and
+	 * says why) when Redis cannot be reached or the node id is taken. */
+	if (cfg->redis_url[0])
+		srv->bus = bus_redis_new(&sink, cfg->node_id, cfg->max_user_connections, cfg->redis_url);
+	else
+		srv->bus = bus_local_new(&sink, cfg->node_id, cfg->max_user_connections);
+	if (!srv->bus)
 		goto err;
 	if (!(srv->tally = tally_new(srv, cfg->receipts_interval_ms)))
 		goto err;
