@@ -80,6 +80,7 @@ $(BUILD)/tests/unit_%: $(BUILD)/obj/tests/unit_%.o $(BUILD)/libparley.a
 $(BUILD)/tests/unit_store $(BUILD)/tests/unit_store_pg $(BUILD)/tests/unit_writer $(BUILD)/tests/unit_pgserver: $(PGSERVER_OBJ)
 $(BUILD)/tests/unit_redisserver $(BUILD)/tests/unit_redis $(BUILD)/tests/unit_bus $(BUILD)/tests/unit_bus_redis: $(REDISSERVER_OBJ)
 $(BUILD)/tests/unit_natsserver: $(NATSSERVER_OBJ)
+$(BUILD)/tests/integ_fleet: $(REDISSERVER_OBJ)
 
 $(BUILD)/tests/integ_%: $(BUILD)/obj/tests/integ_%.o $(BUILD)/obj/tests/harness.o $(PGSERVER_OBJ) $(CLIENT_OBJ) $(BUILD)/libparley.a
 	@mkdir -p $(dir $@)

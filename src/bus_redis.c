@@ -1379,6 +1379,7 @@ static void *run(void *arg)
 {
 	rbus_t *b = arg;
 
+	log_set_thread_name("bus");
 	loop_run(b->loop);
 	atomic_store(&b->cmd_up, 0); /* nothing more is sent */
 	/* Commands still pending complete now, as disconnected. */
