@@ -42,12 +42,8 @@
  * the queue to the bus thread is full, remote delivery is dropped and
  * counted; clients catch up by seq on resume.
  *
- * Envelope (little-endian): 'P' 1 type, then
- *   'D' u32 n, i64 except_user, i64 except_device, i64 conv, i64 seq,
- *       n x i64 users, frame bytes (the rest)
- *   'S' u64 conn, i64 conv, i64 seq, frame bytes (the rest)
- *   'K' i64 user, i64 device
- * Anything else is logged, counted and dropped.
+ * Envelopes are bus_envelope.h's; one that does not parse is logged,
+ * counted and dropped.
  *
  * Presence versions: Redis's per-user version orders changes across
  * nodes (a report older than one seen is dropped); the version handed to
@@ -67,6 +63,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bus_envelope.h"
 #include "log.h"
 #include "loop.h"
 #include "redis.h"
@@ -811,78 +808,6 @@ static void on_sub_state(redis_t *r, void *ud, int up)
 
 /* ---- envelopes ---- */
 
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
-
-typedef struct envelope {
-	char type;
-	uint32_t n;
-	int64_t except_user, except_device, conv, seq, user, device;
-	uint64_t conn;
-	const uint8_t *users;  /* n x i64, unaligned */
-	const uint8_t *frame;
-	size_t frame_len;
-} envelope_t;
-
-#define ENV_D_HEAD (3 + 4 + 8 * 4)
-#define ENV_S_HEAD (3 + 8 * 3)
-#define ENV_K_LEN (3 + 8 * 2)
-
-/* Parses len bytes: 0, or -1 when malformed. Never allocates; out points
- * into p. */
-static int envelope_parse(const uint8_t *p, size_t len, envelope_t *out)
-{
-	memset(out, 0, sizeof *out);
-	if (len < 3 || p[0] != 'P' || p[1] != 1)
-		return -1;
-	out->type = (char)p[2];
-	switch (out->type) {
-	case 'D':
-		if (len < ENV_D_HEAD)
-			return -1;
-		out->n = (uint32_t)p[3] | (uint32_t)p[4] << 8 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 24;
-		out->except_user = (int64_t)get64(p + 7);
-		out->except_device = (int64_t)get64(p + 15);
-		out->conv = (int64_t)get64(p + 23);
-		out->seq = (int64_t)get64(p + 31);
-		if (out->n == 0 || out->n > (len - ENV_D_HEAD) / 8)
-			return -1;
-		out->users = p + ENV_D_HEAD;
-		out->frame = out->users + 8 * (size_t)out->n;
-		out->frame_len = len - ENV_D_HEAD - 8 * (size_t)out->n;
-		return 0;
-	case 'S':
-		if (len < ENV_S_HEAD)
-			return -1;
-		out->conn = get64(p + 3);
-		out->conv = (int64_t)get64(p + 11);
-		out->seq = (int64_t)get64(p + 19);
-		out->frame = p + ENV_S_HEAD;
-		out->frame_len = len - ENV_S_HEAD;
-		return 0;
-	case 'K':
-		if (len != ENV_K_LEN)
-			return -1;
-		out->user = (int64_t)get64(p + 3);
-		out->device = (int64_t)get64(p + 11);
-		return 0;
-	default:
-		return -1;
-	}
-}
-
 static void publish(rbus_t *b, uint32_t node, const uint8_t *env, size_t len)
 {
 	char chan[32];
@@ -907,14 +832,14 @@ static void malformed(rbus_t *b, const char *what, size_t len)
 static void on_node_msg(redis_t *r, void *ud, const char *channel, const char *msg, size_t len)
 {
 	rbus_t *b = ud;
-	envelope_t env;
+	bus_envelope_t env;
 	int64_t small[64], *users = small;
 	sbuf_t *f;
 	uint32_t i;
 
 	(void)r;
 	(void)channel;
-	if (envelope_parse((const uint8_t *)msg, len, &env) < 0) {
+	if (bus_envelope_parse((const uint8_t *)msg, len, &env) < 0) {
 		malformed(b, "envelope", len);
 		return;
 	}
@@ -935,7 +860,7 @@ static void on_node_msg(redis_t *r, void *ud, const char *channel, const char *m
 			goto oom;
 		}
 		for (i = 0; i < env.n; i++)
-			users[i] = (int64_t)get64(env.users + 8 * i);
+			users[i] = bus_envelope_user(&env, i);
 		bus_deliver_many(b->local, users, env.n, env.except_user, env.except_device, f, NULL, NULL);
 		if (users != small)
 			free(users);
@@ -1032,27 +957,19 @@ typedef struct target {
 
 static void publish_deliver(rbus_t *b, job_t *j, const target_t *t)
 {
-	size_t len = ENV_D_HEAD + 8 * t->n + j->frame->len, i;
+	size_t len = BUS_ENV_D_HEAD + 8 * t->n + j->frame->len, i;
 	uint8_t *env = malloc(len);
+	bus_envelope_t head = {.type = 'D', .n = (uint32_t)t->n, .except_user = j->except_user,
+	                       .except_device = j->except_device, .conv = j->frame->conv, .seq = j->frame->seq};
 
 	if (!env) {
 		drop_note(b);
 		return;
 	}
-	env[0] = 'P';
-	env[1] = 1;
-	env[2] = 'D';
-	env[3] = (uint8_t)t->n;
-	env[4] = (uint8_t)(t->n >> 8);
-	env[5] = (uint8_t)(t->n >> 16);
-	env[6] = (uint8_t)(t->n >> 24);
-	put64(env + 7, (uint64_t)j->except_user);
-	put64(env + 15, (uint64_t)j->except_device);
-	put64(env + 23, (uint64_t)j->frame->conv);
-	put64(env + 31, (uint64_t)j->frame->seq);
+	bus_envelope_head(&head, env);
 	for (i = 0; i < t->n; i++)
-		put64(env + ENV_D_HEAD + 8 * i, (uint64_t)j->users[t->idx[i]]);
-	memcpy(env + ENV_D_HEAD + 8 * t->n, j->frame->data, j->frame->len);
+		bus_envelope_put64(env + BUS_ENV_D_HEAD + 8 * i, (uint64_t)j->users[t->idx[i]]);
+	memcpy(env + BUS_ENV_D_HEAD + 8 * t->n, j->frame->data, j->frame->len);
 	publish(b, t->node, env, len);
 	free(env);
 }
@@ -1072,9 +989,9 @@ static void on_lookup(rbus_t *b, void *ctx, int64_t user, const redisReply *repl
 		return;
 	}
 	if (j->type == 'K') {
-		uint8_t env[ENV_K_LEN] = {'P', 1, 'K'};
-		put64(env + 3, (uint64_t)j->users[0]);
-		put64(env + 11, (uint64_t)j->device);
+		uint8_t env[BUS_ENV_K_LEN];
+		bus_envelope_t head = {.type = 'K', .user = j->users[0], .device = j->device};
+		bus_envelope_head(&head, env);
 		for (k = 0; k < reply->element[0]->elements; k++) {
 			long long node = reply->element[0]->element[k]->integer;
 			if (node != (long long)b->node)
@@ -1170,16 +1087,12 @@ static void run_job(loop_t *loop, void *p, uint64_t u)
 	(void)u;
 	atomic_fetch_sub(&b->queued, 1);
 	if (j->type == 'S') {
-		size_t len = ENV_S_HEAD + j->frame->len;
+		size_t len = BUS_ENV_S_HEAD + j->frame->len;
 		uint8_t *env = malloc(len);
 		if (env && !b->stopping && atomic_load(&b->cmd_up)) {
-			env[0] = 'P';
-			env[1] = 1;
-			env[2] = 'S';
-			put64(env + 3, j->conn);
-			put64(env + 11, (uint64_t)j->frame->conv);
-			put64(env + 19, (uint64_t)j->frame->seq);
-			memcpy(env + ENV_S_HEAD, j->frame->data, j->frame->len);
+			bus_envelope_t head = {.type = 'S', .conn = j->conn, .conv = j->frame->conv, .seq = j->frame->seq};
+			bus_envelope_head(&head, env);
+			memcpy(env + BUS_ENV_S_HEAD, j->frame->data, j->frame->len);
 			publish(b, BUS_CONN_NODE(j->conn), env, len);
 		} else {
 			drop_note(b);
