@@ -123,6 +123,7 @@ typedef struct rbus {
 	int claimed, registered, sub_up, started, was_down, sub_was_down;
 	int resync_pending;
 	int stopping, abandon, shutdown_done;
+	int muted;             /* bus_redis_mute: the sink is no longer called from here */
 	int64_t stop_deadline;
 	unsigned inflight;
 	uint64_t vclock;
@@ -425,7 +426,7 @@ static long long rint_at(const redisReply *r, size_t i)
 
 static void report(rbus_t *b, uent_t *e)
 {
-	if (b->sink.presence && e->subs && e->pstate >= 0)
+	if (b->sink.presence && e->subs && e->pstate >= 0 && !b->muted)
 		b->sink.presence(b->sink.ud, e->user, e->pstate, e->pstate == BUS_ABSENT ? e->pseen : 0,
 		                 ++b->vclock);
 }
@@ -839,6 +840,8 @@ static void on_node_msg(redis_t *r, void *ud, const char *channel, const char *m
 
 	(void)r;
 	(void)channel;
+	if (b->muted)
+		return;
 	if (bus_envelope_parse((const uint8_t *)msg, len, &env) < 0) {
 		malformed(b, "envelope", len);
 		return;
@@ -1459,6 +1462,43 @@ void bus_redis_stats(bus_t *base, bus_redis_stats_t *out)
 	out->received = atomic_load(&b->received);
 	out->dropped = atomic_load(&b->dropped);
 	out->malformed = atomic_load(&b->malformed);
+}
+
+static void task_mute(loop_t *loop, void *p, uint64_t u)
+{
+	rbus_t *b = loop_hooks_ud(loop);
+	waiter_t *w = p;
+
+	(void)u;
+	atomic_fetch_sub(&b->queued, 1);
+	b->muted = 1;
+	pthread_mutex_lock(&w->lock);
+	w->done = 1;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+void bus_redis_mute(bus_t *base)
+{
+	rbus_t *b = (rbus_t *)base;
+	waiter_t w = {0};
+
+	if (!b)
+		return;
+	pthread_mutex_init(&w.lock, NULL);
+	pthread_cond_init(&w.cond, NULL);
+	atomic_fetch_add(&b->queued, 1);
+	if (loop_post(b->loop, task_mute, &w, 0) == 0) {
+		pthread_mutex_lock(&w.lock);
+		while (!w.done)
+			pthread_cond_wait(&w.cond, &w.lock);
+		pthread_mutex_unlock(&w.lock);
+	} else {
+		atomic_fetch_sub(&b->queued, 1);
+		log_error("bus: out of memory muting the bus thread");
+	}
+	pthread_mutex_destroy(&w.lock);
+	pthread_cond_destroy(&w.cond);
 }
 
 int bus_redis_settle(bus_t *base, int timeout_ms)

@@ -35,6 +35,13 @@ typedef struct bus_redis_stats {
 /* Counters so far. Any thread. */
 void bus_redis_stats(bus_t *bus, bus_redis_stats_t *out);
 
+/* From now on the bus thread calls the sink no more (frames from other
+ * nodes and presence reports are dropped); returns once that holds. For
+ * a node shutting down, before what the sink reaches is freed; the bus
+ * still takes attach, detach and the rest, and bus_free deregisters.
+ * Not from the bus's own callbacks. */
+void bus_redis_mute(bus_t *bus);
+
 /* Waits (at most timeout_ms) until the bus thread has run every task
  * posted before the call and every command it sent has been answered,
  * those sent from replies included. Returns 0, or -1 on timeout. For

@@ -17,6 +17,7 @@
 #include "origin.h"
 #include "tickets.h"
 #include "bus.h"
+#include "bus_redis.h"
 #include "chat.h"
 #include "fanout.h"
 #include "presence.h"
@@ -142,6 +143,10 @@ static int load_operator_token(server_t *srv, const char *path)
  * peers alive until it has stopped. Accepts a partly built node. */
 static void server_free(server_t *srv)
 {
+	/* A fleet's bus thread calls the gateway and presence on its own
+	 * (frames and presence from other nodes): not once they are going. */
+	if (srv->cfg.redis_url[0] && srv->bus)
+		bus_redis_mute(srv->bus);
 	workers_free(srv->hashers);
 	workers_free(srv->workers);
 	writer_free(srv->writer);

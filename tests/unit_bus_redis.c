@@ -408,6 +408,9 @@ static void test_redis_restart(void **state)
 		bus_deliver(b2, 5, 0, l);
 		assert_int_equal(rec_count(&recs[2], is_delivery, &dl), 1);
 		bus_deliver(b1, 5, 0, l);
+		/* Dropped at once when node 1 has seen Redis go, or when its
+		 * command fails: either way by the time it settles. */
+		assert_int_equal(bus_redis_settle(b1, 5000), 0);
 		bus_redis_stats(b1, &s);
 		assert_true(s.dropped >= 1);
 		sbuf_unref(l);
@@ -485,6 +488,36 @@ static void test_malformed(void **state)
 	bus_free(b2);
 }
 
+/* A muted bus (a node shutting down) hands nothing more to its sink:
+ * neither frames from other nodes nor presence reports. */
+static void test_mute(void **state)
+{
+	bus_t *b1 = node_new(1), *b2 = node_new(2);
+	sbuf_t *f = sbuf_copy("late", 4);
+	dmatch_t d = {CONN(2, 5), "late"};
+	pmatch_t on = {6, BUS_ONLINE};
+
+	(void)state;
+	assert_non_null(b1);
+	assert_non_null(b2);
+	assert_int_equal(bus_attach(b2, 5, 50, CONN(2, 5)), 0);
+	bus_subscribe(b2, 6);
+	assert_int_equal(bus_redis_settle(b2, 5000), 0);
+	rec_clear(&recs[2]);
+	bus_redis_mute(b2);
+	bus_deliver(b1, 5, 0, f);
+	assert_int_equal(bus_attach(b1, 6, 60, CONN(1, 6)), 0);
+	assert_int_equal(bus_redis_settle(b1, 5000), 0);
+	assert_int_equal(rec_wait(&recs[2], is_delivery, &d, 1, 300), 0);
+	assert_int_equal(rec_count(&recs[2], is_presence, &on), 0);
+	/* Its own connections still take local delivery. */
+	bus_deliver(b2, 5, 0, f);
+	assert_int_equal(rec_count(&recs[2], is_delivery, &d), 1);
+	sbuf_unref(f);
+	bus_free(b1);
+	bus_free(b2);
+}
+
 /* An unreachable Redis: the bus is not made, and says why. */
 static void test_unreachable(void **state)
 {
@@ -505,6 +538,7 @@ int main(void)
 		cmocka_unit_test_setup(test_redis_restart, setup),
 		cmocka_unit_test_setup(test_duplicate_id, setup),
 		cmocka_unit_test_setup(test_malformed, setup),
+		cmocka_unit_test_setup(test_mute, setup),
 		cmocka_unit_test_setup(test_unreachable, setup),
 	};
 	int failed, i;
