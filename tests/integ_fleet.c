@@ -80,6 +80,12 @@ static void test_chat_across_nodes(void **state)
 	json_decref(j);
 	json_decref(ack);
 	json_decref(msg);
+	/* They crossed as envelopes: the msg to node 2, the receipt to
+	 * node 1; none was malformed. */
+	assert_true(hx_metric(&n1, "parley_bus_publishes_total") >= 1);
+	assert_true(hx_metric(&n2, "parley_bus_received_total") >= 1);
+	assert_true(hx_metric(&n2, "parley_bus_publishes_total") >= 1);
+	assert_int_equal((int)hx_metric(&n1, "parley_bus_malformed_total"), 0);
 
 	/* And back the other way. */
 	hx_sendf(cb, "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"f2\",\"body\":\"back\"}", (long long)conv);
