@@ -26,7 +26,7 @@
 #include "loop.h"
 #include "redisserver.h"
 
-#define HB_MS 200
+#define HB_MS 300 /* dead after 900 ms: short, but above a loaded machine's stalls */
 #define CONN(node, n) (((uint64_t)(node) << BUS_CONN_NODE_SHIFT) | (uint64_t)(n))
 #define MAX_EVENTS 512
 
