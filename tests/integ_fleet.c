@@ -3,7 +3,9 @@
  * node 2. A message from alice reaches bob live, with its ticks (the ack
  * to alice, the msg to bob, bob's receipt back to alice), both ways;
  * alice, watching bob from node 1, sees him online, away and offline on
- * node 2; a third node with a live node's id is refused. The store is
+ * node 2; a group with members on both nodes gets every message once
+ * and in order; a third node with a live node's id is refused; a node
+ * killed with SIGKILL takes its users offline within seconds. The store is
  * always PostgreSQL here, whatever $PARLEY_TEST_STORE says: one SQLite
  * directory cannot be shared by two nodes. */
 #include "harness.h"
@@ -138,6 +140,68 @@ static void test_duplicate_node_id(void **state)
 	assert_int_equal(hx_start(&n3, n1.store, a3), -1);
 }
 
+/* The next msg frame on c (other frames skipped), or NULL after ms. */
+static json_t *next_msg(pc_conn_t *c, int ms)
+{
+	json_t *j;
+
+	while ((j = hx_recv_within(c, ms)) != NULL) {
+		if (strcmp(hx_str(j, "type"), "msg") == 0)
+			return j;
+		json_decref(j);
+	}
+	return NULL;
+}
+
+/* A group with members on both nodes: every member's connection gets
+ * each message once, in seq order, whichever node holds it. */
+static void test_group_across_nodes(void **state)
+{
+	enum { MEMBERS = 6, MSGS = 5 };
+	hx_user_t owner, m[MEMBERS];
+	pc_conn_t *co, *cm[MEMBERS];
+	char body[512];
+	size_t len;
+	json_t *j;
+	int64_t conv;
+	int st, i, k;
+
+	(void)state;
+	hx_user(n1.port, "gown", &owner);
+	len = (size_t)snprintf(body, sizeof body, "{\"title\":\"fleet\",\"members\":[");
+	for (i = 0; i < MEMBERS; i++) {
+		hx_user(i % 2 ? n2.port : n1.port, "gm", &m[i]);
+		len += (size_t)snprintf(body + len, sizeof body - len, "%s%lld", i ? "," : "", (long long)m[i].id);
+	}
+	snprintf(body + len, sizeof body - len, "]}");
+	j = hx_http(n1.port, "POST", "/api/v1/conversations", owner.token, body, &st);
+	assert_int_equal(st, 201);
+	conv = hx_int(j, "conversation_id");
+	json_decref(j);
+	co = hx_ws(n1.port, &owner);
+	for (i = 0; i < MEMBERS; i++)
+		cm[i] = hx_ws(i % 2 ? n2.port : n1.port, &m[i]);
+	for (k = 1; k <= MSGS; k++) {
+		char cmid[16];
+		snprintf(cmid, sizeof cmid, "g%d", k);
+		hx_sendf(co, "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"%s\",\"body\":\"n%d\"}", (long long)conv,
+		         cmid, k);
+		json_decref(hx_expect(co, "ack"));
+	}
+	for (i = 0; i < MEMBERS; i++) {
+		for (k = 1; k <= MSGS; k++) {
+			j = next_msg(cm[i], HX_TIMEOUT);
+			assert_non_null(j);
+			assert_int_equal(hx_int(j, "conv"), conv);
+			assert_int_equal(hx_int(j, "seq"), k);
+			json_decref(j);
+		}
+		assert_null(next_msg(cm[i], 200)); /* none twice */
+		pc_close(cm[i]);
+	}
+	pc_close(co);
+}
+
 /* kill -9 of bob's node: alice, watching from node 1, sees him offline
  * once node 1 finds node 2 silent (3 heartbeats of 1 s) and the presence
  * grace has passed. */
@@ -171,6 +235,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_chat_across_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_presence_across_nodes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_across_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_duplicate_node_id, setup, teardown),
 		/* Last: node 2's id stays claimed for 5 s after its kill. */
 		cmocka_unit_test_setup_teardown(test_node_killed, setup, teardown),
