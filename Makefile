@@ -78,8 +78,9 @@ $(BUILD)/tests/unit_%: $(BUILD)/obj/tests/unit_%.o $(BUILD)/libparley.a
 # store's and the writer's own, and through the harness every
 # integration suite; and those that start a Redis or a NATS cluster.
 $(BUILD)/tests/unit_store $(BUILD)/tests/unit_store_pg $(BUILD)/tests/unit_writer $(BUILD)/tests/unit_pgserver: $(PGSERVER_OBJ)
-$(BUILD)/tests/unit_redisserver $(BUILD)/tests/unit_redis: $(REDISSERVER_OBJ)
+$(BUILD)/tests/unit_redisserver $(BUILD)/tests/unit_redis $(BUILD)/tests/unit_bus $(BUILD)/tests/unit_bus_redis: $(REDISSERVER_OBJ)
 $(BUILD)/tests/unit_natsserver $(BUILD)/tests/unit_eventlog: $(NATSSERVER_OBJ)
+$(BUILD)/tests/integ_fleet: $(REDISSERVER_OBJ)
 $(BUILD)/tests/integ_haproxy: $(BUILD)/obj/tests/haproxyserver.o
 
 $(BUILD)/tests/integ_%: $(BUILD)/obj/tests/integ_%.o $(BUILD)/obj/tests/harness.o $(PGSERVER_OBJ) $(CLIENT_OBJ) $(BUILD)/libparley.a
@@ -160,14 +161,14 @@ check-web: build/parley node_modules/.package-lock.json
 
 # libFuzzer targets (clang): the HTTP parser, the WebSocket frame parser, the
 # web files answered for any parsed request, and the PROXY protocol, address
-# list and X-Forwarded-For parsers; and, against a whole node started in the
+# list and X-Forwarded-For parsers, the envelopes between nodes; and, against a whole node started in the
 # fuzzer's process (fuzz/node.c), the WebSocket frame handlers (fuzz_frames)
 # and the REST handlers (fuzz_api).
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
                $(shell pkg-config --cflags libcrypto 2>/dev/null)
 FUZZ_LIBS := $(shell pkg-config --libs libcrypto 2>/dev/null)
 FUZZ_TARGETS := build/fuzz/fuzz_http build/fuzz/fuzz_ws build/fuzz/fuzz_webfiles build/fuzz/fuzz_proxy \
-                build/fuzz/fuzz_frames build/fuzz/fuzz_api
+                build/fuzz/fuzz_frames build/fuzz/fuzz_api build/fuzz/fuzz_envelope
 
 # The node targets link every module but main.c, so modules added to src/
 # are fuzzed too; the objects are built once for both, with the fuzzers'
@@ -198,6 +199,10 @@ build/fuzz/fuzz_webfiles: fuzz/fuzz_webfiles.c src/webfiles.c src/http.c src/sbu
 	clang $(FUZZ_CFLAGS) -o $@ $^ $(FUZZ_LIBS)
 
 build/fuzz/fuzz_proxy: fuzz/fuzz_proxy.c src/clientaddr.c src/http.c src/sbuf.c src/jbuf.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $^ $(FUZZ_LIBS)
+
+build/fuzz/fuzz_envelope: fuzz/fuzz_envelope.c src/bus_envelope.c
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^ $(FUZZ_LIBS)
 

@@ -82,6 +82,26 @@ struct bus {
  * most max_per_user connections at once (0: no limit). */
 bus_t *bus_local_new(const bus_sink_t *sink, uint32_t node, unsigned max_per_user);
 
+/* For a backend that keeps its own node's connections in an embedded
+ * in-process bus (bus_redis.c). bus_local_state: user's state (BUS_*)
+ * from this node's connections alone. bus_local_users: calls fn once per
+ * user with a connection here, under a lock of the bus's: fn must only
+ * record the user. Both only on a bus made by bus_local_new. */
+int bus_local_state(bus_t *local, int64_t user);
+void bus_local_users(bus_t *local, void (*fn)(void *ud, int64_t user), void *ud);
+
+/* The Redis bus of node `node` (bus_redis.c): its own connections in an
+ * embedded in-process bus, and in the Redis at redis_url (redis://HOST:PORT)
+ * the registry of user -> nodes, the nodes' heartbeats, every user's
+ * presence across nodes, and one channel per node that frames for its
+ * users are published on. It claims node id `node` in Redis first and
+ * returns NULL, saying why in the log, when another live node holds it,
+ * when Redis cannot be reached within a few seconds, or out of memory.
+ * Later outages of Redis are survived: local delivery goes on, remote
+ * delivery is dropped (and counted) until it is back, and then the node
+ * registers its users again. */
+bus_t *bus_redis_new(const bus_sink_t *sink, uint32_t node, unsigned max_per_user, const char *redis_url);
+
 static inline void bus_free(bus_t *bus)
 {
 	if (bus)

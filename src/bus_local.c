@@ -439,6 +439,34 @@ static unsigned local_connections(bus_t *base, int64_t user)
 	return n;
 }
 
+int bus_local_state(bus_t *base, int64_t user)
+{
+	local_bus_t *b = (local_bus_t *)base;
+	uint64_t h;
+	shard_t *s = shard_of(b, user, &h);
+	int st;
+
+	pthread_mutex_lock(&s->lock);
+	st = state_of(*find(s, user, h));
+	pthread_mutex_unlock(&s->lock);
+	return st;
+}
+
+void bus_local_users(bus_t *base, void (*fn)(void *ud, int64_t user), void *ud)
+{
+	local_bus_t *b = (local_bus_t *)base;
+	size_t i, j;
+
+	for (i = 0; i < SHARDS; i++) {
+		shard_t *s = &b->shards[i];
+		pthread_mutex_lock(&s->lock);
+		for (j = 0; j < s->nbuckets; j++)
+			for (user_entry_t *e = s->buckets[j]; e; e = e->next)
+				fn(ud, e->user);
+		pthread_mutex_unlock(&s->lock);
+	}
+}
+
 static const bus_vtab_t local_vtab = {
 	.free = local_free,
 	.attach = local_attach,

@@ -56,6 +56,8 @@ static const option_t options[] = {
 	{"web", OPT_PATH, F(web_dir), 0, 0, NULL, "DIR",
 	 "the web client's files, served at / (default ./web, or\nthe web/ beside the binary's folder; \"\" serves the API only)"},
 	{"threads", OPT_INT, F(threads), 1, 64, NULL, "N", "I/O threads (default: one per core)"},
+	{"redis", OPT_PATH, F(redis_url), 1, 0, NULL, "URL",
+	 "redis://HOST:PORT: share who is connected where, and\npresence, with the other nodes on that Redis (and the\nsame store); node ids must then be unique (default: none,\nthis node alone)"},
 	{"node-id", OPT_U32, F(node_id), 0, SNOWFLAKE_NODE_MAX, NULL, "N",
 	 "node id 0-1023 for message ids (default 0)"},
 	{"log-level", OPT_SPECIAL, 0, 0, 0, 0, set_log_level, "LEVEL",

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "addrconns.h"
+#include "bus_redis.h"
 #include "fanout.h"
 #include "gateway.h"
 #include "http.h"
@@ -81,6 +82,19 @@ sbuf_t *metrics_response(server_t *srv, int keep_alive)
 	       (double)tally_frames(srv->tally));
 	metric(&b, "parley_store_memory_bytes", "gauge", "Memory this process holds for the store.",
 	       (double)store_memory_bytes());
+	if (srv->cfg.redis_url[0]) {
+		bus_redis_stats_t bs;
+		bus_redis_stats(srv->bus, &bs);
+		metric(&b, "parley_bus_publishes_total", "counter",
+		       "Envelopes published to other nodes (one per node a delivery needs).", (double)bs.publishes);
+		metric(&b, "parley_bus_received_total", "counter", "Envelopes received from other nodes.",
+		       (double)bs.received);
+		metric(&b, "parley_bus_dropped_total", "counter",
+		       "Deliveries to other nodes dropped: Redis away or behind (clients catch up on resume).",
+		       (double)bs.dropped);
+		metric(&b, "parley_bus_malformed_total", "counter",
+		       "Envelopes and presence messages from Redis that did not parse, dropped.", (double)bs.malformed);
+	}
 	r = b.oom ? NULL
 	          : http_response(200, "text/plain; version=0.0.4", b.data, b.len, keep_alive, NULL);
 	jbuf_free(&b);

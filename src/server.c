@@ -17,6 +17,7 @@
 #include "origin.h"
 #include "tickets.h"
 #include "bus.h"
+#include "bus_redis.h"
 #include "chat.h"
 #include "fanout.h"
 #include "loop.h"
@@ -144,6 +145,10 @@ static int load_operator_token(server_t *srv, const char *path)
  * peers alive until it has stopped. Accepts a partly built node. */
 static void server_free(server_t *srv)
 {
+	/* A fleet's bus thread calls the gateway and presence on its own
+	 * (frames and presence from other nodes): not once they are going. */
+	if (srv->cfg.redis_url[0] && srv->bus)
+		bus_redis_mute(srv->bus);
 	workers_free(srv->hashers);
 	workers_free(srv->workers);
 	writer_free(srv->writer);
@@ -282,7 +287,13 @@ server_t *server_start(const server_config_t *cfg)
 	if (!(srv->gw = gateway_new(srv, &h)))
 		goto err;
 	sink = (bus_sink_t){sink_deliver, sink_kick, sink_presence, srv};
-	if (!(srv->bus = bus_local_new(&sink, cfg->node_id, cfg->max_user_connections)))
+	/* With --redis the node joins a fleet: bus_redis_new fails (and
+	 * says why) when Redis cannot be reached or the node id is taken. */
+	if (cfg->redis_url[0])
+		srv->bus = bus_redis_new(&sink, cfg->node_id, cfg->max_user_connections, cfg->redis_url);
+	else
+		srv->bus = bus_local_new(&sink, cfg->node_id, cfg->max_user_connections);
+	if (!srv->bus)
 		goto err;
 	if (!(srv->tally = tally_new(srv, cfg->receipts_interval_ms)))
 		goto err;

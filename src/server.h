@@ -32,6 +32,7 @@ typedef struct server_config {
 	int port;                 /* 0: any free port (printed when ready) */
 	char data_dir[4096];      /* the embedded store's directory */
 	char store_url[4096];     /* --store: a store's location (store.h); "" for data_dir */
+	char redis_url[512];      /* --redis: the fleet's Redis (bus_redis.c); "": this node alone */
 	int threads;              /* I/O threads; 0: one per core */
 	int workers;              /* worker threads; 0: default */
 	uint32_t node_id;         /* 0..1023, the snowflake node bits */

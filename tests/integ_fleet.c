@@ -1,0 +1,250 @@
+/* integ_fleet.c - two real `parley serve` nodes on one PostgreSQL
+ * database and one Redis (tests/redisserver.h): alice on node 1, bob on
+ * node 2. A message from alice reaches bob live, with its ticks (the ack
+ * to alice, the msg to bob, bob's receipt back to alice), both ways;
+ * alice, watching bob from node 1, sees him online, away and offline on
+ * node 2; a group with members on both nodes gets every message once
+ * and in order; a third node with a live node's id is refused; a node
+ * killed with SIGKILL takes its users offline within seconds. The store is
+ * always PostgreSQL here, whatever $PARLEY_TEST_STORE says: one SQLite
+ * directory cannot be shared by two nodes. */
+#include "harness.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loop.h"
+#include "redisserver.h"
+
+static redisserver_t *rs;
+static hx_server_t n1, n2;
+
+static int setup(void **state)
+{
+	const char *a1[] = {"--redis", NULL, "--node-id", "1", "--fast-password-hashing", "--presence-grace", "500",
+	                    NULL};
+	const char *a2[] = {"--redis", NULL, "--node-id", "2", "--fast-password-hashing", "--presence-grace", "500",
+	                    NULL};
+
+	(void)state;
+	if (!rs && !(rs = redisserver_start()))
+		return -1;
+	a1[1] = a2[1] = redisserver_url(rs);
+	if (hx_start(&n1, NULL, a1) < 0)
+		return -1;
+	/* The second node on the first one's database. */
+	if (hx_start(&n2, n1.store, a2) < 0)
+		return -1;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	if (n2.pid > 0) /* not when the test killed it */
+		hx_finish(&n2);
+	hx_finish(&n1);
+	return 0;
+}
+
+static void test_chat_across_nodes(void **state)
+{
+	hx_user_t a, b;
+	pc_conn_t *ca, *cb;
+	json_t *ack, *msg, *j;
+	int64_t conv;
+
+	(void)state;
+	hx_user(n1.port, "alice", &a);
+	hx_user(n2.port, "bob", &b);
+	conv = hx_direct(n1.port, &a, &b);
+	ca = hx_ws(n1.port, &a);
+	cb = hx_ws(n2.port, &b);
+
+	hx_sendf(ca, "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"f1\",\"body\":\"across\"}", (long long)conv);
+	ack = hx_expect(ca, "ack");
+	assert_string_equal(hx_str(ack, "cmid"), "f1");
+	msg = hx_expect(cb, "msg");
+	assert_int_equal(hx_int(msg, "conv"), conv);
+	assert_int_equal(hx_int(msg, "seq"), hx_int(ack, "seq"));
+	assert_int_equal(hx_int(msg, "from"), a.id);
+	assert_string_equal(hx_str(msg, "body"), "across");
+	assert_string_equal(hx_str(msg, "id"), hx_str(ack, "id"));
+	/* Bob's tick goes back to alice's node. */
+	hx_sendf(cb, "{\"type\":\"receipt\",\"conv\":%lld,\"state\":\"delivered\",\"seq\":%lld}", (long long)conv,
+	         (long long)hx_int(msg, "seq"));
+	j = hx_expect(ca, "receipt");
+	assert_int_equal(hx_int(j, "user"), b.id);
+	assert_string_equal(hx_str(j, "state"), "delivered");
+	assert_int_equal(hx_int(j, "seq"), hx_int(msg, "seq"));
+	json_decref(j);
+	json_decref(ack);
+	json_decref(msg);
+	/* They crossed as envelopes: the msg to node 2, the receipt to
+	 * node 1; none was malformed. */
+	assert_true(hx_metric(&n1, "parley_bus_publishes_total") >= 1);
+	assert_true(hx_metric(&n2, "parley_bus_received_total") >= 1);
+	assert_true(hx_metric(&n2, "parley_bus_publishes_total") >= 1);
+	assert_int_equal((int)hx_metric(&n1, "parley_bus_malformed_total"), 0);
+
+	/* And back the other way. */
+	hx_sendf(cb, "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"f2\",\"body\":\"back\"}", (long long)conv);
+	json_decref(hx_expect(cb, "ack"));
+	msg = hx_expect(ca, "msg");
+	assert_int_equal(hx_int(msg, "from"), b.id);
+	assert_string_equal(hx_str(msg, "body"), "back");
+	json_decref(msg);
+	pc_close(ca);
+	pc_close(cb);
+}
+
+static json_t *expect_presence(pc_conn_t *c, int64_t user, const char *st)
+{
+	json_t *j = hx_expect(c, "presence");
+
+	assert_int_equal(hx_int(j, "user"), user);
+	assert_string_equal(hx_str(j, "state"), st);
+	return j;
+}
+
+static void test_presence_across_nodes(void **state)
+{
+	hx_user_t a, b;
+	pc_conn_t *ca, *cb;
+	int64_t conv;
+
+	(void)state;
+	hx_user(n1.port, "pa", &a);
+	hx_user(n2.port, "pb", &b);
+	conv = hx_direct(n2.port, &b, &a);
+	cb = hx_ws(n2.port, &b);
+	hx_say(cb, conv, "hi alice"); /* bob wrote to alice: she may watch him */
+	ca = hx_ws(n1.port, &a);
+	hx_sendf(ca, "{\"type\":\"watch\",\"users\":[%lld]}", (long long)b.id);
+	json_decref(expect_presence(ca, b.id, "online"));
+	hx_sendf(cb, "{\"type\":\"presence\",\"state\":\"away\"}");
+	json_decref(expect_presence(ca, b.id, "away"));
+	pc_close(cb);
+	json_decref(expect_presence(ca, b.id, "offline"));
+	pc_close(ca);
+}
+
+static void test_duplicate_node_id(void **state)
+{
+	const char *a3[] = {"--redis", redisserver_url(rs), "--node-id", "1", NULL};
+	hx_server_t n3 = {0};
+
+	(void)state;
+	assert_int_equal(hx_start(&n3, n1.store, a3), -1);
+}
+
+/* The next msg frame on c (other frames skipped), or NULL after ms. */
+static json_t *next_msg(pc_conn_t *c, int ms)
+{
+	json_t *j;
+
+	while ((j = hx_recv_within(c, ms)) != NULL) {
+		if (strcmp(hx_str(j, "type"), "msg") == 0)
+			return j;
+		json_decref(j);
+	}
+	return NULL;
+}
+
+/* A group with members on both nodes: every member's connection gets
+ * each message once, in seq order, whichever node holds it. */
+static void test_group_across_nodes(void **state)
+{
+	enum { MEMBERS = 6, MSGS = 5 };
+	hx_user_t owner, m[MEMBERS];
+	pc_conn_t *co, *cm[MEMBERS];
+	char body[512];
+	size_t len;
+	json_t *j;
+	int64_t conv;
+	int st, i, k;
+
+	(void)state;
+	hx_user(n1.port, "gown", &owner);
+	len = (size_t)snprintf(body, sizeof body, "{\"title\":\"fleet\",\"members\":[");
+	for (i = 0; i < MEMBERS; i++) {
+		hx_user(i % 2 ? n2.port : n1.port, "gm", &m[i]);
+		len += (size_t)snprintf(body + len, sizeof body - len, "%s%lld", i ? "," : "", (long long)m[i].id);
+	}
+	snprintf(body + len, sizeof body - len, "]}");
+	j = hx_http(n1.port, "POST", "/api/v1/conversations", owner.token, body, &st);
+	assert_int_equal(st, 201);
+	conv = hx_int(j, "conversation_id");
+	json_decref(j);
+	co = hx_ws(n1.port, &owner);
+	for (i = 0; i < MEMBERS; i++)
+		cm[i] = hx_ws(i % 2 ? n2.port : n1.port, &m[i]);
+	for (k = 1; k <= MSGS; k++) {
+		char cmid[16];
+		snprintf(cmid, sizeof cmid, "g%d", k);
+		hx_sendf(co, "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"%s\",\"body\":\"n%d\"}", (long long)conv,
+		         cmid, k);
+		json_decref(hx_expect(co, "ack"));
+	}
+	for (i = 0; i < MEMBERS; i++) {
+		for (k = 1; k <= MSGS; k++) {
+			j = next_msg(cm[i], HX_TIMEOUT);
+			assert_non_null(j);
+			assert_int_equal(hx_int(j, "conv"), conv);
+			assert_int_equal(hx_int(j, "seq"), k);
+			json_decref(j);
+		}
+		assert_null(next_msg(cm[i], 200)); /* none twice */
+		pc_close(cm[i]);
+	}
+	pc_close(co);
+}
+
+/* kill -9 of bob's node: alice, watching from node 1, sees him offline
+ * once node 1 finds node 2 silent (3 heartbeats of 1 s) and the presence
+ * grace has passed. */
+static void test_node_killed(void **state)
+{
+	hx_user_t a, b;
+	pc_conn_t *ca, *cb;
+	json_t *j;
+	int64_t conv, t0;
+
+	(void)state;
+	hx_user(n1.port, "ka", &a);
+	hx_user(n2.port, "kb", &b);
+	conv = hx_direct(n2.port, &b, &a);
+	cb = hx_ws(n2.port, &b);
+	hx_say(cb, conv, "about to go");
+	ca = hx_ws(n1.port, &a);
+	hx_sendf(ca, "{\"type\":\"watch\",\"users\":[%lld]}", (long long)b.id);
+	json_decref(expect_presence(ca, b.id, "online"));
+	t0 = clock_mono_ms();
+	assert_int_equal(hx_stop(&n2, SIGKILL), 128 + SIGKILL);
+	j = expect_presence(ca, b.id, "offline");
+	print_message("bob offline on node 1 %lld ms after node 2 was killed\n", (long long)(clock_mono_ms() - t0));
+	json_decref(j);
+	pc_close(cb);
+	pc_close(ca);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_chat_across_nodes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_presence_across_nodes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_across_nodes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_duplicate_node_id, setup, teardown),
+		/* Last: node 2's id stays claimed for 5 s after its kill. */
+		cmocka_unit_test_setup_teardown(test_node_killed, setup, teardown),
+	};
+	int failed;
+
+	setenv("PARLEY_TEST_STORE", "postgresql", 1);
+	hx_filter();
+	failed = cmocka_run_group_tests(tests, NULL, NULL);
+	redisserver_stop(rs);
+	return failed;
+}
