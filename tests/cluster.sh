@@ -1,7 +1,8 @@
 #!/bin/bash
 # tests/cluster.sh - scripts/cluster up, use, status and down, for real:
 # PostgreSQL, Redis, three NATS servers, three nodes and HAProxy come up
-# on loopback; two users sign up and chat through the balancer (parley-cli);
+# on loopback; two users sign up and chat through the balancer (parley-cli),
+# the second message reaching the other user live;
 # status sees every part running; down leaves no process and no file.
 set -eu
 cd "$(dirname "$0")/.."
@@ -33,8 +34,17 @@ conv=$(cli open "$ta" clu_b$$) || fail "open the direct chat"
 # it from the shared store when its chat starts (resume from 0).
 out=$(echo "hello through the cluster" | timeout 4 build/parley-cli --server "127.0.0.1:$lb" chat "$ta" "$conv" || true)
 echo "$out" | grep -q "\[1\] sent" || fail "a's message was not acked: $out"
-out=$(timeout 3 build/parley-cli --server "127.0.0.1:$lb" chat "$tb" "$conv" </dev/null || true)
-echo "$out" | grep -q "\[1\] them: hello through the cluster" || fail "b did not get it: $out"
+# b, connected meanwhile (resume from 0 gives it message 1), gets a's next
+# message live, whichever nodes the balancer put them on: the nodes share
+# who is connected where through Redis.
+timeout 6 build/parley-cli --server "127.0.0.1:$lb" chat "$tb" "$conv" </dev/null >"$PARLEY_CLUSTER_DIR/b.out" 2>&1 &
+bpid=$!
+for i in $(seq 50); do grep -q "\[1\] them:" "$PARLEY_CLUSTER_DIR/b.out" 2>/dev/null && break; sleep 0.1; done
+grep -q "\[1\] them: hello through the cluster" "$PARLEY_CLUSTER_DIR/b.out" || fail "b did not get message 1: $(cat "$PARLEY_CLUSTER_DIR/b.out")"
+out=$(echo "live across nodes" | timeout 3 build/parley-cli --server "127.0.0.1:$lb" chat "$ta" "$conv" || true)
+echo "$out" | grep -q "\[2\] sent" || fail "a's second message was not acked: $out"
+wait "$bpid" || true
+grep -q "\[2\] them: live across nodes" "$PARLEY_CLUSTER_DIR/b.out" || fail "b did not get message 2 live: $(cat "$PARLEY_CLUSTER_DIR/b.out")"
 
 scripts/cluster down >/dev/null 2>&1 || fail "down failed"
 trap - EXIT
