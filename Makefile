@@ -64,7 +64,7 @@ $(BUILD)/parley: $(BUILD)/obj/src/main.o $(BUILD)/libparley.a
 $(BUILD)/parley-cli: $(BUILD)/obj/client/cli.o $(CLIENT_OBJ) $(BUILD)/libparley.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/parley-bench: $(BUILD)/obj/bench/parley_bench.o $(CLIENT_OBJ) $(PGSERVER_OBJ) $(BUILD)/libparley.a
+$(BUILD)/parley-bench: $(BUILD)/obj/bench/parley_bench.o $(CLIENT_OBJ) $(PGSERVER_OBJ) $(BUILD)/obj/tests/redisserver.o $(BUILD)/libparley.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/bench-relay: $(BUILD)/obj/bench/relay.o
@@ -232,6 +232,7 @@ bench: deps
 	build/parley-bench history --clients 4 --seconds 5
 	build/parley-bench resume --clients 200
 	build/parley-bench group --members 1024 --online 800 --messages 30 --batch 10 --throughput 5
+	build/parley-bench fleet --pairs 50 --rate 2000 --seconds 5
 	build/parley-bench abuse --seconds 10
 
 # make test runs the tool once at a tiny size: it must work and report a
@@ -254,6 +255,8 @@ bench-smoke: build/parley build/parley-bench build/bench-relay
 	@build/parley-bench group --members 8 --online 6 --messages 2 --batch 1 --throughput 1 --json \
 		| grep '"throughput_deliveries_per_s":[1-9]' | grep -q '"relay_cpu_us_per_delivery":[0-9.]*[1-9]' \
 		&& echo "bench-smoke: parley-bench group works"
+	@build/parley-bench fleet --pairs 2 --rate 50 --seconds 1 --json | grep '"cross_deliver_p99_ms":[0-9]' \
+		| grep -q '"cross_publishes_per_message":[0-9]' && echo "bench-smoke: parley-bench fleet works"
 	@build/parley-bench abuse --seconds 1 --quick --json > build/bench-smoke-abuse.json \
 		&& grep -q '"baseline_again":{"login_n":[1-9]' build/bench-smoke-abuse.json \
 		&& echo "bench-smoke: parley-bench abuse works (the bystander was served in every phase)"

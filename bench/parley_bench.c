@@ -5,6 +5,7 @@
  *   parley-bench resume [--clients N] [--json]
  *   parley-bench direct [--pairs P] [--rate R] [--seconds S] [--json]
  *   parley-bench direct --throughput S [--window W] [--pairs P] [--json]
+ *   parley-bench fleet [--pairs P] [--rate R] [--seconds S] [--json]
  *   parley-bench direct --find-max P99_MS [--pairs P] [--json]
  *   parley-bench abuse [--seconds S] [--quick] [--only ATTACK] [--trace FILE] [--json]
  *
@@ -63,6 +64,11 @@
  * the last member's copy, and its deliveries per second and CPU per
  * delivery, with at most 100 frames per sender not yet at the last member.
  *
+ * fleet: two nodes on one PostgreSQL and one Redis (both started here),
+ * direct pairs first on one node, then across the two: send -> delivery
+ * of each, the fleet's internal publishes per delivered message, and the
+ * CPU of every process of the fleet per message (PostgreSQL store only).
+ *
  * abuse: a bystander (127.0.0.1) logs in, lists its conversations and
  * sends direct messages on fixed schedules for S seconds, first with no
  * attack, then beside each attack in turn (from 127.0.0.2 and up): a
@@ -104,6 +110,7 @@
 
 #include "pclient.h"
 #include "../tests/pgserver.h"
+#include "../tests/redisserver.h"
 
 #define TIMEOUT 30000
 
@@ -1032,6 +1039,180 @@ parley:
 	       machine, commit, bench_store, npairs, rate, seconds, pr.rate, pr.ack[0], pr.ack[1], pr.ack[2], pr.ack[3],
 	       pr.deliver[0], pr.deliver[1], pr.deliver[2], pr.deliver[3], pr.cpu_us_per_msg, rr.deliver[1],
 	       rr.cpu_us_per_msg, ratio(pr.deliver[1], rr.deliver[1]), ratio(pr.cpu_us_per_msg, rr.cpu_us_per_msg));
+	return 0;
+}
+
+/* ---- fleet ----------------------------------------------------------- */
+
+/* CPU (µs) of every process of the fleet: the nodes, Redis, and the
+ * PostgreSQL server's postmaster with its children (backends, WAL
+ * writer, checkpointer...), found through /proc by parent. */
+static double fleet_cpu(const proc_t *nodes, int n, pid_t redis, pid_t postmaster)
+{
+	double total = 0;
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	int i;
+
+	for (i = 0; i < n; i++)
+		total += cpu_us(nodes[i].pid);
+	total += cpu_us(redis);
+	if (!d)
+		return total;
+	while ((e = readdir(d)) != NULL) {
+		char path[64], buf[512], *p;
+		int pid = atoi(e->d_name), ppid = 0;
+		FILE *f;
+
+		if (pid <= 0)
+			continue;
+		snprintf(path, sizeof path, "/proc/%d/stat", pid);
+		if (!(f = fopen(path, "r")))
+			continue;
+		if (fgets(buf, sizeof buf, f) && (p = strrchr(buf, ')')))
+			sscanf(p + 2, "%*c %d", &ppid);
+		fclose(f);
+		if (pid == postmaster || ppid == postmaster)
+			total += cpu_us(pid);
+	}
+	closedir(d);
+	return total;
+}
+
+static pid_t postmaster_pid(pgserver_t *pg)
+{
+	char path[300];
+	FILE *f;
+	int pid = 0;
+
+	snprintf(path, sizeof path, "%s/data/postmaster.pid", pgserver_dir(pg));
+	if ((f = fopen(path, "r"))) {
+		if (fscanf(f, "%d", &pid) != 1)
+			pid = 0;
+		fclose(f);
+	}
+	return pid;
+}
+
+/* One counter of a node's /metrics. */
+static double node_metric(const proc_t *node, const char *name)
+{
+	int keep = gb_admin_port;
+	double v;
+
+	gb_admin_port = node->admin_port;
+	v = metric(name);
+	gb_admin_port = keep;
+	return v;
+}
+
+/* Two nodes on one PostgreSQL database and one Redis. Half the pairs have
+ * both users on node 1 (same node), half a sender on node 1 and a
+ * recipient on node 2 (across nodes); each half is driven open loop at
+ * the rate, one after the other in the same fleet. Reported: send ->
+ * delivery p50/p99 of each, the fleet's internal publishes per delivered
+ * message (one per target node is the design: here 1 across, 0 on the
+ * same node), and the CPU of every process of the fleet (both nodes,
+ * Redis, PostgreSQL) per message, beside the same figure on one node. */
+static int run_fleet(int npairs, double rate, double seconds, int json_only)
+{
+	char machine[256], commit[32], url[256], name[32], tok[2][64], body[128], node_id[2][4];
+	pair_t *pairs = calloc((size_t)npairs * 2, sizeof *pairs);
+	proc_t node[2];
+	redisserver_t *redis;
+	direct_result_t res[2];
+	double pub[2], cpu[2], msgs[2];
+	pc_response_t r;
+	pc_conn_t *http;
+	pid_t pm;
+	json_t *j;
+	int i, k;
+
+	describe(machine, sizeof machine, commit, sizeof commit);
+	if (!pairs)
+		die("out of memory");
+	if (!(bench_pg = pgserver_start()) || pgserver_create_db(bench_pg, NULL, url, sizeof url) < 0)
+		die("cannot start PostgreSQL for the fleet");
+	if (!(redis = redisserver_start()))
+		die("cannot start Redis for the fleet");
+	pm = postmaster_pid(bench_pg);
+	for (k = 0; k < 2; k++) {
+		char *argv[] = {"build/parley", "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+		                "--store", url, "--redis", (char *)redisserver_url(redis), "--node-id", node_id[k],
+		                "--signup-rate", "0", "--login-rate", "0", "--max-address-connections", "0",
+		                "--max-address-pending", "0", "--strangers-per-day", "0", "--work-rate", "0",
+		                "--storage-per-day", "0", "--read-rate", "0", "--fast-password-hashing",
+		                "--rate-limit", "0", "--commit-delay", commit_delay, "--store-writers", store_writers,
+		                NULL};
+		snprintf(node_id[k], sizeof node_id[k], "%d", k + 1);
+		memset(&node[k], 0, sizeof node[k]);
+		spawn(&node[k], argv);
+	}
+	if (!(http = pc_connect("127.0.0.1", node[0].port)))
+		die("cannot connect");
+	for (i = 0; i < 2 * npairs; i++) {
+		int64_t b;
+		pair_t *p = &pairs[i];
+		snprintf(name, sizeof name, "fa%d", i);
+		user_with_token(http, name, tok[0]);
+		snprintf(name, sizeof name, "fb%d", i);
+		b = user_with_token(http, name, tok[1]);
+		snprintf(body, sizeof body, "{\"members\":[%lld]}", (long long)b);
+		if (pc_http(http, "POST", "/api/v1/conversations", tok[0], body, &r, TIMEOUT) < 0 || r.status != 201)
+			die("cannot open a conversation");
+		j = json_loadb(r.body, r.body_len, 0, NULL);
+		p->conv = json_integer_value(json_object_get(j, "conversation_id"));
+		json_decref(j);
+		pc_response_free(&r);
+		/* The first npairs on one node, the rest across the two. */
+		if (!(p->a = pc_connect("127.0.0.1", node[0].port)) ||
+		    pc_ws_open(p->a, "/chat/v1/ws", tok[0], NULL, TIMEOUT) < 0 ||
+		    !(p->b = pc_connect("127.0.0.1", node[i < npairs ? 0 : 1].port)) ||
+		    pc_ws_open(p->b, "/chat/v1/ws", tok[1], NULL, TIMEOUT) < 0)
+			die("cannot open WebSockets");
+	}
+	pc_close(http);
+	settle();
+	for (k = 0; k < 2; k++) {
+		double p0 = node_metric(&node[0], "parley_bus_publishes_total") +
+		            node_metric(&node[1], "parley_bus_publishes_total");
+		double c0 = fleet_cpu(node, 2, redisserver_pid(redis), pm);
+		size_t d = 0;
+		res[k] = drive(pairs + k * npairs, npairs, rate, seconds, 0, node[0].pid);
+		for (i = 0; i < npairs; i++)
+			d += (size_t)pairs[k * npairs + i].delivered;
+		msgs[k] = (double)d;
+		cpu[k] = (fleet_cpu(node, 2, redisserver_pid(redis), pm) - c0) / msgs[k];
+		pub[k] = (node_metric(&node[0], "parley_bus_publishes_total") +
+		          node_metric(&node[1], "parley_bus_publishes_total") - p0) /
+		         msgs[k];
+	}
+	for (i = 0; i < 2 * npairs; i++) {
+		pc_close(pairs[i].a);
+		pc_close(pairs[i].b);
+	}
+	for (k = 0; k < 2; k++)
+		stop_proc(&node[k]);
+	redisserver_stop(redis);
+	free(pairs);
+	if (!json_only) {
+		printf("fleet: 2 nodes, one PostgreSQL, one Redis; %d pairs on one node, then %d across, %.0f msg/s "
+		       "each, %.0f s, open loop (%s, commit %s)\n",
+		       npairs, npairs, rate, seconds, machine, commit);
+		printf("  %-44s %10s %10s\n", "", "same node", "across");
+		printf("  %-44s %10.0f %10.0f\n", "achieved messages/s", res[0].rate, res[1].rate);
+		printf("  %-44s %10.3f %10.3f\n", "send -> delivery p50 (ms)", res[0].deliver[0], res[1].deliver[0]);
+		printf("  %-44s %10.3f %10.3f\n", "send -> delivery p99 (ms)", res[0].deliver[1], res[1].deliver[1]);
+		printf("  %-44s %10.2f %10.2f\n", "internal publishes per delivered message", pub[0], pub[1]);
+		printf("  %-44s %10.1f %10.1f\n", "CPU per message, every process (us)", cpu[0], cpu[1]);
+	}
+	printf("{\"scenario\":\"fleet\",\"machine\":\"%s\",\"commit\":\"%s\",\"store\":\"postgresql\",\"parameters\":"
+	       "{\"nodes\":2,\"pairs\":%d,\"rate\":%.0f,\"seconds\":%.0f},\"figures\":{\"same_deliver_p50_ms\":%.3f,"
+	       "\"same_deliver_p99_ms\":%.3f,\"cross_deliver_p50_ms\":%.3f,\"cross_deliver_p99_ms\":%.3f,"
+	       "\"same_publishes_per_message\":%.3f,\"cross_publishes_per_message\":%.3f,"
+	       "\"same_cpu_us_per_message\":%.1f,\"cross_cpu_us_per_message\":%.1f}}\n",
+	       machine, commit, npairs, rate, seconds, res[0].deliver[0], res[0].deliver[1], res[1].deliver[0],
+	       res[1].deliver[1], pub[0], pub[1], cpu[0], cpu[1]);
 	return 0;
 }
 
@@ -2995,6 +3176,7 @@ static int usage(void)
 	fprintf(stderr, "usage: parley-bench idle [--connections N] [--processes K] [--json]\n"
 	                "       parley-bench direct [--pairs P] [--rate R] [--seconds S] [--json]\n"
 	                "       parley-bench direct --throughput S [--window W] [--pairs P] [--json]\n"
+	                "       parley-bench fleet [--pairs P] [--rate R] [--seconds S] [--json]\n"
 	                "       parley-bench direct --find-max P99_MS [--pairs P] [--json]\n"
 	                "  (any scenario: --commit-delay US starts the server with that commit delay,\n"
 	                "   --store-writers N with that many write transactions in flight)\n"
@@ -3018,7 +3200,7 @@ int main(int argc, char **argv)
 
 	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2 || (strcmp(argv[1], "idle") && strcmp(argv[1], "history") &&
-	                 strcmp(argv[1], "resume") && strcmp(argv[1], "direct") && strcmp(argv[1], "group") &&
+	                 strcmp(argv[1], "resume") && strcmp(argv[1], "direct") && strcmp(argv[1], "group") && strcmp(argv[1], "fleet") &&
 	                 strcmp(argv[1], "abuse")))
 		return usage();
 	for (i = 2; i < argc; i++) {
@@ -3095,6 +3277,11 @@ int main(int argc, char **argv)
 		return r;
 	}
 	bench_store = store;
+	if (!strcmp(argv[1], "fleet")) {
+		if (pairs < 1 || pairs > 250 || !(rate > 0 && rate <= 1e6) || !(seconds > 0 && seconds <= 3600))
+			die("--pairs: 1 to 250; --rate: up to 1000000; --seconds: up to 3600");
+		return run_fleet(pairs, rate, seconds, json_only);
+	}
 	if (!strcmp(argv[1], "direct")) {
 		if (pairs < 1 || pairs > 500 || !(rate > 0 && rate <= 1e6) || !(seconds > 0 && seconds <= 3600))
 			die("--pairs: 1 to 500; --rate: up to 1000000; --seconds: up to 3600");
