@@ -436,11 +436,14 @@ static void test_timeout(void **state)
 	took = clock_mono_ms() - t0;
 	assert_int_equal(blpop.calls, 1);
 	assert_int_equal(blpop.status, REDIS_STATUS_TIMEOUT);
-	/* Sent in the same millisecond or so, waiting behind it: its time
-	 * was up too. */
-	assert_int_equal(behind.status, REDIS_STATUS_TIMEOUT);
+	/* Waiting behind it, it never had its answer either: its own time
+	 * was up too (TIMEOUT), or, sent a moment later on a busy machine,
+	 * it went with the connection (DISCONNECTED) -- never the BLPOP's
+	 * reply or another's. */
+	assert_true(behind.status == REDIS_STATUS_TIMEOUT || behind.status == REDIS_STATUS_DISCONNECTED);
 	assert_true(took >= 200);
-	assert_true(took < 1000);
+	/* Before Redis would have answered the BLPOP (at 2 s). */
+	assert_true(took < 2000);
 	/* The connection went with it. */
 	assert_int_equal(st.downs, 1);
 	assert_false(redis_is_up(r));
