@@ -609,8 +609,11 @@ test('the WebSocket opens with a ticket, never the token, and comes back after t
       for (const u of urls[who]) {
         assert.ok(!u.includes(token), `${who}'s token is in a WebSocket URL: ${u}`);
         assert.ok(!/[?&]token=/.test(u), u);
-        assert.match(u, /\/chat\/v1\/ws\?ticket=[^&]+$/);
+        // The ticket, and the user for a load balancer's routing: nothing else.
+        assert.match(u, /\/chat\/v1\/ws\?ticket=[^&]+&user=\d+$/);
       }
+      const me = await p.evaluate(() => JSON.parse(localStorage.getItem('parley.session')));
+      for (const u of urls[who]) assert.equal(new URL(u).searchParams.get('user'), String(me.user_id));
       const tickets = urls[who].map((u) => new URL(u).searchParams.get('ticket'));
       assert.equal(new Set(tickets).size, tickets.length, 'a new ticket for each connect');
     }
