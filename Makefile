@@ -81,6 +81,7 @@ $(BUILD)/tests/unit_store $(BUILD)/tests/unit_store_pg $(BUILD)/tests/unit_write
 $(BUILD)/tests/unit_redisserver $(BUILD)/tests/unit_redis $(BUILD)/tests/unit_bus $(BUILD)/tests/unit_bus_redis: $(REDISSERVER_OBJ)
 $(BUILD)/tests/unit_natsserver $(BUILD)/tests/unit_eventlog: $(NATSSERVER_OBJ)
 $(BUILD)/tests/integ_fleet: $(REDISSERVER_OBJ)
+$(BUILD)/tests/integ_outbox: $(NATSSERVER_OBJ)
 $(BUILD)/tests/integ_haproxy: $(BUILD)/obj/tests/haproxyserver.o
 
 $(BUILD)/tests/integ_%: $(BUILD)/obj/tests/integ_%.o $(BUILD)/obj/tests/harness.o $(PGSERVER_OBJ) $(CLIENT_OBJ) $(BUILD)/libparley.a

@@ -18,6 +18,8 @@
 #include "tickets.h"
 #include "bus.h"
 #include "bus_redis.h"
+#include "eventlog.h"
+#include "outbox.h"
 #include "chat.h"
 #include "fanout.h"
 #include "loop.h"
@@ -152,6 +154,8 @@ static void server_free(server_t *srv)
 	workers_free(srv->hashers);
 	workers_free(srv->workers);
 	writer_free(srv->writer);
+	/* After the writer: its lanes hand the relay what they commit. */
+	outbox_relay_free(srv->outbox);
 	fanout_free(srv->fanout);
 	store_close(srv->fanout_store);
 	tally_free(srv->tally);
@@ -191,6 +195,42 @@ static void sink_presence(void *ud, int64_t user, int state, int64_t last_seen, 
 
 	if (srv->presence)
 		presence_on_state(srv->presence, user, state, last_seen, version);
+}
+
+static void relay_committed(void *ud, const store_op_t *ops, size_t n)
+{
+	outbox_committed(ud, ops, n);
+}
+
+/* With --nats every commit's messages and receipts go to the event log
+ * through the store's outbox. The log is replicated on 3 servers when
+ * there are at least 3 (a quorum survives one loss), else on each one
+ * there is; --nats-replicas overrides. An unreachable log at start is an
+ * error (said by eventlog_open); once running, an outage only delays
+ * events. */
+static int start_outbox(server_t *srv)
+{
+	eventlog_opts_t o;
+	eventlog_t *log;
+	char err[256];
+	int servers = 1;
+	const char *c;
+
+	for (c = srv->cfg.nats_urls; *c; c++)
+		servers += *c == ',';
+	eventlog_opts_init(&o);
+	o.replicas = srv->cfg.nats_replicas ? srv->cfg.nats_replicas : servers >= 3 ? 3 : 1;
+	if (!(log = eventlog_open(srv->cfg.nats_urls, &o, err, sizeof err))) {
+		log_error("--nats %s: %s", srv->cfg.nats_urls, err);
+		return -1;
+	}
+	if (!(srv->outbox = outbox_relay_new(srv->store_at, log)))
+		return -1;
+	if (writer_set_outbox(srv->writer, relay_committed, srv->outbox) < 0)
+		return -1;
+	log_info("outbox: committed messages and receipts go to the event log at %s (%d replicas)",
+	         srv->cfg.nats_urls, o.replicas);
+	return 0;
 }
 
 server_t *server_start(const server_config_t *cfg)
@@ -247,6 +287,8 @@ server_t *server_start(const server_config_t *cfg)
 	    writer_set_storage_limit(srv->writer, cfg->storage_per_day) < 0)
 		goto err;
 	writer_set_commit_delay(srv->writer, cfg->commit_delay_us);
+	if (cfg->nats_urls[0] && start_outbox(srv) < 0)
+		goto err;
 	/* Per (name, address) 5 failed logins free, then waits from 1 s
 	 * doubling up to 15 min; per name, 100 from all addresses. */
 	if (!(srv->logins = loginguard_new(5, 15 * 60 * 1000)))

@@ -26,6 +26,7 @@ typedef struct loginguard loginguard_t;
 typedef struct addrconns addrconns_t;
 typedef struct budget budget_t;
 typedef struct tickets tickets_t;
+typedef struct outbox_relay outbox_relay_t;
 
 typedef struct server_config {
 	char host[256];
@@ -33,6 +34,8 @@ typedef struct server_config {
 	char data_dir[4096];      /* the embedded store's directory */
 	char store_url[4096];     /* --store: a store's location (store.h); "" for data_dir */
 	char redis_url[512];      /* --redis: the fleet's Redis (bus_redis.c); "": this node alone */
+	char nats_urls[2048];     /* --nats: the event log's servers (outbox.h); "": no log */
+	int nats_replicas;        /* --nats-replicas: the log's replicas (0: 3 with 3+ servers, else 1) */
 	int threads;              /* I/O threads; 0: one per core */
 	int workers;              /* worker threads; 0: default */
 	uint32_t node_id;         /* 0..1023, the snowflake node bits */
@@ -94,6 +97,7 @@ typedef struct server {
 	budget_t *work_budget;    /* per user; NULL: unlimited */
 	budget_t *read_budget;    /* WebSocket input bytes per user; NULL: unlimited */
 	tickets_t *tickets;       /* WebSocket tickets */
+	outbox_relay_t *outbox;   /* --nats: the relay to the event log; NULL: none */
 	int has_operator_token;
 	uint8_t operator_token_hash[32]; /* SHA-256 of --operator-token-file's token */
 	atomic_int draining;      /* shutting down: no new work is taken */

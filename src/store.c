@@ -102,6 +102,17 @@ void store_messages_free(store_message_t *m, size_t n)
 	free(m);
 }
 
+void store_outbox_free(store_outbox_t *rows, size_t n)
+{
+	size_t i;
+
+	if (!rows)
+		return;
+	for (i = 0; i < n; i++)
+		store_message_clear(&rows[i].msg);
+	free(rows);
+}
+
 void store_conv_clear(store_conv_t *c)
 {
 	free(c->title);

@@ -166,7 +166,29 @@ struct store_op {
 	int64_t *members;       /* on STORE_OK in a direct chat: both members;
 	                           free with store_op_release */
 	size_t nmembers;
+	/* With the handle's outbox on (store_set_outbox): the id of the outbox
+	 * row written in the same transaction for a stored message (STORE_OK)
+	 * or a receipt that moved a watermark (applied); 0 when none. */
+	int64_t out_outbox;
 };
+
+/* What the log is told happened: one row of the outbox, written in the
+ * transaction of the write it describes, deleted once its event is on the
+ * log. A message row names the messages row; take joins it, so a body is
+ * written once per send, not twice. */
+enum { STORE_EVENT_MESSAGE = 1, STORE_EVENT_DELIVERED = 2, STORE_EVENT_READ = 3 };
+
+typedef struct store_outbox {
+	int64_t id;
+	int64_t conv;
+	int kind;               /* STORE_EVENT_* */
+	int64_t seq;            /* the message's seq, or the watermark */
+	int64_t user;           /* the sender, or the receipt's member */
+	int64_t created_at;     /* Unix ms: the write's now_ms */
+	/* STORE_EVENT_MESSAGE: the message (msg.body NULL when its row has
+	 * gone, which only an outside delete does). */
+	store_message_t msg;
+} store_outbox_t;
 
 typedef struct store_vtab {
 	void (*close)(store_t *s);
@@ -230,6 +252,10 @@ typedef struct store_vtab {
 	int (*replay)(store_t *s, int64_t conv_id, int64_t after, int64_t upto,
 	              size_t max_count, size_t max_bytes, store_message_t **out, size_t *n);
 	int (*apply)(store_t *s, store_op_t *ops, size_t n);
+	int (*set_outbox)(store_t *s, int on);
+	int (*outbox_take)(store_t *s, int64_t now_ms, int64_t age_ms, size_t max_rows,
+	                   store_outbox_t **out, size_t *n);
+	int (*outbox_delete)(store_t *s, const int64_t *ids, size_t n);
 } store_vtab_t;
 
 struct store {
@@ -607,6 +633,37 @@ static inline int store_apply(store_t *s, store_op_t *ops, size_t n)
 	return s->vt->apply(s, ops, n);
 }
 
+/* From now on this handle's store_apply writes an outbox row for each
+ * message it stores and each receipt that moves a watermark, in the batch's
+ * own transaction (on: 1), or stops (0). Off, the default, costs nothing:
+ * the same statements as before. Only a node that relays the outbox to a
+ * log turns it on. */
+static inline int store_set_outbox(store_t *s, int on)
+{
+	return s->vt->set_outbox(s, on);
+}
+
+/* Takes up to max_rows outbox rows, oldest first, made at or before
+ * now_ms - age_ms and not taken by anyone since then, and marks them taken
+ * at now_ms: a row taken is not handed out again for age_ms, whichever
+ * handle or node asks (PostgreSQL skips rows another transaction holds:
+ * several nodes share the sweep without taking the same row twice). A row
+ * whose taker died comes back age_ms later. age_ms 0 takes every row.
+ * Free *out with store_outbox_free. */
+static inline int store_outbox_take(store_t *s, int64_t now_ms, int64_t age_ms, size_t max_rows,
+                                    store_outbox_t **out, size_t *n)
+{
+	return s->vt->outbox_take(s, now_ms, age_ms, max_rows, out, n);
+}
+
+/* Deletes the outbox rows ids[0..n), once their events are on the log;
+ * ids not there are ignored. */
+static inline int store_outbox_delete(store_t *s, const int64_t *ids, size_t n)
+{
+	return s->vt->outbox_delete(s, ids, n);
+}
+
+void store_outbox_free(store_outbox_t *rows, size_t n);
 void store_message_clear(store_message_t *m);
 void store_messages_free(store_message_t *m, size_t n);
 void store_conv_clear(store_conv_t *c);

@@ -66,7 +66,7 @@
 #include "log.h"
 #include "loop.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 /* pg_advisory_xact_lock's key for schema changes: "parley" in ASCII. */
 #define SCHEMA_LOCK_KEY "112568959427961"
 
@@ -136,6 +136,10 @@ enum {
 	Q_SEND_BUMP,
 	Q_SEND_WROTE,
 	Q_RECEIPT_APPLY,
+	Q_SEND_INSERT_OUTBOX,
+	Q_RECEIPT_APPLY_OUTBOX,
+	Q_OUTBOX_TAKE,
+	Q_OUTBOX_DELETE,
 	Q_COUNT
 };
 
@@ -166,6 +170,31 @@ enum {
 	"sum(octet_length(body)) OVER (ORDER BY seq " order " ROWS UNBOUNDED PRECEDING) "            \
 	"- octet_length(body) AS before FROM messages WHERE " where " ORDER BY seq " order           \
 	" LIMIT " limit ") t WHERE t.before < GREATEST($5::bigint, 1) ORDER BY seq " order
+
+/* A receipt in one statement (Q_RECEIPT_APPLY below says how); cte and
+ * col add to it (the outbox's variant). */
+#define RECEIPT_APPLY(cte, col) \
+		"WITH cur AS (SELECT c.kind, c.member_version, LEAST($4::bigint, c.last_seq, $7::bigint) AS seq, " \
+		"CASE WHEN $3::int = 2 THEN m.read_seq ELSE m.delivered_seq END AS prev, " \
+		"(c.kind = 2 AND c.member_count > $6::int) AS big, " \
+		"CASE WHEN c.kind = 1 THEN " MEMBERS_OF("c.id") " END AS members " \
+		"FROM members m JOIN conversations c ON c.id = m.conv_id WHERE m.conv_id = $1::bigint " \
+		"AND m.user_id = $2::bigint), " \
+		"act AS (SELECT *, seq > prev AND ($3::int = 2 OR NOT big) AS moves FROM cur), " \
+		"upd AS (UPDATE members m SET " \
+		"read_seq = CASE WHEN $3::int = 2 THEN a.seq ELSE m.read_seq END, " \
+		"delivered_seq = CASE WHEN $3::int <> 2 THEN a.seq WHEN a.big THEN m.delivered_seq " \
+		"ELSE GREATEST(m.delivered_seq, a.seq) END " \
+		"FROM act a WHERE a.moves AND m.conv_id = $1::bigint AND m.user_id = $2::bigint RETURNING 1), " \
+		"mark AS (INSERT INTO receipt_marks(conv_id, user_id, state, seq, ts) " \
+		"SELECT $1::bigint, $2::bigint, $3::int, a.seq, $5::bigint FROM act a WHERE a.moves AND NOT a.big " \
+		"ON CONFLICT (conv_id, user_id, state, seq) DO UPDATE SET ts = excluded.ts RETURNING 1) " \
+		cte "SELECT kind, member_version, seq, prev, moves::int, members" col " FROM act"
+
+#define SEND_INSERT                                                                       \
+	"INSERT INTO messages(id, conv_id, seq, sender, cmid, body, ts) "                         \
+	"SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], "           \
+	"$5::text[], $6::text[], $7::bigint[])"
 
 static const char *const queries[Q_COUNT] = {
 	[Q_USER_INSERT] = "INSERT INTO users(username, pwhash, created_at) VALUES($1, $2, $3) "
@@ -318,9 +347,13 @@ static const char *const queries[Q_COUNT] = {
 	 * stored under the same lock and the probe would have seen it, so a
 	 * conflict fails the batch (nothing stored, every op an error, the
 	 * clients' retries then find the twin) rather than leave a gap. */
-	[Q_SEND_INSERT] = "INSERT INTO messages(id, conv_id, seq, sender, cmid, body, ts) "
-	                  "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], "
-	                  "$5::text[], $6::text[], $7::bigint[])",
+	[Q_SEND_INSERT] = SEND_INSERT,
+	/* The same with the outbox on: each message's outbox row in the same
+	 * statement, naming it (its body is not copied); the rows' ids come
+	 * back with the message ids they describe. */
+	[Q_SEND_INSERT_OUTBOX] = "WITH m AS (" SEND_INSERT " RETURNING id, conv_id, seq, sender, ts) "
+	                         "INSERT INTO outbox(conv_id, kind, seq, user_id, msg_id, created_at) "
+	                         "SELECT conv_id, 1, seq, sender, id, ts FROM m RETURNING id, msg_id",
 	/* Each conversation's counter moves once per batch, by all its
 	 * messages at once (last_seq + k), with the last one's id as its
 	 * activity. */
@@ -336,23 +369,25 @@ static const char *const queries[Q_COUNT] = {
 	 * keeps read watermarks only, no "delivered", no marks. Answers kind,
 	 * member_version, the capped seq, the previous watermark, whether it
 	 * moved, and a direct chat's members; no row for a non-member. */
-	[Q_RECEIPT_APPLY] =
-		"WITH cur AS (SELECT c.kind, c.member_version, LEAST($4::bigint, c.last_seq, $7::bigint) AS seq, "
-		"CASE WHEN $3::int = 2 THEN m.read_seq ELSE m.delivered_seq END AS prev, "
-		"(c.kind = 2 AND c.member_count > $6::int) AS big, "
-		"CASE WHEN c.kind = 1 THEN " MEMBERS_OF("c.id") " END AS members "
-		"FROM members m JOIN conversations c ON c.id = m.conv_id WHERE m.conv_id = $1::bigint "
-		"AND m.user_id = $2::bigint), "
-		"act AS (SELECT *, seq > prev AND ($3::int = 2 OR NOT big) AS moves FROM cur), "
-		"upd AS (UPDATE members m SET "
-		"read_seq = CASE WHEN $3::int = 2 THEN a.seq ELSE m.read_seq END, "
-		"delivered_seq = CASE WHEN $3::int <> 2 THEN a.seq WHEN a.big THEN m.delivered_seq "
-		"ELSE GREATEST(m.delivered_seq, a.seq) END "
-		"FROM act a WHERE a.moves AND m.conv_id = $1::bigint AND m.user_id = $2::bigint RETURNING 1), "
-		"mark AS (INSERT INTO receipt_marks(conv_id, user_id, state, seq, ts) "
-		"SELECT $1::bigint, $2::bigint, $3::int, a.seq, $5::bigint FROM act a WHERE a.moves AND NOT a.big "
-		"ON CONFLICT (conv_id, user_id, state, seq) DO UPDATE SET ts = excluded.ts RETURNING 1) "
-		"SELECT kind, member_version, seq, prev, moves::int, members FROM act",
+	[Q_RECEIPT_APPLY] = RECEIPT_APPLY("", ""),
+	/* With the outbox on: a watermark that moves writes its outbox row
+	 * in the same statement, and its id is the answer's last column. */
+	[Q_RECEIPT_APPLY_OUTBOX] = RECEIPT_APPLY(
+		", ob AS (INSERT INTO outbox(conv_id, kind, seq, user_id, created_at) "
+		"SELECT $1::bigint, CASE WHEN $3::int = 2 THEN 3 ELSE 2 END, a.seq, $2::bigint, $5::bigint "
+		"FROM act a WHERE a.moves RETURNING id) ",
+		", (SELECT id FROM ob)"),
+	/* Marks the oldest rows not taken since $2 as taken at $1, skipping
+	 * those another node's take is marking right now (SKIP LOCKED): nodes
+	 * sweeping together get disjoint rows, and nobody waits. A row whose
+	 * taker died is taken again once $2 passes its mark. */
+	[Q_OUTBOX_TAKE] = "WITH t AS (UPDATE outbox o SET taken_at = $1 FROM (SELECT id FROM outbox "
+	                  "WHERE created_at <= $2 AND taken_at <= $2 ORDER BY id LIMIT $3 "
+	                  "FOR UPDATE SKIP LOCKED) c WHERE o.id = c.id RETURNING o.*) "
+	                  "SELECT t.id, t.conv_id, t.kind, t.seq, t.user_id, t.created_at, "
+	                  "m.id, m.seq, m.sender, m.cmid, m.body, m.ts FROM t "
+	                  "LEFT JOIN messages m ON m.id = t.msg_id ORDER BY t.id",
+	[Q_OUTBOX_DELETE] = "DELETE FROM outbox WHERE id = ANY($1::bigint[])",
 };
 
 /* Version 1, from nothing. Ids of users, devices and conversations come
@@ -436,9 +471,25 @@ static const char schema_v1[] =
 	"CREATE INDEX first_contacts_by_pair ON first_contacts(user_id, target_id);"
 	"CREATE INDEX first_contacts_by_ts ON first_contacts(ts);";
 
+/* Version 2: the outbox (store_set_outbox), what the log is still to be
+ * told. A message's row names its messages row (msg_id) and is joined at
+ * take time, so a send writes its body once; receipts carry all they need.
+ * taken_at: when a take last handed the row out (0: never). */
+static const char schema_v2[] =
+	"CREATE TABLE outbox("
+	"  id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,"
+	"  conv_id bigint NOT NULL,"
+	"  kind integer NOT NULL,"          /* STORE_EVENT_* */
+	"  seq bigint NOT NULL,"
+	"  user_id bigint NOT NULL,"        /* the sender, or the receipt's member */
+	"  msg_id bigint,"
+	"  created_at bigint NOT NULL,"
+	"  taken_at bigint NOT NULL DEFAULT 0);";
+
 /* migrations[v] takes the schema from version v to v + 1 (0: none yet). */
 static const char *const migrations[SCHEMA_VERSION] = {
 	schema_v1,
+	schema_v2,
 };
 
 /* Run on every new connection, before anything else. The statement
@@ -459,6 +510,7 @@ typedef struct pg_store {
 	int64_t backoff;         /* before the next attempt after one failed */
 	int down;                /* the last attempt failed: say so when one succeeds */
 	int quiet;               /* failures go to err only, for the caller to log */
+	int outbox;              /* store_set_outbox */
 	char err[512];           /* the last failure */
 } pg_store_t;
 
@@ -2302,7 +2354,7 @@ static int plan_send(store_op_t *ops, size_t i, const int *plan, int *dup, PGres
 }
 
 /* A receipt's answer (phase B) into its op. */
-static int read_receipt(store_op_t *op, PGresult *r)
+static int read_receipt(store_op_t *op, PGresult *r, int outbox)
 {
 	if (PQntuples(r) != 1) {
 		op->status = STORE_FORBIDDEN;
@@ -2314,6 +2366,8 @@ static int read_receipt(store_op_t *op, PGresult *r)
 	op->out_prev = g_int(r, 0, 3);
 	op->applied = g_int(r, 0, 4) != 0;
 	op->status = STORE_OK;
+	if (outbox && op->applied && !PQgetisnull(r, 0, 6))
+		op->out_outbox = g_int(r, 0, 6);
 	if (op->conv_kind == STORE_DIRECT && g_ids(r, 0, 5, &op->members, &op->nmembers) != STORE_OK)
 		return -1;
 	return 0;
@@ -2373,7 +2427,7 @@ static int send_writes(pg_store_t *s, const store_op_t *ops, size_t n, const int
 		if (p_arr(&p, &a[j]) < 0)
 			goto out;
 	what[k++] = "the batch's messages";
-	if (pipe_send(s, Q_SEND_INSERT, &p) < 0)
+	if (pipe_send(s, s->outbox ? Q_SEND_INSERT_OUTBOX : Q_SEND_INSERT, &p) < 0)
 		goto out;
 	arrs_free(a, 7);
 
@@ -2446,6 +2500,7 @@ static int apply_once(pg_store_t *s, store_op_t *ops, size_t n, int *twin)
 		ops[i].members = NULL;
 		ops[i].nmembers = 0;
 		ops[i].applied = 0;
+		ops[i].out_outbox = 0;
 		nsends += ops[i].kind == STORE_OP_SEND;
 	}
 	if (!n)
@@ -2544,7 +2599,7 @@ static int apply_once(pg_store_t *s, store_op_t *ops, size_t n, int *twin)
 			 * head under the lock; otherwise the batch knows it. */
 			p_int(&p, h ? h->at : INT64_MAX);
 			what[k++] = "receipt";
-			if (pipe_send(s, Q_RECEIPT_APPLY, &p) < 0)
+			if (pipe_send(s, s->outbox ? Q_RECEIPT_APPLY_OUTBOX : Q_RECEIPT_APPLY, &p) < 0)
 				goto err;
 		}
 	}
@@ -2561,9 +2616,20 @@ static int apply_once(pg_store_t *s, store_op_t *ops, size_t n, int *twin)
 		goto abort;
 	}
 	nres = k;
+	/* The messages' outbox rows, matched by message id (res[0] is the
+	 * insert when the batch stored any). */
+	if (s->outbox && nstored) {
+		int row, rows = PQntuples(res[0]);
+		for (row = 0; row < rows; row++) {
+			int64_t ob = g_int(res[0], row, 0), mid = g_int(res[0], row, 1);
+			for (i = 0; i < n; i++)
+				if (plan[i] == PLAN_STORE && ops[i].out_id == mid)
+					ops[i].out_outbox = ob;
+		}
+	}
 	k = (nsends ? 0 : 2) + (size_t)nsendstmts;
 	for (i = 0; i < n; i++)
-		if (plan[i] == PLAN_RECEIPT && read_receipt(&ops[i], res[k++]) < 0)
+		if (plan[i] == PLAN_RECEIPT && read_receipt(&ops[i], res[k++], s->outbox) < 0)
 			ops[i].status = STORE_ERROR; /* committed, but its members could not be copied */
 	clear_results(res, nres);
 	if (PQexitPipelineMode(s->conn) != 1)
@@ -2616,8 +2682,77 @@ err:
 		store_op_release(&ops[i]);
 		ops[i].status = STORE_ERROR;
 		ops[i].applied = 0;
+		ops[i].out_outbox = 0;
 	}
 	return STORE_ERROR;
+}
+
+/* ---- the outbox ------------------------------------------------------ */
+
+static int pg_set_outbox(store_t *base, int on)
+{
+	S(base)->outbox = on != 0;
+	return STORE_OK;
+}
+
+static int pg_outbox_take(store_t *base, int64_t now_ms, int64_t age_ms, size_t max_rows,
+                          store_outbox_t **out, size_t *n)
+{
+	pg_store_t *s = S(base);
+	params_t p = {0};
+	PGresult *r;
+	store_outbox_t *rows = NULL;
+	int rc, i, nr;
+
+	*out = NULL;
+	*n = 0;
+	if (!max_rows)
+		return STORE_OK;
+	READY(s);
+	if ((rc = run(s, Q_OUTBOX_TAKE, p_size(p_int(p_int(&p, now_ms), now_ms - age_ms), max_rows), &r)) !=
+	    STORE_OK)
+		return rc;
+	nr = PQntuples(r);
+	if (nr && !(rows = calloc((size_t)nr, sizeof *rows))) {
+		PQclear(r);
+		return STORE_ERROR;
+	}
+	for (i = 0; i < nr; i++) {
+		store_outbox_t *o = &rows[i];
+		o->id = g_int(r, i, 0);
+		o->conv = g_int(r, i, 1);
+		o->kind = (int)g_int(r, i, 2);
+		o->seq = g_int(r, i, 3);
+		o->user = g_int(r, i, 4);
+		o->created_at = g_int(r, i, 5);
+		if (o->kind == STORE_EVENT_MESSAGE && !PQgetisnull(r, i, 6) &&
+		    read_message(r, i, 6, o->conv, &o->msg) != STORE_OK) {
+			store_outbox_free(rows, (size_t)nr);
+			PQclear(r);
+			return STORE_ERROR;
+		}
+	}
+	PQclear(r);
+	*out = rows;
+	*n = (size_t)nr;
+	return STORE_OK;
+}
+
+static int pg_outbox_delete(store_t *base, const int64_t *ids, size_t n)
+{
+	pg_store_t *s = S(base);
+	params_t p = {0};
+	char *text;
+	int rc;
+
+	if (!n)
+		return STORE_OK;
+	READY(s);
+	if (!(text = id_array(ids, n)))
+		return STORE_ERROR;
+	rc = exec(s, Q_OUTBOX_DELETE, p_text(&p, text));
+	free(text);
+	return rc;
 }
 
 static int pg_apply(store_t *base, store_op_t *ops, size_t n)
@@ -2945,6 +3080,9 @@ static const store_vtab_t pg_vtab = {
 	.heads = pg_heads,
 	.replay = pg_replay,
 	.apply = pg_apply,
+	.set_outbox = pg_set_outbox,
+	.outbox_take = pg_outbox_take,
+	.outbox_delete = pg_outbox_delete,
 };
 
 /* ---- the backend's entry ------------------------------------------ */

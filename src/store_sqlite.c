@@ -24,8 +24,8 @@
 
 #include "log.h"
 
-#define SCHEMA_VERSION 2
-#define SCHEMA_VERSION_TEXT "2" /* the same, for SQL text */
+#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION_TEXT "3" /* the same, for SQL text */
 
 enum {
 	Q_USER_INSERT,
@@ -91,6 +91,10 @@ enum {
 	Q_FIRST_INSERT,
 	Q_FIRST_EXPIRE,
 	Q_WROTE_SET,
+	Q_OUTBOX_INSERT,
+	Q_OUTBOX_TAKE,
+	Q_OUTBOX_MARK,
+	Q_OUTBOX_DELETE,
 	Q_BEGIN,
 	Q_COMMIT,
 	Q_ROLLBACK,
@@ -225,6 +229,16 @@ static const char *const queries[Q_COUNT] = {
 	              "AND state = 1 AND seq >= ?4 ORDER BY seq LIMIT 1) "
 	              "UNION ALL SELECT min(ts) FROM (SELECT ts FROM receipt_marks WHERE conv_id = ?1 "
 	              "AND user_id = ?2 AND state = 2 AND seq >= ?4 ORDER BY seq LIMIT 1) ",
+	[Q_OUTBOX_INSERT] = "INSERT INTO outbox(conv_id, kind, seq, user_id, msg_id, created_at, taken_at) "
+	                    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, 0)",
+	/* One writer at a time: the take is a read then a mark in one
+	 * transaction, and nobody else can take between them. */
+	[Q_OUTBOX_TAKE] = "SELECT o.id, o.conv_id, o.kind, o.seq, o.user_id, o.created_at, "
+	                  "m.id, m.seq, m.sender, m.cmid, m.body, m.ts FROM outbox o "
+	                  "LEFT JOIN messages m ON m.id = o.msg_id "
+	                  "WHERE o.created_at <= ?1 AND o.taken_at <= ?1 ORDER BY o.id LIMIT ?2",
+	[Q_OUTBOX_MARK] = "UPDATE outbox SET taken_at = ?2 WHERE id = ?1",
+	[Q_OUTBOX_DELETE] = "DELETE FROM outbox WHERE id = ?1",
 	[Q_BEGIN] = "BEGIN IMMEDIATE",
 	[Q_COMMIT] = "COMMIT",
 	[Q_ROLLBACK] = "ROLLBACK",
@@ -247,6 +261,19 @@ static const char *const queries[Q_COUNT] = {
 	"CREATE INDEX IF NOT EXISTS first_contacts_by_pair ON first_contacts(user_id, target_id);" \
 	"CREATE INDEX IF NOT EXISTS first_contacts_by_ts ON first_contacts(ts);"
 
+/* Version 3's: the outbox (store_set_outbox), what the log is still to be
+ * told. A message's row names the messages row rather than copy its body. */
+#define OUTBOX_SCHEMA                                                      \
+	"CREATE TABLE IF NOT EXISTS outbox("                               \
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"                          \
+	"  conv_id INTEGER NOT NULL,"                                      \
+	"  kind INTEGER NOT NULL,"                                         \
+	"  seq INTEGER NOT NULL,"                                          \
+	"  user_id INTEGER NOT NULL,"                                      \
+	"  msg_id INTEGER,"                                                \
+	"  created_at INTEGER NOT NULL,"                                   \
+	"  taken_at INTEGER NOT NULL DEFAULT 0);"
+
 /* From version 1: the new columns, filled from what the store already
  * holds (who has written where, how many conversations each user is in). */
 static const char migrate_1_to_2[] =
@@ -260,7 +287,8 @@ static const char migrate_1_to_2[] =
 	"ALTER TABLE members ADD COLUMN blocks INTEGER NOT NULL DEFAULT 0;"
 	"UPDATE members SET wrote = 1 WHERE EXISTS (SELECT 1 FROM messages "
 	"  WHERE messages.conv_id = members.conv_id AND messages.sender = members.user_id);"
-	BLOCKS_SCHEMA;
+	BLOCKS_SCHEMA
+	OUTBOX_SCHEMA;
 
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS meta("
@@ -332,12 +360,14 @@ static const char schema[] =
 	"  ts INTEGER NOT NULL,"
 	"  PRIMARY KEY(conv_id, user_id, state, seq)) WITHOUT ROWID;"
 	"CREATE INDEX IF NOT EXISTS receipt_marks_by_ts ON receipt_marks(ts);"
-	BLOCKS_SCHEMA;
+	BLOCKS_SCHEMA
+	OUTBOX_SCHEMA;
 
 typedef struct sqlite_store {
 	store_t base;
 	sqlite3 *db;
 	sqlite3_stmt *q[Q_COUNT];
+	int outbox;             /* store_set_outbox */
 } sqlite_store_t;
 
 static const store_vtab_t sqlite_vtab;
@@ -1728,6 +1758,32 @@ static int apply_receipt(sqlite_store_t *s, store_op_t *op)
 	return STORE_OK;
 }
 
+/* The outbox row of a stored message or a moved watermark, in the
+ * batch's transaction. */
+static int outbox_add(sqlite_store_t *s, store_op_t *op)
+{
+	sqlite3_stmt *st = q(s, Q_OUTBOX_INSERT);
+	int send = op->kind == STORE_OP_SEND;
+
+	sqlite3_bind_int64(st, 1, op->conv);
+	sqlite3_bind_int(st, 2, send ? STORE_EVENT_MESSAGE
+	                             : op->state == STORE_READ ? STORE_EVENT_READ : STORE_EVENT_DELIVERED);
+	sqlite3_bind_int64(st, 3, op->out_seq);
+	sqlite3_bind_int64(st, 4, op->user);
+	if (send)
+		sqlite3_bind_int64(st, 5, op->out_id);
+	else
+		sqlite3_bind_null(st, 5);
+	sqlite3_bind_int64(st, 6, op->now_ms);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		sqlite3_reset(st);
+		return fail(s, "outbox row");
+	}
+	sqlite3_reset(st);
+	op->out_outbox = sqlite3_last_insert_rowid(s->db);
+	return STORE_OK;
+}
+
 static int sq_apply(store_t *base, store_op_t *ops, size_t n)
 {
 	sqlite_store_t *s = S(base);
@@ -1739,7 +1795,11 @@ static int sq_apply(store_t *base, store_op_t *ops, size_t n)
 		store_op_t *op = &ops[i];
 		op->members = NULL;
 		op->nmembers = 0;
+		op->out_outbox = 0;
 		op->status = op->kind == STORE_OP_SEND ? apply_send(s, op) : apply_receipt(s, op);
+		if (op->status == STORE_OK && s->outbox &&
+		    (op->kind == STORE_OP_SEND || op->applied) && outbox_add(s, op) != STORE_OK)
+			op->status = STORE_ERROR;
 		if (op->status == STORE_ERROR) {
 			exec(s, Q_ROLLBACK);
 			goto err;
@@ -1761,8 +1821,112 @@ err:
 	for (i = 0; i < n; i++) {
 		store_op_release(&ops[i]);
 		ops[i].status = STORE_ERROR;
+		ops[i].out_outbox = 0;
 	}
 	return STORE_ERROR;
+}
+
+static int sq_set_outbox(store_t *base, int on)
+{
+	S(base)->outbox = on != 0;
+	return STORE_OK;
+}
+
+static int sq_outbox_take(store_t *base, int64_t now_ms, int64_t age_ms, size_t max_rows,
+                          store_outbox_t **out, size_t *n)
+{
+	sqlite_store_t *s = S(base);
+	store_outbox_t *rows = NULL;
+	sqlite3_stmt *st;
+	size_t k = 0, i;
+	int rc = SQLITE_DONE;
+
+	*out = NULL;
+	*n = 0;
+	if (!max_rows)
+		return STORE_OK;
+	if (!(rows = calloc(max_rows, sizeof *rows)))
+		return STORE_ERROR;
+	if (exec(s, Q_BEGIN) != STORE_OK) {
+		free(rows);
+		return STORE_ERROR;
+	}
+	st = q(s, Q_OUTBOX_TAKE);
+	sqlite3_bind_int64(st, 1, now_ms - age_ms);
+	sqlite3_bind_int64(st, 2, max_rows > INT32_MAX ? INT32_MAX : (int64_t)max_rows);
+	while (k < max_rows && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		store_outbox_t *r = &rows[k++];
+		r->id = sqlite3_column_int64(st, 0);
+		r->conv = sqlite3_column_int64(st, 1);
+		r->kind = sqlite3_column_int(st, 2);
+		r->seq = sqlite3_column_int64(st, 3);
+		r->user = sqlite3_column_int64(st, 4);
+		r->created_at = sqlite3_column_int64(st, 5);
+		if (r->kind == STORE_EVENT_MESSAGE && sqlite3_column_type(st, 6) != SQLITE_NULL) {
+			r->msg.conv = r->conv;
+			r->msg.id = sqlite3_column_int64(st, 6);
+			r->msg.seq = sqlite3_column_int64(st, 7);
+			r->msg.from = sqlite3_column_int64(st, 8);
+			r->msg.cmid = dup_col(st, 9, NULL);
+			r->msg.body = dup_col(st, 10, &r->msg.body_len);
+			r->msg.ts = sqlite3_column_int64(st, 11);
+			if (!r->msg.cmid || !r->msg.body) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+		}
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		goto err;
+	for (i = 0; i < k; i++) {
+		st = q(s, Q_OUTBOX_MARK);
+		sqlite3_bind_int64(st, 1, rows[i].id);
+		sqlite3_bind_int64(st, 2, now_ms);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE)
+			goto err;
+	}
+	if (exec(s, Q_COMMIT) != STORE_OK)
+		goto err;
+	*out = rows;
+	*n = k;
+	return STORE_OK;
+err:
+	fail(s, "outbox take");
+	exec(s, Q_ROLLBACK);
+	store_outbox_free(rows, k);
+	return STORE_ERROR;
+}
+
+static int sq_outbox_delete(store_t *base, const int64_t *ids, size_t n)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st;
+	size_t i;
+	int rc;
+
+	if (!n)
+		return STORE_OK;
+	if (exec(s, Q_BEGIN) != STORE_OK)
+		return STORE_ERROR;
+	for (i = 0; i < n; i++) {
+		st = q(s, Q_OUTBOX_DELETE);
+		sqlite3_bind_int64(st, 1, ids[i]);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE) {
+			fail(s, "outbox delete");
+			exec(s, Q_ROLLBACK);
+			return STORE_ERROR;
+		}
+	}
+	if (exec(s, Q_COMMIT) != STORE_OK) {
+		exec(s, Q_ROLLBACK);
+		return STORE_ERROR;
+	}
+	return STORE_OK;
 }
 
 static int sq_watchable(store_t *base, int64_t user_id, int64_t candidate, int64_t *last_seen)
@@ -2087,6 +2251,9 @@ static const store_vtab_t sqlite_vtab = {
 	.heads = sq_heads,
 	.replay = sq_replay,
 	.apply = sq_apply,
+	.set_outbox = sq_set_outbox,
+	.outbox_take = sq_outbox_take,
+	.outbox_delete = sq_outbox_delete,
 };
 
 /* ---- the backend's entry ------------------------------------------ */

@@ -48,6 +48,8 @@ struct writer {
 	ratelimit_t *limits;
 	ratelimit_t *storage;    /* bytes, likewise */
 	atomic_uint delay_us;    /* see writer_set_commit_delay */
+	writer_committed_fn committed; /* writer_set_outbox; NULL: none */
+	void *committed_ud;
 	atomic_uint_fast64_t batches, ops, messages, receipt_writes, limited, storage_limited, stored_bytes;
 };
 
@@ -192,6 +194,11 @@ static void *lane_main(void *p)
 		stamp(w, ops, n);
 		if (store_apply(l->store, ops, n) != STORE_OK)
 			log_error("writer: a batch of %u ops failed; every op is answered with an error", n);
+		/* Before the acks: a row handed on here is published at once, and
+		 * one that is not (the node dies now) waits in the outbox for a
+		 * sweep. */
+		if (w->committed)
+			w->committed(w->committed_ud, ops, n);
 		atomic_fetch_add(&w->batches, 1);
 		atomic_fetch_add(&w->ops, n);
 		for (i = 0; i < n; i++) {
@@ -301,6 +308,20 @@ static lane_t *lane_of(writer_t *w, int64_t conv)
 	uint64_t h = (uint64_t)conv * 0x9e3779b97f4a7c15ull;
 
 	return &w->lanes[w->nlanes > 1 ? (h >> 32) % w->nlanes : 0];
+}
+
+int writer_set_outbox(writer_t *w, writer_committed_fn committed, void *ud)
+{
+	unsigned i;
+
+	/* The lanes have not touched their handles yet (no submit so far);
+	 * the first submit's lock publishes these writes to them. */
+	for (i = 0; i < w->nlanes; i++)
+		if (store_set_outbox(w->lanes[i].store, 1) != STORE_OK)
+			return -1;
+	w->committed = committed;
+	w->committed_ud = ud;
+	return 0;
 }
 
 int writer_submit(writer_t *w, store_op_t *op)

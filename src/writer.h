@@ -20,6 +20,7 @@
 #ifndef PARLEY_WRITER_H
 #define PARLEY_WRITER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "store.h"
@@ -61,6 +62,14 @@ int writer_set_storage_limit(writer_t *w, double bytes_per_day);
  * Call before the first submit. */
 #define WRITER_DELAY_BATCH 64
 void writer_set_commit_delay(writer_t *w, unsigned delay_us);
+
+/* The outbox (outbox.h): turns store_set_outbox on in every lane's handle,
+ * and after each batch has committed, before its completions, calls
+ * committed(ud, ops, n) on the lane's thread with the batch's ops (their
+ * out_outbox set). committed must not block. Call before the first
+ * submit. Returns 0 or -1. */
+typedef void (*writer_committed_fn)(void *ud, const store_op_t *ops, size_t n);
+int writer_set_outbox(writer_t *w, writer_committed_fn committed, void *ud);
 
 /* Queues op. Returns 0, or -1 when the queue is full (the caller keeps op
  * and should answer "unavailable"). Any thread. */

@@ -19,9 +19,12 @@
  * max_devices; the group member cap (STORE_GROUP_MAX) and the
  * conversation cap (max_convs); who becomes admin when the last one
  * leaves; blocks; contacts and presence; history, replay and list pages;
- * a member's view starts where it joined. Every store_vtab_t method is
+ * a member's view starts where it joined; the outbox: rows only when it is
+ * on, in the batch's transaction, taken once per age and by one handle of
+ * two racing, deleted by id. Every store_vtab_t method is
  * called (test_every_method_is_called lists them). */
 #include <ftw.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -108,7 +111,7 @@ static int64_t alice, bob, carol, conv;
 	X(expire_first_contacts) X(last_seen_set) X(expire_receipts)             \
 	X(watermarks) X(senders) X(read_count) X(member_head) X(members)         \
 	X(member_list) X(group_create) X(member_add) X(member_remove) X(heads)   \
-	X(replay) X(apply)
+	X(replay) X(apply) X(set_outbox) X(outbox_take) X(outbox_delete)
 
 #define AS_ENUM(m) M_##m,
 #define AS_NAME(m) #m,
@@ -212,6 +215,10 @@ FWD(replay, (store_t *s, int64_t c, int64_t after, int64_t upto, size_t max_coun
              store_message_t **out, size_t *n),
     (R(s), c, after, upto, max_count, max_bytes, out, n))
 FWD(apply, (store_t *s, store_op_t *ops, size_t n), (R(s), ops, n))
+FWD(set_outbox, (store_t *s, int on), (R(s), on))
+FWD(outbox_take, (store_t *s, int64_t now, int64_t age, size_t max, store_outbox_t **out, size_t *n),
+    (R(s), now, age, max, out, n))
+FWD(outbox_delete, (store_t *s, const int64_t *ids, size_t n), (R(s), ids, n))
 
 #define AS_PROXY(m) .m = px_##m,
 static const store_vtab_t proxy_vtab = {METHODS(AS_PROXY)};
@@ -1587,11 +1594,252 @@ static void test_migration_from_v1(void **state)
 		assert_int_equal(full, 1);
 	}
 	store_close(o);
-	/* Opened again: version 2 already, nothing to do. */
+	/* Opened again: the current version already, nothing to do. */
 	assert_non_null(o = store_open(old));
 	store_close(o);
 	snprintf(cmd, sizeof cmd, "rm -rf %s", old);
 	assert_int_equal(system(cmd), 0);
+}
+
+/* ---- the outbox ------------------------------------------------------ */
+
+/* Every outbox row there is, taken (and so marked) at now with age 0. */
+static size_t outbox_all(int64_t now, store_outbox_t **rows)
+{
+	size_t n;
+
+	assert_int_equal(store_outbox_take(st, now, 0, 10000, rows, &n), STORE_OK);
+	return n;
+}
+
+/* Off (the default), apply writes no outbox row; on, one per stored
+ * message and per moved watermark, and none for a repeat, a refusal or a
+ * receipt that moves nothing; take hands them out oldest first with what
+ * an event needs, once per age; delete removes them. */
+static void test_outbox_rows(void **state)
+{
+	int64_t dan = new_user("dan"), eve = new_user("eve"), cv = new_direct(dan, eve);
+	store_outbox_t *rows;
+	store_op_t ops[6];
+	size_t i, n;
+	int64_t ids[4];
+
+	(void)state;
+	ops[0] = send_to(cv, dan, "d1", "before the outbox");
+	assert_int_equal(apply1(&ops[0]), STORE_OK);
+	assert_int_equal(ops[0].out_outbox, 0);
+	assert_int_equal(outbox_all(NOW, &rows), 0);
+	store_outbox_free(rows, 0);
+
+	assert_int_equal(store_set_outbox(st, 1), STORE_OK);
+	ops[0] = send_to(cv, dan, "d2", "hello eve");
+	ops[1] = send_to(cv, eve, "e1", "hi dan");
+	ops[2] = send_to(cv, dan, "d1", "a repeat"); /* STORE_EXISTS */
+	ops[3] = send_to(cv, carol, "c9", "not a member");
+	ops[4] = receipt_op(eve, STORE_DELIVERED, 2, ops[1].now_ms + 1);
+	ops[4].conv = cv;
+	ops[5] = receipt_op(eve, STORE_READ, 0, ops[1].now_ms + 1); /* moves nothing */
+	ops[5].conv = cv;
+	assert_int_equal(store_apply(st, ops, 6), STORE_OK);
+	assert_int_equal(ops[0].status, STORE_OK);
+	assert_int_equal(ops[1].status, STORE_OK);
+	assert_int_equal(ops[2].status, STORE_EXISTS);
+	assert_int_equal(ops[3].status, STORE_FORBIDDEN);
+	assert_true(ops[4].applied);
+	assert_false(ops[5].applied);
+	assert_true(ops[0].out_outbox > 0);
+	assert_true(ops[1].out_outbox > ops[0].out_outbox);
+	assert_int_equal(ops[2].out_outbox, 0);
+	assert_int_equal(ops[3].out_outbox, 0);
+	assert_true(ops[4].out_outbox > ops[1].out_outbox);
+	assert_int_equal(ops[5].out_outbox, 0);
+	for (i = 0; i < 6; i++)
+		store_op_release(&ops[i]);
+
+	/* Not old enough: made at the ops' now_ms, asked for older ones. */
+	assert_int_equal(store_outbox_take(st, ops[0].now_ms, 1, 100, &rows, &n), STORE_OK);
+	assert_int_equal(n, 0);
+	store_outbox_free(rows, n);
+	assert_int_equal(store_outbox_take(st, NOW, 1000, 100, &rows, &n), STORE_OK);
+	assert_int_equal(n, 3);
+	assert_int_equal(rows[0].id, ops[0].out_outbox);
+	assert_int_equal(rows[0].kind, STORE_EVENT_MESSAGE);
+	assert_int_equal(rows[0].conv, cv);
+	assert_int_equal(rows[0].seq, 2);
+	assert_int_equal(rows[0].user, dan);
+	assert_int_equal(rows[0].created_at, ops[0].now_ms);
+	assert_int_equal(rows[0].msg.id, ops[0].out_id);
+	assert_int_equal(rows[0].msg.seq, 2);
+	assert_int_equal(rows[0].msg.from, dan);
+	assert_int_equal(rows[0].msg.ts, ops[0].out_ts);
+	assert_string_equal(rows[0].msg.cmid, "d2");
+	assert_string_equal(rows[0].msg.body, "hello eve");
+	assert_int_equal(rows[0].msg.body_len, 9);
+	assert_int_equal(rows[1].id, ops[1].out_outbox);
+	assert_int_equal(rows[1].seq, 3);
+	assert_int_equal(rows[1].user, eve);
+	assert_string_equal(rows[1].msg.body, "hi dan");
+	assert_int_equal(rows[2].id, ops[4].out_outbox);
+	assert_int_equal(rows[2].kind, STORE_EVENT_DELIVERED);
+	assert_int_equal(rows[2].seq, 2);
+	assert_int_equal(rows[2].user, eve);
+	assert_int_equal(rows[2].created_at, ops[1].now_ms + 1);
+	assert_null(rows[2].msg.body);
+	store_outbox_free(rows, n);
+	/* Taken: not again within the age, again after it (its taker is
+	 * presumed dead), and a batch is at most max_rows. */
+	assert_int_equal(store_outbox_take(st, NOW + 999, 1000, 100, &rows, &n), STORE_OK);
+	assert_int_equal(n, 0);
+	store_outbox_free(rows, n);
+	assert_int_equal(store_outbox_take(st, NOW + 1000, 1000, 2, &rows, &n), STORE_OK);
+	assert_int_equal(n, 2);
+	ids[0] = rows[0].id;
+	ids[1] = rows[1].id;
+	store_outbox_free(rows, n);
+	/* A read receipt's row says so. */
+	ops[0] = receipt_op(dan, STORE_READ, 3, 6000);
+	ops[0].conv = cv;
+	assert_int_equal(apply1(&ops[0]), STORE_OK);
+	assert_true(ops[0].out_outbox > 0);
+	/* Deleted by id; unknown ids are no error. */
+	ids[2] = 987654321;
+	assert_int_equal(store_outbox_delete(st, ids, 3), STORE_OK);
+	assert_int_equal(store_outbox_delete(st, ids, 0), STORE_OK);
+	n = outbox_all(NOW + 5000, &rows);
+	assert_int_equal(n, 2);
+	assert_int_equal(rows[0].kind, STORE_EVENT_DELIVERED);
+	assert_int_equal(rows[1].kind, STORE_EVENT_READ);
+	assert_int_equal(rows[1].user, dan);
+	assert_int_equal(rows[1].seq, 3);
+	ids[0] = rows[0].id;
+	ids[1] = rows[1].id;
+	store_outbox_free(rows, n);
+	assert_int_equal(store_outbox_delete(st, ids, 2), STORE_OK);
+	assert_int_equal(outbox_all(NOW + 9000, &rows), 0);
+	store_outbox_free(rows, 0);
+
+	/* Off again: nothing more. */
+	assert_int_equal(store_set_outbox(st, 0), STORE_OK);
+	ops[0] = send_to(cv, dan, "d3", "after");
+	assert_int_equal(apply1(&ops[0]), STORE_OK);
+	assert_int_equal(ops[0].out_outbox, 0);
+	assert_int_equal(outbox_all(NOW + 9000, &rows), 0);
+	store_outbox_free(rows, 0);
+}
+
+/* A batch that fails leaves no outbox row: the rows are in its
+ * transaction. Here a message id already stored fails the whole batch,
+ * after a receipt that would have moved. */
+static void test_outbox_failed_batch(void **state)
+{
+	int64_t fay = new_user("fay"), gus = new_user("gus"), cv = new_direct(fay, gus);
+	store_outbox_t *rows;
+	store_op_t ops[2];
+	size_t n;
+
+	(void)state;
+	assert_int_equal(store_set_outbox(st, 1), STORE_OK);
+	ops[0] = send_to(cv, fay, "f1", "stored");
+	assert_int_equal(apply1(&ops[0]), STORE_OK);
+	n = outbox_all(NOW, &rows);
+	assert_int_equal(n, 1);
+	assert_int_equal(store_outbox_delete(st, &rows[0].id, 1), STORE_OK);
+	store_outbox_free(rows, n);
+
+	ops[1] = send_to(cv, fay, "f2", "same id as f1");
+	ops[1].new_id = ops[0].out_id;
+	ops[0] = receipt_op(gus, STORE_READ, 1, 7000);
+	ops[0].conv = cv;
+	assert_int_equal(store_apply(st, ops, 2), STORE_ERROR);
+	assert_int_equal(ops[0].status, STORE_ERROR);
+	assert_int_equal(ops[1].status, STORE_ERROR);
+	assert_int_equal(ops[0].out_outbox, 0);
+	assert_int_equal(ops[1].out_outbox, 0);
+	assert_int_equal(outbox_all(NOW, &rows), 0);
+	store_outbox_free(rows, 0);
+	assert_int_equal(store_set_outbox(st, 0), STORE_OK);
+}
+
+/* Two handles sweeping at once never take the same row, and together take
+ * them all. */
+typedef struct taker {
+	store_t *s;
+	int64_t *ids;
+	size_t n, cap;
+	int err;
+} taker_t;
+
+static void *take_all(void *arg)
+{
+	taker_t *t = arg;
+	store_outbox_t *rows;
+	size_t n, i;
+
+	for (;;) {
+		if (store_outbox_take(t->s, NOW, 1000, 7, &rows, &n) != STORE_OK) {
+			t->err = 1;
+			break;
+		}
+		for (i = 0; i < n && t->n < t->cap; i++)
+			t->ids[t->n++] = rows[i].id;
+		store_outbox_free(rows, n);
+		if (!n)
+			break;
+	}
+	return NULL;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void test_outbox_concurrent_take(void **state)
+{
+	enum { ROWS = 210, BATCH = 30 };
+	int64_t hal = new_user("hank"), ivy = new_user("ivy"), cv = new_direct(hal, ivy);
+	int64_t all[2 * ROWS];
+	taker_t t[2];
+	pthread_t th[2];
+	store_op_t ops[BATCH];
+	char cmid[BATCH][16];
+	size_t i, j, total;
+
+	(void)state;
+	assert_int_equal(store_set_outbox(st, 1), STORE_OK);
+	for (i = 0; i < ROWS / BATCH; i++) {
+		for (j = 0; j < BATCH; j++) {
+			snprintf(cmid[j], sizeof cmid[j], "h%zu", i * BATCH + j);
+			ops[j] = send_to(cv, hal, cmid[j], "x");
+		}
+		assert_int_equal(store_apply(st, ops, BATCH), STORE_OK);
+		for (j = 0; j < BATCH; j++) {
+			assert_int_equal(ops[j].status, STORE_OK);
+			store_op_release(&ops[j]);
+		}
+	}
+	assert_int_equal(store_set_outbox(st, 0), STORE_OK);
+	for (i = 0; i < 2; i++) {
+		t[i] = (taker_t){.ids = all + i * ROWS, .cap = ROWS};
+		assert_non_null(t[i].s = i == 0 ? st : store_open(location));
+	}
+	for (i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, take_all, &t[i]), 0);
+	for (i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	store_close(t[1].s);
+	assert_false(t[0].err);
+	assert_false(t[1].err);
+	/* Both took some (batches of 7 out of 210) is likely, not certain:
+	 * what is certain is no row twice and every row once. */
+	total = t[0].n + t[1].n;
+	assert_int_equal(total, ROWS);
+	memmove(all + t[0].n, all + ROWS, t[1].n * sizeof *all);
+	qsort(all, total, sizeof *all, cmp_id);
+	for (i = 1; i < total; i++)
+		assert_true(all[i] > all[i - 1]);
 }
 
 /* Every backend runs these, in this order (they share the run's store,
@@ -1618,7 +1866,10 @@ static void test_migration_from_v1(void **state)
 	cmocka_unit_test(test_admin_promotion),                       \
 	cmocka_unit_test(test_joined_view),                           \
 	cmocka_unit_test(test_last_seen),                             \
-	cmocka_unit_test(test_blocks_hold_in_direct_chats_only)
+	cmocka_unit_test(test_blocks_hold_in_direct_chats_only),      \
+	cmocka_unit_test(test_outbox_rows),                           \
+	cmocka_unit_test(test_outbox_failed_batch),                   \
+	cmocka_unit_test(test_outbox_concurrent_take)
 
 int main(void)
 {
