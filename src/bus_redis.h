@@ -30,10 +30,15 @@ typedef struct bus_redis_stats {
 	unsigned long long received;   /* envelopes received from other nodes */
 	unsigned long long dropped;    /* remote deliveries dropped: Redis down, queue full */
 	unsigned long long malformed;  /* envelopes or presence messages that did not parse */
+	unsigned long long refused_elsewhere; /* attaches refused for connections on other nodes */
 } bus_redis_stats_t;
 
 /* Counters so far. Any thread. */
 void bus_redis_stats(bus_t *bus, bus_redis_stats_t *out);
+
+/* How many connections of user this node knows of on other live nodes
+ * (what its cap counts beside its own). Any thread. */
+unsigned bus_redis_elsewhere(bus_t *bus, int64_t user);
 
 /* From now on the bus thread calls the sink no more (frames from other
  * nodes and presence reports are dropped); returns once that holds. For
