@@ -24,6 +24,8 @@
  *   presence       channel: "<user> <state> <seen> <version>" per change
  *   cc:<node>      channel: "<user> <connections on the other live nodes>"
  *                  when that changes, to each other node holding the user
+ *   notes          channel: "<node> <kind><bytes>", other modules' news
+ *                  for every node (bus_redis_note: failed logins)
  * A node is alive while its heartbeat is younger than 3 beats; readers
  * ignore the rest, and the first node to see a dead one reaps it (its
  * users leave the registry, their presence is settled and published).
@@ -100,6 +102,8 @@
 #define SHUTDOWN_MS 2000       /* bus_free waits this long for Redis at most */
 #define LOG_EVERY_MS 10000     /* repeated warnings at most this often */
 #define PRESENCE_CHANNEL "parley:presence"
+#define NOTES_CHANNEL "parley:notes"
+#define NOTE_KINDS 26          /* 'A' to 'Z' */
 
 /* A user this thread knows of: written to Redis, subscribed to, or both. */
 typedef struct uent {
@@ -148,6 +152,11 @@ typedef struct rbus {
 	rcshard_t rc[RC_SHARDS];
 	atomic_uint rc_entries;  /* 0: attach need not look */
 	atomic_ullong refused_remote;
+	atomic_ullong notes_sent, notes_heard, notes_dropped;
+	atomic_llong notes_logged_at;
+	/* The bus thread's: handlers of notes, by kind. */
+	bus_redis_note_fn note_fn[NOTE_KINDS];
+	void *note_ud[NOTE_KINDS];
 	char token[33];
 	char url[512];
 	int hb_ms, dead_ms, claim_ms;
@@ -1076,6 +1085,32 @@ oom:
 	log_error("bus: out of memory for a frame from another node; dropped");
 }
 
+/* "<node> <kind><bytes>" from any node, this one's own included. */
+static void on_notes_msg(redis_t *r, void *ud, const char *channel, const char *msg, size_t len)
+{
+	rbus_t *b = ud;
+	const char *p = msg, *end = msg + len;
+	unsigned long node = 0;
+	int k;
+
+	(void)r;
+	(void)channel;
+	if (b->muted)
+		return;
+	while (p < end && *p >= '0' && *p <= '9' && node < 0xffffffffUL)
+		node = node * 10 + (unsigned long)(*p++ - '0');
+	if (p == msg || end - p < 2 || *p != ' ' || p[1] < 'A' || p[1] > 'Z') {
+		malformed(b, "note", len);
+		return;
+	}
+	if (node == b->node)
+		return;
+	k = p[1] - 'A';
+	atomic_fetch_add(&b->notes_heard, 1);
+	if (b->note_fn[k])
+		b->note_fn[k](b->note_ud[k], (const uint8_t *)p + 2, (size_t)(end - p - 2));
+}
+
 /* "<user> <connections on other live nodes>", for a user this node holds. */
 static void on_count_msg(redis_t *r, void *ud, const char *channel, const char *msg, size_t len)
 {
@@ -1620,6 +1655,7 @@ bus_t *bus_redis_open(const bus_sink_t *sink, uint32_t node, unsigned max_per_us
 		snprintf(cchan, sizeof cchan, "parley:cc:%" PRIu32, node);
 		if (redis_subscribe(b->sub, chan, on_node_msg, b) < 0 ||
 		    redis_subscribe(b->sub, PRESENCE_CHANNEL, on_presence_msg, b) < 0 ||
+		    redis_subscribe(b->sub, NOTES_CHANNEL, on_notes_msg, b) < 0 ||
 		    (max_per_user && redis_subscribe(b->sub, cchan, on_count_msg, b) < 0))
 			goto err;
 	}
@@ -1689,6 +1725,110 @@ void bus_redis_stats(bus_t *base, bus_redis_stats_t *out)
 	out->dropped = atomic_load(&b->dropped);
 	out->malformed = atomic_load(&b->malformed);
 	out->refused_elsewhere = atomic_load(&b->refused_remote);
+	out->notes_sent = atomic_load(&b->notes_sent);
+	out->notes_heard = atomic_load(&b->notes_heard);
+	out->notes_dropped = atomic_load(&b->notes_dropped);
+}
+
+typedef struct note {
+	rbus_t *b;
+	int kind;
+	bus_redis_note_fn fn;
+	void *ud;
+	size_t len;
+	char data[];
+} note_t;
+
+static void task_on_note(loop_t *loop, void *p, uint64_t u)
+{
+	note_t *n = p;
+
+	(void)loop;
+	(void)u;
+	atomic_fetch_sub(&n->b->queued, 1);
+	n->b->note_fn[n->kind] = n->fn;
+	n->b->note_ud[n->kind] = n->ud;
+	free(n);
+}
+
+int bus_redis_on_note(bus_t *base, char kind, bus_redis_note_fn fn, void *ud)
+{
+	rbus_t *b = (rbus_t *)base;
+	note_t *n;
+
+	if (kind < 'A' || kind > 'Z')
+		return -EINVAL;
+	if (!(n = calloc(1, sizeof *n)))
+		return -ENOMEM;
+	*n = (note_t){.b = b, .kind = kind - 'A', .fn = fn, .ud = ud};
+	atomic_fetch_add(&b->queued, 1);
+	if (loop_post(b->loop, task_on_note, n, 0) < 0) {
+		atomic_fetch_sub(&b->queued, 1);
+		free(n);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void note_dropped(rbus_t *b)
+{
+	unsigned long long n = atomic_fetch_add(&b->notes_dropped, 1) + 1;
+	long long now = clock_mono_ms(), last = atomic_load(&b->notes_logged_at);
+
+	if ((!last || now - last >= LOG_EVERY_MS) && atomic_compare_exchange_strong(&b->notes_logged_at, &last, now))
+		log_warn("bus: Redis is away or behind; %llu notes for other nodes dropped so far (login backoff "
+		         "counts this node's failures only meanwhile)",
+		         n);
+}
+
+static void task_note(loop_t *loop, void *p, uint64_t u)
+{
+	note_t *n = p;
+	rbus_t *b = n->b;
+	char head[16];
+	const char *argv[3] = {"PUBLISH", NOTES_CHANNEL, n->data};
+	size_t lens[3] = {7, sizeof NOTES_CHANNEL - 1, 0};
+	int hl;
+
+	(void)loop;
+	(void)u;
+	atomic_fetch_sub(&b->queued, 1);
+	/* The head was left room for in front of the bytes. */
+	hl = snprintf(head, sizeof head, "%" PRIu32 " %c", b->node, 'A' + n->kind);
+	memcpy(n->data + 16 - hl, head, (size_t)hl);
+	argv[2] = n->data + 16 - hl;
+	lens[2] = (size_t)hl + n->len;
+	if (!b->stopping && rb_cmd(b, NULL, NULL, 0, 3, argv, lens) == 0)
+		atomic_fetch_add(&b->notes_sent, 1);
+	else
+		note_dropped(b);
+	free(n);
+	settled_check(b);
+}
+
+void bus_redis_note(bus_t *base, char kind, const void *bytes, size_t len)
+{
+	rbus_t *b = (rbus_t *)base;
+	note_t *n;
+
+	if (kind < 'A' || kind > 'Z')
+		return;
+	if (!may_queue(b)) {
+		note_dropped(b);
+		return;
+	}
+	if (!(n = malloc(sizeof *n + 16 + len))) {
+		atomic_fetch_sub(&b->queued, 1);
+		note_dropped(b);
+		return;
+	}
+	*n = (note_t){.b = b, .kind = kind - 'A', .len = len};
+	memcpy(n->data + 16, bytes, len);
+	if (loop_post(b->loop, task_note, n, 0) < 0) {
+		atomic_fetch_sub(&b->queued, 1);
+		free(n);
+		note_dropped(b);
+	}
 }
 
 unsigned bus_redis_elsewhere(bus_t *base, int64_t user)
