@@ -6,7 +6,8 @@
  * node 2; a group with members on both nodes gets every message once
  * and in order; a third node with a live node's id is refused; a node
  * killed with SIGKILL takes its users offline within seconds; the cap of
- * connections per user (3 here) counts both nodes'. The store is
+ * connections per user (3 here) counts both nodes', and failed logins
+ * on either node count towards the backoff on both. The store is
  * always PostgreSQL here, whatever $PARLEY_TEST_STORE says: one SQLite
  * directory cannot be shared by two nodes. */
 #include "harness.h"
@@ -220,6 +221,52 @@ static void test_connection_cap_across_nodes(void **state)
 	pc_close(c[1]);
 }
 
+static int login(int port, const hx_user_t *u, const char *password)
+{
+	char body[192];
+	json_t *j;
+	int st;
+
+	snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"%s\"}", u->name, password);
+	j = hx_http(port, "POST", "/api/v1/sessions", NULL, body, &st);
+	json_decref(j);
+	return st;
+}
+
+/* Waits until the node has heard at least want notes from the other. */
+static void notes_wait(const hx_server_t *n, double want)
+{
+	int64_t end = clock_mono_ms() + 5000;
+
+	while (hx_metric(n, "parley_bus_notes_heard_total") < want && clock_mono_ms() < end)
+		usleep(10000);
+	assert_true(hx_metric(n, "parley_bus_notes_heard_total") >= want);
+}
+
+/* Failed logins count on every node: 6 wrong passwords, 3 on each node
+ * (5 are free per name and address), and the right password then waits
+ * on both; alone, each node would have let it in. */
+static void test_login_backoff_across_nodes(void **state)
+{
+	hx_user_t u;
+	double h1, h2;
+	int i;
+
+	(void)state;
+	hx_user(n1.port, "guessed", &u);
+	h1 = hx_metric(&n1, "parley_bus_notes_heard_total");
+	h2 = hx_metric(&n2, "parley_bus_notes_heard_total");
+	for (i = 0; i < 6; i++)
+		assert_int_equal(login(i % 2 ? n2.port : n1.port, &u, "wrong guess"), 401);
+	notes_wait(&n1, h1 + 3);
+	notes_wait(&n2, h2 + 3);
+	/* The sixth failure made the name wait 1 s from this address. */
+	assert_int_equal(login(n1.port, &u, HX_PASSWORD), 429);
+	assert_int_equal(login(n2.port, &u, HX_PASSWORD), 429);
+	assert_true(hx_metric(&n1, "parley_bus_notes_sent_total") >= 3);
+	assert_int_equal((int)hx_metric(&n1, "parley_bus_notes_dropped_total"), 0);
+}
+
 static void test_duplicate_node_id(void **state)
 {
 	const char *a3[] = {"--redis", redisserver_url(rs), "--node-id", "1", NULL};
@@ -326,6 +373,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_presence_across_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_across_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_cap_across_nodes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_login_backoff_across_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_duplicate_node_id, setup, teardown),
 		/* Last: node 2's id stays claimed for 5 s after its kill. */
 		cmocka_unit_test_setup_teardown(test_node_killed, setup, teardown),

@@ -9,6 +9,7 @@
  * delivery works again; a second node with a live node's id is refused;
  * a malformed envelope is dropped and counted. Tests wait for what they
  * expect with a deadline, never a bare sleep. */
+#include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -519,6 +520,71 @@ static void test_cap_across_nodes(void **state)
 	bus_free(b2);
 }
 
+/* Notes: one sent on node 1 reaches node 2's handler of its kind, bytes
+ * intact, and not node 1's own; a kind without a handler is dropped. */
+static char heard[64];
+static size_t nheard;
+static int heard_count;
+static pthread_mutex_t heard_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void on_note(void *ud, const uint8_t *bytes, size_t len)
+{
+	pthread_mutex_lock(&heard_lock);
+	nheard = len < sizeof heard ? len : sizeof heard;
+	memcpy(heard, bytes, nheard);
+	heard_count += (int)(intptr_t)ud;
+	pthread_mutex_unlock(&heard_lock);
+}
+
+static int heard_wait(int want, int ms)
+{
+	int64_t end = clock_mono_ms() + ms;
+	int n;
+
+	for (;;) {
+		struct timespec ts = {0, 10 * 1000000};
+		pthread_mutex_lock(&heard_lock);
+		n = heard_count;
+		pthread_mutex_unlock(&heard_lock);
+		if (n >= want || clock_mono_ms() >= end)
+			return n;
+		nanosleep(&ts, NULL);
+	}
+}
+
+static void test_notes(void **state)
+{
+	bus_t *b1 = node_new(1), *b2 = node_new(2);
+	bus_redis_stats_t s;
+
+	(void)state;
+	assert_non_null(b1);
+	assert_non_null(b2);
+	heard_count = 0;
+	assert_int_equal(bus_redis_on_note(b1, 'L', on_note, (void *)(intptr_t)100), 0);
+	assert_int_equal(bus_redis_on_note(b2, 'L', on_note, (void *)(intptr_t)1), 0);
+	assert_int_equal(bus_redis_on_note(b2, 'a', on_note, NULL), -EINVAL);
+	assert_int_equal(bus_redis_settle(b1, 5000), 0);
+	assert_int_equal(bus_redis_settle(b2, 5000), 0);
+	bus_redis_note(b1, 'Q', "nobody", 6); /* no handler on node 2 */
+	bus_redis_note(b1, 'L', "f 7 a\0b", 7);
+	assert_int_equal(bus_redis_settle(b1, 5000), 0);
+	assert_int_equal(heard_wait(1, 5000), 1);
+	pthread_mutex_lock(&heard_lock);
+	assert_int_equal(nheard, 7);
+	assert_memory_equal(heard, "f 7 a\0b", 7);
+	pthread_mutex_unlock(&heard_lock);
+	bus_redis_stats(b1, &s);
+	assert_int_equal((int)s.notes_sent, 2);
+	/* Node 1's own note came back to it and was not handed on. */
+	assert_int_equal(bus_redis_settle(b2, 5000), 0);
+	bus_redis_stats(b2, &s);
+	assert_int_equal((int)s.notes_heard, 2);
+	assert_int_equal(heard_wait(100, 200), 1);
+	bus_free(b1);
+	bus_free(b2);
+}
+
 /* A second node with a live node's id is refused; once the first is
  * gone (freed: it releases its id), the id may be used. */
 static void test_duplicate_id(void **state)
@@ -624,6 +690,7 @@ int main(void)
 		cmocka_unit_test_setup(test_presence_across, setup),
 		cmocka_unit_test_setup(test_redis_restart, setup),
 		cmocka_unit_test_setup(test_cap_across_nodes, setup),
+		cmocka_unit_test_setup(test_notes, setup),
 		cmocka_unit_test_setup(test_duplicate_id, setup),
 		cmocka_unit_test_setup(test_malformed, setup),
 		cmocka_unit_test_setup(test_mute, setup),
