@@ -18,8 +18,14 @@
  *   p:<user>       HASH <node> -> 1 online / 2 away on that node,
  *                  a -> the state across nodes, seen -> when last seen
  *   v:<user>       the user's presence version, INCR per change of `a`
+ *   c:<user>       HASH <node> -> the user's connections on that node
+ *                  (only under a cap, --max-user-connections)
  *   to:<node>      channel: envelopes for the node's connections
  *   presence       channel: "<user> <state> <seen> <version>" per change
+ *   cc:<node>      channel: "<user> <connections on the other live nodes>"
+ *                  when that changes, to each other node holding the user
+ *   notes          channel: "<node> <kind><bytes>", other modules' news
+ *                  for every node (bus_redis_note: failed logins)
  * A node is alive while its heartbeat is younger than 3 beats; readers
  * ignore the rest, and the first node to see a dead one reaps it (its
  * users leave the registry, their presence is settled and published).
@@ -41,6 +47,29 @@
  * per such node. Live delivery is best-effort: while Redis is away, or
  * the queue to the bus thread is full, remote delivery is dropped and
  * counted; clients catch up by seq on resume.
+ *
+ * The per-user connection cap across nodes: a node refuses an attach
+ * when its own connections of the user plus those it knows of on other
+ * live nodes reach the cap. It never asks Redis at attach time: the
+ * count of the others is a cache on this node (rc_*, any thread reads
+ * it), filled by the bus thread from the reply to each write of this
+ * node's count (the registration script above writes c:<user> too, and
+ * sums the other live nodes') and from cc:<node> messages, which that
+ * script and the reap send to the user's other nodes when a count
+ * changes. So the cap holds across the fleet but for what is in flight:
+ *   - connections made on several nodes within one round trip to Redis
+ *     (the time for a write and its cc message) may each be admitted:
+ *     at most one extra per node taking connections of the user then;
+ *   - a node holding none of the user's connections hears of none of
+ *     them, so it admits one (and then knows): at most one extra per
+ *     such node. With sticky routing by user (deploy/haproxy.cfg) a
+ *     user's connections reach one node, and neither case arises but
+ *     while a node fails over.
+ * So the bound is cap + (live nodes - 1) at worst. While Redis is away
+ * the cache is dropped (logged once, with the outage) and each node
+ * holds the cap over its own connections, as a single node does; back,
+ * each writes its users again and learns the others' counts anew.
+ * Without a cap nothing is counted or sent.
  *
  * Envelopes are bus_envelope.h's; one that does not parse is logged,
  * counted and dropped.
@@ -73,12 +102,15 @@
 #define SHUTDOWN_MS 2000       /* bus_free waits this long for Redis at most */
 #define LOG_EVERY_MS 10000     /* repeated warnings at most this often */
 #define PRESENCE_CHANNEL "parley:presence"
+#define NOTES_CHANNEL "parley:notes"
+#define NOTE_KINDS 26          /* 'A' to 'Z' */
 
 /* A user this thread knows of: written to Redis, subscribed to, or both. */
 typedef struct uent {
 	struct uent *next;
 	int64_t user;
 	int wstate;            /* what Redis has from us: BUS_*, or -1: write it again */
+	int wcount;            /* connections here Redis has from us (-1: no cap, not counted) */
 	uint32_t subs;         /* subscriptions of this node */
 	int pstate;            /* last state reported (-1: none yet) */
 	int64_t pseen;
@@ -92,11 +124,39 @@ typedef struct waiter {
 	int done;
 } waiter_t;
 
+/* Connections a user has on other live nodes, as last heard from Redis:
+ * read by attach on any thread, written by the bus thread. Only users
+ * with some elsewhere are in it, and only while this node holds some of
+ * their connections too (only then does Redis tell this node of
+ * changes). */
+#define RC_SHARDS 16
+#define RC_BUCKETS 256
+
+typedef struct rcount {
+	struct rcount *next;
+	int64_t user;
+	unsigned n;
+} rcount_t;
+
+typedef struct rcshard {
+	pthread_mutex_t lock;
+	rcount_t *b[RC_BUCKETS];
+} rcshard_t;
+
 typedef struct rbus {
 	bus_t base;
 	bus_t *local;
 	bus_sink_t sink;
 	uint32_t node;
+	unsigned max_per_user;
+	rcshard_t rc[RC_SHARDS];
+	atomic_uint rc_entries;  /* 0: attach need not look */
+	atomic_ullong refused_remote;
+	atomic_ullong notes_sent, notes_heard, notes_dropped;
+	atomic_llong notes_logged_at;
+	/* The bus thread's: handlers of notes, by kind. */
+	bus_redis_note_fn note_fn[NOTE_KINDS];
+	void *note_ud[NOTE_KINDS];
 	char token[33];
 	char url[512];
 	int hb_ms, dead_ms, claim_ms;
@@ -166,12 +226,39 @@ static const bus_vtab_t redis_vtab;
 	"  if agg == 0 then redis.call('PEXPIRE', ph, 604800000); redis.call('PEXPIRE', vk, 604800000)\n" \
 	"  else redis.call('PERSIST', ph); redis.call('PERSIST', vk) end\n" \
 	"  return {agg, seen, v}\n" \
+	"end\n" \
+	"local function counts(user, live, self, tell)\n" \
+	"  local h = redis.call('HGETALL', 'parley:c:' .. user)\n" \
+	"  local per, total = {}, 0\n" \
+	"  for i = 1, #h, 2 do\n" \
+	"    local hb = redis.call('ZSCORE', 'parley:nodes', h[i])\n" \
+	"    if hb and tonumber(hb) >= live then\n" \
+	"      per[h[i]] = tonumber(h[i + 1]); total = total + per[h[i]]\n" \
+	"    end\n" \
+	"  end\n" \
+	"  if tell then\n" \
+	"    for n, c in pairs(per) do\n" \
+	"      if n ~= self then redis.call('PUBLISH', 'parley:cc:' .. n, user .. ' ' .. (total - c)) end\n" \
+	"    end\n" \
+	"  end\n" \
+	"  return total - (per[self or ''] or 0)\n" \
 	"end\n"
 
-/* ARGV: node, state (-1: only read), user, dead_ms. Returns {state, seen, version}. */
+/* ARGV: node, state (-1: only read), user, dead_ms, connections here (-1:
+ * not counted: no cap). Returns {state, seen, version, connections on
+ * the other live nodes}; a changed count is told to the user's other
+ * nodes on their parley:cc:<node> channels. */
 static const char lua_presence[] = LUA_COMMON
 	"local node, st, user = ARGV[1], tonumber(ARGV[2]), ARGV[3]\n"
 	"local now = now_ms()\n"
+	"local cn, ck, tell = tonumber(ARGV[5]), 'parley:c:' .. user, false\n"
+	"if cn >= 0 then\n"
+	"  local old = tonumber(redis.call('HGET', ck, node) or '0')\n"
+	"  if cn ~= old then\n"
+	"    tell = true\n"
+	"    if cn == 0 then redis.call('HDEL', ck, node) else redis.call('HSET', ck, node, cn) end\n"
+	"  end\n"
+	"end\n"
 	"if st == 0 then\n"
 	"  redis.call('ZREM', 'parley:u:' .. user, node)\n"
 	"  redis.call('HDEL', 'parley:p:' .. user, node)\n"
@@ -181,7 +268,9 @@ static const char lua_presence[] = LUA_COMMON
 	"  redis.call('HSET', 'parley:p:' .. user, node, st)\n"
 	"  redis.call('SADD', 'parley:n:' .. node, user)\n"
 	"end\n"
-	"return settle(user, now, now - tonumber(ARGV[4]))\n";
+	"local r = settle(user, now, now - tonumber(ARGV[4]))\n"
+	"r[4] = counts(user, now - tonumber(ARGV[4]), node, tell)\n"
+	"return r\n";
 
 /* ARGV: node, dead_ms, force, batch. Takes a batch of the node's users out
  * of the registry, unless the node is alive again (and not forced).
@@ -200,6 +289,7 @@ static const char lua_reap[] = LUA_COMMON
 	"  redis.call('ZREM', 'parley:u:' .. users[i], node)\n"
 	"  redis.call('HDEL', 'parley:p:' .. users[i], node)\n"
 	"  settle(users[i], now, live)\n"
+	"  if redis.call('HDEL', 'parley:c:' .. users[i], node) == 1 then counts(users[i], live, nil, true) end\n"
 	"end\n"
 	"if redis.call('SCARD', set) > 0 then return 1 end\n"
 	"if ARGV[3] ~= '1' then redis.call('ZREM', 'parley:nodes', node) end\n"
@@ -306,6 +396,7 @@ static uent_t *uget(rbus_t *b, int64_t user)
 		return NULL;
 	e->user = user;
 	e->pstate = -1;
+	e->wcount = b->max_per_user ? 0 : -1;
 	*p = e;
 	b->nusers++;
 	return e;
@@ -322,6 +413,99 @@ static void uidle(rbus_t *b, uent_t *e)
 	*p = e->next;
 	free(e);
 	b->nusers--;
+}
+
+/* ---- connections elsewhere, for the cap ---- */
+
+static rcshard_t *rc_shard(rbus_t *b, int64_t user, rcount_t ***head)
+{
+	uint64_t h = mix(user);
+	rcshard_t *s = &b->rc[h % RC_SHARDS];
+
+	*head = &s->b[(h / RC_SHARDS) % RC_BUCKETS];
+	return s;
+}
+
+/* How many connections user has on other live nodes, as far as this node
+ * knows (0 when it knows of none). Any thread. */
+static unsigned rc_get(rbus_t *b, int64_t user)
+{
+	rcount_t **head, *e;
+	rcshard_t *s;
+	unsigned n = 0;
+
+	if (!atomic_load(&b->rc_entries))
+		return 0;
+	s = rc_shard(b, user, &head);
+	pthread_mutex_lock(&s->lock);
+	for (e = *head; e && e->user != user; e = e->next)
+		;
+	if (e)
+		n = e->n;
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
+/* Sets it (0 forgets the user). The bus thread only. */
+static void rc_set(rbus_t *b, int64_t user, unsigned n)
+{
+	rcount_t **head, **p, *e;
+	rcshard_t *s;
+
+	if (!b->max_per_user || (!n && !atomic_load(&b->rc_entries)))
+		return;
+	s = rc_shard(b, user, &head);
+	pthread_mutex_lock(&s->lock);
+	for (p = head; *p && (*p)->user != user; p = &(*p)->next)
+		;
+	if ((e = *p) != NULL) {
+		if (n) {
+			e->n = n;
+		} else {
+			*p = e->next;
+			free(e);
+			atomic_fetch_sub(&b->rc_entries, 1);
+		}
+	} else if (n) {
+		if ((e = malloc(sizeof *e)) != NULL) {
+			*e = (rcount_t){*head, user, n};
+			*head = e;
+			atomic_fetch_add(&b->rc_entries, 1);
+		}
+		/* else: no memory; this node's own cap still holds */
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Forgets every count: Redis is away, and the cap is per node until it
+ * is back. The bus thread, or after it has stopped. */
+static void rc_clear(rbus_t *b)
+{
+	size_t i, k;
+
+	for (i = 0; i < RC_SHARDS; i++) {
+		rcshard_t *s = &b->rc[i];
+		pthread_mutex_lock(&s->lock);
+		for (k = 0; k < RC_BUCKETS; k++) {
+			rcount_t *e = s->b[k], *next;
+			for (; e; e = next) {
+				next = e->next;
+				free(e);
+				atomic_fetch_sub(&b->rc_entries, 1);
+			}
+			s->b[k] = NULL;
+		}
+		pthread_mutex_unlock(&s->lock);
+	}
+}
+
+/* What Redis said user has elsewhere, while this node holds some of the
+ * user's connections (else it is not told of changes, so it keeps none). */
+static void rc_heard(rbus_t *b, int64_t user, long long remote)
+{
+	uent_t *e = ufind(b, user);
+
+	rc_set(b, user, e && e->wcount > 0 && remote > 0 ? (unsigned)remote : 0);
 }
 
 /* ---- commands ---- */
@@ -466,19 +650,23 @@ static void on_presence_reply(rbus_t *b, void *ctx, int64_t user, const redisRep
 		}
 		return;
 	}
+	if (reply->elements >= 4)
+		rc_heard(b, user, rint_at(reply, 3));
 	presence_seen(b, user, (int)rint_at(reply, 0), rint_at(reply, 1), (uint64_t)rint_at(reply, 2), force);
 }
 
-static int presence_eval(rbus_t *b, int64_t user, int state, int force)
+/* count: user's connections here, to be written (-1: leave as is). */
+static int presence_eval(rbus_t *b, int64_t user, int state, int count, int force)
 {
-	char node[16], st[8], u[24], dead[16];
-	const char *args[4] = {node, st, u, dead};
+	char node[16], st[8], u[24], dead[16], cn[16];
+	const char *args[5] = {node, st, u, dead, cn};
 
 	snprintf(node, sizeof node, "%" PRIu32, b->node);
 	snprintf(st, sizeof st, "%d", state);
 	snprintf(u, sizeof u, "%" PRId64, user);
 	snprintf(dead, sizeof dead, "%d", b->dead_ms);
-	return rb_eval(b, on_presence_reply, force ? (void *)1 : NULL, user, lua_presence, 4, args);
+	snprintf(cn, sizeof cn, "%d", count);
+	return rb_eval(b, on_presence_reply, force ? (void *)1 : NULL, user, lua_presence, 5, args);
 }
 
 /* Writes user's state on this node to Redis when it is not what Redis
@@ -486,6 +674,8 @@ static int presence_eval(rbus_t *b, int64_t user, int state, int force)
 static void write_state(rbus_t *b, int64_t user, int force)
 {
 	int st = bus_local_state(b->local, user);
+	/* Counted only under a cap: without one, nothing changes for Redis. */
+	int n = b->max_per_user ? (int)bus_connections(b->local, user) : -1;
 	uent_t *e = ufind(b, user);
 
 	if (b->stopping)
@@ -499,14 +689,17 @@ static void write_state(rbus_t *b, int64_t user, int force)
 			return;
 		}
 	}
-	if (!force && e->wstate == st)
+	if (!force && e->wstate == st && e->wcount == n)
 		return;
-	if (!atomic_load(&b->cmd_up) || presence_eval(b, user, st, 0) < 0) {
+	if (!atomic_load(&b->cmd_up) || presence_eval(b, user, st, n, 0) < 0) {
 		e->wstate = -1; /* written when Redis is back */
 		b->resync_pending = 1;
 		return;
 	}
 	e->wstate = st;
+	e->wcount = n;
+	if (n <= 0)
+		rc_set(b, user, 0); /* told of no changes from now on */
 	uidle(b, e);
 }
 
@@ -590,8 +783,22 @@ static void reread_subs(rbus_t *b, int reset)
 			if (e->subs) {
 				if (reset)
 					e->rv = 0;
-				presence_eval(b, e->user, -1, 0);
+				presence_eval(b, e->user, -1, -1, 0);
 			}
+}
+
+/* Reads again what every user held here has elsewhere (after a gap in
+ * what the subscriber heard). */
+static void reread_counts(rbus_t *b)
+{
+	size_t i;
+
+	if (!b->max_per_user)
+		return;
+	for (i = 0; i < b->nub; i++)
+		for (uent_t *e = b->ub[i]; e; e = e->next)
+			if (e->wcount > 0)
+				presence_eval(b, e->user, -1, -1, 0);
 }
 
 /* ---- node id, heartbeat, reaping ---- */
@@ -772,7 +979,9 @@ static void on_cmd_state(redis_t *r, void *ud, int up)
 	atomic_store(&b->cmd_up, up);
 	if (!up) {
 		b->was_down = 1;
-		log_warn("bus: Redis is away; remote delivery stops until it is back");
+		rc_clear(b);
+		log_warn("bus: Redis is away; remote delivery stops until it is back%s",
+		         b->max_per_user ? ", and the connection cap counts this node's connections only" : "");
 		return;
 	}
 	if (b->stopping)
@@ -803,8 +1012,10 @@ static void on_sub_state(redis_t *r, void *ud, int up)
 	b->sub_up = 1;
 	if (!b->started)
 		start_check(b);
-	else if (b->sub_was_down && !b->stopping)
+	else if (b->sub_was_down && !b->stopping) {
 		reread_subs(b, 0); /* changes published while we were not listening */
+		reread_counts(b);
+	}
 }
 
 /* ---- envelopes ---- */
@@ -872,6 +1083,48 @@ static void on_node_msg(redis_t *r, void *ud, const char *channel, const char *m
 	return;
 oom:
 	log_error("bus: out of memory for a frame from another node; dropped");
+}
+
+/* "<node> <kind><bytes>" from any node, this one's own included. */
+static void on_notes_msg(redis_t *r, void *ud, const char *channel, const char *msg, size_t len)
+{
+	rbus_t *b = ud;
+	const char *p = msg, *end = msg + len;
+	unsigned long node = 0;
+	int k;
+
+	(void)r;
+	(void)channel;
+	if (b->muted)
+		return;
+	while (p < end && *p >= '0' && *p <= '9' && node < 0xffffffffUL)
+		node = node * 10 + (unsigned long)(*p++ - '0');
+	if (p == msg || end - p < 2 || *p != ' ' || p[1] < 'A' || p[1] > 'Z') {
+		malformed(b, "note", len);
+		return;
+	}
+	if (node == b->node)
+		return;
+	k = p[1] - 'A';
+	atomic_fetch_add(&b->notes_heard, 1);
+	if (b->note_fn[k])
+		b->note_fn[k](b->note_ud[k], (const uint8_t *)p + 2, (size_t)(end - p - 2));
+}
+
+/* "<user> <connections on other live nodes>", for a user this node holds. */
+static void on_count_msg(redis_t *r, void *ud, const char *channel, const char *msg, size_t len)
+{
+	rbus_t *b = ud;
+	long long user, n;
+	int used = 0;
+
+	(void)r;
+	(void)channel;
+	if (sscanf(msg, "%lld %lld%n", &user, &n, &used) != 2 || (size_t)used != len || n < 0) {
+		malformed(b, "connection count", len);
+		return;
+	}
+	rc_heard(b, user, n);
 }
 
 static void on_presence_msg(redis_t *r, void *ud, const char *channel, const char *msg, size_t len)
@@ -1190,7 +1443,7 @@ static void task_subscribe(loop_t *loop, void *p, uint64_t u)
 		log_error("bus: out of memory for a presence subscription");
 	} else {
 		e->subs++;
-		if (presence_eval(b, user, -1, 1) < 0) {
+		if (presence_eval(b, user, -1, -1, 1) < 0) {
 			if (e->pstate < 0)
 				e->pstate = bus_local_state(b->local, user);
 			report(b, e);
@@ -1330,6 +1583,9 @@ static void rb_destroy(rbus_t *b, int abandon)
 		}
 	}
 	free(b->ub);
+	rc_clear(b);
+	for (i = 0; i < RC_SHARDS; i++)
+		pthread_mutex_destroy(&b->rc[i].lock);
 	bus_free(b->local);
 	pthread_mutex_destroy(&b->lock);
 	pthread_cond_destroy(&b->cond);
@@ -1353,7 +1609,10 @@ bus_t *bus_redis_open(const bus_sink_t *sink, uint32_t node, unsigned max_per_us
 	b->base.vt = &redis_vtab;
 	b->sink = *sink;
 	b->node = node;
+	b->max_per_user = max_per_user;
 	b->tfd = -1;
+	for (i = 0; i < RC_SHARDS; i++)
+		pthread_mutex_init(&b->rc[i].lock, NULL);
 	b->hb_ms = opts && opts->heartbeat_ms > 0 ? opts->heartbeat_ms : BUS_REDIS_HEARTBEAT_MS;
 	b->dead_ms = 3 * b->hb_ms;
 	b->claim_ms = 5 * b->hb_ms;
@@ -1391,10 +1650,13 @@ bus_t *bus_redis_open(const bus_sink_t *sink, uint32_t node, unsigned max_per_us
 	if (!(b->sub = redis_new(b->loop, redis_url, &ro)))
 		goto err;
 	{
-		char chan[32];
+		char chan[32], cchan[32];
 		snprintf(chan, sizeof chan, "parley:to:%" PRIu32, node);
+		snprintf(cchan, sizeof cchan, "parley:cc:%" PRIu32, node);
 		if (redis_subscribe(b->sub, chan, on_node_msg, b) < 0 ||
-		    redis_subscribe(b->sub, PRESENCE_CHANNEL, on_presence_msg, b) < 0)
+		    redis_subscribe(b->sub, PRESENCE_CHANNEL, on_presence_msg, b) < 0 ||
+		    redis_subscribe(b->sub, NOTES_CHANNEL, on_notes_msg, b) < 0 ||
+		    (max_per_user && redis_subscribe(b->sub, cchan, on_count_msg, b) < 0))
 			goto err;
 	}
 	its.it_interval.tv_sec = b->hb_ms / 1000;
@@ -1462,6 +1724,116 @@ void bus_redis_stats(bus_t *base, bus_redis_stats_t *out)
 	out->received = atomic_load(&b->received);
 	out->dropped = atomic_load(&b->dropped);
 	out->malformed = atomic_load(&b->malformed);
+	out->refused_elsewhere = atomic_load(&b->refused_remote);
+	out->notes_sent = atomic_load(&b->notes_sent);
+	out->notes_heard = atomic_load(&b->notes_heard);
+	out->notes_dropped = atomic_load(&b->notes_dropped);
+}
+
+typedef struct note {
+	rbus_t *b;
+	int kind;
+	bus_redis_note_fn fn;
+	void *ud;
+	size_t len;
+	char data[];
+} note_t;
+
+static void task_on_note(loop_t *loop, void *p, uint64_t u)
+{
+	note_t *n = p;
+
+	(void)loop;
+	(void)u;
+	atomic_fetch_sub(&n->b->queued, 1);
+	n->b->note_fn[n->kind] = n->fn;
+	n->b->note_ud[n->kind] = n->ud;
+	free(n);
+}
+
+int bus_redis_on_note(bus_t *base, char kind, bus_redis_note_fn fn, void *ud)
+{
+	rbus_t *b = (rbus_t *)base;
+	note_t *n;
+
+	if (kind < 'A' || kind > 'Z')
+		return -EINVAL;
+	if (!(n = calloc(1, sizeof *n)))
+		return -ENOMEM;
+	*n = (note_t){.b = b, .kind = kind - 'A', .fn = fn, .ud = ud};
+	atomic_fetch_add(&b->queued, 1);
+	if (loop_post(b->loop, task_on_note, n, 0) < 0) {
+		atomic_fetch_sub(&b->queued, 1);
+		free(n);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void note_dropped(rbus_t *b)
+{
+	unsigned long long n = atomic_fetch_add(&b->notes_dropped, 1) + 1;
+	long long now = clock_mono_ms(), last = atomic_load(&b->notes_logged_at);
+
+	if ((!last || now - last >= LOG_EVERY_MS) && atomic_compare_exchange_strong(&b->notes_logged_at, &last, now))
+		log_warn("bus: Redis is away or behind; %llu notes for other nodes dropped so far (login backoff "
+		         "counts this node's failures only meanwhile)",
+		         n);
+}
+
+static void task_note(loop_t *loop, void *p, uint64_t u)
+{
+	note_t *n = p;
+	rbus_t *b = n->b;
+	char head[16];
+	const char *argv[3] = {"PUBLISH", NOTES_CHANNEL, n->data};
+	size_t lens[3] = {7, sizeof NOTES_CHANNEL - 1, 0};
+	int hl;
+
+	(void)loop;
+	(void)u;
+	atomic_fetch_sub(&b->queued, 1);
+	/* The head was left room for in front of the bytes. */
+	hl = snprintf(head, sizeof head, "%" PRIu32 " %c", b->node, 'A' + n->kind);
+	memcpy(n->data + 16 - hl, head, (size_t)hl);
+	argv[2] = n->data + 16 - hl;
+	lens[2] = (size_t)hl + n->len;
+	if (!b->stopping && rb_cmd(b, NULL, NULL, 0, 3, argv, lens) == 0)
+		atomic_fetch_add(&b->notes_sent, 1);
+	else
+		note_dropped(b);
+	free(n);
+	settled_check(b);
+}
+
+void bus_redis_note(bus_t *base, char kind, const void *bytes, size_t len)
+{
+	rbus_t *b = (rbus_t *)base;
+	note_t *n;
+
+	if (kind < 'A' || kind > 'Z')
+		return;
+	if (!may_queue(b)) {
+		note_dropped(b);
+		return;
+	}
+	if (!(n = malloc(sizeof *n + 16 + len))) {
+		atomic_fetch_sub(&b->queued, 1);
+		note_dropped(b);
+		return;
+	}
+	*n = (note_t){.b = b, .kind = kind - 'A', .len = len};
+	memcpy(n->data + 16, bytes, len);
+	if (loop_post(b->loop, task_note, n, 0) < 0) {
+		atomic_fetch_sub(&b->queued, 1);
+		free(n);
+		note_dropped(b);
+	}
+}
+
+unsigned bus_redis_elsewhere(bus_t *base, int64_t user)
+{
+	return rc_get((rbus_t *)base, user);
 }
 
 static void task_mute(loop_t *loop, void *p, uint64_t u)
@@ -1547,7 +1919,17 @@ out:
 static int rb_attach(bus_t *base, int64_t user, int64_t device, uint64_t conn)
 {
 	rbus_t *b = (rbus_t *)base;
-	int rc = bus_attach(b->local, user, device, conn);
+	unsigned elsewhere = b->max_per_user ? rc_get(b, user) : 0;
+	int rc;
+
+	/* Connections on other nodes, as last heard: the cap holds across the
+	 * fleet but for what crossed in flight (see the header). */
+	if (elsewhere && (elsewhere >= b->max_per_user ||
+	                  bus_connections(b->local, user) + elsewhere >= b->max_per_user)) {
+		atomic_fetch_add(&b->refused_remote, 1);
+		return BUS_FULL;
+	}
+	rc = bus_attach(b->local, user, device, conn);
 
 	if (rc == 0 && !atomic_load(&b->closing))
 		post_task(b, task_changed, (uint64_t)user);

@@ -30,10 +30,34 @@ typedef struct bus_redis_stats {
 	unsigned long long received;   /* envelopes received from other nodes */
 	unsigned long long dropped;    /* remote deliveries dropped: Redis down, queue full */
 	unsigned long long malformed;  /* envelopes or presence messages that did not parse */
+	unsigned long long refused_elsewhere; /* attaches refused for connections on other nodes */
+	unsigned long long notes_sent;    /* bus_redis_note: published */
+	unsigned long long notes_heard;   /* from other nodes */
+	unsigned long long notes_dropped; /* not sent: Redis away, queue full */
 } bus_redis_stats_t;
 
 /* Counters so far. Any thread. */
 void bus_redis_stats(bus_t *bus, bus_redis_stats_t *out);
+
+/* Notes: short news other modules give every other node (the login
+ * guard's failures, loginguard.h), at most once. bus_redis_note queues
+ * len bytes (copied) to be published to every node under kind, 'A' to
+ * 'Z'; any thread, never waits: while Redis is away, or the queue to the
+ * bus thread is full, the note is dropped, counted, and logged at most
+ * every 10 s. Each other node then calls its handler of kind with the
+ * bytes (borrowed for the call), on its bus thread, in the order each
+ * sender sent; notes published while a node's subscriber is away are
+ * lost to it. The handler must not block, nor call back into the bus but
+ * for bus_redis_note. bus_redis_on_note sets the handler of kind (notes
+ * heard before it is set are dropped); 0, -EINVAL or -ENOMEM. No handler
+ * is called once bus_redis_mute has returned. */
+typedef void (*bus_redis_note_fn)(void *ud, const uint8_t *bytes, size_t len);
+int bus_redis_on_note(bus_t *bus, char kind, bus_redis_note_fn fn, void *ud);
+void bus_redis_note(bus_t *bus, char kind, const void *bytes, size_t len);
+
+/* How many connections of user this node knows of on other live nodes
+ * (what its cap counts beside its own). Any thread. */
+unsigned bus_redis_elsewhere(bus_t *bus, int64_t user);
 
 /* From now on the bus thread calls the sink no more (frames from other
  * nodes and presence reports are dropped); returns once that holds. For

@@ -8,7 +8,9 @@
  * their own, so no table's placement tells anything about another's. */
 #include "loginguard.h"
 
+#include <inttypes.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,6 +43,8 @@ typedef struct backoffs {
 
 struct loginguard {
 	pthread_mutex_t lock;
+	loginguard_share_fn share;  /* set before use, then only read */
+	void *share_ud;
 	backoffs_t pairs, names;
 	known_t *known;
 	unsigned nknown;
@@ -329,7 +333,20 @@ int loginguard_known(loginguard_t *g, const char *name, size_t len, uint64_t add
 	return known;
 }
 
-void loginguard_failed(loginguard_t *g, const char *name, size_t len, uint64_t addr, int64_t now_ms)
+/* A note for other nodes: "f <addr> <name>" or "s <addr> <name>". */
+static void share(loginguard_t *g, char what, const char *name, size_t len, uint64_t addr)
+{
+	char buf[32 + LOGINGUARD_NOTE_NAME_MAX];
+	int n;
+
+	if (!g->share || len > LOGINGUARD_NOTE_NAME_MAX)
+		return;
+	n = snprintf(buf, 32, "%c %" PRIu64 " ", what, addr);
+	memcpy(buf + n, name, len);
+	g->share(g->share_ud, buf, (size_t)n + len);
+}
+
+static void record_failed(loginguard_t *g, const char *name, size_t len, uint64_t addr, int64_t now_ms)
 {
 	keys_t k;
 
@@ -342,7 +359,7 @@ void loginguard_failed(loginguard_t *g, const char *name, size_t len, uint64_t a
 	pthread_mutex_unlock(&g->lock);
 }
 
-void loginguard_succeeded(loginguard_t *g, const char *name, size_t len, uint64_t addr, int64_t now_ms)
+static void record_succeeded(loginguard_t *g, const char *name, size_t len, uint64_t addr, int64_t now_ms)
 {
 	keys_t k;
 
@@ -352,4 +369,46 @@ void loginguard_succeeded(loginguard_t *g, const char *name, size_t len, uint64_
 	if (addr)
 		known_add(g, k.known, now_ms);
 	pthread_mutex_unlock(&g->lock);
+}
+
+void loginguard_failed(loginguard_t *g, const char *name, size_t len, uint64_t addr, int64_t now_ms)
+{
+	record_failed(g, name, len, addr, now_ms);
+	share(g, 'f', name, len, addr);
+}
+
+void loginguard_succeeded(loginguard_t *g, const char *name, size_t len, uint64_t addr, int64_t now_ms)
+{
+	record_succeeded(g, name, len, addr, now_ms);
+	share(g, 's', name, len, addr);
+}
+
+void loginguard_set_share(loginguard_t *g, loginguard_share_fn fn, void *ud)
+{
+	g->share = fn;
+	g->share_ud = ud;
+}
+
+int loginguard_apply_note(loginguard_t *g, const void *note, size_t len, int64_t now_ms)
+{
+	const char *p = note, *end = p + len, *q;
+	uint64_t addr = 0;
+	char what;
+
+	if (len < 5 || (p[0] != 'f' && p[0] != 's') || p[1] != ' ')
+		return -1;
+	what = p[0];
+	for (q = p + 2; q < end && *q >= '0' && *q <= '9'; q++) {
+		if (addr > (UINT64_MAX - 9) / 10)
+			return -1;
+		addr = addr * 10 + (uint64_t)(*q - '0');
+	}
+	if (q == p + 2 || q >= end || *q != ' ' || end - (q + 1) < 1 || end - (q + 1) > LOGINGUARD_NOTE_NAME_MAX)
+		return -1;
+	q++;
+	if (what == 'f')
+		record_failed(g, q, (size_t)(end - q), addr, now_ms);
+	else
+		record_succeeded(g, q, (size_t)(end - q), addr, now_ms);
+	return 0;
 }

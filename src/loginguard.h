@@ -40,6 +40,22 @@
  * address out (size known_slots for the logins of a month), which costs
  * its owner the exemption only.
  *
+ * Across a fleet (--redis) every node's guard hears of every other's
+ * failures and successes: loginguard_failed and loginguard_succeeded
+ * hand a short note to the share callback, which the node publishes to
+ * the others through the Redis bus (bus_redis_note; never waiting for
+ * Redis), and each applies what it hears with loginguard_apply_note, as
+ * if it had happened there. So an attacker gains nothing by spreading
+ * guesses over nodes: the backoff holds across nodes but for the notes
+ * in flight, one Redis round trip (about a millisecond) of failures per
+ * node, which the backoff's own rate (one password hash per try) keeps
+ * to a few. While Redis is away notes are dropped (the bus logs it) and
+ * each node counts its own failures only, as a single node does; what
+ * was dropped is not sent again. A node that starts later knows none of
+ * the failures before it started, as after a restart today. Names longer
+ * than LOGINGUARD_NOTE_NAME_MAX bytes (no valid username is) are counted
+ * on their node only.
+ *
  * Thread-safe: one mutex, held for a few slot reads and writes. One lock
  * is enough because every call comes with a password hash of tens of
  * milliseconds, run by a small pool. Needs sodium_init() first. */
@@ -74,6 +90,22 @@ loginguard_t *loginguard_new_config(const loginguard_config_t *cfg);
 loginguard_t *loginguard_new(unsigned free_failures, int64_t max_wait_ms);
 /* NULL is fine. No call on g may be in progress or follow. */
 void loginguard_free(loginguard_t *g);
+
+/* Longest name a note carries. */
+#define LOGINGUARD_NOTE_NAME_MAX 256
+
+/* Called by loginguard_failed and loginguard_succeeded, after recording,
+ * with a note of len bytes (borrowed for the call) for the other nodes;
+ * on the caller's thread, without the guard's lock held. */
+typedef void (*loginguard_share_fn)(void *ud, const void *note, size_t len);
+
+/* Sets the share callback; before any other call on g, once. */
+void loginguard_set_share(loginguard_t *g, loginguard_share_fn fn, void *ud);
+
+/* Records what another node's note says happened (at now_ms here),
+ * without sharing it again. 0, or -1 for a note that does not parse
+ * (nothing recorded). Any thread. */
+int loginguard_apply_note(loginguard_t *g, const void *note, size_t len, int64_t now_ms);
 
 /* 0 when name may try now from addr, else the milliseconds until it may. */
 int64_t loginguard_wait_ms(loginguard_t *g, const char *name, size_t len, uint64_t addr, int64_t now_ms);

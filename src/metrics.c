@@ -94,6 +94,18 @@ sbuf_t *metrics_response(server_t *srv, int keep_alive)
 		       (double)bs.dropped);
 		metric(&b, "parley_bus_malformed_total", "counter",
 		       "Envelopes and presence messages from Redis that did not parse, dropped.", (double)bs.malformed);
+		metric(&b, "parley_bus_cap_refused_elsewhere_total", "counter",
+		       "WebSockets refused because the user's connections on all nodes reached --max-user-connections, "
+		       "counting those on other nodes.",
+		       (double)bs.refused_elsewhere);
+		metric(&b, "parley_bus_notes_sent_total", "counter",
+		       "Notes published to the other nodes (failed and successful logins, for their backoff).",
+		       (double)bs.notes_sent);
+		metric(&b, "parley_bus_notes_heard_total", "counter", "Notes heard from other nodes.",
+		       (double)bs.notes_heard);
+		metric(&b, "parley_bus_notes_dropped_total", "counter",
+		       "Notes not sent: Redis away or behind (limits count this node's own meanwhile).",
+		       (double)bs.notes_dropped);
 	}
 	r = b.oom ? NULL
 	          : http_response(200, "text/plain; version=0.0.4", b.data, b.len, keep_alive, NULL);

@@ -233,6 +233,21 @@ static int start_outbox(server_t *srv)
 	return 0;
 }
 
+/* In a fleet the login guards of all nodes hear of each other's failures
+ * and successes (loginguard.h), as bus notes of kind 'L'. */
+static void share_login(void *ud, const void *note, size_t len)
+{
+	bus_redis_note(((server_t *)ud)->bus, 'L', note, len);
+}
+
+static void heard_login(void *ud, const uint8_t *note, size_t len)
+{
+	server_t *srv = ud;
+
+	if (loginguard_apply_note(srv->logins, note, len, clock_wall_ms()) < 0)
+		log_warn("bus: dropped a malformed login note of %zu bytes", len);
+}
+
 server_t *server_start(const server_config_t *cfg)
 {
 	server_t *srv = calloc(1, sizeof *srv);
@@ -337,6 +352,11 @@ server_t *server_start(const server_config_t *cfg)
 		srv->bus = bus_local_new(&sink, cfg->node_id, cfg->max_user_connections);
 	if (!srv->bus)
 		goto err;
+	if (cfg->redis_url[0]) {
+		if (bus_redis_on_note(srv->bus, 'L', heard_login, srv) < 0)
+			goto err;
+		loginguard_set_share(srv->logins, share_login, srv);
+	}
 	if (!(srv->tally = tally_new(srv, cfg->receipts_interval_ms)))
 		goto err;
 	if (!(srv->presence = presence_new(srv, cfg->presence_grace_ms)))

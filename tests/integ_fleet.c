@@ -5,7 +5,9 @@
  * alice, watching bob from node 1, sees him online, away and offline on
  * node 2; a group with members on both nodes gets every message once
  * and in order; a third node with a live node's id is refused; a node
- * killed with SIGKILL takes its users offline within seconds. The store is
+ * killed with SIGKILL takes its users offline within seconds; the cap of
+ * connections per user (3 here) counts both nodes', and failed logins
+ * on either node count towards the backoff on both. The store is
  * always PostgreSQL here, whatever $PARLEY_TEST_STORE says: one SQLite
  * directory cannot be shared by two nodes. */
 #include "harness.h"
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "loop.h"
 #include "redisserver.h"
@@ -24,9 +27,9 @@ static hx_server_t n1, n2;
 static int setup(void **state)
 {
 	const char *a1[] = {"--redis", NULL, "--node-id", "1", "--fast-password-hashing", "--presence-grace", "500",
-	                    NULL};
+	                    "--max-user-connections", "3", NULL};
 	const char *a2[] = {"--redis", NULL, "--node-id", "2", "--fast-password-hashing", "--presence-grace", "500",
-	                    NULL};
+	                    "--max-user-connections", "3", NULL};
 
 	(void)state;
 	if (!rs && !(rs = redisserver_start()))
@@ -129,6 +132,139 @@ static void test_presence_across_nodes(void **state)
 	pc_close(cb);
 	json_decref(expect_presence(ca, b.id, "offline"));
 	pc_close(ca);
+}
+
+/* A WebSocket for u on port: 0 and *out on 101, else the refusal's
+ * status. */
+static int ws_try(int port, const hx_user_t *u, pc_conn_t **out)
+{
+	pc_conn_t *c = pc_connect("127.0.0.1", port);
+	pc_response_t res = {0};
+	int st;
+
+	assert_non_null(c);
+	if (pc_ws_open(c, "/chat/v1/ws", u->token, &res, HX_TIMEOUT) == 0) {
+		*out = c;
+		return 0;
+	}
+	st = res.status;
+	if (st == 429)
+		assert_non_null(strstr(res.body, "\"rate_limited\""));
+	pc_response_free(&res);
+	pc_close(c);
+	*out = NULL;
+	return st;
+}
+
+/* Waits (a few seconds at most) until a WebSocket for u on port is
+ * refused 429; one admitted meanwhile, while the other node's count is
+ * still on its way (the documented overshoot), is closed and tried
+ * again. Returns 429 or the last status. */
+static int refused_soon(int port, const hx_user_t *u)
+{
+	int64_t end = clock_mono_ms() + 5000;
+	pc_conn_t *c;
+	int st;
+
+	while ((st = ws_try(port, u, &c)) == 0 && clock_mono_ms() < end) {
+		pc_close(c);
+		usleep(50000);
+	}
+	if (c)
+		pc_close(c);
+	return st;
+}
+
+/* Waits until a WebSocket for u on port is admitted; returns it. */
+static pc_conn_t *admitted_soon(int port, const hx_user_t *u)
+{
+	int64_t end = clock_mono_ms() + 5000;
+	pc_conn_t *c;
+
+	while (ws_try(port, u, &c) == 429 && clock_mono_ms() < end)
+		usleep(50000);
+	return c;
+}
+
+/* Cap 3 per user across the fleet: two on node 1 and one on node 2 fill
+ * it; a fourth is refused 429 on either node; after a close there is
+ * room again. */
+static void test_connection_cap_across_nodes(void **state)
+{
+	hx_user_t u, u2;
+	pc_conn_t *c[3], *more;
+	json_t *j;
+
+	(void)state;
+	hx_user(n1.port, "capf", &u);
+	hx_login(n2.port, &u, &u2); /* a second device counts too */
+	c[0] = hx_ws(n1.port, &u);
+	c[1] = hx_ws(n1.port, &u2);
+	c[2] = hx_ws(n2.port, &u);
+	assert_int_equal(refused_soon(n1.port, &u), 429);
+	assert_int_equal(refused_soon(n2.port, &u2), 429);
+	assert_true(hx_metric(&n1, "parley_bus_cap_refused_elsewhere_total") >= 1);
+	assert_true(hx_metric(&n2, "parley_bus_cap_refused_elsewhere_total") >= 1);
+	/* The open ones still work. */
+	hx_sendf(c[2], "{\"type\":\"ping\",\"ref\":1}");
+	json_decref(hx_expect(c[2], "pong"));
+	/* Node 2's one closes: node 1 admits a third of its own, and then
+	 * the cap is full again on both. */
+	pc_close(c[2]);
+	more = admitted_soon(n1.port, &u);
+	assert_non_null(more);
+	j = hx_expect(more, "ready");
+	json_decref(j);
+	assert_int_equal(refused_soon(n1.port, &u2), 429);
+	pc_close(more);
+	pc_close(c[0]);
+	pc_close(c[1]);
+}
+
+static int login(int port, const hx_user_t *u, const char *password)
+{
+	char body[192];
+	json_t *j;
+	int st;
+
+	snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"%s\"}", u->name, password);
+	j = hx_http(port, "POST", "/api/v1/sessions", NULL, body, &st);
+	json_decref(j);
+	return st;
+}
+
+/* Waits until the node has heard at least want notes from the other. */
+static void notes_wait(const hx_server_t *n, double want)
+{
+	int64_t end = clock_mono_ms() + 5000;
+
+	while (hx_metric(n, "parley_bus_notes_heard_total") < want && clock_mono_ms() < end)
+		usleep(10000);
+	assert_true(hx_metric(n, "parley_bus_notes_heard_total") >= want);
+}
+
+/* Failed logins count on every node: 6 wrong passwords, 3 on each node
+ * (5 are free per name and address), and the right password then waits
+ * on both; alone, each node would have let it in. */
+static void test_login_backoff_across_nodes(void **state)
+{
+	hx_user_t u;
+	double h1, h2;
+	int i;
+
+	(void)state;
+	hx_user(n1.port, "guessed", &u);
+	h1 = hx_metric(&n1, "parley_bus_notes_heard_total");
+	h2 = hx_metric(&n2, "parley_bus_notes_heard_total");
+	for (i = 0; i < 6; i++)
+		assert_int_equal(login(i % 2 ? n2.port : n1.port, &u, "wrong guess"), 401);
+	notes_wait(&n1, h1 + 3);
+	notes_wait(&n2, h2 + 3);
+	/* The sixth failure made the name wait 1 s from this address. */
+	assert_int_equal(login(n1.port, &u, HX_PASSWORD), 429);
+	assert_int_equal(login(n2.port, &u, HX_PASSWORD), 429);
+	assert_true(hx_metric(&n1, "parley_bus_notes_sent_total") >= 3);
+	assert_int_equal((int)hx_metric(&n1, "parley_bus_notes_dropped_total"), 0);
 }
 
 static void test_duplicate_node_id(void **state)
@@ -236,6 +372,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_chat_across_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_presence_across_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_across_nodes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connection_cap_across_nodes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_login_backoff_across_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_duplicate_node_id, setup, teardown),
 		/* Last: node 2's id stays claimed for 5 s after its kill. */
 		cmocka_unit_test_setup_teardown(test_node_killed, setup, teardown),

@@ -9,6 +9,7 @@
  * delivery works again; a second node with a live node's id is refused;
  * a malformed envelope is dropped and counted. Tests wait for what they
  * expect with a deadline, never a bare sleep. */
+#include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -178,6 +179,27 @@ static bus_t *node_new(uint32_t node)
 
 	rec_clear(&recs[node]);
 	return bus_redis_open(&s, node, 0, redisserver_url(rs), &o);
+}
+
+static bus_t *node_capped(uint32_t node, unsigned cap)
+{
+	bus_sink_t s = {sink_deliver, sink_kick, sink_presence, &recs[node]};
+	bus_redis_opts_t o = {HB_MS, 5000};
+
+	rec_clear(&recs[node]);
+	return bus_redis_open(&s, node, cap, redisserver_url(rs), &o);
+}
+
+/* Waits up to ms until bus knows of `want` connections of user elsewhere. */
+static int elsewhere_wait(bus_t *bus, int64_t user, unsigned want, int ms)
+{
+	int64_t end = clock_mono_ms() + ms;
+
+	while (bus_redis_elsewhere(bus, user) != want && clock_mono_ms() < end) {
+		struct timespec ts = {0, 10 * 1000000};
+		nanosleep(&ts, NULL);
+	}
+	return (int)bus_redis_elsewhere(bus, user);
 }
 
 static redisContext *rconn(void)
@@ -432,6 +454,137 @@ static void test_redis_restart(void **state)
 	bus_free(b2);
 }
 
+/* A cap of 3 per user across two nodes: two connections on node 1 and
+ * one on node 2 fill it, and a fourth is refused on either; once one
+ * closes, the other node admits again. With Redis away each node counts
+ * only its own. */
+static void test_cap_across_nodes(void **state)
+{
+	bus_t *b1 = node_capped(1, 3), *b2 = node_capped(2, 3);
+	bus_redis_stats_t s;
+
+	(void)state;
+	assert_non_null(b1);
+	assert_non_null(b2);
+	assert_int_equal(bus_attach(b1, 7, 70, CONN(1, 1)), 0);
+	assert_int_equal(bus_attach(b1, 7, 71, CONN(1, 2)), 0);
+	assert_int_equal(bus_redis_settle(b1, 5000), 0);
+	assert_int_equal(bus_attach(b2, 7, 72, CONN(2, 3)), 0);
+	assert_int_equal(bus_redis_settle(b2, 5000), 0);
+	/* Node 2 heard of node 1's two in the reply to its own write; node 1
+	 * of node 2's one on its channel. */
+	assert_int_equal(elsewhere_wait(b2, 7, 2, 5000), 2);
+	assert_int_equal(elsewhere_wait(b1, 7, 1, 5000), 1);
+	assert_int_equal(bus_attach(b1, 7, 73, CONN(1, 4)), BUS_FULL);
+	assert_int_equal(bus_attach(b2, 7, 73, CONN(2, 4)), BUS_FULL);
+	assert_int_equal(bus_connections(b1, 7), 2);
+	assert_int_equal(bus_connections(b2, 7), 1);
+	bus_redis_stats(b1, &s);
+	assert_int_equal((int)s.refused_elsewhere, 1);
+	/* Another user is not affected. */
+	assert_int_equal(bus_attach(b2, 8, 80, CONN(2, 9)), 0);
+
+	/* Node 2's one closes: node 1 may have a third again. */
+	bus_detach(b2, 7, CONN(2, 3));
+	assert_int_equal(bus_redis_settle(b2, 5000), 0);
+	assert_int_equal(elsewhere_wait(b1, 7, 0, 5000), 0);
+	assert_int_equal(bus_attach(b1, 7, 73, CONN(1, 4)), 0);
+	assert_int_equal(bus_redis_settle(b1, 5000), 0);
+	/* Node 2 holds none of them now, and a new one there sees the 3. */
+	assert_int_equal(bus_attach(b2, 7, 74, CONN(2, 5)), 0); /* the documented overshoot: it knew of none */
+	assert_int_equal(bus_redis_settle(b2, 5000), 0);
+	assert_int_equal(elsewhere_wait(b2, 7, 3, 5000), 3);
+	assert_int_equal(bus_attach(b2, 7, 75, CONN(2, 6)), BUS_FULL);
+	assert_int_equal(elsewhere_wait(b1, 7, 1, 5000), 1);
+	assert_int_equal(bus_attach(b1, 7, 75, CONN(1, 6)), BUS_FULL);
+	bus_detach(b2, 7, CONN(2, 5));
+	assert_int_equal(bus_redis_settle(b2, 5000), 0);
+	assert_int_equal(elsewhere_wait(b1, 7, 0, 5000), 0);
+
+	/* Node 2 connects again, then Redis goes: each node falls back to
+	 * its own count. */
+	assert_int_equal(bus_attach(b2, 7, 74, CONN(2, 5)), 0);
+	assert_int_equal(bus_redis_settle(b2, 5000), 0);
+	assert_int_equal(elsewhere_wait(b1, 7, 1, 5000), 1);
+	assert_int_equal(redisserver_kill(rs), 0);
+	assert_int_equal(elsewhere_wait(b1, 7, 0, 5000), 0);
+	assert_int_equal(elsewhere_wait(b2, 7, 0, 5000), 0);
+	assert_int_equal(bus_attach(b2, 7, 76, CONN(2, 7)), 0);
+	assert_int_equal(bus_attach(b2, 7, 77, CONN(2, 8)), 0);
+	assert_int_equal(bus_attach(b2, 7, 78, CONN(2, 10)), BUS_FULL); /* its own 3 */
+	assert_int_equal(redisserver_restart(rs), 0);
+	/* Back: each writes its users again and learns the other's count. */
+	assert_int_equal(elsewhere_wait(b1, 7, 3, 10000), 3);
+	assert_int_equal(elsewhere_wait(b2, 7, 3, 10000), 3);
+	bus_free(b1);
+	bus_free(b2);
+}
+
+/* Notes: one sent on node 1 reaches node 2's handler of its kind, bytes
+ * intact, and not node 1's own; a kind without a handler is dropped. */
+static char heard[64];
+static size_t nheard;
+static int heard_count;
+static pthread_mutex_t heard_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void on_note(void *ud, const uint8_t *bytes, size_t len)
+{
+	pthread_mutex_lock(&heard_lock);
+	nheard = len < sizeof heard ? len : sizeof heard;
+	memcpy(heard, bytes, nheard);
+	heard_count += (int)(intptr_t)ud;
+	pthread_mutex_unlock(&heard_lock);
+}
+
+static int heard_wait(int want, int ms)
+{
+	int64_t end = clock_mono_ms() + ms;
+	int n;
+
+	for (;;) {
+		struct timespec ts = {0, 10 * 1000000};
+		pthread_mutex_lock(&heard_lock);
+		n = heard_count;
+		pthread_mutex_unlock(&heard_lock);
+		if (n >= want || clock_mono_ms() >= end)
+			return n;
+		nanosleep(&ts, NULL);
+	}
+}
+
+static void test_notes(void **state)
+{
+	bus_t *b1 = node_new(1), *b2 = node_new(2);
+	bus_redis_stats_t s;
+
+	(void)state;
+	assert_non_null(b1);
+	assert_non_null(b2);
+	heard_count = 0;
+	assert_int_equal(bus_redis_on_note(b1, 'L', on_note, (void *)(intptr_t)100), 0);
+	assert_int_equal(bus_redis_on_note(b2, 'L', on_note, (void *)(intptr_t)1), 0);
+	assert_int_equal(bus_redis_on_note(b2, 'a', on_note, NULL), -EINVAL);
+	assert_int_equal(bus_redis_settle(b1, 5000), 0);
+	assert_int_equal(bus_redis_settle(b2, 5000), 0);
+	bus_redis_note(b1, 'Q', "nobody", 6); /* no handler on node 2 */
+	bus_redis_note(b1, 'L', "f 7 a\0b", 7);
+	assert_int_equal(bus_redis_settle(b1, 5000), 0);
+	assert_int_equal(heard_wait(1, 5000), 1);
+	pthread_mutex_lock(&heard_lock);
+	assert_int_equal(nheard, 7);
+	assert_memory_equal(heard, "f 7 a\0b", 7);
+	pthread_mutex_unlock(&heard_lock);
+	bus_redis_stats(b1, &s);
+	assert_int_equal((int)s.notes_sent, 2);
+	/* Node 1's own note came back to it and was not handed on. */
+	assert_int_equal(bus_redis_settle(b2, 5000), 0);
+	bus_redis_stats(b2, &s);
+	assert_int_equal((int)s.notes_heard, 2);
+	assert_int_equal(heard_wait(100, 200), 1);
+	bus_free(b1);
+	bus_free(b2);
+}
+
 /* A second node with a live node's id is refused; once the first is
  * gone (freed: it releases its id), the id may be used. */
 static void test_duplicate_id(void **state)
@@ -536,6 +689,8 @@ int main(void)
 		cmocka_unit_test_setup(test_deliver_many_per_node, setup),
 		cmocka_unit_test_setup(test_presence_across, setup),
 		cmocka_unit_test_setup(test_redis_restart, setup),
+		cmocka_unit_test_setup(test_cap_across_nodes, setup),
+		cmocka_unit_test_setup(test_notes, setup),
 		cmocka_unit_test_setup(test_duplicate_id, setup),
 		cmocka_unit_test_setup(test_malformed, setup),
 		cmocka_unit_test_setup(test_mute, setup),

@@ -363,6 +363,69 @@ static void test_spray_keeps_lock(void **state)
 	spray(0, 100000);
 }
 
+/* Two guards, as on two nodes, each handing its notes to the other (the
+ * bus's part, here a direct call): failures spread over both trip the
+ * backoff on both; a success on one forgets the failures on the other
+ * and makes the address known there; notes applied are not shared again;
+ * malformed notes are refused. */
+typedef struct peer {
+	loginguard_t *to;
+	int64_t now;
+	int shared;
+} peer_t;
+
+static void to_peer(void *ud, const void *note, size_t len)
+{
+	peer_t *p = ud;
+
+	p->shared++;
+	assert_int_equal(loginguard_apply_note(p->to, note, len, p->now), 0);
+}
+
+static void test_notes_across_nodes(void **state)
+{
+	loginguard_t *g1 = guard(3, 10000, 100000, 10000, 0), *g2 = guard(3, 10000, 100000, 10000, 0);
+	peer_t p1 = {g2, 1000000, 0}, p2 = {g1, 1000000, 0};
+	int64_t t = 1000000;
+	int i;
+
+	(void)state;
+	assert_non_null(g1);
+	assert_non_null(g2);
+	loginguard_set_share(g1, to_peer, &p1);
+	loginguard_set_share(g2, to_peer, &p2);
+	/* Two failures on each: 4 > 3 free, so both make alice wait. */
+	for (i = 0; i < 4; i++)
+		loginguard_failed(i % 2 ? g2 : g1, NAME("alice"), STRANGER, t);
+	assert_int_equal(p1.shared, 2);
+	assert_int_equal(p2.shared, 2); /* applied notes were not sent back */
+	assert_int_equal(loginguard_wait_ms(g1, NAME("alice"), STRANGER, t), 1000);
+	assert_int_equal(loginguard_wait_ms(g2, NAME("alice"), STRANGER, t), 1000);
+	/* Alone, each would have had two: not enough. */
+	{
+		loginguard_t *lone = guard(3, 10000, 100000, 10000, 0);
+		loginguard_failed(lone, NAME("alice"), STRANGER, t);
+		loginguard_failed(lone, NAME("alice"), STRANGER, t);
+		assert_int_equal(loginguard_wait_ms(lone, NAME("alice"), STRANGER, t), 0);
+		loginguard_free(lone);
+	}
+	/* A success on node 2 forgets the failures on node 1 too, and the
+	 * address is known on both. */
+	loginguard_succeeded(g2, NAME("alice"), STRANGER, t + 1000);
+	assert_int_equal(loginguard_wait_ms(g1, NAME("alice"), STRANGER, t + 1000), 0);
+	assert_int_equal(loginguard_known(g1, NAME("alice"), STRANGER, t + 1000), 1);
+	assert_int_equal(loginguard_known(g2, NAME("alice"), STRANGER, t + 1000), 1);
+	/* Malformed notes change nothing. */
+	assert_int_equal(loginguard_apply_note(g1, "", 0, t), -1);
+	assert_int_equal(loginguard_apply_note(g1, "x 1 bob", 7, t), -1);
+	assert_int_equal(loginguard_apply_note(g1, "f bob", 5, t), -1);
+	assert_int_equal(loginguard_apply_note(g1, "f 12 ", 5, t), -1);
+	assert_int_equal(loginguard_apply_note(g1, "f 99999999999999999999999 bob", 29, t), -1);
+	assert_int_equal(loginguard_apply_note(g1, "f 12 bob", 8, t), 0);
+	loginguard_free(g1);
+	loginguard_free(g2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -372,6 +435,7 @@ int main(void)
 		cmocka_unit_test(test_days),
 		cmocka_unit_test(test_collisions),
 		cmocka_unit_test(test_spray_keeps_lock),
+		cmocka_unit_test(test_notes_across_nodes),
 	};
 	if (sodium_init() < 0)
 		return 1;
