@@ -42,12 +42,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <nats/nats.h>
 
 #include "eventlog.h"
 #include "log.h"
+#include "loop.h"
 
 #define NAME_MAX_LEN 32
 #define FETCH_EXPIRE_MS 500 /* how long a consumer's fetch waits: bounds close */
@@ -675,7 +677,12 @@ int eventlog_consume(eventlog_t *log, const char *group, unsigned partition, eve
 
 /* ---- open and close --------------------------------------------------- */
 
-/* Makes sure the stream exists with our settings. 0, or -1 with err. */
+#define STREAM_READY_MS 30000  /* how long open waits for JetStream to elect a leader */
+
+/* Makes sure the stream exists with our settings. 0; -1 with err; or -2
+ * with err when JetStream is not ready yet (no leader elected, not enough
+ * peers, another node creating the stream at this very moment): worth
+ * trying again. */
 static int ensure_stream(eventlog_t *log, char *err, size_t errlen)
 {
 	char subject[NAME_MAX_LEN + 16], desc[96];
@@ -722,7 +729,10 @@ static int ensure_stream(eventlog_t *log, char *err, size_t errlen)
 		snprintf(err, errlen, "stream %s (replicas %d): %s (%d)%s%s", log->name, log->o.replicas,
 		         natsStatus_GetText(s), (int)jerr, detail && *detail ? ": " : "", detail && *detail ? detail : "");
 		jsStreamInfo_Destroy(si);
-		return -1;
+		return s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || jerr == JSClusterNotAvailErr ||
+		               jerr == JSClusterNoPeersErr || jerr == JSStreamNameExistErr
+		           ? -2
+		           : -1;
 	}
 	jsStreamInfo_Destroy(si);
 	return 0;
@@ -929,8 +939,19 @@ eventlog_t *eventlog_open(const char *urls, const eventlog_opts_t *opts, char *e
 		snprintf(err, errlen, "no JetStream context");
 		goto fail_conn;
 	}
-	if (ensure_stream(log, err, errlen) < 0)
-		goto fail_conn;
+	/* Nodes and NATS servers start in any order: a cluster that has just
+	 * come up elects its leader for a few seconds. */
+	{
+		int64_t give_up = clock_mono_ms() + STREAM_READY_MS;
+		int r, said = 0;
+		while ((r = ensure_stream(log, err, errlen)) == -2 && clock_mono_ms() < give_up) {
+			if (!said++)
+				log_info("eventlog %s: JetStream not ready yet (%s); trying again", log->name, err);
+			usleep(250 * 1000);
+		}
+		if (r < 0)
+			goto fail_conn;
+	}
 
 	if (natsInbox_Create(&ib) != NATS_OK) {
 		snprintf(err, errlen, "out of memory");
