@@ -309,8 +309,13 @@ static void test_log_down(void **state)
 		snprintf(body, sizeof body, "d-down %lld", (long long)i);
 		assert_int_equal(hx_say(ca, conv, body), i);
 	}
-	assert_int_equal(natscluster_restart(nc, 1), 0);
-	assert_int_equal(natscluster_restart(nc, 2), 0);
+	/* Back: the first server's own health check can wait on replicas
+	 * only the second brings back (JetStream 2.9 reports healthy once
+	 * every replica it holds is current), so its answer is not the test;
+	 * both must run, and the events must come. */
+	(void)natscluster_restart(nc, 1);
+	(void)natscluster_restart(nc, 2);
+	assert_true(natscluster_alive(nc, 1) && natscluster_alive(nc, 2));
 	log = reader("test_down", "d-");
 	wait_for(conv, "message.new", N + 1, 25000);
 	check_messages_once(conv, N + 1);
