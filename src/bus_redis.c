@@ -1419,6 +1419,34 @@ static job_t *job_new(rbus_t *b, char type, size_t n, sbuf_t *frame)
 	return j;
 }
 
+/* A job for the bus thread with a slot in its queue, or NULL (the drop
+ * counted) when the queue is full, Redis is away, or memory is out. */
+static job_t *job_reserve(rbus_t *b, char type, size_t n, sbuf_t *frame)
+{
+	job_t *j;
+
+	if (!may_queue(b)) {
+		drop_note(b);
+		return NULL;
+	}
+	if (!(j = job_new(b, type, n, frame))) {
+		atomic_fetch_sub(&b->queued, 1);
+		drop_note(b);
+	}
+	return j;
+}
+
+/* Hands j to the bus thread; -1 (j freed, the drop counted) when the
+ * loop cannot take it. */
+static int job_post(rbus_t *b, job_t *j)
+{
+	if (post_job(b, j) == 0)
+		return 0;
+	job_free(j);
+	drop_note(b);
+	return -1;
+}
+
 /* ---- tasks for the thread's own state ---- */
 
 static void task_changed(loop_t *loop, void *p, uint64_t u)
@@ -1960,22 +1988,12 @@ static void rb_deliver(bus_t *base, int64_t user, int64_t except_device, sbuf_t 
 	job_t *j;
 
 	bus_deliver(b->local, user, except_device, frame);
-	if (!may_queue(b)) {
-		drop_note(b);
+	if (!(j = job_reserve(b, 'D', 1, frame)))
 		return;
-	}
-	if (!(j = job_new(b, 'D', 1, frame))) {
-		atomic_fetch_sub(&b->queued, 1);
-		drop_note(b);
-		return;
-	}
 	j->users[0] = user;
 	j->except_user = user;
 	j->except_device = except_device;
-	if (post_job(b, j) < 0) {
-		job_free(j);
-		drop_note(b);
-	}
+	job_post(b, j);
 }
 
 typedef struct capture {
@@ -2009,15 +2027,8 @@ static void rb_deliver_many(bus_t *base, const int64_t *users, size_t n, int64_t
 			report_fn(ud, users ? users : &except_user, 0);
 		return;
 	}
-	if (!may_queue(b)) {
-		drop_note(b);
+	if (!(j = job_reserve(b, 'D', n, frame)))
 		goto local_only;
-	}
-	if (!(j = job_new(b, 'D', n, frame))) {
-		atomic_fetch_sub(&b->queued, 1);
-		drop_note(b);
-		goto local_only;
-	}
 	memcpy(j->users, users, n * sizeof *users);
 	j->except_user = except_user;
 	j->except_device = except_device;
@@ -2029,11 +2040,8 @@ static void rb_deliver_many(bus_t *base, const int64_t *users, size_t n, int64_t
 			j->unreached[i] = 1;
 			k++;
 		}
-	if (post_job(b, j) < 0) {
-		job_free(j);
-		drop_note(b);
+	if (job_post(b, j) < 0)
 		goto local_only;
-	}
 	free(c.v);
 	return;
 local_only:
@@ -2051,20 +2059,10 @@ static void rb_send(bus_t *base, uint64_t conn, sbuf_t *frame)
 		bus_send(b->local, conn, frame);
 		return;
 	}
-	if (!may_queue(b)) {
-		drop_note(b);
+	if (!(j = job_reserve(b, 'S', 0, frame)))
 		return;
-	}
-	if (!(j = job_new(b, 'S', 0, frame))) {
-		atomic_fetch_sub(&b->queued, 1);
-		drop_note(b);
-		return;
-	}
 	j->conn = conn;
-	if (post_job(b, j) < 0) {
-		job_free(j);
-		drop_note(b);
-	}
+	job_post(b, j);
 }
 
 static void rb_kick_device(bus_t *base, int64_t user, int64_t device)
@@ -2073,21 +2071,11 @@ static void rb_kick_device(bus_t *base, int64_t user, int64_t device)
 	job_t *j;
 
 	bus_kick_device(b->local, user, device);
-	if (!may_queue(b)) {
-		drop_note(b);
+	if (!(j = job_reserve(b, 'K', 1, NULL)))
 		return;
-	}
-	if (!(j = job_new(b, 'K', 1, NULL))) {
-		atomic_fetch_sub(&b->queued, 1);
-		drop_note(b);
-		return;
-	}
 	j->users[0] = user;
 	j->device = device;
-	if (post_job(b, j) < 0) {
-		job_free(j);
-		drop_note(b);
-	}
+	job_post(b, j);
 }
 
 static unsigned rb_connections(bus_t *base, int64_t user)
