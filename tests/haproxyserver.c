@@ -38,10 +38,10 @@ static char bin[512];
 
 static const char *haproxy_bin(void)
 {
-	if (bin[0] || tmpserver_find_bin("haproxy", bin, sizeof bin) == 0)
+	if (bin[0] || tmpserver_server_bin("haproxyserver", "PARLEY_HAPROXY", "haproxy",
+	                                   "  Run: sudo apt-get install -y haproxy (or, as root: scripts/deps.sh test)\n",
+	                                   bin, sizeof bin) == 0)
 		return bin;
-	fprintf(stderr, "haproxyserver: no haproxy binary found\n"
-	                "  Run: sudo apt-get install -y haproxy (or, as root: scripts/deps.sh test)\n");
 	return NULL;
 }
 

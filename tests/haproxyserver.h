@@ -7,7 +7,7 @@
  *
  * Errors are said on stderr (with haproxy's log when it is haproxy that
  * failed); a missing binary names the package. Not thread-safe: call it
- * from the test's main thread. */
+ * from the test's main thread. $PARLEY_HAPROXY names another haproxy binary. */
 #ifndef PARLEY_HAPROXYSERVER_H
 #define PARLEY_HAPROXYSERVER_H
 

@@ -45,22 +45,9 @@ static char bin[512];
 
 const char *redisserver_bin(void)
 {
-	const char *env = getenv("PARLEY_REDIS_SERVER");
-
-	if (bin[0])
+	if (bin[0] || tmpserver_server_bin("redisserver", "PARLEY_REDIS_SERVER", "redis-server", INSTALL_HINT,
+	                                   bin, sizeof bin) == 0)
 		return bin;
-	if (env && *env) {
-		if (access(env, X_OK) == 0) {
-			snprintf(bin, sizeof bin, "%s", env);
-			return bin;
-		}
-		fprintf(stderr, "redisserver: PARLEY_REDIS_SERVER=%s is not an executable\n", env);
-		return NULL;
-	}
-	if (tmpserver_find_bin("redis-server", bin, sizeof bin) == 0)
-		return bin;
-	fprintf(stderr, "redisserver: redis-server is not installed (looked in $PATH, /usr/sbin, /usr/bin)\n"
-	                INSTALL_HINT);
 	return NULL;
 }
 

@@ -161,6 +161,25 @@ int tmpserver_find_bin(const char *name, char *out, size_t cap)
 	return -1;
 }
 
+int tmpserver_server_bin(const char *who, const char *env, const char *name, const char *hint, char *out,
+                         size_t cap)
+{
+	const char *v = getenv(env);
+
+	if (v && *v) {
+		if (access(v, X_OK) == 0) {
+			snprintf(out, cap, "%s", v);
+			return 0;
+		}
+		fprintf(stderr, "%s: %s=%s is not an executable\n", who, env, v);
+		return -1;
+	}
+	if (tmpserver_find_bin(name, out, cap) == 0)
+		return 0;
+	fprintf(stderr, "%s: %s is not installed (looked in $PATH, /usr/sbin, /usr/bin)\n%s", who, name, hint);
+	return -1;
+}
+
 /* ---- processes ------------------------------------------------------ */
 
 /* In a forked child: nothing of the test's stays open but 0-2 (its

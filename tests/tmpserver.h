@@ -60,6 +60,11 @@ int tmpserver_file_has(const char *path, const char *needle);
 /* The first executable file named name in $PATH, then /usr/sbin,
  * /usr/bin, /sbin, /bin, copied into out (cap bytes). 0 or -1. */
 int tmpserver_find_bin(const char *name, char *out, size_t cap);
+/* A server's binary: $env when set (it must be executable), else name as
+ * tmpserver_find_bin finds it, copied into out. 0, or -1 (said why,
+ * prefixed with who, with hint: how to install it). */
+int tmpserver_server_bin(const char *who, const char *env, const char *name, const char *hint, char *out,
+                         size_t cap);
 
 /* ---- processes ------------------------------------------------------ */
 
