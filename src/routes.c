@@ -136,10 +136,11 @@ static void chat_upgrade(void *ud, gw_conn_t *c, const http_request_t *req, cons
 	}
 	/* ?user=ID: what a load balancer hashes to keep all of a user's
 	 * sockets on one node; checked against the credential's user. */
-	if ((n = http_query_param(req->target, req->target_len, "user", hint, sizeof hint)) >= 0) {
+	if ((n = http_query_param(req->target, req->target_len, "user", hint, sizeof hint)) != -1) {
 		char *end;
-		long long v = strtoll(hint, &end, 10);
-		if (n == 0 || *end || v <= 0 || hint[0] == '+' || hint[0] == ' ') {
+		long long v = n > 0 ? strtoll(hint, &end, 10) : 0;
+		/* -2: too long or badly encoded for any id. */
+		if (n <= 0 || *end || v <= 0 || hint[0] == '+' || hint[0] == ' ') {
 			gw_conn_refuse(c, 400, "bad_request", "user must be a user id", NULL);
 			return;
 		}

@@ -121,6 +121,7 @@ static void test_upgrade_refusals(void **state)
 	assert_int_equal(upgrade_status("/chat/v1/ws?user=alice", hdr), 400);
 	assert_int_equal(upgrade_status("/chat/v1/ws?user=-3", hdr), 400);
 	assert_int_equal(upgrade_status("/chat/v1/ws?user=", hdr), 400);
+	assert_int_equal(upgrade_status("/chat/v1/ws?user=123456789012345678901234567890", hdr), 400);
 	snprintf(path, sizeof path, "/chat/v1/ws?user=%lld", (long long)alice.id);
 	assert_int_equal(upgrade_status(path, hdr), 101);
 	bystander_ok();
