@@ -65,13 +65,14 @@ typedef struct bus_vtab {
 	void (*detach)(bus_t *bus, int64_t user, uint64_t conn);
 	void (*set_away)(bus_t *bus, int64_t user, uint64_t conn, int away);
 	void (*deliver)(bus_t *bus, int64_t user, int64_t except_device, sbuf_t *frame);
-	void (*deliver_many)(bus_t *bus, const int64_t *users, size_t n, int64_t except_user,
+	void (*deliver_many)(bus_t *bus, int32_t scope, const int64_t *users, size_t n, int64_t except_user,
 	                     int64_t except_device, sbuf_t *frame, bus_unreached_fn report, void *ud);
 	void (*send)(bus_t *bus, uint64_t conn, sbuf_t *frame);
 	void (*kick_device)(bus_t *bus, int64_t user, int64_t device);
 	unsigned (*connections)(bus_t *bus, int64_t user);
 	void (*subscribe)(bus_t *bus, int64_t user);
 	void (*unsubscribe)(bus_t *bus, int64_t user);
+	size_t (*nodes)(bus_t *bus, uint32_t *out, size_t max);
 } bus_vtab_t;
 
 struct bus {
@@ -137,6 +138,14 @@ static inline void bus_deliver(bus_t *bus, int64_t user, int64_t except_device, 
 	bus->vt->deliver(bus, user, except_device, frame);
 }
 
+/* Where bus_deliver_scoped delivers: to the connections on every node,
+ * on this node only, or (a node id, 0 and up) on every node but that one.
+ * A fleet's log dispatchers (dispatch.h) use the last two: the node that
+ * committed a message delivers to its own connections at once, and the
+ * dispatcher of its conversation to every other node's. */
+#define BUS_EVERY_NODE (-1)
+#define BUS_THIS_NODE (-2)
+
 /* Delivers frame to every connection of users[0..n) (a user named twice
  * gets it once per name) but those of except_device of except_user (0:
  * none), and calls report (when not NULL) once with the users it reached
@@ -146,7 +155,26 @@ static inline void bus_deliver_many(bus_t *bus, const int64_t *users, size_t n, 
                                     int64_t except_device, sbuf_t *frame, bus_unreached_fn report,
                                     void *ud)
 {
-	bus->vt->deliver_many(bus, users, n, except_user, except_device, frame, report, ud);
+	bus->vt->deliver_many(bus, BUS_EVERY_NODE, users, n, except_user, except_device, frame, report, ud);
+}
+
+/* bus_deliver_many on the nodes scope names (BUS_EVERY_NODE,
+ * BUS_THIS_NODE, or every node but node `scope`). report, when not NULL,
+ * names the users reached on none of those nodes. */
+static inline void bus_deliver_scoped(bus_t *bus, int32_t scope, const int64_t *users, size_t n,
+                                      int64_t except_user, int64_t except_device, sbuf_t *frame,
+                                      bus_unreached_fn report, void *ud)
+{
+	bus->vt->deliver_many(bus, scope, users, n, except_user, except_device, frame, report, ud);
+}
+
+/* The live nodes, ascending, this node among them: at most max ids into
+ * out; returns how many there are (which may be more than max). The
+ * in-process bus knows only itself; a fleet's bus, what the latest
+ * heartbeat read from Redis (kept as it was while Redis is away). */
+static inline size_t bus_nodes(bus_t *bus, uint32_t *out, size_t max)
+{
+	return bus->vt->nodes(bus, out, max);
 }
 
 /* Delivers frame to one connection, on whatever node holds it. */

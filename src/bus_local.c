@@ -340,13 +340,20 @@ static void local_deliver(bus_t *base, int64_t user, int64_t except_device, sbuf
 	deliver_one((local_bus_t *)base, user, except_device, frame);
 }
 
-static void local_deliver_many(bus_t *base, const int64_t *users, size_t n, int64_t except_user,
-                               int64_t except_device, sbuf_t *frame, bus_unreached_fn report_fn, void *ud)
+static void local_deliver_many(bus_t *base, int32_t scope, const int64_t *users, size_t n,
+                               int64_t except_user, int64_t except_device, sbuf_t *frame,
+                               bus_unreached_fn report_fn, void *ud)
 {
 	local_bus_t *b = (local_bus_t *)base;
 	int64_t small[64], *unreached = small;
 	size_t i, nun = 0;
 
+	if (scope >= 0 && (uint32_t)scope == b->node) {
+		/* This node is left out: nobody is reached. */
+		if (report_fn)
+			report_fn(ud, n ? users : &except_user, n);
+		return;
+	}
 	if (report_fn && n > sizeof small / sizeof *small && !(unreached = malloc(n * sizeof *unreached))) {
 		log_error("bus: out of memory for a report of %zu users; reporting none", n);
 		report_fn = NULL;
@@ -467,6 +474,13 @@ void bus_local_users(bus_t *base, void (*fn)(void *ud, int64_t user), void *ud)
 	}
 }
 
+static size_t local_nodes(bus_t *base, uint32_t *out, size_t max)
+{
+	if (max)
+		out[0] = ((local_bus_t *)base)->node;
+	return 1;
+}
+
 static const bus_vtab_t local_vtab = {
 	.free = local_free,
 	.attach = local_attach,
@@ -479,4 +493,5 @@ static const bus_vtab_t local_vtab = {
 	.connections = local_connections,
 	.subscribe = local_subscribe,
 	.unsubscribe = local_unsubscribe,
+	.nodes = local_nodes,
 };

@@ -12,6 +12,7 @@
  *
  * What Redis holds (every key and channel under "parley:"):
  *   nodes          ZSET node -> its last heartbeat, ms by Redis's clock
+ *                  (each heartbeat also reads the live ones: bus_nodes)
  *   node:<id>      the id's claim: a random token of the boot, PX 5 beats
  *   n:<node>       SET of the users the node registered (for reaping it)
  *   u:<user>       ZSET of the nodes holding user's connections
@@ -173,6 +174,9 @@ typedef struct rbus {
 	atomic_uint queued;
 	atomic_ullong publishes, received, dropped, malformed;
 	atomic_llong dropped_logged_at;
+	/* The live nodes of the latest heartbeat (bus_nodes), under lock. */
+	uint32_t *live;
+	size_t nlive;
 
 	/* Start, told to bus_redis_open's thread. */
 	pthread_mutex_t lock;
@@ -297,7 +301,7 @@ static const char lua_reap[] = LUA_COMMON
 
 /* ARGV: node, token, claim_ms, dead_ms. Refreshes (or takes back, after a
  * Redis restart) the id's claim and the heartbeat. Returns {claimed,
- * was alive, dead nodes}. */
+ * was alive, dead nodes, live nodes}. */
 static const char lua_heartbeat[] =
 	"local t = redis.call('TIME')\n"
 	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
@@ -311,7 +315,8 @@ static const char lua_heartbeat[] =
 	"if prev and tonumber(prev) >= now - tonumber(ARGV[4]) then fresh = 1 end\n"
 	"if claim == 1 then redis.call('ZADD', 'parley:nodes', now, ARGV[1]) end\n"
 	"local dead = redis.call('ZRANGEBYSCORE', 'parley:nodes', '-inf', '(' .. (now - tonumber(ARGV[4])))\n"
-	"return {claim, fresh, dead}\n";
+	"local live = redis.call('ZRANGEBYSCORE', 'parley:nodes', now - tonumber(ARGV[4]), '+inf')\n"
+	"return {claim, fresh, dead, live}\n";
 
 /* ARGV: node, token. */
 static const char lua_release[] =
@@ -876,6 +881,39 @@ static void reap(rbus_t *b, uint32_t node, int force, int phase)
 		release(b);
 }
 
+static int by_node(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Keeps the live nodes a heartbeat read, ascending, this node among them
+ * (it has just beaten). Out of memory: the last list stays. */
+static void note_live(rbus_t *b, const redisReply *nodes)
+{
+	size_t i, n = 0;
+	uint32_t *v = malloc((nodes->elements + 1) * sizeof *v);
+
+	if (!v)
+		return;
+	v[n++] = b->node;
+	for (i = 0; i < nodes->elements; i++) {
+		uint32_t node;
+		if (nodes->element[i]->type != REDIS_REPLY_STRING)
+			continue;
+		node = (uint32_t)strtoul(nodes->element[i]->str, NULL, 10);
+		if (node != b->node)
+			v[n++] = node;
+	}
+	qsort(v, n, sizeof *v, by_node);
+	pthread_mutex_lock(&b->lock);
+	free(b->live);
+	b->live = v;
+	b->nlive = n;
+	pthread_mutex_unlock(&b->lock);
+}
+
 static void on_heartbeat(rbus_t *b, void *ctx, int64_t user, const redisReply *reply)
 {
 	size_t i;
@@ -903,6 +941,8 @@ static void on_heartbeat(rbus_t *b, void *ctx, int64_t user, const redisReply *r
 	b->just_resynced = 0;
 	if (b->resync_pending)
 		flush_unknown(b);
+	if (reply->elements >= 4 && reply->element[3]->type == REDIS_REPLY_ARRAY)
+		note_live(b, reply->element[3]);
 	if (reply->element[2]->type != REDIS_REPLY_ARRAY)
 		return;
 	for (i = 0; i < reply->element[2]->elements; i++) {
@@ -1150,6 +1190,7 @@ typedef struct job {
 	rbus_t *b;
 	char type;             /* 'D' deliver, 'S' send, 'K' kick */
 	int64_t except_user, except_device, device;
+	int64_t skip_node;     /* 'D': a node left out (-1: none) */
 	uint64_t conn;
 	sbuf_t *frame;
 	bus_unreached_fn report;
@@ -1184,8 +1225,10 @@ static void job_report(job_t *j, const redisReply *nodes)
 		if (!j->unreached[i])
 			continue;
 		if (nodes && i < nodes->elements && nodes->element[i]->type == REDIS_REPLY_ARRAY)
-			for (k = 0; k < nodes->element[i]->elements; k++)
-				remote |= nodes->element[i]->element[k]->integer != (long long)j->b->node;
+			for (k = 0; k < nodes->element[i]->elements; k++) {
+				long long node = nodes->element[i]->element[k]->integer;
+				remote |= node != (long long)j->b->node && node != j->skip_node;
+			}
 		if (!remote)
 			out[n++] = j->users[i];
 	}
@@ -1266,7 +1309,7 @@ static void on_lookup(rbus_t *b, void *ctx, int64_t user, const redisReply *repl
 			continue;
 		for (k = 0; k < nodes->elements; k++) {
 			uint32_t node = (uint32_t)nodes->element[k]->integer;
-			if (node == b->node)
+			if (node == b->node || (int64_t)node == j->skip_node)
 				continue;
 			for (m = 0; m < nt && t[m].node != node; m++)
 				;
@@ -1309,7 +1352,7 @@ static void on_lookup(rbus_t *b, void *ctx, int64_t user, const redisReply *repl
 			continue;
 		for (k = 0; k < nodes->elements; k++) {
 			uint32_t node = (uint32_t)nodes->element[k]->integer;
-			if (node == b->node)
+			if (node == b->node || (int64_t)node == j->skip_node)
 				continue;
 			for (m = 0; t[m].node != node; m++)
 				;
@@ -1412,6 +1455,7 @@ static job_t *job_new(rbus_t *b, char type, size_t n, sbuf_t *frame)
 		return NULL;
 	j->b = b;
 	j->type = type;
+	j->skip_node = -1;
 	j->n = n;
 	j->users = (int64_t *)(j + 1);
 	j->unreached = (uint8_t *)(j->users + n);
@@ -1611,6 +1655,7 @@ static void rb_destroy(rbus_t *b, int abandon)
 		}
 	}
 	free(b->ub);
+	free(b->live);
 	rc_clear(b);
 	for (i = 0; i < RC_SHARDS; i++)
 		pthread_mutex_destroy(&b->rc[i].lock);
@@ -2011,16 +2056,20 @@ static void capture_unreached(void *ud, const int64_t *users, size_t n)
 	}
 }
 
-static void rb_deliver_many(bus_t *base, const int64_t *users, size_t n, int64_t except_user,
-                            int64_t except_device, sbuf_t *frame, bus_unreached_fn report_fn, void *ud)
+static void rb_deliver_many(bus_t *base, int32_t scope, const int64_t *users, size_t n,
+                            int64_t except_user, int64_t except_device, sbuf_t *frame,
+                            bus_unreached_fn report_fn, void *ud)
 {
 	rbus_t *b = (rbus_t *)base;
 	capture_t c = {NULL, 0};
 	job_t *j = NULL;
 	size_t i, k;
 
-	bus_deliver_many(b->local, users, n, except_user, except_device, frame, report_fn ? capture_unreached : NULL,
-	                 &c);
+	/* The embedded bus is node b->node: a scope naming it leaves it out. */
+	bus_deliver_scoped(b->local, scope == BUS_THIS_NODE ? BUS_EVERY_NODE : scope, users, n, except_user,
+	                   except_device, frame, report_fn ? capture_unreached : NULL, &c);
+	if (scope == BUS_THIS_NODE)
+		goto local_only;
 	if (n == 0) {
 		/* Never a NULL array, even empty: the report may memcpy it. */
 		if (report_fn)
@@ -2032,6 +2081,7 @@ static void rb_deliver_many(bus_t *base, const int64_t *users, size_t n, int64_t
 	memcpy(j->users, users, n * sizeof *users);
 	j->except_user = except_user;
 	j->except_device = except_device;
+	j->skip_node = scope >= 0 ? scope : -1;
 	j->report = report_fn;
 	j->ud = ud;
 	/* The local report names its users in order, a subsequence of users. */
@@ -2093,6 +2143,23 @@ static void rb_unsubscribe(bus_t *base, int64_t user)
 	post_task((rbus_t *)base, task_unsubscribe, (uint64_t)user);
 }
 
+static size_t rb_nodes(bus_t *base, uint32_t *out, size_t max)
+{
+	rbus_t *b = (rbus_t *)base;
+	size_t n;
+
+	pthread_mutex_lock(&b->lock);
+	n = b->nlive;
+	memcpy(out, b->live, (n < max ? n : max) * sizeof *out);
+	pthread_mutex_unlock(&b->lock);
+	if (n == 0 && max) {
+		/* No heartbeat answered yet: only this node is known. */
+		out[0] = b->node;
+		n = 1;
+	}
+	return n;
+}
+
 static const bus_vtab_t redis_vtab = {
 	.free = redis_bus_free,
 	.attach = rb_attach,
@@ -2100,6 +2167,7 @@ static const bus_vtab_t redis_vtab = {
 	.set_away = rb_set_away,
 	.deliver = rb_deliver,
 	.deliver_many = rb_deliver_many,
+	.nodes = rb_nodes,
 	.send = rb_send,
 	.kick_device = rb_kick_device,
 	.connections = rb_connections,

@@ -38,6 +38,7 @@
 #include "budget.h"
 #include "bus.h"
 #include "clientaddr.h"
+#include "dispatch.h"
 #include "fanout.h"
 #include "frames.h"
 #include "ids.h"
@@ -404,12 +405,16 @@ static void send_done(send_op_t *s)
 			 * to reach here than to queue, and are reached before the
 			 * ack is posted: a sender that has its ack knows the message
 			 * is on its way to every connection its peer had. */
+			/* With the event log, the committed outbox row takes the
+			 * message to the other nodes' connections (dispatch.h):
+			 * here only this node's. */
+			int32_t scope = srv->dispatch && op->out_outbox ? BUS_THIS_NODE : BUS_EVERY_NODE;
 			if (f && op->conv_kind == STORE_GROUP) {
-				fanout_submit(srv->fanout, op->conv, op->out_seq, op->out_members_version, f,
-				              NULL, 0, op->user, op->device);
+				fanout_submit_scoped(srv->fanout, op->conv, op->out_seq, op->out_members_version, f,
+				                     NULL, 0, op->user, op->device, scope, NULL, NULL);
 			} else if (f) {
-				bus_deliver_many(srv->bus, op->members, op->nmembers, op->user, op->device, f, NULL,
-				                 NULL);
+				bus_deliver_scoped(srv->bus, scope, op->members, op->nmembers, op->user, op->device, f,
+				                   NULL, NULL);
 				sbuf_unref(f);
 			}
 		}
@@ -452,8 +457,10 @@ static void receipt_done(receipt_op_t *r)
 	size_t i;
 
 	if (op->status == STORE_OK && op->applied) {
-		/* Groups: the senders of the messages it covers get counts. */
-		if (op->conv_kind == STORE_GROUP)
+		/* Groups: the senders of the messages it covers get counts,
+		 * from the dispatcher of the group's partition when there is a
+		 * log (one node counts each group), else from here. */
+		if (op->conv_kind == STORE_GROUP && !(srv->dispatch && op->out_outbox))
 			tally_mark(srv->tally, op->conv, op->out_prev + 1, op->out_seq);
 		if ((f = frames_receipt(op->conv, op->user, op->state, op->out_seq)) != NULL) {
 			/* The reader's own other devices, in every conversation;

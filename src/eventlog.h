@@ -150,6 +150,13 @@ typedef int (*eventlog_handler_fn)(void *ud, const eventlog_event_t *ev);
 int eventlog_consume(eventlog_t *log, const char *group, unsigned partition, eventlog_handler_fn h,
                      void *ud);
 
+/* Stops consuming partition for group, as eventlog_close does for every
+ * consumer: the event being handled is finished, those fetched but not
+ * handled are handed back in order, and the durable cursor stays for the
+ * next consumer (here or in another process). Waits for the consumer's
+ * thread. 0, -EINVAL, -ENOENT (not consumed here). Not from a handler. */
+int eventlog_unconsume(eventlog_t *log, const char *group, unsigned partition);
+
 /* Stops the consumers (an event being handled is finished; those
  * fetched but not yet handled are handed back, in order, for the next
  * consumer), sends what is queued and waits for the outstanding acks, at

@@ -79,6 +79,7 @@ typedef struct consumer {
 	void *ud;
 	natsSubscription *sub;
 	pthread_t thread;
+	atomic_int stop;  /* eventlog_unconsume */
 	struct consumer *next;
 } consumer_t;
 
@@ -462,13 +463,19 @@ int eventlog_publish(eventlog_t *log, int64_t key, const char *type, const void 
 /* ---- consuming -------------------------------------------------------- */
 
 /* Sleeps ms in short steps, 1 when asked to stop meanwhile. */
-static int nap_unless_stopped(eventlog_t *log, int64_t ms)
+/* Whether consumer c is to stop: the log closing, or c alone. */
+static int stopping(consumer_t *c)
 {
-	while (ms > 0 && !atomic_load(&log->stop)) {
+	return atomic_load(&c->log->stop) || atomic_load(&c->stop);
+}
+
+static int nap_unless_stopped(consumer_t *c, int64_t ms)
+{
+	while (ms > 0 && !stopping(c)) {
 		nap_ms(ms < 50 ? ms : 50);
 		ms -= 50;
 	}
-	return atomic_load(&log->stop);
+	return stopping(c);
 }
 
 /* Handles the fetched message list->Msgs[at] until the handler takes
@@ -510,7 +517,7 @@ static int handle(consumer_t *c, natsMsgList *list, int at)
 		 * the ones fetched with it, out of order. */
 		log_warn("eventlog %s: %s's handler refused seq %" PRIu64 " (delivery %u); again in %" PRId64
 		         " ms", log->name, c->durable, ev.seq, ev.delivery, backoff);
-		if (nap_unless_stopped(log, backoff)) {
+		if (nap_unless_stopped(c, backoff)) {
 			natsMsg_Nak(m, NULL);
 			return 1;
 		}
@@ -588,9 +595,9 @@ static void *consumer_main(void *arg)
 	 * consumer takes ~0.5 s on 2.9, so a node's consumers are created
 	 * side by side, and a creation refused during an election is simply
 	 * tried again. */
-	while (!atomic_load(&log->stop) && bind_consumer(c, &last_warn) < 0)
-		nap_unless_stopped(log, 250);
-	while (!atomic_load(&log->stop)) {
+	while (!stopping(c) && bind_consumer(c, &last_warn) < 0)
+		nap_unless_stopped(c, 250);
+	while (!stopping(c)) {
 		natsMsgList list = {0};
 		jsFetchRequest req;
 		jsErrCode jerr = 0;
@@ -618,11 +625,11 @@ static void *consumer_main(void *arg)
 				log_warn("eventlog %s: %s fetch: %s (%d)%s%s", log->name, c->durable,
 				         natsStatus_GetText(s), (int)jerr, detail && *detail ? ": " : "", detail && *detail ? detail : "");
 			}
-			nap_unless_stopped(log, 100);
+			nap_unless_stopped(c, 100);
 			continue;
 		}
 		for (i = 0; i < list.Count; i++) {
-			int stopped = atomic_load(&log->stop);
+			int stopped = stopping(c);
 			if (!stopped && handle(c, &list, i)) {
 				stopped = 1;
 				i++; /* handle has handed that one back */
@@ -672,6 +679,30 @@ int eventlog_consume(eventlog_t *log, const char *group, unsigned partition, eve
 	c->next = log->consumers;
 	log->consumers = c;
 	pthread_mutex_unlock(&log->mu);
+	return 0;
+}
+
+int eventlog_unconsume(eventlog_t *log, const char *group, unsigned partition)
+{
+	char durable[EVENTLOG_GROUP_MAX + 16];
+	consumer_t **p, *c;
+
+	if (!log || !valid_group(group))
+		return -EINVAL;
+	snprintf(durable, sizeof durable, "%s_p%u", group, partition);
+	pthread_mutex_lock(&log->mu);
+	for (p = &log->consumers; *p && strcmp((*p)->durable, durable); p = &(*p)->next)
+		;
+	if (!(c = *p)) {
+		pthread_mutex_unlock(&log->mu);
+		return -ENOENT;
+	}
+	*p = c->next;
+	pthread_mutex_unlock(&log->mu);
+	atomic_store(&c->stop, 1);
+	pthread_join(c->thread, NULL);
+	natsSubscription_Destroy(c->sub);
+	free(c);
 	return 0;
 }
 

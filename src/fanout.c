@@ -21,6 +21,9 @@ typedef struct job {
 	int64_t *members;         /* NULL until looked up */
 	size_t n, pos;
 	int64_t except_user, except_device;
+	int32_t scope;            /* bus_deliver_scoped's */
+	fanout_done_fn done;      /* called once delivered, or NULL */
+	void *done_ud;
 } job_t;
 
 typedef struct convq {
@@ -140,8 +143,8 @@ static void *fanout_main(void *p)
 		to = j->n - from > FANOUT_QUANTUM ? from + FANOUT_QUANTUM : j->n;
 		/* One call per quantum: a fleet's bus makes one publish per
 		 * node that holds some of these members. */
-		bus_deliver_many(f->bus, j->members + from, to - from, j->except_user, j->except_device, j->frame,
-		                 NULL, NULL);
+		bus_deliver_scoped(f->bus, j->scope, j->members + from, to - from, j->except_user, j->except_device,
+		                   j->frame, NULL, NULL);
 
 		pthread_mutex_lock(&f->lock);
 		f->in_hand = 0;
@@ -163,6 +166,8 @@ static void *fanout_main(void *p)
 		pthread_cond_broadcast(&f->room);
 		if (done) {
 			pthread_mutex_unlock(&f->lock);
+			if (done->done)
+				done->done(done->done_ud);
 			sbuf_unref(done->frame);
 			free(done->members);
 			free(done);
@@ -199,6 +204,14 @@ fanout_t *fanout_new(bus_t *bus, size_t max_pending, fanout_lookup_fn lookup, vo
 void fanout_submit(fanout_t *f, int64_t conv, int64_t seq, int64_t version, sbuf_t *frame,
                    int64_t *members, size_t n, int64_t except_user, int64_t except_device)
 {
+	fanout_submit_scoped(f, conv, seq, version, frame, members, n, except_user, except_device,
+	                     BUS_EVERY_NODE, NULL, NULL);
+}
+
+void fanout_submit_scoped(fanout_t *f, int64_t conv, int64_t seq, int64_t version, sbuf_t *frame,
+                          int64_t *members, size_t n, int64_t except_user, int64_t except_device,
+                          int32_t scope, fanout_done_fn done, void *done_ud)
+{
 	job_t *j = malloc(sizeof *j);
 	convq_t **s, *q;
 
@@ -209,9 +222,11 @@ void fanout_submit(fanout_t *f, int64_t conv, int64_t seq, int64_t version, sbuf
 		free(j);
 		free(members);
 		sbuf_unref(frame);
+		if (done)
+			done(done_ud);
 		return;
 	}
-	*j = (job_t){NULL, frame, seq, version, members, n, 0, except_user, except_device};
+	*j = (job_t){NULL, frame, seq, version, members, n, 0, except_user, except_device, scope, done, done_ud};
 	pthread_mutex_lock(&f->lock);
 	while (f->pending >= f->max_pending && !f->stopping)
 		pthread_cond_wait(&f->room, &f->lock);
@@ -224,6 +239,8 @@ void fanout_submit(fanout_t *f, int64_t conv, int64_t seq, int64_t version, sbuf
 			sbuf_unref(frame);
 			free(members);
 			free(j);
+			if (done)
+				done(done_ud);
 			return;
 		}
 		q->conv = conv;

@@ -49,6 +49,15 @@ fanout_t *fanout_new(bus_t *bus, size_t max_pending, fanout_lookup_fn lookup, vo
 void fanout_submit(fanout_t *f, int64_t conv, int64_t seq, int64_t version, sbuf_t *frame,
                    int64_t *members, size_t n, int64_t except_user, int64_t except_device);
 
+/* fanout_submit, delivering on the nodes scope names (bus.h's
+ * bus_deliver_scoped), and calling done(done_ud) (when not NULL) on the
+ * fan-out thread once every recipient has been handed to the bus (or the
+ * job could not be queued: then at once, on the caller's thread). */
+typedef void (*fanout_done_fn)(void *ud);
+void fanout_submit_scoped(fanout_t *f, int64_t conv, int64_t seq, int64_t version, sbuf_t *frame,
+                          int64_t *members, size_t n, int64_t except_user, int64_t except_device,
+                          int32_t scope, fanout_done_fn done, void *done_ud);
+
 /* Waits until everything queued so far is delivered. */
 void fanout_drain(fanout_t *f);
 

@@ -60,6 +60,8 @@ static const option_t options[] = {
 	 "redis://HOST:PORT: share who is connected where, and\npresence, with the other nodes on that Redis (and the\nsame store); node ids must then be unique (default: none,\nthis node alone)"},
 	{"nats", OPT_PATH, F(nats_urls), 1, 0, NULL, "URLS",
 	 "nats://HOST:PORT[,nats://HOST:PORT...]: put every committed\nmessage and receipt on the event log (NATS JetStream)\nthere, through the store's outbox (default: none)"},
+	{"nats-log", OPT_PATH, F(nats_log), 1, 0, NULL, "NAME",
+	 "the event log's name on NATS, 1 to 32 of A-Z a-z 0-9 _ -: a\nfleet's nodes share one; another fleet (or a test) on\nthe same NATS takes another (default PARLEY)"},
 	{"nats-replicas", OPT_INT, F(nats_replicas), 1, 5, NULL, "N",
 	 "the event log's replicas (default 3 with three or more\nservers in --nats, else 1)"},
 	{"node-id", OPT_U32, F(node_id), 0, SNOWFLAKE_NODE_MAX, NULL, "N",

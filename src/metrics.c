@@ -9,6 +9,8 @@
 #include "addrconns.h"
 #include "bus_redis.h"
 #include "fanout.h"
+#include "dispatch.h"
+#include "outbox.h"
 #include "gateway.h"
 #include "http.h"
 #include "jbuf.h"
@@ -106,6 +108,32 @@ sbuf_t *metrics_response(server_t *srv, int keep_alive)
 		metric(&b, "parley_bus_notes_dropped_total", "counter",
 		       "Notes not sent: Redis away or behind (limits count this node's own meanwhile).",
 		       (double)bs.notes_dropped);
+	}
+	if (srv->outbox) {
+		outbox_counts_t oc;
+		outbox_relay_counts(srv->outbox, &oc);
+		metric(&b, "parley_outbox_published_total", "counter", "Outbox events the log acknowledged.",
+		       (double)oc.published);
+		metric(&b, "parley_outbox_failed_total", "counter",
+		       "Outbox publishes not known to be stored (left to the sweep).", (double)oc.failed);
+		metric(&b, "parley_outbox_swept_total", "counter",
+		       "Outbox rows taken by the sweep (their first publish failed or never happened).",
+		       (double)oc.swept);
+		metric(&b, "parley_outbox_dropped_total", "counter",
+		       "Committed rows not queued for publishing (queue full), left to the sweep.", (double)oc.dropped);
+	}
+	if (srv->dispatch) {
+		dispatch_counts_t dc;
+		dispatch_counts(srv->dispatch, &dc);
+		metric(&b, "parley_dispatch_partitions", "gauge", "Partitions of the event log this node dispatches.",
+		       (double)dc.partitions);
+		metric(&b, "parley_dispatch_messages_total", "counter",
+		       "Messages from the log handed to the fan-out for the other nodes' connections.",
+		       (double)dc.messages);
+		metric(&b, "parley_dispatch_receipts_total", "counter",
+		       "Group receipt events from the log counted here.", (double)dc.receipts);
+		metric(&b, "parley_dispatch_malformed_total", "counter",
+		       "Events from the log that did not parse, dropped (logged).", (double)dc.malformed);
 	}
 	r = b.oom ? NULL
 	          : http_response(200, "text/plain; version=0.0.4", b.data, b.len, keep_alive, NULL);

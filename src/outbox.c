@@ -49,6 +49,38 @@ struct outbox_relay {
 	atomic_uint_fast64_t published, failed, swept, dropped;
 };
 
+/* What the commit path knew beside the row, for the dispatchers: a group
+ * or a direct chat, a group message's membership version, a direct
+ * message's two members, a receipt's previous watermark. A swept row adds
+ * nothing, and its dispatcher looks up what it needs. */
+static void event_route(jbuf_t *b, const store_outbox_t *row)
+{
+	size_t i;
+
+	if (!row->conv_kind)
+		return;
+	jbuf_key(b, "conv_kind", 0);
+	jbuf_cstr(b, row->conv_kind == STORE_GROUP ? "group" : "direct");
+	if (row->kind == STORE_EVENT_MESSAGE && row->conv_kind == STORE_GROUP && row->members_version) {
+		jbuf_key(b, "members_version", 0);
+		jbuf_int(b, row->members_version);
+	}
+	if (row->kind == STORE_EVENT_MESSAGE && row->nmembers) {
+		jbuf_key(b, "members", 0);
+		jbuf_raw(b, "[", 1);
+		for (i = 0; i < row->nmembers; i++) {
+			if (i)
+				jbuf_raw(b, ",", 1);
+			jbuf_int(b, row->members[i]);
+		}
+		jbuf_raw(b, "]", 1);
+	}
+	if (row->kind != STORE_EVENT_MESSAGE && row->prev >= 0) {
+		jbuf_key(b, "prev", 0);
+		jbuf_int(b, row->prev);
+	}
+}
+
 int outbox_event(const store_outbox_t *row, char **payload, size_t *len, const char **type, char *dedup)
 {
 	jbuf_t b;
@@ -59,6 +91,7 @@ int outbox_event(const store_outbox_t *row, char **payload, size_t *len, const c
 			return -1;
 		jbuf_lit(&b, "{");
 		frames_message_json(&b, &row->msg);
+		event_route(&b, row);
 		jbuf_lit(&b, "}");
 		*type = "message.new";
 		snprintf(dedup, EVENTLOG_DEDUP_MAX + 1, "m:%lld", (long long)row->msg.id);
@@ -73,6 +106,7 @@ int outbox_event(const store_outbox_t *row, char **payload, size_t *len, const c
 		jbuf_cstr(&b, state);
 		jbuf_key(&b, "seq", 0);
 		jbuf_int(&b, row->seq);
+		event_route(&b, row);
 		jbuf_lit(&b, "}");
 		*type = row->kind == STORE_EVENT_READ ? "receipt.read" : "receipt.delivered";
 		snprintf(dedup, EVENTLOG_DEDUP_MAX + 1, "r:%lld:%lld:%s:%lld", (long long)row->conv,
@@ -147,6 +181,8 @@ static void publish(outbox_relay_t *r, const store_outbox_t *row)
 static void entry_clear(store_outbox_t *e)
 {
 	store_message_clear(&e->msg);
+	free(e->members);
+	e->members = NULL;
 }
 
 void outbox_committed(outbox_relay_t *r, const store_op_t *ops, size_t n)
@@ -174,6 +210,8 @@ void outbox_committed(outbox_relay_t *r, const store_op_t *ops, size_t n)
 		e->seq = op->out_seq;
 		e->user = op->user;
 		e->created_at = op->now_ms;
+		e->conv_kind = op->conv_kind;
+		e->prev = -1;
 		if (op->kind == STORE_OP_SEND) {
 			e->kind = STORE_EVENT_MESSAGE;
 			e->msg.conv = op->conv;
@@ -191,8 +229,15 @@ void outbox_committed(outbox_relay_t *r, const store_op_t *ops, size_t n)
 			memcpy(e->msg.body, op->body, op->body_len);
 			e->msg.body[op->body_len] = 0;
 			e->msg.body_len = op->body_len;
+			e->members_version = op->out_members_version;
+			if (op->conv_kind == STORE_DIRECT && op->nmembers &&
+			    (e->members = malloc(op->nmembers * sizeof *e->members)) != NULL) {
+				memcpy(e->members, op->members, op->nmembers * sizeof *e->members);
+				e->nmembers = op->nmembers;
+			}
 		} else {
 			e->kind = op->state == STORE_READ ? STORE_EVENT_READ : STORE_EVENT_DELIVERED;
+			e->prev = op->out_prev;
 		}
 		r->count++;
 		r->bytes += cost;

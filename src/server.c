@@ -18,6 +18,7 @@
 #include "tickets.h"
 #include "bus.h"
 #include "bus_redis.h"
+#include "dispatch.h"
 #include "eventlog.h"
 #include "outbox.h"
 #include "chat.h"
@@ -154,6 +155,9 @@ static void server_free(server_t *srv)
 	workers_free(srv->hashers);
 	workers_free(srv->workers);
 	writer_free(srv->writer);
+	/* Before the log closes: the dispatchers consume it, and hand back
+	 * what they hold for the next owner. */
+	dispatch_free(srv->dispatch);
 	/* After the writer: its lanes hand the relay what they commit. */
 	outbox_relay_free(srv->outbox);
 	fanout_free(srv->fanout);
@@ -220,10 +224,13 @@ static int start_outbox(server_t *srv)
 		servers += *c == ',';
 	eventlog_opts_init(&o);
 	o.replicas = srv->cfg.nats_replicas ? srv->cfg.nats_replicas : servers >= 3 ? 3 : 1;
+	if (srv->cfg.nats_log[0])
+		o.name = srv->cfg.nats_log;
 	if (!(log = eventlog_open(srv->cfg.nats_urls, &o, err, sizeof err))) {
 		log_error("--nats %s: %s", srv->cfg.nats_urls, err);
 		return -1;
 	}
+	srv->log = log;
 	if (!(srv->outbox = outbox_relay_new(srv->store_at, log)))
 		return -1;
 	if (writer_set_outbox(srv->writer, relay_committed, srv->outbox) < 0)
@@ -366,6 +373,11 @@ server_t *server_start(const server_config_t *cfg)
 		goto err;
 	/* 64K queued group messages; members are read one message at a time. */
 	if (!(srv->fanout = fanout_new(srv->bus, 65536, lookup_members, srv->fanout_store)))
+		goto err;
+	/* With the log, other nodes' connections get this node's messages
+	 * from the log's dispatchers (dispatch.h), this node's share of which
+	 * runs here. */
+	if (srv->log && !(srv->dispatch = dispatch_new(srv->log, srv->bus, srv->fanout, srv->tally, cfg->node_id)))
 		goto err;
 	if (gateway_start(srv->gw) < 0)
 		goto err;

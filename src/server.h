@@ -27,6 +27,8 @@ typedef struct addrconns addrconns_t;
 typedef struct budget budget_t;
 typedef struct tickets tickets_t;
 typedef struct outbox_relay outbox_relay_t;
+typedef struct dispatch dispatch_t;
+typedef struct eventlog eventlog_t;
 
 typedef struct server_config {
 	char host[256];
@@ -36,6 +38,7 @@ typedef struct server_config {
 	char redis_url[512];      /* --redis: the fleet's Redis (bus_redis.c); "": this node alone */
 	char nats_urls[2048];     /* --nats: the event log's servers (outbox.h); "": no log */
 	int nats_replicas;        /* --nats-replicas: the log's replicas (0: 3 with 3+ servers, else 1) */
+	char nats_log[97];        /* --nats-log (at most 32: the parser keeps 64 spare): the log's (JetStream stream's) name; "": PARLEY */
 	int threads;              /* I/O threads; 0: one per core */
 	int workers;              /* worker threads; 0: default */
 	uint32_t node_id;         /* 0..1023, the snowflake node bits */
@@ -98,6 +101,8 @@ typedef struct server {
 	budget_t *read_budget;    /* WebSocket input bytes per user; NULL: unlimited */
 	tickets_t *tickets;       /* WebSocket tickets */
 	outbox_relay_t *outbox;   /* --nats: the relay to the event log; NULL: none */
+	eventlog_t *log;          /* --nats: the log (the relay's: it closes it) */
+	dispatch_t *dispatch;     /* --nats: this node's share of the log's fan-out */
 	int has_operator_token;
 	uint8_t operator_token_hash[32]; /* SHA-256 of --operator-token-file's token */
 	atomic_int draining;      /* shutting down: no new work is taken */

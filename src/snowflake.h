@@ -31,4 +31,10 @@ static inline int64_t snowflake_time_ms(int64_t id)
 	return (id >> 22) + SNOWFLAKE_EPOCH_MS;
 }
 
+/* The node that made an id. */
+static inline uint32_t snowflake_node(int64_t id)
+{
+	return (uint32_t)((uint64_t)id >> 12) & SNOWFLAKE_NODE_MAX;
+}
+
 #endif

@@ -108,8 +108,10 @@ void store_outbox_free(store_outbox_t *rows, size_t n)
 
 	if (!rows)
 		return;
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n; i++) {
 		store_message_clear(&rows[i].msg);
+		free(rows[i].members);
+	}
 	free(rows);
 }
 

@@ -188,6 +188,17 @@ typedef struct store_outbox {
 	/* STORE_EVENT_MESSAGE: the message (msg.body NULL when its row has
 	 * gone, which only an outside delete does). */
 	store_message_t msg;
+	/* What the commit path knows and the row does not keep, for the
+	 * log's dispatchers (dispatch.h); a row read by outbox_take has none
+	 * (zeros): conv_kind STORE_DIRECT or STORE_GROUP (0: not known);
+	 * a group message's members_version; a direct message's members
+	 * (malloc'd, store_outbox_free frees them); a receipt's prev, the
+	 * watermark it moved from (-1: not known). */
+	int conv_kind;
+	int64_t members_version;
+	int64_t *members;
+	size_t nmembers;
+	int64_t prev;
 } store_outbox_t;
 
 typedef struct store_vtab {

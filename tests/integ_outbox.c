@@ -42,6 +42,10 @@ static size_t nseen;
 /* Conversation ids start at 1 in each test's fresh database, and the log
  * keeps every test's events: a test's messages carry its own prefix. */
 static const char *prefix = "";
+/* Each test's nodes and readers use a log of its own: the nodes'
+ * dispatchers would otherwise take up an earlier test's events, of
+ * conversations in another database. */
+static const char *log_name = "PARLEY";
 
 static int on_event(void *ud, const eventlog_event_t *ev)
 {
@@ -85,6 +89,7 @@ static eventlog_t *reader(const char *group, const char *want)
 	pthread_mutex_unlock(&seen_lock);
 	eventlog_opts_init(&o);
 	o.replicas = 3;
+	o.name = log_name;
 	if (!(log = eventlog_open(natscluster_urls(nc), &o, err, sizeof err)))
 		fail_msg("eventlog_open: %s", err);
 	for (p = 0; p < eventlog_partitions(log); p++)
@@ -183,7 +188,8 @@ static hx_server_t n1, n2;
 
 static void start_node(hx_server_t *s, const char *store, const char *id)
 {
-	const char *args[] = {"--nats", natscluster_urls(nc), "--node-id", id, "--fast-password-hashing", NULL};
+	const char *args[] = {"--nats", natscluster_urls(nc), "--nats-log", log_name, "--node-id", id,
+	                      "--fast-password-hashing", NULL};
 
 	assert_int_equal(hx_start(s, store, args), 0);
 }
@@ -205,6 +211,7 @@ static void test_events(void **state)
 	char body[32];
 
 	(void)state;
+	log_name = "OB_EVENTS";
 	start_node(&n1, NULL, "1");
 	hx_user(n1.port, "oa", &a);
 	hx_user(n1.port, "ob", &b);
@@ -257,6 +264,7 @@ static void test_killed_after_ack(void **state)
 	eventlog_t *log;
 
 	(void)state;
+	log_name = "OB_KILLED";
 	start_node(&n1, NULL, "3");
 	hx_user(n1.port, "ka", &a);
 	hx_user(n1.port, "kb", &b);
@@ -297,6 +305,7 @@ static void test_log_down(void **state)
 	char body[32];
 
 	(void)state;
+	log_name = "OB_DOWN";
 	start_node(&n1, NULL, "5");
 	hx_user(n1.port, "da", &a);
 	hx_user(n1.port, "db", &b);

@@ -274,7 +274,34 @@ static void test_deliver_many(void **state)
 	settle();
 	assert_int_equal(reports, 1);
 	assert_int_equal(nunreached, 0);
+	/* Scopes: this node only, or every node but another, reach this
+	 * node's connections; every node but this one reaches none here. */
+	clear();
+	bus_deliver_scoped(bus, BUS_THIS_NODE, users, 2, 0, 0, f, NULL, NULL);
+	settle();
+	assert_int_equal(count('d'), 3);
+	clear();
+	bus_deliver_scoped(bus, NODE + 1, users, 2, 0, 0, f, NULL, NULL);
+	settle();
+	assert_int_equal(count('d'), 3);
+	clear();
+	reports = 0;
+	bus_deliver_scoped(bus, NODE, users, 2, 0, 0, f, on_unreached, &reports);
+	settle();
+	assert_int_equal(count('d'), 0);
+	assert_int_equal(reports, 1);
+	assert_int_equal(nunreached, 2);
 	sbuf_unref(f);
+}
+
+/* The live nodes: this one alone. */
+static void test_nodes(void **state)
+{
+	uint32_t nodes[4] = {0};
+
+	(void)state;
+	assert_int_equal(bus_nodes(bus, nodes, 4), 1);
+	assert_int_equal(nodes[0], NODE);
 }
 
 /* Presence: a subscribe is answered at once with the state now; every
@@ -364,6 +391,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_registry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_kick_send, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_many, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_presence, setup, teardown),
 	};
 	size_t i;

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -342,6 +343,78 @@ static void test_deliver_many_per_node(void **state)
 	bus_free(b1);
 	bus_free(b2);
 	bus_free(b3);
+}
+
+/* Scopes, as the log's dispatchers use them: BUS_THIS_NODE reaches only
+ * the caller's connections and publishes nothing; a node id leaves that
+ * node out, the caller's own included. bus_nodes lists the live nodes,
+ * and a node freed without a word drops out of it. */
+static void test_scoped_delivery(void **state)
+{
+	bus_t *b1 = node_new(1), *b2 = node_new(2), *b3 = node_new(3);
+	const int64_t users[] = {1, 3, 8};
+	sbuf_t *f = sbuf_copy("scoped", 6);
+	dmatch_t d1 = {CONN(1, 1), "scoped"}, d3 = {CONN(2, 3), "scoped"}, d8 = {CONN(3, 8), "scoped"};
+	bus_redis_stats_t a, b;
+	uint32_t nodes[8];
+	int i;
+
+	(void)state;
+	assert_non_null(b1);
+	assert_non_null(b2);
+	assert_non_null(b3);
+	assert_int_equal(bus_attach(b1, 1, 10, CONN(1, 1)), 0);
+	assert_int_equal(bus_attach(b2, 3, 30, CONN(2, 3)), 0);
+	assert_int_equal(bus_attach(b3, 8, 80, CONN(3, 8)), 0);
+	assert_int_equal(bus_redis_settle(b1, 5000), 0);
+	assert_int_equal(bus_redis_settle(b2, 5000), 0);
+	assert_int_equal(bus_redis_settle(b3, 5000), 0);
+	rec_clear(&recs[1]);
+	rec_clear(&recs[2]);
+	rec_clear(&recs[3]);
+	/* Every node hears every heartbeat within a beat or two. */
+	for (i = 0; i < 50 && bus_nodes(b1, nodes, 8) != 3; i++)
+		usleep(HB_MS * 1000 / 3);
+	assert_int_equal(bus_nodes(b1, nodes, 8), 3);
+	assert_int_equal(nodes[0], 1);
+	assert_int_equal(nodes[1], 2);
+	assert_int_equal(nodes[2], 3);
+	assert_int_equal(bus_nodes(b1, nodes, 2), 3); /* the count, however little room */
+
+	bus_redis_stats(b1, &a);
+	bus_deliver_scoped(b1, BUS_THIS_NODE, users, 3, 0, 0, f, NULL, NULL);
+	assert_int_equal(bus_redis_settle(b1, 5000), 0);
+	assert_int_equal(rec_count(&recs[1], is_delivery, &d1), 1);
+	bus_redis_stats(b1, &b);
+	assert_int_equal(b.publishes - a.publishes, 0);
+
+	/* Every node but 2: this one and node 3. */
+	bus_deliver_scoped(b1, 2, users, 3, 0, 0, f, NULL, NULL);
+	assert_int_equal(bus_redis_settle(b1, 5000), 0);
+	assert_int_equal(rec_wait(&recs[3], is_delivery, &d8, 1, 5000), 1);
+	assert_int_equal(rec_count(&recs[1], is_delivery, &d1), 2);
+	bus_redis_stats(b1, &a);
+	assert_int_equal(a.publishes - b.publishes, 1);
+
+	/* Every node but this one: nodes 2 and 3, one publish each. */
+	bus_deliver_scoped(b1, 1, users, 3, 0, 0, f, NULL, NULL);
+	assert_int_equal(bus_redis_settle(b1, 5000), 0);
+	assert_int_equal(rec_wait(&recs[2], is_delivery, &d3, 1, 5000), 1);
+	assert_int_equal(rec_wait(&recs[3], is_delivery, &d8, 2, 5000), 2);
+	assert_int_equal(rec_count(&recs[1], is_delivery, &d1), 2);
+	bus_redis_stats(b1, &b);
+	assert_int_equal(b.publishes - a.publishes, 2);
+	assert_int_equal(rec_count(&recs[2], is_delivery, &d3), 1); /* node 2 was left out before */
+
+	/* Node 3 stops without a word: gone from the list within 3 beats. */
+	bus_redis_abandon(b3);
+	for (i = 0; i < 100 && bus_nodes(b1, nodes, 8) != 2; i++)
+		usleep(HB_MS * 1000 / 3);
+	assert_int_equal(bus_nodes(b1, nodes, 8), 2);
+	assert_int_equal(nodes[1], 2);
+	sbuf_unref(f);
+	bus_free(b1);
+	bus_free(b2);
 }
 
 /* Presence of a user on node 2, as node 1 hears it: online, away, gone
@@ -687,6 +760,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup(test_cross_node, setup),
 		cmocka_unit_test_setup(test_deliver_many_per_node, setup),
+		cmocka_unit_test_setup(test_scoped_delivery, setup),
 		cmocka_unit_test_setup(test_presence_across, setup),
 		cmocka_unit_test_setup(test_redis_restart, setup),
 		cmocka_unit_test_setup(test_cap_across_nodes, setup),

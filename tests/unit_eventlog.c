@@ -592,6 +592,64 @@ static void test_resume_after_close(void **state)
 	sink_free(s);
 }
 
+/* A partition handed from one consumer to another, as dispatchers on two
+ * nodes hand it over: eventlog_unconsume stops one (the event refused in
+ * place is handed back), the other picks the cursor up where it was, and
+ * between them every event arrives once, in order. */
+static void test_unconsume_hands_over(void **state)
+{
+	eventlog_t *a, *b;
+	sink_t *s;
+	outcome_t out[20];
+	char data[32], id[32];
+	int i;
+
+	(void)state;
+	a = open_log(three, "HANDOVER", 3, 2);
+	b = open_log(three, "HANDOVER", 3, 2);
+	s = sink_new(a);
+	s->fail_from = 5;
+	assert_int_equal(eventlog_unconsume(a, "g", 0), -ENOENT);
+	assert_int_equal(eventlog_unconsume(a, "bad group!", 0), -EINVAL);
+	for (i = 0; i < 10; i++) {
+		snprintf(data, sizeof data, "4:%d", i);
+		snprintf(id, sizeof id, "h-%d", i);
+		publish(a, 4, "message.new", data, id, &out[i]);
+	}
+	for (i = 0; i < 10; i++)
+		assert_int_equal(wait_outcome(&out[i], 5000), 1);
+	assert_int_equal(eventlog_consume(a, "g", eventlog_partition_of(a, 4), on_event, s), 0);
+	wait_count(s, 5, 10000);
+	assert_int_equal(eventlog_unconsume(a, "g", eventlog_partition_of(a, 4)), 0);
+	assert_int_equal(eventlog_unconsume(a, "g", eventlog_partition_of(a, 4)), -ENOENT);
+	assert_int_equal(sink_count(s), 5);
+	for (i = 10; i < 20; i++) {
+		snprintf(data, sizeof data, "4:%d", i);
+		snprintf(id, sizeof id, "h-%d", i);
+		publish(a, 4, "message.new", data, id, &out[i]);
+	}
+	for (i = 10; i < 20; i++)
+		assert_int_equal(wait_outcome(&out[i], 5000), 1);
+	pthread_mutex_lock(&s->mu);
+	s->fail_from = 0;
+	s->log = b;
+	pthread_mutex_unlock(&s->mu);
+	assert_int_equal(eventlog_consume(b, "g", eventlog_partition_of(b, 4), on_event, s), 0);
+	wait_count(s, 20, 10000);
+	tmpserver_nap(300);
+	pthread_mutex_lock(&s->mu);
+	assert_int_equal(s->n, 20);
+	for (i = 0; i < 20; i++)
+		assert_int_equal(s->ev[i].idx, i);
+	pthread_mutex_unlock(&s->mu);
+	/* And back: the first log may consume it again. */
+	assert_int_equal(eventlog_unconsume(b, "g", eventlog_partition_of(b, 4)), 0);
+	assert_int_equal(eventlog_consume(a, "g", eventlog_partition_of(a, 4), on_event, s), 0);
+	eventlog_close(b);
+	eventlog_close(a);
+	sink_free(s);
+}
+
 /* Every server down (the one-server cluster killed): publishes fail at
  * once, not after the timeout; the server back, the log recovers by
  * itself and the events stored before are still there. */
@@ -853,6 +911,7 @@ int main(void)
 		cmocka_unit_test(test_order_two_groups),
 		cmocka_unit_test(test_dedup_and_redelivery),
 		cmocka_unit_test(test_resume_after_close),
+		cmocka_unit_test(test_unconsume_hands_over),
 		/* Last: it moves leaders about. */
 		cmocka_unit_test(test_kill_one_of_three),
 	};

@@ -20,11 +20,13 @@
 typedef struct rec {
 	int64_t user, except;
 	int64_t tag;
+	int32_t scope;
 } rec_t;
 
 static rec_t *log_;
 static atomic_size_t nlog;
 static atomic_int gate_open;
+static int32_t scope_now = BUS_EVERY_NODE; /* the scope of the call in progress */
 
 static void fake_deliver(bus_t *b, int64_t user, int64_t except, sbuf_t *frame)
 {
@@ -35,7 +37,7 @@ static void fake_deliver(bus_t *b, int64_t user, int64_t except, sbuf_t *frame)
 	while (!atomic_load(&gate_open))
 		usleep(100);
 	i = atomic_fetch_add(&nlog, 1);
-	log_[i] = (rec_t){user, except, frame->conv};
+	log_[i] = (rec_t){user, except, frame->conv, scope_now};
 }
 
 static void fake_free(bus_t *b) { (void)b; }
@@ -46,11 +48,12 @@ static unsigned fake_count(bus_t *b, int64_t u) { (void)b; (void)u; return 0; }
 
 /* The fan-out delivers a quantum of members in one call, as a fleet's bus
  * wants; recorded per member, as the bus would deliver. */
-static void fake_deliver_many(bus_t *b, const int64_t *users, size_t n, int64_t except_user,
+static void fake_deliver_many(bus_t *b, int32_t scope, const int64_t *users, size_t n, int64_t except_user,
                               int64_t except_device, sbuf_t *frame, bus_unreached_fn report, void *ud)
 {
 	size_t i;
 
+	scope_now = scope;
 	for (i = 0; i < n; i++)
 		fake_deliver(b, users[i], users[i] == except_user ? except_device : 0, frame);
 	if (report)
@@ -147,6 +150,46 @@ static void test_fair_and_ordered(void **state)
 	free(log_);
 }
 
+/* A scoped job reaches the bus with its scope, and its done callback
+ * runs once, after the last of its recipients was handed over. */
+static atomic_size_t done_calls, delivered_at_done;
+
+static void on_done(void *ud)
+{
+	(void)ud;
+	atomic_store(&delivered_at_done, atomic_load(&nlog));
+	atomic_fetch_add(&done_calls, 1);
+}
+
+static void test_scope_and_done(void **state)
+{
+	fanout_t *f;
+	size_t i;
+
+	(void)state;
+	log_ = calloc(2000, sizeof *log_);
+	atomic_store(&nlog, 0);
+	atomic_store(&gate_open, 1);
+	atomic_store(&done_calls, 0);
+	f = fanout_new(&fake_bus, 1024, lookup, NULL);
+	/* More than one quantum: done waits for the last. */
+	fanout_submit_scoped(f, 4, 1, 0, tagged(400), range(1, 3 * FANOUT_QUANTUM + 5), 3 * FANOUT_QUANTUM + 5, 0, 0,
+	                     7, on_done, NULL);
+	fanout_submit_scoped(f, 4, 2, 0, tagged(401), range(1, 2), 2, 0, 0, BUS_THIS_NODE, NULL, NULL);
+	fanout_drain(f);
+	assert_int_equal(atomic_load(&done_calls), 1);
+	assert_int_equal(atomic_load(&delivered_at_done), 3 * FANOUT_QUANTUM + 5);
+	assert_int_equal(atomic_load(&nlog), 3 * FANOUT_QUANTUM + 5 + 2);
+	for (i = 0; i < atomic_load(&nlog); i++)
+		assert_int_equal(log_[i].scope, log_[i].tag == 400 ? 7 : BUS_THIS_NODE);
+	/* A job that cannot be queued (members given, none in it) is done at once. */
+	fanout_submit_scoped(f, 4, 3, 0, tagged(402), malloc(8), 0, 0, 0, 7, on_done, NULL);
+	assert_int_equal(atomic_load(&done_calls), 2);
+	fanout_free(f);
+	scope_now = BUS_EVERY_NODE;
+	free(log_);
+}
+
 static fanout_t *bounded;
 static atomic_int second_queued;
 
@@ -218,6 +261,7 @@ static void test_member_cache(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_scope_and_done),
 		cmocka_unit_test(test_fair_and_ordered),
 		cmocka_unit_test(test_bounded),
 		cmocka_unit_test(test_member_cache),
