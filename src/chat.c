@@ -335,7 +335,7 @@ static void send_refused(send_op_t *s, const char *code, const char *message, in
 typedef struct own_ack {
 	server_t *srv;
 	sbuf_t *frame;
-	int64_t conv, seq;      /* seq 0: a repeat, nothing new */
+	int64_t conv, seq;      /* the ack's, a repeat's too */
 } own_ack_t;
 
 static void own_ack_arrived(gw_conn_t *c, void *p)
@@ -418,9 +418,14 @@ static void send_done(send_op_t *s)
 				sbuf_unref(f);
 			}
 		}
-		/* A repeat was stored and fanned out the first time: the ack only. */
+		/* A repeat was stored and fanned out the first time: the ack
+		 * only. Its seq still moves the connection's range (or holds
+		 * its place past a gap): the first time may have been on a
+		 * node that died before its ack, committing after this
+		 * connection's resume had read the head, and a gap's fill
+		 * would then send the client its own message. */
 		f = frames_ack(s->cmid, op->conv, op->out_id, op->out_seq, op->out_ts);
-		post_own_ack(srv, s->origin, f, op->conv, op->status == STORE_OK ? op->out_seq : 0);
+		post_own_ack(srv, s->origin, f, op->conv, op->out_seq);
 		sbuf_unref(f);
 		break;
 	case STORE_FORBIDDEN:
@@ -552,6 +557,20 @@ static void gap_remove(chat_conn_t *cc, gap_t *g)
 
 static void gap_fill(server_t *srv, gw_conn_t *c, chat_conn_t *cc, gap_t *g);
 
+/* 1 when the gap of conv holds the marker of this connection's own send
+ * at seq: the store's copy of that message (a fill, a replay) is not for
+ * this connection, which has its ack. */
+static int gap_own_send(chat_conn_t *cc, int64_t conv, int64_t seq)
+{
+	gap_t *g = gap_find(cc, conv);
+	size_t i;
+
+	for (i = 0; g && i < g->nheld; i++)
+		if (g->held[i]->seq == seq && g->held[i]->len == 0)
+			return 1;
+	return 0;
+}
+
 /* Sends what the gap holds that now follows the range, in order, and
  * drops what the range has passed; ends the gap once it holds nothing and
  * no worker reads it. */
@@ -605,9 +624,13 @@ static void gap_hold(server_t *srv, gw_conn_t *c, chat_conn_t *cc, sbuf_t *frame
 	for (i = 0; i < g->nheld; i++)
 		if (g->held[i]->seq == frame->seq)
 			return; /* held already */
-	if (cc->gap_frames >= GAP_HELD_MAX) {
+	if (cc->gap_frames >= GAP_HELD_MAX && frame->len) {
 		/* Not held: the store has it (a conversation's seqs commit
-		 * in order), and the fill reads up to it. */
+		 * in order), and the fill reads up to it. The marker of an
+		 * own send is held whatever the count (a few bytes each, as
+		 * many as the connection's acks while the gap waits): the
+		 * store cannot tell the fill that this connection has it, and
+		 * without it the fill would send the client its own message. */
 		gap_fill(srv, c, cc, g);
 		return;
 	}
@@ -768,7 +791,8 @@ static void fill_done(gw_conn_t *c, void *p)
 	for (i = 0; i < f->n; i++) {
 		sbuf_t *m = f->frames[i];
 		if (m->seq == r->last + 1) {
-			gw_conn_send(c, m);
+			if (!gap_own_send(cc, f->conv, m->seq)) /* it has the ack */
+				gw_conn_send(c, m);
 			r->last = m->seq;
 		}
 	}
@@ -1106,8 +1130,10 @@ static void resume_page_ready(gw_conn_t *c, void *p)
 	for (i = 0; i < r->npage; i++) {
 		sbuf_t *f = r->page[i];
 		live_range_t *lr = live_find(cc, f->conv);
-		/* Skip what went out live before the resume came in. */
-		if (!lr || f->seq < lr->first || f->seq > lr->last)
+		/* Skip what went out live before the resume came in, and
+		 * the connection's own sends held past a gap (it has their
+		 * acks). */
+		if ((!lr || f->seq < lr->first || f->seq > lr->last) && !gap_own_send(cc, f->conv, f->seq))
 			gw_conn_send(c, f);
 		sbuf_unref(f);
 	}
