@@ -48,6 +48,11 @@
 
 #define DISPATCH_GROUP "fanout"   /* the log's consumer group */
 #define DISPATCH_REBALANCE_MS 500
+/* The log's redelivery of an event a dispatcher took and never
+ * acknowledged (it died): the longest a live message can lag after a
+ * dispatcher's death, and the most a handler may spend on an event
+ * (waiting for room in the fan-out queue) before it is delivered again. */
+#define DISPATCH_ACK_WAIT_MS 10000
 
 typedef struct dispatch dispatch_t;
 

@@ -226,6 +226,7 @@ static int start_outbox(server_t *srv)
 	o.replicas = srv->cfg.nats_replicas ? srv->cfg.nats_replicas : servers >= 3 ? 3 : 1;
 	if (srv->cfg.nats_log[0])
 		o.name = srv->cfg.nats_log;
+	o.ack_wait_ms = DISPATCH_ACK_WAIT_MS;
 	if (!(log = eventlog_open(srv->cfg.nats_urls, &o, err, sizeof err))) {
 		log_error("--nats %s: %s", srv->cfg.nats_urls, err);
 		return -1;

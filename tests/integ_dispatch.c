@@ -210,7 +210,7 @@ static void test_killed_after_ack_reaches_online(void **state)
 		/* The sweep waits 3 s for a row's age; a partition of the dead
 		 * node moves once it is 3 s silent, and what it had fetched
 		 * comes again after the log's ack wait. */
-		assert_non_null(j = next_msg(cb, 20000));
+		assert_non_null(j = next_msg(cb, 30000));
 		assert_int_equal(hx_int(j, "seq"), i);
 		json_decref(j);
 	}

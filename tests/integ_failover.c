@@ -925,7 +925,11 @@ static void test_acked_before_kill_live(void **state)
 		conn_at_kill[i] = clients[i].conn;
 	assert_int_equal(hx_stop(&node[best - 1], SIGKILL), 128 + SIGKILL);
 	killed = clock_mono_ms();
-	if (traffic_until(pipelined_seen, 5000) < 0) {
+	/* The other nodes' sweep takes what the dead node had not published
+	 * once 3 s old; a partition the dead node dispatched moves once it is
+	 * 3 s silent, and what it had fetched comes again after the log's
+	 * ack wait (DISPATCH_ACK_WAIT_MS). */
+	if (traffic_until(pipelined_seen, 30000) < 0) {
 		for (i = 0; i < nclients; i++) {
 			client_t *c = &clients[i];
 			view_t *v = view_of(c, group->id);
