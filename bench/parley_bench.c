@@ -5,7 +5,7 @@
  *   parley-bench resume [--clients N] [--json]
  *   parley-bench direct [--pairs P] [--rate R] [--seconds S] [--json]
  *   parley-bench direct --throughput S [--window W] [--pairs P] [--json]
- *   parley-bench fleet [--pairs P] [--rate R] [--seconds S] [--json]
+ *   parley-bench fleet [--pairs P] [--rate R] [--seconds S] [--log] [--json]
  *   parley-bench direct --find-max P99_MS [--pairs P] [--json]
  *   parley-bench abuse [--seconds S] [--quick] [--only ATTACK] [--trace FILE] [--json]
  *
@@ -68,6 +68,8 @@
  * direct pairs first on one node, then across the two: send -> delivery
  * of each, the fleet's internal publishes per delivered message, and the
  * CPU of every process of the fleet per message (PostgreSQL store only).
+ * With --log, also three NATS servers: the nodes deliver across nodes from
+ * the event log (dispatch.h), and the NATS servers' CPU is counted too.
  *
  * abuse: a bystander (127.0.0.1) logs in, lists its conversations and
  * sends direct messages on fixed schedules for S seconds, first with no
@@ -110,6 +112,7 @@
 
 #include "pclient.h"
 #include "../tests/pgserver.h"
+#include "../tests/natsserver.h"
 #include "../tests/redisserver.h"
 
 #define TIMEOUT 30000
@@ -1044,10 +1047,14 @@ parley:
 
 /* ---- fleet ----------------------------------------------------------- */
 
+/* fleet --log: the nodes put their messages on a 3-server JetStream
+ * cluster and deliver across nodes from it (dispatch.h). */
+static int fleet_log;
+
 /* CPU (µs) of every process of the fleet: the nodes, Redis, and the
  * PostgreSQL server's postmaster with its children (backends, WAL
  * writer, checkpointer...), found through /proc by parent. */
-static double fleet_cpu(const proc_t *nodes, int n, pid_t redis, pid_t postmaster)
+static double fleet_cpu(const proc_t *nodes, int n, pid_t redis, pid_t postmaster, const natscluster_t *nats)
 {
 	double total = 0;
 	DIR *d = opendir("/proc");
@@ -1057,6 +1064,8 @@ static double fleet_cpu(const proc_t *nodes, int n, pid_t redis, pid_t postmaste
 	for (i = 0; i < n; i++)
 		total += cpu_us(nodes[i].pid);
 	total += cpu_us(redis);
+	for (i = 0; nats && i < natscluster_size(nats); i++)
+		total += cpu_us(natscluster_pid(nats, i));
 	if (!d)
 		return total;
 	while ((e = readdir(d)) != NULL) {
@@ -1124,6 +1133,7 @@ static int run_fleet(int npairs, double rate, double seconds, int json_only)
 	double pub[2], cpu[2], msgs[2];
 	pc_response_t r;
 	pc_conn_t *http;
+	natscluster_t *nats = NULL;
 	pid_t pm;
 	json_t *j;
 	int i, k;
@@ -1131,6 +1141,8 @@ static int run_fleet(int npairs, double rate, double seconds, int json_only)
 	describe(machine, sizeof machine, commit, sizeof commit);
 	if (!pairs)
 		die("out of memory");
+	if (fleet_log && !(nats = natscluster_start(3)))
+		die("cannot start NATS for the fleet");
 	if (!(bench_pg = pgserver_start()) || pgserver_create_db(bench_pg, NULL, url, sizeof url) < 0)
 		die("cannot start PostgreSQL for the fleet");
 	if (!(redis = redisserver_start()))
@@ -1143,7 +1155,7 @@ static int run_fleet(int npairs, double rate, double seconds, int json_only)
 		                "--max-address-pending", "0", "--strangers-per-day", "0", "--work-rate", "0",
 		                "--storage-per-day", "0", "--read-rate", "0", "--fast-password-hashing",
 		                "--rate-limit", "0", "--commit-delay", commit_delay, "--store-writers", store_writers,
-		                NULL};
+		                nats ? "--nats" : NULL, nats ? (char *)natscluster_urls(nats) : NULL, NULL};
 		snprintf(node_id[k], sizeof node_id[k], "%d", k + 1);
 		memset(&node[k], 0, sizeof node[k]);
 		spawn(&node[k], argv);
@@ -1176,13 +1188,13 @@ static int run_fleet(int npairs, double rate, double seconds, int json_only)
 	for (k = 0; k < 2; k++) {
 		double p0 = node_metric(&node[0], "parley_bus_publishes_total") +
 		            node_metric(&node[1], "parley_bus_publishes_total");
-		double c0 = fleet_cpu(node, 2, redisserver_pid(redis), pm);
+		double c0 = fleet_cpu(node, 2, redisserver_pid(redis), pm, nats);
 		size_t d = 0;
 		res[k] = drive(pairs + k * npairs, npairs, rate, seconds, 0, node[0].pid);
 		for (i = 0; i < npairs; i++)
 			d += (size_t)pairs[k * npairs + i].delivered;
 		msgs[k] = (double)d;
-		cpu[k] = (fleet_cpu(node, 2, redisserver_pid(redis), pm) - c0) / msgs[k];
+		cpu[k] = (fleet_cpu(node, 2, redisserver_pid(redis), pm, nats) - c0) / msgs[k];
 		pub[k] = (node_metric(&node[0], "parley_bus_publishes_total") +
 		          node_metric(&node[1], "parley_bus_publishes_total") - p0) /
 		         msgs[k];
@@ -1194,11 +1206,13 @@ static int run_fleet(int npairs, double rate, double seconds, int json_only)
 	for (k = 0; k < 2; k++)
 		stop_proc(&node[k]);
 	redisserver_stop(redis);
+	natscluster_stop(nats);
 	free(pairs);
 	if (!json_only) {
-		printf("fleet: 2 nodes, one PostgreSQL, one Redis; %d pairs on one node, then %d across, %.0f msg/s "
+		printf("fleet: 2 nodes, one PostgreSQL, one Redis%s; %d pairs on one node, then %d across, %.0f msg/s "
 		       "each, %.0f s, open loop (%s, commit %s)\n",
-		       npairs, npairs, rate, seconds, machine, commit);
+		       nats ? ", 3 NATS servers (delivery across nodes from the log)" : "", npairs, npairs, rate, seconds,
+		       machine, commit);
 		printf("  %-44s %10s %10s\n", "", "same node", "across");
 		printf("  %-44s %10.0f %10.0f\n", "achieved messages/s", res[0].rate, res[1].rate);
 		printf("  %-44s %10.3f %10.3f\n", "send -> delivery p50 (ms)", res[0].deliver[0], res[1].deliver[0]);
@@ -1207,11 +1221,11 @@ static int run_fleet(int npairs, double rate, double seconds, int json_only)
 		printf("  %-44s %10.1f %10.1f\n", "CPU per message, every process (us)", cpu[0], cpu[1]);
 	}
 	printf("{\"scenario\":\"fleet\",\"machine\":\"%s\",\"commit\":\"%s\",\"store\":\"postgresql\",\"parameters\":"
-	       "{\"nodes\":2,\"pairs\":%d,\"rate\":%.0f,\"seconds\":%.0f},\"figures\":{\"same_deliver_p50_ms\":%.3f,"
+	       "{\"nodes\":2,\"log\":%s,\"pairs\":%d,\"rate\":%.0f,\"seconds\":%.0f},\"figures\":{\"same_deliver_p50_ms\":%.3f,"
 	       "\"same_deliver_p99_ms\":%.3f,\"cross_deliver_p50_ms\":%.3f,\"cross_deliver_p99_ms\":%.3f,"
 	       "\"same_publishes_per_message\":%.3f,\"cross_publishes_per_message\":%.3f,"
 	       "\"same_cpu_us_per_message\":%.1f,\"cross_cpu_us_per_message\":%.1f}}\n",
-	       machine, commit, npairs, rate, seconds, res[0].deliver[0], res[0].deliver[1], res[1].deliver[0],
+	       machine, commit, nats ? "true" : "false", npairs, rate, seconds, res[0].deliver[0], res[0].deliver[1], res[1].deliver[0],
 	       res[1].deliver[1], pub[0], pub[1], cpu[0], cpu[1]);
 	return 0;
 }
@@ -3176,7 +3190,7 @@ static int usage(void)
 	fprintf(stderr, "usage: parley-bench idle [--connections N] [--processes K] [--json]\n"
 	                "       parley-bench direct [--pairs P] [--rate R] [--seconds S] [--json]\n"
 	                "       parley-bench direct --throughput S [--window W] [--pairs P] [--json]\n"
-	                "       parley-bench fleet [--pairs P] [--rate R] [--seconds S] [--json]\n"
+	                "       parley-bench fleet [--pairs P] [--rate R] [--seconds S] [--log] [--json]\n"
 	                "       parley-bench direct --find-max P99_MS [--pairs P] [--json]\n"
 	                "  (any scenario: --commit-delay US starts the server with that commit delay,\n"
 	                "   --store-writers N with that many write transactions in flight)\n"
@@ -3236,6 +3250,8 @@ int main(int argc, char **argv)
 			snprintf(commit_delay, sizeof commit_delay, "%d", atoi(argv[++i]));
 		else if (!strcmp(argv[i], "--json"))
 			json_only = 1;
+		else if (!strcmp(argv[i], "--log"))
+			fleet_log = 1;
 		else if (!strcmp(argv[i], "--quick"))
 			quick = 1;
 		else if (!strcmp(argv[i], "--trace") && i + 1 < argc)
