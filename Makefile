@@ -79,7 +79,7 @@ $(BUILD)/tests/unit_%: $(BUILD)/obj/tests/unit_%.o $(BUILD)/libparley.a
 # integration suite; and those that start a Redis or a NATS cluster.
 $(BUILD)/tests/unit_store $(BUILD)/tests/unit_store_pg $(BUILD)/tests/unit_writer $(BUILD)/tests/unit_pgserver: $(PGSERVER_OBJ)
 $(BUILD)/tests/unit_redisserver $(BUILD)/tests/unit_redis $(BUILD)/tests/unit_bus $(BUILD)/tests/unit_bus_redis: $(REDISSERVER_OBJ)
-$(BUILD)/tests/unit_natsserver $(BUILD)/tests/unit_eventlog: $(NATSSERVER_OBJ)
+$(BUILD)/tests/unit_natsserver $(BUILD)/tests/unit_eventlog $(BUILD)/tests/unit_dispatch: $(NATSSERVER_OBJ)
 $(BUILD)/tests/integ_fleet: $(REDISSERVER_OBJ)
 $(BUILD)/tests/integ_outbox: $(NATSSERVER_OBJ)
 $(BUILD)/tests/integ_dispatch: $(NATSSERVER_OBJ) $(BUILD)/obj/tests/redisserver.o
