@@ -142,10 +142,13 @@ static void spawn(proc_t *p, char *const argv[])
 	if (pipe(fd) < 0)
 		die("pipe");
 	if ((p->pid = fork()) == 0) {
-		int null = open("/dev/null", O_WRONLY);
+		/* The servers' logs are not the results; $PARLEY_BENCH_SERVER_LOG
+		 * keeps them, appended to that file, when a run needs looking into. */
+		const char *keep = getenv("PARLEY_BENCH_SERVER_LOG");
+		int null = keep && *keep ? open(keep, O_WRONLY | O_CREAT | O_APPEND, 0644) : open("/dev/null", O_WRONLY);
 		dup2(fd[1], 1);
 		if (null >= 0)
-			dup2(null, 2); /* the servers' logs are not the results */
+			dup2(null, 2);
 		close(fd[0]);
 		execv(argv[0], argv);
 		fprintf(stderr, "parley-bench: cannot run %s: %s\n", argv[0], strerror(errno));
