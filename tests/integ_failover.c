@@ -746,8 +746,9 @@ static void check_everything(void)
 		qsort(ids, (size_t)cv->n, sizeof *ids, id_order);
 		for (s = 1; s < cv->n; s++)
 			if (ids[s] == ids[s - 1]) {
+				uint64_t twice = ids[s];
 				free(ids);
-				fail_msg("conversation %lld: id %" PRIu64 " at two seqs", (long long)cv->id, ids[s]);
+				fail_msg("conversation %lld: id %" PRIu64 " at two seqs", (long long)cv->id, twice);
 			}
 		free(ids);
 	}
