@@ -9,9 +9,12 @@
  * (a ring, so most pairs sit on two nodes) and in one group of all of
  * them, one send at a time, a new one ~20 ms after the last ack. Under
  * that traffic a test breaks one part: a NATS server (killed, then
- * restarted), Redis (killed, restarted empty), a node (kill -9: its
- * clients reconnect through the balancer, resume, and resend what had no
- * ack with the same cmid, as a client does). Then, traffic stopped, every
+ * restarted), Redis (killed, restarted empty), PostgreSQL (stopped, then
+ * restarted: sends are refused `unavailable` meanwhile and retried with
+ * their cmids), a node stopped (SIGTERM: it drains, telling its clients
+ * close 1012) or killed (kill -9); a moved client reconnects through the
+ * balancer, resumes, and resends what had no ack with the same cmid, as
+ * a client does. Then, traffic stopped, every
  * client resumes once more, and what each holds must be, per
  * conversation, every acked message exactly once: no gap, no repeat on a
  * connection, seqs increasing on a connection, the acked id at each seq.
@@ -32,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "haproxyserver.h"
@@ -53,35 +57,41 @@ static pgserver_t *pg;
 static redisserver_t *rs;
 static natscluster_t *nc;
 static hx_server_t node[NODES]; /* node[i] runs --node-id i+1 */
+static char store_url[256];     /* the database every node serves */
 static haproxyserver_t *lb;
 static int lb_port;
 
 static int teardown(void **state);
 
-static int start_node(int i, const char *store)
+/* Starts node i on the fleet's database: on a free port, or on port (a
+ * restart: the balancer knows the nodes by port). */
+static int start_node(int i, int port)
 {
-	char id[8];
+	char id[12], listen[32];
 	/* The recipients' budget is off: one group post costs 29, and the
-	 * traffic is the test's, not a sender's abuse. */
+	 * traffic is the test's, not a sender's abuse. A drain of 2 s, not
+	 * the harness's 0 (later arguments win): only a SIGTERM reads it,
+	 * and test_node_drained wants the clients told a batch at a time. */
 	const char *args[] = {"--node-id", id, "--redis", redisserver_url(rs), "--nats", natscluster_urls(nc),
-	                      "--fast-password-hashing", "--rate-limit", "1000000", "--rate-burst", "1000000", NULL};
+	                      "--fast-password-hashing", "--rate-limit", "1000000", "--rate-burst", "1000000",
+	                      "--drain-seconds", "2", port ? "--listen" : NULL, listen, NULL};
 
 	snprintf(id, sizeof id, "%d", i + 1);
-	return hx_start(&node[i], store, args);
+	snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+	return hx_start(&node[i], store_url, args);
 }
 
 /* cmocka skips the group's teardown when its setup fails: a failed setup
  * stops what it started itself. */
 static int setup(void **state)
 {
-	char url[256];
 	int ports[NODES], i;
 
-	if (!(pg = pgserver_start()) || pgserver_create_db(pg, NULL, url, sizeof url) < 0 ||
+	if (!(pg = pgserver_start()) || pgserver_create_db(pg, NULL, store_url, sizeof store_url) < 0 ||
 	    !(rs = redisserver_start()) || !(nc = natscluster_start(3)))
 		goto err;
 	for (i = 0; i < NODES; i++) {
-		if (start_node(i, url) < 0)
+		if (start_node(i, 0) < 0)
 			goto err;
 		ports[i] = node[i].port;
 	}
@@ -168,6 +178,7 @@ typedef struct view {
 typedef struct sent {
 	conv_t *conv;
 	char cmid[32];
+	int64_t first_at; /* its first attempt */
 	int64_t retry_at; /* refused (rate_limited, unavailable): send again then; 0: waiting */
 } sent_t;
 
@@ -190,6 +201,9 @@ typedef struct client {
 	int64_t resumed_at;
 	unsigned lost;       /* connections that ended under it */
 	unsigned acks, msgs; /* counters the tests read */
+	unsigned unavailable; /* sends answered unavailable */
+	unsigned told_1012;   /* connections ended by a close 1012 (a drain) */
+	int64_t told_at;      /* when the last one came */
 	unsigned fresh_cross; /* see test_redis_restarted_empty */
 } client_t;
 
@@ -232,6 +246,10 @@ static conv_t *group;
 static int sending;           /* the traffic loop makes new sends */
 static int64_t fresh_after;   /* an ack after this counts for fresh_cross; 0: off */
 static unsigned refused;      /* reconnects that failed (a 502 from the balancer) */
+static unsigned resent;       /* sends made again on a new connection, after its resume */
+static int64_t pg_down_at;    /* PostgreSQL stopped then (0: running): no new send may be acked */
+static int64_t first_ack_after; /* the first ack after this is noted in first_ack_at; 0: off */
+static int64_t first_ack_at;
 
 static view_t *view_of(client_t *c, int64_t conv)
 {
@@ -342,6 +360,7 @@ static void client_send_new(client_t *c, conv_t *conv)
 	assert_true(c->ninflight < INFLIGHT_MAX);
 	s = &c->inflight[c->ninflight++];
 	s->conv = conv;
+	s->first_at = clock_mono_ms();
 	snprintf(s->cmid, sizeof s->cmid, "c%d-%u", c->index, c->nsent++);
 	client_send_one(c, s);
 }
@@ -405,6 +424,12 @@ static void on_ack(client_t *c, json_t *j)
 	if (!s)
 		client_fail(c, "client %d: an ack of %s, which it is not waiting for", c->index, hx_str(j, "cmid"));
 	assert_int_equal(hx_int(j, "conv"), s->conv->id);
+	/* Sent first after PostgreSQL stopped, it cannot be stored: an ack
+	 * would be a lie (one sent before may have committed in time). */
+	if (pg_down_at && s->first_at > pg_down_at)
+		client_fail(c, "client %d: %s acked while PostgreSQL was down", c->index, s->cmid);
+	if (first_ack_after && !first_ack_at)
+		first_ack_at = clock_mono_ms();
 	ledger_ack(s->conv, seq, id);
 	view_have(c, view_of(c, s->conv->id), seq, id, 0);
 	c->node = node_of_id(id);
@@ -423,6 +448,8 @@ static void on_error(client_t *c, json_t *j)
 
 	if (s && (!strcmp(code, "rate_limited") || !strcmp(code, "unavailable"))) {
 		s->retry_at = clock_mono_ms() + (json_is_integer(after) ? json_integer_value(after) : 50);
+		c->unavailable += !strcmp(code, "unavailable");
+		tracef(c, "%s: %s", s->cmid, code);
 		return;
 	}
 	if (!strcmp(code, "unavailable") && c->state == C_RESUMING) {
@@ -450,6 +477,7 @@ static void on_frame(client_t *c, json_t *j)
 		 * with the original ack and stored once. */
 		for (i = 0; i < c->ninflight; i++)
 			client_send_one(c, &c->inflight[i]);
+		resent += (unsigned)c->ninflight;
 	} else if (!strcmp(type, "error")) {
 		on_error(c, j);
 	}
@@ -466,9 +494,14 @@ static void client_pump(client_t *c)
 
 		if (r == PC_TIMEOUT)
 			return;
-		if (r < 0 || f.opcode == 0x8) { /* the socket ended: a node died */
-			if (r == 0)
+		if (r < 0 || f.opcode == 0x8) { /* the socket ended: a node died, or drains */
+			if (r == 0) {
+				int code = f.opcode == 0x8 && f.len >= 2 ? (f.data[0] << 8) | f.data[1] : -1;
+				tracef(c, "close %d", code);
+				if (code == 1012)
+					c->told_1012++, c->told_at = clock_mono_ms();
 				pc_frame_free(&f);
+			}
 			client_lost(c);
 			return;
 		}
@@ -713,8 +746,9 @@ static void check_everything(void)
 		qsort(ids, (size_t)cv->n, sizeof *ids, id_order);
 		for (s = 1; s < cv->n; s++)
 			if (ids[s] == ids[s - 1]) {
+				uint64_t twice = ids[s];
 				free(ids);
-				fail_msg("conversation %lld: id %" PRIu64 " at two seqs", (long long)cv->id, ids[s]);
+				fail_msg("conversation %lld: id %" PRIu64 " at two seqs", (long long)cv->id, twice);
 			}
 		free(ids);
 	}
@@ -814,6 +848,97 @@ static void test_redis_restarted_empty(void **state)
 	check_everything();
 }
 
+static unsigned unavailable_at_crash[CLIENTS];
+static unsigned acks_at_restart[CLIENTS];
+
+static int all_told_unavailable(void)
+{
+	int i;
+
+	for (i = 0; i < nclients; i++)
+		if (clients[i].unavailable == unavailable_at_crash[i])
+			return 0;
+	return 1;
+}
+
+static int all_acked_since_restart(void)
+{
+	int i;
+
+	for (i = 0; i < nclients; i++)
+		if (clients[i].acks == acks_at_restart[i])
+			return 0;
+	return 1;
+}
+
+/* PostgreSQL, the store every node shares, stops under traffic (an
+ * immediate shutdown: connections cut mid-transaction) and starts again
+ * on the same port and data. While it is down every send is answered
+ * `unavailable` (never silence, never an ack: on_ack fails the test
+ * should a send first made after the stop be acked); the clients retry
+ * each with its cmid 50 ms later, and once it is back the nodes
+ * reconnect by themselves and the retries are acked, each cmid once.
+ * Nobody loses a socket: the nodes stay up. It stays down at least
+ * 1.5 s, and until every client has been told `unavailable`. */
+static void test_postgres_restarted(void **state)
+{
+	unsigned conn[CLIENTS], total = 0, fewest = ~0u;
+	int64_t down_at, restarting, restarted;
+	int i;
+
+	(void)state;
+	population();
+	for (i = 0; i < nclients; i++)
+		conn[i] = clients[i].conn;
+	sending = 1;
+	traffic_for(800);
+	for (i = 0; i < nclients; i++)
+		unavailable_at_crash[i] = clients[i].unavailable;
+	assert_int_equal(pgserver_crash(pg), 0);
+	down_at = pg_down_at = clock_mono_ms();
+	traffic_for(1500);
+	if (traffic_until(all_told_unavailable, 4 * HX_TIMEOUT) < 0) {
+		for (i = 0; i < nclients; i++)
+			if (clients[i].unavailable == unavailable_at_crash[i])
+				printf("# client %d (node %d): %d in flight, never told unavailable\n", i,
+				       clients[i].node, clients[i].ninflight);
+		fail_msg("sends went unanswered while PostgreSQL was down");
+	}
+	for (i = 0; i < nclients; i++) {
+		unsigned k = clients[i].unavailable - unavailable_at_crash[i];
+		total += k;
+		if (k < fewest)
+			fewest = k;
+		acks_at_restart[i] = clients[i].acks;
+	}
+	restarting = clock_mono_ms();
+	assert_int_equal(pgserver_restart(pg), 0);
+	pg_down_at = 0;
+	restarted = clock_mono_ms();
+	first_ack_at = 0;
+	first_ack_after = restarted;
+	printf("# PostgreSQL stopped for %lld ms, then %lld ms restarting (crash recovery, traffic paused): %u sends "
+	       "answered unavailable (each client at least %u), retried with their cmids\n",
+	       (long long)(restarting - down_at), (long long)(restarted - restarting), total, fewest);
+	assert_true(total > 0);
+	/* Reconnecting is each node's own: a store call after the restart
+	 * finds the connection gone and makes another. */
+	if (traffic_until(all_acked_since_restart, 4 * HX_TIMEOUT) < 0) {
+		for (i = 0; i < nclients; i++)
+			if (clients[i].acks == acks_at_restart[i])
+				printf("# client %d (node %d): no ack since PostgreSQL restarted\n", i, clients[i].node);
+		fail_msg("sends were not acked again after PostgreSQL restarted");
+	}
+	first_ack_after = 0;
+	printf("# first ack %lld ms after PostgreSQL accepted connections again, every client acked within %lld ms\n",
+	       (long long)(first_ack_at - restarted), (long long)(clock_mono_ms() - restarted));
+	traffic_for(500);
+	for (i = 0; i < nclients; i++)
+		if (clients[i].conn != conn[i])
+			fail_msg("client %d reconnected while PostgreSQL was away", i);
+	check_everything();
+}
+
 static int killed_node;          /* 1..3 */
 static int was_on[CLIENTS];      /* each client's node at the kill */
 static int64_t killed_at;
@@ -867,6 +992,93 @@ static void test_node_killed(void **state)
 			fail_msg("client %d did not move off the dead node %d", i, best);
 	}
 	check_everything();
+}
+
+static int64_t drain_exited_at; /* when the drained node's exit was seen */
+
+/* Whether the drained node has exited, without reaping it (hx_stop then
+ * reaps it and reads its status). */
+static int drained_exited(void)
+{
+	siginfo_t si;
+
+	memset(&si, 0, sizeof si);
+	if (!drain_exited_at && waitid(P_PID, (id_t)node[killed_node - 1].pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+	    si.si_pid)
+		drain_exited_at = clock_mono_ms();
+	return drain_exited_at != 0;
+}
+
+static int drained_and_moved(void)
+{
+	return drained_exited() && moved_resumed();
+}
+
+/* The node with the most clients is stopped (SIGTERM) under traffic:
+ * it drains over its --drain-seconds, telling its WebSockets close 1012
+ * a batch at a time, each after its sends' acks, and exits 0. Its
+ * clients reconnect through the balancer (the node's listener is
+ * closed: it sends them to the others), resume and resend what had no
+ * ack with its cmid; nobody else moves. Then the node starts again on
+ * its port and id (a clean exit freed the id at once) for the tests
+ * after this one. */
+static void test_node_drained(void **state)
+{
+	unsigned lost[CLIENTS], told[CLIENTS];
+	int n, best = 0, moved, port, i;
+	int64_t moved_at = 0, told_first = 0, told_last = 0;
+
+	(void)state;
+	population();
+	for (n = 1; n <= NODES; n++)
+		if (node[n - 1].pid > 0 && (!best || on_node(n) > on_node(best)))
+			best = n;
+	sending = 1;
+	traffic_for(1000);
+	for (i = 0; i < nclients; i++) {
+		lost[i] = clients[i].lost;
+		told[i] = clients[i].told_1012;
+		was_on[i] = clients[i].node;
+	}
+	killed_node = best;
+	moved = on_node(best);
+	port = node[best - 1].port;
+	refused = resent = 0;
+	drain_exited_at = 0;
+	killed_at = clock_mono_ms();
+	assert_int_equal(kill(node[best - 1].pid, SIGTERM), 0);
+	/* Traffic goes on meanwhile: the drain waits for acks the clients
+	 * must read, and they move while the node still runs. */
+	if (traffic_until(drained_and_moved, 4 * HX_TIMEOUT) < 0)
+		fail_msg("node %d did not finish draining (%s) or its clients were not all back", best,
+		         drain_exited_at ? "exited" : "still running");
+	for (i = 0; i < nclients; i++) {
+		if (was_on[i] != best)
+			continue;
+		if (clients[i].resumed_at > moved_at)
+			moved_at = clients[i].resumed_at;
+		if (clients[i].told_at > killed_at && (!told_first || clients[i].told_at < told_first))
+			told_first = clients[i].told_at;
+		if (clients[i].told_at > told_last)
+			told_last = clients[i].told_at;
+	}
+	assert_int_equal(hx_stop(&node[best - 1], SIGTERM), 0);
+	printf("# node %d drained: exited 0 %lld ms after SIGTERM; its %d clients told 1012 from %lld to %lld ms, all "
+	       "resumed on the others within %lld ms, %u sends resent with their cmids (%u reconnects refused on the "
+	       "way)\n",
+	       best, (long long)(drain_exited_at - killed_at), moved, (long long)(told_first - killed_at),
+	       (long long)(told_last - killed_at), (long long)(moved_at - killed_at), resent, refused);
+	traffic_for(1000);
+	for (i = 0; i < nclients; i++) {
+		if (was_on[i] != best && clients[i].lost != lost[i])
+			fail_msg("client %d, on node %d, lost its socket when node %d drained", i, was_on[i], best);
+		if (was_on[i] == best && (clients[i].told_1012 == told[i] || clients[i].node == best))
+			client_fail(&clients[i], "client %d was not moved off node %d by a close 1012", i, best);
+	}
+	check_everything();
+	assert_int_equal(start_node(best - 1, port), 0);
+	assert_int_equal(haproxyserver_wait_node(lb, best, 1, 4 * HX_TIMEOUT), 0);
+	printf("# node %d back on port %d\n", best, port);
 }
 
 static client_t *live_sender;
@@ -973,11 +1185,15 @@ static int teardown(void **state)
 
 int main(void)
 {
-	/* The node killed last goes last: the first three tests want the
-	 * whole fleet, and a node's id is free again only after 5 s. */
+	/* The nodes killed go last: the tests before want the whole fleet,
+	 * and a killed node's id is free again only after 5 s. A drained
+	 * node comes back at once (its clean exit frees its id), so the
+	 * drain goes before the kills, which it leaves three nodes. */
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_nats_server_killed),
 		cmocka_unit_test(test_redis_restarted_empty),
+		cmocka_unit_test(test_postgres_restarted),
+		cmocka_unit_test(test_node_drained),
 		cmocka_unit_test(test_node_killed),
 		cmocka_unit_test(test_acked_before_kill_live),
 	};
