@@ -31,7 +31,13 @@ typedef struct lane {
 	store_op_t **ring;
 	unsigned head, count;
 	int busy, stopping;
+	/* Failed batches since the last line said so: an outage of the store
+	 * is one line every FAIL_LOG_MS per lane, not one per batch. */
+	int64_t fail_logged_ms;
+	unsigned long long failed_batches, failed_ops;
 } lane_t;
+
+#define FAIL_LOG_MS 5000
 
 struct writer {
 	writer_done_fn done;
@@ -192,8 +198,19 @@ static void *lane_main(void *p)
 		for (i = 0; i < n; i++)
 			ops[i] = *batch[i];
 		stamp(w, ops, n);
-		if (store_apply(l->store, ops, n) != STORE_OK)
-			log_error("writer: a batch of %u ops failed; every op is answered with an error", n);
+		if (store_apply(l->store, ops, n) != STORE_OK) {
+			int64_t now = clock_mono_ms();
+			l->failed_batches++;
+			l->failed_ops += n;
+			if (!l->fail_logged_ms || now - l->fail_logged_ms >= FAIL_LOG_MS) {
+				log_error("writer: lane %u: %llu batch%s (%llu ops) failed%s; every op is answered with an "
+				          "error",
+				          l->index, l->failed_batches, l->failed_batches == 1 ? "" : "es", l->failed_ops,
+				          l->fail_logged_ms ? " in the last few seconds" : "");
+				l->fail_logged_ms = now;
+				l->failed_batches = l->failed_ops = 0;
+			}
+		}
 		/* Before the acks: a row handed on here is published at once, and
 		 * one that is not (the node dies now) waits in the outbox for a
 		 * sweep. */
