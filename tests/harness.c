@@ -367,6 +367,18 @@ json_t *hx_recv(pc_conn_t *c)
 	return j;
 }
 
+json_t *hx_next_msg(pc_conn_t *c, int ms)
+{
+	json_t *j;
+
+	while ((j = hx_recv_within(c, ms)) != NULL) {
+		if (strcmp(hx_str(j, "type"), "msg") == 0)
+			return j;
+		json_decref(j);
+	}
+	return NULL;
+}
+
 json_t *hx_expect(pc_conn_t *c, const char *type)
 {
 	json_t *j = hx_recv(c);

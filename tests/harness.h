@@ -116,6 +116,9 @@ void hx_sendf(pc_conn_t *c, const char *fmt, ...) __attribute__((format(printf, 
 json_t *hx_recv(pc_conn_t *c);
 /* Like hx_recv but returns NULL when nothing comes within ms. */
 json_t *hx_recv_within(pc_conn_t *c, int ms);
+/* The next "msg" frame on c, the frames before it skipped (presence,
+ * typing, receipts...); NULL when none comes within ms of the last frame. */
+json_t *hx_next_msg(pc_conn_t *c, int ms);
 /* The next frame, which must be of the given type. */
 json_t *hx_expect(pc_conn_t *c, const char *type);
 /* Waits for a close frame and returns its code (-1 if the connection

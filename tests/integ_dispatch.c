@@ -104,19 +104,6 @@ static int stop_nodes(void **state)
 	return 0;
 }
 
-/* The next msg frame on c (others skipped), or NULL after ms. */
-static json_t *next_msg(pc_conn_t *c, int ms)
-{
-	json_t *j;
-
-	while ((j = hx_recv_within(c, ms)) != NULL) {
-		if (strcmp(hx_str(j, "type"), "msg") == 0)
-			return j;
-		json_decref(j);
-	}
-	return NULL;
-}
-
 /* alice on node 1, bob on node 2: bob's messages come from the log's
  * dispatcher of the conversation's partition, which delivers to its own
  * node's connections itself and publishes one frame per other target
@@ -148,11 +135,11 @@ static void test_across_nodes_through_the_log(void **state)
 		assert_int_equal(hx_say(ca, conv, body), i);
 	}
 	for (i = 1; i <= N; i++) {
-		assert_non_null(j = next_msg(cb, HX_TIMEOUT));
+		assert_non_null(j = hx_next_msg(cb, HX_TIMEOUT));
 		assert_int_equal(hx_int(j, "seq"), i);
 		json_decref(j);
 	}
-	assert_null(next_msg(cb, 300)); /* none twice */
+	assert_null(hx_next_msg(cb, 300)); /* none twice */
 	/* One dispatcher did it all: the partition's. */
 	for (i = 0; i < NODES; i++) {
 		double d = hx_metric(&node[i], "parley_dispatch_messages_total") - disp0[i];
@@ -210,13 +197,13 @@ static void test_killed_after_ack_reaches_online(void **state)
 		/* The sweep waits 3 s for a row's age; a partition of the dead
 		 * node moves once it is 3 s silent, and what it had fetched
 		 * comes again after the log's ack wait. */
-		assert_non_null(j = next_msg(cb, 30000));
+		assert_non_null(j = hx_next_msg(cb, 30000));
 		assert_int_equal(hx_int(j, "seq"), i);
 		json_decref(j);
 	}
 	printf("# the last of %d messages acked before the kill arrived %lld ms after it\n", N,
 	       (long long)(clock_mono_ms() - t0));
-	assert_null(next_msg(cb, 500)); /* none twice */
+	assert_null(hx_next_msg(cb, 500)); /* none twice */
 	pc_close(ca);
 	pc_close(cb);
 }
@@ -273,7 +260,7 @@ static void test_big_group_over_three_nodes(void **state)
 		int got = 0, own = i < SENDERS ? PER_SENDER : 0;
 		/* A sender's own messages come back as acks, not msgs. */
 		while (got < SENDERS * PER_SENDER - own) {
-			j = next_msg(c[i], 3 * HX_TIMEOUT);
+			j = hx_next_msg(c[i], 3 * HX_TIMEOUT);
 			if (!j)
 				fail_msg("member %d (node %d): %d of %d messages", i, i % NODES + 1, got,
 				         SENDERS * PER_SENDER - own);
@@ -287,7 +274,7 @@ static void test_big_group_over_three_nodes(void **state)
 	}
 	for (i = 0; i < MEMBERS; i++) {
 		if (i % 97 == 0)
-			assert_null(next_msg(c[i], 100)); /* none twice, on a sample */
+			assert_null(hx_next_msg(c[i], 100)); /* none twice, on a sample */
 		pc_close(c[i]);
 	}
 	free(m);

@@ -276,19 +276,6 @@ static void test_duplicate_node_id(void **state)
 	assert_int_equal(hx_start(&n3, n1.store, a3), -1);
 }
 
-/* The next msg frame on c (other frames skipped), or NULL after ms. */
-static json_t *next_msg(pc_conn_t *c, int ms)
-{
-	json_t *j;
-
-	while ((j = hx_recv_within(c, ms)) != NULL) {
-		if (strcmp(hx_str(j, "type"), "msg") == 0)
-			return j;
-		json_decref(j);
-	}
-	return NULL;
-}
-
 /* A group with members on both nodes: every member's connection gets
  * each message once, in seq order, whichever node holds it. */
 static void test_group_across_nodes(void **state)
@@ -326,13 +313,13 @@ static void test_group_across_nodes(void **state)
 	}
 	for (i = 0; i < MEMBERS; i++) {
 		for (k = 1; k <= MSGS; k++) {
-			j = next_msg(cm[i], HX_TIMEOUT);
+			j = hx_next_msg(cm[i], HX_TIMEOUT);
 			assert_non_null(j);
 			assert_int_equal(hx_int(j, "conv"), conv);
 			assert_int_equal(hx_int(j, "seq"), k);
 			json_decref(j);
 		}
-		assert_null(next_msg(cm[i], 200)); /* none twice */
+		assert_null(hx_next_msg(cm[i], 200)); /* none twice */
 		pc_close(cm[i]);
 	}
 	pc_close(co);
