@@ -58,6 +58,8 @@ static const option_t options[] = {
 	{"threads", OPT_INT, F(threads), 1, 64, NULL, "N", "I/O threads (default: one per core)"},
 	{"redis", OPT_PATH, F(redis_url), 1, 0, NULL, "URL",
 	 "redis://HOST:PORT: share who is connected where, and\npresence, with the other nodes on that Redis (and the\nsame store); node ids must then be unique (default: none,\nthis node alone)"},
+	{"heartbeat-ms", OPT_INT, F(heartbeat_ms), 100, 60000, NULL, "MS",
+	 "with --redis, how often this node tells Redis it is alive:\na node unheard for 3 beats is dead (its users leave the\nregistry, its share of the log moves), its id free after\n5; every node of a fleet takes the same (default 1000)"},
 	{"nats", OPT_PATH, F(nats_urls), 1, 0, NULL, "URLS",
 	 "nats://HOST:PORT[,nats://HOST:PORT...]: put every committed\nmessage and receipt on the event log (NATS JetStream)\nthere, through the store's outbox (default: none)"},
 	{"nats-log", OPT_PATH, F(nats_log), 1, 0, NULL, "NAME",

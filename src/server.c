@@ -354,8 +354,10 @@ server_t *server_start(const server_config_t *cfg)
 	sink = (bus_sink_t){sink_deliver, sink_kick, sink_presence, srv};
 	/* With --redis the node joins a fleet: bus_redis_new fails (and
 	 * says why) when Redis cannot be reached or the node id is taken. */
-	if (cfg->redis_url[0])
-		srv->bus = bus_redis_new(&sink, cfg->node_id, cfg->max_user_connections, cfg->redis_url);
+	if (cfg->redis_url[0]) {
+		bus_redis_opts_t ro = {cfg->heartbeat_ms, 0};
+		srv->bus = bus_redis_open(&sink, cfg->node_id, cfg->max_user_connections, cfg->redis_url, &ro);
+	}
 	else
 		srv->bus = bus_local_new(&sink, cfg->node_id, cfg->max_user_connections);
 	if (!srv->bus)

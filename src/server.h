@@ -36,6 +36,7 @@ typedef struct server_config {
 	char data_dir[4096];      /* the embedded store's directory */
 	char store_url[4096];     /* --store: a store's location (store.h); "" for data_dir */
 	char redis_url[512];      /* --redis: the fleet's Redis (bus_redis.c); "": this node alone */
+	int heartbeat_ms;         /* --heartbeat-ms: a fleet node's beat (dead after 3, id free after 5) */
 	char nats_urls[2048];     /* --nats: the event log's servers (outbox.h); "": no log */
 	int nats_replicas;        /* --nats-replicas: the log's replicas (0: 3 with 3+ servers, else 1) */
 	char nats_log[97];        /* --nats-log (at most 32: the parser keeps 64 spare): the log's (JetStream stream's) name; "": PARLEY */

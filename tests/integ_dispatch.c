@@ -43,7 +43,9 @@ static void start_nodes(const char *log_name)
 	for (i = 0; i < NODES; i++) {
 		snprintf(ids[i], sizeof ids[i], "%d", next_id++);
 		const char *args[] = {"--nats", natscluster_urls(nc), "--nats-log", log_name, "--redis",
-		                      redisserver_url(rs), "--node-id", ids[i], "--fast-password-hashing", NULL};
+		                      redisserver_url(rs), "--node-id", ids[i], "--fast-password-hashing",
+		                      /* A dead node found in 1.5 s: its partitions move sooner. */
+		                      "--heartbeat-ms", "500", NULL};
 		assert_int_equal(hx_start(&node[i], store, args), 0);
 	}
 	/* Every node has heard the others' heartbeats (a beat a second) and
@@ -195,7 +197,7 @@ static void test_killed_after_ack_reaches_online(void **state)
 	t0 = clock_mono_ms();
 	for (i = 1; i <= N; i++) {
 		/* The sweep waits 3 s for a row's age; a partition of the dead
-		 * node moves once it is 3 s silent, and what it had fetched
+		 * node moves once it is 3 beats silent, and what it had fetched
 		 * comes again after the log's ack wait. */
 		assert_non_null(j = hx_next_msg(cb, 30000));
 		assert_int_equal(hx_int(j, "seq"), i);
