@@ -2218,6 +2218,56 @@ static void fo_child(const int *ports, int setup, int first, int count, int up, 
 	_exit(0);
 }
 
+/* One number a command prints (its first line), or -1: the PostgreSQL
+ * and Redis servers' own counters, read through their command-line
+ * clients so that the tool needs neither client library for them. */
+static double fo_command_number(const char *cmd)
+{
+	char line[256];
+	double v = -1;
+	FILE *f = popen(cmd, "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof line, f))
+		if (v < 0 && (line[0] >= '0' && line[0] <= '9'))
+			v = strtod(line, NULL);
+		else if (v < 0 && !strncmp(line, "total_commands_processed:", 25))
+			v = strtod(line + 25, NULL);
+	pclose(f);
+	return v;
+}
+
+/* What the recovery cost, between two readings: the CPU of the surviving
+ * nodes, of PostgreSQL (postmaster and backends), of Redis and of the
+ * client processes; PostgreSQL's transactions and Redis's commands. */
+typedef struct fo_costs {
+	double nodes_us, pg_us, redis_us, clients_us, pg_xacts, redis_cmds;
+} fo_costs_t;
+
+static fo_costs_t fo_read_costs(const proc_t *node, redisserver_t *redis, pid_t pm, const char *url,
+                                const pid_t *kids)
+{
+	fo_costs_t c = {0};
+	char cmd[512];
+	int k;
+
+	for (k = 1; k < FO_NODES; k++)
+		c.nodes_us += cpu_us(node[k].pid);
+	c.redis_us = cpu_us(redisserver_pid(redis));
+	c.pg_us = fleet_cpu(node, 0, redisserver_pid(redis), pm, NULL) - c.redis_us;
+	for (k = 0; k < FO_PROCS; k++)
+		c.clients_us += cpu_us(kids[k]);
+	snprintf(cmd, sizeof cmd,
+	         "psql -X -At '%s' -c 'SELECT xact_commit + xact_rollback FROM pg_stat_database "
+	         "WHERE datname = current_database()' 2>/dev/null",
+	         url);
+	c.pg_xacts = fo_command_number(cmd);
+	snprintf(cmd, sizeof cmd, "redis-cli -p %d info stats 2>/dev/null", redisserver_port(redis));
+	c.redis_cmds = fo_command_number(cmd);
+	return c;
+}
+
 static int run_failover(int n, int json_only)
 {
 	char machine[256], commit[32], url[256], node_id[FO_NODES][4];
@@ -2227,6 +2277,8 @@ static int run_failover(int n, int json_only)
 	pid_t kids[FO_PROCS];
 	proc_t node[FO_NODES];
 	redisserver_t *redis;
+	fo_costs_t c0, c1;
+	pid_t pm;
 	int status;
 
 	describe(machine, sizeof machine, commit, sizeof commit);
@@ -2236,6 +2288,7 @@ static int run_failover(int n, int json_only)
 		die("cannot start PostgreSQL for the fleet");
 	if (!(redis = redisserver_start()))
 		die("cannot start Redis for the fleet");
+	pm = postmaster_pid(bench_pg);
 	for (k = 0; k < FO_NODES; k++) {
 		char *argv[] = {"build/parley", "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
 		                "--store", url, "--redis", (char *)redisserver_url(redis), "--node-id", node_id[k],
@@ -2273,6 +2326,7 @@ static int run_failover(int n, int json_only)
 	idle_wait_all(up, FO_PROCS, 'r');
 	setup_s = (now_ms() - t_setup) / 1000;
 	settle();
+	c0 = fo_read_costs(node, redis, pm, url, kids);
 	t_kill = now_ms();
 	kill(node[0].pid, SIGKILL);
 	for (i = 0; i < FO_PROCS; i++)
@@ -2307,6 +2361,9 @@ static int run_failover(int n, int json_only)
 		snprintf(path, sizeof path, "/proc/%d/status", (int)node[k].pid);
 		hwm[k] = proc_kb(path, "VmHWM");
 	}
+	/* PostgreSQL's backends report their counts at most once a second. */
+	sleep(1);
+	c1 = fo_read_costs(node, redis, pm, url, kids);
 	idle_tell_all(down, FO_PROCS);
 	for (i = 0; i < FO_PROCS; i++) {
 		waitpid(kids[i], &status, 0);
@@ -2339,16 +2396,25 @@ static int run_failover(int n, int json_only)
 		printf("  replays not exactly %d messages: %d\n", FO_MISSED, short_replays);
 		printf("  surviving nodes' peak RSS: B %.0f MiB, C %.0f MiB, D %.0f MiB\n", hwm[1] / 1048576,
 		       hwm[2] / 1048576, hwm[3] / 1048576);
+		printf("  per client back, from the kill to the end: CPU of B+C+D %.0f us, PostgreSQL %.0f us, Redis "
+		       "%.0f us, the client processes %.0f us; %.1f PostgreSQL transactions, %.1f Redis commands\n",
+		       (c1.nodes_us - c0.nodes_us) / n, (c1.pg_us - c0.pg_us) / n, (c1.redis_us - c0.redis_us) / n,
+		       (c1.clients_us - c0.clients_us) / n, (c1.pg_xacts - c0.pg_xacts) / n,
+		       (c1.redis_cmds - c0.redis_cmds) / n);
 	}
 	printf("{\"scenario\":\"failover\",\"machine\":\"%s\",\"commit\":\"%s\",\"store\":\"postgresql\",\"parameters\":"
 	       "{\"clients\":%d,\"nodes\":%d,\"missed\":%d,\"one_address\":%s},\"figures\":{\"recovered_p50_ms\":%.0f,"
 	       "\"recovered_p99_ms\":%.0f,\"recovered_all_ms\":%.0f,\"recovered\":%d,\"refused_reconnects\":%d,"
 	       "\"connect_refused\":%d,\"connect_failed\":%d,\"upgrade_refused\":%d,\"closed_before_resumed\":%d,"
-	       "\"short_replays\":%d,\"survivor_peak_rss_mib\":[%.0f,%.0f,%.0f]}}\n",
+	       "\"short_replays\":%d,\"survivor_peak_rss_mib\":[%.0f,%.0f,%.0f],\"cpu_us_per_client\":{\"nodes\":%.0f,"
+	       "\"postgresql\":%.0f,\"redis\":%.0f,\"clients\":%.0f},\"pg_xacts_per_client\":%.1f,"
+	       "\"redis_commands_per_client\":%.1f}}\n",
 	       machine, commit, n, FO_NODES, FO_MISSED, fo_one_address ? "true" : "false", p50, p99, all, back,
 	       sum.refused + sum.failed + sum.http_refused + sum.dropped, sum.refused, sum.failed, sum.http_refused,
 	       sum.dropped, short_replays,
-	       hwm[1] / 1048576, hwm[2] / 1048576, hwm[3] / 1048576);
+	       hwm[1] / 1048576, hwm[2] / 1048576, hwm[3] / 1048576, (c1.nodes_us - c0.nodes_us) / n,
+	       (c1.pg_us - c0.pg_us) / n, (c1.redis_us - c0.redis_us) / n, (c1.clients_us - c0.clients_us) / n,
+	       (c1.pg_xacts - c0.pg_xacts) / n, (c1.redis_cmds - c0.redis_cmds) / n);
 	return back == n && !short_replays ? 0 : 1;
 }
 
