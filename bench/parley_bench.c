@@ -2171,8 +2171,15 @@ static void fo_child(const int *ports, int setup, int first, int count, int up, 
 				c->state = FO_AWAIT_READY;
 				/* fall through */
 			default:
-				if (c->state == FO_BACK || c->state == FO_BACKOFF)
-					break; /* an event for a socket already closed */
+				if (c->state == FO_BACK) {
+					/* Back: read what comes (pings, presence) so that
+					 * its level-triggered event does not come again. */
+					if (fo_drain(c, &rep) < 0) {
+						pc_close(c->c);
+						c->c = NULL;
+					}
+					break;
+				}
 				if (fo_drain(c, &rep) < 0)
 					fo_backoff(c, &rep.dropped, &seed);
 				else if (c->state == FO_BACK) {
