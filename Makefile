@@ -236,6 +236,7 @@ bench: deps
 	build/parley-bench resume --clients 200
 	build/parley-bench group --members 1024 --online 800 --messages 30 --batch 10 --throughput 5
 	build/parley-bench fleet --pairs 50 --rate 2000 --seconds 5
+	build/parley-bench failover --clients 19000
 	build/parley-bench abuse --seconds 10
 
 # make test runs the tool once at a tiny size: it must work and report a

@@ -2273,6 +2273,22 @@ static fo_costs_t fo_read_costs(const proc_t *node, redisserver_t *redis, pid_t 
 		c.nodes_us += cpu_us(node[k].pid);
 	c.redis_us = cpu_us(redisserver_pid(redis));
 	c.pg_us = fleet_cpu(node, 0, redisserver_pid(redis), pm, NULL) - c.redis_us;
+	{
+		/* Backends that ended (node A's, once it died) are no longer
+		 * children to count; the postmaster's reaped children's time
+		 * (cutime, cstime) still holds theirs. */
+		char path[64], buf[1024], *p;
+		unsigned long long cut = 0, cst = 0;
+		FILE *f;
+
+		snprintf(path, sizeof path, "/proc/%d/stat", (int)pm);
+		if ((f = fopen(path, "r"))) {
+			if (fgets(buf, sizeof buf, f) && (p = strrchr(buf, ')')))
+				sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %llu %llu", &cut, &cst);
+			fclose(f);
+		}
+		c.pg_us += (double)(cut + cst) * 1e6 / (double)sysconf(_SC_CLK_TCK);
+	}
 	for (k = 0; k < FO_PROCS; k++)
 		c.clients_us += cpu_us(kids[k]);
 	snprintf(cmd, sizeof cmd,
