@@ -1977,7 +1977,7 @@ static void fo_connect(fo_client_t *cl, const int *ports, fo_report_t *rep, unsi
 {
 	/* The fallback: B, C or D by user id, as a consistent hash would. */
 	if (!(cl->c = pc_connect_start(fo_source(cl), "127.0.0.1", ports[1 + (int)(cl->id % 3)]))) {
-		fo_backoff(cl, &rep->failed, seed);
+		fo_backoff(cl, errno == ECONNREFUSED ? &rep->refused : &rep->failed, seed);
 		return;
 	}
 	cl->state = FO_CONNECTING;
@@ -2097,10 +2097,22 @@ static void fo_child(const int *ports, int setup, int first, int count, int up, 
 	pc_close(http);
 	for (i = 0; i < count; i++) {
 		pc_frame_t f;
-		if (!(cl[i].c = pc_connect_from(fo_source(&cl[i]), "127.0.0.1", ports[0])) ||
-		    pc_ws_open(cl[i].c, "/chat/v1/ws", cl[i].token, NULL, TIMEOUT) < 0 ||
-		    pc_ws_recv(cl[i].c, &f, TIMEOUT) < 0)
-			die("cannot open a WebSocket to node A");
+		pc_response_t res = {0};
+		int tries = 0;
+
+		/* A refusal here (a 503 while the other processes' upgrades
+		 * fill the address's share) is retried: set-up is not measured. */
+		while (!(cl[i].c = pc_connect_from(fo_source(&cl[i]), "127.0.0.1", ports[0])) ||
+		       pc_ws_open(cl[i].c, "/chat/v1/ws", cl[i].token, &res, TIMEOUT) < 0 ||
+		       pc_ws_recv(cl[i].c, &f, TIMEOUT) < 0) {
+			if (res.status)
+				fprintf(stderr, "parley-bench: node A answered %d: %s\n", res.status, res.body ? res.body : "");
+			pc_response_free(&res);
+			pc_close(cl[i].c);
+			if (++tries == 5)
+				die("cannot open a WebSocket to node A");
+			usleep(200000);
+		}
 		pc_frame_free(&f); /* ready */
 		cl[i].state = FO_ON_A;
 	}

@@ -94,7 +94,9 @@ pc_conn_t *pc_connect_start(const char *source, const char *host, int port)
 		return NULL;
 	if ((source && bind(fd, (struct sockaddr *)&src, sizeof src) < 0) ||
 	    (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS)) {
+		int err = errno;
 		close(fd);
+		errno = err;
 		return NULL;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

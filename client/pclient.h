@@ -42,10 +42,12 @@ pc_conn_t *pc_connect(const char *host, int port);
  * can tell an attacker from a bystander by address); NULL: any. */
 pc_conn_t *pc_connect_from(const char *source, const char *host, int port);
 /* Starts connecting to host:port (numeric IPv4) from source (numeric
- * IPv4; NULL: any) without waiting: the socket is non-blocking from then on, so a caller driving thousands of them
- * polls pc_fd for POLLOUT and then asks pc_connect_result. The other
- * calls work on it with their timeouts (0: only what has arrived; a
- * PC_TIMEOUT keeps what was read for the next call). NULL on failure. */
+ * IPv4; NULL: any) without waiting: the socket is non-blocking from then
+ * on, so a caller driving thousands of them polls pc_fd for POLLOUT and
+ * then asks pc_connect_result. The other calls work on it with their
+ * timeouts (0: only what has arrived; a PC_TIMEOUT keeps what was read
+ * for the next call). NULL on failure, errno saying why (ECONNREFUSED
+ * when refused at once). */
 pc_conn_t *pc_connect_start(const char *source, const char *host, int port);
 /* After POLLOUT on a pc_connect_start connection: 0 when connected,
  * PC_CLOSED when refused, PC_ERROR else. */
