@@ -236,12 +236,14 @@ bench: deps
 	build/parley-bench resume --clients 200
 	build/parley-bench group --members 1024 --online 800 --messages 30 --batch 10 --throughput 5
 	build/parley-bench fleet --pairs 50 --rate 2000 --seconds 5
+	build/parley-bench failover --clients 19000
 	build/parley-bench abuse --seconds 10
 
 # make test runs the tool once at a tiny size: it must work and report a
 # figure, not a fast one. abuse exits non-zero when the bystander was not
-# served at all in some phase (its JSON goes to a file so that the exit
-# status is not lost in a pipe).
+# served at all in some phase, failover when a client did not come back
+# or resumed short (their JSON goes to a file so that the exit status is
+# not lost in a pipe).
 bench-smoke: build/parley build/parley-bench build/bench-relay
 	@build/parley-bench idle --connections 200 --processes 2 --json \
 		| grep -q '"client_processes":2},"figures":{"parley_user_bytes_per_conn":-\?[0-9]' \
@@ -260,6 +262,9 @@ bench-smoke: build/parley build/parley-bench build/bench-relay
 		&& echo "bench-smoke: parley-bench group works"
 	@build/parley-bench fleet --pairs 2 --rate 50 --seconds 1 --json | grep '"cross_deliver_p99_ms":[0-9]' \
 		| grep -q '"cross_publishes_per_message":[0-9]' && echo "bench-smoke: parley-bench fleet works"
+	@build/parley-bench failover --clients 200 --json > build/bench-smoke-failover.json \
+		&& grep -q '"recovered_all_ms":[0-9]*,"recovered":200,' build/bench-smoke-failover.json \
+		&& echo "bench-smoke: parley-bench failover works (all 200 clients back and resumed)"
 	@build/parley-bench abuse --seconds 1 --quick --json > build/bench-smoke-abuse.json \
 		&& grep -q '"baseline_again":{"login_n":[1-9]' build/bench-smoke-abuse.json \
 		&& echo "bench-smoke: parley-bench abuse works (the bystander was served in every phase)"

@@ -6,6 +6,7 @@
  *   parley-bench direct [--pairs P] [--rate R] [--seconds S] [--json]
  *   parley-bench direct --throughput S [--window W] [--pairs P] [--json]
  *   parley-bench fleet [--pairs P] [--rate R] [--seconds S] [--log] [--json]
+ *   parley-bench failover [--clients N] [--one-address] [--json]
  *   parley-bench direct --find-max P99_MS [--pairs P] [--json]
  *   parley-bench abuse [--seconds S] [--quick] [--only ATTACK] [--trace FILE] [--json]
  *
@@ -71,6 +72,17 @@
  * With --log, also three NATS servers: the nodes deliver across nodes from
  * the event log (dispatch.h), and the NATS servers' CPU is counted too.
  *
+ * failover: four nodes on one PostgreSQL and one Redis; N clients (held
+ * by 4 client processes) on node A, each in a group with 5 messages it
+ * has not seen. A is killed (SIGKILL); each client reconnects at once to
+ * its fallback (B, C or D by user id mod 3: HAProxy's consistent hash
+ * without HAProxy, which could not hold 2N sockets in one process here),
+ * retrying refusals after a jittered 50-250 ms, and resumes. Reported:
+ * the time from the kill to 50%, 99% and all of the clients back and
+ * resumed, the refused attempts, the surviving nodes' peak RSS. Each
+ * client connects from an address of its own (127.20.0.1 and up), as
+ * behind a trusted proxy; --one-address: all from 127.0.0.1.
+ *
  * abuse: a bystander (127.0.0.1) logs in, lists its conversations and
  * sends direct messages on fixed schedules for S seconds, first with no
  * attack, then beside each attack in turn (from 127.0.0.2 and up): a
@@ -101,6 +113,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/utsname.h>
@@ -125,9 +138,16 @@ typedef struct proc {
 	char store[256];     /* Parley's store: its data directory, or a database's URI */
 } proc_t;
 
+/* Set in forked client processes: they leave by _exit, so that the
+ * PostgreSQL and Redis servers' atexit handlers (tests/tmpserver.h) run
+ * only in the process that started them. */
+static int bench_child;
+
 static void die(const char *what)
 {
 	fprintf(stderr, "parley-bench: %s\n", what);
+	if (bench_child)
+		_exit(1);
 	exit(1);
 }
 
@@ -1854,6 +1874,598 @@ static int run_resume(int clients, int json_only)
 	return 0;
 }
 
+/* ---- failover ------------------------------------------------------- */
+
+/* A fleet of four nodes on one PostgreSQL and one Redis. Node A holds
+ * every client; B, C and D start empty. A is killed (SIGKILL) and each
+ * client, seeing its socket end, reconnects at once to its fallback node
+ * and resumes. HAProxy cannot be in the path at this size (it would hold
+ * two sockets per client in one process, and a process opens at most
+ * 20,000 files here), so each client picks its fallback itself from its
+ * user id (id mod 3 over B, C, D): HAProxy's consistent hash of ?user=
+ * modelled without HAProxy. */
+
+#define FO_NODES 4
+#define FO_PROCS 4            /* client processes: N/4 sockets each */
+#define FO_GROUP 1000         /* members per group, its sender included */
+#define FO_MISSED 5           /* messages per group the clients have not seen */
+#define FO_EVENTS 256
+#define FO_DEADLINE_MS 180000 /* after the kill: a client not back by then is counted as not back */
+
+enum { FO_ON_A, FO_CONNECTING, FO_UPGRADING, FO_AWAIT_READY, FO_RESUMING, FO_BACKOFF, FO_BACK };
+
+/* --one-address: every client from 127.0.0.1, as if behind a proxy
+ * the nodes do not trust (they then share one address's places in a
+ * node's work queue); by default each client has an address of its own,
+ * as it has directly or behind a trusted proxy's X-Forwarded-For. */
+static int fo_one_address;
+
+typedef struct fo_client {
+	pc_conn_t *c;
+	int64_t id, conv;
+	char token[64];
+	char addr[16];              /* its source address */
+	int state;
+	double retry_at, back_at;   /* now_ms(); back_at 0: not back */
+	int got;                    /* messages the resume replayed */
+} fo_client_t;
+
+/* What a client process sends back after the kill: its figures, then one
+ * back_at per client. */
+typedef struct fo_report {
+	int count, back, short_replays;
+	/* Attempts that did not get the client back, by how they ended: */
+	int refused;        /* connect refused (nothing listening, or a full backlog's RST) */
+	int failed;         /* connect failed otherwise */
+	int http_refused;   /* answered, but not 101 */
+	int http_status;    /* the last such answer's status */
+	int dropped;        /* closed after the 101, before "resumed" */
+	int close_code;     /* the last close frame's code, if one came */
+} fo_report_t;
+
+static int read_full(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+
+	while (len > 0) {
+		ssize_t r = read(fd, p, len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		p += r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t r = write(fd, p, len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		p += r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+/* One refused or failed attempt: as a client would, wait 50-250 ms
+ * (jittered, so that the refused do not come back in step) and retry. */
+static void fo_backoff(fo_client_t *cl, int *counter, unsigned *seed)
+{
+	pc_close(cl->c);
+	cl->c = NULL;
+	cl->state = FO_BACKOFF;
+	cl->retry_at = now_ms() + 50 + rand_r(seed) % 201;
+	(*counter)++;
+}
+
+/* A client's source address, NULL for the one address. An explicit
+ * bind() to 127.0.0.1 port 0 must find a port no other socket on that
+ * address holds, whatever its peer, a search through tens of thousands
+ * in use: it cost the client processes about 7 ms of CPU per reconnect,
+ * where connect()'s own choice needs only a free 4-tuple. */
+static const char *fo_source(const fo_client_t *cl)
+{
+	return cl->addr[0] ? cl->addr : NULL;
+}
+
+static void fo_connect(fo_client_t *cl, const int *ports, fo_report_t *rep, unsigned *seed)
+{
+	/* The fallback: B, C or D by user id, as a consistent hash would. */
+	if (!(cl->c = pc_connect_start(fo_source(cl), "127.0.0.1", ports[1 + (int)(cl->id % 3)]))) {
+		fo_backoff(cl, errno == ECONNREFUSED ? &rep->refused : &rep->failed, seed);
+		return;
+	}
+	cl->state = FO_CONNECTING;
+}
+
+static void fo_watch(int ep, fo_client_t *cl, int i, uint32_t events, int op)
+{
+	struct epoll_event e = {.events = events, .data.u32 = (uint32_t)i};
+
+	if (epoll_ctl(ep, op, pc_fd(cl->c), &e) < 0)
+		die("epoll_ctl");
+}
+
+/* Everything a client's socket has for it now (timeout 0: pclient keeps
+ * a partial frame for the next call). Returns -1 when the socket ended. */
+static int fo_drain(fo_client_t *cl, fo_report_t *rep)
+{
+	for (;;) {
+		pc_frame_t f;
+		int r = pc_ws_recv(cl->c, &f, 0);
+
+		if (r == PC_TIMEOUT)
+			return 0;
+		if (r < 0)
+			return -1;
+		if (f.opcode == 0x9) {
+			pc_ws_send_frame(cl->c, 1, 0xA, f.data, f.len, 1, 0);
+		} else if (f.opcode == 0x8) {
+			if (f.len >= 2)
+				rep->close_code = f.data[0] << 8 | f.data[1];
+			pc_frame_free(&f);
+			return -1;
+		} else if (cl->state == FO_AWAIT_READY && strstr((char *)f.data, "\"type\":\"ready\"")) {
+			char frame[128];
+			/* Its last seq: 0, it saw none of the group's messages. */
+			snprintf(frame, sizeof frame, "{\"type\":\"resume\",\"convs\":{\"%lld\":0}}", (long long)cl->conv);
+			pc_ws_send_text(cl->c, frame);
+			cl->state = FO_RESUMING;
+		} else if (cl->state == FO_RESUMING && strstr((char *)f.data, "\"type\":\"msg\"")) {
+			cl->got++;
+		} else if (cl->state == FO_RESUMING && strstr((char *)f.data, "\"type\":\"resumed\"")) {
+			cl->state = FO_BACK;
+			cl->back_at = now_ms();
+		}
+		pc_frame_free(&f);
+	}
+}
+
+/* One client process: users first..first+count-1. Set-up on node
+ * `setup` (any node will do: they share the store): it registers them,
+ * puts them in groups of FO_GROUP with a sender of its own, who sends
+ * FO_MISSED messages to each group; then it opens every client's
+ * WebSocket to node A, says 'r' and waits, serving its sockets (pings),
+ * for A to die. Each client then reconnects and resumes; when all are
+ * back (or FO_DEADLINE_MS after the kill) it reads the kill's time from
+ * `down`, writes its fo_report_t and back_at times to `up`, and holds its
+ * sockets until told 'q'. */
+static void fo_child(const int *ports, int setup, int first, int count, int up, int down)
+{
+	fo_client_t *cl = calloc((size_t)count, sizeof *cl);
+	char name[48], tok[64], *body = malloc(FO_GROUP * 24 + 64);
+	unsigned seed = (unsigned)first * 2654435761u + 1;
+	int i, g, back = 0, left = count;
+	double t_kill = 0, deadline = 0;
+	fo_report_t rep = {0};
+	struct epoll_event ev[FO_EVENTS];
+	double next_retry = 0;
+	int ep, waiting = 0;
+	pc_conn_t *http;
+	char go;
+
+	bench_child = 1;
+	if (!cl || !body)
+		die("out of memory");
+	if (!(http = pc_connect("127.0.0.1", ports[setup])))
+		die("cannot connect for set-up");
+	for (i = 0; i < count; i++) {
+		int a = first + i;
+		snprintf(name, sizeof name, "fo%d", a);
+		cl[i].id = user_with_token(http, name, cl[i].token);
+		if (fo_one_address)
+			cl[i].addr[0] = 0; /* no bind(): see fo_source */
+		else
+			snprintf(cl[i].addr, sizeof cl[i].addr, "127.%d.%d.%d", 20 + a / (254 * 256), a / 254 % 256,
+			         a % 254 + 1);
+	}
+	for (g = 0; g * (FO_GROUP - 1) < count; g++) {
+		int lo = g * (FO_GROUP - 1), hi = lo + FO_GROUP - 1 > count ? count : lo + FO_GROUP - 1, n, k;
+		pc_conn_t *ws;
+		int64_t conv;
+		json_t *j;
+
+		snprintf(name, sizeof name, "fos%d_%d", first, g);
+		user_with_token(http, name, tok);
+		n = snprintf(body, FO_GROUP * 24 + 64, "{\"title\":\"failover\",\"members\":[");
+		for (i = lo; i < hi; i++)
+			n += snprintf(body + n, (size_t)(FO_GROUP * 24 + 64 - n), "%s%lld", i > lo ? "," : "",
+			              (long long)cl[i].id);
+		snprintf(body + n, (size_t)(FO_GROUP * 24 + 64 - n), "]}");
+		j = http_json(http, "POST", "/api/v1/conversations", tok, body, 201);
+		conv = json_integer_value(json_object_get(j, "conversation_id"));
+		json_decref(j);
+		for (i = lo; i < hi; i++)
+			cl[i].conv = conv;
+		if (!(ws = pc_connect("127.0.0.1", ports[setup])) || pc_ws_open(ws, "/chat/v1/ws", tok, NULL, TIMEOUT) < 0)
+			die("cannot open the sender's WebSocket");
+		for (k = 0; k < FO_MISSED; k++) {
+			snprintf(body, FO_GROUP * 24 + 64,
+			         "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"f%d\",\"body\":\"while node A was up\"}",
+			         (long long)conv, k);
+			pc_ws_send_text(ws, body);
+		}
+		for (k = 0; k < FO_MISSED; k++)
+			json_decref(expect_type(ws, "ack"));
+		pc_close(ws);
+	}
+	pc_close(http);
+	for (i = 0; i < count; i++) {
+		pc_frame_t f;
+		pc_response_t res = {0};
+		int tries = 0;
+
+		/* A refusal here (a 503 while the other processes' upgrades
+		 * fill the address's share) is retried: set-up is not measured. */
+		while (!(cl[i].c = pc_connect_from(fo_source(&cl[i]), "127.0.0.1", ports[0])) ||
+		       pc_ws_open(cl[i].c, "/chat/v1/ws", cl[i].token, &res, TIMEOUT) < 0 ||
+		       pc_ws_recv(cl[i].c, &f, TIMEOUT) < 0) {
+			if (res.status)
+				fprintf(stderr, "parley-bench: node A answered %d: %s\n", res.status, res.body ? res.body : "");
+			pc_response_free(&res);
+			pc_close(cl[i].c);
+			if (++tries == 5)
+				die("cannot open a WebSocket to node A");
+			usleep(200000);
+		}
+		pc_frame_free(&f); /* ready */
+		cl[i].state = FO_ON_A;
+	}
+	/* epoll, not poll: poll's walk of every socket at each wake-up cost
+	 * the client processes more CPU than the nodes had at 19,000
+	 * sockets, on the same 2 cores. */
+	if ((ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
+		die("epoll");
+	for (i = 0; i < count; i++)
+		fo_watch(ep, &cl[i], i, EPOLLIN, EPOLL_CTL_ADD);
+	{
+		struct epoll_event e = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, down, &e) < 0)
+			die("epoll_ctl");
+	}
+	if (write(up, "r", 1) != 1)
+		_exit(1);
+	while (left > 0) {
+		double now = now_ms(), wake = now + 1000;
+		int n, r;
+
+		if (deadline && now > deadline)
+			break;
+		if (waiting && next_retry < wake)
+			wake = next_retry;
+		n = epoll_wait(ep, ev, FO_EVENTS, wake > now ? (int)(wake - now) + 1 : 0);
+		if (n < 0 && errno != EINTR)
+			die("epoll_wait");
+		for (int k = 0; k < n; k++) {
+			fo_client_t *c;
+
+			if (ev[k].data.u32 == UINT32_MAX) {
+				if (read_full(down, &t_kill, sizeof t_kill) < 0)
+					_exit(1);
+				deadline = t_kill + FO_DEADLINE_MS;
+				epoll_ctl(ep, EPOLL_CTL_DEL, down, NULL);
+				continue;
+			}
+			c = &cl[ev[k].data.u32];
+			switch (c->state) {
+			case FO_ON_A:
+				if (fo_drain(c, &rep) < 0) {
+					/* Node A is gone: straight to the fallback. */
+					pc_close(c->c);
+					fo_connect(c, ports, &rep, &seed);
+					if (c->state == FO_CONNECTING)
+						fo_watch(ep, c, (int)ev[k].data.u32, EPOLLOUT, EPOLL_CTL_ADD);
+				}
+				break;
+			case FO_CONNECTING:
+				r = pc_connect_result(c->c);
+				if (r == PC_CLOSED)
+					fo_backoff(c, &rep.refused, &seed);
+				else if (r < 0 || pc_ws_open_send(c->c, "/chat/v1/ws", c->token) < 0)
+					fo_backoff(c, &rep.failed, &seed);
+				else {
+					c->state = FO_UPGRADING;
+					fo_watch(ep, c, (int)ev[k].data.u32, EPOLLIN, EPOLL_CTL_MOD);
+				}
+				break;
+			case FO_UPGRADING: {
+				pc_response_t res = {0};
+				r = pc_ws_open_finish(c->c, &res, 0);
+				if (r == PC_TIMEOUT)
+					break;
+				if (r < 0) {
+					if (res.status) {
+						rep.http_status = res.status;
+						pc_response_free(&res);
+						fo_backoff(c, &rep.http_refused, &seed);
+					} else {
+						fo_backoff(c, &rep.dropped, &seed);
+					}
+					break;
+				}
+			}
+				/* ready may have come in with the 101 */
+				c->state = FO_AWAIT_READY;
+				/* fall through */
+			default:
+				if (c->state == FO_BACK) {
+					/* Back: read what comes (pings, presence) so that
+					 * its level-triggered event does not come again. */
+					if (fo_drain(c, &rep) < 0) {
+						pc_close(c->c);
+						c->c = NULL;
+					}
+					break;
+				}
+				if (fo_drain(c, &rep) < 0)
+					fo_backoff(c, &rep.dropped, &seed);
+				else if (c->state == FO_BACK) {
+					back++;
+					left--;
+				}
+			}
+		}
+		/* The waiting: retry those due, and find the next due. */
+		now = now_ms();
+		waiting = 0;
+		next_retry = now + 1000;
+		for (i = 0; i < count; i++) {
+			if (cl[i].state != FO_BACKOFF)
+				continue;
+			if (cl[i].retry_at <= now) {
+				fo_connect(&cl[i], ports, &rep, &seed);
+				if (cl[i].state == FO_CONNECTING)
+					fo_watch(ep, &cl[i], i, EPOLLOUT, EPOLL_CTL_ADD);
+			}
+			if (cl[i].state == FO_BACKOFF) {
+				waiting++;
+				if (cl[i].retry_at < next_retry)
+					next_retry = cl[i].retry_at;
+			}
+		}
+	}
+	if (!t_kill && read_full(down, &t_kill, sizeof t_kill) < 0)
+		_exit(1);
+	rep.count = count;
+	rep.back = back;
+	for (i = 0; i < count; i++)
+		if (cl[i].state == FO_BACK && cl[i].got != FO_MISSED)
+			rep.short_replays++;
+	if (write_full(up, &rep, sizeof rep) < 0)
+		_exit(1);
+	for (i = 0; i < count; i++)
+		if (write_full(up, &cl[i].back_at, sizeof cl[i].back_at) < 0)
+			_exit(1);
+	/* Held until the surviving nodes' memory has been read. */
+	if (read(down, &go, 1) != 1)
+		_exit(1);
+	_exit(0);
+}
+
+/* One number a command prints (its first line), or -1: the PostgreSQL
+ * and Redis servers' own counters, read through their command-line
+ * clients so that the tool needs neither client library for them. */
+static double fo_command_number(const char *cmd)
+{
+	char line[256];
+	double v = -1;
+	FILE *f = popen(cmd, "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof line, f))
+		if (v < 0 && (line[0] >= '0' && line[0] <= '9'))
+			v = strtod(line, NULL);
+		else if (v < 0 && !strncmp(line, "total_commands_processed:", 25))
+			v = strtod(line + 25, NULL);
+	pclose(f);
+	return v;
+}
+
+/* What the recovery cost, between two readings: the CPU of the surviving
+ * nodes, of PostgreSQL (postmaster and backends), of Redis and of the
+ * client processes; PostgreSQL's transactions and Redis's commands. */
+typedef struct fo_costs {
+	double nodes_us, pg_us, redis_us, clients_us, pg_xacts, redis_cmds;
+} fo_costs_t;
+
+static fo_costs_t fo_read_costs(const proc_t *node, redisserver_t *redis, pid_t pm, const char *url,
+                                const pid_t *kids)
+{
+	fo_costs_t c = {0};
+	char cmd[512];
+	int k;
+
+	for (k = 1; k < FO_NODES; k++)
+		c.nodes_us += cpu_us(node[k].pid);
+	c.redis_us = cpu_us(redisserver_pid(redis));
+	c.pg_us = fleet_cpu(node, 0, redisserver_pid(redis), pm, NULL) - c.redis_us;
+	{
+		/* Backends that ended (node A's, once it died) are no longer
+		 * children to count; the postmaster's reaped children's time
+		 * (cutime, cstime) still holds theirs. */
+		char path[64], buf[1024], *p;
+		unsigned long long cut = 0, cst = 0;
+		FILE *f;
+
+		snprintf(path, sizeof path, "/proc/%d/stat", (int)pm);
+		if ((f = fopen(path, "r"))) {
+			if (fgets(buf, sizeof buf, f) && (p = strrchr(buf, ')')))
+				sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %llu %llu", &cut, &cst);
+			fclose(f);
+		}
+		c.pg_us += (double)(cut + cst) * 1e6 / (double)sysconf(_SC_CLK_TCK);
+	}
+	for (k = 0; k < FO_PROCS; k++)
+		c.clients_us += cpu_us(kids[k]);
+	snprintf(cmd, sizeof cmd,
+	         "psql -X -At '%s' -c 'SELECT xact_commit + xact_rollback FROM pg_stat_database "
+	         "WHERE datname = current_database()' 2>/dev/null",
+	         url);
+	c.pg_xacts = fo_command_number(cmd);
+	snprintf(cmd, sizeof cmd, "redis-cli -p %d info stats 2>/dev/null", redisserver_port(redis));
+	c.redis_cmds = fo_command_number(cmd);
+	return c;
+}
+
+static int run_failover(int n, int json_only)
+{
+	char machine[256], commit[32], url[256], node_id[FO_NODES][4];
+	int up[FO_PROCS], down[FO_PROCS], ports[FO_NODES], i, k, back = 0, short_replays = 0;
+	fo_report_t sum = {0};
+	double *lat = calloc((size_t)n, sizeof *lat), t_setup, setup_s, t_kill, p50, p99, all, hwm[FO_NODES] = {0};
+	pid_t kids[FO_PROCS];
+	proc_t node[FO_NODES];
+	redisserver_t *redis;
+	fo_costs_t c0, c1;
+	pid_t pm;
+	int status;
+
+	describe(machine, sizeof machine, commit, sizeof commit);
+	if (!lat)
+		die("out of memory");
+	if (!(bench_pg = pgserver_start()) || pgserver_create_db(bench_pg, NULL, url, sizeof url) < 0)
+		die("cannot start PostgreSQL for the fleet");
+	if (!(redis = redisserver_start()))
+		die("cannot start Redis for the fleet");
+	pm = postmaster_pid(bench_pg);
+	for (k = 0; k < FO_NODES; k++) {
+		char *argv[] = {"build/parley", "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+		                "--store", url, "--redis", (char *)redisserver_url(redis), "--node-id", node_id[k],
+		                "--signup-rate", "0", "--login-rate", "0", "--max-address-connections", "0",
+		                "--max-address-pending", "0", "--strangers-per-day", "0", "--work-rate", "0",
+		                "--storage-per-day", "0", "--read-rate", "0", "--fast-password-hashing",
+		                "--rate-limit", "0", "--commit-delay", commit_delay, "--store-writers", store_writers,
+		                NULL};
+		snprintf(node_id[k], sizeof node_id[k], "%d", k + 1);
+		memset(&node[k], 0, sizeof node[k]);
+		spawn(&node[k], argv);
+		ports[k] = node[k].port;
+	}
+	t_setup = now_ms();
+	fflush(stdout);
+	for (i = 0; i < FO_PROCS; i++) {
+		int first = (int)((long)n * i / FO_PROCS), count = (int)((long)n * (i + 1) / FO_PROCS) - first;
+		int u[2], d[2];
+
+		if (pipe(u) < 0 || pipe(d) < 0)
+			die("pipe");
+		if ((kids[i] = fork()) < 0)
+			die("fork");
+		if (kids[i] == 0) {
+			close(u[0]);
+			close(d[1]);
+			/* Set-up spread over B, C and D, which hold nobody yet. */
+			fo_child(ports, 1 + i % 3, first, count, u[1], d[0]);
+		}
+		close(u[1]);
+		close(d[0]);
+		up[i] = u[0];
+		down[i] = d[1];
+	}
+	idle_wait_all(up, FO_PROCS, 'r');
+	setup_s = (now_ms() - t_setup) / 1000;
+	settle();
+	c0 = fo_read_costs(node, redis, pm, url, kids);
+	t_kill = now_ms();
+	kill(node[0].pid, SIGKILL);
+	for (i = 0; i < FO_PROCS; i++)
+		if (write_full(down[i], &t_kill, sizeof t_kill) < 0)
+			die("a client process went away");
+	waitpid(node[0].pid, &status, 0);
+	node[0].pid = 0;
+	for (i = 0, k = 0; i < FO_PROCS; i++) {
+		fo_report_t rep;
+		if (read_full(up[i], &rep, sizeof rep) < 0)
+			die("a client process failed");
+		back += rep.back;
+		short_replays += rep.short_replays;
+		sum.refused += rep.refused;
+		sum.failed += rep.failed;
+		sum.http_refused += rep.http_refused;
+		sum.dropped += rep.dropped;
+		if (rep.http_status)
+			sum.http_status = rep.http_status;
+		if (rep.close_code)
+			sum.close_code = rep.close_code;
+		for (int c = 0; c < rep.count; c++) {
+			double at;
+			if (read_full(up[i], &at, sizeof at) < 0)
+				die("a client process failed");
+			if (at > 0)
+				lat[k++] = at - t_kill;
+		}
+	}
+	for (k = 1; k < FO_NODES; k++) {
+		char path[64];
+		snprintf(path, sizeof path, "/proc/%d/status", (int)node[k].pid);
+		hwm[k] = proc_kb(path, "VmHWM");
+	}
+	/* PostgreSQL's backends report their counts at most once a second. */
+	sleep(1);
+	c1 = fo_read_costs(node, redis, pm, url, kids);
+	idle_tell_all(down, FO_PROCS);
+	for (i = 0; i < FO_PROCS; i++) {
+		waitpid(kids[i], &status, 0);
+		close(up[i]);
+		close(down[i]);
+	}
+	for (k = 1; k < FO_NODES; k++)
+		stop_proc(&node[k]);
+	redisserver_stop(redis);
+	qsort(lat, (size_t)back, sizeof *lat, cmp_double);
+	/* The k-th recovered of all n: a percentile of the clients, not of
+	 * those that made it back. */
+	p50 = back >= (n + 1) / 2 ? lat[(n + 1) / 2 - 1] : -1;
+	p99 = back >= (int)(n * 0.99 + 0.999) ? lat[(int)(n * 0.99 + 0.999) - 1] : -1;
+	all = back == n ? lat[n - 1] : -1;
+	free(lat);
+	if (!json_only) {
+		printf("failover: 4 nodes, one PostgreSQL, one Redis; %d clients on node A, A killed (SIGKILL); each "
+		       "reconnects to B, C or D by user id mod 3 (HAProxy's consistent hashing modelled without "
+		       "HAProxy), retrying refusals after 50-250 ms, and resumes a group with %d messages it has "
+		       "not seen; %s (%s, commit %s; set-up %.0f s)\n",
+		       n, FO_MISSED, fo_one_address ? "all from one address" : "each from an address of its own", machine,
+		       commit, setup_s);
+		printf("  back and resumed: 50%% %.0f ms, 99%% %.0f ms, all %.0f ms (%d of %d back)\n", p50, p99, all,
+		       back, n);
+		printf("  reconnect attempts refused: %d (connect refused %d, failed %d; answered not 101: %d, "
+		       "last status %d; closed before resumed: %d, last close code %d)\n",
+		       sum.refused + sum.failed + sum.http_refused + sum.dropped, sum.refused, sum.failed,
+		       sum.http_refused, sum.http_status, sum.dropped, sum.close_code);
+		printf("  replays not exactly %d messages: %d\n", FO_MISSED, short_replays);
+		printf("  surviving nodes' peak RSS: B %.0f MiB, C %.0f MiB, D %.0f MiB\n", hwm[1] / 1048576,
+		       hwm[2] / 1048576, hwm[3] / 1048576);
+		printf("  per client back, from the kill to the end: CPU of B+C+D %.0f us, PostgreSQL %.0f us, Redis "
+		       "%.0f us, the client processes %.0f us; %.1f PostgreSQL transactions, %.1f Redis commands\n",
+		       (c1.nodes_us - c0.nodes_us) / n, (c1.pg_us - c0.pg_us) / n, (c1.redis_us - c0.redis_us) / n,
+		       (c1.clients_us - c0.clients_us) / n, (c1.pg_xacts - c0.pg_xacts) / n,
+		       (c1.redis_cmds - c0.redis_cmds) / n);
+	}
+	printf("{\"scenario\":\"failover\",\"machine\":\"%s\",\"commit\":\"%s\",\"store\":\"postgresql\",\"parameters\":"
+	       "{\"clients\":%d,\"nodes\":%d,\"missed\":%d,\"one_address\":%s},\"figures\":{\"recovered_p50_ms\":%.0f,"
+	       "\"recovered_p99_ms\":%.0f,\"recovered_all_ms\":%.0f,\"recovered\":%d,\"refused_reconnects\":%d,"
+	       "\"connect_refused\":%d,\"connect_failed\":%d,\"upgrade_refused\":%d,\"closed_before_resumed\":%d,"
+	       "\"short_replays\":%d,\"survivor_peak_rss_mib\":[%.0f,%.0f,%.0f],\"cpu_us_per_client\":{\"nodes\":%.0f,"
+	       "\"postgresql\":%.0f,\"redis\":%.0f,\"clients\":%.0f},\"pg_xacts_per_client\":%.1f,"
+	       "\"redis_commands_per_client\":%.1f}}\n",
+	       machine, commit, n, FO_NODES, FO_MISSED, fo_one_address ? "true" : "false", p50, p99, all, back,
+	       sum.refused + sum.failed + sum.http_refused + sum.dropped, sum.refused, sum.failed, sum.http_refused,
+	       sum.dropped, short_replays,
+	       hwm[1] / 1048576, hwm[2] / 1048576, hwm[3] / 1048576, (c1.nodes_us - c0.nodes_us) / n,
+	       (c1.pg_us - c0.pg_us) / n, (c1.redis_us - c0.redis_us) / n, (c1.clients_us - c0.clients_us) / n,
+	       (c1.pg_xacts - c0.pg_xacts) / n, (c1.redis_cmds - c0.redis_cmds) / n);
+	return back == n && !short_replays ? 0 : 1;
+}
+
 /* ---- abuse ---------------------------------------------------------- */
 
 /* A bystander's latency while one attack at a time runs, beside the same
@@ -3194,6 +3806,7 @@ static int usage(void)
 	                "       parley-bench direct [--pairs P] [--rate R] [--seconds S] [--json]\n"
 	                "       parley-bench direct --throughput S [--window W] [--pairs P] [--json]\n"
 	                "       parley-bench fleet [--pairs P] [--rate R] [--seconds S] [--log] [--json]\n"
+	                "       parley-bench failover [--clients N] [--one-address] [--json]\n"
 	                "       parley-bench direct --find-max P99_MS [--pairs P] [--json]\n"
 	                "  (any scenario: --commit-delay US starts the server with that commit delay,\n"
 	                "   --store-writers N with that many write transactions in flight)\n"
@@ -3218,6 +3831,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2 || (strcmp(argv[1], "idle") && strcmp(argv[1], "history") &&
 	                 strcmp(argv[1], "resume") && strcmp(argv[1], "direct") && strcmp(argv[1], "group") && strcmp(argv[1], "fleet") &&
+	                 strcmp(argv[1], "failover") &&
 	                 strcmp(argv[1], "abuse")))
 		return usage();
 	for (i = 2; i < argc; i++) {
@@ -3253,6 +3867,8 @@ int main(int argc, char **argv)
 			snprintf(commit_delay, sizeof commit_delay, "%d", atoi(argv[++i]));
 		else if (!strcmp(argv[i], "--json"))
 			json_only = 1;
+		else if (!strcmp(argv[i], "--one-address"))
+			fo_one_address = 1;
 		else if (!strcmp(argv[i], "--log"))
 			fleet_log = 1;
 		else if (!strcmp(argv[i], "--quick"))
@@ -3300,6 +3916,12 @@ int main(int argc, char **argv)
 		if (pairs < 1 || pairs > 250 || !(rate > 0 && rate <= 1e6) || !(seconds > 0 && seconds <= 3600))
 			die("--pairs: 1 to 250; --rate: up to 1000000; --seconds: up to 3600");
 		return run_fleet(pairs, rate, seconds, json_only);
+	}
+	if (!strcmp(argv[1], "failover")) {
+		/* Node A holds all N, a process opens at most 20,000 files. */
+		if (client_set && (clients < 100 || clients > 19000))
+			die("--clients: 100 to 19000");
+		return run_failover(client_set ? clients : 19000, json_only);
 	}
 	if (!strcmp(argv[1], "direct")) {
 		if (pairs < 1 || pairs > 500 || !(rate > 0 && rate <= 1e6) || !(seconds > 0 && seconds <= 3600))

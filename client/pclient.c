@@ -5,6 +5,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +76,50 @@ pc_conn_t *pc_connect_from(const char *source, const char *host, int port)
 	return c;
 }
 
+pc_conn_t *pc_connect_start(const char *source, const char *host, int port)
+{
+	struct sockaddr_in sa = {0}, src = {0};
+	pc_conn_t *c;
+	int fd, one = 1;
+
+	/* Numeric IPv4 only: a resolver call per attempt would cost more
+	 * than the connect itself at thousands of reconnects. */
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)port);
+	src.sin_family = AF_INET;
+	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1 ||
+	    (source && inet_pton(AF_INET, source, &src.sin_addr) != 1))
+		return NULL;
+	if ((fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0)
+		return NULL;
+	if ((source && bind(fd, (struct sockaddr *)&src, sizeof src) < 0) ||
+	    (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS)) {
+		int err = errno;
+		close(fd);
+		errno = err;
+		return NULL;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	if (!(c = calloc(1, sizeof *c))) {
+		close(fd);
+		return NULL;
+	}
+	c->fd = fd;
+	return c;
+}
+
+int pc_connect_result(pc_conn_t *c)
+{
+	int err = 0;
+	socklen_t len = sizeof err;
+
+	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		return PC_ERROR;
+	if (err == ECONNREFUSED || err == ECONNRESET)
+		return PC_CLOSED;
+	return err ? PC_ERROR : 0;
+}
+
 void pc_close(pc_conn_t *c)
 {
 	if (!c)
@@ -98,6 +143,12 @@ int pc_send_raw(pc_conn_t *c, const void *data, size_t len)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				/* A pc_connect_start socket whose buffer is full. */
+				struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
+				poll(&pfd, 1, 1000);
+				continue;
+			}
 			return errno == EPIPE || errno == ECONNRESET ? PC_CLOSED : PC_ERROR;
 		}
 		p += n;
@@ -133,7 +184,8 @@ static int fill(pc_conn_t *c, int64_t deadline)
 	if (n == 0)
 		return PC_CLOSED;
 	if (n < 0)
-		return errno == ECONNRESET ? PC_CLOSED : (errno == EINTR ? 0 : PC_ERROR);
+		return errno == ECONNRESET ? PC_CLOSED :
+		       (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK ? 0 : PC_ERROR);
 	c->len += (size_t)n;
 	return 0;
 }
@@ -239,12 +291,10 @@ int pc_http(pc_conn_t *c, const char *method, const char *path, const char *toke
 	return pc_read_response(c, res, timeout_ms);
 }
 
-int pc_ws_open(pc_conn_t *c, const char *path, const char *token, pc_response_t *res,
-               int timeout_ms)
+int pc_ws_open_send(pc_conn_t *c, const char *path, const char *token)
 {
 	char req[2048];
-	pc_response_t local;
-	int n, r;
+	int n;
 
 	n = snprintf(req, sizeof req,
 	             "GET %s HTTP/1.1\r\nHost: parley\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -253,8 +303,14 @@ int pc_ws_open(pc_conn_t *c, const char *path, const char *token, pc_response_t 
 	             path, token ? "Authorization: Bearer " : "", token ? token : "", token ? "\r\n" : "");
 	if (n < 0 || (size_t)n >= sizeof req)
 		return PC_ERROR;
-	if ((r = pc_send_raw(c, req, (size_t)n)) < 0)
-		return r;
+	return pc_send_raw(c, req, (size_t)n);
+}
+
+int pc_ws_open_finish(pc_conn_t *c, pc_response_t *res, int timeout_ms)
+{
+	pc_response_t local;
+	int r;
+
 	if (!res)
 		res = &local;
 	if ((r = pc_read_response(c, res, timeout_ms)) < 0)
@@ -272,6 +328,16 @@ int pc_ws_open(pc_conn_t *c, const char *path, const char *token, pc_response_t 
 		pc_response_free(res);
 		return ok ? 0 : PC_ERROR;
 	}
+}
+
+int pc_ws_open(pc_conn_t *c, const char *path, const char *token, pc_response_t *res,
+               int timeout_ms)
+{
+	int r;
+
+	if ((r = pc_ws_open_send(c, path, token)) < 0)
+		return r;
+	return pc_ws_open_finish(c, res, timeout_ms);
 }
 
 int pc_ws_send_frame(pc_conn_t *c, int fin, int opcode, const void *data, size_t len, int mask,

@@ -41,6 +41,17 @@ pc_conn_t *pc_connect(const char *host, int port);
 /* Connects from the local address source (e.g. "127.0.0.2", so that tests
  * can tell an attacker from a bystander by address); NULL: any. */
 pc_conn_t *pc_connect_from(const char *source, const char *host, int port);
+/* Starts connecting to host:port (numeric IPv4) from source (numeric
+ * IPv4; NULL: any) without waiting: the socket is non-blocking from then
+ * on, so a caller driving thousands of them polls pc_fd for POLLOUT and
+ * then asks pc_connect_result. The other calls work on it with their
+ * timeouts (0: only what has arrived; a PC_TIMEOUT keeps what was read
+ * for the next call). NULL on failure, errno saying why (ECONNREFUSED
+ * when refused at once). */
+pc_conn_t *pc_connect_start(const char *source, const char *host, int port);
+/* After POLLOUT on a pc_connect_start connection: 0 when connected,
+ * PC_CLOSED when refused, PC_ERROR else. */
+int pc_connect_result(pc_conn_t *c);
 void pc_close(pc_conn_t *c);
 int pc_fd(const pc_conn_t *c);
 
@@ -61,6 +72,11 @@ int pc_response_header(const pc_response_t *res, const char *name, char *out, si
  * the refusal is in *res (when res is not NULL) and PC_ERROR is returned. */
 int pc_ws_open(pc_conn_t *c, const char *path, const char *token, pc_response_t *res,
                int timeout_ms);
+
+/* The two halves of pc_ws_open, for callers that wait on many sockets
+ * themselves: send the upgrade request, later read its answer. */
+int pc_ws_open_send(pc_conn_t *c, const char *path, const char *token);
+int pc_ws_open_finish(pc_conn_t *c, pc_response_t *res, int timeout_ms);
 
 /* Sends one frame, masked with a random key (mask 0: unmasked, for tests
  * of bad clients). rsv adds reserved bits (also for those tests). */
