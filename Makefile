@@ -64,7 +64,7 @@ $(BUILD)/parley: $(BUILD)/obj/src/main.o $(BUILD)/libparley.a
 $(BUILD)/parley-cli: $(BUILD)/obj/client/cli.o $(CLIENT_OBJ) $(BUILD)/libparley.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/parley-bench: $(BUILD)/obj/bench/parley_bench.o $(CLIENT_OBJ) $(PGSERVER_OBJ) $(BUILD)/obj/tests/redisserver.o $(BUILD)/obj/tests/natsserver.o $(BUILD)/libparley.a
+$(BUILD)/parley-bench: $(BUILD)/obj/bench/parley_bench.o $(CLIENT_OBJ) $(PGSERVER_OBJ) $(BUILD)/obj/tests/redisserver.o $(BUILD)/obj/tests/natsserver.o $(BUILD)/obj/tests/haproxyserver.o $(BUILD)/libparley.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/bench-relay: $(BUILD)/obj/bench/relay.o

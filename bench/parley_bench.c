@@ -5,7 +5,7 @@
  *   parley-bench resume [--clients N] [--json]
  *   parley-bench direct [--pairs P] [--rate R] [--seconds S] [--json]
  *   parley-bench direct --throughput S [--window W] [--pairs P] [--json]
- *   parley-bench fleet [--pairs P] [--rate R] [--seconds S] [--log] [--json]
+ *   parley-bench fleet [--pairs P] [--rate R] [--seconds S] [--log] [--haproxy] [--json]
  *   parley-bench failover [--clients N] [--one-address] [--json]
  *   parley-bench direct --find-max P99_MS [--pairs P] [--json]
  *   parley-bench abuse [--seconds S] [--quick] [--only ATTACK] [--trace FILE] [--json]
@@ -71,6 +71,8 @@
  * CPU of every process of the fleet per message (PostgreSQL store only).
  * With --log, also three NATS servers: the nodes deliver across nodes from
  * the event log (dispatch.h), and the NATS servers' CPU is counted too.
+ * With --haproxy, a third set of pairs connects through HAProxy
+ * (deploy/haproxy.cfg, ?user= routing), its CPU counted too.
  *
  * failover: four nodes on one PostgreSQL and one Redis; N clients (held
  * by 4 client processes) on node A, each in a group with 5 messages it
@@ -125,6 +127,7 @@
 
 #include "pclient.h"
 #include "../tests/pgserver.h"
+#include "../tests/haproxyserver.h"
 #include "../tests/natsserver.h"
 #include "../tests/redisserver.h"
 
@@ -1073,6 +1076,9 @@ parley:
 /* fleet --log: the nodes put their messages on a 3-server JetStream
  * cluster and deliver across nodes from it (dispatch.h). */
 static int fleet_log;
+/* fleet --haproxy: a third set of pairs whose clients all connect through
+ * HAProxy (deploy/haproxy.cfg), each where the ring puts its user. */
+static int fleet_haproxy;
 
 /* CPU (µs) of every process of the fleet: the nodes, Redis, and the
  * PostgreSQL server's postmaster with its children (backends, WAL
@@ -1149,14 +1155,16 @@ static double node_metric(const proc_t *node, const char *name)
 static int run_fleet(int npairs, double rate, double seconds, int json_only)
 {
 	char machine[256], commit[32], url[256], name[32], tok[2][64], body[128], node_id[2][4];
-	pair_t *pairs = calloc((size_t)npairs * 2, sizeof *pairs);
+	int phases = fleet_haproxy ? 3 : 2;
+	pair_t *pairs = calloc((size_t)npairs * 3, sizeof *pairs);
 	proc_t node[2];
 	redisserver_t *redis;
-	direct_result_t res[2];
-	double pub[2], cpu[2], msgs[2];
+	direct_result_t res[3];
+	double pub[3], cpu[3], msgs[3];
 	pc_response_t r;
 	pc_conn_t *http;
 	natscluster_t *nats = NULL;
+	haproxyserver_t *lb = NULL;
 	pid_t pm;
 	json_t *j;
 	int i, k;
@@ -1183,13 +1191,18 @@ static int run_fleet(int npairs, double rate, double seconds, int json_only)
 		memset(&node[k], 0, sizeof node[k]);
 		spawn(&node[k], argv);
 	}
+	if (fleet_haproxy) {
+		int ports[2] = {node[0].port, node[1].port};
+		if (!(lb = haproxyserver_start(ports, 2)))
+			die("cannot start HAProxy for the fleet");
+	}
 	if (!(http = pc_connect("127.0.0.1", node[0].port)))
 		die("cannot connect");
-	for (i = 0; i < 2 * npairs; i++) {
-		int64_t b;
+	for (i = 0; i < phases * npairs; i++) {
+		int64_t a, b;
 		pair_t *p = &pairs[i];
 		snprintf(name, sizeof name, "fa%d", i);
-		user_with_token(http, name, tok[0]);
+		a = user_with_token(http, name, tok[0]);
 		snprintf(name, sizeof name, "fb%d", i);
 		b = user_with_token(http, name, tok[1]);
 		snprintf(body, sizeof body, "{\"members\":[%lld]}", (long long)b);
@@ -1199,6 +1212,19 @@ static int run_fleet(int npairs, double rate, double seconds, int json_only)
 		p->conv = json_integer_value(json_object_get(j, "conversation_id"));
 		json_decref(j);
 		pc_response_free(&r);
+		/* The third set through the balancer, routed by ?user= as the
+		 * web client is: same node or across, as the ring has it. */
+		if (i >= 2 * npairs) {
+			char pa[64], pb[64];
+			snprintf(pa, sizeof pa, "/chat/v1/ws?user=%lld", (long long)a);
+			snprintf(pb, sizeof pb, "/chat/v1/ws?user=%lld", (long long)b);
+			if (!(p->a = pc_connect("127.0.0.1", haproxyserver_port(lb))) ||
+			    pc_ws_open(p->a, pa, tok[0], NULL, TIMEOUT) < 0 ||
+			    !(p->b = pc_connect("127.0.0.1", haproxyserver_port(lb))) ||
+			    pc_ws_open(p->b, pb, tok[1], NULL, TIMEOUT) < 0)
+				die("cannot open WebSockets through HAProxy");
+			continue;
+		}
 		/* The first npairs on one node, the rest across the two. */
 		if (!(p->a = pc_connect("127.0.0.1", node[0].port)) ||
 		    pc_ws_open(p->a, "/chat/v1/ws", tok[0], NULL, TIMEOUT) < 0 ||
@@ -1208,24 +1234,27 @@ static int run_fleet(int npairs, double rate, double seconds, int json_only)
 	}
 	pc_close(http);
 	settle();
-	for (k = 0; k < 2; k++) {
+	for (k = 0; k < phases; k++) {
 		double p0 = node_metric(&node[0], "parley_bus_publishes_total") +
 		            node_metric(&node[1], "parley_bus_publishes_total");
-		double c0 = fleet_cpu(node, 2, redisserver_pid(redis), pm, nats);
+		double c0 = fleet_cpu(node, 2, redisserver_pid(redis), pm, nats) + (lb ? cpu_us(haproxyserver_pid(lb)) : 0);
 		size_t d = 0;
 		res[k] = drive(pairs + k * npairs, npairs, rate, seconds, 0, node[0].pid);
 		for (i = 0; i < npairs; i++)
 			d += (size_t)pairs[k * npairs + i].delivered;
 		msgs[k] = (double)d;
-		cpu[k] = (fleet_cpu(node, 2, redisserver_pid(redis), pm, nats) - c0) / msgs[k];
+		cpu[k] = (fleet_cpu(node, 2, redisserver_pid(redis), pm, nats) + (lb ? cpu_us(haproxyserver_pid(lb)) : 0) -
+		          c0) /
+		         msgs[k];
 		pub[k] = (node_metric(&node[0], "parley_bus_publishes_total") +
 		          node_metric(&node[1], "parley_bus_publishes_total") - p0) /
 		         msgs[k];
 	}
-	for (i = 0; i < 2 * npairs; i++) {
+	for (i = 0; i < phases * npairs; i++) {
 		pc_close(pairs[i].a);
 		pc_close(pairs[i].b);
 	}
+	haproxyserver_stop(lb);
 	for (k = 0; k < 2; k++)
 		stop_proc(&node[k]);
 	redisserver_stop(redis);
@@ -1236,20 +1265,36 @@ static int run_fleet(int npairs, double rate, double seconds, int json_only)
 		       "each, %.0f s, open loop (%s, commit %s)\n",
 		       nats ? ", 3 NATS servers (delivery across nodes from the log)" : "", npairs, npairs, rate, seconds,
 		       machine, commit);
-		printf("  %-44s %10s %10s\n", "", "same node", "across");
-		printf("  %-44s %10.0f %10.0f\n", "achieved messages/s", res[0].rate, res[1].rate);
-		printf("  %-44s %10.3f %10.3f\n", "send -> delivery p50 (ms)", res[0].deliver[0], res[1].deliver[0]);
-		printf("  %-44s %10.3f %10.3f\n", "send -> delivery p99 (ms)", res[0].deliver[1], res[1].deliver[1]);
-		printf("  %-44s %10.2f %10.2f\n", "internal publishes per delivered message", pub[0], pub[1]);
-		printf("  %-44s %10.1f %10.1f\n", "CPU per message, every process (us)", cpu[0], cpu[1]);
+		printf("  %-44s %10s %10s%s\n", "", "same node", "across", lb ? "    HAProxy" : "");
+		printf("  %-44s %10.0f %10.0f", "achieved messages/s", res[0].rate, res[1].rate);
+		if (lb)
+			printf(" %10.0f", res[2].rate);
+		printf("\n  %-44s %10.3f %10.3f", "send -> delivery p50 (ms)", res[0].deliver[0], res[1].deliver[0]);
+		if (lb)
+			printf(" %10.3f", res[2].deliver[0]);
+		printf("\n  %-44s %10.3f %10.3f", "send -> delivery p99 (ms)", res[0].deliver[1], res[1].deliver[1]);
+		if (lb)
+			printf(" %10.3f", res[2].deliver[1]);
+		printf("\n  %-44s %10.2f %10.2f", "internal publishes per delivered message", pub[0], pub[1]);
+		if (lb)
+			printf(" %10.2f", pub[2]);
+		printf("\n  %-44s %10.1f %10.1f", "CPU per message, every process (us)", cpu[0], cpu[1]);
+		if (lb)
+			printf(" %10.1f", cpu[2]);
+		printf("\n");
 	}
 	printf("{\"scenario\":\"fleet\",\"machine\":\"%s\",\"commit\":\"%s\",\"store\":\"postgresql\",\"parameters\":"
 	       "{\"nodes\":2,\"log\":%s,\"pairs\":%d,\"rate\":%.0f,\"seconds\":%.0f},\"figures\":{\"same_deliver_p50_ms\":%.3f,"
 	       "\"same_deliver_p99_ms\":%.3f,\"cross_deliver_p50_ms\":%.3f,\"cross_deliver_p99_ms\":%.3f,"
 	       "\"same_publishes_per_message\":%.3f,\"cross_publishes_per_message\":%.3f,"
-	       "\"same_cpu_us_per_message\":%.1f,\"cross_cpu_us_per_message\":%.1f}}\n",
+	       "\"same_cpu_us_per_message\":%.1f,\"cross_cpu_us_per_message\":%.1f",
 	       machine, commit, nats ? "true" : "false", npairs, rate, seconds, res[0].deliver[0], res[0].deliver[1], res[1].deliver[0],
 	       res[1].deliver[1], pub[0], pub[1], cpu[0], cpu[1]);
+	if (lb)
+		printf(",\"haproxy_deliver_p50_ms\":%.3f,\"haproxy_deliver_p99_ms\":%.3f,\"haproxy_publishes_per_message\":%.3f,"
+		       "\"haproxy_cpu_us_per_message\":%.1f",
+		       res[2].deliver[0], res[2].deliver[1], pub[2], cpu[2]);
+	printf("}}\n");
 	return 0;
 }
 
@@ -3805,7 +3850,7 @@ static int usage(void)
 	fprintf(stderr, "usage: parley-bench idle [--connections N] [--processes K] [--json]\n"
 	                "       parley-bench direct [--pairs P] [--rate R] [--seconds S] [--json]\n"
 	                "       parley-bench direct --throughput S [--window W] [--pairs P] [--json]\n"
-	                "       parley-bench fleet [--pairs P] [--rate R] [--seconds S] [--log] [--json]\n"
+	                "       parley-bench fleet [--pairs P] [--rate R] [--seconds S] [--log] [--haproxy] [--json]\n"
 	                "       parley-bench failover [--clients N] [--one-address] [--json]\n"
 	                "       parley-bench direct --find-max P99_MS [--pairs P] [--json]\n"
 	                "  (any scenario: --commit-delay US starts the server with that commit delay,\n"
@@ -3871,6 +3916,8 @@ int main(int argc, char **argv)
 			fo_one_address = 1;
 		else if (!strcmp(argv[i], "--log"))
 			fleet_log = 1;
+		else if (!strcmp(argv[i], "--haproxy"))
+			fleet_haproxy = 1;
 		else if (!strcmp(argv[i], "--quick"))
 			quick = 1;
 		else if (!strcmp(argv[i], "--trace") && i + 1 < argc)

@@ -266,6 +266,11 @@ int haproxyserver_port(const haproxyserver_t *h)
 	return h->port;
 }
 
+pid_t haproxyserver_pid(const haproxyserver_t *h)
+{
+	return h->pid;
+}
+
 void haproxyserver_stop(haproxyserver_t *h)
 {
 	if (!h)

@@ -12,6 +12,7 @@
 #define PARLEY_HAPROXYSERVER_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 typedef struct haproxyserver haproxyserver_t;
 
@@ -25,6 +26,8 @@ haproxyserver_t *haproxyserver_start(const int *node_ports, int n);
 
 /* The port clients connect to. */
 int haproxyserver_port(const haproxyserver_t *h);
+/* haproxy's process (for its CPU in a benchmark). */
+pid_t haproxyserver_pid(const haproxyserver_t *h);
 
 /* Sends one runtime API command (e.g. "set server parley/n1 state drain")
  * and copies the answer into out (cap bytes; NULL: dropped). 0 or -1. */
