@@ -116,6 +116,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/utsname.h>
@@ -164,11 +165,17 @@ static void spawn(proc_t *p, char *const argv[])
 
 	if (pipe(fd) < 0)
 		die("pipe");
+	pid_t parent = getpid();
+
 	if ((p->pid = fork()) == 0) {
 		/* The servers' logs are not the results; $PARLEY_BENCH_SERVER_LOG
 		 * keeps them, appended to that file, when a run needs looking into. */
 		const char *keep = getenv("PARLEY_BENCH_SERVER_LOG");
 		int null = keep && *keep ? open(keep, O_WRONLY | O_CREAT | O_APPEND, 0644) : open("/dev/null", O_WRONLY);
+		/* The servers end with the tool however it ends (die() and a
+		 * kill included). */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(127);
 		dup2(fd[1], 1);
 		if (null >= 0)
 			dup2(null, 2);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -91,6 +92,7 @@ int hx_start(hx_server_t *s, const char *store, const char *const *extra)
 	size_t len = 0;
 	int pipefd[2], n = 0, i;
 	time_t deadline;
+	pid_t parent;
 
 	memset(s, 0, sizeof *s);
 	if (store) {
@@ -131,10 +133,15 @@ int hx_start(hx_server_t *s, const char *store, const char *const *extra)
 	for (i = 0; extra && extra[i] && n < 62; i++)
 		argv[n++] = extra[i];
 	argv[n] = NULL;
+	parent = getpid();
 	s->pid = fork();
 	if (s->pid < 0)
 		return -1;
 	if (s->pid == 0) {
+		/* The server ends with the test however the test ends (killed
+		 * included: no teardown runs then). */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(127);
 		dup2(pipefd[1], STDOUT_FILENO);
 		execv(bin, (char *const *)argv);
 		fprintf(stderr, "harness: cannot run %s: %s\n", bin, strerror(errno));
