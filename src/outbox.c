@@ -377,7 +377,11 @@ outbox_relay_t *outbox_relay_new(const char *location, eventlog_t *log)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&r->wake, &ca);
 	pthread_condattr_destroy(&ca);
-	if (!(r->queue = calloc(OUTBOX_QUEUE_MAX, sizeof *r->queue)) || !(r->store = store_open(location)))
+	/* The relay's own writes (deletes, sweep marks) are safe to lose:
+	 * they commit without a flush of their own, so they do not double
+	 * the fsyncs the writer's commits wait on. */
+	if (!(r->queue = calloc(OUTBOX_QUEUE_MAX, sizeof *r->queue)) || !(r->store = store_open(location)) ||
+	    store_set_lazy_commit(r->store, 1) != STORE_OK)
 		goto err;
 	if (pthread_create(&r->thread, NULL, relay_main, r) != 0) {
 		log_error("outbox: cannot start its thread");

@@ -264,6 +264,7 @@ typedef struct store_vtab {
 	              size_t max_count, size_t max_bytes, store_message_t **out, size_t *n);
 	int (*apply)(store_t *s, store_op_t *ops, size_t n);
 	int (*set_outbox)(store_t *s, int on);
+	int (*set_lazy_commit)(store_t *s, int on);
 	int (*outbox_take)(store_t *s, int64_t now_ms, int64_t age_ms, size_t max_rows,
 	                   store_outbox_t **out, size_t *n);
 	int (*outbox_delete)(store_t *s, const int64_t *ids, size_t n);
@@ -652,6 +653,18 @@ static inline int store_apply(store_t *s, store_op_t *ops, size_t n)
 static inline int store_set_outbox(store_t *s, int on)
 {
 	return s->vt->set_outbox(s, on);
+}
+
+/* From now on (on: 1) this handle's commits return without waiting for
+ * the disk: a crash may lose the last of them (never another handle's,
+ * never a torn one), in exchange for no flush per commit. For writes that
+ * are safe to lose, as the outbox relay's deletes and sweep marks are (a
+ * row not deleted is published again, and the log stores it once).
+ * PostgreSQL: synchronous_commit off for the handle's sessions; SQLite:
+ * synchronous NORMAL on its connection (WAL). */
+static inline int store_set_lazy_commit(store_t *s, int on)
+{
+	return s->vt->set_lazy_commit(s, on);
 }
 
 /* Takes up to max_rows outbox rows, oldest first, made at or before

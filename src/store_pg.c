@@ -511,6 +511,7 @@ typedef struct pg_store {
 	int down;                /* the last attempt failed: say so when one succeeds */
 	int quiet;               /* failures go to err only, for the caller to log */
 	int outbox;              /* store_set_outbox */
+	int lazy;                /* store_set_lazy_commit: set again on each connection */
 	char err[512];           /* the last failure */
 } pg_store_t;
 
@@ -862,6 +863,14 @@ static int exec_sql(pg_store_t *s, const char *sql, const char *what)
 	return rc;
 }
 
+/* store_set_lazy_commit's setting, for the session (again after each
+ * connect). */
+static int apply_lazy(pg_store_t *s)
+{
+	return exec_sql(s, s->lazy ? "SET synchronous_commit = off" : "SET synchronous_commit = on",
+	                "synchronous_commit");
+}
+
 static int begin(pg_store_t *s)
 {
 	return exec_sql(s, "BEGIN", "BEGIN");
@@ -1035,7 +1044,7 @@ static int connect_handle(pg_store_t *s)
 		drop(s);
 		return STORE_ERROR;
 	}
-	if (prepare_all(s) != STORE_OK) {
+	if (prepare_all(s) != STORE_OK || (s->lazy && apply_lazy(s) != STORE_OK)) {
 		drop(s);
 		return STORE_ERROR;
 	}
@@ -2695,6 +2704,15 @@ static int pg_set_outbox(store_t *base, int on)
 	return STORE_OK;
 }
 
+static int pg_set_lazy_commit(store_t *base, int on)
+{
+	pg_store_t *s = S(base);
+
+	s->lazy = on != 0;
+	READY(s);
+	return apply_lazy(s);
+}
+
 static int pg_outbox_take(store_t *base, int64_t now_ms, int64_t age_ms, size_t max_rows,
                           store_outbox_t **out, size_t *n)
 {
@@ -3081,6 +3099,7 @@ static const store_vtab_t pg_vtab = {
 	.replay = pg_replay,
 	.apply = pg_apply,
 	.set_outbox = pg_set_outbox,
+	.set_lazy_commit = pg_set_lazy_commit,
 	.outbox_take = pg_outbox_take,
 	.outbox_delete = pg_outbox_delete,
 };

@@ -1832,6 +1832,16 @@ static int sq_set_outbox(store_t *base, int on)
 	return STORE_OK;
 }
 
+static int sq_set_lazy_commit(store_t *base, int on)
+{
+	sqlite_store_t *s = S(base);
+
+	if (sqlite3_exec(s->db, on ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL", NULL, NULL, NULL) !=
+	    SQLITE_OK)
+		return fail(s, "synchronous");
+	return STORE_OK;
+}
+
 static int sq_outbox_take(store_t *base, int64_t now_ms, int64_t age_ms, size_t max_rows,
                           store_outbox_t **out, size_t *n)
 {
@@ -2252,6 +2262,7 @@ static const store_vtab_t sqlite_vtab = {
 	.replay = sq_replay,
 	.apply = sq_apply,
 	.set_outbox = sq_set_outbox,
+	.set_lazy_commit = sq_set_lazy_commit,
 	.outbox_take = sq_outbox_take,
 	.outbox_delete = sq_outbox_delete,
 };
