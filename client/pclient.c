@@ -33,6 +33,22 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* A connection over connected (or connecting) socket fd, with Nagle
+ * off; fd is closed when that fails. */
+static pc_conn_t *conn_of(int fd)
+{
+	int one = 1;
+	pc_conn_t *c;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	if (!(c = calloc(1, sizeof *c))) {
+		close(fd);
+		return NULL;
+	}
+	c->fd = fd;
+	return c;
+}
+
 pc_conn_t *pc_connect(const char *host, int port)
 {
 	return pc_connect_from(NULL, host, port);
@@ -42,8 +58,7 @@ pc_conn_t *pc_connect_from(const char *source, const char *host, int port)
 {
 	struct addrinfo hints = {0}, *res = NULL, *src = NULL;
 	char portstr[16];
-	pc_conn_t *c;
-	int fd, one = 1;
+	int fd;
 
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
@@ -67,20 +82,13 @@ pc_conn_t *pc_connect_from(const char *source, const char *host, int port)
 	freeaddrinfo(res);
 	if (src)
 		freeaddrinfo(src);
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	if (!(c = calloc(1, sizeof *c))) {
-		close(fd);
-		return NULL;
-	}
-	c->fd = fd;
-	return c;
+	return conn_of(fd);
 }
 
 pc_conn_t *pc_connect_start(const char *source, const char *host, int port)
 {
 	struct sockaddr_in sa = {0}, src = {0};
-	pc_conn_t *c;
-	int fd, one = 1;
+	int fd;
 
 	/* Numeric IPv4 only: a resolver call per attempt would cost more
 	 * than the connect itself at thousands of reconnects. */
@@ -99,13 +107,7 @@ pc_conn_t *pc_connect_start(const char *source, const char *host, int port)
 		errno = err;
 		return NULL;
 	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	if (!(c = calloc(1, sizeof *c))) {
-		close(fd);
-		return NULL;
-	}
-	c->fd = fd;
-	return c;
+	return conn_of(fd);
 }
 
 int pc_connect_result(pc_conn_t *c)

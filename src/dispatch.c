@@ -22,7 +22,6 @@
 /* One partition this node may hold; its handler's wait for the fan-out. */
 typedef struct part {
 	struct dispatch *d;
-	unsigned index;
 	int held;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -293,7 +292,6 @@ dispatch_t *dispatch_new(eventlog_t *log, bus_t *bus, fanout_t *fanout, tally_t 
 	d->nparts = eventlog_partitions(log);
 	for (i = 0; i < d->nparts; i++) {
 		d->parts[i].d = d;
-		d->parts[i].index = i;
 		pthread_mutex_init(&d->parts[i].lock, NULL);
 		pthread_cond_init(&d->parts[i].cond, NULL);
 	}

@@ -80,7 +80,8 @@ void dispatch_counts(dispatch_t *d, dispatch_counts_t *out);
  * the same answer in every process. */
 uint32_t dispatch_owner(unsigned partition, const uint32_t *nodes, size_t n);
 
-/* Handles one event as a partition's consumer would (for tests): 0. */
+/* Handles one event as a partition's consumer would (for tests): 0, or
+ * -1 when ev->partition is not one of the log's. */
 int dispatch_handle(dispatch_t *d, const eventlog_event_t *ev);
 
 #endif
