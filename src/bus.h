@@ -59,6 +59,11 @@ typedef struct bus_sink {
  * borrowed): those a push notification is for. */
 typedef void (*bus_unreached_fn)(void *ud, const int64_t *users, size_t n);
 
+/* bus_sync's callback: ok 1, what the node told the bus before is as
+ * visible to other nodes as it will get; ok 0, the bus is closing (after
+ * bus_redis_mute, from bus_free): release arg, touch nothing else. */
+typedef void (*bus_sync_fn)(void *arg, int ok);
+
 typedef struct bus_vtab {
 	void (*free)(bus_t *bus);
 	int (*attach)(bus_t *bus, int64_t user, int64_t device, uint64_t conn);
@@ -73,6 +78,7 @@ typedef struct bus_vtab {
 	void (*subscribe)(bus_t *bus, int64_t user);
 	void (*unsubscribe)(bus_t *bus, int64_t user);
 	size_t (*nodes)(bus_t *bus, uint32_t *out, size_t max);
+	int (*sync)(bus_t *bus, bus_sync_fn fn, void *arg);
 } bus_vtab_t;
 
 struct bus {
@@ -175,6 +181,22 @@ static inline void bus_deliver_scoped(bus_t *bus, int32_t scope, const int64_t *
 static inline size_t bus_nodes(bus_t *bus, uint32_t *out, size_t max)
 {
 	return bus->vt->nodes(bus, out, max);
+}
+
+/* A barrier behind the attaches, detaches and aways this thread has told
+ * the bus: once fn(arg, 1) is called, other nodes' deliveries find those
+ * connections. Returns 1 when there is nothing to wait for (fn is then
+ * not called: the in-process bus, whose registry is the node's memory),
+ * 0 when fn will be called, once, on some thread of the bus's; a fleet's
+ * bus calls it when Redis has executed the writes, or at once when Redis
+ * is away (they are written when it is back). A resume reads the store
+ * only after it (chat.c), so that a message committed after that read is
+ * dispatched to a registry that has the connection: neither in the replay
+ * nor live would otherwise be possible for a message committed on another
+ * node while the registration was on its way. */
+static inline int bus_sync(bus_t *bus, bus_sync_fn fn, void *arg)
+{
+	return bus->vt->sync ? bus->vt->sync(bus, fn, arg) : 1;
 }
 
 /* Delivers frame to one connection, on whatever node holds it. */

@@ -196,6 +196,7 @@ typedef struct rbus {
 	uent_t **ub;
 	size_t nub, nusers;
 	waiter_t *waiters;
+	struct syncw *muted_syncs; /* bus_sync callbacks held since the mute, for bus_free */
 } rbus_t;
 
 static const bus_vtab_t redis_vtab;
@@ -1539,6 +1540,48 @@ static void task_unsubscribe(loop_t *loop, void *p, uint64_t u)
 	settled_check(b);
 }
 
+/* A bus_sync: a PING behind the registration writes this thread already
+ * sent on the same connection, so that its reply means Redis has run
+ * them. */
+typedef struct syncw {
+	struct syncw *next;
+	bus_sync_fn fn;
+	void *arg;
+} syncw_t;
+
+/* The barrier is passed (or Redis is away, or the bus is stopping). Once
+ * muted, the sink's peers are going: kept for bus_free, which says so. */
+static void sync_done(rbus_t *b, syncw_t *w)
+{
+	if (b->muted) {
+		w->next = b->muted_syncs;
+		b->muted_syncs = w;
+		return;
+	}
+	w->fn(w->arg, 1);
+	free(w);
+}
+
+static void on_sync_reply(rbus_t *b, void *ctx, int64_t user, const redisReply *reply)
+{
+	(void)user;
+	(void)reply; /* an error or a lost connection passes it too: the writes are redone on reconnect */
+	sync_done(b, ctx);
+}
+
+static void task_sync(loop_t *loop, void *p, uint64_t u)
+{
+	rbus_t *b = p;
+	syncw_t *w = (syncw_t *)(uintptr_t)u;
+	const char *argv[] = {"PING"};
+
+	(void)loop;
+	atomic_fetch_sub(&b->queued, 1);
+	if (b->stopping || rb_cmd(b, on_sync_reply, w, 0, 1, argv, NULL) < 0)
+		sync_done(b, w);
+	settled_check(b);
+}
+
 static void post_task(rbus_t *b, loop_task_fn fn, uint64_t u)
 {
 	atomic_fetch_add(&b->queued, 1);
@@ -1646,7 +1689,13 @@ static void rb_destroy(rbus_t *b, int abandon)
 	}
 	if (b->tfd >= 0)
 		close(b->tfd);
-	loop_free(b->loop);
+	loop_free(b->loop); /* runs what was still posted: a sync among them ends here */
+	while (b->muted_syncs) {
+		syncw_t *w = b->muted_syncs;
+		b->muted_syncs = w->next;
+		w->fn(w->arg, 0);
+		free(w);
+	}
 	for (i = 0; i < b->nub; i++) {
 		uent_t *e = b->ub[i], *next;
 		for (; e; e = next) {
@@ -2160,6 +2209,25 @@ static size_t rb_nodes(bus_t *base, uint32_t *out, size_t max)
 	return n;
 }
 
+static int rb_sync(bus_t *base, bus_sync_fn fn, void *arg)
+{
+	rbus_t *b = (rbus_t *)base;
+	syncw_t *w;
+
+	/* Redis away: the writes wait for it, and nothing is gained by
+	 * waiting here. */
+	if (atomic_load(&b->closing) || !atomic_load(&b->cmd_up) || !(w = malloc(sizeof *w)))
+		return 1;
+	*w = (syncw_t){NULL, fn, arg};
+	atomic_fetch_add(&b->queued, 1);
+	if (loop_post(b->loop, task_sync, b, (uint64_t)(uintptr_t)w) < 0) {
+		atomic_fetch_sub(&b->queued, 1);
+		free(w);
+		return 1;
+	}
+	return 0;
+}
+
 static const bus_vtab_t redis_vtab = {
 	.free = redis_bus_free,
 	.attach = rb_attach,
@@ -2173,4 +2241,5 @@ static const bus_vtab_t redis_vtab = {
 	.connections = rb_connections,
 	.subscribe = rb_subscribe,
 	.unsubscribe = rb_unsubscribe,
+	.sync = rb_sync,
 };

@@ -27,7 +27,9 @@
  * Live msg frames of a conversation being replayed are held until its
  * replay is sent, then released minus those the replay covered; the
  * replay skips what went out live before the resume came in, so no
- * message reaches a connection twice. */
+ * message reaches a connection twice. A replay reads the store only once
+ * the bus says other nodes can find the connection (bus_sync): what is
+ * committed anywhere after the read reaches it live. */
 #include "chat.h"
 
 #include <stdlib.h>
@@ -112,7 +114,7 @@ typedef struct chat_conn {
 	gap_t *gaps;
 	size_t ngaps, gap_frames; /* gap_frames: held in all gaps */
 	resume_t *resume;       /* in progress, or NULL */
-	int resume_in_job;      /* a worker holds it */
+	int resume_in_job;      /* a worker (or bus_sync) holds it */
 	int resume_wait_drain;
 	sbuf_t **held;
 	size_t nheld, capheld;
@@ -1163,6 +1165,33 @@ void chat_on_drained(server_t *srv, gw_conn_t *c)
 	}
 }
 
+/* Back on the connection's thread from bus_sync. */
+static void resume_synced(gw_conn_t *c, void *p)
+{
+	resume_t *r = p;
+	chat_conn_t *cc;
+
+	if (!c || !(cc = state_of(c, 0)) || cc->resume != r) {
+		resume_free(r);
+		return;
+	}
+	cc->resume_in_job = 0;
+	resume_next(c, cc);
+}
+
+/* On a thread of the bus's. ok 0: the node is stopping, its connections
+ * are gone (chat_conn_closed left r to this). */
+static void resume_synced_bus(void *arg, int ok)
+{
+	resume_t *r = arg;
+
+	if (!ok) {
+		resume_free(r);
+		return;
+	}
+	gw_post_call(r->srv->gw, r->conn, resume_synced, r);
+}
+
 static void resume_start(server_t *srv, gw_conn_t *c, chat_conn_t *cc, json_t *convs)
 {
 	resume_t *r = calloc(1, sizeof *r);
@@ -1188,7 +1217,15 @@ static void resume_start(server_t *srv, gw_conn_t *c, chat_conn_t *cc, json_t *c
 	}
 	cc->resume = r;
 	cc->resume_wait_drain = 0;
-	resume_next(c, cc);
+	/* The store is read only once the bus has this connection where
+	 * other nodes' dispatchers look (bus_sync): a message committed after
+	 * the read is then delivered live, whichever node commits it. Held
+	 * as by a worker meanwhile. */
+	cc->resume_in_job = 1;
+	if (bus_sync(srv->bus, resume_synced_bus, r) == 1) {
+		cc->resume_in_job = 0;
+		resume_next(c, cc);
+	}
 }
 
 static void handle_resume(server_t *srv, gw_conn_t *c, json_t *j)

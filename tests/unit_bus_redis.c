@@ -527,6 +527,107 @@ static void test_redis_restart(void **state)
 	bus_free(b2);
 }
 
+/* bus_sync's callback, told to the test's thread. */
+typedef struct synced {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int calls, ok;
+} synced_t;
+
+static void on_synced(void *arg, int ok)
+{
+	synced_t *s = arg;
+
+	pthread_mutex_lock(&s->lock);
+	s->calls++;
+	s->ok = ok;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* bus_sync on b: 1 when it returned at once, else waits up to ms for the
+ * callback and returns its ok + 2 (so 2 or 3), or -1 on timeout. */
+static int sync_wait(bus_t *b, synced_t *s, int ms)
+{
+	int64_t end = clock_mono_ms() + ms;
+	int rc = -1;
+
+	s->calls = 0;
+	if (bus_sync(b, on_synced, s) == 1)
+		return 1;
+	pthread_mutex_lock(&s->lock);
+	while (!s->calls && clock_mono_ms() < end) {
+		struct timespec ts = {0, 0};
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 20 * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&s->cond, &s->lock, &ts);
+	}
+	if (s->calls)
+		rc = s->ok + 2;
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+/* Once bus_sync calls back, Redis has every attach made before it (the
+ * registry is read straight from Redis here), so another node's delivery
+ * finds the connection: what a resume waits for before it reads the
+ * store. With Redis away it does not wait. */
+static void test_sync(void **state)
+{
+	enum { N = 50 };
+	bus_t *b1 = node_new(1), *b2 = node_new(2);
+	synced_t s = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+	sbuf_t *f = sbuf_copy("synced", 6);
+	char user[16];
+	int i;
+
+	(void)state;
+	assert_non_null(b1);
+	assert_non_null(b2);
+	for (i = 0; i < N; i++) {
+		dmatch_t d = {CONN(2, 100 + i), "synced"};
+		assert_int_equal(bus_attach(b2, 100 + i, 1, CONN(2, 100 + i)), 0);
+		assert_int_equal(sync_wait(b2, &s, 5000), 3);
+		snprintf(user, sizeof user, "%d", 100 + i);
+		assert_true(registered(user, "2"));
+		bus_deliver(b1, 100 + i, 0, f);
+		assert_int_equal(rec_wait(&recs[2], is_delivery, &d, 1, 5000), 1);
+	}
+	assert_int_equal(redisserver_kill(rs), 0);
+	assert_int_equal(bus_attach(b2, 99, 1, CONN(2, 99)), 0);
+	i = sync_wait(b2, &s, 10000);
+	assert_true(i == 1 || i == 3);
+	assert_int_equal(redisserver_restart(rs), 0);
+	sbuf_unref(f);
+	bus_free(b1);
+	bus_free(b2);
+}
+
+/* A sync that passes after the bus is muted (the node is stopping and
+ * the gateway going) is not called back then, but by bus_free, with ok 0:
+ * its owner releases what it holds and touches nothing else. */
+static void test_sync_muted(void **state)
+{
+	bus_t *b = node_new(1);
+	synced_t s = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+
+	(void)state;
+	assert_non_null(b);
+	assert_int_equal(bus_attach(b, 5, 1, CONN(1, 5)), 0);
+	bus_redis_mute(b);
+	s.calls = 0;
+	assert_int_equal(bus_sync(b, on_synced, &s), 0);
+	assert_int_equal(bus_redis_settle(b, 5000), 0);
+	assert_int_equal(s.calls, 0);
+	bus_free(b);
+	assert_int_equal(s.calls, 1);
+	assert_int_equal(s.ok, 0);
+}
+
 /* A cap of 3 per user across two nodes: two connections on node 1 and
  * one on node 2 fill it, and a fourth is refused on either; once one
  * closes, the other node admits again. With Redis away each node counts
@@ -763,6 +864,8 @@ int main(void)
 		cmocka_unit_test_setup(test_scoped_delivery, setup),
 		cmocka_unit_test_setup(test_presence_across, setup),
 		cmocka_unit_test_setup(test_redis_restart, setup),
+		cmocka_unit_test_setup(test_sync, setup),
+		cmocka_unit_test_setup(test_sync_muted, setup),
 		cmocka_unit_test_setup(test_cap_across_nodes, setup),
 		cmocka_unit_test_setup(test_notes, setup),
 		cmocka_unit_test_setup(test_duplicate_id, setup),
