@@ -138,7 +138,7 @@ int api_charge_address(const api_req_t *rq, api_res_t *res, double cost)
 	/* Address keys and user ids share the table: ids are below 2^53,
 	 * address keys above it. */
 	if (!rq->srv->work_budget ||
-	    (wait = budget_take(rq->srv->work_budget, rq->client, cost, clock_mono_ms())) == 0)
+	    (wait = budget_take_shared(rq->srv->work_budget, rq->client, cost, clock_mono_ms())) == 0)
 		return 0;
 	api_fail_retry(res, "too many requests from your address; slow down", wait);
 	return -1;
@@ -396,7 +396,7 @@ static int64_t hashing_budget(server_t *srv, const http_request_t *req, uint64_t
 {
 	budget_t *b = http_is(req, "POST", "/api/v1/users") ? srv->signup_budget : srv->login_budget;
 
-	return b ? budget_take(b, client, 1, clock_mono_ms()) : 0;
+	return b ? budget_take_shared(b, client, 1, clock_mono_ms()) : 0;
 }
 
 /* Answers the request at once from the I/O thread (the gateway is waiting

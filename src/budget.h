@@ -34,6 +34,7 @@
 #ifndef PARLEY_BUDGET_H
 #define PARLEY_BUDGET_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct budget budget_t;
@@ -66,5 +67,47 @@ void budget_refund(budget_t *b, uint64_t key, double cost, int64_t now_ms);
  * a smaller burst is cut to it, and the time since a bucket's last use
  * refills at the new rate. */
 void budget_set(budget_t *b, double rate_per_s, double burst);
+
+/* ---- Sharing a budget across a fleet ----------------------------------
+ *
+ * A per-address budget on one node of several would admit as many times
+ * its rate as there are nodes: the load balancer routes by user, so one
+ * address's sign-ups and logins reach every node. Each node keeps its own
+ * table and tells the others what it spent; each charges what it hears as
+ * if taken here, so every node's bucket for a key sees the spends of the
+ * whole fleet. Nothing waits for another node: a take is decided at once
+ * from the local bucket, and the fleet admits at most what one node's
+ * unshared spends add (a flush interval's worth per node) above the
+ * budget.
+ *
+ * budget_set_share: from now on budget_take_shared records what it admits
+ * (up to BUDGET_SHARE_KEYS distinct keys between flushes; further keys'
+ * spends are counted as dropped, not shared), and hands the record to
+ * fn(ud, note, len) -- on the taking thread, outside the budget's locks --
+ * once BUDGET_SHARE_MS have passed since the last note, and on each
+ * budget_share_flush (a periodic backstop, for a node that went quiet).
+ * A note is 12 bytes a key: the key (8, little endian) and the cost in
+ * thousandths (4). Call before other threads use b.
+ *
+ * budget_take_shared: budget_take, and when admitted, recorded for the
+ * fleet; budget_take stays local (for keys routing already keeps on one
+ * node, such as users under sticky routing, where sharing would only
+ * cost).
+ *
+ * budget_apply_note: charges another node's note; a bucket may go below
+ * empty, down to minus the burst, so that a fleet's spends are not
+ * forgotten by a full node. 0, or -1 when the note is malformed (nothing
+ * is charged). */
+#define BUDGET_SHARE_KEYS 512
+#define BUDGET_SHARE_MS 200
+
+typedef void (*budget_share_fn)(void *ud, const void *note, size_t len);
+int budget_set_share(budget_t *b, budget_share_fn fn, void *ud);
+int64_t budget_take_shared(budget_t *b, uint64_t key, double cost, int64_t now_ms);
+void budget_share_flush(budget_t *b, int64_t now_ms);
+int budget_apply_note(budget_t *b, const void *note, size_t len, int64_t now_ms);
+/* Spends not shared because a flush interval held more keys than a note
+ * carries. */
+unsigned long long budget_share_dropped(budget_t *b);
 
 #endif

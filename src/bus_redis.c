@@ -158,6 +158,10 @@ typedef struct rbus {
 	/* The bus thread's: handlers of notes, by kind. */
 	bus_redis_note_fn note_fn[NOTE_KINDS];
 	void *note_ud[NOTE_KINDS];
+	/* bus_redis_on_beat: set from another thread once the bus runs, so
+	 * published with release after beat_ud. */
+	void (*_Atomic beat_fn)(void *ud);
+	void *beat_ud;
 	char token[33];
 	char url[512];
 	int hb_ms, dead_ms, claim_ms;
@@ -1657,6 +1661,11 @@ static void on_timer(loop_t *loop, loop_watch_t *w, uint32_t events)
 	}
 	if (b->claimed && atomic_load(&b->cmd_up))
 		heartbeat(b);
+	if (!b->muted) {
+		void (*fn)(void *) = atomic_load_explicit(&b->beat_fn, memory_order_acquire);
+		if (fn)
+			fn(b->beat_ud);
+	}
 }
 
 static void *run(void *arg)
@@ -1951,6 +1960,14 @@ void bus_redis_note(bus_t *base, char kind, const void *bytes, size_t len)
 		free(n);
 		note_dropped(b);
 	}
+}
+
+void bus_redis_on_beat(bus_t *base, void (*fn)(void *ud), void *ud)
+{
+	rbus_t *b = (rbus_t *)base;
+
+	b->beat_ud = ud;
+	atomic_store_explicit(&b->beat_fn, fn, memory_order_release);
 }
 
 unsigned bus_redis_elsewhere(bus_t *base, int64_t user)

@@ -55,6 +55,12 @@ typedef void (*bus_redis_note_fn)(void *ud, const uint8_t *bytes, size_t len);
 int bus_redis_on_note(bus_t *bus, char kind, bus_redis_note_fn fn, void *ud);
 void bus_redis_note(bus_t *bus, char kind, const void *bytes, size_t len);
 
+/* fn(ud) runs on the bus thread at every heartbeat (--heartbeat-ms), until
+ * the bus is muted: for periodic work that goes out through the bus, such
+ * as flushing what shared budgets gathered (budget.h). It must not block;
+ * it may call bus_redis_note. Set it before traffic, once. */
+void bus_redis_on_beat(bus_t *bus, void (*fn)(void *ud), void *ud);
+
 /* How many connections of user this node knows of on other live nodes
  * (what its cap counts beside its own). Any thread. */
 unsigned bus_redis_elsewhere(bus_t *bus, int64_t user);

@@ -256,6 +256,86 @@ static void heard_login(void *ud, const uint8_t *note, size_t len)
 		log_warn("bus: dropped a malformed login note of %zu bytes", len);
 }
 
+/* Per-address budgets are shared by the fleet (budget.h): the load
+ * balancer routes by user, so one address's sign-ups, logins and
+ * unauthenticated requests reach every node. Each is a note kind of its
+ * own; a note from a newer or older node that does not parse is logged
+ * and dropped. */
+static void share_signups(void *ud, const void *note, size_t len)
+{
+	bus_redis_note(((server_t *)ud)->bus, 'S', note, len);
+}
+
+static void share_logins(void *ud, const void *note, size_t len)
+{
+	bus_redis_note(((server_t *)ud)->bus, 'G', note, len);
+}
+
+static void share_address_work(void *ud, const void *note, size_t len)
+{
+	bus_redis_note(((server_t *)ud)->bus, 'W', note, len);
+}
+
+static void heard_spends(budget_t *b, const char *what, const uint8_t *note, size_t len)
+{
+	if (b && budget_apply_note(b, note, len, clock_mono_ms()) < 0)
+		log_warn("bus: dropped a malformed %s budget note of %zu bytes", what, len);
+}
+
+static void heard_signups(void *ud, const uint8_t *note, size_t len)
+{
+	heard_spends(((server_t *)ud)->signup_budget, "sign-up", note, len);
+}
+
+static void heard_logins(void *ud, const uint8_t *note, size_t len)
+{
+	heard_spends(((server_t *)ud)->login_budget, "login", note, len);
+}
+
+static void heard_address_work(void *ud, const uint8_t *note, size_t len)
+{
+	heard_spends(((server_t *)ud)->work_budget, "work", note, len);
+}
+
+/* Each heartbeat, on the bus thread: what the shared budgets gathered
+ * and no later take has sent yet (a node gone quiet), and a word when a
+ * flush interval held more addresses than a note carries. */
+static void share_beat(void *ud)
+{
+	server_t *srv = ud;
+	budget_t *bs[] = {srv->signup_budget, srv->login_budget, srv->work_budget};
+	unsigned long long dropped = 0;
+	int64_t now = clock_mono_ms();
+	size_t i;
+
+	for (i = 0; i < sizeof bs / sizeof *bs; i++)
+		if (bs[i]) {
+			budget_share_flush(bs[i], now);
+			dropped += budget_share_dropped(bs[i]);
+		}
+	if (dropped > srv->share_dropped_logged && now - srv->share_dropped_logged_at >= 10000) {
+		log_warn("budgets: %llu spends not shared with the fleet (more than %d addresses spent within %d ms)",
+		         dropped - srv->share_dropped_logged, BUDGET_SHARE_KEYS, BUDGET_SHARE_MS);
+		srv->share_dropped_logged = dropped;
+		srv->share_dropped_logged_at = now;
+	}
+}
+
+static int share_budgets(server_t *srv)
+{
+	if ((srv->signup_budget && (budget_set_share(srv->signup_budget, share_signups, srv) < 0 ||
+	                            bus_redis_on_note(srv->bus, 'S', heard_signups, srv) < 0)) ||
+	    (srv->login_budget && (budget_set_share(srv->login_budget, share_logins, srv) < 0 ||
+	                           bus_redis_on_note(srv->bus, 'G', heard_logins, srv) < 0)) ||
+	    (srv->work_budget && (budget_set_share(srv->work_budget, share_address_work, srv) < 0 ||
+	                          bus_redis_on_note(srv->bus, 'W', heard_address_work, srv) < 0))) {
+		log_error("out of memory sharing the budgets");
+		return -1;
+	}
+	bus_redis_on_beat(srv->bus, share_beat, srv);
+	return 0;
+}
+
 server_t *server_start(const server_config_t *cfg)
 {
 	server_t *srv = calloc(1, sizeof *srv);
@@ -366,6 +446,8 @@ server_t *server_start(const server_config_t *cfg)
 		if (bus_redis_on_note(srv->bus, 'L', heard_login, srv) < 0)
 			goto err;
 		loginguard_set_share(srv->logins, share_login, srv);
+		if (share_budgets(srv) < 0)
+			goto err;
 	}
 	if (!(srv->tally = tally_new(srv, cfg->receipts_interval_ms)))
 		goto err;

@@ -98,7 +98,11 @@ typedef struct server {
 	addrconns_t *addrconns;   /* connections per client address */
 	budget_t *signup_budget;  /* per client address; NULL: unlimited */
 	budget_t *login_budget;
-	budget_t *work_budget;    /* per user; NULL: unlimited */
+	budget_t *work_budget;    /* per user, and per address before login; NULL: unlimited */
+	/* In a fleet the per-address ones are shared (budget.h); the bus
+	 * thread's count of spends that were not, as last logged. */
+	unsigned long long share_dropped_logged;
+	int64_t share_dropped_logged_at;
 	budget_t *read_budget;    /* WebSocket input bytes per user; NULL: unlimited */
 	tickets_t *tickets;       /* WebSocket tickets */
 	outbox_relay_t *outbox;   /* --nats: the relay to the event log; NULL: none */

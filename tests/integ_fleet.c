@@ -6,8 +6,9 @@
  * node 2; a group with members on both nodes gets every message once
  * and in order; a third node with a live node's id is refused; a node
  * killed with SIGKILL takes its users offline within seconds; the cap of
- * connections per user (3 here) counts both nodes', and failed logins
- * on either node count towards the backoff on both. The store is
+ * connections per user (3 here) counts both nodes', failed logins
+ * on either node count towards the backoff on both, and one address's
+ * sign-ups spend one budget across both. The store is
  * always PostgreSQL here, whatever $PARLEY_TEST_STORE says: one SQLite
  * directory cannot be shared by two nodes. */
 #include "harness.h"
@@ -18,20 +19,21 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "budget.h"
 #include "loop.h"
 #include "redisserver.h"
 
 static redisserver_t *rs;
 static hx_server_t n1, n2;
 
-static int setup(void **state)
+/* Both nodes, with one more option and its value when opt is not NULL. */
+static int start_pair(const char *opt, const char *value)
 {
 	const char *a1[] = {"--redis", NULL, "--node-id", "1", "--fast-password-hashing", "--presence-grace", "500",
-	                    "--max-user-connections", "3", NULL};
+	                    "--max-user-connections", "3", opt, value, NULL};
 	const char *a2[] = {"--redis", NULL, "--node-id", "2", "--fast-password-hashing", "--presence-grace", "500",
-	                    "--max-user-connections", "3", NULL};
+	                    "--max-user-connections", "3", opt, value, NULL};
 
-	(void)state;
 	if (!rs && !(rs = redisserver_start()))
 		return -1;
 	a1[1] = a2[1] = redisserver_url(rs);
@@ -41,6 +43,12 @@ static int setup(void **state)
 	if (hx_start(&n2, n1.store, a2) < 0)
 		return -1;
 	return 0;
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	return start_pair(NULL, NULL);
 }
 
 static int teardown(void **state)
@@ -267,6 +275,49 @@ static void test_login_backoff_across_nodes(void **state)
 	assert_int_equal((int)hx_metric(&n1, "parley_bus_notes_dropped_total"), 0);
 }
 
+/* Sign-ups per address are shared by the fleet: 20 an hour (the default)
+ * from one address, spread over both nodes, gets 20, not 20 on each.
+ * Paced past the share interval and waiting for each node to hear the
+ * other's notes, so the count is exact; unpaced, the fleet admits at
+ * most an interval's unshared spends more (budget.h). */
+static void test_signup_budget_across_nodes(void **state)
+{
+	char body[192];
+	int i, st, admitted = 0, refused = 0;
+
+	(void)state;
+	/* The harness turns the budget off; back on, at its default. */
+	hx_finish(&n2);
+	hx_finish(&n1);
+	assert_int_equal(start_pair("--signup-rate", "20"), 0);
+	for (i = 0; i < 30; i++) {
+		const hx_server_t *at = i % 2 ? &n2 : &n1, *other = i % 2 ? &n1 : &n2;
+		double sent0 = hx_metric(at, "parley_bus_notes_sent_total");
+		double heard0 = hx_metric(other, "parley_bus_notes_heard_total");
+		int64_t end;
+		json_t *j;
+
+		snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"" HX_PASSWORD "\"}",
+		         hx_name("spread"));
+		j = hx_http(at->port, "POST", "/api/v1/users", NULL, body, &st);
+		json_decref(j);
+		if (st == 201)
+			admitted++;
+		else if (st == 429)
+			refused++;
+		usleep((BUDGET_SHARE_MS + 50) * 1000);
+		end = clock_mono_ms() + 5000;
+		while (hx_metric(other, "parley_bus_notes_heard_total") - heard0 <
+		               hx_metric(at, "parley_bus_notes_sent_total") - sent0 &&
+		       clock_mono_ms() < end)
+			usleep(10000);
+	}
+	assert_int_equal(admitted, 20);
+	assert_int_equal(refused, 10);
+	assert_int_equal((int)hx_metric(&n1, "parley_bus_notes_dropped_total"), 0);
+	assert_int_equal((int)hx_metric(&n2, "parley_bus_notes_dropped_total"), 0);
+}
+
 static void test_duplicate_node_id(void **state)
 {
 	const char *a3[] = {"--redis", redisserver_url(rs), "--node-id", "1", NULL};
@@ -361,6 +412,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_group_across_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_cap_across_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_login_backoff_across_nodes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_signup_budget_across_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_duplicate_node_id, setup, teardown),
 		/* Last: node 2's id stays claimed for 5 s after its kill. */
 		cmocka_unit_test_setup_teardown(test_node_killed, setup, teardown),

@@ -2,13 +2,15 @@
  * the burst, then exact waits; a cost above the burst; the refill cap;
  * refunds; keys apart; a refilled slot reused but a refilling one never
  * taken over; a spray of keys that answers every key without growing
- * memory or granting more than fresh buckets; live rate changes; and
- * takes from four threads that add up exactly. */
+ * memory or granting more than fresh buckets; live rate changes; takes
+ * from four threads that add up exactly; and a budget shared by three
+ * nodes through their notes, which admits the fleet what one node would. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <malloc.h>
 #include <pthread.h>
@@ -297,6 +299,128 @@ static void test_threads(void **state)
 	budget_free(b);
 }
 
+/* Three "nodes" of one budget, each note handed at once to the other
+ * two, as the Redis bus does (a little later). */
+#define NODES 3
+static budget_t *node_b[NODES];
+static int notes_sent;
+
+static void share_to_others(void *ud, const void *note, size_t len)
+{
+	int from = (int)(intptr_t)ud, i;
+
+	notes_sent++;
+	for (i = 0; i < NODES; i++)
+		if (i != from)
+			assert_int_equal(budget_apply_note(node_b[i], note, len, T0), 0);
+}
+
+/* 5 sign-ups an hour per address on each of three nodes: one address
+ * that spreads its tries over the nodes still gets 5 at first, not 15,
+ * and then what the rate gives the fleet; spends of another key are
+ * kept apart; budget_take stays local. */
+static void test_shared_by_nodes(void **state)
+{
+	int i, admitted = 0;
+
+	(void)state;
+	for (i = 0; i < NODES; i++) {
+		assert_non_null(node_b[i] = budget_new(64, 5 / 3600.0, 5));
+		assert_int_equal(budget_set_share(node_b[i], share_to_others, (void *)(intptr_t)i), 0);
+	}
+	/* A try a second, round the nodes: every note goes out at once, the
+	 * interval having passed since each node's last. */
+	for (i = 0; i < 30; i++)
+		admitted += budget_take_shared(node_b[i % NODES], 42, 1, T0 + i * 1000) == 0;
+	assert_int_equal(admitted, 5);
+	/* Another address is untouched on every node. */
+	for (i = 0; i < NODES; i++)
+		assert_int_equal(budget_take_shared(node_b[i], 43, 1, T0 + 30000), 0);
+	/* An hour on, the fleet refilled 5 in all, not 5 a node. */
+	admitted = 0;
+	for (i = 0; i < 30; i++)
+		admitted += budget_take_shared(node_b[i % NODES], 42, 1, T0 + 3600000 + i * 1000) == 0;
+	assert_int_equal(admitted, 5);
+	/* budget_take is not shared. */
+	notes_sent = 0;
+	assert_int_equal(budget_take(node_b[0], 44, 1, T0 + 7200000), 0);
+	assert_int_equal(notes_sent, 0);
+	for (i = 0; i < NODES; i++)
+		budget_free(node_b[i]);
+}
+
+/* Within the interval spends are gathered, merged by key, and go in one
+ * note on the next take after it, or on budget_share_flush; more keys
+ * than a note carries are counted as dropped; a malformed note charges
+ * nothing. */
+static uint8_t last_note[BUDGET_SHARE_KEYS * 12];
+static size_t last_len;
+
+static void keep_note(void *ud, const void *note, size_t len)
+{
+	(void)ud;
+	notes_sent++;
+	memcpy(last_note, note, len);
+	last_len = len;
+}
+
+static void test_share_batches(void **state)
+{
+	budget_t *b = budget_new(4096, 100, 100), *o = budget_new(4096, 100, 100);
+	unsigned k;
+
+	(void)state;
+	assert_non_null(b);
+	assert_non_null(o);
+	assert_int_equal(budget_set_share(b, keep_note, NULL), 0);
+	notes_sent = 0;
+	assert_int_equal(budget_take_shared(b, 1, 2, T0), 0); /* the first goes at once */
+	assert_int_equal(notes_sent, 1);
+	assert_int_equal(last_len, 12);
+	assert_int_equal(budget_take_shared(b, 1, 3, T0 + 10), 0);
+	assert_int_equal(budget_take_shared(b, 2, 1, T0 + 20), 0);
+	assert_int_equal(budget_take_shared(b, 1, 4, T0 + 30), 0);
+	assert_int_equal(notes_sent, 1);
+	assert_int_equal(budget_take_shared(b, 2, 1, T0 + 10 + BUDGET_SHARE_MS), 0);
+	assert_int_equal(notes_sent, 2);
+	assert_int_equal(last_len, 24); /* key 1: 7; key 2: 2 */
+	/* Applied elsewhere: key 1 there has 100 - 7 left, so 94 is refused
+	 * and 93 admitted. */
+	assert_int_equal(budget_apply_note(o, last_note, last_len, T0), 0);
+	assert_true(budget_take(o, 1, 94, T0) > 0);
+	assert_int_equal(budget_take(o, 1, 93, T0), 0);
+	assert_true(budget_take(o, 2, 99, T0) > 0);
+	assert_int_equal(budget_take(o, 2, 98, T0), 0);
+	/* Charged below empty, the bucket owes it, down to minus its burst:
+	 * 210 more spent elsewhere leaves it at -100, a token 1.01 s off. */
+	for (k = 0; k < 30; k++)
+		assert_int_equal(budget_apply_note(o, last_note, 12, T0), 0);
+	assert_int_equal(budget_take(o, 1, 1, T0), 1010);
+	/* The backstop sends what waits within the interval; when nothing
+	 * waits, nothing. */
+	notes_sent = 0;
+	budget_share_flush(b, T0 + 40 + BUDGET_SHARE_MS);
+	assert_int_equal(notes_sent, 0);
+	assert_int_equal(budget_take_shared(b, 3, 1, T0 + 60 + BUDGET_SHARE_MS), 0);
+	assert_int_equal(notes_sent, 0);
+	budget_share_flush(b, T0 + 70 + BUDGET_SHARE_MS);
+	assert_int_equal(notes_sent, 1);
+	assert_int_equal(last_len, 12);
+	/* A spray of keys within one interval: a note's worth, the rest
+	 * counted. */
+	notes_sent = 0;
+	for (k = 0; k < BUDGET_SHARE_KEYS + 10; k++)
+		assert_int_equal(budget_take_shared(b, 1000 + k, 1, T0 + 80 + BUDGET_SHARE_MS), 0);
+	assert_int_equal(budget_share_dropped(b), 10);
+	budget_share_flush(b, T0 + 90 + BUDGET_SHARE_MS);
+	assert_int_equal(last_len, BUDGET_SHARE_KEYS * 12);
+	/* Malformed: not a whole record, or longer than any note. */
+	assert_int_equal(budget_apply_note(o, last_note, 13, T0), -1);
+	assert_int_equal(budget_take(o, 5000, 100, T0), 0);
+	budget_free(b);
+	budget_free(o);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -309,6 +433,8 @@ int main(void)
 		cmocka_unit_test(test_spray),
 		cmocka_unit_test(test_set_live),
 		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_shared_by_nodes),
+		cmocka_unit_test(test_share_batches),
 	};
 	if (sodium_init() < 0)
 		return 1;
