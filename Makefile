@@ -236,6 +236,8 @@ bench: deps
 	build/parley-bench resume --clients 200
 	build/parley-bench group --members 1024 --online 800 --messages 30 --batch 10 --throughput 5
 	build/parley-bench fleet --pairs 50 --rate 2000 --seconds 5
+	build/parley-bench log --rate 1000 --seconds 5
+	build/parley-bench log --rate 1000 --seconds 5 --publish-only
 	build/parley-bench failover --clients 19000
 	build/parley-bench abuse --seconds 10
 
@@ -260,6 +262,8 @@ bench-smoke: build/parley build/parley-bench build/bench-relay
 	@build/parley-bench group --members 8 --online 6 --messages 2 --batch 1 --throughput 1 --json \
 		| grep '"throughput_deliveries_per_s":[1-9]' | grep -q '"relay_cpu_us_per_delivery":[0-9.]*[1-9]' \
 		&& echo "bench-smoke: parley-bench group works"
+	@build/parley-bench log --rate 100 --seconds 1 --json | grep -q '"handled":100,.*"servers_cpu_us_per_event":[1-9]' \
+		&& echo "bench-smoke: parley-bench log works"
 	@build/parley-bench fleet --pairs 2 --rate 50 --seconds 1 --json | grep '"cross_deliver_p99_ms":[0-9]' \
 		| grep -q '"cross_publishes_per_message":[0-9]' && echo "bench-smoke: parley-bench fleet works"
 	@build/parley-bench failover --clients 200 --json > build/bench-smoke-failover.json \

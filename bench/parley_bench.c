@@ -126,6 +126,7 @@
 
 #include <jansson.h>
 
+#include "eventlog.h"
 #include "pclient.h"
 #include "../tests/pgserver.h"
 #include "../tests/haproxyserver.h"
@@ -3852,6 +3853,176 @@ static int run_abuse(double seconds, int quick, const char *only, const char *tr
 	return failed ? 1 : 0;
 }
 
+/* ---- log: the event log alone ---------------------------------------- */
+
+/* Three JetStream servers (the stream replicated 3 ways, as the fleet
+ * runs it), one process publishing at a fixed rate and consuming every
+ * partition as one group, as a node's outbox relay and dispatchers do:
+ * what the log costs per event (the servers' CPU and this process's),
+ * and how long an event takes from publish to handler, without a node,
+ * a store or clients around it. */
+#define LOG_EVENT_BYTES 300
+#define LOG_KEYS 1000
+
+/* log --publish-only: no consumers, so the publishing half of the cost
+ * stands alone (the difference is the consuming half's). */
+static int log_publish_only;
+
+typedef struct log_bench {
+	pthread_mutex_t lock;
+	double *lat;      /* ms, publish to handler, first deliveries */
+	size_t n, cap;
+	atomic_ullong handled, redelivered, acked, failed;
+} log_bench_t;
+
+static int log_bench_handle(void *ud, const eventlog_event_t *ev)
+{
+	log_bench_t *b = ud;
+	double sent;
+
+	if (ev->len < sizeof sent)
+		return 0;
+	memcpy(&sent, ev->data, sizeof sent);
+	if (ev->delivery > 1) {
+		atomic_fetch_add(&b->redelivered, 1);
+		return 0;
+	}
+	pthread_mutex_lock(&b->lock);
+	if (sent > 0 && b->n < b->cap)
+		b->lat[b->n++] = now_ms() - sent;
+	pthread_mutex_unlock(&b->lock);
+	atomic_fetch_add(&b->handled, 1);
+	return 0;
+}
+
+static void log_bench_done(void *ud, int ok)
+{
+	log_bench_t *b = ud;
+
+	atomic_fetch_add(ok ? &b->acked : &b->failed, 1);
+}
+
+/* Publishes one event of key, stamped with the time (0: a warm-up event,
+ * not measured); retries while the publisher is full. */
+static void log_bench_publish(eventlog_t *log, log_bench_t *b, int64_t key, double stamp)
+{
+	char data[LOG_EVENT_BYTES];
+	int rc;
+
+	memset(data, 'x', sizeof data);
+	memcpy(data, &stamp, sizeof stamp);
+	while ((rc = eventlog_publish(log, key, "message.new", data, sizeof data, NULL, log_bench_done, b)) == -EAGAIN)
+		usleep(1000);
+	if (rc < 0)
+		die(strerror(-rc));
+}
+
+static int run_log(double rate, double seconds, int json_only)
+{
+	char machine[256], commit[32], err[256];
+	natscluster_t *nats;
+	eventlog_opts_t o;
+	eventlog_t *log;
+	log_bench_t b;
+	size_t total = (size_t)(rate * seconds), i;
+	unsigned p, parts;
+	double t0, cpu0[3], self0, cpu1[3], self1, servers = 0, p50 = 0, p99 = 0, wall;
+	int64_t end;
+
+	describe(machine, sizeof machine, commit, sizeof commit);
+	memset(&b, 0, sizeof b);
+	pthread_mutex_init(&b.lock, NULL);
+	b.cap = total;
+	if (!(b.lat = calloc(total ? total : 1, sizeof *b.lat)))
+		die("out of memory");
+	if (!(nats = natscluster_start(3)))
+		die("cannot start three NATS servers");
+	eventlog_opts_init(&o);
+	o.name = "BENCHLOG";
+	o.replicas = 3;
+	if (!(log = eventlog_open(natscluster_urls(nats), &o, err, sizeof err)))
+		die(err);
+	parts = eventlog_partitions(log);
+	for (p = 0; p < parts && !log_publish_only; p++)
+		if (eventlog_consume(log, "bench", p, log_bench_handle, &b) < 0)
+			die("eventlog_consume");
+	/* Warm-up: an event on every partition, until each consumer has its
+	 * cursor and has handled it (published only: acked). */
+	{
+		unsigned covered = 0;
+		int64_t key;
+		char seen[EVENTLOG_PARTITIONS_MAX] = {0};
+		for (key = 1; covered < parts && key < 100000; key++) {
+			unsigned q = eventlog_partition_of(log, key);
+			if (seen[q])
+				continue;
+			seen[q] = 1;
+			covered++;
+			log_bench_publish(log, &b, key, 0);
+		}
+	}
+	end = (int64_t)now_ms() + 60000;
+	while ((log_publish_only ? atomic_load(&b.acked) : atomic_load(&b.handled)) < parts && (int64_t)now_ms() < end)
+		usleep(10000);
+	if ((log_publish_only ? atomic_load(&b.acked) : atomic_load(&b.handled)) < parts)
+		die("the log did not take events within 60 s");
+	atomic_store(&b.handled, 0);
+	atomic_store(&b.acked, 0);
+	for (i = 0; i < 3; i++)
+		cpu0[i] = cpu_us(natscluster_pid(nats, (int)i));
+	self0 = self_cpu_us();
+	t0 = now_ms();
+	/* Open loop: event i is due at t0 + i / rate, whatever came before. */
+	for (i = 0; i < total; i++) {
+		double due = t0 + (double)i * 1000.0 / rate, now = now_ms();
+		if (due > now)
+			usleep((useconds_t)((due - now) * 1000));
+		log_bench_publish(log, &b, 1 + (int64_t)(i * 7919 % LOG_KEYS), now_ms());
+	}
+	end = (int64_t)now_ms() + 30000;
+	while ((log_publish_only ? atomic_load(&b.acked) + atomic_load(&b.failed) : atomic_load(&b.handled)) < total &&
+	       (int64_t)now_ms() < end)
+		usleep(10000);
+	wall = now_ms() - t0;
+	for (i = 0; i < 3; i++) {
+		cpu1[i] = cpu_us(natscluster_pid(nats, (int)i));
+		servers += cpu1[i] - cpu0[i];
+	}
+	self1 = self_cpu_us();
+	pthread_mutex_lock(&b.lock);
+	qsort(b.lat, b.n, sizeof *b.lat, cmp_double);
+	if (b.n) {
+		p50 = b.lat[b.n / 2];
+		p99 = b.lat[(size_t)((double)(b.n - 1) * 0.99)];
+	}
+	pthread_mutex_unlock(&b.lock);
+	if (!json_only) {
+		printf("log: %.0f events/s for %.0f s, %u partitions, 3 JetStream servers, replicas 3%s (%s, commit %s)\n",
+		       rate, seconds, parts, log_publish_only ? ", published only" : "", machine, commit);
+		printf("  publishes acked %llu, failed %llu\n", (unsigned long long)atomic_load(&b.acked),
+		       (unsigned long long)atomic_load(&b.failed));
+		printf("  handled %llu of %zu (redelivered %llu), publish to handler p50 %.2f ms, p99 %.2f ms\n",
+		       (unsigned long long)atomic_load(&b.handled), total, (unsigned long long)atomic_load(&b.redelivered),
+		       p50, p99);
+		printf("  CPU per event: JetStream servers %.0f us, this process (publisher and consumers) %.0f us\n",
+		       servers / (double)total, (self1 - self0) / (double)total);
+	}
+	printf("{\"scenario\":\"log\",\"machine\":\"%s\",\"commit\":\"%s\",\"parameters\":{\"rate\":%.0f,"
+	       "\"seconds\":%.0f,\"partitions\":%u,\"replicas\":3,\"event_bytes\":%d,\"publish_only\":%s},"
+	       "\"figures\":{\"acked\":%llu,\"handled\":%llu,\"redelivered\":%llu,\"publish_failed\":%llu,\"latency_p50_ms\":%.3f,"
+	       "\"latency_p99_ms\":%.3f,\"servers_cpu_us_per_event\":%.1f,\"client_cpu_us_per_event\":%.1f,"
+	       "\"wall_ms\":%.0f}}\n",
+	       machine, commit, rate, seconds, parts, LOG_EVENT_BYTES, log_publish_only ? "true" : "false",
+	       (unsigned long long)atomic_load(&b.acked), (unsigned long long)atomic_load(&b.handled),
+	       (unsigned long long)atomic_load(&b.redelivered), (unsigned long long)atomic_load(&b.failed), p50, p99,
+	       servers / (double)total, (self1 - self0) / (double)total, wall);
+	eventlog_close(log);
+	natscluster_stop(nats);
+	free(b.lat);
+	pthread_mutex_destroy(&b.lock);
+	return (log_publish_only ? atomic_load(&b.acked) : atomic_load(&b.handled)) >= total ? 0 : 1;
+}
+
 static int usage(void)
 {
 	fprintf(stderr, "usage: parley-bench idle [--connections N] [--processes K] [--json]\n"
@@ -3859,6 +4030,7 @@ static int usage(void)
 	                "       parley-bench direct --throughput S [--window W] [--pairs P] [--json]\n"
 	                "       parley-bench fleet [--pairs P] [--rate R] [--seconds S] [--log] [--haproxy] [--json]\n"
 	                "       parley-bench failover [--clients N] [--one-address] [--json]\n"
+	                "       parley-bench log [--rate R] [--seconds S] [--publish-only] [--json]\n"
 	                "       parley-bench direct --find-max P99_MS [--pairs P] [--json]\n"
 	                "  (any scenario: --commit-delay US starts the server with that commit delay,\n"
 	                "   --store-writers N with that many write transactions in flight)\n"
@@ -3883,7 +4055,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2 || (strcmp(argv[1], "idle") && strcmp(argv[1], "history") &&
 	                 strcmp(argv[1], "resume") && strcmp(argv[1], "direct") && strcmp(argv[1], "group") && strcmp(argv[1], "fleet") &&
-	                 strcmp(argv[1], "failover") &&
+	                 strcmp(argv[1], "failover") && strcmp(argv[1], "log") &&
 	                 strcmp(argv[1], "abuse")))
 		return usage();
 	for (i = 2; i < argc; i++) {
@@ -3925,6 +4097,8 @@ int main(int argc, char **argv)
 			fleet_log = 1;
 		else if (!strcmp(argv[i], "--haproxy"))
 			fleet_haproxy = 1;
+		else if (!strcmp(argv[i], "--publish-only"))
+			log_publish_only = 1;
 		else if (!strcmp(argv[i], "--quick"))
 			quick = 1;
 		else if (!strcmp(argv[i], "--trace") && i + 1 < argc)
@@ -3970,6 +4144,11 @@ int main(int argc, char **argv)
 		if (pairs < 1 || pairs > 250 || !(rate > 0 && rate <= 1e6) || !(seconds > 0 && seconds <= 3600))
 			die("--pairs: 1 to 250; --rate: up to 1000000; --seconds: up to 3600");
 		return run_fleet(pairs, rate, seconds, json_only);
+	}
+	if (!strcmp(argv[1], "log")) {
+		if (!(rate > 0 && rate <= 100000) || !(seconds > 0 && seconds <= 3600))
+			die("--rate: up to 100000; --seconds: up to 3600");
+		return run_log(rate, seconds, json_only);
 	}
 	if (!strcmp(argv[1], "failover")) {
 		/* Node A holds all N, a process opens at most 20,000 files. */

@@ -80,6 +80,9 @@ typedef struct consumer {
 	natsSubscription *sub;
 	pthread_t thread;
 	atomic_int stop;  /* eventlog_unconsume */
+	/* The consumer's pending count after the last event handled, from
+	 * its metadata: more waiting, or (0) none when it was sent. */
+	uint64_t pending_after;
 	struct consumer *next;
 } consumer_t;
 
@@ -505,9 +508,11 @@ static int handle(consumer_t *c, natsMsgList *list, int at)
 	ev.data = natsMsg_GetData(m);
 	ev.len = (size_t)natsMsg_GetDataLength(m);
 	ev.delivery = 1;
+	c->pending_after = 1; /* not known: ask */
 	if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
 		ev.seq = meta->Sequence.Stream;
 		ev.delivery = (unsigned)meta->NumDelivered;
+		c->pending_after = meta->NumPending;
 		jsMsgMetaData_Destroy(meta);
 	}
 	for (;;) {
@@ -607,12 +612,18 @@ static void *consumer_main(void *arg)
 		/* What is there, at once; when nothing is, wait for one.
 		 * natsSubscription_Fetch alone would wait for a whole batch
 		 * (up to its expiry) whenever the partition is idle, and so
-		 * delay a lone event by FETCH_EXPIRE_MS. */
-		jsFetchRequest_Init(&req);
-		req.Batch = (int)batch;
-		req.NoWait = true;
-		req.Expires = (int64_t)FETCH_EXPIRE_MS * 1000000;
-		s = natsSubscription_FetchRequest(&list, c->sub, &req);
+		 * delay a lone event by FETCH_EXPIRE_MS. When the last event
+		 * said nothing was pending after it, the no-wait request would
+		 * only be answered "none" (a round trip per event on a partition
+		 * that keeps up): wait for the next one at once. */
+		s = NATS_NOT_FOUND;
+		if (c->pending_after) {
+			jsFetchRequest_Init(&req);
+			req.Batch = (int)batch;
+			req.NoWait = true;
+			req.Expires = (int64_t)FETCH_EXPIRE_MS * 1000000;
+			s = natsSubscription_FetchRequest(&list, c->sub, &req);
+		}
 		if (s == NATS_NOT_FOUND || s == NATS_TIMEOUT)
 			s = natsSubscription_Fetch(&list, c->sub, 1, FETCH_EXPIRE_MS, &jerr);
 		if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND)
