@@ -471,11 +471,15 @@ static void receipt_done(receipt_op_t *r)
 			tally_mark(srv->tally, op->conv, op->out_prev + 1, op->out_seq);
 		if ((f = frames_receipt(op->conv, op->user, op->state, op->out_seq)) != NULL) {
 			/* The reader's own other devices, in every conversation;
-			 * the other member of a direct chat. */
-			bus_deliver(srv->bus, op->user, op->device, f);
+			 * the other member of a direct chat. With a log, this
+			 * node's connections now and the others' from the
+			 * dispatcher of the receipt's event (dispatch.c), which
+			 * gets there even when this node dies in between. */
+			int32_t scope = srv->dispatch && op->out_outbox ? BUS_THIS_NODE : BUS_EVERY_NODE;
+			bus_deliver_scoped(srv->bus, scope, &op->user, 1, op->user, op->device, f, NULL, NULL);
 			for (i = 0; i < op->nmembers; i++)
 				if (op->members[i] != op->user)
-					bus_deliver(srv->bus, op->members[i], 0, f);
+					bus_deliver_scoped(srv->bus, scope, &op->members[i], 1, 0, 0, f, NULL, NULL);
 			sbuf_unref(f);
 		}
 	} else if (op->status == STORE_FORBIDDEN) {

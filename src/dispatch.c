@@ -99,16 +99,55 @@ static void delivered(void *ud)
 	pthread_mutex_unlock(&p->lock);
 }
 
+/* Hands frame to the fan-out (fanout_submit_scoped, which takes it and
+ * members) and waits until every recipient is with the bus: the event is
+ * acknowledged only then, not merely once queued. */
+static void fan_out(dispatch_t *d, part_t *p, int64_t conv, int64_t seq, int64_t version, sbuf_t *f,
+                    int64_t *members, size_t n, int64_t except_user, int64_t except_device, int32_t scope)
+{
+	pthread_mutex_lock(&p->lock);
+	p->delivered = 0;
+	pthread_mutex_unlock(&p->lock);
+	fanout_submit_scoped(d->fanout, conv, seq, version, f, members, n, except_user, except_device, scope,
+	                     delivered, p);
+	pthread_mutex_lock(&p->lock);
+	while (!p->delivered)
+		pthread_cond_wait(&p->cond, &p->lock);
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* The members an event names (a direct chat's two), malloc'd into *out;
+ * 0 when it names none (swept from the outbox: the fan-out looks them
+ * up) or memory is short (likewise). */
+static size_t event_members(const json_t *o, int64_t **out)
+{
+	json_t *jm = json_object_get(o, "members");
+	size_t n = 0, i;
+
+	*out = NULL;
+	if (!json_is_array(jm) || json_array_size(jm) == 0 || json_array_size(jm) > 2 ||
+	    !(*out = malloc(json_array_size(jm) * sizeof **out)))
+		return 0;
+	for (i = 0; i < json_array_size(jm); i++)
+		if (((*out)[n] = json_integer_value(json_array_get(jm, i))) > 0)
+			n++;
+	if (!n) {
+		free(*out);
+		*out = NULL;
+	}
+	return n;
+}
+
 /* A message.new event: everyone's connections on the nodes other than
  * the committing one. */
 static void on_message(dispatch_t *d, part_t *p, const eventlog_event_t *ev, const json_t *o)
 {
 	json_t *jid = json_object_get(o, "id"), *jcmid = json_object_get(o, "cmid"),
-	       *jbody = json_object_get(o, "body"), *jm = json_object_get(o, "members");
+	       *jbody = json_object_get(o, "body");
 	const char *kind = json_string_value(json_object_get(o, "conv_kind"));
 	store_message_t m = {0};
 	int64_t *members = NULL, version;
-	size_t n = 0, i;
+	size_t n;
 	sbuf_t *f;
 	char *end;
 
@@ -126,17 +165,7 @@ static void on_message(dispatch_t *d, part_t *p, const eventlog_event_t *ev, con
 	m.cmid = (char *)json_string_value(jcmid);
 	m.body = (char *)json_string_value(jbody);
 	m.body_len = json_string_length(jbody);
-	if (json_is_array(jm) && json_array_size(jm) > 0 && json_array_size(jm) <= 2) {
-		if (!(members = malloc(json_array_size(jm) * sizeof *members)))
-			return; /* the recipients resume: said by nobody, counted below */
-		for (i = 0; i < json_array_size(jm); i++)
-			if ((members[n] = json_integer_value(json_array_get(jm, i))) > 0)
-				n++;
-		if (!n) {
-			free(members);
-			members = NULL;
-		}
-	}
+	n = event_members(o, &members);
 	/* A group message carries the membership it was stored under; one
 	 * without (swept from the outbox) has its members read afresh. */
 	version = kind && !strcmp(kind, "group") ? get_int(o, "members_version", INT64_MAX) : INT64_MAX;
@@ -145,39 +174,60 @@ static void on_message(dispatch_t *d, part_t *p, const eventlog_event_t *ev, con
 		log_error("dispatch: out of memory encoding message %lld; recipients will resume", (long long)m.id);
 		return;
 	}
-	pthread_mutex_lock(&p->lock);
-	p->delivered = 0;
-	pthread_mutex_unlock(&p->lock);
 	/* Every device of every member on every node but the committing one,
 	 * which reached its own connections itself (the sending device among
-	 * them). Acknowledged once handed to the bus, not merely queued. */
-	fanout_submit_scoped(d->fanout, m.conv, m.seq, version, f, members, n, m.from, 0,
-	                     (int32_t)snowflake_node(m.id), delivered, p);
-	pthread_mutex_lock(&p->lock);
-	while (!p->delivered)
-		pthread_cond_wait(&p->cond, &p->lock);
-	pthread_mutex_unlock(&p->lock);
+	 * them). */
+	fan_out(d, p, m.conv, m.seq, version, f, members, n, m.from, 0, (int32_t)snowflake_node(m.id));
 	atomic_fetch_add(&d->messages, 1);
 }
 
-/* A receipt.* event: a group's counts change for the messages it covers
- * (from the previous watermark, when the event knows it; else the one it
- * names, and the rest follow with the next receipt). Direct chats' receipt
- * frames go from the committing node to the peer's devices directly. */
-static void on_receipt(dispatch_t *d, const eventlog_event_t *ev, const json_t *o)
+/* A receipt.* event. Its frame goes to the reader's other devices and,
+ * in a direct chat, to the other member, on every node but the
+ * committing one (which reached its own connections; an event swept
+ * from the outbox names no node, and goes to every node: a repeated
+ * receipt frame only says again what the client has). In a group the
+ * counts change for the messages it covers (from the previous watermark,
+ * when the event knows it; else the one it names, and the rest follow
+ * with the next receipt): the partition's dispatcher counts, so one node
+ * counts each group. */
+static void on_receipt(dispatch_t *d, part_t *p, const eventlog_event_t *ev, const json_t *o)
 {
-	const char *kind = json_string_value(json_object_get(o, "conv_kind"));
-	int64_t conv = get_int(o, "conv", 0), seq = get_int(o, "seq", 0), prev = get_int(o, "prev", -1);
+	const char *kind = json_string_value(json_object_get(o, "conv_kind")),
+	           *state = json_string_value(json_object_get(o, "state"));
+	int64_t conv = get_int(o, "conv", 0), seq = get_int(o, "seq", 0), prev = get_int(o, "prev", -1),
+	        user = get_int(o, "user", 0), device = get_int(o, "device", 0), node = get_int(o, "node", -1);
+	int32_t scope = node >= 0 && node < NODES_MAX ? (int32_t)node : BUS_EVERY_NODE;
+	int group = kind && !strcmp(kind, "group");
+	int64_t *members;
+	size_t n;
+	sbuf_t *f;
 
-	if (conv <= 0 || seq < 0) {
+	if (conv <= 0 || seq < 0 || user <= 0 || !state || (strcmp(state, "read") && strcmp(state, "delivered"))) {
 		malformed(d, ev, "not a receipt");
 		return;
 	}
-	if (!kind || strcmp(kind, "group") || !d->tally || seq == 0) {
-		atomic_fetch_add(&d->ignored, 1);
+	if (group && d->tally && seq > 0)
+		tally_mark(d->tally, conv, prev >= 0 && prev < seq ? prev + 1 : seq, seq);
+	if (!(f = frames_receipt(conv, user, strcmp(state, "read") ? STORE_DELIVERED : STORE_READ, seq))) {
+		log_error("dispatch: out of memory encoding a receipt of conversation %lld; its readers resume",
+		          (long long)conv);
 		return;
 	}
-	tally_mark(d->tally, conv, prev >= 0 && prev < seq ? prev + 1 : seq, seq);
+	if (group) {
+		bus_deliver_scoped(d->bus, scope, &user, 1, user, device, f, NULL, NULL);
+		sbuf_unref(f);
+	} else {
+		/* Both members but the reading device; a swept event's members
+		 * are looked up (kind unknown: a group's would be every member,
+		 * whom a receipt frame is not for, so only what says direct). */
+		n = event_members(o, &members);
+		if (kind || n)
+			fan_out(d, p, conv, seq, INT64_MAX, f, members, n, user, device, scope);
+		else {
+			bus_deliver_scoped(d->bus, scope, &user, 1, user, device, f, NULL, NULL);
+			sbuf_unref(f);
+		}
+	}
 	atomic_fetch_add(&d->receipts, 1);
 }
 
@@ -193,7 +243,7 @@ static int handle(dispatch_t *d, part_t *p, const eventlog_event_t *ev)
 	else if (!strcmp(ev->type, "message.new"))
 		on_message(d, p, ev, o);
 	else if (!strncmp(ev->type, "receipt.", 8))
-		on_receipt(d, ev, o);
+		on_receipt(d, p, ev, o);
 	else
 		atomic_fetch_add(&d->ignored, 1);
 	json_decref(o);

@@ -131,7 +131,7 @@ sbuf_t *metrics_response(server_t *srv, int keep_alive)
 		       "Messages from the log handed to the fan-out for the other nodes' connections.",
 		       (double)dc.messages);
 		metric(&b, "parley_dispatch_receipts_total", "counter",
-		       "Group receipt events from the log counted here.", (double)dc.receipts);
+		       "Receipt events from the log handled here: their frames to other nodes, a group's counts.", (double)dc.receipts);
 		metric(&b, "parley_dispatch_malformed_total", "counter",
 		       "Events from the log that did not parse, dropped (logged).", (double)dc.malformed);
 	}

@@ -47,12 +47,14 @@ struct outbox_relay {
 	int stopping;
 
 	atomic_uint_fast64_t published, failed, swept, dropped;
+	uint32_t node;
 };
 
 /* What the commit path knew beside the row, for the dispatchers: a group
  * or a direct chat, a group message's membership version, a direct
- * message's two members, a receipt's previous watermark. A swept row adds
- * nothing, and its dispatcher looks up what it needs. */
+ * message's or receipt's two members, a receipt's previous watermark,
+ * reading device and committing node. A swept row adds nothing, and its
+ * dispatcher looks up what it needs. */
 static void event_route(jbuf_t *b, const store_outbox_t *row)
 {
 	size_t i;
@@ -65,7 +67,7 @@ static void event_route(jbuf_t *b, const store_outbox_t *row)
 		jbuf_key(b, "members_version", 0);
 		jbuf_int(b, row->members_version);
 	}
-	if (row->kind == STORE_EVENT_MESSAGE && row->nmembers) {
+	if (row->nmembers) {
 		jbuf_key(b, "members", 0);
 		jbuf_raw(b, "[", 1);
 		for (i = 0; i < row->nmembers; i++) {
@@ -78,6 +80,14 @@ static void event_route(jbuf_t *b, const store_outbox_t *row)
 	if (row->kind != STORE_EVENT_MESSAGE && row->prev >= 0) {
 		jbuf_key(b, "prev", 0);
 		jbuf_int(b, row->prev);
+	}
+	if (row->kind != STORE_EVENT_MESSAGE && row->device > 0) {
+		jbuf_key(b, "device", 0);
+		jbuf_int(b, row->device);
+	}
+	if (row->kind != STORE_EVENT_MESSAGE && row->node >= 0) {
+		jbuf_key(b, "node", 0);
+		jbuf_int(b, row->node);
 	}
 }
 
@@ -212,6 +222,7 @@ void outbox_committed(outbox_relay_t *r, const store_op_t *ops, size_t n)
 		e->created_at = op->now_ms;
 		e->conv_kind = op->conv_kind;
 		e->prev = -1;
+		e->node = -1;
 		if (op->kind == STORE_OP_SEND) {
 			e->kind = STORE_EVENT_MESSAGE;
 			e->msg.conv = op->conv;
@@ -238,6 +249,13 @@ void outbox_committed(outbox_relay_t *r, const store_op_t *ops, size_t n)
 		} else {
 			e->kind = op->state == STORE_READ ? STORE_EVENT_READ : STORE_EVENT_DELIVERED;
 			e->prev = op->out_prev;
+			e->device = op->device;
+			e->node = (int32_t)r->node;
+			if (op->conv_kind == STORE_DIRECT && op->nmembers &&
+			    (e->members = malloc(op->nmembers * sizeof *e->members)) != NULL) {
+				memcpy(e->members, op->members, op->nmembers * sizeof *e->members);
+				e->nmembers = op->nmembers;
+			}
 		}
 		r->count++;
 		r->bytes += cost;
@@ -362,7 +380,7 @@ static void *relay_main(void *arg)
 	return NULL;
 }
 
-outbox_relay_t *outbox_relay_new(const char *location, eventlog_t *log)
+outbox_relay_t *outbox_relay_new(const char *location, eventlog_t *log, uint32_t node)
 {
 	outbox_relay_t *r = calloc(1, sizeof *r);
 	pthread_condattr_t ca;
@@ -372,6 +390,7 @@ outbox_relay_t *outbox_relay_new(const char *location, eventlog_t *log)
 		return NULL;
 	}
 	r->log = log;
+	r->node = node;
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

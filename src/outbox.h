@@ -44,8 +44,9 @@ typedef struct outbox_relay outbox_relay_t;
 
 /* Starts a relay publishing to log (the relay owns it from then on, even
  * on failure, and closes it) and deleting through a handle of its own on
- * the store at location. NULL (logged) on failure. */
-outbox_relay_t *outbox_relay_new(const char *location, eventlog_t *log);
+ * the store at location; node is this node's id, named in the receipt
+ * events it publishes. NULL (logged) on failure. */
+outbox_relay_t *outbox_relay_new(const char *location, eventlog_t *log, uint32_t node);
 
 /* The batch ops[0..n) has committed: publishes the events of those with an
  * outbox row (op->out_outbox). Copies what it needs; never blocks. Any

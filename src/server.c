@@ -232,7 +232,7 @@ static int start_outbox(server_t *srv)
 		return -1;
 	}
 	srv->log = log;
-	if (!(srv->outbox = outbox_relay_new(srv->store_at, log)))
+	if (!(srv->outbox = outbox_relay_new(srv->store_at, log, (uint32_t)srv->cfg.node_id)))
 		return -1;
 	if (writer_set_outbox(srv->writer, relay_committed, srv->outbox) < 0)
 		return -1;

@@ -193,12 +193,17 @@ typedef struct store_outbox {
 	 * (zeros): conv_kind STORE_DIRECT or STORE_GROUP (0: not known);
 	 * a group message's members_version; a direct message's members
 	 * (malloc'd, store_outbox_free frees them); a receipt's prev, the
-	 * watermark it moved from (-1: not known). */
+	 * watermark it moved from (-1: not known); a direct receipt's
+	 * members too, and a receipt's reading device (0: not known) and the
+	 * node that committed it (-1: not known), so that its dispatcher can
+	 * reach everyone that node's own delivery did not. */
 	int conv_kind;
 	int64_t members_version;
 	int64_t *members;
 	size_t nmembers;
 	int64_t prev;
+	int64_t device;
+	int32_t node;
 } store_outbox_t;
 
 typedef struct store_vtab {

@@ -172,6 +172,63 @@ static void test_across_nodes_through_the_log(void **state)
 	pc_close(cb);
 }
 
+/* Receipts cross nodes through the log too: bob on node 2 reads what
+ * alice sent from node 1; alice (node 1) gets each receipt once, and so
+ * does bob's second device on node 3, from the dispatcher of the
+ * conversation's partition (node 2 reached its own connections only). */
+static void test_receipts_through_the_log(void **state)
+{
+	enum { N = 5 };
+	hx_user_t a, b, b2;
+	pc_conn_t *ca, *cb, *cb2;
+	double disp0 = 0, disp1 = 0;
+	int64_t conv;
+	json_t *j;
+	int i;
+
+	(void)state;
+	start_nodes("DS_RECEIPTS");
+	hx_user(node[0].port, "ra", &a);
+	hx_user(node[1].port, "rb", &b);
+	hx_login(node[2].port, &b, &b2);
+	conv = hx_direct(node[0].port, &a, &b);
+	ca = hx_ws(node[0].port, &a);
+	cb = hx_ws(node[1].port, &b);
+	cb2 = hx_ws(node[2].port, &b2);
+	resume_from_start(cb, conv);
+	resume_from_start(cb2, conv);
+	for (i = 0; i < NODES; i++)
+		disp0 += hx_metric(&node[i], "parley_dispatch_receipts_total");
+	for (i = 1; i <= N; i++) {
+		char body[16];
+		snprintf(body, sizeof body, "r%d", i);
+		assert_int_equal(hx_say(ca, conv, body), i);
+		assert_non_null(j = hx_next_msg(cb, HX_TIMEOUT));
+		json_decref(j);
+		hx_sendf(cb, "{\"type\":\"receipt\",\"conv\":%lld,\"state\":\"read\",\"seq\":%d}", (long long)conv, i);
+		j = hx_expect(ca, "receipt");
+		assert_int_equal(hx_int(j, "user"), b.id);
+		assert_string_equal(hx_str(j, "state"), "read");
+		assert_int_equal(hx_int(j, "seq"), i);
+		json_decref(j);
+		/* Bob's other device: the message, then his own receipt. */
+		assert_non_null(j = hx_next_msg(cb2, HX_TIMEOUT));
+		json_decref(j);
+		j = hx_expect(cb2, "receipt");
+		assert_int_equal(hx_int(j, "seq"), i);
+		json_decref(j);
+	}
+	/* Once each: nothing more comes. */
+	assert_null(hx_recv_within(ca, 300));
+	assert_null(hx_recv_within(cb2, 300));
+	for (i = 0; i < NODES; i++)
+		disp1 += hx_metric(&node[i], "parley_dispatch_receipts_total");
+	assert_int_equal(disp1 - disp0, N);
+	pc_close(ca);
+	pc_close(cb);
+	pc_close(cb2);
+}
+
 /* alice's node is killed the moment her last send is acked: bob, online
  * on node 2 all along, gets every acked message live, once, in order,
  * without reconnecting. Node 1 may have died before publishing some
@@ -302,6 +359,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_across_nodes_through_the_log, stop_nodes),
+		cmocka_unit_test_teardown(test_receipts_through_the_log, stop_nodes),
 		cmocka_unit_test_teardown(test_killed_after_ack_reaches_online, stop_nodes),
 		cmocka_unit_test_teardown(test_big_group_over_three_nodes, stop_nodes),
 	};

@@ -6,7 +6,9 @@
  * joining node gains; a message event reaches the members' connections
  * here unless this node committed it (its id's node bits), with a direct
  * message's members taken from the event and a group's read through the
- * fan-out's lookup; events that do not parse are counted and dropped,
+ * fan-out's lookup; a receipt event's frame reaches the other member and
+ * the reader's other devices (in a group, only the latter); events that
+ * do not parse are counted and dropped,
  * never delivered, never fatal; and end to end, an event published on
  * the log is delivered by the dispatcher that owns its partition. */
 #include <pthread.h>
@@ -223,6 +225,62 @@ static void test_message_scope(void **state)
 	assert_true(dc.messages >= 3);
 }
 
+static int got_conn_is(int i, uint64_t conn)
+{
+	int yes;
+
+	pthread_mutex_lock(&got_lock);
+	yes = i < ngot && got_conn[i] == conn;
+	pthread_mutex_unlock(&got_lock);
+	return yes;
+}
+
+/* A receipt event's frame: in a direct chat to the other member and the
+ * reader's other devices, on every node but the committing one; in a
+ * group to the reader's other devices only (the members get counts);
+ * swept from the outbox (no kind, no node), to the reader's devices. */
+static void test_receipt_scope(void **state)
+{
+	eventlog_event_t ev;
+	dispatch_counts_t before, after;
+	int i;
+
+	(void)state;
+	assert_int_equal(bus_attach(bus, 2, 21, CONN(3)), 0); /* bob's second device */
+	dispatch_counts(disp, &before);
+	clear();
+	ev = event_of("receipt.read", "{\"type\":\"receipt\",\"conv\":7,\"user\":2,\"state\":\"read\",\"seq\":4,"
+	                              "\"conv_kind\":\"direct\",\"members\":[1,2],\"prev\":3,\"device\":20,\"node\":5}");
+	assert_int_equal(dispatch_handle(disp, &ev), 0);
+	assert_int_equal(delivered_count(), 2);
+	for (i = 0; i < 2; i++) {
+		assert_true(got_conn_is(i, CONN(1)) || got_conn_is(i, CONN(3)));
+		assert_int_equal(got_seq[i], 0); /* a receipt frame is not in a conversation's order */
+	}
+	/* Committed here: this node's own delivery reached them. */
+	clear();
+	ev = event_of("receipt.read", "{\"type\":\"receipt\",\"conv\":7,\"user\":2,\"state\":\"read\",\"seq\":4,"
+	                              "\"conv_kind\":\"direct\",\"members\":[1,2],\"device\":20,\"node\":1}");
+	assert_int_equal(dispatch_handle(disp, &ev), 0);
+	assert_int_equal(delivered_count(), 0);
+	/* A group's: not to the other members (user 11 is one, here). */
+	clear();
+	ev = event_of("receipt.delivered", "{\"type\":\"receipt\",\"conv\":50,\"user\":12,\"state\":\"delivered\","
+	                                   "\"seq\":9,\"conv_kind\":\"group\",\"prev\":8,\"device\":120,\"node\":5}");
+	assert_int_equal(dispatch_handle(disp, &ev), 0);
+	assert_int_equal(delivered_count(), 0);
+	/* Swept: the reader's devices, both (no device to leave out). */
+	clear();
+	ev = event_of("receipt.read", "{\"type\":\"receipt\",\"conv\":7,\"user\":2,\"state\":\"read\",\"seq\":4}");
+	assert_int_equal(dispatch_handle(disp, &ev), 0);
+	assert_int_equal(delivered_count(), 2);
+	for (i = 0; i < 2; i++)
+		assert_true(got_conn_is(i, CONN(2)) || got_conn_is(i, CONN(3)));
+	dispatch_counts(disp, &after);
+	assert_int_equal(after.receipts - before.receipts, 4);
+	bus_detach(bus, 2, CONN(3));
+}
+
 /* Whatever the log holds that is not an event of ours is counted and
  * acknowledged: never delivered, never a crash. */
 static void test_malformed(void **state)
@@ -304,6 +362,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_owner),
 		cmocka_unit_test(test_message_scope),
+		cmocka_unit_test(test_receipt_scope),
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_through_the_log),
 	};
