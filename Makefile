@@ -171,7 +171,7 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined
                $(shell pkg-config --cflags libcrypto 2>/dev/null)
 FUZZ_LIBS := $(shell pkg-config --libs libcrypto 2>/dev/null)
 FUZZ_TARGETS := build/fuzz/fuzz_http build/fuzz/fuzz_ws build/fuzz/fuzz_webfiles build/fuzz/fuzz_proxy \
-                build/fuzz/fuzz_frames build/fuzz/fuzz_api build/fuzz/fuzz_envelope
+                build/fuzz/fuzz_frames build/fuzz/fuzz_api build/fuzz/fuzz_envelope build/fuzz/fuzz_spends
 
 # The node targets link every module but main.c, so modules added to src/
 # are fuzzed too; the objects are built once for both, with the fuzzers'
@@ -208,6 +208,10 @@ build/fuzz/fuzz_proxy: fuzz/fuzz_proxy.c src/clientaddr.c src/http.c src/sbuf.c 
 build/fuzz/fuzz_envelope: fuzz/fuzz_envelope.c src/bus_envelope.c
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^ $(FUZZ_LIBS)
+
+build/fuzz/fuzz_spends: fuzz/fuzz_spends.c src/spends.c src/budget.c src/ratelimit.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $^ $(FUZZ_LIBS) -lsodium -lm
 
 fuzz-build: $(FUZZ_TARGETS)
 

@@ -15,6 +15,8 @@
 
 #include <sodium.h>
 
+#include "spends.h"
+
 /* Enough that a few threads rarely meet on one mutex; small enough that
  * budget_set, which takes them all, stays cheap. */
 #define STRIPES 64
@@ -25,26 +27,9 @@ typedef struct bucket {
 	int64_t at_ms;     /* when tokens was last brought up to date */
 } bucket_t;
 
-/* What budget_take_shared admitted since the last note: keys merged in a
- * small open-addressed index (twice the entries, so probes stay short). */
-#define SHARE_INDEX (2 * BUDGET_SHARE_KEYS)
-#define SHARE_RECORD 12
-
-typedef struct share {
-	pthread_mutex_t lock;
-	budget_share_fn fn;
-	void *ud;
-	int64_t last_ms;
-	unsigned n;
-	unsigned long long dropped;
-	uint64_t keys[BUDGET_SHARE_KEYS];
-	double costs[BUDGET_SHARE_KEYS];
-	uint16_t index[SHARE_INDEX]; /* entry + 1; 0: free */
-} share_t;
-
 struct budget {
 	pthread_mutex_t locks[STRIPES];
-	share_t *share;
+	spends_t *share;      /* budget_set_share */
 	double rate, burst;  /* read under any stripe, written under all */
 	unsigned nslots;
 	unsigned char hash_key[crypto_shorthash_KEYBYTES];
@@ -90,10 +75,7 @@ void budget_free(budget_t *b)
 		return;
 	for (i = 0; i < STRIPES; i++)
 		pthread_mutex_destroy(&b->locks[i]);
-	if (b->share) {
-		pthread_mutex_destroy(&b->share->lock);
-		free(b->share);
-	}
+	spends_free(b->share);
 	sodium_memzero(b->hash_key, sizeof b->hash_key);
 	free(b);
 }
@@ -252,70 +234,9 @@ void budget_set(budget_t *b, double rate_per_s, double burst)
 
 int budget_set_share(budget_t *b, budget_share_fn fn, void *ud)
 {
-	share_t *sh;
-
-	if (!fn || b->share)
+	if (!fn || b->share || !(b->share = spends_new(fn, ud)))
 		return -1;
-	if (!(sh = calloc(1, sizeof *sh)))
-		return -1;
-	pthread_mutex_init(&sh->lock, NULL);
-	sh->fn = fn;
-	sh->ud = ud;
-	b->share = sh;
 	return 0;
-}
-
-/* Encodes and clears what is recorded; sh->lock held. Returns the
- * note's length in out (BUDGET_SHARE_KEYS x SHARE_RECORD bytes). */
-static size_t share_take_note(share_t *sh, uint8_t *out, int64_t now_ms)
-{
-	size_t len = 0;
-	unsigned i;
-	int k;
-
-	for (i = 0; i < sh->n; i++) {
-		double milli = sh->costs[i] * 1000.0;
-		uint32_t c = milli >= 4294967295.0 ? UINT32_MAX : (uint32_t)ceil(milli);
-		for (k = 0; k < 8; k++)
-			out[len++] = (uint8_t)(sh->keys[i] >> (8 * k));
-		for (k = 0; k < 4; k++)
-			out[len++] = (uint8_t)(c >> (8 * k));
-	}
-	sh->n = 0;
-	memset(sh->index, 0, sizeof sh->index);
-	sh->last_ms = now_ms;
-	return len;
-}
-
-static void share_record(share_t *sh, uint64_t key, double cost, int64_t now_ms)
-{
-	uint8_t note[BUDGET_SHARE_KEYS * SHARE_RECORD];
-	size_t len = 0;
-	unsigned at = (unsigned)((key * 0x9E3779B97F4A7C15ull) >> 32) % SHARE_INDEX;
-
-	pthread_mutex_lock(&sh->lock);
-	for (;; at = (at + 1) % SHARE_INDEX) {
-		unsigned e = sh->index[at];
-		if (e && sh->keys[e - 1] == key) {
-			sh->costs[e - 1] += cost;
-			break;
-		}
-		if (!e) {
-			if (sh->n == BUDGET_SHARE_KEYS) {
-				sh->dropped++;
-				break;
-			}
-			sh->keys[sh->n] = key;
-			sh->costs[sh->n] = cost;
-			sh->index[at] = (uint16_t)++sh->n;
-			break;
-		}
-	}
-	if (now_ms - sh->last_ms >= BUDGET_SHARE_MS)
-		len = share_take_note(sh, note, now_ms);
-	pthread_mutex_unlock(&sh->lock);
-	if (len)
-		sh->fn(sh->ud, note, len);
 }
 
 int64_t budget_take_shared(budget_t *b, uint64_t key, double cost, int64_t now_ms)
@@ -327,68 +248,49 @@ int64_t budget_take_shared(budget_t *b, uint64_t key, double cost, int64_t now_m
 		pthread_mutex_lock(&b->locks[0]);
 		burst = b->burst;
 		pthread_mutex_unlock(&b->locks[0]);
-		share_record(b->share, key, cost > burst ? burst : cost, now_ms);
+		spends_add(b->share, key, cost > burst ? burst : cost, now_ms);
 	}
 	return wait;
 }
 
 void budget_share_flush(budget_t *b, int64_t now_ms)
 {
-	uint8_t note[BUDGET_SHARE_KEYS * SHARE_RECORD];
-	share_t *sh = b->share;
-	size_t len = 0;
-
-	if (!sh)
-		return;
-	pthread_mutex_lock(&sh->lock);
-	if (sh->n)
-		len = share_take_note(sh, note, now_ms);
-	pthread_mutex_unlock(&sh->lock);
-	if (len)
-		sh->fn(sh->ud, note, len);
+	if (b->share)
+		spends_flush(b->share, now_ms);
 }
 
 unsigned long long budget_share_dropped(budget_t *b)
 {
-	unsigned long long n = 0;
+	return b->share ? spends_dropped(b->share) : 0;
+}
 
-	if (b->share) {
-		pthread_mutex_lock(&b->share->lock);
-		n = b->share->dropped;
-		pthread_mutex_unlock(&b->share->lock);
+/* Charges one key of another node's note, down to minus the burst. */
+typedef struct charge_ctx {
+	budget_t *b;
+	int64_t now_ms;
+} charge_ctx_t;
+
+static void charge_key(void *ud, uint64_t key, double cost)
+{
+	charge_ctx_t *c = ud;
+	budget_t *b = c->b;
+	place_t pl;
+	bucket_t *s;
+
+	place_of(b, key, &pl);
+	lock_place(b, &pl);
+	if (b->rate > 0) {
+		s = find_or_place(b, &pl, c->now_ms);
+		s->tokens -= cost;
+		if (s->tokens < -b->burst)
+			s->tokens = -b->burst;
 	}
-	return n;
+	unlock_place(b, &pl);
 }
 
 int budget_apply_note(budget_t *b, const void *note, size_t len, int64_t now_ms)
 {
-	const uint8_t *p = note;
-	size_t off;
+	charge_ctx_t c = {b, now_ms};
 
-	if (len % SHARE_RECORD || len > (size_t)BUDGET_SHARE_KEYS * SHARE_RECORD)
-		return -1;
-	for (off = 0; off < len; off += SHARE_RECORD) {
-		uint64_t key = 0;
-		uint32_t milli = 0;
-		place_t pl;
-		bucket_t *s;
-		int k;
-
-		for (k = 0; k < 8; k++)
-			key |= (uint64_t)p[off + k] << (8 * k);
-		for (k = 0; k < 4; k++)
-			milli |= (uint32_t)p[off + 8 + k] << (8 * k);
-		if (!milli)
-			continue;
-		place_of(b, key, &pl);
-		lock_place(b, &pl);
-		if (b->rate > 0) {
-			s = find_or_place(b, &pl, now_ms);
-			s->tokens -= (double)milli / 1000.0;
-			if (s->tokens < -b->burst)
-				s->tokens = -b->burst;
-		}
-		unlock_place(b, &pl);
-	}
-	return 0;
+	return spends_parse(note, len, charge_key, &c);
 }

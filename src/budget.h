@@ -72,24 +72,15 @@ void budget_set(budget_t *b, double rate_per_s, double burst);
  *
  * A per-address budget on one node of several would admit as many times
  * its rate as there are nodes: the load balancer routes by user, so one
- * address's sign-ups and logins reach every node. Each node keeps its own
- * table and tells the others what it spent; each charges what it hears as
- * if taken here, so every node's bucket for a key sees the spends of the
- * whole fleet. Nothing waits for another node: a take is decided at once
- * from the local bucket, and the fleet admits at most what one node's
- * unshared spends add (a flush interval's worth per node) above the
- * budget.
+ * address's sign-ups and logins reach every node. spends.h says how the
+ * nodes tell each other what they admitted, and what that bounds.
  *
- * budget_set_share: from now on budget_take_shared records what it admits
- * (up to BUDGET_SHARE_KEYS distinct keys between flushes; further keys'
- * spends are counted as dropped, not shared), and hands the record to
- * fn(ud, note, len) -- on the taking thread, outside the budget's locks --
- * once BUDGET_SHARE_MS have passed since the last note, and on each
- * budget_share_flush (a periodic backstop, for a node that went quiet).
- * A note is 12 bytes a key: the key (8, little endian) and the cost in
- * thousandths (4). Call before other threads use b.
+ * budget_set_share: from now on budget_take_shared gathers what it
+ * admits (spends.h: fn gets the notes, on the taking thread or
+ * budget_share_flush's, outside the budget's locks). Call before other
+ * threads use b. 0, or -1 (out of memory, or already set).
  *
- * budget_take_shared: budget_take, and when admitted, recorded for the
+ * budget_take_shared: budget_take, and when admitted, gathered for the
  * fleet; budget_take stays local (for keys routing already keeps on one
  * node, such as users under sticky routing, where sharing would only
  * cost).
@@ -98,16 +89,12 @@ void budget_set(budget_t *b, double rate_per_s, double burst);
  * empty, down to minus the burst, so that a fleet's spends are not
  * forgotten by a full node. 0, or -1 when the note is malformed (nothing
  * is charged). */
-#define BUDGET_SHARE_KEYS 512
-#define BUDGET_SHARE_MS 200
-
 typedef void (*budget_share_fn)(void *ud, const void *note, size_t len);
 int budget_set_share(budget_t *b, budget_share_fn fn, void *ud);
 int64_t budget_take_shared(budget_t *b, uint64_t key, double cost, int64_t now_ms);
 void budget_share_flush(budget_t *b, int64_t now_ms);
 int budget_apply_note(budget_t *b, const void *note, size_t len, int64_t now_ms);
-/* Spends not shared because a flush interval held more keys than a note
- * carries. */
+/* Spends not shared (spends_dropped). */
 unsigned long long budget_share_dropped(budget_t *b);
 
 #endif

@@ -1856,6 +1856,7 @@ void bus_redis_stats(bus_t *base, bus_redis_stats_t *out)
 	out->dropped = atomic_load(&b->dropped);
 	out->malformed = atomic_load(&b->malformed);
 	out->refused_elsewhere = atomic_load(&b->refused_remote);
+	out->users_elsewhere = atomic_load(&b->rc_entries);
 	out->notes_sent = atomic_load(&b->notes_sent);
 	out->notes_heard = atomic_load(&b->notes_heard);
 	out->notes_dropped = atomic_load(&b->notes_dropped);

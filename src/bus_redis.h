@@ -34,6 +34,7 @@ typedef struct bus_redis_stats {
 	unsigned long long notes_sent;    /* bus_redis_note: published */
 	unsigned long long notes_heard;   /* from other nodes */
 	unsigned long long notes_dropped; /* not sent: Redis away, queue full */
+	unsigned long long users_elsewhere; /* users of this node known to have connections on others too */
 } bus_redis_stats_t;
 
 /* Counters so far. Any thread. */

@@ -100,8 +100,12 @@ sbuf_t *metrics_response(server_t *srv, int keep_alive)
 		       "WebSockets refused because the user's connections on all nodes reached --max-user-connections, "
 		       "counting those on other nodes.",
 		       (double)bs.refused_elsewhere);
+		metric(&b, "parley_bus_users_elsewhere", "gauge",
+		       "Users with connections here known to have connections on other nodes too (counted under "
+		       "--max-user-connections; their senders' budgets are shared).",
+		       (double)bs.users_elsewhere);
 		metric(&b, "parley_bus_notes_sent_total", "counter",
-		       "Notes published to the other nodes (failed and successful logins, for their backoff).",
+		       "Notes published to the other nodes (logins for their backoff, spends for shared budgets).",
 		       (double)bs.notes_sent);
 		metric(&b, "parley_bus_notes_heard_total", "counter", "Notes heard from other nodes.",
 		       (double)bs.notes_heard);

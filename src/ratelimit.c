@@ -105,14 +105,12 @@ static void grow(ratelimit_t *r)
 	r->nbuckets = n;
 }
 
-int64_t ratelimit_take(ratelimit_t *r, int64_t user, double cost, int64_t now_ms)
+/* user's bucket, made full when it has none, brought up to now_ms; NULL
+ * when out of memory. */
+static bucket_t *bucket_of(ratelimit_t *r, int64_t user, int64_t now_ms)
 {
 	bucket_t **p, *b;
 
-	if (r->rate <= 0)
-		return 0;
-	if (cost > r->burst)
-		cost = r->burst;
 	if (++r->takes % SWEEP_EVERY == 0)
 		sweep(r, now_ms);
 	p = &r->table[(uint64_t)user % r->nbuckets];
@@ -120,16 +118,29 @@ int64_t ratelimit_take(ratelimit_t *r, int64_t user, double cost, int64_t now_ms
 		p = &(*p)->next;
 	if (!(b = *p)) {
 		if (!(b = malloc(sizeof *b)))
-			return 0; /* out of memory: admit rather than refuse everyone */
+			return NULL;
 		b->next = NULL;
 		b->user = user;
 		b->tokens = r->burst;
 		b->at_ms = now_ms;
 		*p = b;
 		if (++r->count > 2 * r->nbuckets)
-			grow(r);
+			grow(r); /* b stays valid: only the chains move */
 	}
 	refill(r, b, now_ms);
+	return b;
+}
+
+int64_t ratelimit_take(ratelimit_t *r, int64_t user, double cost, int64_t now_ms)
+{
+	bucket_t *b;
+
+	if (r->rate <= 0)
+		return 0;
+	if (cost > r->burst)
+		cost = r->burst;
+	if (!(b = bucket_of(r, user, now_ms)))
+		return 0; /* out of memory: admit rather than refuse everyone */
 	if (b->tokens >= cost) {
 		b->tokens -= cost;
 		return 0;
@@ -155,6 +166,15 @@ void ratelimit_refund(ratelimit_t *r, int64_t user, double cost, int64_t now_ms)
 		refill(r, b, now_ms);
 		b->tokens = fmin(r->burst, b->tokens + cost);
 	}
+}
+
+void ratelimit_charge(ratelimit_t *r, int64_t user, double cost, int64_t now_ms)
+{
+	bucket_t *b;
+
+	if (r->rate <= 0 || !(cost > 0) || !(b = bucket_of(r, user, now_ms)))
+		return;
+	b->tokens = fmax(-r->burst, b->tokens - cost);
 }
 
 uint64_t ratelimit_size(const ratelimit_t *r)

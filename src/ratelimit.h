@@ -28,6 +28,11 @@ int64_t ratelimit_take(ratelimit_t *r, int64_t user, double cost, int64_t now_ms
  * budget and refused by another), never above the burst. */
 void ratelimit_refund(ratelimit_t *r, int64_t user, double cost, int64_t now_ms);
 
+/* Charges cost spent by user on another node (spends.h): taken whatever
+ * the bucket holds, down to minus the burst, so that the fleet's spends
+ * count here too. */
+void ratelimit_charge(ratelimit_t *r, int64_t user, double cost, int64_t now_ms);
+
 /* Buckets held (a full bucket is forgotten when next swept). */
 uint64_t ratelimit_size(const ratelimit_t *r);
 

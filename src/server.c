@@ -14,6 +14,7 @@
 #include "addrconns.h"
 #include "auth.h"
 #include "budget.h"
+#include "spends.h"
 #include "origin.h"
 #include "tickets.h"
 #include "bus.h"
@@ -176,6 +177,8 @@ static void server_free(server_t *srv)
 	budget_free(srv->read_budget);
 	tickets_free(srv->tickets);
 	bus_free(srv->bus);
+	spends_free(srv->sent_recipients);
+	spends_free(srv->sent_bytes);
 	store_release(srv->store_claim);
 	free(srv);
 }
@@ -297,6 +300,66 @@ static void heard_address_work(void *ud, const uint8_t *note, size_t len)
 	heard_spends(((server_t *)ud)->work_budget, "work", note, len);
 }
 
+/* Senders' budgets: routing keeps a user's sockets on one node, so they
+ * are shared only for a user who has connections on other nodes too
+ * (as the connection cap's count from Redis says, with the cap on): a
+ * user connected to several nodes directly, or moved mid-failover. What
+ * the writer admitted for such a user is told as notes 'R' (recipients)
+ * and 'D' (bytes stored); the others charge their writer's budgets. */
+static void share_recipients(void *ud, const void *note, size_t len)
+{
+	bus_redis_note(((server_t *)ud)->bus, 'R', note, len);
+}
+
+static void share_stored(void *ud, const void *note, size_t len)
+{
+	bus_redis_note(((server_t *)ud)->bus, 'D', note, len);
+}
+
+static void sender_admitted(void *ud, int64_t user, double recipients, double bytes, int64_t now_ms)
+{
+	server_t *srv = ud;
+
+	if (bus_redis_elsewhere(srv->bus, user) == 0)
+		return;
+	if (recipients > 0)
+		spends_add(srv->sent_recipients, (uint64_t)user, recipients, now_ms);
+	if (bytes > 0)
+		spends_add(srv->sent_bytes, (uint64_t)user, bytes, now_ms);
+}
+
+typedef struct heard_ctx {
+	server_t *srv;
+	int bytes;
+	int64_t now_ms;
+} heard_ctx_t;
+
+static void charge_sender(void *ud, uint64_t key, double cost)
+{
+	heard_ctx_t *h = ud;
+
+	if (key > 0 && key <= INT64_MAX)
+		writer_charge(h->srv->writer, (int64_t)key, h->bytes ? 0 : cost, h->bytes ? cost : 0, h->now_ms);
+}
+
+static void heard_sender(server_t *srv, int bytes, const uint8_t *note, size_t len)
+{
+	heard_ctx_t h = {srv, bytes, clock_wall_ms()};
+
+	if (spends_parse(note, len, charge_sender, &h) < 0)
+		log_warn("bus: dropped a malformed %s budget note of %zu bytes", bytes ? "storage" : "sending", len);
+}
+
+static void heard_recipients(void *ud, const uint8_t *note, size_t len)
+{
+	heard_sender(ud, 0, note, len);
+}
+
+static void heard_stored(void *ud, const uint8_t *note, size_t len)
+{
+	heard_sender(ud, 1, note, len);
+}
+
 /* Each heartbeat, on the bus thread: what the shared budgets gathered
  * and no later take has sent yet (a node gone quiet), and a word when a
  * flush interval held more addresses than a note carries. */
@@ -313,9 +376,15 @@ static void share_beat(void *ud)
 			budget_share_flush(bs[i], now);
 			dropped += budget_share_dropped(bs[i]);
 		}
+	if (srv->sent_recipients) {
+		int64_t wall = clock_wall_ms();
+		spends_flush(srv->sent_recipients, wall);
+		spends_flush(srv->sent_bytes, wall);
+		dropped += spends_dropped(srv->sent_recipients) + spends_dropped(srv->sent_bytes);
+	}
 	if (dropped > srv->share_dropped_logged && now - srv->share_dropped_logged_at >= 10000) {
 		log_warn("budgets: %llu spends not shared with the fleet (more than %d addresses spent within %d ms)",
-		         dropped - srv->share_dropped_logged, BUDGET_SHARE_KEYS, BUDGET_SHARE_MS);
+		         dropped - srv->share_dropped_logged, SPENDS_KEYS, SPENDS_EVERY_MS);
 		srv->share_dropped_logged = dropped;
 		srv->share_dropped_logged_at = now;
 	}
@@ -331,6 +400,16 @@ static int share_budgets(server_t *srv)
 	                          bus_redis_on_note(srv->bus, 'W', heard_address_work, srv) < 0))) {
 		log_error("out of memory sharing the budgets");
 		return -1;
+	}
+	if (srv->cfg.max_user_connections && (srv->cfg.rate_limit > 0 || srv->cfg.storage_per_day > 0)) {
+		if (!(srv->sent_recipients = spends_new(share_recipients, srv)) ||
+		    !(srv->sent_bytes = spends_new(share_stored, srv)) ||
+		    bus_redis_on_note(srv->bus, 'R', heard_recipients, srv) < 0 ||
+		    bus_redis_on_note(srv->bus, 'D', heard_stored, srv) < 0) {
+			log_error("out of memory sharing the senders' budgets");
+			return -1;
+		}
+		writer_on_admit(srv->writer, sender_admitted, srv);
 	}
 	bus_redis_on_beat(srv->bus, share_beat, srv);
 	return 0;

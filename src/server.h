@@ -102,6 +102,8 @@ typedef struct server {
 	/* In a fleet the per-address ones are shared (budget.h); the bus
 	 * thread's count of spends that were not, as last logged. */
 	unsigned long long share_dropped_logged;
+	/* Senders' spends told to the fleet (server.c); NULL: not shared. */
+	struct spends *sent_recipients, *sent_bytes;
 	int64_t share_dropped_logged_at;
 	budget_t *read_budget;    /* WebSocket input bytes per user; NULL: unlimited */
 	tickets_t *tickets;       /* WebSocket tickets */

@@ -53,6 +53,8 @@ struct writer {
 	snowflake_t ids;
 	ratelimit_t *limits;
 	ratelimit_t *storage;    /* bytes, likewise */
+	writer_admit_fn admit_fn; /* writer_on_admit */
+	void *admit_ud;
 	atomic_uint delay_us;    /* see writer_set_commit_delay */
 	writer_committed_fn committed; /* writer_set_outbox; NULL: none */
 	void *committed_ud;
@@ -89,6 +91,9 @@ static int64_t admit(void *ud, store_op_t *op, size_t recipients)
 		wait = 0;
 	}
 	pthread_mutex_unlock(&w->shared);
+	if (!wait && w->admit_fn && (w->limits || w->storage))
+		w->admit_fn(w->admit_ud, op->user, w->limits ? (double)recipients : 0, w->storage ? stored_cost(op) : 0,
+		            op->now_ms);
 	return wait;
 }
 
@@ -116,6 +121,22 @@ int writer_set_storage_limit(writer_t *w, double bytes_per_day)
 	w->storage = r;
 	pthread_mutex_unlock(&w->shared);
 	return 0;
+}
+
+void writer_on_admit(writer_t *w, writer_admit_fn fn, void *ud)
+{
+	w->admit_ud = ud;
+	w->admit_fn = fn;
+}
+
+void writer_charge(writer_t *w, int64_t user, double recipients, double bytes, int64_t now_ms)
+{
+	pthread_mutex_lock(&w->shared);
+	if (w->limits && recipients > 0)
+		ratelimit_charge(w->limits, user, recipients, now_ms);
+	if (w->storage && bytes > 0)
+		ratelimit_charge(w->storage, user, bytes, now_ms);
+	pthread_mutex_unlock(&w->shared);
 }
 
 void writer_set_commit_delay(writer_t *w, unsigned delay_us)

@@ -55,6 +55,16 @@ int writer_set_rate_limit(writer_t *w, double rate, double burst);
 enum { WRITER_LIMIT_RECIPIENTS = 1, WRITER_LIMIT_STORAGE = 2 };
 int writer_set_storage_limit(writer_t *w, double bytes_per_day);
 
+/* A fleet's senders' budgets (spends.h). writer_on_admit: fn(ud, user,
+ * recipients, bytes, now_ms) after each send both budgets admitted, on
+ * the lane's thread, outside the writer's locks; it must not block (it
+ * gathers what to tell the other nodes). Call before the first submit.
+ * writer_charge: what user spent on another node, charged to this
+ * node's budgets as if spent here (ratelimit_charge). Any thread. */
+typedef void (*writer_admit_fn)(void *ud, int64_t user, double recipients, double bytes, int64_t now_ms);
+void writer_on_admit(writer_t *w, writer_admit_fn fn, void *ud);
+void writer_charge(writer_t *w, int64_t user, double recipients, double bytes, int64_t now_ms);
+
 /* Commit delay: before committing fewer than WRITER_DELAY_BATCH ops, wait
  * this many microseconds for more to join (0, the default: commit at
  * once). Fewer, larger commits cost less CPU per message at moderate

@@ -20,20 +20,25 @@
 #include <unistd.h>
 
 #include "budget.h"
+#include "spends.h"
 #include "loop.h"
 #include "redisserver.h"
 
 static redisserver_t *rs;
 static hx_server_t n1, n2;
 
-/* Both nodes, with one more option and its value when opt is not NULL. */
-static int start_pair(const char *opt, const char *value)
+/* Both nodes, with the options of extra too (NULL-terminated, at most 6;
+ * NULL: none). */
+static int start_pair(const char *const *extra)
 {
-	const char *a1[] = {"--redis", NULL, "--node-id", "1", "--fast-password-hashing", "--presence-grace", "500",
-	                    "--max-user-connections", "3", opt, value, NULL};
-	const char *a2[] = {"--redis", NULL, "--node-id", "2", "--fast-password-hashing", "--presence-grace", "500",
-	                    "--max-user-connections", "3", opt, value, NULL};
+	const char *a1[20] = {"--redis", NULL, "--node-id", "1", "--fast-password-hashing", "--presence-grace", "500",
+	                      "--max-user-connections", "3"};
+	const char *a2[20] = {"--redis", NULL, "--node-id", "2", "--fast-password-hashing", "--presence-grace", "500",
+	                      "--max-user-connections", "3"};
+	int i;
 
+	for (i = 0; extra && extra[i] && i < 6; i++)
+		a1[9 + i] = a2[9 + i] = extra[i];
 	if (!rs && !(rs = redisserver_start()))
 		return -1;
 	a1[1] = a2[1] = redisserver_url(rs);
@@ -48,7 +53,7 @@ static int start_pair(const char *opt, const char *value)
 static int setup(void **state)
 {
 	(void)state;
-	return start_pair(NULL, NULL);
+	return start_pair(NULL);
 }
 
 static int teardown(void **state)
@@ -289,7 +294,10 @@ static void test_signup_budget_across_nodes(void **state)
 	/* The harness turns the budget off; back on, at its default. */
 	hx_finish(&n2);
 	hx_finish(&n1);
-	assert_int_equal(start_pair("--signup-rate", "20"), 0);
+	{
+		static const char *const extra[] = {"--signup-rate", "20", NULL};
+		assert_int_equal(start_pair(extra), 0);
+	}
 	for (i = 0; i < 30; i++) {
 		const hx_server_t *at = i % 2 ? &n2 : &n1, *other = i % 2 ? &n1 : &n2;
 		double sent0 = hx_metric(at, "parley_bus_notes_sent_total");
@@ -305,7 +313,7 @@ static void test_signup_budget_across_nodes(void **state)
 			admitted++;
 		else if (st == 429)
 			refused++;
-		usleep((BUDGET_SHARE_MS + 50) * 1000);
+		usleep((SPENDS_EVERY_MS + 50) * 1000);
 		end = clock_mono_ms() + 5000;
 		while (hx_metric(other, "parley_bus_notes_heard_total") - heard0 <
 		               hx_metric(at, "parley_bus_notes_sent_total") - sent0 &&
@@ -316,6 +324,86 @@ static void test_signup_budget_across_nodes(void **state)
 	assert_int_equal(refused, 10);
 	assert_int_equal((int)hx_metric(&n1, "parley_bus_notes_dropped_total"), 0);
 	assert_int_equal((int)hx_metric(&n2, "parley_bus_notes_dropped_total"), 0);
+}
+
+/* Waits until the node has heard as many notes from the other as that
+ * one has sent since the counts given (both read before). */
+static void notes_caught_up(const hx_server_t *from, double sent0, const hx_server_t *to, double heard0)
+{
+	int64_t end = clock_mono_ms() + 5000;
+
+	while (hx_metric(to, "parley_bus_notes_heard_total") - heard0 <
+	               hx_metric(from, "parley_bus_notes_sent_total") - sent0 &&
+	       clock_mono_ms() < end)
+		usleep(10000);
+}
+
+/* The reply to a send with cmid: 1 acked, 0 refused over budget. */
+static int send_outcome(pc_conn_t *c, int64_t conv, const char *cmid)
+{
+	hx_sendf(c, "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"%s\",\"body\":\"spend\"}", (long long)conv, cmid);
+	for (;;) {
+		json_t *j = hx_recv(c);
+		const char *t = hx_str(j, "type");
+		int r = -1;
+		if (!strcmp(t, "ack"))
+			r = 1;
+		else if (!strcmp(t, "error"))
+			r = strcmp(hx_str(j, "code"), "rate_limited") == 0 ? 0 : -1;
+		if (r >= 0 || !strcmp(t, "error")) {
+			assert_true(r >= 0);
+			json_decref(j);
+			return r;
+		}
+		json_decref(j);
+	}
+}
+
+/* A sender connected to both nodes (as when a client reaches nodes
+ * directly, or moves mid-failover) spends one budget across them: 10
+ * recipients at once, barely refilling, over both nodes, admits 10
+ * messages, not 10 on each. Paced as the sign-up test is. */
+static void test_sender_budget_across_nodes(void **state)
+{
+	static const char *const extra[] = {"--rate-limit", "0.001", "--rate-burst", "10", NULL};
+	hx_user_t a, a2, b;
+	pc_conn_t *c1, *c2;
+	int64_t conv, end;
+	int i, acked = 0, refused = 0;
+
+	(void)state;
+	hx_finish(&n2);
+	hx_finish(&n1);
+	assert_int_equal(start_pair(extra), 0);
+	hx_user(n1.port, "spender", &a);
+	hx_login(n2.port, &a, &a2);
+	hx_user(n1.port, "spent_on", &b);
+	conv = hx_direct(n1.port, &a, &b);
+	c1 = hx_ws(n1.port, &a);
+	c2 = hx_ws(n2.port, &a2);
+	end = clock_mono_ms() + 5000;
+	while ((hx_metric(&n1, "parley_bus_users_elsewhere") < 1 || hx_metric(&n2, "parley_bus_users_elsewhere") < 1) &&
+	       clock_mono_ms() < end)
+		usleep(10000);
+	assert_true(hx_metric(&n1, "parley_bus_users_elsewhere") >= 1);
+	assert_true(hx_metric(&n2, "parley_bus_users_elsewhere") >= 1);
+	for (i = 0; i < 20; i++) {
+		const hx_server_t *at = i % 2 ? &n2 : &n1, *other = i % 2 ? &n1 : &n2;
+		double sent0 = hx_metric(at, "parley_bus_notes_sent_total");
+		double heard0 = hx_metric(other, "parley_bus_notes_heard_total");
+		char cmid[16];
+		snprintf(cmid, sizeof cmid, "s%d", i);
+		if (send_outcome(i % 2 ? c2 : c1, conv, cmid))
+			acked++;
+		else
+			refused++;
+		usleep((SPENDS_EVERY_MS + 50) * 1000);
+		notes_caught_up(at, sent0, other, heard0);
+	}
+	assert_int_equal(acked, 10);
+	assert_int_equal(refused, 10);
+	pc_close(c1);
+	pc_close(c2);
 }
 
 static void test_duplicate_node_id(void **state)
@@ -413,6 +501,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_connection_cap_across_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_login_backoff_across_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_signup_budget_across_nodes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sender_budget_across_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_duplicate_node_id, setup, teardown),
 		/* Last: node 2's id stays claimed for 5 s after its kill. */
 		cmocka_unit_test_setup_teardown(test_node_killed, setup, teardown),

@@ -19,6 +19,7 @@
 #include <sodium.h>
 
 #include "budget.h"
+#include "spends.h"
 
 #define T0 1000000
 
@@ -353,7 +354,7 @@ static void test_shared_by_nodes(void **state)
  * note on the next take after it, or on budget_share_flush; more keys
  * than a note carries are counted as dropped; a malformed note charges
  * nothing. */
-static uint8_t last_note[BUDGET_SHARE_KEYS * 12];
+static uint8_t last_note[SPENDS_KEYS * 12];
 static size_t last_len;
 
 static void keep_note(void *ud, const void *note, size_t len)
@@ -381,7 +382,7 @@ static void test_share_batches(void **state)
 	assert_int_equal(budget_take_shared(b, 2, 1, T0 + 20), 0);
 	assert_int_equal(budget_take_shared(b, 1, 4, T0 + 30), 0);
 	assert_int_equal(notes_sent, 1);
-	assert_int_equal(budget_take_shared(b, 2, 1, T0 + 10 + BUDGET_SHARE_MS), 0);
+	assert_int_equal(budget_take_shared(b, 2, 1, T0 + 10 + SPENDS_EVERY_MS), 0);
 	assert_int_equal(notes_sent, 2);
 	assert_int_equal(last_len, 24); /* key 1: 7; key 2: 2 */
 	/* Applied elsewhere: key 1 there has 100 - 7 left, so 94 is refused
@@ -399,21 +400,21 @@ static void test_share_batches(void **state)
 	/* The backstop sends what waits within the interval; when nothing
 	 * waits, nothing. */
 	notes_sent = 0;
-	budget_share_flush(b, T0 + 40 + BUDGET_SHARE_MS);
+	budget_share_flush(b, T0 + 40 + SPENDS_EVERY_MS);
 	assert_int_equal(notes_sent, 0);
-	assert_int_equal(budget_take_shared(b, 3, 1, T0 + 60 + BUDGET_SHARE_MS), 0);
+	assert_int_equal(budget_take_shared(b, 3, 1, T0 + 60 + SPENDS_EVERY_MS), 0);
 	assert_int_equal(notes_sent, 0);
-	budget_share_flush(b, T0 + 70 + BUDGET_SHARE_MS);
+	budget_share_flush(b, T0 + 70 + SPENDS_EVERY_MS);
 	assert_int_equal(notes_sent, 1);
 	assert_int_equal(last_len, 12);
 	/* A spray of keys within one interval: a note's worth, the rest
 	 * counted. */
 	notes_sent = 0;
-	for (k = 0; k < BUDGET_SHARE_KEYS + 10; k++)
-		assert_int_equal(budget_take_shared(b, 1000 + k, 1, T0 + 80 + BUDGET_SHARE_MS), 0);
+	for (k = 0; k < SPENDS_KEYS + 10; k++)
+		assert_int_equal(budget_take_shared(b, 1000 + k, 1, T0 + 80 + SPENDS_EVERY_MS), 0);
 	assert_int_equal(budget_share_dropped(b), 10);
-	budget_share_flush(b, T0 + 90 + BUDGET_SHARE_MS);
-	assert_int_equal(last_len, BUDGET_SHARE_KEYS * 12);
+	budget_share_flush(b, T0 + 90 + SPENDS_EVERY_MS);
+	assert_int_equal(last_len, SPENDS_KEYS * 12);
 	/* Malformed: not a whole record, or longer than any note. */
 	assert_int_equal(budget_apply_note(o, last_note, 13, T0), -1);
 	assert_int_equal(budget_take(o, 5000, 100, T0), 0);

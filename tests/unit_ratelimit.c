@@ -1,5 +1,6 @@
 /* unit_ratelimit.c - the senders' budgets: charged by cost, refilled by
- * time, capped at the burst, per user, and forgotten once full again. */
+ * time, capped at the burst, per user, and forgotten once full again;
+ * spends from other nodes charged below empty, down to minus the burst. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -50,11 +51,37 @@ static void test_sweep_and_off(void **state)
 	ratelimit_free(r);
 }
 
+/* What a user spent on other nodes counts here: a fresh user charged 300
+ * has 700 left; charged past empty, the bucket owes it, but never more
+ * than a burst; a charge when off, or of nothing, changes nothing. */
+static void test_charge(void **state)
+{
+	ratelimit_t *r = ratelimit_new(100, 1000), *off = ratelimit_new(0, 10);
+	int64_t t = 1000000;
+
+	(void)state;
+	ratelimit_charge(r, 1, 300, t);
+	assert_int_equal(ratelimit_take(r, 1, 701, t), 10);
+	assert_int_equal(ratelimit_take(r, 1, 700, t), 0);
+	ratelimit_charge(r, 1, 500, t);               /* -500 */
+	assert_int_equal(ratelimit_take(r, 1, 1, t), 5010);
+	ratelimit_charge(r, 1, 5000, t);              /* -1000 at most */
+	assert_int_equal(ratelimit_take(r, 1, 1, t), 10010);
+	ratelimit_charge(r, 2, 0, t);
+	ratelimit_charge(r, 2, -5, t);
+	assert_int_equal(ratelimit_take(r, 2, 1000, t), 0);
+	ratelimit_charge(off, 1, 100, t);
+	assert_int_equal(ratelimit_take(off, 1, 100, t), 0);
+	ratelimit_free(r);
+	ratelimit_free(off);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_buckets),
 		cmocka_unit_test(test_sweep_and_off),
+		cmocka_unit_test(test_charge),
 	};
 	return cmocka_run_group_tests_name("unit_ratelimit", tests, NULL, NULL);
 }
