@@ -8,10 +8,12 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -304,6 +306,35 @@ static void test_nodes(void **state)
 	assert_int_equal(nodes[0], NODE);
 }
 
+/* bus_sync: nothing to wait for (1), or exactly one callback with ok 1
+ * soon after, on some thread of the bus's. */
+static atomic_int synced_calls, synced_ok;
+
+static void on_synced(void *arg, int ok)
+{
+	(void)arg;
+	atomic_store(&synced_ok, ok);
+	atomic_fetch_add(&synced_calls, 1);
+}
+
+static void test_sync(void **state)
+{
+	int i, rc;
+
+	(void)state;
+	assert_int_equal(bus_attach(bus, 5, 50, CONN(1)), 0);
+	atomic_store(&synced_calls, 0);
+	rc = bus_sync(bus, on_synced, NULL);
+	assert_true(rc == 0 || rc == 1);
+	for (i = 0; rc == 0 && i < 500 && atomic_load(&synced_calls) == 0; i++)
+		usleep(10000);
+	settle();
+	assert_int_equal(atomic_load(&synced_calls), rc == 0 ? 1 : 0);
+	if (rc == 0)
+		assert_int_equal(atomic_load(&synced_ok), 1);
+	bus_detach(bus, 5, CONN(1));
+}
+
 /* Presence: a subscribe is answered at once with the state now; every
  * change after (online, away when every connection says so, back, gone
  * with a last_seen) is reported with a rising version, from no lock of the
@@ -392,6 +423,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deliver_kick_send, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_many, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nodes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sync, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_presence, setup, teardown),
 	};
 	size_t i;
