@@ -102,6 +102,21 @@ void store_messages_free(store_message_t *m, size_t n)
 	free(m);
 }
 
+void store_push_targets_free(store_push_target_t *t, size_t n)
+{
+	size_t i;
+
+	if (!t)
+		return;
+	for (i = 0; i < n; i++) {
+		free(t[i].address);
+		free(t[i].topic);
+		free(t[i].p256dh);
+		free(t[i].auth);
+	}
+	free(t);
+}
+
 void store_outbox_free(store_outbox_t *rows, size_t n)
 {
 	size_t i;

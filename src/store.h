@@ -102,6 +102,20 @@ typedef struct store_device {
 	int64_t created_at, last_used;
 } store_device_t;
 
+/* Where a device is woken while it holds no connection (push.h, later):
+ * one target per device and platform. Strings are malloc'd (freed by
+ * store_push_targets_free); "" where a platform has none. */
+enum { STORE_PUSH_APNS = 1, STORE_PUSH_FCM = 2, STORE_PUSH_WEBPUSH = 3 };
+typedef struct store_push_target {
+	int64_t id, user, device;
+	int platform;           /* STORE_PUSH_* */
+	char *address;          /* APNs device token (hex), FCM registration token, Web Push endpoint */
+	char *topic;            /* APNs: the app's bundle id */
+	int sandbox;            /* APNs: its development environment */
+	char *p256dh, *auth;    /* Web Push: the subscription's keys, base64url */
+	int64_t created_at;
+} store_push_target_t;
+
 typedef struct store_receipt {
 	int64_t user_id;
 	int64_t delivered_at;   /* Unix ms, 0 when not yet */
@@ -220,6 +234,11 @@ typedef struct store_vtab {
 	int (*device_delete)(store_t *s, int64_t user_id, int64_t device_id);
 	int (*devices)(store_t *s, int64_t user_id, int64_t used_since_ms, store_device_t **out,
 	               size_t *n);
+	int (*push_target_put)(store_t *s, const store_push_target_t *t, int64_t now_ms, int64_t *id);
+	int (*push_targets)(store_t *s, int64_t user_id, store_push_target_t **out, size_t *n);
+	int (*push_target_delete)(store_t *s, int64_t user_id, int64_t id);
+	int (*server_key_get)(store_t *s, const char *name, char **value);
+	int (*server_key_add)(store_t *s, const char *name, const char *value);
 	int (*direct_open)(store_t *s, int64_t user_a, int64_t user_b, int64_t now_ms,
 	                   unsigned max_convs, int64_t *conv_id, int *created, int64_t *full);
 	int (*conv_get)(store_t *s, int64_t conv_id, int64_t user_id, store_conv_t *out);
@@ -381,6 +400,45 @@ static inline int store_devices(store_t *s, int64_t user_id, int64_t used_since_
                                 store_device_t **out, size_t *n)
 {
 	return s->vt->devices(s, user_id, used_since_ms, out, n);
+}
+
+/* Sets t->device's push target for t->platform (replacing the one it
+ * had), with t's address, topic, sandbox and keys; an address another
+ * device had is taken from it (a token belongs to one app install, and
+ * the latest login on it wins). *id gets the target's id. STORE_NOT_FOUND
+ * when t->device is not t->user's (or no longer exists). The device's
+ * targets go with it (logout, eviction, idle expiry). */
+static inline int store_push_target_put(store_t *s, const store_push_target_t *t, int64_t now_ms, int64_t *id)
+{
+	return s->vt->push_target_put(s, t, now_ms, id);
+}
+
+/* The user's push targets, every device's, by id. */
+static inline int store_push_targets(store_t *s, int64_t user_id, store_push_target_t **out, size_t *n)
+{
+	return s->vt->push_targets(s, user_id, out, n);
+}
+
+/* STORE_NOT_FOUND when the user has no such target. */
+static inline int store_push_target_delete(store_t *s, int64_t user_id, int64_t id)
+{
+	return s->vt->push_target_delete(s, user_id, id);
+}
+
+void store_push_targets_free(store_push_target_t *t, size_t n);
+
+/* The server's own keys, shared by every node of a store (the Web Push
+ * VAPID key): *value (malloc'd) for name, or STORE_NOT_FOUND. add keeps
+ * an existing value and answers STORE_EXISTS, so that nodes starting
+ * together agree on the first one written. Names and values are text. */
+static inline int store_server_key_get(store_t *s, const char *name, char **value)
+{
+	return s->vt->server_key_get(s, name, value);
+}
+
+static inline int store_server_key_add(store_t *s, const char *name, const char *value)
+{
+	return s->vt->server_key_add(s, name, value);
 }
 
 /* Finds or creates the direct conversation of two distinct users. A new

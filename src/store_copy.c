@@ -34,6 +34,8 @@ static const struct table {
 } tables[] = {
 	{"users", "id, username, pwhash, created_at, last_seen, group_adds, strangers_exempt, conv_count", 1},
 	{"devices", "id, user_id, name, token_hash, created_at, last_used", 1},
+	{"push_targets", "id, user_id, device_id, platform, address, topic, sandbox, p256dh, auth, created_at", 1},
+	{"server_keys", "name, value", 0},
 	{"conversations",
 	 "id, kind, title, direct_key, created_by, created_at, last_seq, member_count, member_version, activity", 1},
 	{"members", "conv_id, user_id, role, joined_at, delivered_seq, read_seq, joined_seq, wrote, blocks", 0},

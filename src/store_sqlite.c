@@ -24,8 +24,8 @@
 
 #include "log.h"
 
-#define SCHEMA_VERSION 3
-#define SCHEMA_VERSION_TEXT "3" /* the same, for SQL text */
+#define SCHEMA_VERSION 4
+#define SCHEMA_VERSION_TEXT "4" /* the same, for SQL text */
 
 enum {
 	Q_USER_INSERT,
@@ -72,6 +72,12 @@ enum {
 	Q_MARK_AT,
 	Q_DEVICE_TOUCH,
 	Q_DEVICES,
+	Q_PUSH_TAKEOVER,
+	Q_PUSH_PUT,
+	Q_PUSH_LIST,
+	Q_PUSH_DELETE,
+	Q_KEY_GET,
+	Q_KEY_ADD,
 	Q_USER_CONVS,
 	Q_USER_CONVS_ADD,
 	Q_SHARES,
@@ -188,6 +194,19 @@ static const char *const queries[Q_COUNT] = {
 	[Q_DEVICE_TOUCH] = "UPDATE devices SET last_used = ?2 WHERE id = ?1",
 	[Q_DEVICES] = "SELECT id, name, created_at, last_used FROM devices WHERE user_id = ?1 AND last_used >= ?2 "
 	              "ORDER BY id LIMIT 1000",
+	/* The address leaves another device, if this one is the user's. */
+	[Q_PUSH_TAKEOVER] = "DELETE FROM push_targets WHERE platform = ?3 AND address = ?4 AND device_id <> ?2 "
+	                    "AND EXISTS (SELECT 1 FROM devices WHERE id = ?2 AND user_id = ?1)",
+	[Q_PUSH_PUT] = "INSERT INTO push_targets(user_id, device_id, platform, address, topic, sandbox, p256dh, auth, "
+	               "created_at) SELECT user_id, id, ?3, ?4, ?5, ?6, ?7, ?8, ?9 FROM devices WHERE id = ?2 AND "
+	               "user_id = ?1 ON CONFLICT(device_id, platform) DO UPDATE SET address = excluded.address, "
+	               "topic = excluded.topic, sandbox = excluded.sandbox, p256dh = excluded.p256dh, "
+	               "auth = excluded.auth, created_at = excluded.created_at RETURNING id",
+	[Q_PUSH_LIST] = "SELECT id, user_id, device_id, platform, address, topic, sandbox, p256dh, auth, created_at "
+	                "FROM push_targets WHERE user_id = ?1 ORDER BY id LIMIT 1000",
+	[Q_PUSH_DELETE] = "DELETE FROM push_targets WHERE id = ?2 AND user_id = ?1",
+	[Q_KEY_GET] = "SELECT value FROM server_keys WHERE name = ?1",
+	[Q_KEY_ADD] = "INSERT INTO server_keys(name, value) VALUES(?1, ?2) ON CONFLICT(name) DO NOTHING",
 	[Q_USER_CONVS] = "SELECT conv_count FROM users WHERE id = ?1",
 	[Q_USER_CONVS_ADD] = "UPDATE users SET conv_count = conv_count + ?2 WHERE id = ?1",
 	[Q_LAST_SEEN_SET] = "UPDATE users SET last_seen = max(coalesce(last_seen, 0), ?2) WHERE id = ?1",
@@ -274,6 +293,28 @@ static const char *const queries[Q_COUNT] = {
 	"  created_at INTEGER NOT NULL,"                                   \
 	"  taken_at INTEGER NOT NULL DEFAULT 0);"
 
+/* Version 4: where devices are woken (one target per device and
+ * platform, an address on one device at most; gone with the device), and
+ * the server's own keys. */
+#define PUSH_SCHEMA                                                        \
+	"CREATE TABLE IF NOT EXISTS push_targets("                         \
+	"  id INTEGER PRIMARY KEY,"                                        \
+	"  user_id INTEGER NOT NULL REFERENCES users(id),"                 \
+	"  device_id INTEGER NOT NULL REFERENCES devices(id) ON DELETE CASCADE," \
+	"  platform INTEGER NOT NULL,"                                     \
+	"  address TEXT NOT NULL,"                                         \
+	"  topic TEXT NOT NULL DEFAULT '',"                                \
+	"  sandbox INTEGER NOT NULL DEFAULT 0,"                            \
+	"  p256dh TEXT NOT NULL DEFAULT '',"                               \
+	"  auth TEXT NOT NULL DEFAULT '',"                                 \
+	"  created_at INTEGER NOT NULL,"                                   \
+	"  UNIQUE(device_id, platform),"                                   \
+	"  UNIQUE(platform, address));"                                    \
+	"CREATE INDEX IF NOT EXISTS push_targets_by_user ON push_targets(user_id);" \
+	"CREATE TABLE IF NOT EXISTS server_keys("                          \
+	"  name TEXT PRIMARY KEY,"                                         \
+	"  value TEXT NOT NULL);"
+
 /* From version 1: the new columns, filled from what the store already
  * holds (who has written where, how many conversations each user is in). */
 static const char migrate_1_to_2[] =
@@ -288,7 +329,8 @@ static const char migrate_1_to_2[] =
 	"UPDATE members SET wrote = 1 WHERE EXISTS (SELECT 1 FROM messages "
 	"  WHERE messages.conv_id = members.conv_id AND messages.sender = members.user_id);"
 	BLOCKS_SCHEMA
-	OUTBOX_SCHEMA;
+	OUTBOX_SCHEMA
+	PUSH_SCHEMA;
 
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS meta("
@@ -361,7 +403,8 @@ static const char schema[] =
 	"  PRIMARY KEY(conv_id, user_id, state, seq)) WITHOUT ROWID;"
 	"CREATE INDEX IF NOT EXISTS receipt_marks_by_ts ON receipt_marks(ts);"
 	BLOCKS_SCHEMA
-	OUTBOX_SCHEMA;
+	OUTBOX_SCHEMA
+	PUSH_SCHEMA;
 
 typedef struct sqlite_store {
 	store_t base;
@@ -737,6 +780,152 @@ static int sq_devices(store_t *base, int64_t user_id, int64_t used_since_ms, sto
 		return fail(s, "devices");
 	}
 	return STORE_OK;
+}
+
+/* ---- push targets and the server's keys ------------------------------ */
+
+static int sq_push_target_put(store_t *base, const store_push_target_t *t, int64_t now_ms, int64_t *id)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st;
+	int rc, r = STORE_OK;
+
+	if (exec(s, Q_BEGIN) != STORE_OK)
+		return STORE_ERROR;
+	st = q(s, Q_PUSH_TAKEOVER);
+	sqlite3_bind_int64(st, 1, t->user);
+	sqlite3_bind_int64(st, 2, t->device);
+	sqlite3_bind_int(st, 3, t->platform);
+	sqlite3_bind_text(st, 4, t->address, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		r = fail(s, "push target takeover");
+		goto out;
+	}
+	st = q(s, Q_PUSH_PUT);
+	sqlite3_bind_int64(st, 1, t->user);
+	sqlite3_bind_int64(st, 2, t->device);
+	sqlite3_bind_int(st, 3, t->platform);
+	sqlite3_bind_text(st, 4, t->address, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, t->topic ? t->topic : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 6, t->sandbox ? 1 : 0);
+	sqlite3_bind_text(st, 7, t->p256dh ? t->p256dh : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 8, t->auth ? t->auth : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 9, now_ms);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*id = sqlite3_column_int64(st, 0);
+	else if (rc == SQLITE_DONE)
+		r = STORE_NOT_FOUND; /* not the user's device */
+	else
+		r = fail(s, "push target put");
+	sqlite3_reset(st);
+out:
+	if (r == STORE_OK)
+		return exec(s, Q_COMMIT) == STORE_OK ? STORE_OK : STORE_ERROR;
+	exec(s, Q_ROLLBACK);
+	return r;
+}
+
+static char *text_col(sqlite3_stmt *st, int col)
+{
+	const unsigned char *t = sqlite3_column_text(st, col);
+
+	return strdup(t ? (const char *)t : "");
+}
+
+static int sq_push_targets(store_t *base, int64_t user_id, store_push_target_t **out, size_t *n)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_PUSH_LIST);
+	size_t cap = 0;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	sqlite3_bind_int64(st, 1, user_id);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		store_push_target_t *t;
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 4;
+			if (!(t = realloc(*out, cap * sizeof *t))) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			*out = t;
+		}
+		t = &(*out)[(*n)++];
+		t->id = sqlite3_column_int64(st, 0);
+		t->user = sqlite3_column_int64(st, 1);
+		t->device = sqlite3_column_int64(st, 2);
+		t->platform = sqlite3_column_int(st, 3);
+		t->address = text_col(st, 4);
+		t->topic = text_col(st, 5);
+		t->sandbox = sqlite3_column_int(st, 6);
+		t->p256dh = text_col(st, 7);
+		t->auth = text_col(st, 8);
+		t->created_at = sqlite3_column_int64(st, 9);
+		if (!t->address || !t->topic || !t->p256dh || !t->auth) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		store_push_targets_free(*out, *n);
+		*out = NULL;
+		*n = 0;
+		return rc == SQLITE_NOMEM ? STORE_ERROR : fail(s, "push targets");
+	}
+	return STORE_OK;
+}
+
+static int sq_push_target_delete(store_t *base, int64_t user_id, int64_t id)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_PUSH_DELETE);
+	int rc;
+
+	sqlite3_bind_int64(st, 1, user_id);
+	sqlite3_bind_int64(st, 2, id);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return fail(s, "push target delete");
+	return sqlite3_changes(s->db) ? STORE_OK : STORE_NOT_FOUND;
+}
+
+static int sq_server_key_get(store_t *base, const char *name, char **value)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_KEY_GET);
+	int rc, r = STORE_NOT_FOUND;
+
+	*value = NULL;
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		r = (*value = text_col(st, 0)) ? STORE_OK : STORE_ERROR;
+	else if (rc != SQLITE_DONE)
+		r = fail(s, "server key");
+	sqlite3_reset(st);
+	return r;
+}
+
+static int sq_server_key_add(store_t *base, const char *name, const char *value)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_KEY_ADD);
+	int rc;
+
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return fail(s, "server key add");
+	return sqlite3_changes(s->db) ? STORE_OK : STORE_EXISTS;
 }
 
 static int sq_device_delete(store_t *base, int64_t user_id, int64_t device_id)
@@ -2253,6 +2442,11 @@ static const store_vtab_t sqlite_vtab = {
 	.first_contacts_add = sq_first_contacts_add,
 	.expire_first_contacts = sq_expire_first_contacts,
 	.devices = sq_devices,
+	.push_target_put = sq_push_target_put,
+	.push_targets = sq_push_targets,
+	.push_target_delete = sq_push_target_delete,
+	.server_key_get = sq_server_key_get,
+	.server_key_add = sq_server_key_add,
 	.last_seen_set = sq_last_seen_set,
 	.senders = sq_senders,
 	.group_create = sq_group_create,

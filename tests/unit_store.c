@@ -103,7 +103,9 @@ static int64_t alice, bob, carol, conv;
  * (a second backend's method nobody calls is one nobody checked). */
 #define METHODS(X)                                                          \
 	X(close) X(user_create) X(user_by_name) X(user_by_id) X(device_create)   \
-	X(device_by_token) X(device_delete) X(devices) X(direct_open) X(conv_get) \
+	X(device_by_token) X(device_delete) X(devices) X(push_target_put)        \
+	X(push_targets) X(push_target_delete) X(server_key_get) X(server_key_add) \
+	X(direct_open) X(conv_get)                                                \
 	X(conv_list) X(history) X(receipts) X(watchable) X(shares_conversation)  \
 	X(contact) X(settings_get) X(set_group_adds) X(set_strangers_exempt)     \
 	X(block) X(unblock) X(blocks) X(blocked_in_conv) X(blocks_received)      \
@@ -156,6 +158,11 @@ FWD(device_by_token, (store_t *s, const uint8_t h[STORE_TOKEN_HASH_LEN], int64_t
 FWD(device_delete, (store_t *s, int64_t u, int64_t d), (R(s), u, d))
 FWD(devices, (store_t *s, int64_t u, int64_t since, store_device_t **out, size_t *n),
     (R(s), u, since, out, n))
+FWD(push_target_put, (store_t *s, const store_push_target_t *t, int64_t now, int64_t *id), (R(s), t, now, id))
+FWD(push_targets, (store_t *s, int64_t u, store_push_target_t **out, size_t *n), (R(s), u, out, n))
+FWD(push_target_delete, (store_t *s, int64_t u, int64_t id), (R(s), u, id))
+FWD(server_key_get, (store_t *s, const char *name, char **value), (R(s), name, value))
+FWD(server_key_add, (store_t *s, const char *name, const char *value), (R(s), name, value))
 FWD(direct_open, (store_t *s, int64_t a, int64_t b, int64_t now, unsigned max, int64_t *c, int *cr,
                   int64_t *full),
     (R(s), a, b, now, max, c, cr, full))
@@ -434,6 +441,110 @@ static void test_device_cap(void **state)
 		assert_int_equal(store_device_by_token(st, tok[1], 6 * 3600000LL, 0, &u, &d), STORE_OK);
 		assert_int_equal(d, second);
 	}
+}
+
+/* Push targets: one per device and platform (a second replaces it), an
+ * address on one device at most (a new device taking it takes it from
+ * the old), only on the caller's own device, listed per user, deleted by
+ * their owner only, and gone with their device. */
+static store_push_target_t push_of(int64_t user, int64_t device, int platform, const char *address)
+{
+	store_push_target_t t = {0};
+
+	t.user = user;
+	t.device = device;
+	t.platform = platform;
+	t.address = (char *)address;
+	t.topic = platform == STORE_PUSH_APNS ? (char *)"com.example.chat" : (char *)"";
+	t.sandbox = platform == STORE_PUSH_APNS;
+	t.p256dh = platform == STORE_PUSH_WEBPUSH ? (char *)"BKey" : (char *)"";
+	t.auth = platform == STORE_PUSH_WEBPUSH ? (char *)"auth" : (char *)"";
+	return t;
+}
+
+static void test_push_targets(void **state)
+{
+	int64_t erin = new_user("push_erin"), frank = new_user("push_frank"), d1, d2, df, ev, id1, id2, id3, id4;
+	uint8_t h1[32], h2[32], hf[32];
+	store_push_target_t t, *list = NULL;
+	size_t n = 0;
+
+	(void)state;
+	memset(h1, 0x91, sizeof h1);
+	memset(h2, 0x92, sizeof h2);
+	memset(hf, 0x93, sizeof hf);
+	assert_int_equal(store_device_create(st, erin, "phone", h1, 1, 0, &d1, &ev), STORE_OK);
+	assert_int_equal(store_device_create(st, erin, "laptop", h2, 1, 0, &d2, &ev), STORE_OK);
+	assert_int_equal(store_device_create(st, frank, "phone", hf, 1, 0, &df, &ev), STORE_OK);
+	t = push_of(erin, d1, STORE_PUSH_APNS, "aa01");
+	assert_int_equal(store_push_target_put(st, &t, 100, &id1), STORE_OK);
+	t = push_of(erin, d2, STORE_PUSH_WEBPUSH, "https://push.example/1");
+	assert_int_equal(store_push_target_put(st, &t, 200, &id2), STORE_OK);
+	assert_int_equal(store_push_targets(st, erin, &list, &n), STORE_OK);
+	assert_int_equal(n, 2);
+	assert_int_equal(list[0].id, id1);
+	assert_int_equal(list[0].device, d1);
+	assert_int_equal(list[0].platform, STORE_PUSH_APNS);
+	assert_string_equal(list[0].address, "aa01");
+	assert_string_equal(list[0].topic, "com.example.chat");
+	assert_int_equal(list[0].sandbox, 1);
+	assert_int_equal(list[0].created_at, 100);
+	assert_string_equal(list[1].p256dh, "BKey");
+	assert_string_equal(list[1].auth, "auth");
+	assert_string_equal(list[1].topic, "");
+	store_push_targets_free(list, n);
+	/* The same device and platform again: replaced, the same id. */
+	t = push_of(erin, d1, STORE_PUSH_APNS, "aa02");
+	assert_int_equal(store_push_target_put(st, &t, 300, &id3), STORE_OK);
+	assert_int_equal(id3, id1);
+	assert_int_equal(store_push_targets(st, erin, &list, &n), STORE_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(list[0].address, "aa02");
+	assert_int_equal(list[0].created_at, 300);
+	store_push_targets_free(list, n);
+	/* Not one's own device: refused, and nothing moves. */
+	t = push_of(frank, d1, STORE_PUSH_FCM, "fcm-token");
+	assert_int_equal(store_push_target_put(st, &t, 400, &id4), STORE_NOT_FOUND);
+	t = push_of(frank, d1, STORE_PUSH_APNS, "aa02");
+	assert_int_equal(store_push_target_put(st, &t, 400, &id4), STORE_NOT_FOUND);
+	assert_int_equal(store_push_targets(st, erin, &list, &n), STORE_OK);
+	assert_int_equal(n, 2);
+	store_push_targets_free(list, n);
+	/* Frank's phone gets erin's old token (the app installed anew under
+	 * his login): it leaves erin's phone. */
+	t = push_of(frank, df, STORE_PUSH_APNS, "aa02");
+	assert_int_equal(store_push_target_put(st, &t, 500, &id4), STORE_OK);
+	assert_int_equal(store_push_targets(st, erin, &list, &n), STORE_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(list[0].id, id2);
+	store_push_targets_free(list, n);
+	/* Deleted by its owner only. */
+	assert_int_equal(store_push_target_delete(st, erin, id4), STORE_NOT_FOUND);
+	assert_int_equal(store_push_target_delete(st, frank, id4), STORE_OK);
+	assert_int_equal(store_push_target_delete(st, frank, id4), STORE_NOT_FOUND);
+	/* Gone with the device (a logout). */
+	assert_int_equal(store_device_delete(st, erin, d2), STORE_OK);
+	assert_int_equal(store_push_targets(st, erin, &list, &n), STORE_OK);
+	assert_int_equal(n, 0);
+	store_push_targets_free(list, n);
+	/* A device that no longer exists takes none. */
+	t = push_of(erin, d2, STORE_PUSH_FCM, "fcm-2");
+	assert_int_equal(store_push_target_put(st, &t, 600, &id4), STORE_NOT_FOUND);
+}
+
+/* The server's keys: the first value written stands. */
+static void test_server_keys(void **state)
+{
+	char *v = NULL;
+
+	(void)state;
+	assert_int_equal(store_server_key_get(st, "vapid", &v), STORE_NOT_FOUND);
+	assert_null(v);
+	assert_int_equal(store_server_key_add(st, "vapid", "first"), STORE_OK);
+	assert_int_equal(store_server_key_add(st, "vapid", "second"), STORE_EXISTS);
+	assert_int_equal(store_server_key_get(st, "vapid", &v), STORE_OK);
+	assert_string_equal(v, "first");
+	free(v);
 }
 
 static void test_direct_is_one_per_pair(void **state)
@@ -1852,6 +1963,8 @@ static void test_outbox_concurrent_take(void **state)
 #define COMMON_TESTS                                                  \
 	cmocka_unit_test(test_accounts),                              \
 	cmocka_unit_test(test_device_cap),                            \
+	cmocka_unit_test(test_push_targets),                          \
+	cmocka_unit_test(test_server_keys),                           \
 	cmocka_unit_test(test_direct_is_one_per_pair),                \
 	cmocka_unit_test(test_batch_seqs_and_idempotency),            \
 	cmocka_unit_test(test_receipts),                              \
