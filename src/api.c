@@ -228,6 +228,9 @@ static const route_t routes[] = {
 	{"settings", api_get_settings, NULL, api_patch_settings, NULL, "GET, PATCH"},
 	{"blocks", api_list_blocks, api_add_block, NULL, NULL, "GET, POST"},
 	{"blocks/#", NULL, NULL, NULL, api_remove_block, "DELETE"},
+	{"push-targets", api_list_push_targets, api_create_push_target, NULL, NULL, "GET, POST"},
+	{"push-targets/vapid", api_vapid_key, NULL, NULL, NULL, "GET"}, /* before "push-targets/#" */
+	{"push-targets/#", NULL, NULL, NULL, api_delete_push_target, "DELETE"},
 	{"conversations", api_list_conversations, api_create_conversation, NULL, NULL, "GET, POST"},
 	{"conversations/#", api_get_conversation, NULL, NULL, NULL, "GET"},
 	{"conversations/#/messages", api_history, NULL, NULL, NULL, "GET"},

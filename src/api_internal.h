@@ -1,7 +1,8 @@
 /* api_internal.h - what the HTTP API's modules share: the request as the
  * worker sees it, the answer being built, the refusals, and the endpoint
  * handlers of api_users.c (accounts, sessions, devices, tickets, settings,
- * blocks) and api_convs.c (conversations, history, receipts, members).
+ * blocks), api_convs.c (conversations, history, receipts, members) and
+ * api_push.c (push targets, the VAPID key).
  *
  * Everything here runs on a worker thread with that worker's store handle.
  * A handler checks everything before it writes, so a refused request
@@ -98,6 +99,11 @@ void api_patch_settings(store_t *st, api_req_t *rq, const int64_t *ids, api_res_
 void api_list_blocks(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
 void api_add_block(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
 void api_remove_block(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
+
+void api_create_push_target(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
+void api_list_push_targets(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
+void api_delete_push_target(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
+void api_vapid_key(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
 
 void api_create_conversation(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
 void api_list_conversations(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);

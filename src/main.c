@@ -129,6 +129,8 @@ static const option_t options[] = {
 	 "WebSockets one user may hold at once, all devices\ntogether (default 64; 0: no limit)"},
 	{"presence-grace", OPT_INT, F(presence_grace_ms), 0, 600000, NULL, "MS",
 	 "a user is shown offline only after its last connection\nhas been closed this long (default 5000)"},
+	{"push-allow-http-endpoints", OPT_FLAG, F(push_allow_http_endpoints), 0, 0, NULL, NULL,
+	 "accept Web Push endpoints over http:// and on loopback or\nprivate hosts (tests against a local fake only)"},
 	{"fast-password-hashing", OPT_FLAG, F(fast_password_hashing), 0, 0, NULL, NULL,
 	 "hash new passwords at Argon2id's minimum cost, so that\ntests and benchmarks can register thousands of users;\nnever for real accounts"},
 };

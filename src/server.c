@@ -17,6 +17,7 @@
 #include "spends.h"
 #include "origin.h"
 #include "tickets.h"
+#include "vapid.h"
 #include "bus.h"
 #include "bus_redis.h"
 #include "dispatch.h"
@@ -176,6 +177,7 @@ static void server_free(server_t *srv)
 	budget_free(srv->work_budget);
 	budget_free(srv->read_budget);
 	tickets_free(srv->tickets);
+	vapid_free(srv->vapid);
 	bus_free(srv->bus);
 	spends_free(srv->sent_recipients);
 	spends_free(srv->sent_bytes);
@@ -462,7 +464,13 @@ server_t *server_start(const server_config_t *cfg)
 		goto err;
 	if (!(st = store_open(srv->store_at)))
 		goto err;
+	/* Made at the first start, kept in the store, shared by a fleet. */
+	srv->vapid = vapid_load(st);
 	store_close(st);
+	if (!srv->vapid)
+		goto err;
+	if (cfg->push_allow_http_endpoints)
+		log_warn("--push-allow-http-endpoints: Web Push endpoints may be http:// and local; for tests only");
 	if (!(srv->writer = writer_new(srv->store_at, cfg->node_id, 65536, cfg->store_writers, chat_writer_done, srv)))
 		goto err;
 	if (writer_set_rate_limit(srv->writer, cfg->rate_limit, cfg->rate_burst) < 0 ||

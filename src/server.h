@@ -51,6 +51,7 @@ typedef struct server_config {
 	int request_timeout_s;    /* a request must arrive whole this soon after its first byte */
 	int max_sends_in_flight;  /* per connection, awaiting their ack */
 	int fast_password_hashing; /* tests and benchmarks only */
+	int push_allow_http_endpoints; /* tests only: Web Push endpoints over http, to local hosts */
 	int receipts_interval_ms; /* group receipt counts: at most one frame per this */
 	double rate_limit;        /* recipients a sender may reach a second (0: off) */
 	double rate_burst;        /* ... and at once */
@@ -107,6 +108,7 @@ typedef struct server {
 	int64_t share_dropped_logged_at;
 	budget_t *read_budget;    /* WebSocket input bytes per user; NULL: unlimited */
 	tickets_t *tickets;       /* WebSocket tickets */
+	struct vapid *vapid;      /* the store's Web Push key (vapid.h) */
 	outbox_relay_t *outbox;   /* --nats: the relay to the event log; NULL: none */
 	eventlog_t *log;          /* --nats: the log (the relay's: it closes it) */
 	dispatch_t *dispatch;     /* --nats: this node's share of the log's fan-out */
