@@ -1,6 +1,5 @@
 /* webpush.c - Web Push encryption and VAPID of webpush.h, over OpenSSL 3
- * (ECDH, HMAC-SHA-256 for HKDF, AES-128-GCM, ECDSA) and libsodium's
- * base64url. HKDF is written out from HMAC: every key here is one HKDF
+ * (ECDH, HMAC-SHA-256 for HKDF, AES-128-GCM) and jwt.c's ES256. HKDF is written out from HMAC: every key here is one HKDF
  * block (at most 32 bytes), so expand is a single HMAC of info || 0x01. */
 #include "webpush.h"
 
@@ -9,11 +8,12 @@
 #include <string.h>
 
 #include <openssl/core_names.h>
-#include <openssl/ecdsa.h>
+#include <openssl/ec.h>
 #include <openssl/hmac.h>
 #include <openssl/param_build.h>
 #include <openssl/rand.h>
-#include <sodium.h>
+
+#include "jwt.h"
 
 /* HMAC-SHA-256 of the concatenation a || b || c (any may be empty). */
 static int hmac3(const unsigned char *key, size_t klen, const void *a, size_t alen, const void *b, size_t blen,
@@ -148,31 +148,13 @@ int webpush_encrypt(const unsigned char ua_public[WEBPUSH_POINT_LEN], const unsi
 
 /* ---- VAPID ------------------------------------------------------------ */
 
-/* base64url of n bytes at out + *at; -1 without room. */
-static int put_b64(char *out, size_t cap, size_t *at, const void *bytes, size_t n)
-{
-	size_t need = sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-
-	if (*at + need > cap)
-		return -1;
-	sodium_bin2base64(out + *at, need, bytes, n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-	*at += strlen(out + *at);
-	return 0;
-}
-
 int webpush_vapid_authorization(EVP_PKEY *key, const char *public_b64, const char *endpoint, const char *subject,
                                 int64_t now_s, char *out, size_t cap)
 {
-	static const char header[] = "{\"typ\":\"JWT\",\"alg\":\"ES256\"}";
 	const char *host = NULL;
 	char claims[512], aud[300];
-	unsigned char der[80], raw[64];
-	size_t at, signing_start, dlen = sizeof der, hl;
-	const unsigned char *dp = der;
-	EVP_MD_CTX *md = NULL;
-	ECDSA_SIG *sig = NULL;
-	const BIGNUM *r, *s;
-	int rc = -1;
+	size_t hl, at;
+	int n;
 
 	if (!strncmp(endpoint, "https://", 8))
 		host = endpoint + 8;
@@ -184,33 +166,13 @@ int webpush_vapid_authorization(EVP_PKEY *key, const char *public_b64, const cha
 	if ((size_t)snprintf(aud, sizeof aud, "%.*s%.*s", (int)(host - endpoint), endpoint, (int)hl, host) >= sizeof aud ||
 	    strchr(subject, '"') || strchr(subject, '\\') ||
 	    (size_t)snprintf(claims, sizeof claims, "{\"aud\":\"%s\",\"exp\":%lld,\"sub\":\"%s\"}", aud,
-	                     (long long)(now_s + WEBPUSH_VAPID_TTL_S), subject) >= sizeof claims)
+	                     (long long)(now_s + WEBPUSH_VAPID_TTL_S), subject) >= sizeof claims ||
+	    cap < 9)
 		return -1;
-	at = 0;
-	if ((size_t)snprintf(out, cap, "vapid t=") >= cap)
+	memcpy(out, "vapid t=", 8);
+	at = 8;
+	if ((n = jwt_sign(key, "{\"typ\":\"JWT\",\"alg\":\"ES256\"}", claims, out + at, cap - at)) < 0)
 		return -1;
-	at = strlen(out);
-	signing_start = at;
-	if (put_b64(out, cap, &at, header, sizeof header - 1) < 0 || at + 1 >= cap)
-		return -1;
-	out[at++] = '.';
-	if (put_b64(out, cap, &at, claims, strlen(claims)) < 0)
-		return -1;
-	if (!(md = EVP_MD_CTX_new()) || EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key) != 1 ||
-	    EVP_DigestSign(md, der, &dlen, (const unsigned char *)out + signing_start, at - signing_start) != 1 ||
-	    !(sig = d2i_ECDSA_SIG(NULL, &dp, (long)dlen)))
-		goto done;
-	/* JWS wants r and s as two 32-byte big-endian numbers, not DER. */
-	ECDSA_SIG_get0(sig, &r, &s);
-	if (BN_bn2binpad(r, raw, 32) != 32 || BN_bn2binpad(s, raw + 32, 32) != 32 || at + 1 >= cap)
-		goto done;
-	out[at++] = '.';
-	if (put_b64(out, cap, &at, raw, sizeof raw) < 0 ||
-	    (size_t)snprintf(out + at, cap - at, ", k=%s", public_b64) >= cap - at)
-		goto done;
-	rc = 0;
-done:
-	ECDSA_SIG_free(sig);
-	EVP_MD_CTX_free(md);
-	return rc;
+	at += (size_t)n;
+	return (size_t)snprintf(out + at, cap - at, ", k=%s", public_b64) < cap - at ? 0 : -1;
 }
