@@ -5,22 +5,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <openssl/core_names.h>
-
 #include "jwt.h"
 
 EVP_PKEY *apns_key_from_p8(const char *pem, size_t len)
 {
-	EVP_PKEY *k = jwt_key_from_pem(pem, len);
-	char curve[32];
-
-	if (k && (EVP_PKEY_get_base_id(k) != EVP_PKEY_EC ||
-	          EVP_PKEY_get_utf8_string_param(k, OSSL_PKEY_PARAM_GROUP_NAME, curve, sizeof curve, NULL) != 1 ||
-	          strcmp(curve, "prime256v1") != 0)) {
-		EVP_PKEY_free(k);
-		k = NULL;
-	}
-	return k;
+	return jwt_p256_key_from_pem(pem, len);
 }
 
 static int apple_id(const char *s)

@@ -2,9 +2,11 @@
  * libsodium's base64url. */
 #include "jwt.h"
 
+#include <limits.h>
 #include <string.h>
 
 #include <openssl/bio.h>
+#include <openssl/core_names.h>
 #include <openssl/ecdsa.h>
 #include <openssl/pem.h>
 #include <sodium.h>
@@ -64,9 +66,23 @@ done:
 
 EVP_PKEY *jwt_key_from_pem(const char *pem, size_t len)
 {
-	BIO *b = BIO_new_mem_buf(pem, (int)len);
+	BIO *b = len <= INT_MAX ? BIO_new_mem_buf(pem, (int)len) : NULL;
 	EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
 
 	BIO_free(b);
+	return k;
+}
+
+EVP_PKEY *jwt_p256_key_from_pem(const char *pem, size_t len)
+{
+	EVP_PKEY *k = jwt_key_from_pem(pem, len);
+	char curve[32];
+
+	if (k && (EVP_PKEY_get_base_id(k) != EVP_PKEY_EC ||
+	          EVP_PKEY_get_utf8_string_param(k, OSSL_PKEY_PARAM_GROUP_NAME, curve, sizeof curve, NULL) != 1 ||
+	          strcmp(curve, "prime256v1") != 0)) {
+		EVP_PKEY_free(k);
+		k = NULL;
+	}
 	return k;
 }

@@ -21,5 +21,7 @@ int jwt_sign(EVP_PKEY *key, const char *header_json, const char *claims_json, ch
  * service accounts give them) or PEM text; NULL when it does not parse.
  * Free it with EVP_PKEY_free. */
 EVP_PKEY *jwt_key_from_pem(const char *pem, size_t len);
+/* The same, only when it is a P-256 key (ES256's). */
+EVP_PKEY *jwt_p256_key_from_pem(const char *pem, size_t len);
 
 #endif

@@ -11,6 +11,7 @@
 #include <openssl/pem.h>
 #include <sodium.h>
 
+#include "jwt.h"
 #include "log.h"
 
 #define KEY_NAME "vapid_private_key"
@@ -36,23 +37,6 @@ static char *new_key_pem(void)
 	BIO_free(b);
 	EVP_PKEY_free(k);
 	return pem;
-}
-
-/* The P-256 key pair in pem, or NULL. */
-static EVP_PKEY *parse_key(const char *pem)
-{
-	BIO *b = BIO_new_mem_buf(pem, -1);
-	EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
-	char curve[32];
-
-	BIO_free(b);
-	if (k && (EVP_PKEY_get_base_id(k) != EVP_PKEY_EC ||
-	          EVP_PKEY_get_utf8_string_param(k, OSSL_PKEY_PARAM_GROUP_NAME, curve, sizeof curve, NULL) != 1 ||
-	          strcmp(curve, "prime256v1") != 0)) {
-		EVP_PKEY_free(k);
-		k = NULL;
-	}
-	return k;
 }
 
 vapid_t *vapid_load(store_t *st)
@@ -82,7 +66,7 @@ vapid_t *vapid_load(store_t *st)
 	}
 	if (rc != STORE_OK)
 		goto store_err;
-	if (!(v->key = parse_key(pem))) {
+	if (!(v->key = jwt_p256_key_from_pem(pem, strlen(pem)))) {
 		log_error("vapid: the store's %s is not a P-256 private key in PEM", KEY_NAME);
 		goto err;
 	}
