@@ -42,9 +42,12 @@ static int copy_store(const char *from, const char *to)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
-/* What a user sees, as the API answers it: compared before and after. */
+/* What a user sees, as the API answers it, compared before and after:
+ * lists, history, receipts, blocks, devices, settings, push targets and
+ * the VAPID key. */
+#define VIEWS 10
 typedef struct view {
-	json_t *j[8];
+	json_t *j[VIEWS];
 } view_t;
 
 static json_t *get(int port, const hx_user_t *u, const char *path)
@@ -72,6 +75,8 @@ static void look(int port, const hx_user_t *a, const hx_user_t *b, int64_t direc
 	v->j[5] = get(port, a, "/api/v1/blocks");
 	v->j[6] = get(port, a, "/api/v1/devices");
 	v->j[7] = get(port, b, "/api/v1/settings");
+	v->j[8] = get(port, a, "/api/v1/push-targets");
+	v->j[9] = get(port, a, "/api/v1/push-targets/vapid"); /* subscriptions are bound to it */
 }
 
 static void test_sqlite_to_postgresql(void **state)
@@ -131,6 +136,15 @@ static void test_sqlite_to_postgresql(void **state)
 	assert_int_equal(st, 204);
 	json_decref(hx_http(s.port, "PATCH", "/api/v1/settings", b.token, "{\"group_adds\":\"contacts\"}", &st));
 	assert_int_equal(st, 200);
+	json_decref(hx_http(s.port, "POST", "/api/v1/push-targets", a.token, "{\"platform\":\"fcm\",\"token\":\"copy:tok\"}",
+	                    &st));
+	assert_int_equal(st, 201);
+	json_decref(hx_http(s.port, "POST", "/api/v1/push-targets", a2.token,
+	                    "{\"platform\":\"webpush\",\"subscription\":{\"endpoint\":\"https://push.example.com/c\","
+	                    "\"keys\":{\"p256dh\":\"BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8p"
+	                    "ZGH6SRpkNtoIAiw4\",\"auth\":\"BTBZMqHH6r4Tts7J_aSIgg\"}}}",
+	                    &st));
+	assert_int_equal(st, 201);
 	usleep(300000); /* the receipts are written by the writer, not acked */
 	look(s.port, &a, &b, direct, group, &before);
 	pc_close(ca);
@@ -146,7 +160,7 @@ static void test_sqlite_to_postgresql(void **state)
 	assert_int_equal(copy_store(dir, url), 0);
 	assert_int_equal(hx_start(&s, url, NULL), 0);
 	look(s.port, &a, &b, direct, group, &after);
-	for (i = 0; i < 8; i++) {
+	for (i = 0; i < VIEWS; i++) {
 		if (!json_equal(before.j[i], after.j[i])) {
 			char *x = json_dumps(before.j[i], JSON_COMPACT), *y = json_dumps(after.j[i], JSON_COMPACT);
 			fail_msg("view %zu differs:\n  before %s\n  after  %s", i, x, y);
