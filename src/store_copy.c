@@ -1,7 +1,9 @@
 /* store_copy.c - `parley copy-store`: a single node's SQLite store moved into
  * a PostgreSQL database, with nothing lost: every row of every table, ids,
  * seqs, watermarks, receipt marks, devices and their token hashes (so that
- * every login keeps working), blocks and first contacts.
+ * every login keeps working), blocks and first contacts, push targets and
+ * the server's keys (so that browsers' subscriptions, bound to the VAPID
+ * key, keep working).
  *
  * Both backends keep one logical schema (the same tables and columns,
  * store_sqlite.c's and store_pg.c's), so the copy is table by table: each
