@@ -28,6 +28,7 @@
 #include "api_internal.h"
 #include "log.h"
 #include "loop.h"
+#include "publicaddr.h"
 #include "vapid.h"
 
 #define APNS_TOKEN_MIN 64    /* 32 bytes in hex today; room for longer */
@@ -39,50 +40,6 @@
 #define AUTH_LEN 16
 
 /* ---- what an endpoint may point at ---------------------------------- */
-
-/* 1 when an IPv4 address (host order) is one the public Internet routes
- * to someone else: not this host, not a private or shared network, not
- * link-local, documentation, benchmarking, multicast or reserved. */
-static int ipv4_public(uint32_t a)
-{
-	static const struct {
-		uint32_t net;
-		int bits;
-	} closed[] = {
-		{0x00000000, 8},  {0x0a000000, 8},  {0x64400000, 10}, {0x7f000000, 8},  {0xa9fe0000, 16},
-		{0xac100000, 12}, {0xc0000000, 24}, {0xc0000200, 24}, {0xc0a80000, 16}, {0xc6120000, 15},
-		{0xc6336400, 24}, {0xcb007100, 24}, {0xe0000000, 4},  {0xf0000000, 4},
-	};
-	size_t i;
-
-	for (i = 0; i < sizeof closed / sizeof *closed; i++)
-		if ((a & (0xffffffffu << (32 - closed[i].bits))) == closed[i].net)
-			return 0;
-	return 1;
-}
-
-static int ipv6_public(const unsigned char b[16])
-{
-	static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-	static const unsigned char nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
-	static const unsigned char zero[10] = {0};
-
-	if (!memcmp(b, mapped, 12) || !memcmp(b, nat64, 12))
-		return ipv4_public((uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 | (uint32_t)b[14] << 8 | b[15]);
-	if (!memcmp(b, zero, 10))
-		return 0;                           /* ::, ::1, the old v4-compatible */
-	if ((b[0] & 0xfe) == 0xfc)                  /* fc00::/7 unique local */
-		return 0;
-	if (b[0] == 0xfe && (b[1] & 0xc0) != 0)     /* fe80::/10 link-local, fec0::/10 site-local */
-		return 0;
-	if (b[0] == 0xff)                           /* multicast */
-		return 0;
-	if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8) /* documentation */
-		return 0;
-	if (b[0] == 0x01 && b[1] == 0x00 && !memcmp(b + 2, zero, 6))      /* 100::/64 discard */
-		return 0;
-	return 1;
-}
 
 /* Checks a Web Push endpoint; NULL when it may be used, else why not. */
 static const char *endpoint_refused(const char *url, size_t len, int allow_local)
@@ -121,7 +78,7 @@ static const char *endpoint_refused(const char *url, size_t len, int allow_local
 		if (inet_pton(AF_INET6, name, v6) != 1)
 			return "subscription.endpoint has a malformed IPv6 address";
 		p = close + 1;
-		if (!allow_local && !ipv6_public(v6))
+		if (!allow_local && !publicaddr_v6(v6))
 			return "subscription.endpoint must not point at a loopback, private or reserved address";
 	} else {
 		p = host;
@@ -143,7 +100,7 @@ static const char *endpoint_refused(const char *url, size_t len, int allow_local
 			return "subscription.endpoint has no host";
 		/* inet_aton takes every numeric form a resolver does. */
 		if (inet_aton(name, &v4)) {
-			if (!allow_local && !ipv4_public(ntohl(v4.s_addr)))
+			if (!allow_local && !publicaddr_v4(ntohl(v4.s_addr)))
 				return "subscription.endpoint must not point at a loopback, private or reserved address";
 		} else if (!allow_local && (!strcmp(name, "localhost") ||
 		                            (hl > 10 && !strcmp(name + hl - 10, ".localhost")) || !strchr(name, '.'))) {
