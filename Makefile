@@ -8,7 +8,7 @@
 CC ?= cc
 BUILD ?= build
 SAN ?=
-PKGS := sqlite3 jansson libcrypto libsodium libpq hiredis libnats
+PKGS := sqlite3 jansson libcrypto libsodium libpq hiredis libnats libcurl
 TEST_PKGS := cmocka
 
 LISTEN ?= 127.0.0.1:8080

@@ -24,9 +24,9 @@ need() {
 
 # hiredis (0.14) and libnats (3.4): the fleet's clients of Redis (the
 # presence registry) and NATS JetStream (the message log); the node links
-# them.
+# them. libcurl (7.88, with nghttp2 for HTTP/2): the push providers.
 need build-essential pkg-config libsqlite3-dev libjansson-dev libssl-dev libsodium-dev libpq-dev \
-	libhiredis-dev libnats-dev
+	libhiredis-dev libnats-dev libcurl4-openssl-dev
 if [ "${1:-build}" = test ]; then
 	need libcmocka-dev clang
 	# The PostgreSQL store's tests start a throwaway server of their own

@@ -28,6 +28,7 @@
 #define WEBPUSH_BODY_MAX 4096
 #define WEBPUSH_PLAINTEXT_MAX (WEBPUSH_BODY_MAX - WEBPUSH_HEADER_LEN - 1 - 16)
 #define WEBPUSH_VAPID_TTL_S (12 * 3600)
+#define WEBPUSH_AUTH_HEADER_MAX 1024 /* room for webpush_vapid_authorization's value */
 
 /* Encrypts len bytes of plaintext for the subscription whose keys are
  * ua_public and auth, into body (at most WEBPUSH_BODY_MAX bytes; *body_len
@@ -54,5 +55,40 @@ EVP_PKEY *webpush_p256_key(const unsigned char *private32, const unsigned char p
  * (an endpoint without an origin, no room, OpenSSL failing). */
 int webpush_vapid_authorization(EVP_PKEY *key, const char *public_b64, const char *endpoint, const char *subject,
                                 int64_t now_s, char *out, size_t cap);
+
+/* ---- sending --------------------------------------------------------- */
+
+#include <curl/curl.h>
+
+/* RFC 8030's urgency of a push; the service may hold back the low ones
+ * to spare a device's battery. */
+typedef enum { WEBPUSH_VERY_LOW, WEBPUSH_LOW, WEBPUSH_NORMAL, WEBPUSH_HIGH } webpush_urgency_t;
+
+typedef struct webpush_request {
+	const char *endpoint;        /* the subscription's */
+	const unsigned char *body;   /* webpush_encrypt's */
+	size_t len;
+	const char *authorization;   /* webpush_vapid_authorization's */
+	int ttl_s;                   /* how long the service may keep it for an offline device */
+	webpush_urgency_t urgency;
+	const char *topic;           /* NULL, or 1-32 of base64url: a newer push of the topic replaces it */
+	int allow_local;             /* --push-allow-http-endpoints: http and local addresses */
+	long timeout_ms;             /* the whole exchange; 0: 10000 */
+} webpush_request_t;
+
+typedef struct webpush_result {
+	long status;                 /* the HTTP status; 0 when no answer came */
+	int64_t retry_after_ms;      /* from Retry-After, seconds or a date; 0: none */
+	char reason[256];            /* a failed exchange's, or the start of an error answer's body */
+} webpush_result_t;
+
+/* POSTs the request on curl (an easy handle the caller keeps, so that
+ * connections are reused; reset here for each request) and waits for
+ * the answer: 0 with r->status when one came (201 delivered, 404/410 the
+ * subscription is gone, 429 too many, 413 too large, ...), -1 with
+ * r->reason when none did (no connection, a timeout, or an endpoint whose
+ * host resolved to a local address: refused before connecting). Blocks:
+ * only the push path's own threads call it. */
+int webpush_send(CURL *curl, const webpush_request_t *req, webpush_result_t *r);
 
 #endif

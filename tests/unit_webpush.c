@@ -3,14 +3,24 @@
  * body, byte for byte), the structure of a body made with a fresh key and
  * salt, the limits, and a VAPID authorization whose JWT carries the
  * endpoint's origin, its expiry and contact, and whose ES256 signature
- * verifies with the public key it names. */
+ * verifies with the public key it names; and a push sent to a fake Web
+ * Push service (tests/fakes/webpush_service.mjs, in Node), which checks
+ * the VAPID JWT and decrypts the body as only the subscriber could: the
+ * plaintext arrives, a gone subscription answers 410, a busy service 429
+ * with its Retry-After, and an endpoint on this host is not called unless
+ * local ones are allowed. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -169,13 +179,128 @@ static void test_vapid(void **state)
 	EVP_PKEY_free(key);
 }
 
+#define UA_PRIVATE "q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94"
+
+/* Starts the fake service; its port, or -1 (node missing: said). */
+static int start_fake(pid_t *pid, char *port_file)
+{
+	int fd = mkstemp(port_file), port = 0, i;
+	pid_t parent = getpid();
+
+	assert_true(fd >= 0);
+	close(fd);
+	unlink(port_file);
+	if ((*pid = fork()) == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(1);
+		execlp("node", "node", "tests/fakes/webpush_service.mjs", port_file, UA_PRIVATE, UA_PUBLIC, AUTH,
+		       (char *)NULL);
+		_exit(127);
+	}
+	assert_true(*pid > 0);
+	for (i = 0; i < 200 && !port; i++) {
+		FILE *f = fopen(port_file, "r");
+		struct timespec ts = {0, 50 * 1000000};
+		if (f) {
+			if (fscanf(f, "%d", &port) != 1)
+				port = 0;
+			fclose(f);
+		}
+		if (!port)
+			nanosleep(&ts, NULL);
+		if (waitpid(*pid, NULL, WNOHANG) == *pid)
+			fail_msg("the fake Web Push service did not start (is node installed?)");
+	}
+	assert_true(port > 0);
+	return port;
+}
+
+static void send_to(CURL *curl, EVP_PKEY *key, const char *pub, const char *endpoint, int allow_local,
+                    const char *plaintext, webpush_result_t *r, int *rc)
+{
+	unsigned char ua[65], auth[16], body[WEBPUSH_BODY_MAX];
+	char authorization[WEBPUSH_AUTH_HEADER_MAX];
+	webpush_request_t req = {0};
+	size_t n = 0;
+
+	unb64(UA_PUBLIC, ua, sizeof ua);
+	unb64(AUTH, auth, sizeof auth);
+	assert_int_equal(webpush_encrypt(ua, auth, plaintext, strlen(plaintext), body, &n), 0);
+	assert_int_equal(webpush_vapid_authorization(key, pub, endpoint, "mailto:ops@example.org", (int64_t)time(NULL),
+	                                             authorization, sizeof authorization),
+	                 0);
+	req.endpoint = endpoint;
+	req.body = body;
+	req.len = n;
+	req.authorization = authorization;
+	req.ttl_s = 60;
+	req.urgency = WEBPUSH_HIGH;
+	req.topic = "conv7";
+	req.allow_local = allow_local;
+	*rc = webpush_send(curl, &req, r);
+}
+
+static void test_send_to_fake_service(void **state)
+{
+	char port_file[] = "/tmp/parley-webpush-fake-XXXXXX", url[128], pub[100];
+	unsigned char point[65];
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	webpush_result_t r;
+	size_t n = 0;
+	pid_t pid;
+	CURL *curl;
+	int port, rc;
+
+	(void)state;
+	assert_int_equal(EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, point, 65, &n), 1);
+	sodium_bin2base64(pub, sizeof pub, point, 65, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	port = start_fake(&pid, port_file);
+	assert_non_null(curl = curl_easy_init());
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/push/ok", port);
+	send_to(curl, key, pub, url, 1, PLAINTEXT, &r, &rc);
+	assert_int_equal(rc, 0);
+	if (r.status != 201)
+		fail_msg("the fake answered %ld: %s", r.status, r.reason);
+	assert_string_equal(r.reason, PLAINTEXT); /* decrypted by the subscriber's key */
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/push/gone", port);
+	send_to(curl, key, pub, url, 1, "x", &r, &rc);
+	assert_int_equal(rc, 0);
+	assert_int_equal(r.status, 410);
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/push/busy", port);
+	send_to(curl, key, pub, url, 1, "x", &r, &rc);
+	assert_int_equal(rc, 0);
+	assert_int_equal(r.status, 429);
+	assert_int_equal(r.retry_after_ms, 7000);
+	/* Without local endpoints allowed: http is refused, and a host that
+	 * is this one is never connected to. */
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/push/ok", port);
+	send_to(curl, key, pub, url, 0, "x", &r, &rc);
+	assert_int_equal(rc, -1);
+	assert_int_equal(r.status, 0);
+	snprintf(url, sizeof url, "https://localhost:%d/push/ok", port);
+	send_to(curl, key, pub, url, 0, "x", &r, &rc);
+	assert_int_equal(rc, -1);
+	assert_non_null(strstr(r.reason, "local"));
+	curl_easy_cleanup(curl);
+	EVP_PKEY_free(key);
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0);
+	unlink(port_file);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_rfc8291_example),
 		cmocka_unit_test(test_fresh_keys_and_limits),
 		cmocka_unit_test(test_vapid),
+		cmocka_unit_test(test_send_to_fake_service),
 	};
+	int failed;
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	failed = cmocka_run_group_tests(tests, NULL, NULL);
+	curl_global_cleanup();
+	return failed;
 }
