@@ -2217,7 +2217,8 @@ static size_t rb_nodes(bus_t *base, uint32_t *out, size_t max)
 
 	pthread_mutex_lock(&b->lock);
 	n = b->nlive;
-	memcpy(out, b->live, (n < max ? n : max) * sizeof *out);
+	if (n && max) /* b->live is NULL until a heartbeat has answered */
+		memcpy(out, b->live, (n < max ? n : max) * sizeof *out);
 	pthread_mutex_unlock(&b->lock);
 	if (n == 0 && max) {
 		/* No heartbeat answered yet: only this node is known. */
