@@ -34,7 +34,10 @@
 #define APNS_TOKEN_MIN 64    /* 32 bytes in hex today; room for longer */
 #define APNS_TOKEN_MAX 200
 #define APNS_TOPIC_MAX 255
-#define FCM_TOKEN_MAX 4096
+/* Real ones are about 160 bytes; the bound keeps an address inside what a
+ * PostgreSQL btree index entry holds (~2.7 KB), which the store's unique
+ * (platform, address) index needs: a longer one would fail as a 500. */
+#define FCM_TOKEN_MAX 1024
 #define ENDPOINT_MAX 1024
 #define P256DH_LEN 65        /* an uncompressed P-256 point */
 #define AUTH_LEN 16
@@ -274,7 +277,7 @@ static int read_fcm(json_t *j, store_push_target_t *t, api_res_t *res)
 	if (only_keys(j, keys, "an fcm target", res) < 0 || !(token = string_field(j, "token", res, &tl, 1)))
 		return -1;
 	if (tl == 0 || tl > FCM_TOKEN_MAX || !all_of(token, tl, "_:-.", 0)) {
-		api_fail(res, 400, "bad_request", "token: an FCM registration token, 1 to 4096 of [A-Za-z0-9_:.-]");
+		api_fail(res, 400, "bad_request", "token: an FCM registration token, 1 to 1024 of [A-Za-z0-9_:.-]");
 		return -1;
 	}
 	t->platform = STORE_PUSH_FCM;

@@ -953,6 +953,17 @@ static int moved_resumed(void)
 	return 1;
 }
 
+/* The live node holding the most clients (1-based). */
+static int busiest_node(void)
+{
+	int n, best = 0;
+
+	for (n = 1; n <= NODES; n++)
+		if (node[n - 1].pid > 0 && (!best || on_node(n) > on_node(best)))
+			best = n;
+	return best;
+}
+
 /* The node with the most clients is killed (SIGKILL) under traffic: its
  * clients see their sockets end, reconnect through the balancer (which
  * sends them to the two others), resume from what they hold, and resend
@@ -961,13 +972,11 @@ static int moved_resumed(void)
 static void test_node_killed(void **state)
 {
 	unsigned lost[CLIENTS];
-	int n, best = 0, moved, i;
+	int best, moved, i;
 
 	(void)state;
 	population();
-	for (n = 1; n <= NODES; n++)
-		if (node[n - 1].pid > 0 && (!best || on_node(n) > on_node(best)))
-			best = n;
+	best = busiest_node();
 	sending = 1;
 	traffic_for(1500);
 	for (i = 0; i < nclients; i++) {
@@ -1025,14 +1034,12 @@ static int drained_and_moved(void)
 static void test_node_drained(void **state)
 {
 	unsigned lost[CLIENTS], told[CLIENTS];
-	int n, best = 0, moved, port, i;
+	int best, moved, port, i;
 	int64_t moved_at = 0, told_first = 0, told_last = 0;
 
 	(void)state;
 	population();
-	for (n = 1; n <= NODES; n++)
-		if (node[n - 1].pid > 0 && (!best || on_node(n) > on_node(best)))
-			best = n;
+	best = busiest_node();
 	sending = 1;
 	traffic_for(1000);
 	for (i = 0; i < nclients; i++) {

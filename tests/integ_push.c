@@ -199,6 +199,20 @@ static void test_bad_targets(void **state)
 	refused(webpush_body(&u, "https://push.example.com/x", "BCVxsr7N", AUTH), 400, "bad_request");
 	refused(webpush_body(&u, "https://push.example.com/x", P256DH, "BTBZMqHH6r4Tts7J_aSI"), 400, "bad_request");
 	assert_int_equal(count(&u), 0);
+	/* The longest FCM token taken is 1,024 bytes (PostgreSQL indexes it). */
+	{
+		char longest[1026];
+		memset(longest, 'a', sizeof longest - 1);
+		longest[1025] = 0;
+		refused(put(&u, "{\"platform\":\"fcm\",\"token\":\"%s\"}", longest), 400, "bad_request");
+		longest[1024] = 0;
+		json_decref(put(&u, "{\"platform\":\"fcm\",\"token\":\"%s\"}", longest));
+		assert_int_equal(last_status, 201);
+		assert_int_equal(count(&u), 1);
+		json_decref(req(&u, "DELETE", "/api/v1/sessions/current", NULL)); /* and gone with the device */
+		hx_login(S.port, &u, &u);
+	}
+	assert_int_equal(count(&u), 0);
 	/* A public one is taken, padded keys too. */
 	json_decref(webpush_body(&u, "https://updates.push.services.mozilla.com/wpush/v2/gAAAA", P256DH, AUTH "=="));
 	assert_int_equal(last_status, 201);
