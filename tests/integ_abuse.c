@@ -720,7 +720,6 @@ static void test_read_rate(void **state)
 		}
 	assert_int_equal(pc_ws_send_text(b, "{\"type\":\"ping\",\"ref\":1}"), 0);
 	json_decref(hx_expect(b, "pong"));
-	assert_true(hx_metric(&S, "parley_websockets_throttled_total") >= 1);
 	for (i = 0; i < CONNS; i++)
 		for (k = 0; k < FRAMES; k++) {
 			json_t *p = hx_expect(s[i], "pong");
@@ -734,6 +733,10 @@ static void test_read_rate(void **state)
 			assert_memory_equal(ref, want, strlen(want));
 			json_decref(p);
 		}
+	/* Counted once the frames are answered, not when the bystander is:
+	 * the node may serve the bystander before it reaches the streamer's
+	 * frames past the burst (it did so once in CI, under ASan). */
+	assert_true(hx_metric(&S, "parley_websockets_throttled_total") >= 1);
 	for (i = 0; i < CONNS; i++)
 		pc_close(s[i]);
 	pc_close(b);
