@@ -16,7 +16,7 @@
 #include <openssl/rand.h>
 
 #include "jwt.h"
-#include "publicaddr.h"
+#include "pushhttp.h"
 
 /* HMAC-SHA-256 of the concatenation a || b || c (any may be empty). */
 static int hmac3(const unsigned char *key, size_t klen, const void *a, size_t alen, const void *b, size_t blen,
@@ -182,130 +182,49 @@ int webpush_vapid_authorization(EVP_PKEY *key, const char *public_b64, const cha
 
 /* ---- sending ------------------------------------------------------------ */
 
-typedef struct send_ctx {
-	const webpush_request_t *req;
-	webpush_result_t *r;
-	size_t reason_len;
-	int refused_address;
-} send_ctx_t;
-
-/* Every connection libcurl opens goes through here: an endpoint whose
- * name resolved to this host or a private network is not called. */
-static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
-{
-	send_ctx_t *c = ud;
-
-	(void)purpose;
-	if (!c->req->allow_local && !publicaddr_sockaddr(&a->addr, a->addrlen)) {
-		c->refused_address = 1;
-		return CURL_SOCKET_BAD;
-	}
-	return socket(a->family, a->socktype, a->protocol);
-}
-
-/* The answer's body: its start, for the log. */
-static size_t on_body(char *data, size_t size, size_t n, void *ud)
-{
-	send_ctx_t *c = ud;
-	size_t len = size * n, room = sizeof c->r->reason - 1 - c->reason_len;
-
-	if (room) {
-		size_t k = len < room ? len : room, i;
-		memcpy(c->r->reason + c->reason_len, data, k);
-		for (i = 0; i < k; i++) /* one line */
-			if ((unsigned char)c->r->reason[c->reason_len + i] < 0x20)
-				c->r->reason[c->reason_len + i] = ' ';
-		c->reason_len += k;
-		c->r->reason[c->reason_len] = 0;
-	}
-	return len;
-}
-
-static size_t on_header(char *line, size_t size, size_t n, void *ud)
-{
-	send_ctx_t *c = ud;
-	size_t len = size * n;
-	char value[128];
-
-	if (len > 12 && len < sizeof value + 12 && !strncasecmp(line, "retry-after:", 12)) {
-		char *v = value, *end;
-		long long secs;
-		time_t when;
-
-		memcpy(value, line + 12, len - 12);
-		value[len - 12] = 0;
-		while (*v == ' ' || *v == '\t')
-			v++;
-		v[strcspn(v, "\r\n")] = 0;
-		secs = strtoll(v, &end, 10);
-		if (end != v && !*end && secs >= 0 && secs < 86400 * 7)
-			c->r->retry_after_ms = secs * 1000;
-		else if ((when = curl_getdate(v, NULL)) > 0 && when > time(NULL))
-			c->r->retry_after_ms = (int64_t)(when - time(NULL)) * 1000;
-	}
-	return len;
-}
-
 int webpush_send(CURL *curl, const webpush_request_t *req, webpush_result_t *r)
 {
 	static const char *const urgency[] = {"very-low", "low", "normal", "high"};
-	struct curl_slist *h = NULL, *t;
-	char line[WEBPUSH_AUTH_HEADER_MAX + 32];
-	send_ctx_t c = {req, r, 0, 0};
-	CURLcode rc;
-	int ok = 1;
+	char auth[WEBPUSH_AUTH_HEADER_MAX + 32], ttl[32], urg[32], topic[48];
+	const char *headers[6];
+	size_t nh = 0;
+	pushhttp_request_t hr = {0};
+	pushhttp_result_t hres;
+	int rc;
 
 	memset(r, 0, sizeof *r);
 	if (strncmp(req->endpoint, "https://", 8) && !(req->allow_local && !strncmp(req->endpoint, "http://", 7))) {
 		snprintf(r->reason, sizeof r->reason, "the endpoint is not https");
 		return -1;
 	}
-	curl_easy_reset(curl);
-	snprintf(line, sizeof line, "Authorization: %s", req->authorization);
-	ok = ok && (t = curl_slist_append(h, line)) && (h = t);
-	snprintf(line, sizeof line, "TTL: %d", req->ttl_s > 0 ? req->ttl_s : 0);
-	ok = ok && (t = curl_slist_append(h, line)) && (h = t);
-	snprintf(line, sizeof line, "Urgency: %s", urgency[req->urgency]);
-	ok = ok && (t = curl_slist_append(h, line)) && (h = t);
+	snprintf(auth, sizeof auth, "Authorization: %s", req->authorization);
+	snprintf(ttl, sizeof ttl, "TTL: %d", req->ttl_s > 0 ? req->ttl_s : 0);
+	snprintf(urg, sizeof urg, "Urgency: %s", urgency[req->urgency]);
+	headers[nh++] = auth;
+	headers[nh++] = ttl;
+	headers[nh++] = urg;
 	if (req->topic) {
-		snprintf(line, sizeof line, "Topic: %.32s", req->topic);
-		ok = ok && (t = curl_slist_append(h, line)) && (h = t);
+		snprintf(topic, sizeof topic, "Topic: %.32s", req->topic);
+		headers[nh++] = topic;
 	}
-	ok = ok && (t = curl_slist_append(h, "Content-Encoding: aes128gcm")) && (h = t);
-	ok = ok && (t = curl_slist_append(h, "Content-Type: application/octet-stream")) && (h = t);
-	ok = ok && (t = curl_slist_append(h, "Expect:")) && (h = t); /* no 100-continue round trip */
-	if (!ok) {
-		curl_slist_free_all(h);
-		snprintf(r->reason, sizeof r->reason, "out of memory");
-		return -1;
-	}
-	curl_easy_setopt(curl, CURLOPT_URL, req->endpoint);
-	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, req->allow_local ? "https,http" : "https");
-	curl_easy_setopt(curl, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-	curl_easy_setopt(curl, CURLOPT_POST, 1L);
-	curl_easy_setopt(curl, CURLOPT_POSTFIELDS, req->body);
-	curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)req->len);
-	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, h);
-	curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L); /* a redirect could point anywhere */
-	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : 10000L);
-	curl_easy_setopt(curl, CURLOPT_OPENSOCKETFUNCTION, open_socket);
-	curl_easy_setopt(curl, CURLOPT_OPENSOCKETDATA, &c);
-	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &c);
-	curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(curl, CURLOPT_HEADERDATA, &c);
-	rc = curl_easy_perform(curl);
-	curl_slist_free_all(h);
-	if (rc != CURLE_OK) {
-		if (c.refused_address)
-			snprintf(r->reason, sizeof r->reason, "the endpoint's host resolved to a local or private address");
-		else
-			snprintf(r->reason, sizeof r->reason, "%s", curl_easy_strerror(rc));
-		r->status = 0;
-		return -1;
-	}
-	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r->status);
-	return 0;
+	headers[nh++] = "Content-Encoding: aes128gcm";
+	headers[nh] = NULL;
+	hr.url = req->endpoint;
+	hr.headers = headers;
+	hr.body = req->body;
+	hr.len = req->len;
+	hr.content_type = "application/octet-stream";
+	hr.allow_http = req->allow_local;
+	hr.refuse_local = !req->allow_local;
+	hr.timeout_ms = req->timeout_ms;
+	rc = pushhttp_post(curl, &hr, &hres);
+	r->status = hres.status;
+	r->retry_after_ms = hres.retry_after_ms;
+	if (rc < 0)
+		snprintf(r->reason, sizeof r->reason, "%s",
+		         strstr(hres.reason, "local or private") ? "the endpoint's host resolved to a local or private address"
+		                                                 : hres.reason);
+	else
+		snprintf(r->reason, sizeof r->reason, "%.255s", hres.body);
+	return rc;
 }
