@@ -273,6 +273,7 @@ typedef struct store_vtab {
 	int (*read_count)(store_t *s, int64_t conv_id, int64_t user_id, int64_t seq, int64_t *count);
 	int (*member_head)(store_t *s, int64_t conv_id, int64_t user_id, int64_t *last_seq,
 	                   int64_t *joined_seq);
+	int (*unread_total)(store_t *s, int64_t user_id, int64_t cap, int64_t *total);
 	int (*members)(store_t *s, int64_t conv_id, int64_t **ids, size_t *n);
 	int (*member_list)(store_t *s, int64_t conv_id, store_member_t **out, size_t *n,
 	                   int64_t *version);
@@ -624,6 +625,14 @@ static inline int store_read_count(store_t *s, int64_t conv_id, int64_t user_id,
                                    int64_t *count)
 {
 	return s->vt->read_count(s, conv_id, user_id, seq, count);
+}
+
+/* The messages others sent that user_id has not read, in every
+ * conversation together (a push notification's badge), counted up to cap
+ * (past it the count is cap). */
+static inline int store_unread_total(store_t *s, int64_t user_id, int64_t cap, int64_t *total)
+{
+	return s->vt->unread_total(s, user_id, cap, total);
 }
 
 /* The conversation's latest seq if user_id is a member, else STORE_FORBIDDEN;

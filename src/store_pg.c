@@ -116,6 +116,7 @@ enum {
 	Q_EXPIRE_MARKS,
 	Q_SENDERS,
 	Q_READ_COUNT,
+	Q_UNREAD_TOTAL,
 	Q_MESSAGE_AT,
 	Q_RECEIPT_DETAIL,
 	Q_HISTORY,
@@ -281,6 +282,10 @@ static const char *const queries[Q_COUNT] = {
 	                   "SELECT ctid FROM receipt_marks WHERE ts < $1 LIMIT $2))",
 	[Q_SENDERS] = "SELECT seq, sender FROM messages WHERE conv_id = $1 AND seq >= $2 AND seq <= $3 "
 	              "ORDER BY seq",
+	/* A user's unread messages in every conversation, counted up to $2. */
+	[Q_UNREAD_TOTAL] = "SELECT count(*) FROM (SELECT 1 FROM members m JOIN messages g ON g.conv_id = m.conv_id "
+	                   "AND g.seq > m.read_seq AND g.seq > m.joined_seq WHERE m.user_id = $1 AND g.sender <> $1 "
+	                   "LIMIT $2) t",
 	[Q_READ_COUNT] = "SELECT count(*) FROM members WHERE conv_id = $1 AND user_id <> "
 	                 "(SELECT sender FROM messages WHERE conv_id = $1 AND seq = $2) "
 	                 "AND joined_seq < $2 AND read_seq >= $2",
@@ -2027,6 +2032,15 @@ static int pg_read_count(store_t *base, int64_t conv_id, int64_t user_id, int64_
 	return query_int(s, Q_READ_COUNT, p_int(p_int(&p, conv_id), seq), count);
 }
 
+static int pg_unread_total(store_t *base, int64_t user_id, int64_t cap, int64_t *total)
+{
+	pg_store_t *s = S(base);
+	params_t p = {0};
+
+	READY(s);
+	return query_int(s, Q_UNREAD_TOTAL, p_int(p_int(&p, user_id), cap), total);
+}
+
 static int pg_members(store_t *base, int64_t conv_id, int64_t **ids, size_t *n)
 {
 	params_t p = {0};
@@ -3223,6 +3237,7 @@ static const store_vtab_t pg_vtab = {
 	.members = pg_members,
 	.member_list = pg_member_list,
 	.read_count = pg_read_count,
+	.unread_total = pg_unread_total,
 	.watermarks = pg_watermarks,
 	.expire_receipts = pg_expire_receipts,
 	.watchable = pg_watchable,

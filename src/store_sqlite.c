@@ -57,6 +57,7 @@ enum {
 	Q_EXPIRE_MARKS,
 	Q_SENDERS,
 	Q_READ_COUNT,
+	Q_UNREAD_TOTAL,
 	Q_CONV_LIST,
 	Q_MESSAGE_AT,
 	Q_UNREAD,
@@ -214,6 +215,10 @@ static const char *const queries[Q_COUNT] = {
 	[Q_SENDERS] = "SELECT seq, sender FROM messages WHERE conv_id = ?1 AND seq >= ?2 AND seq <= ?3 "
 	              "ORDER BY seq",
 	[Q_READ_ONLY_SET] = "UPDATE members SET read_seq = ?3 WHERE conv_id = ?1 AND user_id = ?2",
+	/* A user's unread messages in every conversation, counted up to ?2. */
+	[Q_UNREAD_TOTAL] = "SELECT count(*) FROM (SELECT 1 FROM members m JOIN messages g ON g.conv_id = m.conv_id "
+	                   "AND g.seq > m.read_seq AND g.seq > m.joined_seq WHERE m.user_id = ?1 AND g.sender <> ?1 "
+	                   "LIMIT ?2)",
 	[Q_READ_COUNT] = "SELECT count(*) FROM members WHERE conv_id = ?1 AND user_id <> "
 	                 "(SELECT sender FROM messages WHERE conv_id = ?1 AND seq = ?2) "
 	                 "AND joined_seq < ?2 AND read_seq >= ?2",
@@ -1574,6 +1579,11 @@ static int sq_read_count(store_t *base, int64_t conv_id, int64_t user_id, int64_
 	return query_int(s, Q_READ_COUNT, conv_id, seq, count);
 }
 
+static int sq_unread_total(store_t *base, int64_t user_id, int64_t cap, int64_t *total)
+{
+	return query_int(S(base), Q_UNREAD_TOTAL, user_id, cap, total);
+}
+
 static int sq_members(store_t *base, int64_t conv_id, int64_t **ids, size_t *n)
 {
 	return load_members(S(base), conv_id, ids, n);
@@ -2424,6 +2434,7 @@ static const store_vtab_t sqlite_vtab = {
 	.members = sq_members,
 	.member_list = sq_member_list,
 	.read_count = sq_read_count,
+	.unread_total = sq_unread_total,
 	.watermarks = sq_watermarks,
 	.expire_receipts = sq_expire_receipts,
 	.watchable = sq_watchable,

@@ -111,7 +111,8 @@ static int64_t alice, bob, carol, conv;
 	X(block) X(unblock) X(blocks) X(blocked_in_conv) X(blocks_received)      \
 	X(first_contacts) X(first_contact_at) X(first_contacts_add)              \
 	X(expire_first_contacts) X(last_seen_set) X(expire_receipts)             \
-	X(watermarks) X(senders) X(read_count) X(member_head) X(members)         \
+	X(watermarks) X(senders) X(read_count) X(unread_total) X(member_head)    \
+	X(members)                                                                \
 	X(member_list) X(group_create) X(member_add) X(member_remove) X(heads)   \
 	X(replay) X(apply) X(set_outbox) X(set_lazy_commit) X(outbox_take) X(outbox_delete)
 
@@ -204,6 +205,7 @@ FWD(senders, (store_t *s, int64_t c, int64_t lo, int64_t hi, store_sent_t **out,
     (R(s), c, lo, hi, out, n))
 FWD(read_count, (store_t *s, int64_t c, int64_t u, int64_t seq, int64_t *count),
     (R(s), c, u, seq, count))
+FWD(unread_total, (store_t *s, int64_t u, int64_t cap, int64_t *total), (R(s), u, cap, total))
 FWD(member_head, (store_t *s, int64_t c, int64_t u, int64_t *last, int64_t *joined),
     (R(s), c, u, last, joined))
 FWD(members, (store_t *s, int64_t c, int64_t **ids, size_t *n), (R(s), c, ids, n))
@@ -1577,6 +1579,56 @@ static void test_joined_view(void **state)
 /* Last seen times, as the presence service reports them: read back by
  * whoever may watch, and never moved back by an older report (nodes of
  * a fleet report out of order). */
+/* The badge of a push: what others sent and the user has not read, in
+ * every conversation, a group's from where the user joined. */
+static void test_unread_total(void **state)
+{
+	int64_t a = new_user("ut_a"), b = new_user("ut_b"), late = new_user("ut_late"), d, g, total;
+	store_op_t op;
+	int i;
+
+	(void)state;
+	d = new_direct(a, b);
+	assert_int_equal(store_group_create(st, a, &b, 1, "ut", 100, 0, &g, NULL), STORE_OK);
+	assert_int_equal(store_unread_total(st, b, 100, &total), STORE_OK);
+	assert_int_equal(total, 0);
+	for (i = 0; i < 3; i++) {
+		char cmid[16];
+		snprintf(cmid, sizeof cmid, "ud%d", i);
+		op = send_to(d, a, cmid, "hi");
+		assert_int_equal(apply1(&op), STORE_OK);
+		store_op_release(&op);
+		snprintf(cmid, sizeof cmid, "ug%d", i);
+		op = send_to(g, a, cmid, "all");
+		assert_int_equal(apply1(&op), STORE_OK);
+		store_op_release(&op);
+	}
+	op = send_to(d, b, "ub", "own"); /* b's own: not unread to b */
+	assert_int_equal(apply1(&op), STORE_OK);
+	store_op_release(&op);
+	assert_int_equal(store_unread_total(st, b, 100, &total), STORE_OK);
+	assert_int_equal(total, 6);
+	assert_int_equal(store_unread_total(st, b, 4, &total), STORE_OK);
+	assert_int_equal(total, 4); /* counted up to the cap */
+	assert_int_equal(store_unread_total(st, a, 100, &total), STORE_OK);
+	assert_int_equal(total, 1);
+	op = receipt_op(b, STORE_READ, 2, 300);
+	op.conv = d;
+	assert_int_equal(apply1(&op), STORE_OK);
+	store_op_release(&op);
+	assert_int_equal(store_unread_total(st, b, 100, &total), STORE_OK);
+	assert_int_equal(total, 4); /* the direct chat's third, the group's three */
+	/* A member who joined late counts from where it joined. */
+	assert_int_equal(store_member_add(st, g, a, late, 400, 0, NULL), STORE_OK);
+	assert_int_equal(store_unread_total(st, late, 100, &total), STORE_OK);
+	assert_int_equal(total, 0);
+	op = send_to(g, b, "ul", "welcome");
+	assert_int_equal(apply1(&op), STORE_OK);
+	store_op_release(&op);
+	assert_int_equal(store_unread_total(st, late, 100, &total), STORE_OK);
+	assert_int_equal(total, 1);
+}
+
 static void test_last_seen(void **state)
 {
 	int64_t w = new_user("ls_watcher"), t = new_user("ls_target"), cv = new_direct(w, t), seen = -1;
@@ -1984,6 +2036,7 @@ static void test_outbox_concurrent_take(void **state)
 	cmocka_unit_test(test_admin_promotion),                       \
 	cmocka_unit_test(test_joined_view),                           \
 	cmocka_unit_test(test_last_seen),                             \
+	cmocka_unit_test(test_unread_total),                          \
 	cmocka_unit_test(test_blocks_hold_in_direct_chats_only),      \
 	cmocka_unit_test(test_outbox_rows),                           \
 	cmocka_unit_test(test_outbox_failed_batch),                   \
