@@ -25,4 +25,32 @@ EVP_PKEY *apns_key_from_p8(const char *pem, size_t len);
 int apns_provider_token(EVP_PKEY *key, const char *key_id, const char *team_id, int64_t now_s, char *out,
                         size_t cap);
 
+/* ---- sending --------------------------------------------------------- */
+
+#include "pushhttp.h"
+
+#define APNS_PRODUCTION_URL "https://api.push.apple.com"
+#define APNS_SANDBOX_URL "https://api.sandbox.push.apple.com"
+#define APNS_PAYLOAD_MAX 4096
+
+typedef struct apns_request {
+	const char *base_url;        /* APNS_*_URL, or a test's fake */
+	const char *device_token;    /* hex */
+	const char *topic;           /* the app's bundle id */
+	const char *provider_token;  /* apns_provider_token's */
+	const char *push_type;       /* "alert" (shown) or "background" (content-available only) */
+	int priority;                /* 10 at once, 5 when it suits the device (background must be 5) */
+	const char *collapse_id;     /* NULL, or at most 64 bytes: a newer push of it replaces the shown one */
+	int64_t expiration_s;        /* Unix time after which APNs drops it undelivered; 0: try once */
+	const char *payload;         /* JSON, at most APNS_PAYLOAD_MAX bytes */
+	long timeout_ms;
+} apns_request_t;
+
+/* POSTs the notification to /3/device/TOKEN: 0 with r->status (200 sent;
+ * 400 with a reason such as BadDeviceToken; 403 ExpiredProviderToken or
+ * InvalidProviderToken; 410 Unregistered; 429 TooManyRequests; 5xx) and
+ * APNs' reason, from the answer's JSON, in reason (reason_cap bytes, ""
+ * when none); -1 when no answer came (r->reason says why). */
+int apns_send(CURL *curl, const apns_request_t *req, pushhttp_result_t *r, char *reason, size_t reason_cap);
+
 #endif

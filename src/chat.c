@@ -47,6 +47,7 @@
 #include "log.h"
 #include "loop.h"
 #include "presence.h"
+#include "push.h"
 #include "tally.h"
 #include "workers.h"
 #include "writer.h"
@@ -419,6 +420,11 @@ static void send_done(send_op_t *s)
 				                   NULL, NULL);
 				sbuf_unref(f);
 			}
+			/* The push path decides, on its own threads, who is woken. */
+			push_message(srv->push, op->conv, op->conv_kind, op->out_seq, op->user,
+			             op->conv_kind == STORE_GROUP ? NULL : op->members,
+			             op->conv_kind == STORE_GROUP ? 0 : op->nmembers, op->out_members_version, s->body,
+			             op->body_len, op->out_ts);
 		}
 		/* A repeat was stored and fanned out the first time: the ack
 		 * only. Its seq still moves the connection's range (or holds
@@ -463,6 +469,10 @@ static void receipt_done(receipt_op_t *r)
 	sbuf_t *f;
 	size_t i;
 
+	/* A device that says it has a message needs no push for it (even
+	 * where the store keeps no delivered watermark: large groups). */
+	if (op->status == STORE_OK)
+		push_receipt(srv->push, op->conv, op->user, op->device, op->state, op->applied ? op->out_seq : op->seq);
 	if (op->status == STORE_OK && op->applied) {
 		/* Groups: the senders of the messages it covers get counts,
 		 * from the dispatcher of the group's partition when there is a

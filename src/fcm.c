@@ -89,3 +89,88 @@ int fcm_grant_assertion(const fcm_account_t *a, int64_t now_s, char *out, size_t
 		return -1;
 	return jwt_sign(a->key, header, claims, out, cap) < 0 ? -1 : 0;
 }
+
+int fcm_access_token(CURL *curl, const fcm_account_t *a, int64_t now_s, char *token, size_t cap,
+                     int64_t *expires_in_s, char *err, size_t errlen)
+{
+	char assertion[4096], escaped[6144], form[6400];
+	pushhttp_request_t hr = {0};
+	pushhttp_result_t r;
+	json_t *j;
+	const char *t;
+
+	if (fcm_grant_assertion(a, now_s, assertion, sizeof assertion) < 0 ||
+	    pushhttp_form_escape(assertion, escaped, sizeof escaped) < 0) {
+		snprintf(err, errlen, "the grant could not be signed");
+		return -1;
+	}
+	snprintf(form, sizeof form, "grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Ajwt-bearer&assertion=%s",
+	         escaped);
+	hr.url = a->token_uri;
+	hr.body = form;
+	hr.len = strlen(form);
+	hr.content_type = "application/x-www-form-urlencoded";
+	hr.allow_http = !strncmp(a->token_uri, "http://", 7);
+	hr.http2_prior_knowledge = 0; /* the token endpoint is an ordinary HTTPS server */
+	if (pushhttp_post(curl, &hr, &r) < 0) {
+		snprintf(err, errlen, "the token endpoint: %s", r.reason);
+		return -1;
+	}
+	if (r.status != 200) {
+		snprintf(err, errlen, "the token endpoint answered %ld: %.200s", r.status, r.body);
+		return -1;
+	}
+	j = json_loads(r.body, 0, NULL);
+	t = json_string_value(json_object_get(j, "access_token"));
+	if (!t || strlen(t) >= cap || strlen(t) == 0) {
+		snprintf(err, errlen, "the token endpoint's answer has no usable access_token");
+		json_decref(j);
+		return -1;
+	}
+	snprintf(token, cap, "%s", t);
+	*expires_in_s = json_is_integer(json_object_get(j, "expires_in"))
+	                    ? (int64_t)json_integer_value(json_object_get(j, "expires_in"))
+	                    : 3600;
+	json_decref(j);
+	return 0;
+}
+
+/* FCM's error: the errorCode of its details when one is given (the v1
+ * API's own codes: UNREGISTERED, QUOTA_EXCEEDED, ...), else its status. */
+static void error_code(const char *body, char *out, size_t cap)
+{
+	json_t *j = json_loads(body, 0, NULL), *e = json_object_get(j, "error"), *d;
+	const char *code = NULL;
+	size_t i;
+
+	json_array_foreach(json_object_get(e, "details"), i, d)
+		if (!code)
+			code = json_string_value(json_object_get(d, "errorCode"));
+	if (!code)
+		code = json_string_value(json_object_get(e, "status"));
+	snprintf(out, cap, "%s", code ? code : "");
+	json_decref(j);
+}
+
+int fcm_send(CURL *curl, const char *base_url, const fcm_account_t *a, const char *access_token,
+             const char *message_json, pushhttp_result_t *r, char *code, size_t code_cap)
+{
+	char url[768], auth[FCM_ACCESS_TOKEN_MAX + 32];
+	const char *headers[2] = {auth, NULL};
+	pushhttp_request_t hr = {0};
+
+	code[0] = 0;
+	snprintf(url, sizeof url, "%s/v1/projects/%s/messages:send", base_url, a->project_id);
+	snprintf(auth, sizeof auth, "Authorization: Bearer %s", access_token);
+	hr.url = url;
+	hr.headers = headers;
+	hr.body = message_json;
+	hr.len = strlen(message_json);
+	hr.http2_prior_knowledge = 1;
+	hr.allow_http = !strncmp(base_url, "http://", 7);
+	if (pushhttp_post(curl, &hr, r) < 0)
+		return -1;
+	if (r->status != 200)
+		error_code(r->body, code, code_cap);
+	return 0;
+}

@@ -34,4 +34,25 @@ void fcm_account_clear(fcm_account_t *a);
  * or -1. */
 int fcm_grant_assertion(const fcm_account_t *a, int64_t now_s, char *out, size_t cap);
 
+/* ---- sending --------------------------------------------------------- */
+
+#include "pushhttp.h"
+
+#define FCM_URL "https://fcm.googleapis.com"
+#define FCM_ACCESS_TOKEN_MAX 2048
+
+/* Trades a fresh grant at the account's token endpoint for an access
+ * token: 0 with it in token (cap bytes) and its life in *expires_in_s;
+ * -1 with why in err (no answer, an error answer, one without a token). */
+int fcm_access_token(CURL *curl, const fcm_account_t *a, int64_t now_s, char *token, size_t cap,
+                     int64_t *expires_in_s, char *err, size_t errlen);
+
+/* POSTs message_json ({"message":{...}}) to BASE/v1/projects/ID/messages:send
+ * with the access token: 0 with r->status (200 sent; 400 INVALID_ARGUMENT;
+ * 401 the token expired; 403 SENDER_ID_MISMATCH; 404 UNREGISTERED; 429
+ * QUOTA_EXCEEDED; 5xx) and FCM's error code (details' errorCode, else the
+ * error's status) in code (""); -1 when no answer came. */
+int fcm_send(CURL *curl, const char *base_url, const fcm_account_t *a, const char *access_token,
+             const char *message_json, pushhttp_result_t *r, char *code, size_t code_cap);
+
 #endif

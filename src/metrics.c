@@ -11,6 +11,7 @@
 #include "fanout.h"
 #include "dispatch.h"
 #include "outbox.h"
+#include "push.h"
 #include "gateway.h"
 #include "http.h"
 #include "jbuf.h"
@@ -33,6 +34,89 @@ static void metric(jbuf_t *b, const char *name, const char *type, const char *he
 	jbuf_lit(b, type);
 	snprintf(line, sizeof line, "\n%s %.17g\n", name, value);
 	jbuf_lit(b, line);
+}
+
+/* One family of per-provider values: name{provider="..."} for each. */
+static void per_provider(jbuf_t *b, const char *name, const char *type, const char *help, const double v[PUSH_PROVIDERS])
+{
+	char line[160];
+	int i;
+
+	jbuf_lit(b, "# HELP ");
+	jbuf_lit(b, name);
+	jbuf_lit(b, " ");
+	jbuf_lit(b, help);
+	jbuf_lit(b, "\n# TYPE ");
+	jbuf_lit(b, name);
+	jbuf_lit(b, " ");
+	jbuf_lit(b, type);
+	jbuf_lit(b, "\n");
+	for (i = 0; i < PUSH_PROVIDERS; i++) {
+		snprintf(line, sizeof line, "%s{provider=\"%s\"} %.17g\n", name, push_provider_name(i), v[i]);
+		jbuf_lit(b, line);
+	}
+}
+
+static void push_metrics(jbuf_t *b, push_t *p)
+{
+	push_counts_t c;
+	double v[PUSH_PROVIDERS];
+	char line[200];
+	int i, r;
+
+	push_counts(p, &c);
+	metric(b, "parley_push_events_queued", "gauge", "Messages and receipts waiting for the push scheduler.",
+	       (double)c.events_queued);
+	metric(b, "parley_push_events_dropped_total", "counter",
+	       "Messages and receipts the push path's full queue refused (not pushed).", (double)c.events_dropped);
+	metric(b, "parley_push_notes", "gauge", "Notifications (user and conversation) pending or shown.",
+	       (double)c.notes);
+	metric(b, "parley_push_notes_dropped_total", "counter",
+	       "Recipients not pushed: the table of notifications was full.", (double)c.notes_dropped);
+	metric(b, "parley_push_sends_queued", "gauge", "Pushes waiting for a sender or for their retry.",
+	       (double)c.sends_queued);
+	metric(b, "parley_push_sends_dropped_total", "counter", "Pushes the full send queue refused.",
+	       (double)c.sends_dropped);
+	metric(b, "parley_push_notifications_total", "counter",
+	       "Notifications decided (one per user, conversation and burst).", (double)c.notifications);
+	metric(b, "parley_push_suppressed_total", "counter",
+	       "Notifications not sent: a device delivered or read the message first.", (double)c.suppressed);
+	metric(b, "parley_push_clears_total", "counter",
+	       "Clears decided: a read on one device takes the notification off the others.", (double)c.clears);
+	metric(b, "parley_push_no_targets_total", "counter", "Notifications for users with no usable push target.",
+	       (double)c.no_targets);
+	for (i = 0; i < PUSH_PROVIDERS; i++)
+		v[i] = (double)c.provider[i].sent;
+	per_provider(b, "parley_push_sent_total", "counter", "Pushes the provider accepted.", v);
+	for (i = 0; i < PUSH_PROVIDERS; i++)
+		v[i] = (double)c.provider[i].retries;
+	per_provider(b, "parley_push_retries_total", "counter", "Pushes queued to be tried again.", v);
+	for (i = 0; i < PUSH_PROVIDERS; i++)
+		v[i] = (double)c.provider[i].dead_letter;
+	per_provider(b, "parley_push_dead_letter_total", "counter",
+	             "Pushes given up: refused, or failed --push-max-attempts times.", v);
+	for (i = 0; i < PUSH_PROVIDERS; i++)
+		v[i] = (double)c.provider[i].removed;
+	per_provider(b, "parley_push_targets_removed_total", "counter",
+	             "Push targets deleted because the provider said they are gone.", v);
+	for (i = 0; i < PUSH_PROVIDERS; i++)
+		v[i] = (double)c.provider[i].in_flight;
+	per_provider(b, "parley_push_in_flight", "gauge", "Pushes being sent now.", v);
+	for (i = 0; i < PUSH_PROVIDERS; i++)
+		v[i] = c.provider[i].latency_sum;
+	per_provider(b, "parley_push_latency_seconds_sum", "counter",
+	             "Time the provider's exchanges took, those that were answered.", v);
+	for (i = 0; i < PUSH_PROVIDERS; i++)
+		v[i] = (double)c.provider[i].latency_count;
+	per_provider(b, "parley_push_latency_seconds_count", "counter", "Exchanges the provider answered.", v);
+	jbuf_lit(b, "# HELP parley_push_failures_total Failed push attempts, by provider and reason.\n"
+	            "# TYPE parley_push_failures_total counter\n");
+	for (i = 0; i < PUSH_PROVIDERS; i++)
+		for (r = 0; r < PUSH_FAIL_REASONS; r++) {
+			snprintf(line, sizeof line, "parley_push_failures_total{provider=\"%s\",reason=\"%s\"} %llu\n",
+			         push_provider_name(i), push_fail_name(r), (unsigned long long)c.provider[i].failures[r]);
+			jbuf_lit(b, line);
+		}
 }
 
 sbuf_t *metrics_response(server_t *srv, int keep_alive)
@@ -139,6 +223,8 @@ sbuf_t *metrics_response(server_t *srv, int keep_alive)
 		metric(&b, "parley_dispatch_malformed_total", "counter",
 		       "Events from the log that did not parse, dropped (logged).", (double)dc.malformed);
 	}
+	if (srv->push)
+		push_metrics(&b, srv->push);
 	r = b.oom ? NULL
 	          : http_response(200, "text/plain; version=0.0.4", b.data, b.len, keep_alive, NULL);
 	jbuf_free(&b);

@@ -17,7 +17,7 @@
 
 #include <curl/curl.h>
 
-#define PUSHHTTP_BODY_KEEP 512 /* the start of an answer's body that is kept */
+#define PUSHHTTP_BODY_KEEP 4096 /* the start of an answer's body that is kept (room for an OAuth2 token answer) */
 
 typedef struct pushhttp_request {
 	const char *url;

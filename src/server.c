@@ -17,6 +17,7 @@
 #include "spends.h"
 #include "origin.h"
 #include "tickets.h"
+#include "push.h"
 #include "vapid.h"
 #include "bus.h"
 #include "bus_redis.h"
@@ -63,6 +64,11 @@ void server_config_defaults(server_config_t *cfg)
 	cfg->rate_limit = 200;
 	cfg->rate_burst = 5000;
 	cfg->presence_grace_ms = 5000;
+	cfg->push_grace_ms = 5000;
+	cfg->push_coalesce_ms = 1000;
+	cfg->push_senders = 4;
+	cfg->push_concurrency = 2;
+	cfg->push_max_attempts = 6;
 	cfg->max_user_connections = 64;
 	cfg->max_devices = 32;
 	snprintf(cfg->web_dir, sizeof cfg->web_dir, "web");
@@ -164,6 +170,9 @@ static void server_free(server_t *srv)
 	outbox_relay_free(srv->outbox);
 	fanout_free(srv->fanout);
 	store_close(srv->fanout_store);
+	/* After the writer, whose completions feed it; before the bus it
+	 * asks who is connected, and the VAPID key it signs with. */
+	push_free(srv->push);
 	tally_free(srv->tally);
 	/* After the I/O threads have closed every connection (each one told
 	 * presence), before the loops it posts to are freed. */
@@ -183,6 +192,63 @@ static void server_free(server_t *srv)
 	spends_free(srv->sent_bytes);
 	store_release(srv->store_claim);
 	free(srv);
+}
+
+/* The push path asks whether a user holds a connection: on one node
+ * the bus knows every one. */
+static int push_connected(void *ud, int64_t user)
+{
+	return bus_connections(((server_t *)ud)->bus, user) > 0;
+}
+
+static int start_push(server_t *srv)
+{
+	const server_config_t *cfg = &srv->cfg;
+	push_config_t pc = {0};
+	char contact[600];
+
+	if (cfg->push_off) {
+		log_info("push: off (--no-push)");
+		return 0;
+	}
+	if (cfg->redis_url[0]) {
+		/* A node of a fleet knows only its own connections: it cannot
+		 * tell who is offline everywhere. */
+		log_warn("push: fleet nodes (--redis) send no push notifications yet; devices catch up when they connect");
+		return 0;
+	}
+	if (cfg->push_contact[0])
+		snprintf(contact, sizeof contact, "%s", cfg->push_contact);
+	else if (!strncmp(cfg->public_url, "https://", 8))
+		snprintf(contact, sizeof contact, "%s", cfg->public_url);
+	else
+		snprintf(contact, sizeof contact, "mailto:postmaster@localhost");
+	if (strncmp(contact, "mailto:", 7) && strncmp(contact, "https://", 8)) {
+		log_error("--push-contact wants mailto:ADDRESS or an https:// URL, not '%s'", contact);
+		return -1;
+	}
+	pc.store_at = srv->store_at;
+	pc.senders = cfg->push_senders;
+	pc.provider_concurrency = cfg->push_concurrency;
+	pc.provider_rate = cfg->push_rate;
+	pc.grace_ms = cfg->push_grace_ms;
+	pc.coalesce_ms = cfg->push_coalesce_ms;
+	pc.max_attempts = cfg->push_max_attempts;
+	pc.device_idle_ms = (int64_t)cfg->token_idle_days * 86400000;
+	pc.vapid_key = vapid_key(srv->vapid);
+	pc.vapid_public = vapid_public_key(srv->vapid);
+	pc.contact = contact;
+	pc.allow_local = cfg->push_allow_http_endpoints;
+	pc.apns_key_file = cfg->apns_key_file;
+	pc.apns_key_id = cfg->apns_key_id;
+	pc.apns_team_id = cfg->apns_team_id;
+	pc.apns_url = cfg->apns_url[0] ? cfg->apns_url : NULL;
+	pc.apns_sandbox_url = cfg->apns_sandbox_url[0] ? cfg->apns_sandbox_url : NULL;
+	pc.fcm_account_file = cfg->fcm_account_file;
+	pc.fcm_url = cfg->fcm_url[0] ? cfg->fcm_url : NULL;
+	pc.connected = push_connected;
+	pc.connected_ud = srv;
+	return (srv->push = push_new(&pc)) ? 0 : -1;
 }
 
 /* The bus reaches this node's connections through the gateway, and its
@@ -550,6 +616,8 @@ server_t *server_start(const server_config_t *cfg)
 	 * from the log's dispatchers (dispatch.h), this node's share of which
 	 * runs here. */
 	if (srv->log && !(srv->dispatch = dispatch_new(srv->log, srv->bus, srv->fanout, srv->tally, cfg->node_id)))
+		goto err;
+	if (start_push(srv) < 0)
 		goto err;
 	if (gateway_start(srv->gw) < 0)
 		goto err;

@@ -52,6 +52,19 @@ typedef struct server_config {
 	int max_sends_in_flight;  /* per connection, awaiting their ack */
 	int fast_password_hashing; /* tests and benchmarks only */
 	int push_allow_http_endpoints; /* tests only: Web Push endpoints over http, to local hosts */
+	int push_off;             /* --no-push: no push notifications from this node */
+	int push_grace_ms;        /* a connected user's devices have this long to deliver before a push */
+	int push_coalesce_ms;     /* an unconnected user's burst gathers this long into one push */
+	unsigned push_senders;    /* the push path's sender threads */
+	unsigned push_concurrency; /* sends in flight per provider */
+	double push_rate;         /* sends a second per provider (0: any) */
+	int push_max_attempts;    /* tries of one push before it is dead-lettered */
+	char push_contact[256];   /* VAPID's contact: mailto: or https: ("": --public-url, or postmaster) */
+	char apns_key_file[4096]; /* APNs: the team's .p8 key; "": APNs off */
+	char apns_key_id[80], apns_team_id[80]; /* at most 15 (the parser keeps 64 spare); Apple's are 10 */
+	char apns_url[512], apns_sandbox_url[512]; /* "": Apple's */
+	char fcm_account_file[4096]; /* FCM: a service account's key file; "": FCM off */
+	char fcm_url[512];        /* "": Google's */
 	int receipts_interval_ms; /* group receipt counts: at most one frame per this */
 	double rate_limit;        /* recipients a sender may reach a second (0: off) */
 	double rate_burst;        /* ... and at once */
@@ -112,6 +125,7 @@ typedef struct server {
 	outbox_relay_t *outbox;   /* --nats: the relay to the event log; NULL: none */
 	eventlog_t *log;          /* --nats: the log (the relay's: it closes it) */
 	dispatch_t *dispatch;     /* --nats: this node's share of the log's fan-out */
+	struct push *push;        /* the push path (push.h); NULL: off */
 	int has_operator_token;
 	uint8_t operator_token_hash[32]; /* SHA-256 of --operator-token-file's token */
 	atomic_int draining;      /* shutting down: no new work is taken */
