@@ -144,6 +144,8 @@ static const option_t options[] = {
 	 "pushes a second to one provider (default 0: no limit)"},
 	{"push-max-attempts", OPT_INT, F(push_max_attempts), 1, 100, NULL, "N",
 	 "tries of one push (no answer, 5xx, 429) before it is\ndead-lettered (default 6)"},
+	{"push-timeout-ms", OPT_INT, F(push_timeout_ms), 100, 600000, NULL, "MS",
+	 "the longest one exchange with a provider may take; past it\nthe push is tried again later (default 10000)"},
 	{"push-contact", OPT_PATH, F(push_contact), 1, 0, NULL, "URI",
 	 "Web Push's contact for the push services (VAPID sub):\nmailto:ADDRESS or https://... (default --public-url if\nhttps, else mailto:postmaster@localhost)"},
 	{"apns-key-file", OPT_PATH, F(apns_key_file), 1, 0, NULL, "FILE",

@@ -189,6 +189,7 @@ typedef struct cached_members {
 
 struct push {
 	push_config_t cfg;
+	char contact[600];        /* cfg.contact points here */
 	/* events: the real-time path's side */
 	pthread_mutex_t in_lock;
 	pthread_cond_t in_cond;   /* events queued, a note re-armed, or stopping */
@@ -1291,8 +1292,8 @@ push_t *push_new(const push_config_t *cfg)
 		p->cfg.apns_sandbox_url = APNS_SANDBOX_URL;
 	if (!p->cfg.fcm_url)
 		p->cfg.fcm_url = FCM_URL;
-	if (!p->cfg.contact)
-		p->cfg.contact = "mailto:postmaster@localhost";
+	snprintf(p->contact, sizeof p->contact, "%s", cfg->contact ? cfg->contact : "mailto:postmaster@localhost");
+	p->cfg.contact = p->contact;
 	pthread_mutex_init(&p->in_lock, NULL);
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_mutex_init(&p->cred_lock, NULL);

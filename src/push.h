@@ -76,7 +76,7 @@ typedef struct push_config {
 	int max_attempts;              /* tries of one send; 0: 6 */
 	long timeout_ms;               /* one provider exchange; 0: 10000 */
 	int64_t device_idle_ms;        /* targets of devices unused this long are skipped; 0: none */
-	/* Web Push: the VAPID key (borrowed) and contact ("mailto:" or "https:") */
+	/* Web Push: the VAPID key (borrowed) and contact ("mailto:" or "https:", copied) */
 	EVP_PKEY *vapid_key;
 	const char *vapid_public;
 	const char *contact;

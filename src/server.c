@@ -69,6 +69,7 @@ void server_config_defaults(server_config_t *cfg)
 	cfg->push_senders = 4;
 	cfg->push_concurrency = 2;
 	cfg->push_max_attempts = 6;
+	cfg->push_timeout_ms = 10000;
 	cfg->max_user_connections = 64;
 	cfg->max_devices = 32;
 	snprintf(cfg->web_dir, sizeof cfg->web_dir, "web");
@@ -234,6 +235,7 @@ static int start_push(server_t *srv)
 	pc.grace_ms = cfg->push_grace_ms;
 	pc.coalesce_ms = cfg->push_coalesce_ms;
 	pc.max_attempts = cfg->push_max_attempts;
+	pc.timeout_ms = cfg->push_timeout_ms;
 	pc.device_idle_ms = (int64_t)cfg->token_idle_days * 86400000;
 	pc.vapid_key = vapid_key(srv->vapid);
 	pc.vapid_public = vapid_public_key(srv->vapid);

@@ -59,6 +59,7 @@ typedef struct server_config {
 	unsigned push_concurrency; /* sends in flight per provider */
 	double push_rate;         /* sends a second per provider (0: any) */
 	int push_max_attempts;    /* tries of one push before it is dead-lettered */
+	int push_timeout_ms;      /* one exchange with a provider */
 	char push_contact[256];   /* VAPID's contact: mailto: or https: ("": --public-url, or postmaster) */
 	char apns_key_file[4096]; /* APNs: the team's .p8 key; "": APNs off */
 	char apns_key_id[80], apns_team_id[80]; /* at most 15 (the parser keeps 64 spare); Apple's are 10 */

@@ -176,6 +176,52 @@ int hx_start(hx_server_t *s, const char *store, const char *const *extra)
 	return -1;
 }
 
+int hx_node(const char *const *argv, const char *port_file, pid_t *pid)
+{
+	const char *args[32];
+	pid_t parent = getpid();
+	int port = 0, i, n = 0;
+
+	args[n++] = "node";
+	for (i = 0; argv[i] && n < 31; i++)
+		args[n++] = argv[i];
+	args[n] = NULL;
+	unlink(port_file);
+	if ((*pid = fork()) == 0) {
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(127);
+		execvp("node", (char *const *)args);
+		_exit(127);
+	}
+	assert_true(*pid > 0);
+	for (i = 0; i < 600 && !port; i++) {
+		FILE *f = fopen(port_file, "r");
+		struct timespec ts = {0, 50 * 1000000};
+		if (f) {
+			if (fscanf(f, "%d", &port) != 1)
+				port = 0;
+			fclose(f);
+		}
+		if (port)
+			break;
+		if (waitpid(*pid, NULL, WNOHANG) == *pid)
+			fail_msg("the fake %s exited before it listened (is node installed?)", argv[0]);
+		nanosleep(&ts, NULL);
+	}
+	if (!port)
+		fail_msg("the fake %s did not say its port within 30 s", argv[0]);
+	return port;
+}
+
+void hx_node_stop(pid_t pid)
+{
+	if (pid <= 0)
+		return;
+	kill(pid, SIGTERM);
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+}
+
 int hx_stop(hx_server_t *s, int sig)
 {
 	int status = 0;

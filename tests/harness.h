@@ -40,6 +40,14 @@ typedef struct hx_server {
 	int own_store;       /* made by hx_start, removed by hx_cleanup */
 } hx_server_t;
 
+/* Starts a fake outside service written for Node (tests/fakes/): argv
+ * (NULL-terminated) after "node", which must write the port it listens
+ * on into port_file; waits for that (not for ever: a fake that exits
+ * first fails the test). Returns the port; *pid the process, which dies
+ * with the test. */
+int hx_node(const char *const *argv, const char *port_file, pid_t *pid);
+void hx_node_stop(pid_t pid);
+
 /* Starts a server; store NULL makes a fresh one (a temporary directory,
  * or a new database: see $PARLEY_TEST_STORE above), else the server
  * serves that location. Extra arguments (NULL-terminated list) are

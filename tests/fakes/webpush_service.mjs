@@ -2,7 +2,7 @@
 // checks and decrypts what only the subscriber could (it holds the
 // subscription's private key), so a test sees the real protocol work.
 //
-//   node webpush_service.mjs PORT_FILE UA_PRIVATE UA_PUBLIC AUTH
+//   node webpush_service.mjs PORT_FILE UA_PRIVATE UA_PUBLIC AUTH [LOG_FILE]
 //
 // Listens on 127.0.0.1 (a free port, written to PORT_FILE). Each POST must
 // carry Content-Encoding: aes128gcm, a TTL, a valid Urgency if any, and
@@ -10,13 +10,24 @@
 // KEY, whose aud is this origin, whose exp is in the future and at most
 // 24 h away, and whose sub is a mailto: or https: contact (RFC 8292). The
 // body is decrypted as RFC 8291 says. Answers: /push/gone 410,
-// /push/busy 429 with Retry-After: 7, else 201 with the plaintext as the
-// body; 400 with the reason when a check fails.
+// /push/busy 429 with Retry-After: 7, /push/busy-once/... 429 with
+// Retry-After: 2 the first time and 201 after, /push/hang never, else
+// 201 with the plaintext as the body; 400 with the reason when a check
+// fails. With LOG_FILE, one JSON line per request there: {"path",
+// "status","reason","ttl","urgency","topic","payload","at"}.
 import { createServer } from 'node:http';
 import { createECDH, createHmac, createDecipheriv, createPublicKey, verify } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { appendFileSync, writeFileSync } from 'node:fs';
 
-const [portFile, uaPrivate, uaPublic, auth] = process.argv.slice(2);
+const [portFile, uaPrivate, uaPublic, auth, logFile] = process.argv.slice(2);
+const seenOnce = new Set();
+function record(req, status, reason, plain) {
+	if (!logFile) return;
+	let payload = null;
+	try { payload = plain ? JSON.parse(plain.toString()) : null; } catch (e) { payload = plain.toString(); }
+	appendFileSync(logFile, JSON.stringify({ path: req.url, status, reason, ttl: req.headers.ttl,
+		urgency: req.headers.urgency, topic: req.headers.topic, payload, at: Date.now() }) + '\n');
+}
 const b64 = (s) => Buffer.from(s, 'base64url');
 const hmac = (key, ...parts) => createHmac('sha256', key).update(Buffer.concat(parts)).digest();
 
@@ -75,16 +86,27 @@ const server = createServer((req, res) => {
 			if (req.headers.urgency && !['very-low', 'low', 'normal', 'high'].includes(req.headers.urgency))
 				throw new Error('a bad Urgency');
 			checkVapid(req.headers.authorization, origin);
+			if (req.headers.topic && !/^[A-Za-z0-9_-]{1,32}$/.test(req.headers.topic)) throw new Error('a bad Topic');
 			const plain = decrypt(Buffer.concat(chunks));
-			if (req.url === '/push/gone') { res.writeHead(410); res.end('gone'); return; }
-			if (req.url === '/push/busy') { res.writeHead(429, { 'Retry-After': '7' }); res.end('slow down'); return; }
+			if (req.url === '/push/gone') { record(req, 410, 'gone', plain); res.writeHead(410); res.end('gone'); return; }
+			if (req.url === '/push/busy') { record(req, 429, 'busy', plain); res.writeHead(429, { 'Retry-After': '7' }); res.end('slow down'); return; }
+			if (req.url.startsWith('/push/busy-once/') && !seenOnce.has(req.url)) {
+				seenOnce.add(req.url);
+				record(req, 429, 'busy', plain);
+				res.writeHead(429, { 'Retry-After': '2' });
+				res.end('slow down');
+				return;
+			}
+			if (req.url.startsWith('/push/hang')) { record(req, 0, 'hung', plain); return; }
+			record(req, 201, '', plain);
 			res.writeHead(201, { 'Content-Type': 'text/plain' });
 			res.end(plain);
 		} catch (e) {
+			record(req, 400, String(e.message), null);
 			res.writeHead(400, { 'Content-Type': 'text/plain' });
 			res.end(String(e.message));
 		}
 	});
 });
 server.listen(0, '127.0.0.1', () => writeFileSync(portFile, String(server.address().port)));
-process.on('SIGTERM', () => server.close(() => process.exit(0)));
+process.on('SIGTERM', () => process.exit(0)); // hung requests would hold close() up

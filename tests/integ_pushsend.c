@@ -1,0 +1,680 @@
+/* integ_pushsend.c - the push path against the real binary and local
+ * fake providers that check the real protocols: APNs and FCM in one
+ * HTTP/2 fake (tests/fakes/push_providers.mjs: the ES256 provider JWT
+ * verified with the key's public half, the headers, the RS256 OAuth2
+ * grant and the bearer token it bought), Web Push in another
+ * (tests/fakes/webpush_service.mjs: VAPID verified, the payload
+ * decrypted with the subscription's private key). Both record what they
+ * were sent, which is what the tests read.
+ *
+ * Cases: a burst to a user with no connection is one push per target,
+ * showing the newest message and the badge; a user whose connection
+ * delivers gets none; a read on one device clears the notification on
+ * the others; a target the provider calls gone is deleted; a 429's
+ * Retry-After is waited out; a group's members are pushed; and a
+ * provider that hangs leaves online delivery untouched. */
+#include "harness.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+/* RFC 8291's example subscription (section 5): the fake holds its
+ * private key, so every test subscription uses these keys. */
+#define UA_PRIVATE "q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94"
+#define UA_PUBLIC "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4"
+#define AUTH "BTBZMqHH6r4Tts7J_aSIgg"
+#define KEY_ID "KEY1234567"
+#define TEAM_ID "TEAM987654"
+#define TOPIC "org.parley.app"
+#define CLIENT_EMAIL "push@parley-test.iam.gserviceaccount.com"
+#define COALESCE_MS 1500
+#define GRACE_MS 2000
+
+static hx_server_t S;
+static char dir[] = "/tmp/parley-pushsend-XXXXXX";
+static char providers_log[300], webpush_log[300];
+static pid_t providers_pid, webpush_pid;
+static int providers_port, webpush_port;
+
+/* ---- keys and fakes ------------------------------------------------------ */
+
+static void write_key(EVP_PKEY *k, const char *path, int private)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	assert_int_equal(private ? PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL) : PEM_write_PUBKEY(f, k), 1);
+	fclose(f);
+}
+
+/* A service account's key file, as Firebase gives one, for the fake's
+ * token endpoint. */
+static void write_account(EVP_PKEY *rsa, const char *path)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	char *pem, uri[128];
+	long n;
+	json_t *j;
+
+	assert_int_equal(PEM_write_bio_PrivateKey(b, rsa, NULL, NULL, 0, NULL, NULL), 1);
+	n = BIO_get_mem_data(b, &pem);
+	snprintf(uri, sizeof uri, "http://127.0.0.1:%d/token", providers_port);
+	j = json_pack("{s:s, s:s, s:s, s:s%, s:s, s:s}", "type", "service_account", "project_id", "parley-test",
+	              "private_key_id", "k1", "private_key", pem, (size_t)n, "client_email", CLIENT_EMAIL, "token_uri", uri);
+	assert_non_null(j);
+	assert_int_equal(json_dump_file(j, path, 0), 0);
+	json_decref(j);
+	BIO_free(b);
+}
+
+static void start_fakes(void)
+{
+	char apns_pub[300], fcm_pub[300], port_file[300], webpush_port_file[300];
+	EVP_PKEY *ec = EVP_EC_gen("P-256"), *rsa = EVP_RSA_gen(2048);
+	char path[300];
+
+	assert_non_null(ec);
+	assert_non_null(rsa);
+	snprintf(path, sizeof path, "%s/apns.p8", dir);
+	write_key(ec, path, 1);
+	snprintf(apns_pub, sizeof apns_pub, "%s/apns.pub", dir);
+	write_key(ec, apns_pub, 0);
+	snprintf(fcm_pub, sizeof fcm_pub, "%s/fcm.pub", dir);
+	write_key(rsa, fcm_pub, 0);
+	snprintf(port_file, sizeof port_file, "%s/port", dir);
+	snprintf(providers_log, sizeof providers_log, "%s/pushes.jsonl", dir);
+	{
+		const char *argv[] = {"tests/fakes/push_providers.mjs", dir, apns_pub, KEY_ID, TEAM_ID, fcm_pub, CLIENT_EMAIL,
+		                      NULL};
+		providers_port = hx_node(argv, port_file, &providers_pid);
+	}
+	snprintf(path, sizeof path, "%s/fcm.json", dir);
+	write_account(rsa, path);
+	snprintf(webpush_port_file, sizeof webpush_port_file, "%s/webpush.port", dir);
+	snprintf(webpush_log, sizeof webpush_log, "%s/webpush.jsonl", dir);
+	{
+		const char *argv[] = {"tests/fakes/webpush_service.mjs", webpush_port_file, UA_PRIVATE, UA_PUBLIC, AUTH,
+		                      webpush_log, NULL};
+		webpush_port = hx_node(argv, webpush_port_file, &webpush_pid);
+	}
+	EVP_PKEY_free(ec);
+	EVP_PKEY_free(rsa);
+}
+
+/* Starts a node pushing to the fakes; more arguments (NULL-terminated)
+ * after. */
+static void start_node(hx_server_t *s, const char *const *more)
+{
+	char p8[300], account[300], url[64], grace[16], coalesce[16];
+	const char *args[48];
+	size_t n = 0, i;
+
+	snprintf(p8, sizeof p8, "%s/apns.p8", dir);
+	snprintf(account, sizeof account, "%s/fcm.json", dir);
+	snprintf(url, sizeof url, "http://127.0.0.1:%d", providers_port);
+	snprintf(grace, sizeof grace, "%d", GRACE_MS);
+	snprintf(coalesce, sizeof coalesce, "%d", COALESCE_MS);
+	args[n++] = "--push-allow-http-endpoints";
+	args[n++] = "--apns-key-file";
+	args[n++] = p8;
+	args[n++] = "--apns-key-id";
+	args[n++] = KEY_ID;
+	args[n++] = "--apns-team-id";
+	args[n++] = TEAM_ID;
+	args[n++] = "--apns-url";
+	args[n++] = url;
+	args[n++] = "--apns-sandbox-url";
+	args[n++] = url;
+	args[n++] = "--fcm-service-account";
+	args[n++] = account;
+	args[n++] = "--fcm-url";
+	args[n++] = url;
+	args[n++] = "--push-grace-ms";
+	args[n++] = grace;
+	args[n++] = "--push-coalesce-ms";
+	args[n++] = coalesce;
+	for (i = 0; more && more[i]; i++)
+		args[n++] = more[i];
+	args[n] = NULL;
+	assert_int_equal(hx_start(s, NULL, args), 0);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	if (!mkdtemp(dir))
+		return -1;
+	start_fakes();
+	start_node(&S, NULL);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[400];
+
+	(void)state;
+	hx_kill(&S);
+	hx_node_stop(providers_pid);
+	hx_node_stop(webpush_pid);
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		return -1;
+	return 0;
+}
+
+/* ---- what the fakes recorded -------------------------------------------------- */
+
+/* Every record in log whose string field `key` is value (and, when
+ * status >= 0, whose status is that), as a JSON array. */
+static json_t *records(const char *log, const char *key, const char *value, int status)
+{
+	json_t *all = json_array();
+	FILE *f = fopen(log, "r");
+	char line[65536];
+
+	if (!f)
+		return all;
+	while (fgets(line, sizeof line, f)) {
+		json_t *j = json_loads(line, 0, NULL);
+		const char *v = json_string_value(json_object_get(j, key));
+		if (j && v && !strcmp(v, value) && (status < 0 || json_integer_value(json_object_get(j, "status")) == status))
+			json_array_append(all, j);
+		json_decref(j);
+	}
+	fclose(f);
+	return all;
+}
+
+/* Waits (up to 20 s) until log holds at least n such records; them. */
+static json_t *wait_records(const char *log, const char *key, const char *value, int status, size_t n)
+{
+	int i;
+
+	for (i = 0; i < 400; i++) {
+		json_t *r = records(log, key, value, status);
+		struct timespec ts = {0, 50 * 1000000};
+		if (json_array_size(r) >= n)
+			return r;
+		json_decref(r);
+		nanosleep(&ts, NULL);
+	}
+	fail_msg("%s: fewer than %zu records with %s %s (status %d)", log, n, key, value, status);
+	return NULL;
+}
+
+static void pause_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+	nanosleep(&ts, NULL);
+}
+
+/* ---- targets ------------------------------------------------------------------- */
+
+/* A hex APNs token of 64 digits starting with prefix, unique to the run. */
+static void apns_token(const char *prefix, char out[65])
+{
+	static unsigned n;
+	size_t i;
+
+	snprintf(out, 65, "%s%08x%08x", prefix, (unsigned)getpid(), ++n);
+	for (i = strlen(out); i < 64; i++)
+		out[i] = "0123456789abcdef"[(i * 7 + n) % 16];
+	out[64] = 0;
+}
+
+static void add_target(const hx_user_t *u, const char *body)
+{
+	int st;
+	json_t *j = hx_http(S.port, "POST", "/api/v1/push-targets", u->token, body, &st);
+
+	if (st != 201 && st != 200)
+		fail_msg("registering %s answered %d", body, st);
+	json_decref(j);
+}
+
+static void add_apns(const hx_user_t *u, const char *token)
+{
+	char body[300];
+	snprintf(body, sizeof body, "{\"platform\":\"apns\",\"token\":\"%s\",\"topic\":\"%s\"}", token, TOPIC);
+	add_target(u, body);
+}
+
+static void add_fcm(const hx_user_t *u, const char *token)
+{
+	char body[300];
+	snprintf(body, sizeof body, "{\"platform\":\"fcm\",\"token\":\"%s\"}", token);
+	add_target(u, body);
+}
+
+/* A subscription at the fake's path (/push/...), its path into out. */
+static void add_webpush(const hx_user_t *u, const char *path)
+{
+	char body[600];
+	snprintf(body, sizeof body,
+	         "{\"platform\":\"webpush\",\"subscription\":{\"endpoint\":\"http://127.0.0.1:%d%s\","
+	         "\"keys\":{\"p256dh\":\"%s\",\"auth\":\"%s\"}}}",
+	         webpush_port, path, UA_PUBLIC, AUTH);
+	add_target(u, body);
+}
+
+static size_t targets(const hx_user_t *u)
+{
+	int st;
+	json_t *j = hx_http(S.port, "GET", "/api/v1/push-targets", u->token, NULL, &st);
+	size_t n;
+
+	assert_int_equal(st, 200);
+	n = json_array_size(json_object_get(j, "push_targets"));
+	json_decref(j);
+	return n;
+}
+
+/* Sends n messages "NAME i" from c to conv without waiting between them,
+ * then takes their acks: a burst. */
+static void burst(pc_conn_t *c, int64_t conv, const char *name, int n)
+{
+	int i, acks = 0;
+
+	for (i = 1; i <= n; i++)
+		hx_sendf(c, "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"%s-%d\",\"body\":\"%s %d\"}", (long long)conv, name,
+		         i, name, i);
+	while (acks < n) {
+		json_t *j = hx_recv(c);
+		const char *t = json_string_value(json_object_get(j, "type"));
+		if (t && !strcmp(t, "ack"))
+			acks++;
+		else if (t && !strcmp(t, "error"))
+			fail_msg("a send was refused: %s", json_dumps(j, 0));
+		json_decref(j);
+	}
+}
+
+/* ---- the cases --------------------------------------------------------------------- */
+
+/* Twenty messages to a user with no connection: one push per target,
+ * of the newest message, with the unread count, collapsed on the
+ * conversation; each provider's protocol checked by its fake. */
+static void test_offline_burst_is_one_push(void **state)
+{
+	hx_user_t alice, bob;
+	char apns[65], fcm[80], wp[80], collapse[32];
+	json_t *r, *p;
+	pc_conn_t *a;
+	int64_t conv;
+	double before;
+
+	(void)state;
+	hx_user(S.port, "pb_alice", &alice);
+	hx_user(S.port, "pb_bob", &bob);
+	apns_token("a1", apns);
+	snprintf(fcm, sizeof fcm, "fcm-burst-%s", apns);
+	snprintf(wp, sizeof wp, "/push/burst-%s", apns);
+	add_apns(&bob, apns);
+	add_fcm(&bob, fcm);
+	add_webpush(&bob, wp);
+	conv = hx_direct(S.port, &alice, &bob);
+	snprintf(collapse, sizeof collapse, "c%lld", (long long)conv);
+	before = hx_metric(&S, "parley_push_notifications_total");
+	a = hx_ws(S.port, &alice);
+	burst(a, conv, "burst", 20);
+
+	r = wait_records(providers_log, "token", apns, 200, 1);
+	p = json_array_get(r, 0);
+	assert_string_equal(hx_str(json_object_get(p, "headers"), "topic"), TOPIC);
+	assert_string_equal(hx_str(json_object_get(p, "headers"), "push_type"), "alert");
+	assert_string_equal(hx_str(json_object_get(p, "headers"), "priority"), "10");
+	assert_string_equal(hx_str(json_object_get(p, "headers"), "collapse_id"), collapse);
+	p = json_object_get(json_object_get(p, "payload"), "aps");
+	assert_string_equal(hx_str(json_object_get(p, "alert"), "title"), alice.name);
+	assert_string_equal(hx_str(json_object_get(p, "alert"), "body"), "burst 20");
+	assert_int_equal(hx_int(p, "badge"), 20);
+	json_decref(r);
+
+	r = wait_records(providers_log, "token", fcm, 200, 1);
+	p = json_object_get(json_array_get(r, 0), "payload");
+	assert_string_equal(hx_str(json_object_get(p, "notification"), "body"), "burst 20");
+	assert_string_equal(hx_str(json_object_get(p, "android"), "collapse_key"), collapse);
+	assert_string_equal(hx_str(json_object_get(p, "android"), "priority"), "HIGH");
+	assert_string_equal(hx_str(json_object_get(p, "data"), "badge"), "20");
+	json_decref(r);
+
+	r = wait_records(webpush_log, "path", wp, 201, 1);
+	p = json_array_get(r, 0);
+	assert_string_equal(hx_str(p, "topic"), collapse);
+	assert_string_equal(hx_str(p, "urgency"), "high");
+	p = json_object_get(p, "payload");
+	assert_string_equal(hx_str(p, "type"), "message");
+	assert_int_equal(hx_int(p, "conv"), conv);
+	assert_int_equal(hx_int(p, "seq"), 20);
+	assert_string_equal(hx_str(p, "body"), "burst 20");
+	assert_int_equal(hx_int(p, "badge"), 20);
+	json_decref(r);
+
+	/* Nothing more for the burst: one notification decided, and no
+	 * second push to any target a coalescing period later. */
+	pause_ms(COALESCE_MS + 1000);
+	assert_int_equal((int)(hx_metric(&S, "parley_push_notifications_total") - before), 1);
+	r = records(providers_log, "token", apns, -1);
+	assert_int_equal(json_array_size(r), 1);
+	json_decref(r);
+	r = records(providers_log, "token", fcm, -1);
+	assert_int_equal(json_array_size(r), 1);
+	json_decref(r);
+	r = records(webpush_log, "path", wp, -1);
+	assert_int_equal(json_array_size(r), 1);
+	json_decref(r);
+	pc_close(a);
+}
+
+/* A user whose connection takes the messages and says so (delivered
+ * receipts) is pushed nothing. */
+static void test_online_user_gets_none(void **state)
+{
+	hx_user_t alice, bob;
+	char wp[80], apns[65];
+	pc_conn_t *a, *b;
+	int64_t conv;
+	double suppressed;
+	json_t *r;
+	int i;
+
+	(void)state;
+	hx_user(S.port, "po_alice", &alice);
+	hx_user(S.port, "po_bob", &bob);
+	apns_token("b2", apns);
+	snprintf(wp, sizeof wp, "/push/online-%s", apns);
+	add_webpush(&bob, wp);
+	add_apns(&bob, apns);
+	conv = hx_direct(S.port, &alice, &bob);
+	suppressed = hx_metric(&S, "parley_push_suppressed_total");
+	a = hx_ws(S.port, &alice);
+	b = hx_ws(S.port, &bob);
+	for (i = 0; i < 3; i++) {
+		int64_t seq = hx_say(a, conv, "are you there");
+		json_t *m = hx_next_msg(b, HX_TIMEOUT);
+		assert_non_null(m);
+		assert_int_equal(hx_int(m, "seq"), seq);
+		hx_sendf(b, "{\"type\":\"receipt\",\"conv\":%lld,\"state\":\"delivered\",\"seq\":%lld}", (long long)conv,
+		         (long long)seq);
+		json_decref(m);
+	}
+	pause_ms(GRACE_MS + 1500);
+	assert_true(hx_metric(&S, "parley_push_suppressed_total") > suppressed);
+	r = records(webpush_log, "path", wp, -1);
+	assert_int_equal(json_array_size(r), 0);
+	json_decref(r);
+	r = records(providers_log, "token", apns, -1);
+	assert_int_equal(json_array_size(r), 0);
+	json_decref(r);
+	pc_close(a);
+	pc_close(b);
+}
+
+/* Bob's laptop and phone are both woken; the laptop reads, and the
+ * phone's notification is cleared (a silent push), not the laptop's. */
+static void test_read_clears_other_devices(void **state)
+{
+	hx_user_t alice, bob, phone;
+	char laptop_wp[80], phone_wp[80], phone_apns[65];
+	pc_conn_t *a, *b;
+	int64_t conv, seq;
+	json_t *r, *p;
+
+	(void)state;
+	hx_user(S.port, "pc_alice", &alice);
+	hx_user(S.port, "pc_bob", &bob);
+	hx_login(S.port, &bob, &phone);
+	apns_token("c3", phone_apns);
+	snprintf(laptop_wp, sizeof laptop_wp, "/push/laptop-%s", phone_apns);
+	snprintf(phone_wp, sizeof phone_wp, "/push/phone-%s", phone_apns);
+	add_webpush(&bob, laptop_wp);
+	add_webpush(&phone, phone_wp);
+	add_apns(&phone, phone_apns);
+	conv = hx_direct(S.port, &alice, &bob);
+	a = hx_ws(S.port, &alice);
+	seq = hx_say(a, conv, "dinner at eight?");
+	json_decref(wait_records(webpush_log, "path", laptop_wp, 201, 1));
+	json_decref(wait_records(webpush_log, "path", phone_wp, 201, 1));
+	json_decref(wait_records(providers_log, "token", phone_apns, 200, 1));
+
+	b = hx_ws(S.port, &bob);
+	hx_sendf(b, "{\"type\":\"receipt\",\"conv\":%lld,\"state\":\"read\",\"seq\":%lld}", (long long)conv,
+	         (long long)seq);
+	r = wait_records(webpush_log, "path", phone_wp, 201, 2);
+	p = json_object_get(json_array_get(r, 1), "payload");
+	assert_string_equal(hx_str(p, "type"), "clear");
+	assert_int_equal(hx_int(p, "conv"), conv);
+	json_decref(r);
+	r = wait_records(providers_log, "token", phone_apns, 200, 2);
+	p = json_array_get(r, 1);
+	assert_string_equal(hx_str(json_object_get(p, "headers"), "push_type"), "background");
+	assert_string_equal(hx_str(json_object_get(p, "headers"), "priority"), "5");
+	assert_string_equal(hx_str(json_object_get(p, "payload"), "type"), "clear");
+	assert_int_equal(hx_int(json_object_get(json_object_get(p, "payload"), "aps"), "content-available"), 1);
+	json_decref(r);
+	/* The device that read is not sent the clear. */
+	r = records(webpush_log, "path", laptop_wp, -1);
+	assert_int_equal(json_array_size(r), 1);
+	json_decref(r);
+	pc_close(a);
+	pc_close(b);
+}
+
+/* Targets every provider calls gone are deleted at once. */
+static void test_gone_targets_are_removed(void **state)
+{
+	hx_user_t alice, bob;
+	char apns[65], bad[65], fcm[80], wp[] = "/push/gone";
+	pc_conn_t *a;
+	int64_t conv;
+	int i;
+
+	(void)state;
+	hx_user(S.port, "pg_alice", &alice);
+	hx_user(S.port, "pg_bob", &bob);
+	apns_token("dead", apns);
+	apns_token("bad0", bad);
+	snprintf(fcm, sizeof fcm, "dead-fcm-%s", apns);
+	add_apns(&bob, apns);
+	add_fcm(&bob, fcm);
+	add_webpush(&bob, wp);
+	{
+		/* A second device for the second APNs token (one per device
+		 * and platform). */
+		hx_user_t tablet;
+		hx_login(S.port, &bob, &tablet);
+		add_apns(&tablet, bad);
+	}
+	assert_int_equal(targets(&bob), 4);
+	conv = hx_direct(S.port, &alice, &bob);
+	a = hx_ws(S.port, &alice);
+	hx_say(a, conv, "anyone?");
+	json_decref(wait_records(providers_log, "token", apns, 410, 1));
+	json_decref(wait_records(providers_log, "token", bad, 400, 1));
+	json_decref(wait_records(providers_log, "token", fcm, 404, 1));
+	for (i = 0; i < 200 && targets(&bob) > 0; i++)
+		pause_ms(50);
+	assert_int_equal(targets(&bob), 0);
+	assert_true(hx_metric(&S, "parley_push_targets_removed_total{provider=\"apns\"}") >= 2);
+	assert_true(hx_metric(&S, "parley_push_targets_removed_total{provider=\"fcm\"}") >= 1);
+	assert_true(hx_metric(&S, "parley_push_targets_removed_total{provider=\"webpush\"}") >= 1);
+	pc_close(a);
+}
+
+/* A 429 with Retry-After: 2 is tried again no sooner than that (Web
+ * Push and FCM give one); APNs' 429, which has none, after a backoff. */
+static void test_rate_limited_is_retried_after(void **state)
+{
+	hx_user_t alice, bob;
+	char apns[65], fcm[80], wp[100];
+	pc_conn_t *a;
+	int64_t conv;
+	json_t *r;
+	struct retry_case {
+		const char *log, *key, *value;
+		int ok;
+		int64_t least_ms;
+	} cases[3];
+	int i;
+
+	(void)state;
+	hx_user(S.port, "pr_alice", &alice);
+	hx_user(S.port, "pr_bob", &bob);
+	apns_token("0429", apns);
+	snprintf(fcm, sizeof fcm, "0429-fcm-%s", apns);
+	snprintf(wp, sizeof wp, "/push/busy-once/%s", apns);
+	add_apns(&bob, apns);
+	add_fcm(&bob, fcm);
+	add_webpush(&bob, wp);
+	conv = hx_direct(S.port, &alice, &bob);
+	a = hx_ws(S.port, &alice);
+	hx_say(a, conv, "slowly now");
+	cases[0] = (struct retry_case){webpush_log, "path", wp, 201, 2000};
+	cases[1] = (struct retry_case){providers_log, "token", fcm, 200, 2000};
+	cases[2] = (struct retry_case){providers_log, "token", apns, 200, 400};
+	for (i = 0; i < 3; i++) {
+		json_t *first, *second;
+		json_decref(wait_records(cases[i].log, cases[i].key, cases[i].value, cases[i].ok, 1));
+		r = records(cases[i].log, cases[i].key, cases[i].value, -1);
+		assert_int_equal(json_array_size(r), 2);
+		first = json_array_get(r, 0);
+		second = json_array_get(r, 1);
+		assert_int_equal(hx_int(first, "status"), 429);
+		assert_int_equal(hx_int(second, "status"), cases[i].ok);
+		/* The fakes' clock, in ms: the retry waited. */
+		if (hx_int(second, "at") - hx_int(first, "at") < cases[i].least_ms)
+			fail_msg("%s retried after %lld ms, sooner than %lld", cases[i].value,
+			         (long long)(hx_int(second, "at") - hx_int(first, "at")), (long long)cases[i].least_ms);
+		json_decref(r);
+	}
+	assert_true(hx_metric(&S, "parley_push_failures_total{provider=\"webpush\",reason=\"rate_limited\"}") >= 1);
+	assert_true(hx_metric(&S, "parley_push_retries_total{provider=\"fcm\"}") >= 1);
+	pc_close(a);
+}
+
+/* A group's message wakes every member but the sender. */
+static void test_group_members_are_pushed(void **state)
+{
+	hx_user_t alice, bob, carol;
+	char bob_wp[80], carol_wp[80], alice_wp[80], body[200];
+	pc_conn_t *a;
+	json_t *j, *r, *p;
+	int64_t conv;
+	int st;
+
+	(void)state;
+	hx_user(S.port, "pgr_alice", &alice);
+	hx_user(S.port, "pgr_bob", &bob);
+	hx_user(S.port, "pgr_carol", &carol);
+	snprintf(bob_wp, sizeof bob_wp, "/push/group-bob-%lld", (long long)bob.id);
+	snprintf(carol_wp, sizeof carol_wp, "/push/group-carol-%lld", (long long)carol.id);
+	snprintf(alice_wp, sizeof alice_wp, "/push/group-alice-%lld", (long long)alice.id);
+	add_webpush(&bob, bob_wp);
+	add_webpush(&carol, carol_wp);
+	add_webpush(&alice, alice_wp);
+	snprintf(body, sizeof body, "{\"title\":\"Climbing\",\"members\":[%lld,%lld]}", (long long)bob.id,
+	         (long long)carol.id);
+	j = hx_http(S.port, "POST", "/api/v1/conversations", alice.token, body, &st);
+	assert_int_equal(st, 201);
+	conv = hx_int(j, "conversation_id");
+	json_decref(j);
+	a = hx_ws(S.port, &alice);
+	hx_say(a, conv, "saturday?");
+	r = wait_records(webpush_log, "path", bob_wp, 201, 1);
+	p = json_object_get(json_array_get(r, 0), "payload");
+	assert_string_equal(hx_str(p, "title"), "Climbing");
+	snprintf(body, sizeof body, "%s: saturday?", alice.name);
+	assert_string_equal(hx_str(p, "body"), body);
+	json_decref(r);
+	json_decref(wait_records(webpush_log, "path", carol_wp, 201, 1));
+	pause_ms(COALESCE_MS + 500);
+	r = records(webpush_log, "path", alice_wp, -1);
+	assert_int_equal(json_array_size(r), 0); /* not the sender */
+	json_decref(r);
+	pc_close(a);
+}
+
+/* While every provider hangs on an offline user's pushes (each send
+ * held until its timeout), two online users talk as ever: the push
+ * path's backlog grows, the real-time path does not wait on it. */
+static void test_hanging_provider_leaves_online_delivery(void **state)
+{
+	hx_server_t h;
+	hx_user_t alice, bob, carol;
+	char apns[65], fcm[80], wp[80];
+	const char *more[] = {"--push-timeout-ms", "4000", NULL};
+	pc_conn_t *a, *b;
+	int64_t to_carol, to_bob;
+	int i, saved = S.port;
+
+	(void)state;
+	start_node(&h, more);
+	S.port = h.port; /* the helpers' server */
+	hx_user(h.port, "ph_alice", &alice);
+	hx_user(h.port, "ph_bob", &bob);
+	hx_user(h.port, "ph_carol", &carol);
+	apns_token("0ff0", apns);
+	snprintf(fcm, sizeof fcm, "0ff0-fcm-%s", apns);
+	snprintf(wp, sizeof wp, "/push/hang-%s", apns);
+	add_apns(&carol, apns);
+	add_fcm(&carol, fcm);
+	add_webpush(&carol, wp);
+	to_carol = hx_direct(h.port, &alice, &carol);
+	to_bob = hx_direct(h.port, &alice, &bob);
+	a = hx_ws(h.port, &alice);
+	b = hx_ws(h.port, &bob);
+	hx_say(a, to_carol, "carol?");
+	/* Every provider now holds a push it will not answer. */
+	json_decref(wait_records(providers_log, "token", apns, 0, 1));
+	json_decref(wait_records(providers_log, "token", fcm, 0, 1));
+	json_decref(wait_records(webpush_log, "path", wp, 0, 1));
+	for (i = 1; i <= 50; i++) {
+		char text[32];
+		int64_t seq;
+		json_t *m;
+
+		snprintf(text, sizeof text, "live %d", i);
+		hx_say(a, to_carol, "still there?"); /* more backlog for the push path */
+		seq = hx_say(a, to_bob, text);
+		m = hx_next_msg(b, HX_TIMEOUT);
+		assert_non_null(m);
+		assert_int_equal(hx_int(m, "seq"), seq);
+		assert_string_equal(hx_str(m, "body"), text);
+		json_decref(m);
+	}
+	/* The providers were still hanging when the talk ended. */
+	assert_true(hx_metric(&h, "parley_push_in_flight{provider=\"webpush\"}") +
+	                hx_metric(&h, "parley_push_in_flight{provider=\"apns\"}") +
+	                hx_metric(&h, "parley_push_in_flight{provider=\"fcm\"}") +
+	                hx_metric(&h, "parley_push_retries_total{provider=\"apns\"}") >
+	            0);
+	pc_close(a);
+	pc_close(b);
+	S.port = saved;
+	hx_kill(&h);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_offline_burst_is_one_push),
+		cmocka_unit_test(test_online_user_gets_none),
+		cmocka_unit_test(test_read_clears_other_devices),
+		cmocka_unit_test(test_gone_targets_are_removed),
+		cmocka_unit_test(test_rate_limited_is_retried_after),
+		cmocka_unit_test(test_group_members_are_pushed),
+		cmocka_unit_test(test_hanging_provider_leaves_online_delivery),
+	};
+
+	hx_filter();
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
