@@ -232,7 +232,7 @@ static const route_t routes[] = {
 	{"push-targets/vapid", api_vapid_key, NULL, NULL, NULL, "GET"}, /* before "push-targets/#" */
 	{"push-targets/#", NULL, NULL, NULL, api_delete_push_target, "DELETE"},
 	{"conversations", api_list_conversations, api_create_conversation, NULL, NULL, "GET, POST"},
-	{"conversations/#", api_get_conversation, NULL, NULL, NULL, "GET"},
+	{"conversations/#", api_get_conversation, NULL, api_patch_conversation, NULL, "GET, PATCH"},
 	{"conversations/#/messages", api_history, NULL, NULL, NULL, "GET"},
 	{"conversations/#/messages/#/receipts", api_receipts, NULL, NULL, NULL, "GET"},
 	{"conversations/#/members", NULL, api_add_member, NULL, NULL, "POST"},

@@ -82,7 +82,7 @@ static void conv_entry_json(jbuf_t *b, const store_conv_t *c)
 	jbuf_int(b, c->read_seq);
 	jbuf_lit(b, ",\"unread\":");
 	jbuf_int(b, c->unread);
-	jbuf_lit(b, "}");
+	jbuf_lit(b, c->muted ? ",\"muted\":true}" : ",\"muted\":false}");
 }
 
 /* ---- who may reach whom --------------------------------------------- */
@@ -352,6 +352,43 @@ void api_get_conversation(store_t *st, api_req_t *rq, const int64_t *ids, api_re
 	if (api_authenticate(st, rq, res) < 0 || api_charge(rq, res, 5) < 0)
 		return;
 	if ((r = store_conv_get(st, ids[0], rq->user, &c)) != STORE_OK) {
+		api_fail_store(res, r);
+		return;
+	}
+	res->status = 200;
+	conv_entry_json(&res->body, &c);
+	store_conv_clear(&c);
+}
+
+/* PATCH /api/v1/conversations/:id {"muted":true|false}: the caller's own
+ * view of a conversation. Muted, its messages still arrive and count as
+ * unread, but wake none of the caller's devices. Unknown fields are
+ * refused, so a typo is not silently ignored. */
+void api_patch_conversation(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res)
+{
+	json_t *j, *v;
+	const char *key;
+	store_conv_t c;
+	int r, muted = -1;
+
+	if (api_authenticate(st, rq, res) < 0 || api_charge(rq, res, 5) < 0 || !(j = api_parse_body(rq, res)))
+		return;
+	json_object_foreach(j, key, v) {
+		if (strcmp(key, "muted") != 0) {
+			api_fail(res, 400, "bad_request", "conversation: the only field is muted");
+			json_decref(j);
+			return;
+		}
+		if (!json_is_boolean(v)) {
+			api_fail(res, 400, "bad_request", "muted must be true or false");
+			json_decref(j);
+			return;
+		}
+		muted = json_is_true(v);
+	}
+	json_decref(j);
+	if ((muted >= 0 && (r = store_set_muted(st, ids[0], rq->user, muted)) != STORE_OK) ||
+	    (r = store_conv_get(st, ids[0], rq->user, &c)) != STORE_OK) {
 		api_fail_store(res, r);
 		return;
 	}

@@ -108,6 +108,7 @@ void api_vapid_key(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *re
 void api_create_conversation(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
 void api_list_conversations(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
 void api_get_conversation(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
+void api_patch_conversation(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
 void api_history(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
 void api_receipts(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
 void api_add_member(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);

@@ -354,7 +354,7 @@ static void settings_json(jbuf_t *b, const store_settings_t *s)
 {
 	jbuf_lit(b, "{\"group_adds\":");
 	jbuf_cstr(b, s->group_adds == STORE_ADDS_CONTACTS ? "contacts" : "everyone");
-	jbuf_lit(b, "}");
+	jbuf_lit(b, s->push_previews ? ",\"push_previews\":true}" : ",\"push_previews\":false}");
 }
 
 void api_get_settings(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res)
@@ -373,23 +373,34 @@ void api_get_settings(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t 
 	settings_json(&res->body, &s);
 }
 
-/* PATCH /api/v1/settings {"group_adds":"everyone"|"contacts"}: who may
- * add the caller to groups (contacts: the people it has written to in a
- * direct chat). Unknown fields are refused, so a typo is not silently
- * ignored. */
+/* PATCH /api/v1/settings {"group_adds":"everyone"|"contacts",
+ * "push_previews":true|false}, either or both: who may add the caller to
+ * groups (contacts: the people it has written to in a direct chat), and
+ * whether its push notifications show who wrote what or only "New
+ * message". Unknown fields are refused, so a typo is not silently
+ * ignored; nothing changes unless every field is right. */
 void api_patch_settings(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res)
 {
 	json_t *j, *v;
 	const char *key;
 	store_settings_t s;
-	int r, adds = -1;
+	int r, adds = -1, previews = -1;
 
 	(void)ids;
 	if (api_authenticate(st, rq, res) < 0 || api_charge(rq, res, 1) < 0 || !(j = api_parse_body(rq, res)))
 		return;
 	json_object_foreach(j, key, v) {
+		if (!strcmp(key, "push_previews")) {
+			if (!json_is_boolean(v)) {
+				api_fail(res, 400, "bad_request", "push_previews must be true or false");
+				json_decref(j);
+				return;
+			}
+			previews = json_is_true(v);
+			continue;
+		}
 		if (strcmp(key, "group_adds") != 0) {
-			api_fail(res, 400, "bad_request", "settings: the only field is group_adds");
+			api_fail(res, 400, "bad_request", "settings: the fields are group_adds and push_previews");
 			json_decref(j);
 			return;
 		}
@@ -405,6 +416,7 @@ void api_patch_settings(store_t *st, api_req_t *rq, const int64_t *ids, api_res_
 	}
 	json_decref(j);
 	if ((adds >= 0 && (r = store_set_group_adds(st, rq->user, adds)) != STORE_OK) ||
+	    (previews >= 0 && (r = store_set_push_previews(st, rq->user, previews)) != STORE_OK) ||
 	    (r = store_settings_get(st, rq->user, &s)) != STORE_OK) {
 		api_fail_store(res, r);
 		return;

@@ -81,6 +81,8 @@ static void push_metrics(jbuf_t *b, push_t *p)
 	       "Notifications decided (one per user, conversation and burst).", (double)c.notifications);
 	metric(b, "parley_push_suppressed_total", "counter",
 	       "Notifications not sent: a device delivered or read the message first.", (double)c.suppressed);
+	metric(b, "parley_push_muted_total", "counter",
+	       "Notifications not sent: the recipient muted the conversation.", (double)c.muted);
 	metric(b, "parley_push_clears_total", "counter",
 	       "Clears decided: a read on one device takes the notification off the others.", (double)c.clears);
 	metric(b, "parley_push_no_targets_total", "counter", "Notifications for users with no usable push target.",

@@ -752,6 +752,7 @@ static void run_job(push_t *p, store_t *st, job_t *j)
 	store_conv_t c = {0};
 	char from[STORE_USERNAME_MAX + 1] = "", body[PUSH_PREVIEW_MAX + STORE_USERNAME_MAX + 8];
 	shown_t w = {j, "", j->preview, 0};
+	store_settings_t settings = {0};
 	int64_t shown = 0;
 
 	if (store_push_targets(st, j->user, &t, &n) != STORE_OK) {
@@ -774,15 +775,28 @@ static void run_job(push_t *p, store_t *st, job_t *j)
 	if (!j->clear) {
 		if (store_conv_get(st, j->conv, j->user, &c) != STORE_OK) /* left the group meanwhile */
 			goto done;
+		if (c.muted) {
+			pthread_mutex_lock(&p->lock);
+			p->counts.muted++;
+			pthread_mutex_unlock(&p->lock);
+			goto done;
+		}
 		if (c.read_seq >= j->seq) { /* read on a device meanwhile */
 			pthread_mutex_lock(&p->lock);
 			p->counts.suppressed++;
 			pthread_mutex_unlock(&p->lock);
 			goto done;
 		}
+		if (store_settings_get(st, j->user, &settings) != STORE_OK)
+			settings.push_previews = 0; /* unsure: the safe side */
 		if (store_user_by_id(st, j->from, from) != STORE_OK)
 			snprintf(from, sizeof from, "someone");
-		if (c.kind == STORE_GROUP) {
+		if (!settings.push_previews) {
+			/* Neither who nor what: a lock screen shows only that
+			 * something came. */
+			w.title = "Parley";
+			w.body = "New message";
+		} else if (c.kind == STORE_GROUP) {
 			w.title = c.title && c.title[0] ? c.title : "a group";
 			snprintf(body, sizeof body, "%s: %s", from, j->preview);
 			w.body = body;

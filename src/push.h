@@ -117,6 +117,7 @@ typedef struct push_counts {
 	uint64_t notes_dropped;         /* recipients not kept: --max notes pending or shown */
 	uint64_t notifications;         /* notifications decided (one per user and burst) */
 	uint64_t suppressed;            /* delivered or read within the grace: no push */
+	uint64_t muted;                 /* the conversation was muted: no push */
 	uint64_t clears;                /* clear pushes decided (a read on another device) */
 	uint64_t no_targets;            /* notifications for users with no usable target */
 	uint64_t sends_dropped;         /* the send queue was full */

@@ -68,6 +68,7 @@ typedef struct store_conv {
 	store_message_t *last_message; /* NULL when the conversation is empty */
 	int wrote;              /* the caller has written in it */
 	int blocked;            /* direct: the caller has blocked the other member */
+	int muted;              /* the caller's pushes of it are silent */
 	int64_t activity;       /* the list's order (with id): what a cursor names */
 } store_conv_t;
 
@@ -90,6 +91,7 @@ typedef struct store_contact {
 typedef struct store_settings {
 	int group_adds;         /* STORE_ADDS_* */
 	int strangers_exempt;   /* an operator lifted the first-contact budget */
+	int push_previews;      /* push notifications may show the text */
 } store_settings_t;
 
 typedef struct store_block {
@@ -254,6 +256,8 @@ typedef struct store_vtab {
 	int (*settings_get)(store_t *s, int64_t user_id, store_settings_t *out);
 	int (*set_group_adds)(store_t *s, int64_t user_id, int group_adds);
 	int (*set_strangers_exempt)(store_t *s, int64_t user_id, int exempt);
+	int (*set_push_previews)(store_t *s, int64_t user_id, int on);
+	int (*set_muted)(store_t *s, int64_t conv_id, int64_t user_id, int on);
 	int (*block)(store_t *s, int64_t user_id, int64_t target, int64_t now_ms);
 	int (*unblock)(store_t *s, int64_t user_id, int64_t target);
 	int (*blocks)(store_t *s, int64_t user_id, int64_t after, size_t limit, store_block_t **out,
@@ -525,6 +529,21 @@ static inline int store_set_group_adds(store_t *s, int64_t user_id, int group_ad
 static inline int store_set_strangers_exempt(store_t *s, int64_t user_id, int exempt)
 {
 	return s->vt->set_strangers_exempt(s, user_id, exempt);
+}
+
+/* Whether user_id's push notifications carry the message's sender and
+ * text (on, the default) or only "New message". STORE_NOT_FOUND when there
+ * is no such user. */
+static inline int store_set_push_previews(store_t *s, int64_t user_id, int on)
+{
+	return s->vt->set_push_previews(s, user_id, on);
+}
+
+/* Mutes (on) or unmutes user_id's pushes of conv_id; its messages still
+ * arrive and count as unread. STORE_FORBIDDEN when not a member. */
+static inline int store_set_muted(store_t *s, int64_t conv_id, int64_t user_id, int on)
+{
+	return s->vt->set_muted(s, conv_id, user_id, on);
 }
 
 /* user_id blocks target: in their direct chat (if any) neither may send

@@ -66,7 +66,7 @@
 #include "log.h"
 #include "loop.h"
 
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 /* pg_advisory_xact_lock's key for schema changes: "parley" in ASCII. */
 #define SCHEMA_LOCK_KEY "112568959427961"
 
@@ -128,6 +128,8 @@ enum {
 	Q_SETTINGS,
 	Q_SET_GROUP_ADDS,
 	Q_SET_EXEMPT,
+	Q_SET_PREVIEWS,
+	Q_SET_MUTED,
 	Q_BLOCK_INSERT,
 	Q_BLOCK_DELETE,
 	Q_MEMBER_BLOCKS_SYNC,
@@ -157,7 +159,8 @@ enum {
 
 /* One conversation as a member sees it, in one row (one snapshot): columns
  * 0 id, 1 kind, 2 title, 3 last_seq, 4 read_seq, 5 wrote, 6 blocks,
- * 7 activity, 8 members, 9 admins, 10 unread, 11..16 the last message. */
+ * 7 activity, 8 members, 9 admins, 10 unread, 11..16 the last message,
+ * 17 muted. */
 #define CONV_VIEW                                                                                \
 	"SELECT c.id, c.kind, c.title, c.last_seq, m.read_seq, m.wrote, m.blocks, c.activity, "      \
 	MEMBERS_OF("c.id") ", "                                                                     \
@@ -165,7 +168,7 @@ enum {
 	"FROM members x WHERE x.conv_id = c.id AND x.role = 1) END, "                               \
 	"(SELECT count(*) FROM messages u WHERE u.conv_id = c.id AND u.seq > m.read_seq "            \
 	"AND u.sender <> m.user_id), "                                                              \
-	"l.id, l.seq, l.sender, l.cmid, l.body, l.ts "                                               \
+	"l.id, l.seq, l.sender, l.cmid, l.body, l.ts, m.muted "                                      \
 	"FROM members m JOIN conversations c ON c.id = m.conv_id "                                   \
 	"LEFT JOIN messages l ON l.conv_id = c.id AND l.seq = c.last_seq AND c.last_seq > 0 "
 
@@ -312,9 +315,11 @@ static const char *const queries[Q_COUNT] = {
 	[Q_BLOCK_STATE] = "SELECT EXISTS(SELECT 1 FROM users WHERE id = $2)::int, "
 	                  "EXISTS(SELECT 1 FROM blocks WHERE user_id = $1 AND blocked_id = $2)::int, "
 	                  "EXISTS(SELECT 1 FROM blocks WHERE user_id = $2 AND blocked_id = $1)::int",
-	[Q_SETTINGS] = "SELECT group_adds, strangers_exempt FROM users WHERE id = $1",
+	[Q_SETTINGS] = "SELECT group_adds, strangers_exempt, push_previews FROM users WHERE id = $1",
 	[Q_SET_GROUP_ADDS] = "UPDATE users SET group_adds = $2 WHERE id = $1",
 	[Q_SET_EXEMPT] = "UPDATE users SET strangers_exempt = $2 WHERE id = $1",
+	[Q_SET_PREVIEWS] = "UPDATE users SET push_previews = $2 WHERE id = $1",
+	[Q_SET_MUTED] = "UPDATE members SET muted = $3 WHERE conv_id = $1 AND user_id = $2",
 	[Q_BLOCK_INSERT] = "INSERT INTO blocks(user_id, blocked_id, created_at) VALUES($1, $2, $3) "
 	                   "ON CONFLICT DO NOTHING",
 	[Q_BLOCK_DELETE] = "DELETE FROM blocks WHERE user_id = $1 AND blocked_id = $2",
@@ -532,11 +537,17 @@ static const char schema_v3[] =
 	"  name text PRIMARY KEY,"
 	"  value text NOT NULL);";
 
+/* Version 4: muted conversations, and whether pushes show the text. */
+static const char schema_v4[] =
+	"ALTER TABLE users ADD COLUMN push_previews integer NOT NULL DEFAULT 1;"
+	"ALTER TABLE members ADD COLUMN muted integer NOT NULL DEFAULT 0;";
+
 /* migrations[v] takes the schema from version v to v + 1 (0: none yet). */
 static const char *const migrations[SCHEMA_VERSION] = {
 	schema_v1,
 	schema_v2,
 	schema_v3,
+	schema_v4,
 };
 
 /* Run on every new connection, before anything else. The statement
@@ -1735,6 +1746,7 @@ static int read_conv(const PGresult *r, int row, store_conv_t *c)
 	c->wrote = (int)g_int(r, row, 5);
 	c->blocked = c->kind == STORE_DIRECT && (g_int(r, row, 6) & 1);
 	c->activity = g_int(r, row, 7);
+	c->muted = (int)g_int(r, row, 17);
 	if (g_ids(r, row, 8, &c->members, &c->nmembers) != STORE_OK)
 		goto err;
 	if (c->kind == STORE_GROUP && g_ids(r, row, 9, &c->admins, &c->nadmins) != STORE_OK)
@@ -3019,6 +3031,7 @@ static int pg_settings_get(store_t *base, int64_t user_id, store_settings_t *out
 	if (PQntuples(r) == 1) {
 		out->group_adds = (int)g_int(r, 0, 0);
 		out->strangers_exempt = (int)g_int(r, 0, 1);
+		out->push_previews = (int)g_int(r, 0, 2);
 	} else {
 		rc = STORE_NOT_FOUND;
 	}
@@ -3047,6 +3060,24 @@ static int pg_set_group_adds(store_t *base, int64_t user_id, int group_adds)
 static int pg_set_strangers_exempt(store_t *base, int64_t user_id, int exempt)
 {
 	return update_user(S(base), Q_SET_EXEMPT, user_id, exempt);
+}
+
+static int pg_set_push_previews(store_t *base, int64_t user_id, int on)
+{
+	return update_user(S(base), Q_SET_PREVIEWS, user_id, on != 0);
+}
+
+static int pg_set_muted(store_t *base, int64_t conv_id, int64_t user_id, int on)
+{
+	pg_store_t *s = S(base);
+	params_t p = {0};
+	int64_t n;
+	int rc;
+
+	READY(s);
+	if ((rc = exec_changes(s, Q_SET_MUTED, p_int(p_int(p_int(&p, conv_id), user_id), on != 0), &n)) != STORE_OK)
+		return rc;
+	return n ? STORE_OK : STORE_FORBIDDEN;
 }
 
 /* Inserts or deletes the block of target by user_id, and brings their
@@ -3246,6 +3277,8 @@ static const store_vtab_t pg_vtab = {
 	.settings_get = pg_settings_get,
 	.set_group_adds = pg_set_group_adds,
 	.set_strangers_exempt = pg_set_strangers_exempt,
+	.set_push_previews = pg_set_push_previews,
+	.set_muted = pg_set_muted,
 	.block = pg_block,
 	.unblock = pg_unblock,
 	.blocks = pg_blocks,

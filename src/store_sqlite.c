@@ -24,8 +24,8 @@
 
 #include "log.h"
 
-#define SCHEMA_VERSION 4
-#define SCHEMA_VERSION_TEXT "4" /* the same, for SQL text */
+#define SCHEMA_VERSION 5
+#define SCHEMA_VERSION_TEXT "5" /* the same, for SQL text */
 
 enum {
 	Q_USER_INSERT,
@@ -39,7 +39,7 @@ enum {
 	Q_DIRECT_FIND,
 	Q_CONV_INSERT,
 	Q_MEMBER_INSERT,
-	Q_MEMBER_CONV,     /* kind, title, last_seq, last_ts, read_seq, delivered_seq */
+	Q_MEMBER_CONV,     /* see load_membership */
 	Q_MEMBERS_OF,
 	Q_ADMINS_OF,
 	Q_RECEIPT_MEMBERS,
@@ -87,6 +87,8 @@ enum {
 	Q_SETTINGS,
 	Q_SET_GROUP_ADDS,
 	Q_SET_EXEMPT,
+	Q_SET_PREVIEWS,
+	Q_SET_MUTED,
 	Q_BLOCK_INSERT,
 	Q_BLOCK_DELETE,
 	Q_MEMBER_BLOCKS_SYNC,
@@ -126,7 +128,7 @@ static const char *const queries[Q_COUNT] = {
 	[Q_MEMBER_INSERT] = "INSERT INTO members(conv_id, user_id, role, joined_at, joined_seq, delivered_seq, "
 	                    "read_seq) VALUES(?1, ?2, ?3, ?4, ?5, ?5, ?5)",
 	[Q_MEMBER_CONV] = "SELECT c.kind, c.title, c.last_seq, c.member_count, m.read_seq, m.delivered_seq, "
-	                  "m.joined_seq, m.role, c.member_version, m.wrote, m.blocks, c.activity "
+	                  "m.joined_seq, m.role, c.member_version, m.wrote, m.blocks, c.activity, m.muted "
 	                  "FROM members m JOIN conversations c ON c.id = m.conv_id "
 	                  "WHERE m.conv_id = ?1 AND m.user_id = ?2",
 	[Q_MEMBERS_OF] = "SELECT user_id FROM members WHERE conv_id = ?1 ORDER BY user_id",
@@ -159,9 +161,11 @@ static const char *const queries[Q_COUNT] = {
 	[Q_BLOCK_STATE] = "SELECT EXISTS(SELECT 1 FROM users WHERE id = ?2), "
 	                  "EXISTS(SELECT 1 FROM blocks WHERE user_id = ?1 AND blocked_id = ?2), "
 	                  "EXISTS(SELECT 1 FROM blocks WHERE user_id = ?2 AND blocked_id = ?1)",
-	[Q_SETTINGS] = "SELECT group_adds, strangers_exempt FROM users WHERE id = ?1",
+	[Q_SETTINGS] = "SELECT group_adds, strangers_exempt, push_previews FROM users WHERE id = ?1",
 	[Q_SET_GROUP_ADDS] = "UPDATE users SET group_adds = ?2 WHERE id = ?1",
 	[Q_SET_EXEMPT] = "UPDATE users SET strangers_exempt = ?2 WHERE id = ?1",
+	[Q_SET_PREVIEWS] = "UPDATE users SET push_previews = ?2 WHERE id = ?1",
+	[Q_SET_MUTED] = "UPDATE members SET muted = ?3 WHERE conv_id = ?1 AND user_id = ?2",
 	[Q_BLOCK_INSERT] = "INSERT INTO blocks(user_id, blocked_id, created_at) VALUES(?1, ?2, ?3)",
 	[Q_BLOCK_DELETE] = "DELETE FROM blocks WHERE user_id = ?1 AND blocked_id = ?2",
 	/* A direct chat's member row carries its blocks (1: this member has
@@ -337,6 +341,12 @@ static const char migrate_1_to_2[] =
 	OUTBOX_SCHEMA
 	PUSH_SCHEMA;
 
+/* Version 5: muted conversations, and whether pushes show the text.
+ * From versions 1 to 4, after the steps before it. */
+static const char migrate_to_5[] =
+	"ALTER TABLE users ADD COLUMN push_previews INTEGER NOT NULL DEFAULT 1;"
+	"ALTER TABLE members ADD COLUMN muted INTEGER NOT NULL DEFAULT 0;";
+
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS meta("
 	"  key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
@@ -348,7 +358,8 @@ static const char schema[] =
 	"  last_seen INTEGER,"
 	"  group_adds INTEGER NOT NULL DEFAULT 0,"       /* STORE_ADDS_* */
 	"  strangers_exempt INTEGER NOT NULL DEFAULT 0,"
-	"  conv_count INTEGER NOT NULL DEFAULT 0);"
+	"  conv_count INTEGER NOT NULL DEFAULT 0,"
+	"  push_previews INTEGER NOT NULL DEFAULT 1);"
 	"CREATE TABLE IF NOT EXISTS devices("
 	"  id INTEGER PRIMARY KEY,"
 	"  user_id INTEGER NOT NULL REFERENCES users(id),"
@@ -383,6 +394,7 @@ static const char schema[] =
 	"  joined_seq INTEGER NOT NULL DEFAULT 0,"  /* sees messages after this */
 	"  wrote INTEGER NOT NULL DEFAULT 0,"       /* has sent a message here */
 	"  blocks INTEGER NOT NULL DEFAULT 0,"      /* direct chats: see Q_MEMBER_BLOCKS_SYNC */
+	"  muted INTEGER NOT NULL DEFAULT 0,"
 	"  PRIMARY KEY(conv_id, user_id)) WITHOUT ROWID;"
 	"CREATE INDEX IF NOT EXISTS members_by_user ON members(user_id, conv_id);"
 	/* The snowflake id is the rowid: rows go in roughly time order and the
@@ -545,13 +557,16 @@ static store_t *sqlite_open_dir(const char *data_dir, int *from)
 	}
 	/* In one transaction with the version it leads to: a crash halfway
 	 * leaves the old version, whole. */
+	if (version >= 1 && version < SCHEMA_VERSION)
+		log_info("store: migrating %s from schema version %d to %d", path, version, SCHEMA_VERSION);
 	if (version == 1) {
-		log_info("store: migrating %s from schema version 1 to %d", path, SCHEMA_VERSION);
 		if (sqlite3_exec(s->db, migrate_1_to_2, NULL, NULL, &err) != SQLITE_OK)
 			goto schema_err;
 	} else if (sqlite3_exec(s->db, schema, NULL, NULL, &err) != SQLITE_OK) {
 		goto schema_err;
 	}
+	if (version >= 1 && version < 5 && sqlite3_exec(s->db, migrate_to_5, NULL, NULL, &err) != SQLITE_OK)
+		goto schema_err;
 	if (sqlite3_exec(s->db, "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', " SCHEMA_VERSION_TEXT ");"
 	                 "COMMIT", NULL, NULL, &err) != SQLITE_OK)
 		goto schema_err;
@@ -1161,7 +1176,7 @@ err:
  * conversation itself: one indexed read. */
 typedef struct membership {
 	int kind, role;
-	int wrote, blocks;
+	int wrote, blocks, muted;
 	int64_t last_seq, member_count, member_version, activity;
 	int64_t read_seq, delivered_seq, joined_seq;
 } membership_t;
@@ -1191,6 +1206,7 @@ static int load_membership(sqlite_store_t *s, int64_t conv_id, int64_t user_id, 
 		m->wrote = sqlite3_column_int(st, 9);
 		m->blocks = sqlite3_column_int(st, 10);
 		m->activity = sqlite3_column_int64(st, 11);
+		m->muted = sqlite3_column_int(st, 12);
 	} else {
 		r = rc == SQLITE_DONE ? STORE_FORBIDDEN : fail(s, "membership");
 	}
@@ -1239,6 +1255,7 @@ static int sq_conv_get(store_t *base, int64_t conv_id, int64_t user_id, store_co
 	c->wrote = m.wrote;
 	c->blocked = m.kind == STORE_DIRECT && (m.blocks & 1);
 	c->activity = m.activity;
+	c->muted = m.muted;
 	if ((r = load_members(s, conv_id, &c->members, &c->nmembers)) != STORE_OK)
 		goto err;
 	if (c->kind == STORE_GROUP &&
@@ -2210,6 +2227,7 @@ static int sq_settings_get(store_t *base, int64_t user_id, store_settings_t *out
 	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		out->group_adds = sqlite3_column_int(st, 0);
 		out->strangers_exempt = sqlite3_column_int(st, 1);
+		out->push_previews = sqlite3_column_int(st, 2);
 	}
 	sqlite3_reset(st);
 	if (rc == SQLITE_ROW)
@@ -2240,6 +2258,27 @@ static int sq_set_group_adds(store_t *base, int64_t user_id, int group_adds)
 static int sq_set_strangers_exempt(store_t *base, int64_t user_id, int exempt)
 {
 	return update_user(S(base), Q_SET_EXEMPT, user_id, exempt);
+}
+
+static int sq_set_push_previews(store_t *base, int64_t user_id, int on)
+{
+	return update_user(S(base), Q_SET_PREVIEWS, user_id, on != 0);
+}
+
+static int sq_set_muted(store_t *base, int64_t conv_id, int64_t user_id, int on)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_SET_MUTED);
+	int rc;
+
+	sqlite3_bind_int64(st, 1, conv_id);
+	sqlite3_bind_int64(st, 2, user_id);
+	sqlite3_bind_int(st, 3, on != 0);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return fail(s, "mute");
+	return sqlite3_changes(s->db) ? STORE_OK : STORE_FORBIDDEN;
 }
 
 /* Inserts or deletes the block of target by user_id, and brings their
@@ -2442,6 +2481,8 @@ static const store_vtab_t sqlite_vtab = {
 	.contact = sq_contact,
 	.settings_get = sq_settings_get,
 	.set_group_adds = sq_set_group_adds,
+	.set_push_previews = sq_set_push_previews,
+	.set_muted = sq_set_muted,
 	.set_strangers_exempt = sq_set_strangers_exempt,
 	.block = sq_block,
 	.unblock = sq_unblock,

@@ -610,6 +610,99 @@ static void test_group_members_are_pushed(void **state)
 	pc_close(a);
 }
 
+/* A member who muted a group is not woken by it (until it unmutes); one
+ * who turned previews off is, but told neither who wrote nor what. The
+ * settings refuse what they do not know, and a non-member cannot mute. */
+static void test_muted_and_previews_off(void **state)
+{
+	hx_user_t alice, bob, carol, dave;
+	char bob_wp[80], carol_wp[80], body[200], path[80];
+	pc_conn_t *a;
+	json_t *j, *r, *p;
+	int64_t conv;
+	double muted;
+	char *text;
+	int st;
+
+	(void)state;
+	hx_user(S.port, "pmu_alice", &alice);
+	hx_user(S.port, "pmu_bob", &bob);
+	hx_user(S.port, "pmu_carol", &carol);
+	hx_user(S.port, "pmu_dave", &dave);
+	snprintf(bob_wp, sizeof bob_wp, "/push/mute-bob-%lld", (long long)bob.id);
+	snprintf(carol_wp, sizeof carol_wp, "/push/mute-carol-%lld", (long long)carol.id);
+	add_webpush(&bob, bob_wp);
+	add_webpush(&carol, carol_wp);
+	snprintf(body, sizeof body, "{\"title\":\"Quiet\",\"members\":[%lld,%lld]}", (long long)bob.id,
+	         (long long)carol.id);
+	j = hx_http(S.port, "POST", "/api/v1/conversations", alice.token, body, &st);
+	assert_int_equal(st, 201);
+	conv = hx_int(j, "conversation_id");
+	assert_false(json_is_true(json_object_get(j, "muted")));
+	json_decref(j);
+	snprintf(path, sizeof path, "/api/v1/conversations/%lld", (long long)conv);
+
+	/* Refused, and nothing changed. */
+	json_decref(hx_http(S.port, "PATCH", path, bob.token, "{\"muted\":1}", &st));
+	assert_int_equal(st, 400);
+	json_decref(hx_http(S.port, "PATCH", path, bob.token, "{\"silent\":true}", &st));
+	assert_int_equal(st, 400);
+	json_decref(hx_http(S.port, "PATCH", path, dave.token, "{\"muted\":true}", &st));
+	assert_true(st == 403 || st == 404);
+	json_decref(hx_http(S.port, "PATCH", "/api/v1/settings", carol.token, "{\"push_previews\":\"no\"}", &st));
+	assert_int_equal(st, 400);
+	j = hx_http(S.port, "GET", path, bob.token, NULL, &st);
+	assert_int_equal(st, 200);
+	assert_false(json_is_true(json_object_get(j, "muted")));
+	json_decref(j);
+
+	j = hx_http(S.port, "PATCH", path, bob.token, "{\"muted\":true}", &st);
+	assert_int_equal(st, 200);
+	assert_true(json_is_true(json_object_get(j, "muted")));
+	assert_int_equal(hx_int(j, "conversation_id"), conv);
+	json_decref(j);
+	j = hx_http(S.port, "GET", path, alice.token, NULL, &st);
+	assert_false(json_is_true(json_object_get(j, "muted"))); /* Bob's own */
+	json_decref(j);
+	j = hx_http(S.port, "PATCH", "/api/v1/settings", carol.token, "{\"push_previews\":false}", &st);
+	assert_int_equal(st, 200);
+	assert_true(json_is_false(json_object_get(j, "push_previews")));
+	assert_string_equal(hx_str(j, "group_adds"), "everyone");
+	json_decref(j);
+
+	muted = hx_metric(&S, "parley_push_muted_total");
+	a = hx_ws(S.port, &alice);
+	hx_say(a, conv, "the secret plan");
+	r = wait_records(webpush_log, "path", carol_wp, 201, 1);
+	p = json_object_get(json_array_get(r, 0), "payload");
+	assert_string_equal(hx_str(p, "title"), "Parley");
+	assert_string_equal(hx_str(p, "body"), "New message");
+	text = json_dumps(p, 0);
+	assert_null(strstr(text, "secret"));
+	free(text);
+	json_decref(r);
+	pause_ms(COALESCE_MS + 500);
+	r = records(webpush_log, "path", bob_wp, -1);
+	assert_int_equal(json_array_size(r), 0);
+	json_decref(r);
+	assert_true(hx_metric(&S, "parley_push_muted_total") > muted);
+
+	/* Unmuted, Bob is woken again; the message still counts as unread. */
+	j = hx_http(S.port, "PATCH", path, bob.token, "{\"muted\":false}", &st);
+	assert_int_equal(st, 200);
+	assert_false(json_is_true(json_object_get(j, "muted")));
+	assert_int_equal(hx_int(j, "unread"), 1);
+	json_decref(j);
+	hx_say(a, conv, "still on?");
+	r = wait_records(webpush_log, "path", bob_wp, 201, 1);
+	p = json_object_get(json_array_get(r, 0), "payload");
+	snprintf(body, sizeof body, "%s: still on?", alice.name);
+	assert_string_equal(hx_str(p, "body"), body);
+	assert_int_equal(hx_int(p, "badge"), 2);
+	json_decref(r);
+	pc_close(a);
+}
+
 /* While every provider hangs on an offline user's pushes (each send
  * held until its timeout), two online users talk as ever: the push
  * path's backlog grows, the real-time path does not wait on it. */
@@ -679,6 +772,7 @@ int main(void)
 		cmocka_unit_test(test_gone_targets_are_removed),
 		cmocka_unit_test(test_rate_limited_is_retried_after),
 		cmocka_unit_test(test_group_members_are_pushed),
+		cmocka_unit_test(test_muted_and_previews_off),
 		cmocka_unit_test(test_hanging_provider_leaves_online_delivery),
 	};
 

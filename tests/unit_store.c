@@ -108,6 +108,7 @@ static int64_t alice, bob, carol, conv;
 	X(direct_open) X(conv_get)                                                \
 	X(conv_list) X(history) X(receipts) X(watchable) X(shares_conversation)  \
 	X(contact) X(settings_get) X(set_group_adds) X(set_strangers_exempt)     \
+	X(set_push_previews) X(set_muted)                                         \
 	X(block) X(unblock) X(blocks) X(blocked_in_conv) X(blocks_received)      \
 	X(first_contacts) X(first_contact_at) X(first_contacts_add)              \
 	X(expire_first_contacts) X(last_seen_set) X(expire_receipts)             \
@@ -183,6 +184,8 @@ FWD(contact, (store_t *s, int64_t u, int64_t o, store_contact_t *out), (R(s), u,
 FWD(settings_get, (store_t *s, int64_t u, store_settings_t *out), (R(s), u, out))
 FWD(set_group_adds, (store_t *s, int64_t u, int v), (R(s), u, v))
 FWD(set_strangers_exempt, (store_t *s, int64_t u, int v), (R(s), u, v))
+FWD(set_push_previews, (store_t *s, int64_t u, int v), (R(s), u, v))
+FWD(set_muted, (store_t *s, int64_t c, int64_t u, int v), (R(s), c, u, v))
 FWD(block, (store_t *s, int64_t u, int64_t t, int64_t now), (R(s), u, t, now))
 FWD(unblock, (store_t *s, int64_t u, int64_t t), (R(s), u, t))
 FWD(blocks, (store_t *s, int64_t u, int64_t after, size_t limit, store_block_t **out, size_t *n,
@@ -1581,6 +1584,56 @@ static void test_joined_view(void **state)
  * a fleet report out of order). */
 /* The badge of a push: what others sent and the user has not read, in
  * every conversation, a group's from where the user joined. */
+/* Previews are on until turned off; a mute is one member's, of one
+ * conversation, and only a member's. */
+static void test_mute_and_previews(void **state)
+{
+	int64_t a = new_user("mu_a"), b = new_user("mu_b"), out = new_user("mu_out"), d;
+	store_settings_t s;
+	store_conv_t c;
+	store_conv_t *list;
+	size_t n, i;
+	int more, found = 0;
+
+	(void)state;
+	d = new_direct(a, b);
+	assert_int_equal(store_settings_get(st, a, &s), STORE_OK);
+	assert_true(s.push_previews);
+	assert_int_equal(store_set_push_previews(st, a, 0), STORE_OK);
+	assert_int_equal(store_settings_get(st, a, &s), STORE_OK);
+	assert_false(s.push_previews);
+	assert_int_equal(store_settings_get(st, b, &s), STORE_OK);
+	assert_true(s.push_previews);
+	assert_int_equal(store_set_push_previews(st, 999999, 0), STORE_NOT_FOUND);
+
+	assert_int_equal(store_conv_get(st, d, a, &c), STORE_OK);
+	assert_false(c.muted);
+	store_conv_clear(&c);
+	assert_int_equal(store_set_muted(st, d, a, 1), STORE_OK);
+	assert_int_equal(store_set_muted(st, d, a, 1), STORE_OK); /* again: no change, no error */
+	assert_int_equal(store_set_muted(st, d, out, 1), STORE_FORBIDDEN);
+	assert_int_equal(store_set_muted(st, 999999, a, 1), STORE_FORBIDDEN);
+	assert_int_equal(store_conv_get(st, d, a, &c), STORE_OK);
+	assert_true(c.muted);
+	store_conv_clear(&c);
+	assert_int_equal(store_conv_get(st, d, b, &c), STORE_OK);
+	assert_false(c.muted); /* the other member's is its own */
+	store_conv_clear(&c);
+	assert_int_equal(store_conv_list(st, a, NULL, 100, &list, &n, &more), STORE_OK);
+	for (i = 0; i < n; i++) {
+		if (list[i].id == d) {
+			assert_true(list[i].muted);
+			found = 1;
+		}
+	}
+	store_convs_free(list, n);
+	assert_true(found);
+	assert_int_equal(store_set_muted(st, d, a, 0), STORE_OK);
+	assert_int_equal(store_conv_get(st, d, a, &c), STORE_OK);
+	assert_false(c.muted);
+	store_conv_clear(&c);
+}
+
 static void test_unread_total(void **state)
 {
 	int64_t a = new_user("ut_a"), b = new_user("ut_b"), late = new_user("ut_late"), d, g, total;
@@ -1757,9 +1810,59 @@ static void test_migration_from_v1(void **state)
 		assert_int_equal(store_direct_open(o, 1, third, 5, 1, &cv, &created, &full), STORE_TOO_MANY);
 		assert_int_equal(full, 1);
 	}
+	{
+		store_settings_t s;
+		store_conv_t c;
+		assert_int_equal(store_settings_get(o, 1, &s), STORE_OK);
+		assert_true(s.push_previews);
+		assert_int_equal(store_conv_get(o, 1, 2, &c), STORE_OK);
+		assert_false(c.muted);
+		store_conv_clear(&c);
+		assert_int_equal(store_set_muted(o, 1, 2, 1), STORE_OK);
+	}
 	store_close(o);
 	/* Opened again: the current version already, nothing to do. */
 	assert_non_null(o = store_open(old));
+	store_close(o);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", old);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* A data directory of schema version 4 (before mutes and previews) opens
+ * with both columns added at their defaults, its rows kept. */
+static void test_migration_from_v4(void **state)
+{
+	static const char to_v4[] =
+		"ALTER TABLE users DROP COLUMN push_previews;"
+		"ALTER TABLE members DROP COLUMN muted;"
+		"UPDATE meta SET value = 4 WHERE key = 'schema_version';";
+	char old[] = "/tmp/parley-unit-store-v4-XXXXXX", path[128], cmd[160];
+	store_settings_t s;
+	store_conv_t c;
+	store_t *o;
+	sqlite3 *db;
+	int64_t a, b, cv, full = 0;
+	int created;
+
+	(void)state;
+	assert_non_null(mkdtemp(old));
+	assert_non_null(o = store_open(old));
+	assert_int_equal(store_user_create(o, "v4_a", "x", 1, &a), STORE_OK);
+	assert_int_equal(store_user_create(o, "v4_b", "x", 1, &b), STORE_OK);
+	assert_int_equal(store_direct_open(o, a, b, 5, 100, &cv, &created, &full), STORE_OK);
+	store_close(o);
+	snprintf(path, sizeof path, "%s/parley.db", old);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, to_v4, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	assert_non_null(o = store_open(old));
+	assert_int_equal(store_settings_get(o, a, &s), STORE_OK);
+	assert_true(s.push_previews);
+	assert_int_equal(store_conv_get(o, cv, b, &c), STORE_OK);
+	assert_false(c.muted);
+	assert_int_equal(c.nmembers, 2);
+	store_conv_clear(&c);
+	assert_int_equal(store_set_muted(o, cv, b, 1), STORE_OK);
 	store_close(o);
 	snprintf(cmd, sizeof cmd, "rm -rf %s", old);
 	assert_int_equal(system(cmd), 0);
@@ -2037,6 +2140,7 @@ static void test_outbox_concurrent_take(void **state)
 	cmocka_unit_test(test_joined_view),                           \
 	cmocka_unit_test(test_last_seen),                             \
 	cmocka_unit_test(test_unread_total),                          \
+	cmocka_unit_test(test_mute_and_previews),                     \
 	cmocka_unit_test(test_blocks_hold_in_direct_chats_only),      \
 	cmocka_unit_test(test_outbox_rows),                           \
 	cmocka_unit_test(test_outbox_failed_batch),                   \
@@ -2048,6 +2152,7 @@ int main(void)
 		COMMON_TESTS,
 		cmocka_unit_test(test_sqlite_claim_is_exclusive),
 		cmocka_unit_test(test_migration_from_v1),
+		cmocka_unit_test(test_migration_from_v4),
 		cmocka_unit_test(test_every_method_is_called),
 	};
 	const struct CMUnitTest pg_tests[] = {
