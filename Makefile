@@ -85,6 +85,8 @@ $(BUILD)/tests/integ_outbox: $(NATSSERVER_OBJ)
 $(BUILD)/tests/integ_dispatch: $(NATSSERVER_OBJ) $(BUILD)/obj/tests/redisserver.o
 $(BUILD)/tests/integ_haproxy: $(BUILD)/obj/tests/haproxyserver.o
 $(BUILD)/tests/integ_failover: $(REDISSERVER_OBJ) $(NATSSERVER_OBJ) $(BUILD)/obj/tests/haproxyserver.o
+$(BUILD)/tests/integ_pushsend: $(BUILD)/obj/tests/pushfakes.o
+$(BUILD)/tests/integ_pushcluster: $(BUILD)/obj/tests/pushfakes.o $(NATSSERVER_OBJ) $(BUILD)/obj/tests/redisserver.o
 
 $(BUILD)/tests/integ_%: $(BUILD)/obj/tests/integ_%.o $(BUILD)/obj/tests/harness.o $(PGSERVER_OBJ) $(CLIENT_OBJ) $(BUILD)/libparley.a
 	@mkdir -p $(dir $@)

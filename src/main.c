@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "pushsvc.h"
 #include "server.h"
 #include "snowflake.h"
 #include "store.h"
@@ -41,8 +42,21 @@ typedef struct option {
 } option_t;
 
 static int set_listen(server_config_t *cfg, const char *val);
+static int set_push_shard(server_config_t *cfg, const char *val)
+{
+	unsigned i, n;
+	char end;
+
+	if (sscanf(val, "%u/%u%c", &i, &n, &end) != 2 || n == 0 || n > 1024 || i >= n)
+		return -1;
+	cfg->push_shard = i;
+	cfg->push_shards = n;
+	return 0;
+}
+
 static int set_admin_listen(server_config_t *cfg, const char *val);
 static int set_log_level(server_config_t *cfg, const char *val);
+static int set_push_shard(server_config_t *cfg, const char *val);
 
 #define F(field) offsetof(server_config_t, field), sizeof(((server_config_t *)0)->field)
 
@@ -132,6 +146,8 @@ static const option_t options[] = {
 	{"push-allow-http-endpoints", OPT_FLAG, F(push_allow_http_endpoints), 0, 0, NULL, NULL,
 	 "accept Web Push endpoints over http:// and on loopback or\nprivate hosts (tests against a local fake only)"},
 	{"no-push", OPT_FLAG, F(push_off), 0, 0, NULL, NULL, "send no push notifications"},
+	{"push-shard", OPT_SPECIAL, 0, 0, 0, 0, set_push_shard, "I/N",
+	 "parley push: serve the log's partitions p with p % N == I,\nso that N push processes share the log (default 0/1)"},
 	{"push-grace-ms", OPT_INT, F(push_grace_ms), 0, 600000, NULL, "MS",
 	 "a user with a connection is pushed a message only if none\nof its devices has said it delivered it this long after\n(default 5000)"},
 	{"push-coalesce-ms", OPT_INT, F(push_coalesce_ms), 0, 600000, NULL, "MS",
@@ -171,12 +187,16 @@ static void usage(FILE *f)
 	size_t i;
 
 	fprintf(f, "usage: parley serve [options]\n"
+	           "       parley push --store URL --nats URLS [push options]\n"
 	           "       parley migrate [--data DIR | --store URL]\n"
 	           "       parley copy-store --from DIR --to postgresql://USER@HOST:PORT/DB\n"
 	           "       parley admin strangers-exempt USERNAME on|off [--data DIR | --store URL]\n"
 	           "       parley --version\n"
 	           "\n"
-	           "Runs a Parley chat server node.\n"
+	           "Runs a Parley chat server node; or, with push, a fleet's push\n"
+	           "service, which reads the event log and takes --store, --nats,\n"
+	           "--nats-log, --nats-replicas, --admin-listen (/metrics), --log-level,\n"
+	           "--token-idle-days and the --push-*, --apns-* and --fcm-* options.\n"
 	           "\n"
 	           "options:\n");
 	for (i = 0; i < NOPTIONS; i++) {
@@ -196,6 +216,19 @@ static void usage(FILE *f)
 		fprintf(f, "%s\n", h);
 	}
 	fprintf(f, "  -h, --help           show this help\n");
+}
+
+/* The options `parley push` takes: what the push path and the log need. */
+static int push_option(const char *name)
+{
+	static const char *const names[] = {"store", "nats", "nats-log", "nats-replicas", "admin-listen",
+	                                    "log-level", "token-idle-days", "push-allow-http-endpoints"};
+	size_t i;
+
+	for (i = 0; i < sizeof names / sizeof names[0]; i++)
+		if (!strcmp(name, names[i]))
+			return 1;
+	return (!strncmp(name, "push-", 5) || !strncmp(name, "apns-", 5) || !strncmp(name, "fcm-", 4));
 }
 
 static int parse_long(const char *s, double lo, double hi, long long *out)
@@ -495,7 +528,7 @@ int main(int argc, char **argv)
 		return migrate(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "copy-store"))
 		return copy_store(argc - 2, argv + 2);
-	if (strcmp(argv[1], "serve") != 0)
+	if (strcmp(argv[1], "serve") != 0 && strcmp(argv[1], "push") != 0)
 		return bad("unknown command", argv[1]);
 	for (i = 2; i < argc; i++) {
 		const char *a = argv[i];
@@ -513,6 +546,10 @@ int main(int argc, char **argv)
 				o = &options[k];
 		if (!o)
 			return bad("unknown option", a);
+		if (!strcmp(argv[1], "push") && !push_option(o->name))
+			return bad("parley push takes no option", a);
+		if (strcmp(argv[1], "push") && !strcmp(o->name, "push-shard"))
+			return bad("only parley push takes", a);
 		if (o->kind == OPT_FLAG) {
 			*(int *)((char *)&cfg + o->off) = 1;
 			continue;
@@ -529,6 +566,8 @@ int main(int argc, char **argv)
 		        cfg.idle_timeout_s, cfg.ping_interval_s);
 		return 2;
 	}
+	if (!strcmp(argv[1], "push"))
+		return pushsvc_run(&cfg);
 	if (!web_given)
 		default_web_dir(&cfg);
 	return server_run(&cfg);

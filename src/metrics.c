@@ -36,6 +36,11 @@ static void metric(jbuf_t *b, const char *name, const char *type, const char *he
 	jbuf_lit(b, line);
 }
 
+void metrics_metric(jbuf_t *b, const char *name, const char *type, const char *help, double value)
+{
+	metric(b, name, type, help, value);
+}
+
 /* One family of per-provider values: name{provider="..."} for each. */
 static void per_provider(jbuf_t *b, const char *name, const char *type, const char *help, const double v[PUSH_PROVIDERS])
 {
@@ -57,7 +62,7 @@ static void per_provider(jbuf_t *b, const char *name, const char *type, const ch
 	}
 }
 
-static void push_metrics(jbuf_t *b, push_t *p)
+void metrics_push(jbuf_t *b, push_t *p)
 {
 	push_counts_t c;
 	double v[PUSH_PROVIDERS];
@@ -83,6 +88,11 @@ static void push_metrics(jbuf_t *b, push_t *p)
 	       "Notifications not sent: a device delivered or read the message first.", (double)c.suppressed);
 	metric(b, "parley_push_muted_total", "counter",
 	       "Notifications not sent: the recipient muted the conversation.", (double)c.muted);
+	metric(b, "parley_push_repeats_total", "counter",
+	       "Notifications not sent again: pushed before the push path restarted.", (double)c.repeats);
+	metric(b, "parley_push_recovered_total", "counter",
+	       "Notifications found owed when the push path started (not delivered, not pushed).",
+	       (double)c.recovered);
 	metric(b, "parley_push_clears_total", "counter",
 	       "Clears decided: a read on one device takes the notification off the others.", (double)c.clears);
 	metric(b, "parley_push_no_targets_total", "counter", "Notifications for users with no usable push target.",
@@ -226,7 +236,7 @@ sbuf_t *metrics_response(server_t *srv, int keep_alive)
 		       "Events from the log that did not parse, dropped (logged).", (double)dc.malformed);
 	}
 	if (srv->push)
-		push_metrics(&b, srv->push);
+		metrics_push(&b, srv->push);
 	r = b.oom ? NULL
 	          : http_response(200, "text/plain; version=0.0.4", b.data, b.len, keep_alive, NULL);
 	jbuf_free(&b);

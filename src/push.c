@@ -33,6 +33,7 @@
 #include "apns.h"
 #include "fcm.h"
 #include "log.h"
+#include "snowflake.h"
 #include "store.h"
 #include "webpush.h"
 
@@ -165,8 +166,17 @@ typedef struct job {
 	char preview[PUSH_PREVIEW_MAX + 1];
 } job_t;
 
+/* What a notification's sends mark in the store once the last of them is
+ * done (store_push_mark): refs are its sends not yet done, and one held
+ * by the job while it queues them. Under lock. */
+typedef struct mark {
+	int64_t conv, user, seq;
+	unsigned refs;
+} mark_t;
+
 typedef struct send {
 	struct send *next;
+	mark_t *mark;             /* NULL for a clear */
 	int provider, attempts, clear;
 	int64_t user, target_id, device, conv;
 	char *address, *topic, *p256dh, *auth;
@@ -266,13 +276,13 @@ static event_t *event_slot(push_t *p)
 	return e;
 }
 
-void push_message(push_t *p, int64_t conv, int kind, int64_t seq, int64_t from, const int64_t *members, size_t n,
-                  int64_t members_version, const char *body, size_t len, int64_t ts)
+int push_message(push_t *p, int64_t conv, int kind, int64_t seq, int64_t from, const int64_t *members, size_t n,
+                 int64_t members_version, const char *body, size_t len, int64_t ts)
 {
 	event_t *e;
 
 	if (!p || (members && n > 2))
-		return;
+		return -1;
 	pthread_mutex_lock(&p->in_lock);
 	if ((e = event_slot(p)) != NULL) {
 		e->type = EV_MESSAGE;
@@ -290,14 +300,15 @@ void push_message(push_t *p, int64_t conv, int kind, int64_t seq, int64_t from, 
 		pthread_cond_signal(&p->in_cond);
 	}
 	pthread_mutex_unlock(&p->in_lock);
+	return e ? 0 : -1;
 }
 
-void push_receipt(push_t *p, int64_t conv, int64_t user, int64_t device, int state, int64_t seq)
+int push_receipt(push_t *p, int64_t conv, int64_t user, int64_t device, int state, int64_t seq)
 {
 	event_t *e;
 
 	if (!p)
-		return;
+		return -1;
 	pthread_mutex_lock(&p->in_lock);
 	if ((e = event_slot(p)) != NULL) {
 		e->type = EV_RECEIPT;
@@ -309,6 +320,7 @@ void push_receipt(push_t *p, int64_t conv, int64_t user, int64_t device, int sta
 		pthread_cond_signal(&p->in_cond);
 	}
 	pthread_mutex_unlock(&p->in_lock);
+	return e ? 0 : -1;
 }
 
 /* ---- notes (under lock) ------------------------------------------------------ */
@@ -494,7 +506,8 @@ static void schedule_message(push_t *p, const event_t *e, int64_t now)
 		return;
 	}
 	for (i = 0; i < n; i++)
-		connected[i] = users[i] != e->user && p->cfg.connected && p->cfg.connected(p->cfg.connected_ud, users[i]);
+		connected[i] = users[i] != e->user &&
+		               (!p->cfg.connected || p->cfg.connected(p->cfg.connected_ud, users[i]));
 	pthread_mutex_lock(&p->lock);
 	for (i = 0; i < n; i++)
 		if (users[i] != e->user)
@@ -502,6 +515,48 @@ static void schedule_message(push_t *p, const event_t *e, int64_t now)
 	pthread_mutex_unlock(&p->lock);
 	free(connected);
 	free(to);
+}
+
+/* The notifications a push path that stopped still owed, as notes: each
+ * waits as a new message's would (its devices may be connected and about
+ * to deliver), and its sends check the store again before they go. */
+static void recover(push_t *p)
+{
+	int64_t now = now_ms(), since = now - p->cfg.recover_ms - SNOWFLAKE_EPOCH_MS;
+	store_push_pending_t *rows = NULL;
+	size_t n = 0, i, taken = 0;
+
+	if (since < 0)
+		since = 0;
+	if (store_push_pending(p->sched_store, since << 22, p->cfg.max_notes, &rows, &n) != STORE_OK) {
+		log_warn("push: could not look for the notifications owed since the last stop; their devices catch "
+		         "up when they connect");
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		event_t e = {0};
+		int connected;
+
+		if (p->cfg.accept && !p->cfg.accept(p->cfg.accept_ud, rows[i].conv))
+			continue;
+		e.type = EV_MESSAGE;
+		e.kind = rows[i].kind;
+		e.conv = rows[i].conv;
+		e.seq = rows[i].seq;
+		e.user = rows[i].from;
+		e.ts = rows[i].ts;
+		preview_of(rows[i].body, rows[i].body_len, e.preview);
+		connected = !p->cfg.connected || p->cfg.connected(p->cfg.connected_ud, rows[i].user);
+		pthread_mutex_lock(&p->lock);
+		note_message(p, &e, rows[i].user, connected, now);
+		p->counts.recovered++;
+		pthread_mutex_unlock(&p->lock);
+		taken++;
+	}
+	store_push_pending_free(rows, n);
+	if (taken)
+		log_info("push: %zu notification%s owed since the last stop, scheduled again", taken,
+		         taken == 1 ? "" : "s");
 }
 
 static void *scheduler_main(void *arg)
@@ -514,6 +569,8 @@ static void *scheduler_main(void *arg)
 		log_error("push: out of memory; the push path stops");
 		return NULL;
 	}
+	if (p->cfg.recover_ms > 0)
+		recover(p);
 	for (;;) {
 		size_t k = 0, i;
 		int64_t now = now_ms(), next;
@@ -561,6 +618,10 @@ static void send_free(send_t *s)
 {
 	if (!s)
 		return;
+	/* Only at shutdown does a send still hold its mark: the push was not
+	 * made, and a restart recovers it. */
+	if (s->mark && --s->mark->refs == 0)
+		free(s->mark);
 	free(s->address);
 	free(s->topic);
 	free(s->p256dh);
@@ -640,7 +701,7 @@ static char *dup_or_null(const char *s)
 /* Queues the sends of w's job to targets t[0..n): how many were queued
  * (not those of providers without credentials, nor those the full queue
  * refused). */
-static size_t queue_sends(push_t *p, const shown_t *w, const store_push_target_t *t, size_t n)
+static size_t queue_sends(push_t *p, const shown_t *w, const store_push_target_t *t, size_t n, mark_t *m)
 {
 	size_t i, queued = 0;
 
@@ -681,6 +742,8 @@ static size_t queue_sends(push_t *p, const shown_t *w, const store_push_target_t
 		else
 			pr->head = s;
 		pr->tail = s;
+		if ((s->mark = m) != NULL)
+			m->refs++;
 		p->nsends++;
 		queued++;
 		pthread_cond_signal(&p->work);
@@ -745,6 +808,17 @@ static void note_done(push_t *p, const job_t *j, int64_t shown)
 	}
 }
 
+/* The last send of a notification is done (sent, or failed for good):
+ * a push path that restarts will neither repeat nor recover it. */
+static void mark_pushed(store_t *st, const mark_t *m)
+{
+	int r = store_push_mark(st, m->conv, m->user, m->seq);
+
+	if (r != STORE_OK && r != STORE_FORBIDDEN) /* forbidden: the user left the group meanwhile */
+		log_warn("push: could not record the push of conversation %lld seq %lld to user %lld; a restart may "
+		         "send it again", (long long)m->conv, (long long)m->seq, (long long)m->user);
+}
+
 static void run_job(push_t *p, store_t *st, job_t *j)
 {
 	store_push_target_t *t = NULL;
@@ -753,7 +827,10 @@ static void run_job(push_t *p, store_t *st, job_t *j)
 	char from[STORE_USERNAME_MAX + 1] = "", body[PUSH_PREVIEW_MAX + STORE_USERNAME_MAX + 8];
 	shown_t w = {j, "", j->preview, 0};
 	store_settings_t settings = {0};
+	mark_t *m = NULL;
 	int64_t shown = 0;
+	size_t queued;
+	int last;
 
 	if (store_push_targets(st, j->user, &t, &n) != STORE_OK) {
 		log_warn("push: the push targets of user %lld could not be read; conversation %lld not pushed",
@@ -781,9 +858,18 @@ static void run_job(push_t *p, store_t *st, job_t *j)
 			pthread_mutex_unlock(&p->lock);
 			goto done;
 		}
-		if (c.read_seq >= j->seq) { /* read on a device meanwhile */
+		if (c.read_seq >= j->seq || c.delivered_seq >= j->seq) {
+			/* Read or delivered meanwhile, on a device of any node. */
 			pthread_mutex_lock(&p->lock);
 			p->counts.suppressed++;
+			pthread_mutex_unlock(&p->lock);
+			goto done;
+		}
+		if (c.pushed_seq >= j->seq) {
+			/* Pushed already: by this path before it restarted (the
+			 * event came again), or by another. */
+			pthread_mutex_lock(&p->lock);
+			p->counts.repeats++;
 			pthread_mutex_unlock(&p->lock);
 			goto done;
 		}
@@ -804,8 +890,21 @@ static void run_job(push_t *p, store_t *st, job_t *j)
 			w.title = from;
 		}
 	}
-	if (queue_sends(p, &w, t, n) > 0 && !j->clear)
+	if (!j->clear && (m = calloc(1, sizeof *m)) != NULL)
+		*m = (mark_t){j->conv, j->user, j->seq, 1};
+	queued = queue_sends(p, &w, t, n, m);
+	if (queued > 0 && !j->clear)
 		shown = j->seq;
+	if (m) {
+		pthread_mutex_lock(&p->lock);
+		last = --m->refs == 0;
+		pthread_mutex_unlock(&p->lock);
+		if (last) {
+			if (queued)
+				mark_pushed(st, m);
+			free(m);
+		}
+	}
 done:
 	store_conv_clear(&c);
 	store_push_targets_free(t, all);
@@ -1044,6 +1143,7 @@ static void sent(push_t *p, store_t *st, CURL *curl, send_t *s)
 	outcome_t o = {0};
 	provider_t *pr = &p->prov[s->provider];
 	int64_t started = now_ms();
+	mark_t *done_mark = NULL;
 
 	if (s->provider == PUSH_WEBPUSH)
 		send_webpush(p, curl, s, &o);
@@ -1093,10 +1193,17 @@ static void sent(push_t *p, store_t *st, CURL *curl, send_t *s)
 		s = NULL; /* kept */
 	} else {
 		p->nsends--;
+		if (s->mark && --s->mark->refs == 0)
+			done_mark = s->mark;
+		s->mark = NULL;
 	}
 	pthread_cond_signal(&p->work);
 	pthread_mutex_unlock(&p->lock);
 	send_free(s);
+	if (done_mark) {
+		mark_pushed(st, done_mark);
+		free(done_mark);
+	}
 }
 
 /* ---- the senders ---------------------------------------------------------------- */

@@ -34,9 +34,15 @@
  * flight and, with provider_rate, at most that many a second, so one slow
  * provider holds at most its share of the senders.
  *
- * What is kept is in memory: a node that stops drops the pushes it had
- * not sent (the messages are in the store, and the devices catch up when
- * they connect). */
+ * What it knows of pending notifications is in memory, but the store can
+ * tell what was owed: a notification's sends, once all are done, raise
+ * the member's pushed watermark (store_push_mark), and a push path that
+ * starts schedules again what the last hour's messages still owe
+ * (store_push_pending, recover_ms): delivered to no device, read on none,
+ * not muted, not pushed. So a stop or a crash loses no notification the
+ * store can tell was owed, and a job about a seq already pushed is not
+ * sent again. What is lost is the memory of what each device shows: a
+ * read after a restart clears no notification shown before it. */
 #ifndef PARLEY_PUSH_H
 #define PARLEY_PUSH_H
 
@@ -87,9 +93,19 @@ typedef struct push_config {
 	/* FCM: the service account's key file ("": FCM off) */
 	const char *fcm_account_file;
 	const char *fcm_url;           /* NULL: Google's */
-	/* Whether user holds a connection now (any thread; must not block). */
+	/* Whether user holds a connection now (any thread; must not block).
+	 * NULL where that is not known (the push service of a fleet): every
+	 * recipient's devices then have grace_ms to deliver. */
 	int (*connected)(void *ud, int64_t user);
 	void *connected_ud;
+	/* At the start, the notifications owed for messages of the last
+	 * recover_ms (0: none looked for) are scheduled again: those a push
+	 * path that stopped had not made (store_push_pending). accept, when
+	 * not NULL, says which conversations are this push path's (a shard
+	 * of the log's partitions). */
+	int64_t recover_ms;
+	int (*accept)(void *ud, int64_t conv);
+	void *accept_ud;
 } push_config_t;
 
 /* Starts the push path: reads the providers' credentials (a file that
@@ -104,13 +120,15 @@ void push_free(push_t *p);
  * from `from`, with its body (only its start is kept). members: a direct
  * chat's members (copied), or NULL for a group's, which the push path
  * reads itself (members who joined before seq, in a membership at least
- * as new as members_version). Never blocks. */
-void push_message(push_t *p, int64_t conv, int kind, int64_t seq, int64_t from, const int64_t *members, size_t n,
-                  int64_t members_version, const char *body, size_t len, int64_t ts);
+ * as new as members_version). Never blocks. 0 when queued, -1 when the
+ * queue was full (the event is dropped, counted). */
+int push_message(push_t *p, int64_t conv, int kind, int64_t seq, int64_t from, const int64_t *members, size_t n,
+                 int64_t members_version, const char *body, size_t len, int64_t ts);
 
 /* user's device `device` delivered (STORE_DELIVERED) or read
- * (STORE_READ) everything up to seq in conv. Never blocks. */
-void push_receipt(push_t *p, int64_t conv, int64_t user, int64_t device, int state, int64_t seq);
+ * (STORE_READ) everything up to seq in conv. Never blocks; 0 or -1 as
+ * push_message. */
+int push_receipt(push_t *p, int64_t conv, int64_t user, int64_t device, int state, int64_t seq);
 
 typedef struct push_counts {
 	uint64_t events_dropped;        /* the event queue was full */
@@ -118,6 +136,8 @@ typedef struct push_counts {
 	uint64_t notifications;         /* notifications decided (one per user and burst) */
 	uint64_t suppressed;            /* delivered or read within the grace: no push */
 	uint64_t muted;                 /* the conversation was muted: no push */
+	uint64_t repeats;               /* pushed already (before a restart): not again */
+	uint64_t recovered;             /* notifications a start found owed (push config recover_ms) */
 	uint64_t clears;                /* clear pushes decided (a read on another device) */
 	uint64_t no_targets;            /* notifications for users with no usable target */
 	uint64_t sends_dropped;         /* the send queue was full */

@@ -202,33 +202,22 @@ static int push_connected(void *ud, int64_t user)
 	return bus_connections(((server_t *)ud)->bus, user) > 0;
 }
 
-static int start_push(server_t *srv)
+int server_push_config(const server_config_t *cfg, const char *store_at, const vapid_t *vapid, push_config_t *out,
+                       char contact[SERVER_CONTACT_MAX])
 {
-	const server_config_t *cfg = &srv->cfg;
 	push_config_t pc = {0};
-	char contact[600];
 
-	if (cfg->push_off) {
-		log_info("push: off (--no-push)");
-		return 0;
-	}
-	if (cfg->redis_url[0]) {
-		/* A node of a fleet knows only its own connections: it cannot
-		 * tell who is offline everywhere. */
-		log_warn("push: fleet nodes (--redis) send no push notifications yet; devices catch up when they connect");
-		return 0;
-	}
 	if (cfg->push_contact[0])
-		snprintf(contact, sizeof contact, "%s", cfg->push_contact);
+		snprintf(contact, SERVER_CONTACT_MAX, "%s", cfg->push_contact);
 	else if (!strncmp(cfg->public_url, "https://", 8))
-		snprintf(contact, sizeof contact, "%s", cfg->public_url);
+		snprintf(contact, SERVER_CONTACT_MAX, "%s", cfg->public_url);
 	else
-		snprintf(contact, sizeof contact, "mailto:postmaster@localhost");
+		snprintf(contact, SERVER_CONTACT_MAX, "mailto:postmaster@localhost");
 	if (strncmp(contact, "mailto:", 7) && strncmp(contact, "https://", 8)) {
 		log_error("--push-contact wants mailto:ADDRESS or an https:// URL, not '%s'", contact);
 		return -1;
 	}
-	pc.store_at = srv->store_at;
+	pc.store_at = store_at;
 	pc.senders = cfg->push_senders;
 	pc.provider_concurrency = cfg->push_concurrency;
 	pc.provider_rate = cfg->push_rate;
@@ -237,8 +226,8 @@ static int start_push(server_t *srv)
 	pc.max_attempts = cfg->push_max_attempts;
 	pc.timeout_ms = cfg->push_timeout_ms;
 	pc.device_idle_ms = (int64_t)cfg->token_idle_days * 86400000;
-	pc.vapid_key = vapid_key(srv->vapid);
-	pc.vapid_public = vapid_public_key(srv->vapid);
+	pc.vapid_key = vapid_key(vapid);
+	pc.vapid_public = vapid_public_key(vapid);
 	pc.contact = contact;
 	pc.allow_local = cfg->push_allow_http_endpoints;
 	pc.apns_key_file = cfg->apns_key_file;
@@ -248,6 +237,30 @@ static int start_push(server_t *srv)
 	pc.apns_sandbox_url = cfg->apns_sandbox_url[0] ? cfg->apns_sandbox_url : NULL;
 	pc.fcm_account_file = cfg->fcm_account_file;
 	pc.fcm_url = cfg->fcm_url[0] ? cfg->fcm_url : NULL;
+	pc.recover_ms = PUSH_RECOVER_MS;
+	*out = pc;
+	return 0;
+}
+
+static int start_push(server_t *srv)
+{
+	const server_config_t *cfg = &srv->cfg;
+	push_config_t pc;
+	char contact[SERVER_CONTACT_MAX];
+
+	if (cfg->push_off) {
+		log_info("push: off (--no-push)");
+		return 0;
+	}
+	if (cfg->redis_url[0]) {
+		/* A node of a fleet knows only its own connections: it cannot
+		 * tell who is offline everywhere. The push service does it,
+		 * from the event log. */
+		log_info("push: left to the fleet's push service (`parley push`, from the event log)");
+		return 0;
+	}
+	if (server_push_config(cfg, srv->store_at, srv->vapid, &pc, contact) < 0)
+		return -1;
 	pc.connected = push_connected;
 	pc.connected_ud = srv;
 	return (srv->push = push_new(&pc)) ? 0 : -1;

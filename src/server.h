@@ -29,6 +29,8 @@ typedef struct tickets tickets_t;
 typedef struct outbox_relay outbox_relay_t;
 typedef struct dispatch dispatch_t;
 typedef struct eventlog eventlog_t;
+typedef struct push_config push_config_t;
+typedef struct vapid vapid_t;
 
 typedef struct server_config {
 	char host[256];
@@ -53,6 +55,7 @@ typedef struct server_config {
 	int fast_password_hashing; /* tests and benchmarks only */
 	int push_allow_http_endpoints; /* tests only: Web Push endpoints over http, to local hosts */
 	int push_off;             /* --no-push: no push notifications from this node */
+	unsigned push_shard, push_shards; /* `parley push --push-shard I/N`: the log's partitions p with p % N == I */
 	int push_grace_ms;        /* a connected user's devices have this long to deliver before a push */
 	int push_coalesce_ms;     /* an unconnected user's burst gathers this long into one push */
 	unsigned push_senders;    /* the push path's sender threads */
@@ -139,6 +142,17 @@ void server_config_defaults(server_config_t *cfg);
 
 /* Runs a node until SIGINT/SIGTERM. Returns the process exit status. */
 int server_run(const server_config_t *cfg);
+
+/* How long back a push path that starts looks for the notifications it
+ * owed (push_config_t recover_ms). */
+#define PUSH_RECOVER_MS (60 * 60 * 1000)
+#define SERVER_CONTACT_MAX 600
+
+/* The push path's settings from cfg's push options, for the store at
+ * store_at and its VAPID key: into *out, whose contact points into
+ * contact. -1 (logged) when an option is wrong. */
+int server_push_config(const server_config_t *cfg, const char *store_at, const vapid_t *vapid, push_config_t *out,
+                       char contact[SERVER_CONTACT_MAX]);
 
 /* Starts a node in this process and returns once it accepts traffic:
  * for server_run, and for tests and fuzzers that drive a real node over

@@ -102,6 +102,17 @@ void store_messages_free(store_message_t *m, size_t n)
 	free(m);
 }
 
+void store_push_pending_free(store_push_pending_t *p, size_t n)
+{
+	size_t i;
+
+	if (!p)
+		return;
+	for (i = 0; i < n; i++)
+		free(p[i].body);
+	free(p);
+}
+
 void store_push_targets_free(store_push_target_t *t, size_t n)
 {
 	size_t i;

@@ -69,6 +69,8 @@ typedef struct store_conv {
 	int wrote;              /* the caller has written in it */
 	int blocked;            /* direct: the caller has blocked the other member */
 	int muted;              /* the caller's pushes of it are silent */
+	int64_t delivered_seq;  /* the caller's delivered watermark (any device) */
+	int64_t pushed_seq;     /* the newest seq a push to the caller showed */
 	int64_t activity;       /* the list's order (with id): what a cursor names */
 } store_conv_t;
 
@@ -117,6 +119,16 @@ typedef struct store_push_target {
 	char *p256dh, *auth;    /* Web Push: the subscription's keys, base64url */
 	int64_t created_at;
 } store_push_target_t;
+
+/* A member whose conversation's newest message (from someone else) has
+ * reached none of its devices nor been pushed to them: what the push
+ * path recovers at its start. body is malloc'd. */
+typedef struct store_push_pending {
+	int64_t conv, user, seq, from, ts;
+	int kind;               /* STORE_DIRECT, STORE_GROUP */
+	char *body;
+	size_t body_len;
+} store_push_pending_t;
 
 typedef struct store_receipt {
 	int64_t user_id;
@@ -278,6 +290,8 @@ typedef struct store_vtab {
 	int (*member_head)(store_t *s, int64_t conv_id, int64_t user_id, int64_t *last_seq,
 	                   int64_t *joined_seq);
 	int (*unread_total)(store_t *s, int64_t user_id, int64_t cap, int64_t *total);
+	int (*push_mark)(store_t *s, int64_t conv_id, int64_t user_id, int64_t seq);
+	int (*push_pending)(store_t *s, int64_t since_id, size_t limit, store_push_pending_t **out, size_t *n);
 	int (*members)(store_t *s, int64_t conv_id, int64_t **ids, size_t *n);
 	int (*member_list)(store_t *s, int64_t conv_id, store_member_t **out, size_t *n,
 	                   int64_t *version);
@@ -653,6 +667,29 @@ static inline int store_unread_total(store_t *s, int64_t user_id, int64_t cap, i
 {
 	return s->vt->unread_total(s, user_id, cap, total);
 }
+
+/* A push showing seq went to user_id's devices in conv_id: pushed_seq
+ * rises to seq (never falls), so that a push path that restarts neither
+ * repeats it nor, through store_push_pending, recovers it. STORE_FORBIDDEN
+ * when not a member. */
+static inline int store_push_mark(store_t *s, int64_t conv_id, int64_t user_id, int64_t seq)
+{
+	return s->vt->push_mark(s, conv_id, user_id, seq);
+}
+
+/* The pushes a push path that stopped may have owed: for each
+ * conversation whose newest message has an id above since_id (a
+ * snowflake: a time), each member with a push target, not muting it,
+ * not its sender, who joined before it and whose delivered, read and
+ * pushed watermarks are all below it. At most limit, oldest first;
+ * free with store_push_pending_free. */
+static inline int store_push_pending(store_t *s, int64_t since_id, size_t limit, store_push_pending_t **out,
+                                     size_t *n)
+{
+	return s->vt->push_pending(s, since_id, limit, out, n);
+}
+
+void store_push_pending_free(store_push_pending_t *p, size_t n);
 
 /* The conversation's latest seq if user_id is a member, else STORE_FORBIDDEN;
  * and the seq at which the user joined: it sees only messages after it. */

@@ -130,6 +130,8 @@ enum {
 	Q_SET_EXEMPT,
 	Q_SET_PREVIEWS,
 	Q_SET_MUTED,
+	Q_PUSH_MARK,
+	Q_PUSH_PENDING,
 	Q_BLOCK_INSERT,
 	Q_BLOCK_DELETE,
 	Q_MEMBER_BLOCKS_SYNC,
@@ -160,7 +162,7 @@ enum {
 /* One conversation as a member sees it, in one row (one snapshot): columns
  * 0 id, 1 kind, 2 title, 3 last_seq, 4 read_seq, 5 wrote, 6 blocks,
  * 7 activity, 8 members, 9 admins, 10 unread, 11..16 the last message,
- * 17 muted. */
+ * 17 muted, 18 delivered_seq, 19 pushed_seq. */
 #define CONV_VIEW                                                                                \
 	"SELECT c.id, c.kind, c.title, c.last_seq, m.read_seq, m.wrote, m.blocks, c.activity, "      \
 	MEMBERS_OF("c.id") ", "                                                                     \
@@ -168,7 +170,7 @@ enum {
 	"FROM members x WHERE x.conv_id = c.id AND x.role = 1) END, "                               \
 	"(SELECT count(*) FROM messages u WHERE u.conv_id = c.id AND u.seq > m.read_seq "            \
 	"AND u.sender <> m.user_id), "                                                              \
-	"l.id, l.seq, l.sender, l.cmid, l.body, l.ts, m.muted "                                      \
+	"l.id, l.seq, l.sender, l.cmid, l.body, l.ts, m.muted, m.delivered_seq, m.pushed_seq "       \
 	"FROM members m JOIN conversations c ON c.id = m.conv_id "                                   \
 	"LEFT JOIN messages l ON l.conv_id = c.id AND l.seq = c.last_seq AND c.last_seq > 0 "
 
@@ -320,6 +322,10 @@ static const char *const queries[Q_COUNT] = {
 	[Q_SET_EXEMPT] = "UPDATE users SET strangers_exempt = $2 WHERE id = $1",
 	[Q_SET_PREVIEWS] = "UPDATE users SET push_previews = $2 WHERE id = $1",
 	[Q_SET_MUTED] = "UPDATE members SET muted = $3 WHERE conv_id = $1 AND user_id = $2",
+	[Q_PUSH_MARK] = "UPDATE members SET pushed_seq = GREATEST(pushed_seq, $3) WHERE conv_id = $1 AND user_id = $2",
+	/* From the newest messages (their ids are times) to the members they
+	 * have not reached. */
+	[Q_PUSH_PENDING] = "SELECT m.conv_id, m.user_id, c.kind, l.seq, l.sender, l.ts, l.body FROM messages l JOIN conversations c ON c.id = l.conv_id AND c.last_seq = l.seq JOIN members m ON m.conv_id = l.conv_id WHERE l.id > $1 AND m.user_id <> l.sender AND m.muted = 0 AND m.joined_seq < l.seq AND m.delivered_seq < l.seq AND m.read_seq < l.seq AND m.pushed_seq < l.seq AND EXISTS(SELECT 1 FROM push_targets t WHERE t.user_id = m.user_id) ORDER BY l.id, m.user_id LIMIT $2",
 	[Q_BLOCK_INSERT] = "INSERT INTO blocks(user_id, blocked_id, created_at) VALUES($1, $2, $3) "
 	                   "ON CONFLICT DO NOTHING",
 	[Q_BLOCK_DELETE] = "DELETE FROM blocks WHERE user_id = $1 AND blocked_id = $2",
@@ -537,10 +543,12 @@ static const char schema_v3[] =
 	"  name text PRIMARY KEY,"
 	"  value text NOT NULL);";
 
-/* Version 4: muted conversations, and whether pushes show the text. */
+/* Version 4: muted conversations, whether pushes show the text, and what
+ * was pushed (store_push_mark). */
 static const char schema_v4[] =
 	"ALTER TABLE users ADD COLUMN push_previews integer NOT NULL DEFAULT 1;"
-	"ALTER TABLE members ADD COLUMN muted integer NOT NULL DEFAULT 0;";
+	"ALTER TABLE members ADD COLUMN muted integer NOT NULL DEFAULT 0;"
+	"ALTER TABLE members ADD COLUMN pushed_seq bigint NOT NULL DEFAULT 0;";
 
 /* migrations[v] takes the schema from version v to v + 1 (0: none yet). */
 static const char *const migrations[SCHEMA_VERSION] = {
@@ -1747,6 +1755,8 @@ static int read_conv(const PGresult *r, int row, store_conv_t *c)
 	c->blocked = c->kind == STORE_DIRECT && (g_int(r, row, 6) & 1);
 	c->activity = g_int(r, row, 7);
 	c->muted = (int)g_int(r, row, 17);
+	c->delivered_seq = g_int(r, row, 18);
+	c->pushed_seq = g_int(r, row, 19);
 	if (g_ids(r, row, 8, &c->members, &c->nmembers) != STORE_OK)
 		goto err;
 	if (c->kind == STORE_GROUP && g_ids(r, row, 9, &c->admins, &c->nadmins) != STORE_OK)
@@ -2051,6 +2061,57 @@ static int pg_unread_total(store_t *base, int64_t user_id, int64_t cap, int64_t 
 
 	READY(s);
 	return query_int(s, Q_UNREAD_TOTAL, p_int(p_int(&p, user_id), cap), total);
+}
+
+static int pg_push_mark(store_t *base, int64_t conv_id, int64_t user_id, int64_t seq)
+{
+	pg_store_t *s = S(base);
+	params_t p = {0};
+	int64_t n;
+	int rc;
+
+	READY(s);
+	if ((rc = exec_changes(s, Q_PUSH_MARK, p_int(p_int(p_int(&p, conv_id), user_id), seq), &n)) != STORE_OK)
+		return rc;
+	return n ? STORE_OK : STORE_FORBIDDEN;
+}
+
+static int pg_push_pending(store_t *base, int64_t since_id, size_t limit, store_push_pending_t **out, size_t *n)
+{
+	pg_store_t *s = S(base);
+	params_t p = {0};
+	PGresult *r;
+	int rc, i, rows;
+
+	*out = NULL;
+	*n = 0;
+	READY(s);
+	if ((rc = run(s, Q_PUSH_PENDING, p_int(p_int(&p, since_id), (int64_t)(limit > INT64_MAX ? INT64_MAX : limit)),
+	              &r)) != STORE_OK)
+		return rc;
+	rows = PQntuples(r);
+	if (rows && !(*out = calloc((size_t)rows, sizeof **out))) {
+		PQclear(r);
+		return STORE_ERROR;
+	}
+	for (i = 0; i < rows; i++) {
+		store_push_pending_t *q = &(*out)[i];
+		q->conv = g_int(r, i, 0);
+		q->user = g_int(r, i, 1);
+		q->kind = (int)g_int(r, i, 2);
+		q->seq = g_int(r, i, 3);
+		q->from = g_int(r, i, 4);
+		q->ts = g_int(r, i, 5);
+		if (!(q->body = g_dup(r, i, 6, &q->body_len))) {
+			store_push_pending_free(*out, (size_t)rows);
+			*out = NULL;
+			PQclear(r);
+			return STORE_ERROR;
+		}
+	}
+	*n = (size_t)rows;
+	PQclear(r);
+	return STORE_OK;
 }
 
 static int pg_members(store_t *base, int64_t conv_id, int64_t **ids, size_t *n)
@@ -3269,6 +3330,8 @@ static const store_vtab_t pg_vtab = {
 	.member_list = pg_member_list,
 	.read_count = pg_read_count,
 	.unread_total = pg_unread_total,
+	.push_mark = pg_push_mark,
+	.push_pending = pg_push_pending,
 	.watermarks = pg_watermarks,
 	.expire_receipts = pg_expire_receipts,
 	.watchable = pg_watchable,

@@ -89,6 +89,8 @@ enum {
 	Q_SET_EXEMPT,
 	Q_SET_PREVIEWS,
 	Q_SET_MUTED,
+	Q_PUSH_MARK,
+	Q_PUSH_PENDING,
 	Q_BLOCK_INSERT,
 	Q_BLOCK_DELETE,
 	Q_MEMBER_BLOCKS_SYNC,
@@ -128,7 +130,7 @@ static const char *const queries[Q_COUNT] = {
 	[Q_MEMBER_INSERT] = "INSERT INTO members(conv_id, user_id, role, joined_at, joined_seq, delivered_seq, "
 	                    "read_seq) VALUES(?1, ?2, ?3, ?4, ?5, ?5, ?5)",
 	[Q_MEMBER_CONV] = "SELECT c.kind, c.title, c.last_seq, c.member_count, m.read_seq, m.delivered_seq, "
-	                  "m.joined_seq, m.role, c.member_version, m.wrote, m.blocks, c.activity, m.muted "
+	                  "m.joined_seq, m.role, c.member_version, m.wrote, m.blocks, c.activity, m.muted, m.pushed_seq "
 	                  "FROM members m JOIN conversations c ON c.id = m.conv_id "
 	                  "WHERE m.conv_id = ?1 AND m.user_id = ?2",
 	[Q_MEMBERS_OF] = "SELECT user_id FROM members WHERE conv_id = ?1 ORDER BY user_id",
@@ -166,6 +168,10 @@ static const char *const queries[Q_COUNT] = {
 	[Q_SET_EXEMPT] = "UPDATE users SET strangers_exempt = ?2 WHERE id = ?1",
 	[Q_SET_PREVIEWS] = "UPDATE users SET push_previews = ?2 WHERE id = ?1",
 	[Q_SET_MUTED] = "UPDATE members SET muted = ?3 WHERE conv_id = ?1 AND user_id = ?2",
+	[Q_PUSH_MARK] = "UPDATE members SET pushed_seq = max(pushed_seq, ?3) WHERE conv_id = ?1 AND user_id = ?2",
+	/* From the newest messages (their ids are times) to the members they
+	 * have not reached. */
+	[Q_PUSH_PENDING] = "SELECT m.conv_id, m.user_id, c.kind, l.seq, l.sender, l.ts, l.body FROM messages l JOIN conversations c ON c.id = l.conv_id AND c.last_seq = l.seq JOIN members m ON m.conv_id = l.conv_id WHERE l.id > ?1 AND m.user_id <> l.sender AND m.muted = 0 AND m.joined_seq < l.seq AND m.delivered_seq < l.seq AND m.read_seq < l.seq AND m.pushed_seq < l.seq AND EXISTS(SELECT 1 FROM push_targets t WHERE t.user_id = m.user_id) ORDER BY l.id, m.user_id LIMIT ?2",
 	[Q_BLOCK_INSERT] = "INSERT INTO blocks(user_id, blocked_id, created_at) VALUES(?1, ?2, ?3)",
 	[Q_BLOCK_DELETE] = "DELETE FROM blocks WHERE user_id = ?1 AND blocked_id = ?2",
 	/* A direct chat's member row carries its blocks (1: this member has
@@ -341,11 +347,12 @@ static const char migrate_1_to_2[] =
 	OUTBOX_SCHEMA
 	PUSH_SCHEMA;
 
-/* Version 5: muted conversations, and whether pushes show the text.
- * From versions 1 to 4, after the steps before it. */
+/* Version 5: muted conversations, whether pushes show the text, and
+ * what was pushed. From versions 1 to 4, after the steps before it. */
 static const char migrate_to_5[] =
 	"ALTER TABLE users ADD COLUMN push_previews INTEGER NOT NULL DEFAULT 1;"
-	"ALTER TABLE members ADD COLUMN muted INTEGER NOT NULL DEFAULT 0;";
+	"ALTER TABLE members ADD COLUMN muted INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE members ADD COLUMN pushed_seq INTEGER NOT NULL DEFAULT 0;";
 
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS meta("
@@ -395,6 +402,7 @@ static const char schema[] =
 	"  wrote INTEGER NOT NULL DEFAULT 0,"       /* has sent a message here */
 	"  blocks INTEGER NOT NULL DEFAULT 0,"      /* direct chats: see Q_MEMBER_BLOCKS_SYNC */
 	"  muted INTEGER NOT NULL DEFAULT 0,"
+	"  pushed_seq INTEGER NOT NULL DEFAULT 0," /* see store_push_mark */
 	"  PRIMARY KEY(conv_id, user_id)) WITHOUT ROWID;"
 	"CREATE INDEX IF NOT EXISTS members_by_user ON members(user_id, conv_id);"
 	/* The snowflake id is the rowid: rows go in roughly time order and the
@@ -1177,7 +1185,7 @@ err:
 typedef struct membership {
 	int kind, role;
 	int wrote, blocks, muted;
-	int64_t last_seq, member_count, member_version, activity;
+	int64_t last_seq, member_count, member_version, activity, pushed_seq;
 	int64_t read_seq, delivered_seq, joined_seq;
 } membership_t;
 
@@ -1207,6 +1215,7 @@ static int load_membership(sqlite_store_t *s, int64_t conv_id, int64_t user_id, 
 		m->blocks = sqlite3_column_int(st, 10);
 		m->activity = sqlite3_column_int64(st, 11);
 		m->muted = sqlite3_column_int(st, 12);
+		m->pushed_seq = sqlite3_column_int64(st, 13);
 	} else {
 		r = rc == SQLITE_DONE ? STORE_FORBIDDEN : fail(s, "membership");
 	}
@@ -1256,6 +1265,8 @@ static int sq_conv_get(store_t *base, int64_t conv_id, int64_t user_id, store_co
 	c->blocked = m.kind == STORE_DIRECT && (m.blocks & 1);
 	c->activity = m.activity;
 	c->muted = m.muted;
+	c->delivered_seq = m.delivered_seq;
+	c->pushed_seq = m.pushed_seq;
 	if ((r = load_members(s, conv_id, &c->members, &c->nmembers)) != STORE_OK)
 		goto err;
 	if (c->kind == STORE_GROUP &&
@@ -1599,6 +1610,66 @@ static int sq_read_count(store_t *base, int64_t conv_id, int64_t user_id, int64_
 static int sq_unread_total(store_t *base, int64_t user_id, int64_t cap, int64_t *total)
 {
 	return query_int(S(base), Q_UNREAD_TOTAL, user_id, cap, total);
+}
+
+static int sq_push_mark(store_t *base, int64_t conv_id, int64_t user_id, int64_t seq)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_PUSH_MARK);
+	int rc;
+
+	sqlite3_bind_int64(st, 1, conv_id);
+	sqlite3_bind_int64(st, 2, user_id);
+	sqlite3_bind_int64(st, 3, seq);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return fail(s, "push mark");
+	return sqlite3_changes(s->db) ? STORE_OK : STORE_FORBIDDEN;
+}
+
+static int sq_push_pending(store_t *base, int64_t since_id, size_t limit, store_push_pending_t **out, size_t *n)
+{
+	sqlite_store_t *s = S(base);
+	sqlite3_stmt *st = q(s, Q_PUSH_PENDING);
+	size_t cap = 0;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	sqlite3_bind_int64(st, 1, since_id);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)(limit > INT64_MAX ? INT64_MAX : limit));
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		store_push_pending_t *p;
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 16;
+			if (!(p = realloc(*out, cap * sizeof *p))) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			*out = p;
+		}
+		p = &(*out)[*n];
+		p->conv = sqlite3_column_int64(st, 0);
+		p->user = sqlite3_column_int64(st, 1);
+		p->kind = sqlite3_column_int(st, 2);
+		p->seq = sqlite3_column_int64(st, 3);
+		p->from = sqlite3_column_int64(st, 4);
+		p->ts = sqlite3_column_int64(st, 5);
+		if (!(p->body = dup_col(st, 6, &p->body_len))) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		(*n)++;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		store_push_pending_free(*out, *n);
+		*out = NULL;
+		*n = 0;
+		return rc == SQLITE_NOMEM ? STORE_ERROR : fail(s, "pending pushes");
+	}
+	return STORE_OK;
 }
 
 static int sq_members(store_t *base, int64_t conv_id, int64_t **ids, size_t *n)
@@ -2474,6 +2545,8 @@ static const store_vtab_t sqlite_vtab = {
 	.member_list = sq_member_list,
 	.read_count = sq_read_count,
 	.unread_total = sq_unread_total,
+	.push_mark = sq_push_mark,
+	.push_pending = sq_push_pending,
 	.watermarks = sq_watermarks,
 	.expire_receipts = sq_expire_receipts,
 	.watchable = sq_watchable,

@@ -19,10 +19,11 @@ scripts/cluster up 3 >/dev/null 2>"$PARLEY_CLUSTER_DIR.up.log" || { cat "$PARLEY
 rm -f "$PARLEY_CLUSTER_DIR.up.log"
 lb=$PARLEY_CLUSTER_PORT
 st=$(scripts/cluster status)
-for part in haproxy node1 node2 node3 nats1 nats2 nats3 redis postgresql; do
+for part in haproxy node1 node2 node3 push nats1 nats2 nats3 redis postgresql; do
 	echo "$st" | grep -q "^$part: running" || fail "$part is not running"
 done
 echo "$st" | grep -q 'balancer /healthz: {"status":"ok"}' || fail "no /healthz through the balancer"
+echo "$st" | grep -q 'push /healthz: {"status":"ok"}' || fail "no /healthz from the push service"
 
 cli() { timeout 20 build/parley-cli --server "127.0.0.1:$lb" "$@"; }
 cli register clu_a$$ "secret-a-$$" >/dev/null || fail "register a"

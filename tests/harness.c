@@ -84,15 +84,15 @@ int hx_fresh_store(char *out, size_t cap)
 	return mkdtemp(out) ? 0 : -1;
 }
 
+static int spawn_ready(hx_server_t *s, const char *bin, const char *const *argv, const char *ready, char *line,
+                       size_t cap);
+
 int hx_start(hx_server_t *s, const char *store, const char *const *extra)
 {
 	const char *bin = getenv("PARLEY_BIN") ? getenv("PARLEY_BIN") : "build/parley";
 	const char *argv[64];
 	char line[512];
-	size_t len = 0;
-	int pipefd[2], n = 0, i;
-	time_t deadline;
-	pid_t parent;
+	int n = 0, i;
 
 	memset(s, 0, sizeof *s);
 	if (store) {
@@ -102,8 +102,6 @@ int hx_start(hx_server_t *s, const char *store, const char *const *extra)
 			return -1;
 		s->own_store = 1;
 	}
-	if (pipe2(pipefd, O_CLOEXEC) < 0)
-		return -1;
 	argv[n++] = bin;
 	argv[n++] = "serve";
 	argv[n++] = "--listen";
@@ -133,6 +131,56 @@ int hx_start(hx_server_t *s, const char *store, const char *const *extra)
 	for (i = 0; extra && extra[i] && n < 62; i++)
 		argv[n++] = extra[i];
 	argv[n] = NULL;
+	if (spawn_ready(s, bin, argv, "listening on http://", line, sizeof line) < 0)
+		return -1;
+	{
+		char *at = strstr(line, "listening on http://"), *admin = strstr(at, "admin http://"), *colon;
+		if (admin && (colon = strchr(admin + 13, ':')))
+			s->admin_port = atoi(colon + 1);
+		colon = strrchr(strtok(at + 20, " \n"), ':');
+		s->port = colon ? atoi(colon + 1) : 0;
+	}
+	return s->port > 0 ? 0 : -1;
+}
+
+int hx_start_push(hx_server_t *s, const char *store, const char *const *extra)
+{
+	const char *bin = getenv("PARLEY_BIN") ? getenv("PARLEY_BIN") : "build/parley";
+	const char *argv[64];
+	char line[512], *admin, *colon;
+	int n = 0, i;
+
+	memset(s, 0, sizeof *s);
+	snprintf(s->store, sizeof s->store, "%s", store);
+	argv[n++] = bin;
+	argv[n++] = "push";
+	argv[n++] = "--store";
+	argv[n++] = s->store;
+	argv[n++] = "--admin-listen";
+	argv[n++] = "127.0.0.1:0";
+	for (i = 0; extra && extra[i] && n < 62; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	if (spawn_ready(s, bin, argv, "push service on", line, sizeof line) < 0)
+		return -1;
+	if ((admin = strstr(line, "admin http://")) && (colon = strchr(admin + 13, ':')))
+		s->admin_port = atoi(colon + 1);
+	return s->admin_port > 0 ? 0 : -1;
+}
+
+/* Runs argv (bin's) with its stdout on s->out_fd until it prints a line
+ * holding ready (within 30 s): 0 with that output in line, else -1 with
+ * the process killed. */
+static int spawn_ready(hx_server_t *s, const char *bin, const char *const *argv, const char *ready, char *line,
+                       size_t cap)
+{
+	size_t len = 0;
+	int pipefd[2];
+	time_t deadline;
+	pid_t parent;
+
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return -1;
 	parent = getpid();
 	s->pid = fork();
 	if (s->pid < 0)
@@ -149,28 +197,22 @@ int hx_start(hx_server_t *s, const char *store, const char *const *extra)
 	}
 	close(pipefd[1]);
 	s->out_fd = pipefd[0];
-	/* The server prints one line when it accepts traffic. */
+	/* The process prints one line when it is ready. */
 	deadline = time(NULL) + 30;
-	while (time(NULL) < deadline) {
+	while (time(NULL) < deadline && len < cap - 1) {
 		struct pollfd p = {.fd = s->out_fd, .events = POLLIN};
 		ssize_t r;
 		char *at;
 
 		if (poll(&p, 1, 1000) <= 0)
 			continue;
-		r = read(s->out_fd, line + len, sizeof line - 1 - len);
+		r = read(s->out_fd, line + len, cap - 1 - len);
 		if (r <= 0)
 			break;
 		len += (size_t)r;
 		line[len] = 0;
-		if ((at = strstr(line, "listening on http://")) && strchr(at, '\n')) {
-			char *admin = strstr(at, "admin http://"), *colon;
-			if (admin && (colon = strchr(admin + 13, ':')))
-				s->admin_port = atoi(colon + 1);
-			colon = strrchr(strtok(at + 20, " \n"), ':');
-			s->port = colon ? atoi(colon + 1) : 0;
-			return s->port > 0 ? 0 : -1;
-		}
+		if ((at = strstr(line, ready)) && strchr(at, '\n'))
+			return 0;
 	}
 	hx_stop(s, SIGKILL);
 	return -1;

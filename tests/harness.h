@@ -53,6 +53,10 @@ void hx_node_stop(pid_t pid);
  * serves that location. Extra arguments (NULL-terminated list) are
  * appended. Returns 0 or -1. */
 int hx_start(hx_server_t *s, const char *store, const char *const *extra);
+/* Starts `parley push` on store (a fleet's PostgreSQL) with extra
+ * arguments (--nats among them), its /metrics at s->admin_port; 0 or -1.
+ * hx_stop, hx_kill and hx_metric take it as they take a node. */
+int hx_start_push(hx_server_t *s, const char *store, const char *const *extra);
 /* Sends sig and waits; returns the exit status, or 128+signal. */
 int hx_stop(hx_server_t *s, int sig);
 /* Removes the store (directory or database) if hx_start made it; call

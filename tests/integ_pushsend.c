@@ -14,6 +14,7 @@
  * Retry-After is waited out; a group's members are pushed; and a
  * provider that hangs leaves online delivery untouched. */
 #include "harness.h"
+#include "pushfakes.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -26,11 +27,6 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
-/* RFC 8291's example subscription (section 5): the fake holds its
- * private key, so every test subscription uses these keys. */
-#define UA_PRIVATE "q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94"
-#define UA_PUBLIC "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4"
-#define AUTH "BTBZMqHH6r4Tts7J_aSIgg"
 #define KEY_ID "KEY1234567"
 #define TEAM_ID "TEAM987654"
 #define TOPIC "org.parley.app"
@@ -40,9 +36,10 @@
 
 static hx_server_t S;
 static char dir[] = "/tmp/parley-pushsend-XXXXXX";
-static char providers_log[300], webpush_log[300];
-static pid_t providers_pid, webpush_pid;
-static int providers_port, webpush_port;
+static char providers_log[300];
+static pid_t providers_pid;
+static int providers_port;
+static pf_webpush_t wp_fake;
 
 /* ---- keys and fakes ------------------------------------------------------ */
 
@@ -77,7 +74,7 @@ static void write_account(EVP_PKEY *rsa, const char *path)
 
 static void start_fakes(void)
 {
-	char apns_pub[300], fcm_pub[300], port_file[300], webpush_port_file[300];
+	char apns_pub[300], fcm_pub[300], port_file[300];
 	EVP_PKEY *ec = EVP_EC_gen("P-256"), *rsa = EVP_RSA_gen(2048);
 	char path[300];
 
@@ -98,13 +95,7 @@ static void start_fakes(void)
 	}
 	snprintf(path, sizeof path, "%s/fcm.json", dir);
 	write_account(rsa, path);
-	snprintf(webpush_port_file, sizeof webpush_port_file, "%s/webpush.port", dir);
-	snprintf(webpush_log, sizeof webpush_log, "%s/webpush.jsonl", dir);
-	{
-		const char *argv[] = {"tests/fakes/webpush_service.mjs", webpush_port_file, UA_PRIVATE, UA_PUBLIC, AUTH,
-		                      webpush_log, NULL};
-		webpush_port = hx_node(argv, webpush_port_file, &webpush_pid);
-	}
+	pf_webpush_start(&wp_fake, dir);
 	EVP_PKEY_free(ec);
 	EVP_PKEY_free(rsa);
 }
@@ -171,7 +162,7 @@ static int teardown(void **state)
 	if (rc != 0)
 		fprintf(stderr, "the node exited with %d\n", rc);
 	hx_node_stop(providers_pid);
-	hx_node_stop(webpush_pid);
+	pf_webpush_stop(&wp_fake);
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
 	if (system(cmd) != 0)
 		return -1;
@@ -179,50 +170,6 @@ static int teardown(void **state)
 }
 
 /* ---- what the fakes recorded -------------------------------------------------- */
-
-/* Every record in log whose string field `key` is value (and, when
- * status >= 0, whose status is that), as a JSON array. */
-static json_t *records(const char *log, const char *key, const char *value, int status)
-{
-	json_t *all = json_array();
-	FILE *f = fopen(log, "r");
-	char line[65536];
-
-	if (!f)
-		return all;
-	while (fgets(line, sizeof line, f)) {
-		json_t *j = json_loads(line, 0, NULL);
-		const char *v = json_string_value(json_object_get(j, key));
-		if (j && v && !strcmp(v, value) && (status < 0 || json_integer_value(json_object_get(j, "status")) == status))
-			json_array_append(all, j);
-		json_decref(j);
-	}
-	fclose(f);
-	return all;
-}
-
-/* Waits (up to 20 s) until log holds at least n such records; them. */
-static json_t *wait_records(const char *log, const char *key, const char *value, int status, size_t n)
-{
-	int i;
-
-	for (i = 0; i < 400; i++) {
-		json_t *r = records(log, key, value, status);
-		struct timespec ts = {0, 50 * 1000000};
-		if (json_array_size(r) >= n)
-			return r;
-		json_decref(r);
-		nanosleep(&ts, NULL);
-	}
-	fail_msg("%s: fewer than %zu records with %s %s (status %d)", log, n, key, value, status);
-	return NULL;
-}
-
-static void pause_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-	nanosleep(&ts, NULL);
-}
 
 /* ---- targets ------------------------------------------------------------------- */
 
@@ -240,12 +187,7 @@ static void apns_token(const char *prefix, char out[65])
 
 static void add_target(const hx_user_t *u, const char *body)
 {
-	int st;
-	json_t *j = hx_http(S.port, "POST", "/api/v1/push-targets", u->token, body, &st);
-
-	if (st != 201 && st != 200)
-		fail_msg("registering %s answered %d", body, st);
-	json_decref(j);
+	pf_add_target(S.port, u, body);
 }
 
 static void add_apns(const hx_user_t *u, const char *token)
@@ -262,15 +204,10 @@ static void add_fcm(const hx_user_t *u, const char *token)
 	add_target(u, body);
 }
 
-/* A subscription at the fake's path (/push/...), its path into out. */
+/* A subscription at the fake's path (/push/...). */
 static void add_webpush(const hx_user_t *u, const char *path)
 {
-	char body[600];
-	snprintf(body, sizeof body,
-	         "{\"platform\":\"webpush\",\"subscription\":{\"endpoint\":\"http://127.0.0.1:%d%s\","
-	         "\"keys\":{\"p256dh\":\"%s\",\"auth\":\"%s\"}}}",
-	         webpush_port, path, UA_PUBLIC, AUTH);
-	add_target(u, body);
+	pf_add_webpush(S.port, u, &wp_fake, path);
 }
 
 static size_t targets(const hx_user_t *u)
@@ -334,7 +271,7 @@ static void test_offline_burst_is_one_push(void **state)
 	a = hx_ws(S.port, &alice);
 	burst(a, conv, "burst", 20);
 
-	r = wait_records(providers_log, "token", apns, 200, 1);
+	r = pf_wait_records(providers_log, "token", apns, 200, 1);
 	p = json_array_get(r, 0);
 	assert_string_equal(hx_str(json_object_get(p, "headers"), "topic"), TOPIC);
 	assert_string_equal(hx_str(json_object_get(p, "headers"), "push_type"), "alert");
@@ -346,7 +283,7 @@ static void test_offline_burst_is_one_push(void **state)
 	assert_int_equal(hx_int(p, "badge"), 20);
 	json_decref(r);
 
-	r = wait_records(providers_log, "token", fcm, 200, 1);
+	r = pf_wait_records(providers_log, "token", fcm, 200, 1);
 	p = json_object_get(json_array_get(r, 0), "payload");
 	assert_string_equal(hx_str(json_object_get(p, "notification"), "body"), "burst 20");
 	assert_string_equal(hx_str(json_object_get(p, "android"), "collapse_key"), collapse);
@@ -354,7 +291,7 @@ static void test_offline_burst_is_one_push(void **state)
 	assert_string_equal(hx_str(json_object_get(p, "data"), "badge"), "20");
 	json_decref(r);
 
-	r = wait_records(webpush_log, "path", wp, 201, 1);
+	r = pf_wait_records(wp_fake.log, "path", wp, 201, 1);
 	p = json_array_get(r, 0);
 	assert_string_equal(hx_str(p, "topic"), collapse);
 	assert_string_equal(hx_str(p, "urgency"), "high");
@@ -368,15 +305,15 @@ static void test_offline_burst_is_one_push(void **state)
 
 	/* Nothing more for the burst: one notification decided, and no
 	 * second push to any target a coalescing period later. */
-	pause_ms(COALESCE_MS + 1000);
+	pf_pause_ms(COALESCE_MS + 1000);
 	assert_int_equal((int)(hx_metric(&S, "parley_push_notifications_total") - before), 1);
-	r = records(providers_log, "token", apns, -1);
+	r = pf_records(providers_log, "token", apns, -1);
 	assert_int_equal(json_array_size(r), 1);
 	json_decref(r);
-	r = records(providers_log, "token", fcm, -1);
+	r = pf_records(providers_log, "token", fcm, -1);
 	assert_int_equal(json_array_size(r), 1);
 	json_decref(r);
-	r = records(webpush_log, "path", wp, -1);
+	r = pf_records(wp_fake.log, "path", wp, -1);
 	assert_int_equal(json_array_size(r), 1);
 	json_decref(r);
 	pc_close(a);
@@ -414,12 +351,12 @@ static void test_online_user_gets_none(void **state)
 		         (long long)seq);
 		json_decref(m);
 	}
-	pause_ms(GRACE_MS + 1500);
+	pf_pause_ms(GRACE_MS + 1500);
 	assert_true(hx_metric(&S, "parley_push_suppressed_total") > suppressed);
-	r = records(webpush_log, "path", wp, -1);
+	r = pf_records(wp_fake.log, "path", wp, -1);
 	assert_int_equal(json_array_size(r), 0);
 	json_decref(r);
-	r = records(providers_log, "token", apns, -1);
+	r = pf_records(providers_log, "token", apns, -1);
 	assert_int_equal(json_array_size(r), 0);
 	json_decref(r);
 	pc_close(a);
@@ -449,19 +386,19 @@ static void test_read_clears_other_devices(void **state)
 	conv = hx_direct(S.port, &alice, &bob);
 	a = hx_ws(S.port, &alice);
 	seq = hx_say(a, conv, "dinner at eight?");
-	json_decref(wait_records(webpush_log, "path", laptop_wp, 201, 1));
-	json_decref(wait_records(webpush_log, "path", phone_wp, 201, 1));
-	json_decref(wait_records(providers_log, "token", phone_apns, 200, 1));
+	json_decref(pf_wait_records(wp_fake.log, "path", laptop_wp, 201, 1));
+	json_decref(pf_wait_records(wp_fake.log, "path", phone_wp, 201, 1));
+	json_decref(pf_wait_records(providers_log, "token", phone_apns, 200, 1));
 
 	b = hx_ws(S.port, &bob);
 	hx_sendf(b, "{\"type\":\"receipt\",\"conv\":%lld,\"state\":\"read\",\"seq\":%lld}", (long long)conv,
 	         (long long)seq);
-	r = wait_records(webpush_log, "path", phone_wp, 201, 2);
+	r = pf_wait_records(wp_fake.log, "path", phone_wp, 201, 2);
 	p = json_object_get(json_array_get(r, 1), "payload");
 	assert_string_equal(hx_str(p, "type"), "clear");
 	assert_int_equal(hx_int(p, "conv"), conv);
 	json_decref(r);
-	r = wait_records(providers_log, "token", phone_apns, 200, 2);
+	r = pf_wait_records(providers_log, "token", phone_apns, 200, 2);
 	p = json_array_get(r, 1);
 	assert_string_equal(hx_str(json_object_get(p, "headers"), "push_type"), "background");
 	assert_string_equal(hx_str(json_object_get(p, "headers"), "priority"), "5");
@@ -469,7 +406,7 @@ static void test_read_clears_other_devices(void **state)
 	assert_int_equal(hx_int(json_object_get(json_object_get(p, "payload"), "aps"), "content-available"), 1);
 	json_decref(r);
 	/* The device that read is not sent the clear. */
-	r = records(webpush_log, "path", laptop_wp, -1);
+	r = pf_records(wp_fake.log, "path", laptop_wp, -1);
 	assert_int_equal(json_array_size(r), 1);
 	json_decref(r);
 	pc_close(a);
@@ -505,11 +442,11 @@ static void test_gone_targets_are_removed(void **state)
 	conv = hx_direct(S.port, &alice, &bob);
 	a = hx_ws(S.port, &alice);
 	hx_say(a, conv, "anyone?");
-	json_decref(wait_records(providers_log, "token", apns, 410, 1));
-	json_decref(wait_records(providers_log, "token", bad, 400, 1));
-	json_decref(wait_records(providers_log, "token", fcm, 404, 1));
+	json_decref(pf_wait_records(providers_log, "token", apns, 410, 1));
+	json_decref(pf_wait_records(providers_log, "token", bad, 400, 1));
+	json_decref(pf_wait_records(providers_log, "token", fcm, 404, 1));
 	for (i = 0; i < 200 && targets(&bob) > 0; i++)
-		pause_ms(50);
+		pf_pause_ms(50);
 	assert_int_equal(targets(&bob), 0);
 	assert_true(hx_metric(&S, "parley_push_targets_removed_total{provider=\"apns\"}") >= 2);
 	assert_true(hx_metric(&S, "parley_push_targets_removed_total{provider=\"fcm\"}") >= 1);
@@ -545,13 +482,13 @@ static void test_rate_limited_is_retried_after(void **state)
 	conv = hx_direct(S.port, &alice, &bob);
 	a = hx_ws(S.port, &alice);
 	hx_say(a, conv, "slowly now");
-	cases[0] = (struct retry_case){webpush_log, "path", wp, 201, 2000};
+	cases[0] = (struct retry_case){wp_fake.log, "path", wp, 201, 2000};
 	cases[1] = (struct retry_case){providers_log, "token", fcm, 200, 2000};
 	cases[2] = (struct retry_case){providers_log, "token", apns, 200, 400};
 	for (i = 0; i < 3; i++) {
 		json_t *first, *second;
-		json_decref(wait_records(cases[i].log, cases[i].key, cases[i].value, cases[i].ok, 1));
-		r = records(cases[i].log, cases[i].key, cases[i].value, -1);
+		json_decref(pf_wait_records(cases[i].log, cases[i].key, cases[i].value, cases[i].ok, 1));
+		r = pf_records(cases[i].log, cases[i].key, cases[i].value, -1);
 		assert_int_equal(json_array_size(r), 2);
 		first = json_array_get(r, 0);
 		second = json_array_get(r, 1);
@@ -596,15 +533,15 @@ static void test_group_members_are_pushed(void **state)
 	json_decref(j);
 	a = hx_ws(S.port, &alice);
 	hx_say(a, conv, "saturday?");
-	r = wait_records(webpush_log, "path", bob_wp, 201, 1);
+	r = pf_wait_records(wp_fake.log, "path", bob_wp, 201, 1);
 	p = json_object_get(json_array_get(r, 0), "payload");
 	assert_string_equal(hx_str(p, "title"), "Climbing");
 	snprintf(body, sizeof body, "%s: saturday?", alice.name);
 	assert_string_equal(hx_str(p, "body"), body);
 	json_decref(r);
-	json_decref(wait_records(webpush_log, "path", carol_wp, 201, 1));
-	pause_ms(COALESCE_MS + 500);
-	r = records(webpush_log, "path", alice_wp, -1);
+	json_decref(pf_wait_records(wp_fake.log, "path", carol_wp, 201, 1));
+	pf_pause_ms(COALESCE_MS + 500);
+	r = pf_records(wp_fake.log, "path", alice_wp, -1);
 	assert_int_equal(json_array_size(r), 0); /* not the sender */
 	json_decref(r);
 	pc_close(a);
@@ -673,7 +610,7 @@ static void test_muted_and_previews_off(void **state)
 	muted = hx_metric(&S, "parley_push_muted_total");
 	a = hx_ws(S.port, &alice);
 	hx_say(a, conv, "the secret plan");
-	r = wait_records(webpush_log, "path", carol_wp, 201, 1);
+	r = pf_wait_records(wp_fake.log, "path", carol_wp, 201, 1);
 	p = json_object_get(json_array_get(r, 0), "payload");
 	assert_string_equal(hx_str(p, "title"), "Parley");
 	assert_string_equal(hx_str(p, "body"), "New message");
@@ -681,8 +618,8 @@ static void test_muted_and_previews_off(void **state)
 	assert_null(strstr(text, "secret"));
 	free(text);
 	json_decref(r);
-	pause_ms(COALESCE_MS + 500);
-	r = records(webpush_log, "path", bob_wp, -1);
+	pf_pause_ms(COALESCE_MS + 500);
+	r = pf_records(wp_fake.log, "path", bob_wp, -1);
 	assert_int_equal(json_array_size(r), 0);
 	json_decref(r);
 	assert_true(hx_metric(&S, "parley_push_muted_total") > muted);
@@ -694,7 +631,7 @@ static void test_muted_and_previews_off(void **state)
 	assert_int_equal(hx_int(j, "unread"), 1);
 	json_decref(j);
 	hx_say(a, conv, "still on?");
-	r = wait_records(webpush_log, "path", bob_wp, 201, 1);
+	r = pf_wait_records(wp_fake.log, "path", bob_wp, 201, 1);
 	p = json_object_get(json_array_get(r, 0), "payload");
 	snprintf(body, sizeof body, "%s: still on?", alice.name);
 	assert_string_equal(hx_str(p, "body"), body);
@@ -734,9 +671,9 @@ static void test_hanging_provider_leaves_online_delivery(void **state)
 	b = hx_ws(h.port, &bob);
 	hx_say(a, to_carol, "carol?");
 	/* Every provider now holds a push it will not answer. */
-	json_decref(wait_records(providers_log, "token", apns, 0, 1));
-	json_decref(wait_records(providers_log, "token", fcm, 0, 1));
-	json_decref(wait_records(webpush_log, "path", wp, 0, 1));
+	json_decref(pf_wait_records(providers_log, "token", apns, 0, 1));
+	json_decref(pf_wait_records(providers_log, "token", fcm, 0, 1));
+	json_decref(pf_wait_records(wp_fake.log, "path", wp, 0, 1));
 	for (i = 1; i <= 50; i++) {
 		char text[32];
 		int64_t seq;

@@ -108,7 +108,7 @@ static int64_t alice, bob, carol, conv;
 	X(direct_open) X(conv_get)                                                \
 	X(conv_list) X(history) X(receipts) X(watchable) X(shares_conversation)  \
 	X(contact) X(settings_get) X(set_group_adds) X(set_strangers_exempt)     \
-	X(set_push_previews) X(set_muted)                                         \
+	X(set_push_previews) X(set_muted) X(push_mark) X(push_pending)            \
 	X(block) X(unblock) X(blocks) X(blocked_in_conv) X(blocks_received)      \
 	X(first_contacts) X(first_contact_at) X(first_contacts_add)              \
 	X(expire_first_contacts) X(last_seen_set) X(expire_receipts)             \
@@ -186,6 +186,9 @@ FWD(set_group_adds, (store_t *s, int64_t u, int v), (R(s), u, v))
 FWD(set_strangers_exempt, (store_t *s, int64_t u, int v), (R(s), u, v))
 FWD(set_push_previews, (store_t *s, int64_t u, int v), (R(s), u, v))
 FWD(set_muted, (store_t *s, int64_t c, int64_t u, int v), (R(s), c, u, v))
+FWD(push_mark, (store_t *s, int64_t c, int64_t u, int64_t q), (R(s), c, u, q))
+FWD(push_pending, (store_t *s, int64_t since, size_t limit, store_push_pending_t **out, size_t *n),
+    (R(s), since, limit, out, n))
 FWD(block, (store_t *s, int64_t u, int64_t t, int64_t now), (R(s), u, t, now))
 FWD(unblock, (store_t *s, int64_t u, int64_t t), (R(s), u, t))
 FWD(blocks, (store_t *s, int64_t u, int64_t after, size_t limit, store_block_t **out, size_t *n,
@@ -1634,6 +1637,90 @@ static void test_mute_and_previews(void **state)
 	store_conv_clear(&c);
 }
 
+/* The pending pushes since an id: the one of bob, who has a target, for
+ * the newest message he has not had; gone once delivered, pushed or
+ * muted, and never the sender's own. */
+static size_t pending_of(int64_t since, int64_t conv_id, store_push_pending_t *want)
+{
+	store_push_pending_t *p;
+	size_t n, i, found = 0;
+
+	assert_int_equal(store_push_pending(st, since, 1000, &p, &n), STORE_OK);
+	for (i = 0; i < n; i++) {
+		if (p[i].conv != conv_id)
+			continue;
+		found++;
+		if (want) {
+			assert_int_equal(p[i].user, want->user);
+			assert_int_equal(p[i].seq, want->seq);
+			assert_int_equal(p[i].from, want->from);
+			assert_int_equal(p[i].kind, want->kind);
+			assert_string_equal(p[i].body, want->body);
+		}
+	}
+	store_push_pending_free(p, n);
+	return found;
+}
+
+static void test_push_marks_and_pending(void **state)
+{
+	int64_t a = new_user("pp_a"), b = new_user("pp_b"), dev, ev, id, d, since, first;
+	uint8_t h[32];
+	store_push_target_t t;
+	store_push_pending_t want = {0};
+	store_conv_t c;
+	store_op_t op;
+
+	(void)state;
+	memset(h, 0xa7, sizeof h);
+	assert_int_equal(store_device_create(st, b, "phone", h, 1, 0, &dev, &ev), STORE_OK);
+	t = push_of(b, dev, STORE_PUSH_FCM, "pp-token");
+	assert_int_equal(store_push_target_put(st, &t, 100, &id), STORE_OK);
+	d = new_direct(a, b);
+	op = send_to(d, a, "pp1", "first");
+	since = first = op.new_id - 1;
+	assert_int_equal(apply1(&op), STORE_OK);
+	store_op_release(&op);
+	op = send_to(d, a, "pp2", "second");
+	assert_int_equal(apply1(&op), STORE_OK);
+	store_op_release(&op);
+	want = (store_push_pending_t){d, b, 2, a, 0, STORE_DIRECT, "second", 6};
+	assert_int_equal(pending_of(since, d, &want), 1); /* the newest only; none for a (no target) */
+	assert_int_equal(pending_of(op.new_id, d, NULL), 0); /* older than the window */
+
+	assert_int_equal(store_push_mark(st, d, b, 2), STORE_OK);
+	assert_int_equal(store_push_mark(st, d, b, 1), STORE_OK); /* never falls */
+	assert_int_equal(store_conv_get(st, d, b, &c), STORE_OK);
+	assert_int_equal(c.pushed_seq, 2);
+	assert_int_equal(c.delivered_seq, 0);
+	store_conv_clear(&c);
+	assert_int_equal(store_push_mark(st, d, new_user("pp_out"), 2), STORE_FORBIDDEN);
+	assert_int_equal(pending_of(since, d, NULL), 0);
+
+	op = send_to(d, a, "pp3", "third");
+	assert_int_equal(apply1(&op), STORE_OK);
+	store_op_release(&op);
+	want.seq = 3;
+	want.body = "third";
+	assert_int_equal(pending_of(since, d, &want), 1);
+	assert_int_equal(store_set_muted(st, d, b, 1), STORE_OK);
+	assert_int_equal(pending_of(since, d, NULL), 0);
+	assert_int_equal(store_set_muted(st, d, b, 0), STORE_OK);
+	op = receipt_op(b, STORE_DELIVERED, 3, 300);
+	op.conv = d;
+	assert_int_equal(apply1(&op), STORE_OK);
+	store_op_release(&op);
+	assert_int_equal(store_conv_get(st, d, b, &c), STORE_OK);
+	assert_int_equal(c.delivered_seq, 3);
+	store_conv_clear(&c);
+	assert_int_equal(pending_of(first, d, NULL), 0);
+	/* b's own message is pending for no one (a has no target). */
+	op = send_to(d, b, "pp4", "mine");
+	assert_int_equal(apply1(&op), STORE_OK);
+	store_op_release(&op);
+	assert_int_equal(pending_of(first, d, NULL), 0);
+}
+
 static void test_unread_total(void **state)
 {
 	int64_t a = new_user("ut_a"), b = new_user("ut_b"), late = new_user("ut_late"), d, g, total;
@@ -1835,6 +1922,7 @@ static void test_migration_from_v4(void **state)
 	static const char to_v4[] =
 		"ALTER TABLE users DROP COLUMN push_previews;"
 		"ALTER TABLE members DROP COLUMN muted;"
+		"ALTER TABLE members DROP COLUMN pushed_seq;"
 		"UPDATE meta SET value = 4 WHERE key = 'schema_version';";
 	char old[] = "/tmp/parley-unit-store-v4-XXXXXX", path[128], cmd[160];
 	store_settings_t s;
@@ -2141,6 +2229,7 @@ static void test_outbox_concurrent_take(void **state)
 	cmocka_unit_test(test_last_seen),                             \
 	cmocka_unit_test(test_unread_total),                          \
 	cmocka_unit_test(test_mute_and_previews),                     \
+	cmocka_unit_test(test_push_marks_and_pending),                \
 	cmocka_unit_test(test_blocks_hold_in_direct_chats_only),      \
 	cmocka_unit_test(test_outbox_rows),                           \
 	cmocka_unit_test(test_outbox_failed_batch),                   \
