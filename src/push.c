@@ -938,6 +938,17 @@ static int b64url_decode(const char *s, unsigned char *out, size_t want)
 	return -1;
 }
 
+/* What an answer said, for the log: the provider's reason, or, when it
+ * gave none (an answer not in its format: a proxy's page), the start of
+ * the body. */
+static void answer_why(outcome_t *o, long status, const char *reason, const pushhttp_result_t *r)
+{
+	if (reason[0])
+		snprintf(o->why, sizeof o->why, "%ld %s", status, reason);
+	else
+		snprintf(o->why, sizeof o->why, "%ld, no reason given; the answer began \"%.120s\"", status, r->body);
+}
+
 /* The status classes every provider shares. */
 static void classify_status(long status, int64_t retry_after_ms, outcome_t *o)
 {
@@ -1051,7 +1062,7 @@ static void send_apns(push_t *p, CURL *curl, const send_t *s, outcome_t *o)
 	}
 	o->answered = 1;
 	o->seconds = r.seconds;
-	snprintf(o->why, sizeof o->why, "%ld %s", r.status, reason);
+	answer_why(o, r.status, reason, &r);
 	if (r.status == 200)
 		o->kind = OUT_SENT;
 	else if (r.status == 410 || !strcmp(reason, "BadDeviceToken") || !strcmp(reason, "DeviceTokenNotForTopic") ||
@@ -1107,7 +1118,7 @@ static void send_fcm(push_t *p, CURL *curl, const send_t *s, outcome_t *o)
 	}
 	o->answered = 1;
 	o->seconds = r.seconds;
-	snprintf(o->why, sizeof o->why, "%ld %s", r.status, code);
+	answer_why(o, r.status, code, &r);
 	if (r.status == 200)
 		o->kind = OUT_SENT;
 	else if (r.status == 404 || !strcmp(code, "UNREGISTERED") || !strcmp(code, "SENDER_ID_MISMATCH"))

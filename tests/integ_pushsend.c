@@ -11,8 +11,10 @@
  * showing the newest message and the badge; a user whose connection
  * delivers gets none; a read on one device clears the notification on
  * the others; a target the provider calls gone is deleted; a 429's
- * Retry-After is waited out; a group's members are pushed; and a
- * provider that hangs leaves online delivery untouched. */
+ * Retry-After is waited out; a group's members are pushed; a muted
+ * conversation is silent and previews off hide who and what; answers in
+ * no provider's format are counted refusals; and a provider that hangs
+ * leaves online delivery untouched. */
 #include "harness.h"
 #include "pushfakes.h"
 
@@ -640,6 +642,63 @@ static void test_muted_and_previews_off(void **state)
 	pc_close(a);
 }
 
+/* Answers no provider gives (an HTML page from a proxy, a redirect) are
+ * refusals: logged, counted by provider and reason, not retried, the
+ * targets kept, and the push path goes on. */
+static void test_unexpected_answers_are_counted(void **state)
+{
+	hx_user_t alice, bob, carol;
+	char apns[65], fcm[80], wp[80];
+	double before[3], after = 0;
+	json_t *r;
+	const char *providers[3] = {"apns", "fcm", "webpush"};
+	char name[120];
+	pc_conn_t *a;
+	int64_t conv;
+	int i;
+
+	(void)state;
+	hx_user(S.port, "pun_alice", &alice);
+	hx_user(S.port, "pun_bob", &bob);
+	apns_token("0dd0", apns);
+	snprintf(fcm, sizeof fcm, "0dd0-fcm-%s", apns);
+	snprintf(wp, sizeof wp, "/push/odd-%s", apns);
+	add_apns(&bob, apns);
+	add_fcm(&bob, fcm);
+	add_webpush(&bob, wp);
+	conv = hx_direct(S.port, &alice, &bob);
+	for (i = 0; i < 3; i++) {
+		snprintf(name, sizeof name, "parley_push_failures_total{provider=\"%s\",reason=\"rejected\"}", providers[i]);
+		before[i] = hx_metric(&S, name);
+	}
+	a = hx_ws(S.port, &alice);
+	hx_say(a, conv, "anyone?");
+	json_decref(pf_wait_records(providers_log, "token", apns, 400, 1));
+	json_decref(pf_wait_records(providers_log, "token", fcm, 400, 1));
+	json_decref(pf_wait_records(wp_fake.log, "path", wp, 302, 1));
+	for (i = 0; i < 3; i++) {
+		int k;
+		snprintf(name, sizeof name, "parley_push_failures_total{provider=\"%s\",reason=\"rejected\"}", providers[i]);
+		for (k = 0; k < 100 && (after = hx_metric(&S, name)) <= before[i]; k++)
+			pf_pause_ms(50);
+		assert_true(after > before[i]);
+	}
+	pf_pause_ms(1500);
+	/* Once each: a refusal is not tried again. */
+	r = pf_records(providers_log, "token", apns, -1);
+	assert_int_equal(json_array_size(r), 1);
+	json_decref(r);
+	assert_int_equal(targets(&bob), 3);
+	/* And the path goes on: Carol is pushed as ever. */
+	hx_user(S.port, "pun_carol", &carol);
+	snprintf(wp, sizeof wp, "/push/after-odd-%lld", (long long)carol.id);
+	add_webpush(&carol, wp);
+	conv = hx_direct(S.port, &alice, &carol);
+	hx_say(a, conv, "carol?");
+	json_decref(pf_wait_records(wp_fake.log, "path", wp, 201, 1));
+	pc_close(a);
+}
+
 /* While every provider hangs on an offline user's pushes (each send
  * held until its timeout), two online users talk as ever: the push
  * path's backlog grows, the real-time path does not wait on it. */
@@ -710,6 +769,7 @@ int main(void)
 		cmocka_unit_test(test_rate_limited_is_retried_after),
 		cmocka_unit_test(test_group_members_are_pushed),
 		cmocka_unit_test(test_muted_and_previews_off),
+		cmocka_unit_test(test_unexpected_answers_are_counted),
 		cmocka_unit_test(test_hanging_provider_leaves_online_delivery),
 	};
 

@@ -28,7 +28,9 @@
 // Behaviour by device or registration token's start: "dead" gone (APNs
 // 410 Unregistered, FCM 404 UNREGISTERED); "bad0" APNs 400
 // BadDeviceToken; "0429" 429 the first time (FCM with Retry-After: 2),
-// accepted after; "0ff0" never answered; anything else accepted.
+// accepted after; "0ff0" never answered; "0dd0" 400 with an HTML page
+// instead of the provider's JSON (a proxy in the way); anything else
+// accepted.
 import { createServer } from 'node:http2';
 import { createPublicKey, randomBytes, verify } from 'node:crypto';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
@@ -91,9 +93,17 @@ function apns(stream, h, token, payloadText) {
 	if (token.startsWith('bad0')) return refuse(400, 'BadDeviceToken');
 	if (token.startsWith('0429') && !seenOnce.has(token)) { seenOnce.add(token); return refuse(429, 'TooManyRequests'); }
 	if (token.startsWith('0ff0')) { record({ ...entry, status: 0, reason: 'hung' }); return; }
+	if (token.startsWith('0dd0')) return oddAnswer(stream, entry);
 	record({ ...entry, status: 200 });
 	stream.respond({ ':status': 200, 'apns-id': randomBytes(16).toString('hex') });
 	stream.end();
+}
+
+// What a misconfigured proxy says in the provider's place.
+function oddAnswer(stream, entry) {
+	record({ ...entry, status: 400, reason: 'html' });
+	stream.respond({ ':status': 400, 'content-type': 'text/html' });
+	stream.end('<html><body><h1>400 Bad Request</h1>\u0000\u00ff</body></html>');
 }
 
 function fcmToken(stream, h, bodyText) {
@@ -146,6 +156,7 @@ function fcmSend(stream, h, project, bodyText) {
 		return refuse(429, 'RESOURCE_EXHAUSTED', 'QUOTA_EXCEEDED', { 'retry-after': '2' });
 	}
 	if (m.token.startsWith('0ff0')) { record({ ...entry, status: 0, reason: 'hung' }); return; }
+	if (m.token.startsWith('0dd0')) return oddAnswer(stream, entry);
 	record({ ...entry, status: 200 });
 	answer(stream, 200, { name: `projects/${project}/messages/${randomBytes(8).toString('hex')}` });
 }

@@ -11,7 +11,8 @@
 // 24 h away, and whose sub is a mailto: or https: contact (RFC 8292). The
 // body is decrypted as RFC 8291 says. Answers: /push/gone 410,
 // /push/busy 429 with Retry-After: 7, /push/busy-once/... 429 with
-// Retry-After: 2 the first time and 201 after, /push/hang never, else
+// Retry-After: 2 the first time and 201 after, /push/hang never,
+// /push/odd a 302 to elsewhere (not followed: not a push service's answer), else
 // 201 with the plaintext as the body; 400 with the reason when a check
 // fails. With LOG_FILE, one JSON line per request there: {"path",
 // "status","reason","ttl","urgency","topic","payload","at"}.
@@ -98,6 +99,12 @@ const server = createServer((req, res) => {
 				return;
 			}
 			if (req.url.startsWith('/push/hang')) { record(req, 0, 'hung', plain); return; }
+			if (req.url.startsWith('/push/odd')) {
+				record(req, 302, 'redirect', plain);
+				res.writeHead(302, { Location: 'http://127.0.0.1:1/elsewhere', 'Content-Type': 'text/html' });
+				res.end('<a href="http://127.0.0.1:1/elsewhere">moved</a>');
+				return;
+			}
 			record(req, 201, '', plain);
 			res.writeHead(201, { 'Content-Type': 'text/plain' });
 			res.end(plain);
