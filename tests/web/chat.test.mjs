@@ -16,70 +16,20 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-
-const BIN = process.env.PARLEY_BIN || 'build/parley';
-const SHOTS = 'build/web-test';
-const PASSWORD = 'correct horse battery';
-const WAIT = 10000;
+import { mkdirSync, rmSync } from 'node:fs';
+import {
+  SHOTS, PASSWORD, WAIT, startServer, launchBrowser, signUp, startChat, openConv, say, waitBodies,
+} from './helpers.mjs';
 
 let main;
 let base;
 let browser;
 
-// These tests sign up and log in many users from 127.0.0.1, which the
-// production budgets per address (20 sign-ups an hour, 60 logins a
-// minute) would refuse: they are off here, for tests not about them.
-const NO_ADDRESS_BUDGETS = ['--signup-rate', '0', '--login-rate', '0'];
-
-// Starts build/parley on a free loopback port (or the given one, to come
-// back where a stopped server was), ready once it prints its address.
-// extra: more flags. Returns { base, port, dataDir, stop() }.
-function startServer(extra = [], { port = 0, dataDir = null } = {}) {
-  const dir = dataDir || mkdtempSync(join(tmpdir(), 'parley-web-'));
-  const proc = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data', dir, '--web', 'web',
-    '--fast-password-hashing', '--presence-grace', '500', ...NO_ADDRESS_BUDGETS, ...extra],
-  { stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  proc.stderr.on('data', (d) => { log += d; });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 20000);
-    proc.stdout.on('data', (d) => {
-      out += d;
-      const m = /listening on http:\/\/[^:]+:(\d+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve({
-          base: `http://127.0.0.1:${m[1]}`,
-          port: Number(m[1]),
-          dataDir: dir,
-          async stop() {
-            if (proc.exitCode !== null || proc.signalCode !== null) return;
-            const exited = new Promise((r) => proc.once('exit', r));
-            proc.kill('SIGTERM');
-            await exited;
-          },
-        });
-      }
-    });
-    proc.on('exit', (code) => reject(new Error(`server exited (${code}):\n${log}`)));
-  });
-}
-
 before(async () => {
   mkdirSync(SHOTS, { recursive: true });
   main = await startServer();
   base = main.base;
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {
@@ -108,39 +58,7 @@ async function person(viewport = { width: 1100, height: 720 }, prepare = null, a
   return { ctx, page, errors };
 }
 
-async function signUp(page, name) {
-  await page.fill('#auth-username', name);
-  await page.fill('#auth-password', PASSWORD);
-  await page.click('#signup-button');
-  await page.waitForSelector('#app:not([hidden])', { timeout: WAIT });
-  await page.waitForFunction(() => !document.querySelector('#banner') || document.querySelector('#banner').hidden);
-}
-
-async function startChat(page, name) {
-  await page.click('#new-chat-button');
-  await page.fill('#new-chat-username', name);
-  await page.click('#new-chat-form button[type=submit]');
-  await page.waitForSelector('#chat:not([hidden])', { timeout: WAIT });
-}
-
-async function openConv(page, name) {
-  await page.locator('#conv-list button.conv', { hasText: name }).first().click({ timeout: WAIT });
-  await page.waitForSelector('#chat:not([hidden])', { timeout: WAIT });
-}
-
-async function say(page, text) {
-  await page.fill('#composer-input', text);
-  await page.press('#composer-input', 'Enter');
-}
-
 const bodies = (page) => page.$$eval('#messages .msg .body', (els) => els.map((e) => e.textContent));
-
-async function waitBodies(page, expected) {
-  await page.waitForFunction((exp) => {
-    const got = [...document.querySelectorAll('#messages .msg .body')].map((e) => e.textContent);
-    return got.length >= exp.length && exp.every((b) => got.includes(b));
-  }, expected, { timeout: WAIT });
-}
 
 // Sends n messages ("message 1" ...) into the page's first conversation
 // over a WebSocket of its own, quickly: at most 32 awaiting their ack (the

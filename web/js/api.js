@@ -131,6 +131,13 @@ export const unblock = (userId) => api('DELETE', `/api/v1/blocks/${userId}`);
 
 export const devices = () => allPages('/api/v1/devices', 'devices');
 
+// The server's VAPID public key (base64url), for PushManager.subscribe.
+export const vapidKey = async () => (await api('GET', '/api/v1/push-targets/vapid')).public_key;
+
+// This device's Web Push target: subscription is PushSubscription.toJSON().
+export const addPushTarget = (subscription) =>
+  api('POST', '/api/v1/push-targets', { platform: 'webpush', subscription });
+
 export const logoutDevice = (id) => api('DELETE', `/api/v1/devices/${id}`);
 
 // Names of up to 256 users by id (users who share a conversation with us).

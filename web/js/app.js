@@ -8,8 +8,13 @@
 // shown where it happened: on the message a send was, in the dialog that
 // asked, or else in a passing notice; a rate_limited one says when to try
 // again (refusal() below).
+//
+// Notifications (notify.js, sw.js): a message from someone else that
+// arrives while the tab is hidden shows one and beeps; a click on one,
+// or #conv=ID in the address, opens that chat (openFromOutside).
 
 import * as api from './api.js';
+import * as notify from './notify.js';
 import { Live } from './socket.js';
 import * as store from './store.js';
 
@@ -42,6 +47,7 @@ const S = {
   resuming: false,          // a resume is out: its replay may jump seqs
   redoTimer: null,          // resume/watch/receipts again after a refusal (redoLater)
   learning: new Map(),      // conv id -> the fetch of a conversation new to us (learnConv)
+  wantOpen: null,           // a conv to open once signed in and loaded (openFromOutside)
 };
 
 // ---- conversations -------------------------------------------------------
@@ -53,7 +59,7 @@ function addConv(e) {
       id: e.conversation_id, msgs: new Map(), loaded: false, has_more: true, floor: 0,
       peerDelivered: 0, peerRead: 0, counts: new Map(), typing: new Map(),
       last_seq: 0, read_seq: 0, unread: 0, last_message: null, activity: 0,
-      contact: true, blocked: false,
+      contact: true, blocked: false, muted: false,
     };
     S.convs.set(c.id, c);
   }
@@ -67,6 +73,7 @@ function addConv(e) {
   if (e.contact !== undefined) c.contact = e.contact || c.wrote === true;
   if (e.contact) c.wrote = true;
   if (e.blocked !== undefined) c.blocked = e.blocked;
+  if (e.muted !== undefined) c.muted = e.muted === true;
   if (e.last_seq !== undefined && e.last_seq >= c.last_seq) {
     c.last_seq = e.last_seq;
     c.last_message = e.last_message || c.last_message;
@@ -140,6 +147,73 @@ function dropConv(id) {
   delete S.seqs[id];
   store.flushSeqs(S.me.user_id, S.seqs);
   if (S.open === id) closeChat();
+}
+
+// ---- notifications ---------------------------------------------------------
+
+// A message from someone else while the tab is hidden: titled as the
+// list names the chat; in a group, the body says who wrote, as the
+// server's pushes do.
+function alertOf(c, m) {
+  notify.notifyMessage({
+    conv: c.id,
+    seq: m.seq,
+    title: convName(c),
+    body: c.kind === 'group' ? `${nameOf(m.from)}: ${m.body}` : m.body,
+    onClick: () => openFromOutside(c.id),
+  });
+}
+
+// A conversation named from outside the page: a click on a notification
+// (the service worker posts {type:'open', conv}) or #conv=ID in the
+// address. Before sign-in, or while the list loads, it waits for
+// startApp; one this device has not seen yet is fetched (a member's).
+async function openFromOutside(conv) {
+  if (!S.me || !S.live) {
+    S.wantOpen = conv;
+    return;
+  }
+  if (!S.convs.has(conv)) {
+    try {
+      await learnConv(conv);
+    } catch (e) {
+      if (S.me) toast(`That conversation cannot be opened: ${refusal(e)}`);
+      return;
+    }
+    watchPeers();
+  }
+  for (const d of document.querySelectorAll('dialog[open]')) d.close();
+  openChat(conv);
+}
+
+// #conv=ID: taken from the address once read, so that a reload does not
+// open the chat again.
+function takeHash() {
+  const m = /^#conv=(\d{1,16})$/.exec(location.hash);
+  if (!m) return;
+  history.replaceState(null, '', location.pathname + location.search);
+  const conv = Number(m[1]);
+  if (Number.isSafeInteger(conv) && conv > 0) openFromOutside(conv);
+}
+
+function showNotifyStatus(st) {
+  $('notify-status').textContent = st.text;
+  $('notify-error').textContent = st.error;
+  $('notify-button').hidden = !st.action;
+  if (st.action) $('notify-button').textContent = st.action;
+}
+
+async function enableNotifications() {
+  const b = $('notify-button');
+  b.disabled = true;
+  $('notify-error').textContent = '';
+  try {
+    showNotifyStatus(await notify.enable());
+  } catch (e) {
+    showNotifyStatus(notify.status());
+    $('notify-error').textContent = sentence(e.message);
+  }
+  b.disabled = false;
 }
 
 // ---- the real-time connection -------------------------------------------
@@ -258,6 +332,9 @@ async function onMsg(m) {
     c.typing.delete(m.from);
     queueReceipt(S.pendingDelivered, c.id, m.seq);
     if (isNew && !chatVisible(c)) c.unread++;
+    // Only news: not a replay of what was read, not one's own from
+    // another device, not while the user is looking at the page.
+    if (isNew && m.seq > c.read_seq && !c.muted && document.visibilityState === 'hidden') alertOf(c, m);
   }
   if (chatVisible(c)) markRead(c);
   renderList();
@@ -325,7 +402,10 @@ function onReceipt(r) {
     // One of our other devices: a read there clears the badge here.
     if (r.state === 'read' && r.seq > c.read_seq) {
       c.read_seq = r.seq;
-      if (r.seq >= c.last_seq) c.unread = 0;
+      if (r.seq >= c.last_seq) {
+        c.unread = 0;
+        notify.clearConv(c.id);
+      }
       renderList();
     }
     return;
@@ -535,6 +615,7 @@ function markRead(c) {
   c.read_seq = c.last_seq;
   c.unread = 0;
   queueReceipt(S.pendingRead, c.id, c.last_seq);
+  notify.clearConv(c.id);
 }
 
 // ---- typing --------------------------------------------------------------
@@ -640,6 +721,7 @@ function drawList() {
   // The tab's title counts unread messages, as chat apps' tabs do.
   const unread = convs.reduce((n, c) => n + c.unread, 0);
   document.title = unread ? `(${unread}) Parley` : 'Parley';
+  notify.setBadge(unread);
   $('conv-empty').hidden = convs.length > 0;
   list.replaceChildren(...convs.map((c) => {
     const li = el('li');
@@ -1156,6 +1238,7 @@ function setBlocked(userId, on) {
 async function openSettings() {
   for (const id of ['privacy-status', 'privacy-error', 'blocked-error', 'devices-error']) $(id).textContent = '';
   $('block-username').value = '';
+  showNotifyStatus(notify.status());
   $('settings-dialog').showModal();
   await Promise.all([loadPrivacy(), loadBlocked(), loadDevices()]);
 }
@@ -1323,6 +1406,7 @@ async function authSubmit(signup) {
 function signedOut(message) {
   for (const d of document.querySelectorAll('dialog[open]')) d.close();
   if (S.live) S.live.stop();
+  if (S.me) notify.stop();
   if (S.me) store.clearSession(S.me.user_id);
   S.me = null;
   S.live = null;
@@ -1331,9 +1415,10 @@ function signedOut(message) {
   shown.nodes.clear();
   S.names.clear();
   S.presence.clear();
-  S.outbox = [];
   for (const o of S.outbox) clearTimeout(o.timer);
+  S.outbox = [];
   S.open = null;
+  S.wantOpen = null;
   clearTimeout(S.redoTimer);
   S.learning.clear();
   S.pendingRead.clear();
@@ -1381,6 +1466,12 @@ async function startApp() {
   closeChat();
   renderList();
   startLive();
+  notify.start();
+  if (S.wantOpen) {
+    const conv = S.wantOpen;
+    S.wantOpen = null;
+    openFromOutside(conv);
+  }
 }
 
 // ---- wiring ----------------------------------------------------------------
@@ -1498,6 +1589,9 @@ function wire() {
     $('confirm-ok').disabled = false;
   });
   $('settings-button').addEventListener('click', openSettings);
+  $('notify-button').addEventListener('click', enableNotifications);
+  notify.onOpenRequest(openFromOutside);
+  window.addEventListener('hashchange', takeHash);
   for (const r of groupAddsRadios()) r.addEventListener('change', () => { if (r.checked) savePrivacy(r.value); });
   $('block-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
@@ -1527,6 +1621,7 @@ function wire() {
 }
 
 wire();
+takeHash();
 
 const saved = store.loadSession();
 if (saved && saved.token) {
