@@ -78,6 +78,8 @@ typedef struct live_range {
 
 typedef struct resume_conv {
 	int64_t conv, after, upto;
+	int64_t from;           /* the first seq of the planned replay */
+	int64_t sent;           /* the replay has sent [from, sent] (0: none) */
 	int forbidden;
 } resume_conv_t;
 
@@ -958,6 +960,7 @@ static int resume_plan(store_t *st, resume_t *r)
 			rc->after = joined; /* nothing from before it joined */
 		if (rc->after > head)
 			rc->after = head;
+		rc->from = rc->after + 1;
 	}
 	if (store_heads(st, r->user, &heads, &n) != STORE_OK)
 		return -1;
@@ -1083,6 +1086,10 @@ static void resume_finish(gw_conn_t *c, chat_conn_t *cc)
 		}
 		if (lr->last < rc->upto)
 			lr->last = rc->upto;
+		/* and from where it began: a later resume of the same range
+		 * (a client's retry) skips what it has */
+		if (rc->from && rc->from <= rc->upto && lr->first > rc->from)
+			lr->first = rc->from;
 		if ((g = gap_find(cc, rc->conv)) != NULL)
 			gap_release(c, cc, g, lr); /* what the replay covered goes */
 	}
@@ -1107,11 +1114,47 @@ static void resume_finish(gw_conn_t *c, chat_conn_t *cc)
 	}
 }
 
+/* A replay that stops part way (the store failed) has sent each
+ * conversation [from, sent]: the connection's range must say so, or the
+ * held live frames released next would open a gap below them that a fill
+ * reads again from the store, and the client's retry would be replayed
+ * what it has; both would reach the connection twice. The union with the
+ * range is one range when they touch (the replay skipped what the range
+ * held); when they do not, the range is kept and the client's next resume
+ * brings the seqs between. -1 when out of memory (the connection is
+ * closed). */
+static int replay_sent(gw_conn_t *c, chat_conn_t *cc, const resume_t *r)
+{
+	size_t i;
+
+	for (i = 0; i < r->nconvs; i++) {
+		const resume_conv_t *rc = &r->convs[i];
+		live_range_t *lr;
+
+		if (rc->forbidden || !rc->sent || rc->sent < rc->from)
+			continue;
+		if (!(lr = live_find(cc, rc->conv))) {
+			if (!(lr = live_range(c, cc, rc->conv, rc->sent)))
+				return -1;
+			lr->first = rc->from;
+		} else if (lr->first <= rc->sent + 1 && lr->last + 1 >= rc->from) {
+			if (lr->last < rc->sent)
+				lr->last = rc->sent;
+			if (lr->first > rc->from)
+				lr->first = rc->from;
+		}
+	}
+	return 0;
+}
+
 static void resume_page_ready(gw_conn_t *c, void *p)
 {
 	resume_t *r = p;
+	server_t *srv = r->srv;
 	chat_conn_t *cc;
+	json_t *pending;
 	size_t i;
+	int ok;
 
 	if (!c || !(cc = state_of(c, 0)) || cc->resume != r) {
 		resume_free(r);
@@ -1129,11 +1172,22 @@ static void resume_page_ready(gw_conn_t *c, void *p)
 		} else {
 			send_error(c, "unavailable", "resume failed; retry", NULL, 0);
 		}
-		for (i = 0; i < cc->nheld; i++)
-			send_live(r->srv, c, cc, cc->held[i]), sbuf_unref(cc->held[i]);
-		cc->nheld = 0;
 		cc->resume = NULL;
+		ok = replay_sent(c, cc, r) == 0;
+		for (i = 0; i < cc->nheld; i++) {
+			if (ok)
+				send_live(r->srv, c, cc, cc->held[i]);
+			sbuf_unref(cc->held[i]);
+		}
+		cc->nheld = 0;
 		resume_free(r);
+		/* A resume that came meanwhile is the client's latest word:
+		 * it is answered, not left for the next one to start. */
+		if (ok && (pending = cc->pending) != NULL) {
+			cc->pending = NULL;
+			resume_start(srv, c, cc, pending);
+			json_decref(pending);
+		}
 		return;
 	}
 	if (!r->reported) {
@@ -1149,8 +1203,11 @@ static void resume_page_ready(gw_conn_t *c, void *p)
 		/* Skip what went out live before the resume came in, and
 		 * the connection's own sends held past a gap (it has their
 		 * acks). */
+		resume_conv_t *rc = resume_conv(r, f->conv);
 		if ((!lr || f->seq < lr->first || f->seq > lr->last) && !gap_own_send(cc, f->conv, f->seq))
 			gw_conn_send(c, f);
+		if (rc && f->seq > rc->sent)
+			rc->sent = f->seq;
 		sbuf_unref(f);
 	}
 	r->npage = 0;

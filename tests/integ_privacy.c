@@ -561,6 +561,65 @@ static void test_work_budget(void **state)
 	hx_finish(&S);
 }
 
+/* A resume asked for while another is under way waits for it, and is
+ * answered however that one ends: here the budget refuses the first's
+ * replay (200 rows cost 20 units, and an earlier resume took 23 of the
+ * 40, a resume frame 3 of them), and the second, which came meanwhile,
+ * gets its own answer (another refusal, as nothing has refilled) rather
+ * than waiting for a third. */
+static void test_resume_during_refused_resume(void **state)
+{
+	char frame[128];
+	hx_user_t a, b;
+	pc_conn_t *ca, *cb;
+	int64_t conv;
+	json_t *j;
+	int i;
+
+	(void)state;
+	START("--work-rate", "0.01", "--work-burst", "40");
+	hx_user(S.port, "talker", &a);
+	hx_user(S.port, "reader", &b);
+	conv = hx_direct(S.port, &a, &b);
+	ca = hx_ws(S.port, &a);
+	for (i = 0; i < 200; i++)
+		hx_say(ca, conv, "history");
+	cb = hx_ws(S.port, &b);
+	snprintf(frame, sizeof frame, "{\"type\":\"resume\",\"convs\":{\"%lld\":0}}", (long long)conv);
+	assert_int_equal(pc_ws_send_text(cb, frame), 0);
+	for (i = 0; !i;) { /* the 200, then "resumed" */
+		j = hx_recv(cb);
+		i = !strcmp(hx_str(j, "type"), "resumed");
+		json_decref(j);
+	}
+	{
+		/* Both in one write, so that the second is read while the
+		 * first is with a worker: masked frames, with a zero mask. */
+		unsigned char two[2 * (6 + sizeof frame)];
+		size_t len = strlen(frame), n = 0;
+		assert_true(len < 126);
+		for (i = 0; i < 2; i++) {
+			two[n++] = 0x81;
+			two[n++] = (unsigned char)(0x80 | len);
+			memset(two + n, 0, 4);
+			n += 4;
+			memcpy(two + n, frame, len);
+			n += len;
+		}
+		assert_int_equal(pc_send_raw(cb, two, n), 0);
+	}
+	for (i = 0; i < 2; i++) {
+		j = next_error(cb);
+		assert_string_equal(hx_str(j, "code"), "rate_limited");
+		assert_non_null(strstr(hx_str(j, "message"), "replay"));
+		assert_true(hx_int(j, "retry_after_ms") > 0);
+		json_decref(j);
+	}
+	pc_close(cb);
+	pc_close(ca);
+	hx_finish(&S);
+}
+
 /* The storage budget: 100,000 bytes a day, a quarter at once. A second
  * 16 KiB message passes it: refused with when to retry, not stored, and
  * counted in /metrics; another user sends as before. */
@@ -846,6 +905,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_conversation_cap, stop_server),
 		cmocka_unit_test_teardown(test_victim_answers_paged, stop_server),
 		cmocka_unit_test_teardown(test_work_budget, stop_server),
+		cmocka_unit_test_teardown(test_resume_during_refused_resume, stop_server),
 		cmocka_unit_test_teardown(test_storage_budget, stop_server),
 		cmocka_unit_test_teardown(test_removed_member, stop_server),
 		cmocka_unit_test_teardown(test_origin_and_content_type, stop_server),
