@@ -387,7 +387,7 @@ async function setHidden(page, hidden) {
   }, hidden);
 }
 
-test('a hidden tab notifies of messages from others, with a sound; not when visible, not one\'s own, not muted', async () => {
+test('a hidden tab notifies of messages from others, with a sound; not when visible, not one\'s own, not muted, no text with previews off', async () => {
   const cleo = await person();
   const dora = await person([watchNotifications]);
   await grant(dora.ctx);
@@ -434,19 +434,48 @@ test('a hidden tab notifies of messages from others, with a sound; not when visi
   assert.equal((await record()).sounds, 1);
   await phone.ctx.close();
 
-  // A muted chat ("muted": true in its entry) stays quiet while hidden.
-  await dora.page.route(/\/api\/v1\/conversations\?/, async (route) => {
-    const res = await route.fetch();
-    const list = await res.json();
-    for (const c of list.conversations) c.muted = true;
-    await route.fulfill({ response: res, json: list });
-  });
+  // Muted from the chat's header: the server keeps it (a reload shows
+  // it), the list says so, and the chat stays quiet while hidden.
+  await setHidden(dora.page, false);
+  await dora.page.click('#mute-button');
+  await dora.page.waitForSelector('#mute-button[aria-pressed="true"]', { timeout: WAIT });
+  assert.equal(await dora.page.textContent('#mute-button'), 'Unmute');
+  const entry = () => dora.page.evaluate(async (id) => {
+    const s = JSON.parse(localStorage.getItem('parley.session'));
+    const r = await fetch(`/api/v1/conversations/${id}`, { headers: { Authorization: `Bearer ${s.token}` } });
+    return r.json();
+  }, conv);
+  assert.equal((await entry()).muted, true);
   await dora.page.reload();
   await settled(dora.page);
+  await dora.page.waitForSelector('#conv-list button.conv[aria-label*="muted"]', { timeout: WAIT });
+  assert.match(await dora.page.textContent('#conv-list button.conv .tag'), /Muted/);
   await setHidden(dora.page, true);
   await say(cleo.page, 'psst');
   await arrived('psst');
   assert.deepEqual(await record(), { shown: [], sounds: 0 }, 'muted');
+
+  // Unmuted, and previews turned off in the settings: the notification
+  // names neither the chat nor the text.
+  await setHidden(dora.page, false);
+  await openConv(dora.page, 'cleo');
+  await dora.page.click('#mute-button');
+  await dora.page.waitForSelector('#mute-button[aria-pressed="false"]', { timeout: WAIT });
+  assert.equal((await entry()).muted, false);
+  await openSettings(dora.page);
+  await dora.page.uncheck('#push-previews');
+  await dora.page.waitForFunction(() => document.querySelector('#previews-status').textContent.includes('Saved'),
+    null, { timeout: WAIT });
+  const settings = await dora.page.evaluate(async () => {
+    const s = JSON.parse(localStorage.getItem('parley.session'));
+    return (await fetch('/api/v1/settings', { headers: { Authorization: `Bearer ${s.token}` } })).json();
+  });
+  assert.equal(settings.push_previews, false);
+  await dora.page.click('#settings-dialog .cancel');
+  await setHidden(dora.page, true);
+  await say(cleo.page, 'secret plans');
+  await dora.page.waitForFunction(() => window.shown.length > 0, null, { timeout: WAIT });
+  assert.deepEqual((await record()).shown, [{ title: 'Parley', body: 'New message', tag: `c${conv}` }]);
 
   assert.deepEqual([...cleo.errors, ...dora.errors], []);
   await cleo.ctx.close();

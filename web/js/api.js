@@ -121,6 +121,9 @@ export const wsTicket = () => api('POST', '/api/v1/ws-tickets');
 
 export const settings = () => api('GET', '/api/v1/settings');
 
+// Muted: this user's devices are not woken for the conversation.
+export const setMuted = (conv, muted) => api('PATCH', `/api/v1/conversations/${conv}`, { muted });
+
 export const saveSettings = (s) => api('PATCH', '/api/v1/settings', s);
 
 export const blocks = () => allPages('/api/v1/blocks?limit=100', 'blocks');

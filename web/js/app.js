@@ -48,6 +48,7 @@ const S = {
   redoTimer: null,          // resume/watch/receipts again after a refusal (redoLater)
   learning: new Map(),      // conv id -> the fetch of a conversation new to us (learnConv)
   wantOpen: null,           // a conv to open once signed in and loaded (openFromOutside)
+  previews: true,           // settings push_previews: notifications show sender and text
 };
 
 // ---- conversations -------------------------------------------------------
@@ -155,11 +156,12 @@ function dropConv(id) {
 // list names the chat; in a group, the body says who wrote, as the
 // server's pushes do.
 function alertOf(c, m) {
+  // Previews off: as the server's pushes then, neither sender nor text.
   notify.notifyMessage({
     conv: c.id,
     seq: m.seq,
-    title: convName(c),
-    body: c.kind === 'group' ? `${nameOf(m.from)}: ${m.body}` : m.body,
+    title: S.previews ? convName(c) : 'Parley',
+    body: !S.previews ? 'New message' : c.kind === 'group' ? `${nameOf(m.from)}: ${m.body}` : m.body,
     onClick: () => openFromOutside(c.id),
   });
 }
@@ -749,11 +751,13 @@ function drawList() {
     if (stranger) b.classList.add('request');
     if (c.blocked) preview.append(el('span', 'tag blocked', 'Blocked'));
     else if (stranger) preview.append(el('span', 'tag', 'New contact request'));
+    else if (c.muted) preview.append(el('span', 'tag', 'Muted'));
     preview.append(document.createTextNode(previewText));
     b.append(dot, name, time, preview);
     let label = convName(c);
     if (c.blocked) label += ', blocked';
     else if (stranger) label += ', new contact request';
+    if (c.muted) label += ', muted';
     if (p) label += `, ${presenceText(p)}`;
     if (c.unread > 0) {
       b.append(el('span', 'badge', String(c.unread)));
@@ -777,7 +781,25 @@ function drawHead() {
   }
   $('chat-status').textContent = status;
   $('info-button').hidden = c.kind !== 'group';
+  const mb = $('mute-button');
+  mb.textContent = c.muted ? 'Unmute' : 'Mute';
+  mb.setAttribute('aria-pressed', String(c.muted));
+  mb.setAttribute('aria-label', `${c.muted ? 'Unmute' : 'Mute'} notifications of ${convName(c)}`);
   drawBars(c);
+}
+
+// Muted: no notification here, and no push to the user's other devices
+// (the server keeps it per member, so every device of the user agrees).
+async function toggleMute() {
+  const c = S.convs.get(S.open);
+  if (!c) return;
+  try {
+    addConv(await api.setMuted(c.id, !c.muted));
+    renderList();
+    renderHead();
+  } catch (e) {
+    toast(`Could not ${c.muted ? 'unmute' : 'mute'} ${convName(c)}: ${refusal(e)}`);
+  }
 }
 
 // Around the composer: a stranger's first message offers Block and
@@ -1236,7 +1258,8 @@ function setBlocked(userId, on) {
 // ---- settings: privacy, blocked users, devices ------------------------------
 
 async function openSettings() {
-  for (const id of ['privacy-status', 'privacy-error', 'blocked-error', 'devices-error']) $(id).textContent = '';
+  for (const id of ['privacy-status', 'privacy-error', 'previews-status', 'blocked-error', 'devices-error'])
+    $(id).textContent = '';
   $('block-username').value = '';
   showNotifyStatus(notify.status());
   $('settings-dialog').showModal();
@@ -1251,6 +1274,8 @@ async function loadPrivacy() {
   try {
     const s = await api.settings();
     for (const r of groupAddsRadios()) r.checked = r.value === s.group_adds;
+    S.previews = s.push_previews !== false;
+    $('push-previews').checked = S.previews;
   } catch (e) {
     $('privacy-error').textContent = refusal(e);
   }
@@ -1267,6 +1292,21 @@ async function savePrivacy(value) {
   } catch (e) {
     $('privacy-error').textContent = refusal(e);
     loadPrivacy(); // show what the server holds
+  }
+}
+
+async function savePreviews(on) {
+  $('previews-status').textContent = '';
+  $('notify-error').textContent = '';
+  try {
+    const s = await api.saveSettings({ push_previews: on });
+    S.previews = s.push_previews !== false;
+    $('push-previews').checked = S.previews;
+    $('previews-status').textContent = S.previews
+      ? 'Saved: notifications show who wrote and what.' : 'Saved: notifications say only “New message”.';
+  } catch (e) {
+    $('notify-error').textContent = refusal(e);
+    loadPrivacy();
   }
 }
 
@@ -1467,6 +1507,8 @@ async function startApp() {
   renderList();
   startLive();
   notify.start();
+  // Whether notifications show text; until the answer, they do.
+  api.settings().then((s) => { if (S.me) S.previews = s.push_previews !== false; }, () => {});
   if (S.wantOpen) {
     const conv = S.wantOpen;
     S.wantOpen = null;
@@ -1590,6 +1632,8 @@ function wire() {
   });
   $('settings-button').addEventListener('click', openSettings);
   $('notify-button').addEventListener('click', enableNotifications);
+  $('mute-button').addEventListener('click', toggleMute);
+  $('push-previews').addEventListener('change', (ev) => savePreviews(ev.target.checked));
   notify.onOpenRequest(openFromOutside);
   window.addEventListener('hashchange', takeHash);
   for (const r of groupAddsRadios()) r.addEventListener('change', () => { if (r.checked) savePrivacy(r.value); });
