@@ -759,6 +759,90 @@ static void test_hanging_provider_leaves_online_delivery(void **state)
 	hx_kill(&h);
 }
 
+/* A push the provider keeps failing (500 every time) is tried
+ * --push-max-attempts times with backoff, then dead-lettered and
+ * counted, never tried again; the target stays (a server error is not
+ * the token's fault). With --push-rate, a provider's sends are spread
+ * to that many a second. */
+static void test_failing_push_is_dead_lettered_and_rates_kept(void **state)
+{
+	hx_server_t h;
+	hx_user_t alice, bob, many[6];
+	char apns[65], fcm[80], wp[80], name[120], path[6][80];
+	const char *more[] = {"--push-max-attempts", "2", "--push-rate", "2", NULL};
+	const char *providers[3] = {"apns", "fcm", "webpush"};
+	double before[3], after = 0;
+	int64_t first = 0, last = 0;
+	pc_conn_t *a;
+	json_t *r;
+	int i, k, saved = S.port;
+
+	(void)state;
+	start_node(&h, more);
+	S.port = h.port;
+	hx_user(h.port, "pd_alice", &alice);
+	hx_user(h.port, "pd_bob", &bob);
+	apns_token("0500", apns);
+	snprintf(fcm, sizeof fcm, "0500-fcm-%s", apns);
+	snprintf(wp, sizeof wp, "/push/broken-%s", apns);
+	add_apns(&bob, apns);
+	add_fcm(&bob, fcm);
+	add_webpush(&bob, wp);
+	for (i = 0; i < 3; i++) {
+		snprintf(name, sizeof name, "parley_push_dead_letter_total{provider=\"%s\"}", providers[i]);
+		before[i] = hx_metric(&h, name);
+	}
+	a = hx_ws(h.port, &alice);
+	hx_say(a, hx_direct(h.port, &alice, &bob), "are you up?");
+	json_decref(pf_wait_records(providers_log, "token", apns, 500, 2));
+	json_decref(pf_wait_records(providers_log, "token", fcm, 500, 2));
+	json_decref(pf_wait_records(wp_fake.log, "path", wp, 500, 2));
+	for (i = 0; i < 3; i++) {
+		snprintf(name, sizeof name, "parley_push_dead_letter_total{provider=\"%s\"}", providers[i]);
+		for (k = 0; k < 100 && (after = hx_metric(&h, name)) <= before[i]; k++)
+			pf_pause_ms(50);
+		assert_true(after > before[i]);
+	}
+	/* Longer than the next backoff would be (2 s at most): no third try. */
+	pf_pause_ms(2500);
+	r = pf_records(providers_log, "token", apns, -1);
+	assert_int_equal(json_array_size(r), 2);
+	json_decref(r);
+	r = pf_records(wp_fake.log, "path", wp, -1);
+	assert_int_equal(json_array_size(r), 2);
+	json_decref(r);
+	assert_int_equal(targets(&bob), 3);
+
+	/* Six offline users, one Web Push each, a message each: two at
+	 * once (the burst), then two a second. */
+	for (i = 0; i < 6; i++) {
+		char who[32];
+		snprintf(who, sizeof who, "pd_many%d", i);
+		hx_user(h.port, who, &many[i]);
+		snprintf(path[i], sizeof path[i], "/push/rated-%lld", (long long)many[i].id);
+		add_webpush(&many[i], path[i]);
+	}
+	for (i = 0; i < 6; i++)
+		hx_say(a, hx_direct(h.port, &alice, &many[i]), "hello");
+	for (i = 0; i < 6; i++) {
+		int64_t at;
+		r = pf_wait_records(wp_fake.log, "path", path[i], 201, 1);
+		at = (int64_t)json_integer_value(json_object_get(json_array_get(r, 0), "at"));
+		json_decref(r);
+		if (!first || at < first)
+			first = at;
+		if (at > last)
+			last = at;
+	}
+	/* Four past the burst at two a second: 2 s at least (less a
+	 * little for the clocks of two processes). */
+	printf("# six pushes at --push-rate 2 spread over %lld ms\n", (long long)(last - first));
+	assert_true(last - first >= 1800);
+	pc_close(a);
+	S.port = saved;
+	hx_kill(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -771,6 +855,7 @@ int main(void)
 		cmocka_unit_test(test_muted_and_previews_off),
 		cmocka_unit_test(test_unexpected_answers_are_counted),
 		cmocka_unit_test(test_hanging_provider_leaves_online_delivery),
+		cmocka_unit_test(test_failing_push_is_dead_lettered_and_rates_kept),
 	};
 
 	hx_filter();

@@ -29,8 +29,8 @@
 // 410 Unregistered, FCM 404 UNREGISTERED); "bad0" APNs 400
 // BadDeviceToken; "0429" 429 the first time (FCM with Retry-After: 2),
 // accepted after; "0ff0" never answered; "0dd0" 400 with an HTML page
-// instead of the provider's JSON (a proxy in the way); anything else
-// accepted.
+// instead of the provider's JSON (a proxy in the way); "0500" 500 every
+// time (APNs InternalServerError, FCM INTERNAL); anything else accepted.
 import { createServer } from 'node:http2';
 import { createPublicKey, randomBytes, verify } from 'node:crypto';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
@@ -94,6 +94,7 @@ function apns(stream, h, token, payloadText) {
 	if (token.startsWith('0429') && !seenOnce.has(token)) { seenOnce.add(token); return refuse(429, 'TooManyRequests'); }
 	if (token.startsWith('0ff0')) { record({ ...entry, status: 0, reason: 'hung' }); return; }
 	if (token.startsWith('0dd0')) return oddAnswer(stream, entry);
+	if (token.startsWith('0500')) return refuse(500, 'InternalServerError');
 	record({ ...entry, status: 200 });
 	stream.respond({ ':status': 200, 'apns-id': randomBytes(16).toString('hex') });
 	stream.end();
@@ -157,6 +158,7 @@ function fcmSend(stream, h, project, bodyText) {
 	}
 	if (m.token.startsWith('0ff0')) { record({ ...entry, status: 0, reason: 'hung' }); return; }
 	if (m.token.startsWith('0dd0')) return oddAnswer(stream, entry);
+	if (m.token.startsWith('0500')) return refuse(500, 'INTERNAL');
 	record({ ...entry, status: 200 });
 	answer(stream, 200, { name: `projects/${project}/messages/${randomBytes(8).toString('hex')}` });
 }

@@ -12,6 +12,7 @@
 // body is decrypted as RFC 8291 says. Answers: /push/gone 410,
 // /push/busy 429 with Retry-After: 7, /push/busy-once/... 429 with
 // Retry-After: 2 the first time and 201 after, /push/hang never,
+// /push/broken 500 every time,
 // /push/odd a 302 to elsewhere (not followed: not a push service's answer), else
 // 201 with the plaintext as the body; 400 with the reason when a check
 // fails. With LOG_FILE, one JSON line per request there: {"path",
@@ -99,6 +100,12 @@ const server = createServer((req, res) => {
 				return;
 			}
 			if (req.url.startsWith('/push/hang')) { record(req, 0, 'hung', plain); return; }
+			if (req.url.startsWith('/push/broken')) {
+				record(req, 500, 'broken', plain);
+				res.writeHead(500);
+				res.end('internal error');
+				return;
+			}
 			if (req.url.startsWith('/push/odd')) {
 				record(req, 302, 'redirect', plain);
 				res.writeHead(302, { Location: 'http://127.0.0.1:1/elsewhere', 'Content-Type': 'text/html' });
