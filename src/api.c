@@ -237,6 +237,7 @@ static const route_t routes[] = {
 	{"conversations/#/messages/#/receipts", api_receipts, NULL, NULL, NULL, "GET"},
 	{"conversations/#/members", NULL, api_add_member, NULL, NULL, "POST"},
 	{"conversations/#/members/#", NULL, NULL, NULL, api_remove_member, "DELETE"},
+	{"search", api_search, NULL, NULL, NULL, "GET"},
 };
 
 #define ROUTE_IDS_MAX 4

@@ -111,6 +111,7 @@ void api_get_conversation(store_t *st, api_req_t *rq, const int64_t *ids, api_re
 void api_patch_conversation(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
 void api_history(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
 void api_receipts(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
+void api_search(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
 void api_add_member(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
 void api_remove_member(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res);
 

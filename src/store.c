@@ -113,6 +113,19 @@ void store_push_pending_free(store_push_pending_t *p, size_t n)
 	free(p);
 }
 
+void store_search_free(store_search_hit_t *h, size_t n)
+{
+	size_t i;
+
+	if (!h)
+		return;
+	for (i = 0; i < n; i++) {
+		store_message_clear(&h[i].msg);
+		free(h[i].snippet);
+	}
+	free(h);
+}
+
 void store_push_targets_free(store_push_target_t *t, size_t n)
 {
 	size_t i;

@@ -120,6 +120,23 @@ typedef struct store_push_target {
 	int64_t created_at;
 } store_push_target_t;
 
+/* Full-text search (store_search). A query is at most
+ * STORE_SEARCH_TERMS_MAX words, each at most STORE_SEARCH_TERM_MAX bytes
+ * of word characters only (letters and digits, UTF-8): the caller made
+ * them from what the user typed (search.h), so no engine's query syntax
+ * ever sees the user's text. In a snippet, each word found is between
+ * STORE_MARK_ON and STORE_MARK_OFF. */
+#define STORE_SEARCH_TERMS_MAX 8
+#define STORE_SEARCH_TERM_MAX 64
+#define STORE_MARK_ON '\x02'
+#define STORE_MARK_OFF '\x03'
+
+typedef struct store_search_hit {
+	store_message_t msg;    /* msg.conv: its conversation */
+	char *snippet;          /* part of the body around what was found */
+	size_t snippet_len;
+} store_search_hit_t;
+
 /* A member whose conversation's newest message (from someone else) has
  * reached none of its devices nor been pushed to them: what the push
  * path recovers at its start. body is malloc'd. */
@@ -292,6 +309,8 @@ typedef struct store_vtab {
 	int (*unread_total)(store_t *s, int64_t user_id, int64_t cap, int64_t *total);
 	int (*push_mark)(store_t *s, int64_t conv_id, int64_t user_id, int64_t seq);
 	int (*push_pending)(store_t *s, int64_t since_id, size_t limit, store_push_pending_t **out, size_t *n);
+	int (*search)(store_t *s, int64_t user_id, int64_t conv_id, const char *const *terms, size_t nterms,
+	              size_t offset, size_t limit, store_search_hit_t **out, size_t *n, int *has_more);
 	int (*members)(store_t *s, int64_t conv_id, int64_t **ids, size_t *n);
 	int (*member_list)(store_t *s, int64_t conv_id, store_member_t **out, size_t *n,
 	                   int64_t *version);
@@ -690,6 +709,21 @@ static inline int store_push_pending(store_t *s, int64_t since_id, size_t limit,
 }
 
 void store_push_pending_free(store_push_pending_t *p, size_t n);
+
+/* The messages user_id can read (in the conversations it is a member of,
+ * from when it joined) that hold every term, the last also as the start
+ * of a word (what is being typed); in conv_id only, unless 0
+ * (STORE_FORBIDDEN when not a member of it). The best matches first,
+ * then the newest; limit of them from offset; *has_more when more match.
+ * Free with store_search_free. */
+static inline int store_search(store_t *s, int64_t user_id, int64_t conv_id, const char *const *terms,
+                               size_t nterms, size_t offset, size_t limit, store_search_hit_t **out, size_t *n,
+                               int *has_more)
+{
+	return s->vt->search(s, user_id, conv_id, terms, nterms, offset, limit, out, n, has_more);
+}
+
+void store_search_free(store_search_hit_t *h, size_t n);
 
 /* The conversation's latest seq if user_id is a member, else STORE_FORBIDDEN;
  * and the seq at which the user joined: it sees only messages after it. */

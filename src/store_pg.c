@@ -66,7 +66,7 @@
 #include "log.h"
 #include "loop.h"
 
-#define SCHEMA_VERSION 4
+#define SCHEMA_VERSION 5
 /* pg_advisory_xact_lock's key for schema changes: "parley" in ASCII. */
 #define SCHEMA_LOCK_KEY "112568959427961"
 
@@ -132,6 +132,7 @@ enum {
 	Q_SET_MUTED,
 	Q_PUSH_MARK,
 	Q_PUSH_PENDING,
+	Q_SEARCH,
 	Q_BLOCK_INSERT,
 	Q_BLOCK_DELETE,
 	Q_MEMBER_BLOCKS_SYNC,
@@ -325,6 +326,16 @@ static const char *const queries[Q_COUNT] = {
 	[Q_PUSH_MARK] = "UPDATE members SET pushed_seq = GREATEST(pushed_seq, $3) WHERE conv_id = $1 AND user_id = $2",
 	/* From the newest messages (their ids are times) to the members they
 	 * have not reached. */
+	/* $2: tsquery syntax made from words only (store_search). The
+	 * headline is made for the page's rows only (PostgreSQL evaluates a
+	 * costly output column after the sort and limit). */
+	[Q_SEARCH] = "SELECT m.id, m.seq, m.sender, m.cmid, m.body, m.ts, m.conv_id, "
+	             "ts_headline('simple', m.body, q.q, 'StartSel=' || chr(2) || ', StopSel=' || chr(3) || "
+	             "', MaxWords=24, MinWords=10, ShortWord=1, MaxFragments=2, FragmentDelimiter=\" … \"') "
+	             "FROM (SELECT to_tsquery('simple', $2) AS q) q, members b JOIN messages m ON "
+	             "m.conv_id = b.conv_id AND m.seq > b.joined_seq "
+	             "WHERE b.user_id = $1 AND m.tsv @@ q.q AND ($3 = 0 OR m.conv_id = $3) "
+	             "ORDER BY ts_rank(m.tsv, q.q) DESC, m.id DESC LIMIT $4 OFFSET $5",
 	[Q_PUSH_PENDING] = "SELECT m.conv_id, m.user_id, c.kind, l.seq, l.sender, l.ts, l.body FROM messages l JOIN conversations c ON c.id = l.conv_id AND c.last_seq = l.seq JOIN members m ON m.conv_id = l.conv_id WHERE l.id > $1 AND m.user_id <> l.sender AND m.muted = 0 AND m.joined_seq < l.seq AND m.delivered_seq < l.seq AND m.read_seq < l.seq AND m.pushed_seq < l.seq AND EXISTS(SELECT 1 FROM push_targets t WHERE t.user_id = m.user_id) ORDER BY l.id, m.user_id LIMIT $2",
 	[Q_BLOCK_INSERT] = "INSERT INTO blocks(user_id, blocked_id, created_at) VALUES($1, $2, $3) "
 	                   "ON CONFLICT DO NOTHING",
@@ -550,12 +561,22 @@ static const char schema_v4[] =
 	"ALTER TABLE members ADD COLUMN muted integer NOT NULL DEFAULT 0;"
 	"ALTER TABLE members ADD COLUMN pushed_seq bigint NOT NULL DEFAULT 0;";
 
+/* Version 5: full-text search. The 'simple' configuration: words folded
+ * to lower case, no stemming (a chat is in any language, often several),
+ * as store_sqlite.c's FTS5 index. A generated column is computed in the
+ * transaction of each write, so the index is never behind. */
+static const char schema_v5[] =
+	"ALTER TABLE messages ADD COLUMN tsv tsvector "
+	"  GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, body)) STORED;"
+	"CREATE INDEX messages_tsv ON messages USING gin(tsv);";
+
 /* migrations[v] takes the schema from version v to v + 1 (0: none yet). */
 static const char *const migrations[SCHEMA_VERSION] = {
 	schema_v1,
 	schema_v2,
 	schema_v3,
 	schema_v4,
+	schema_v5,
 };
 
 /* Run on every new connection, before anything else. The statement
@@ -1895,6 +1916,78 @@ static int pg_history(store_t *base, int64_t conv_id, int64_t user_id, int64_t b
 		(*out)[i] = (*out)[*n - 1 - i];
 		(*out)[*n - 1 - i] = t;
 	}
+	return STORE_OK;
+}
+
+/* The terms as a tsquery: each a quoted lexeme (they hold no quotes or
+ * backslashes), all required, the last also as a prefix. NULL when out
+ * of memory. */
+static char *tsquery_of(const char *const *terms, size_t nterms)
+{
+	size_t cap = 1, i, len = 0;
+	char *q;
+
+	for (i = 0; i < nterms; i++)
+		cap += strlen(terms[i]) + 8;
+	if (!(q = malloc(cap)))
+		return NULL;
+	q[0] = 0;
+	for (i = 0; i < nterms; i++)
+		len += (size_t)snprintf(q + len, cap - len, "%s'%s'%s", i ? " & " : "", terms[i],
+		                        i + 1 == nterms ? ":*" : "");
+	return q;
+}
+
+static int pg_search(store_t *base, int64_t user_id, int64_t conv_id, const char *const *terms, size_t nterms,
+                     size_t offset, size_t limit, store_search_hit_t **out, size_t *n, int *has_more)
+{
+	pg_store_t *s = S(base);
+	membership_t m;
+	params_t p = {0};
+	PGresult *r;
+	char *query;
+	size_t rows, i;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	*has_more = 0;
+	READY(s);
+	if (conv_id && (rc = load_membership(s, conv_id, user_id, &m)) != STORE_OK)
+		return rc;
+	if (!nterms || !limit)
+		return STORE_OK;
+	if (!(query = tsquery_of(terms, nterms)))
+		return STORE_ERROR;
+	p_int(p_text(p_int(&p, user_id), query), conv_id);
+	p_size(p_more(&p, limit), offset);
+	rc = run(s, Q_SEARCH, &p, &r);
+	free(query);
+	if (rc != STORE_OK)
+		return rc;
+	rows = (size_t)PQntuples(r);
+	if (rows > limit) {
+		rows = limit;
+		*has_more = 1;
+	}
+	if (rows && !(*out = calloc(rows, sizeof **out))) {
+		PQclear(r);
+		return STORE_ERROR;
+	}
+	for (i = 0; i < rows; i++) {
+		store_search_hit_t *h = &(*out)[i];
+		if (read_message(r, (int)i, 0, g_int(r, (int)i, 6), &h->msg) != STORE_OK ||
+		    !(h->snippet = g_dup(r, (int)i, 7, &h->snippet_len))) {
+			store_message_clear(&h->msg);
+			store_search_free(*out, i);
+			*out = NULL;
+			*has_more = 0;
+			PQclear(r);
+			return STORE_ERROR;
+		}
+	}
+	*n = rows;
+	PQclear(r);
 	return STORE_OK;
 }
 
@@ -3332,6 +3425,7 @@ static const store_vtab_t pg_vtab = {
 	.unread_total = pg_unread_total,
 	.push_mark = pg_push_mark,
 	.push_pending = pg_push_pending,
+	.search = pg_search,
 	.watermarks = pg_watermarks,
 	.expire_receipts = pg_expire_receipts,
 	.watchable = pg_watchable,

@@ -24,8 +24,8 @@
 
 #include "log.h"
 
-#define SCHEMA_VERSION 5
-#define SCHEMA_VERSION_TEXT "5" /* the same, for SQL text */
+#define SCHEMA_VERSION 6
+#define SCHEMA_VERSION_TEXT "6" /* the same, for SQL text */
 
 enum {
 	Q_USER_INSERT,
@@ -91,6 +91,7 @@ enum {
 	Q_SET_MUTED,
 	Q_PUSH_MARK,
 	Q_PUSH_PENDING,
+	Q_SEARCH,
 	Q_BLOCK_INSERT,
 	Q_BLOCK_DELETE,
 	Q_MEMBER_BLOCKS_SYNC,
@@ -172,6 +173,15 @@ static const char *const queries[Q_COUNT] = {
 	/* From the newest messages (their ids are times) to the members they
 	 * have not reached. */
 	[Q_PUSH_PENDING] = "SELECT m.conv_id, m.user_id, c.kind, l.seq, l.sender, l.ts, l.body FROM messages l JOIN conversations c ON c.id = l.conv_id AND c.last_seq = l.seq JOIN members m ON m.conv_id = l.conv_id WHERE l.id > ?1 AND m.user_id <> l.sender AND m.muted = 0 AND m.joined_seq < l.seq AND m.delivered_seq < l.seq AND m.read_seq < l.seq AND m.pushed_seq < l.seq AND EXISTS(SELECT 1 FROM push_targets t WHERE t.user_id = m.user_id) ORDER BY l.id, m.user_id LIMIT ?2",
+	/* The index's matches, each joined to the caller's membership of its
+	 * conversation (none before it joined); ?2 is FTS5 syntax made from
+	 * words only (store_search). */
+	[Q_SEARCH] = "SELECT m.id, m.seq, m.sender, m.cmid, m.body, m.ts, m.conv_id, "
+	             "snippet(messages_fts, 0, char(2), char(3), '…', 16) FROM messages_fts "
+	             "JOIN messages m ON m.id = messages_fts.rowid "
+	             "JOIN members b ON b.conv_id = m.conv_id AND b.user_id = ?1 AND m.seq > b.joined_seq "
+	             "WHERE messages_fts MATCH ?2 AND (?3 = 0 OR m.conv_id = ?3) "
+	             "ORDER BY bm25(messages_fts), m.id DESC LIMIT ?4 OFFSET ?5",
 	[Q_BLOCK_INSERT] = "INSERT INTO blocks(user_id, blocked_id, created_at) VALUES(?1, ?2, ?3)",
 	[Q_BLOCK_DELETE] = "DELETE FROM blocks WHERE user_id = ?1 AND blocked_id = ?2",
 	/* A direct chat's member row carries its blocks (1: this member has
@@ -347,6 +357,24 @@ static const char migrate_1_to_2[] =
 	OUTBOX_SCHEMA
 	PUSH_SCHEMA;
 
+/* Version 6: the full-text index of message bodies (FTS5; words folded
+ * to lower case, accents kept, as PostgreSQL's 'simple' configuration
+ * does), kept by triggers in the transaction of each write, so it is
+ * never behind the messages. */
+#define FTS_SCHEMA                                                                                        \
+	"CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(body, content='messages', "             \
+	"  content_rowid='id', tokenize='unicode61 remove_diacritics 0');"                                  \
+	"CREATE TRIGGER IF NOT EXISTS messages_fts_add AFTER INSERT ON messages BEGIN "                     \
+	"  INSERT INTO messages_fts(rowid, body) VALUES(new.id, new.body); END;"                            \
+	"CREATE TRIGGER IF NOT EXISTS messages_fts_del AFTER DELETE ON messages BEGIN "                     \
+	"  INSERT INTO messages_fts(messages_fts, rowid, body) VALUES('delete', old.id, old.body); END;"    \
+	"CREATE TRIGGER IF NOT EXISTS messages_fts_upd AFTER UPDATE OF body ON messages BEGIN "             \
+	"  INSERT INTO messages_fts(messages_fts, rowid, body) VALUES('delete', old.id, old.body);"         \
+	"  INSERT INTO messages_fts(rowid, body) VALUES(new.id, new.body); END;"
+
+/* From versions 1 to 5: the index, built from the messages there are. */
+static const char migrate_to_6[] = FTS_SCHEMA "INSERT INTO messages_fts(messages_fts) VALUES('rebuild');";
+
 /* Version 5: muted conversations, whether pushes show the text, and
  * what was pushed. From versions 1 to 4, after the steps before it. */
 static const char migrate_to_5[] =
@@ -429,7 +457,8 @@ static const char schema[] =
 	"CREATE INDEX IF NOT EXISTS receipt_marks_by_ts ON receipt_marks(ts);"
 	BLOCKS_SCHEMA
 	OUTBOX_SCHEMA
-	PUSH_SCHEMA;
+	PUSH_SCHEMA
+	FTS_SCHEMA;
 
 typedef struct sqlite_store {
 	store_t base;
@@ -574,6 +603,8 @@ static store_t *sqlite_open_dir(const char *data_dir, int *from)
 		goto schema_err;
 	}
 	if (version >= 1 && version < 5 && sqlite3_exec(s->db, migrate_to_5, NULL, NULL, &err) != SQLITE_OK)
+		goto schema_err;
+	if (version >= 1 && version < 6 && sqlite3_exec(s->db, migrate_to_6, NULL, NULL, &err) != SQLITE_OK)
 		goto schema_err;
 	if (sqlite3_exec(s->db, "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', " SCHEMA_VERSION_TEXT ");"
 	                 "COMMIT", NULL, NULL, &err) != SQLITE_OK)
@@ -1426,6 +1457,81 @@ static int sq_history(store_t *base, int64_t conv_id, int64_t user_id, int64_t b
 		store_message_t t = (*out)[i];
 		(*out)[i] = (*out)[*n - 1 - i];
 		(*out)[*n - 1 - i] = t;
+	}
+	return STORE_OK;
+}
+
+/* The terms as an FTS5 query: each a quoted string (they hold no
+ * quotes), all of them required, the last also as a prefix. NULL when
+ * out of memory. */
+static char *fts5_query(const char *const *terms, size_t nterms)
+{
+	size_t cap = 1, i, len = 0;
+	char *q;
+
+	for (i = 0; i < nterms; i++)
+		cap += strlen(terms[i]) + 4;
+	if (!(q = malloc(cap)))
+		return NULL;
+	for (i = 0; i < nterms; i++)
+		len += (size_t)snprintf(q + len, cap - len, "%s\"%s\"%s", i ? " " : "", terms[i],
+		                        i + 1 == nterms ? "*" : "");
+	return q;
+}
+
+static int sq_search(store_t *base, int64_t user_id, int64_t conv_id, const char *const *terms, size_t nterms,
+                     size_t offset, size_t limit, store_search_hit_t **out, size_t *n, int *has_more)
+{
+	sqlite_store_t *s = S(base);
+	membership_t m;
+	sqlite3_stmt *st;
+	char *match;
+	size_t cap = limit + 1;
+	int rc, r = STORE_OK;
+
+	*out = NULL;
+	*n = 0;
+	*has_more = 0;
+	if (conv_id && (r = load_membership(s, conv_id, user_id, &m, NULL)) != STORE_OK)
+		return r;
+	if (!nterms || !limit)
+		return STORE_OK;
+	if (!(match = fts5_query(terms, nterms)) || !(*out = calloc(cap, sizeof **out))) {
+		free(match);
+		return STORE_ERROR;
+	}
+	st = q(s, Q_SEARCH);
+	sqlite3_bind_int64(st, 1, user_id);
+	sqlite3_bind_text(st, 2, match, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, conv_id);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)cap);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)(offset > INT32_MAX ? INT32_MAX : offset));
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		store_search_hit_t *h = &(*out)[*n];
+		if (read_message(st, sqlite3_column_int64(st, 6), &h->msg) != STORE_OK ||
+		    !(h->snippet = dup_col(st, 7, &h->snippet_len))) {
+			store_message_clear(&h->msg);
+			r = STORE_ERROR;
+			break;
+		}
+		(*n)++;
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	free(match);
+	if (r == STORE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
+		r = fail(s, "search");
+	if (r != STORE_OK) {
+		store_search_free(*out, *n);
+		*out = NULL;
+		*n = 0;
+		return r;
+	}
+	if (*n > limit) {
+		store_message_clear(&(*out)[limit].msg);
+		free((*out)[limit].snippet);
+		*n = limit;
+		*has_more = 1;
 	}
 	return STORE_OK;
 }
@@ -2547,6 +2653,7 @@ static const store_vtab_t sqlite_vtab = {
 	.unread_total = sq_unread_total,
 	.push_mark = sq_push_mark,
 	.push_pending = sq_push_pending,
+	.search = sq_search,
 	.watermarks = sq_watermarks,
 	.expire_receipts = sq_expire_receipts,
 	.watchable = sq_watchable,

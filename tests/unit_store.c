@@ -115,7 +115,7 @@ static int64_t alice, bob, carol, conv;
 	X(watermarks) X(senders) X(read_count) X(unread_total) X(member_head)    \
 	X(members)                                                                \
 	X(member_list) X(group_create) X(member_add) X(member_remove) X(heads)   \
-	X(replay) X(apply) X(set_outbox) X(set_lazy_commit) X(outbox_take) X(outbox_delete)
+	X(replay) X(search) X(apply) X(set_outbox) X(set_lazy_commit) X(outbox_take) X(outbox_delete)
 
 #define AS_ENUM(m) M_##m,
 #define AS_NAME(m) #m,
@@ -229,6 +229,9 @@ FWD(heads, (store_t *s, int64_t u, store_head_t **out, size_t *n), (R(s), u, out
 FWD(replay, (store_t *s, int64_t c, int64_t after, int64_t upto, size_t max_count, size_t max_bytes,
              store_message_t **out, size_t *n),
     (R(s), c, after, upto, max_count, max_bytes, out, n))
+FWD(search, (store_t *s, int64_t u, int64_t c, const char *const *terms, size_t nterms, size_t offset, size_t limit,
+             store_search_hit_t **out, size_t *n, int *more),
+    (R(s), u, c, terms, nterms, offset, limit, out, n, more))
 FWD(apply, (store_t *s, store_op_t *ops, size_t n), (R(s), ops, n))
 FWD(set_outbox, (store_t *s, int on), (R(s), on))
 FWD(set_lazy_commit, (store_t *s, int on), (R(s), on))
@@ -1721,6 +1724,95 @@ static void test_push_marks_and_pending(void **state)
 	assert_int_equal(pending_of(first, d, NULL), 0);
 }
 
+static void say(int64_t conv, int64_t from, const char *cmid, const char *body)
+{
+	store_op_t op = send_to(conv, from, cmid, body);
+
+	assert_int_equal(apply1(&op), STORE_OK);
+	store_op_release(&op);
+}
+
+/* How many messages user finds with the words (space-separated) in conv
+ * (0: all), checking that each snippet marks a word and that the hits
+ * come from readable conversations only. */
+static size_t found(int64_t user, int64_t conv, const char *words, size_t offset, size_t limit, int *has_more)
+{
+	char copy[256], *save = NULL, *w;
+	const char *terms[STORE_SEARCH_TERMS_MAX];
+	store_search_hit_t *h;
+	size_t nterms = 0, n, i;
+	int more;
+
+	snprintf(copy, sizeof copy, "%s", words);
+	for (w = strtok_r(copy, " ", &save); w; w = strtok_r(NULL, " ", &save))
+		terms[nterms++] = w;
+	assert_int_equal(store_search(st, user, conv, terms, nterms, offset, limit, &h, &n, &more), STORE_OK);
+	for (i = 0; i < n; i++) {
+		assert_non_null(memchr(h[i].snippet, STORE_MARK_ON, h[i].snippet_len));
+		assert_non_null(memchr(h[i].snippet, STORE_MARK_OFF, h[i].snippet_len));
+		assert_true(h[i].msg.seq > 0);
+		assert_non_null(h[i].msg.body);
+		if (conv)
+			assert_int_equal(h[i].msg.conv, conv);
+	}
+	store_search_free(h, n);
+	if (has_more)
+		*has_more = more;
+	return n;
+}
+
+/* Words (the last also as a prefix), case folded, only in what the user
+ * may read: its conversations, from when it joined, not after it left. */
+static void test_search(void **state)
+{
+	int64_t a = new_user("se_a"), b = new_user("se_b"), c = new_user("se_c"), d, g, other, promoted;
+	const char *one[1] = {"station"};
+	store_search_hit_t *h;
+	size_t n;
+	int more;
+
+	(void)state;
+	d = new_direct(a, b);
+	assert_int_equal(store_group_create(st, a, &c, 1, "trains", 100, 0, &g, NULL), STORE_OK);
+	assert_int_equal(store_group_create(st, a, &c, 1, "private", 100, 0, &other, NULL), STORE_OK);
+	say(d, a, "se1", "We met at the STATION yesterday");
+	say(d, b, "se2", "that station wagon is for sale");
+	say(d, a, "se3", "nothing to see here");
+	say(d, b, "se4", "grüße aus köln");
+	say(g, a, "se5", "station talk before bob came");
+	say(other, c, "se6", "a station bob never sees");
+	assert_int_equal(store_member_add(st, g, a, b, 200, 0, NULL), STORE_OK);
+	say(g, c, "se7", "station talk after bob came");
+
+	assert_int_equal(found(b, 0, "station", 0, 10, &more), 3);
+	assert_false(more);
+	assert_int_equal(found(b, 0, "stat", 0, 10, NULL), 3);
+	assert_int_equal(found(b, 0, "wag", 0, 10, NULL), 1);
+	assert_int_equal(found(b, 0, "met yest", 0, 10, NULL), 1);
+	assert_int_equal(found(b, 0, "yest met", 0, 10, NULL), 0); /* only the last is a prefix */
+	assert_int_equal(found(b, 0, "köln", 0, 10, NULL), 1);
+	assert_int_equal(found(b, 0, "zeppelin", 0, 10, NULL), 0);
+	assert_int_equal(found(c, 0, "station", 0, 10, NULL), 3);
+	/* One conversation; pages. */
+	assert_int_equal(found(b, d, "station", 0, 10, NULL), 2);
+	assert_int_equal(found(b, g, "station", 0, 10, NULL), 1);
+	assert_int_equal(found(b, d, "station", 0, 1, &more), 1);
+	assert_true(more);
+	assert_int_equal(found(b, d, "station", 1, 1, &more), 1);
+	assert_false(more);
+	assert_int_equal(store_search(st, b, other, one, 1, 0, 10, &h, &n, &more), STORE_FORBIDDEN);
+	assert_int_equal(n, 0);
+	/* The snippet marks the word as written. */
+	assert_int_equal(store_search(st, a, d, one, 1, 0, 10, &h, &n, &more), STORE_OK);
+	assert_int_equal(n, 2);
+	assert_true(strstr(h[0].snippet, "\x02STATION\x03") || strstr(h[1].snippet, "\x02STATION\x03"));
+	store_search_free(h, n);
+	/* Gone from the group: its messages go from the results. */
+	assert_int_equal(store_member_remove(st, g, a, b, &promoted), STORE_OK);
+	assert_int_equal(found(b, 0, "station", 0, 10, NULL), 2);
+	assert_int_equal(store_search(st, b, g, one, 1, 0, 10, &h, &n, &more), STORE_FORBIDDEN);
+}
+
 static void test_unread_total(void **state)
 {
 	int64_t a = new_user("ut_a"), b = new_user("ut_b"), late = new_user("ut_late"), d, g, total;
@@ -1920,17 +2012,23 @@ static void test_migration_from_v1(void **state)
 static void test_migration_from_v4(void **state)
 {
 	static const char to_v4[] =
+		"DROP TRIGGER messages_fts_add; DROP TRIGGER messages_fts_del; DROP TRIGGER messages_fts_upd;"
+		"DROP TABLE messages_fts;"
 		"ALTER TABLE users DROP COLUMN push_previews;"
 		"ALTER TABLE members DROP COLUMN muted;"
 		"ALTER TABLE members DROP COLUMN pushed_seq;"
 		"UPDATE meta SET value = 4 WHERE key = 'schema_version';";
 	char old[] = "/tmp/parley-unit-store-v4-XXXXXX", path[128], cmd[160];
+	const char *word = "index";
+	store_search_hit_t *hits;
 	store_settings_t s;
 	store_conv_t c;
+	store_op_t op;
 	store_t *o;
 	sqlite3 *db;
 	int64_t a, b, cv, full = 0;
-	int created;
+	size_t n;
+	int created, more;
 
 	(void)state;
 	assert_non_null(mkdtemp(old));
@@ -1938,6 +2036,11 @@ static void test_migration_from_v4(void **state)
 	assert_int_equal(store_user_create(o, "v4_a", "x", 1, &a), STORE_OK);
 	assert_int_equal(store_user_create(o, "v4_b", "x", 1, &b), STORE_OK);
 	assert_int_equal(store_direct_open(o, a, b, 5, 100, &cv, &created, &full), STORE_OK);
+	op = send_op(a, "v4-1", "kept from before the index", next_id());
+	op.conv = cv;
+	assert_int_equal(store_apply(o, &op, 1), STORE_OK);
+	assert_int_equal(op.status, STORE_OK);
+	store_op_release(&op);
 	store_close(o);
 	snprintf(path, sizeof path, "%s/parley.db", old);
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
@@ -1951,6 +2054,11 @@ static void test_migration_from_v4(void **state)
 	assert_int_equal(c.nmembers, 2);
 	store_conv_clear(&c);
 	assert_int_equal(store_set_muted(o, cv, b, 1), STORE_OK);
+	/* Version 6 indexed what was there. */
+	assert_int_equal(store_search(o, b, 0, &word, 1, 0, 10, &hits, &n, &more), STORE_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(hits[0].msg.body, "kept from before the index");
+	store_search_free(hits, n);
 	store_close(o);
 	snprintf(cmd, sizeof cmd, "rm -rf %s", old);
 	assert_int_equal(system(cmd), 0);
@@ -2230,6 +2338,7 @@ static void test_outbox_concurrent_take(void **state)
 	cmocka_unit_test(test_unread_total),                          \
 	cmocka_unit_test(test_mute_and_previews),                     \
 	cmocka_unit_test(test_push_marks_and_pending),                \
+	cmocka_unit_test(test_search),                                \
 	cmocka_unit_test(test_blocks_hold_in_direct_chats_only),      \
 	cmocka_unit_test(test_outbox_rows),                           \
 	cmocka_unit_test(test_outbox_failed_batch),                   \
