@@ -173,7 +173,8 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined
                $(shell pkg-config --cflags libcrypto 2>/dev/null)
 FUZZ_LIBS := $(shell pkg-config --libs libcrypto 2>/dev/null)
 FUZZ_TARGETS := build/fuzz/fuzz_http build/fuzz/fuzz_ws build/fuzz/fuzz_webfiles build/fuzz/fuzz_proxy \
-                build/fuzz/fuzz_frames build/fuzz/fuzz_api build/fuzz/fuzz_envelope build/fuzz/fuzz_spends
+                build/fuzz/fuzz_frames build/fuzz/fuzz_api build/fuzz/fuzz_envelope build/fuzz/fuzz_spends \
+                build/fuzz/fuzz_search
 
 # The node targets link every module but main.c, so modules added to src/
 # are fuzzed too; the objects are built once for both, with the fuzzers'
@@ -214,6 +215,10 @@ build/fuzz/fuzz_envelope: fuzz/fuzz_envelope.c src/bus_envelope.c
 build/fuzz/fuzz_spends: fuzz/fuzz_spends.c src/spends.c src/budget.c src/ratelimit.c
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $^ $(FUZZ_LIBS) -lsodium -lm
+
+build/fuzz/fuzz_search: fuzz/fuzz_search.c src/search.c src/utf8.c src/jbuf.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $^ $(FUZZ_LIBS) -ljansson
 
 fuzz-build: $(FUZZ_TARGETS)
 

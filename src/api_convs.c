@@ -467,21 +467,94 @@ void api_list_conversations(store_t *st, api_req_t *rq, const int64_t *ids, api_
 	store_convs_free(cs, n);
 }
 
+static void messages_json(jbuf_t *b, const store_message_t *ms, size_t n, int first)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (i || !first)
+			jbuf_raw(b, ",", 1);
+		api_message_json(b, &ms[i]);
+	}
+}
+
+/* ?after=SEQ: the oldest N after SEQ; ?around=SEQ: N about SEQ, it and
+ * the older half first (where a search result opens the chat). Both say
+ * has_more (older ones remain: before= the oldest given) and has_newer
+ * (after= the newest given). The bytes of a page are bounded as
+ * backwards, half to each side around. */
+static void history_from(store_t *st, api_req_t *rq, int64_t conv, int64_t at, int around, int64_t limit,
+                         api_res_t *res)
+{
+	store_message_t *older = NULL, *newer = NULL;
+	size_t nolder = 0, nnewer = 0;
+	int64_t head, joined, newest, oldest;
+	int has_more = 0, r;
+
+	if ((r = store_member_head(st, conv, rq->user, &head, &joined)) != STORE_OK) {
+		api_fail_store(res, r);
+		return;
+	}
+	if (around) {
+		int64_t want = limit - limit / 2; /* the seq itself and older */
+		if ((r = store_history(st, conv, rq->user, at + 1, (int)want, API_PAGE_BYTES / 2, &older, &nolder,
+		                       &has_more)) != STORE_OK) {
+			api_fail_store(res, r);
+			return;
+		}
+		limit -= want;
+	}
+	if (limit > 0 && (r = store_replay(st, conv, at > joined ? at : joined, head, (size_t)limit,
+	                                   around ? API_PAGE_BYTES / 2 : API_PAGE_BYTES, &newer, &nnewer)) !=
+	                     STORE_OK) {
+		store_messages_free(older, nolder);
+		api_fail_store(res, r);
+		return;
+	}
+	newest = nnewer ? newer[nnewer - 1].seq : nolder ? older[nolder - 1].seq : at > head ? head : at;
+	oldest = nolder ? older[0].seq : nnewer ? newer[0].seq : newest + 1;
+	if (!around)
+		has_more = oldest > joined + 1;
+	res->status = 200;
+	jbuf_lit(&res->body, "{\"messages\":[");
+	messages_json(&res->body, older, nolder, 1);
+	messages_json(&res->body, newer, nnewer, nolder == 0);
+	jbuf_lit(&res->body, "],\"has_more\":");
+	jbuf_lit(&res->body, has_more ? "true" : "false");
+	jbuf_lit(&res->body, ",\"has_newer\":");
+	jbuf_lit(&res->body, newest < head ? "true" : "false");
+	jbuf_lit(&res->body, "}");
+	store_messages_free(older, nolder);
+	store_messages_free(newer, nnewer);
+}
+
 /* GET …/messages?before=SEQ&limit=N: the newest N before SEQ, ascending,
  * as many of them as fit API_PAGE_BYTES (at least one); has_more when
  * older ones remain, which the next page asks for with before= the oldest
- * seq given. */
+ * seq given. after= and around= page the other way (history_from). */
 void api_history(store_t *st, api_req_t *rq, const int64_t *ids, api_res_t *res)
 {
-	int64_t before = -1, limit = 50;
+	int64_t before = -1, after = -1, around = -1, limit = 50;
 	store_message_t *ms;
 	jbuf_t *enc = NULL;
 	size_t n, i, first, bytes = 0;
 	int has_more, r;
 
 	if (api_authenticate(st, rq, res) < 0 || api_query_int(rq, res, "before", 0, INT64_MAX, &before) < 0 ||
-	    api_query_int(rq, res, "limit", 1, 200, &limit) < 0 || api_charge(rq, res, 1 + (double)limit / 10) < 0)
+	    api_query_int(rq, res, "after", 0, INT64_MAX, &after) < 0 ||
+	    api_query_int(rq, res, "around", 1, INT64_MAX, &around) < 0 ||
+	    api_query_int(rq, res, "limit", 1, 200, &limit) < 0)
 		return;
+	if ((before >= 0) + (after >= 0) + (around >= 0) > 1) {
+		api_fail(res, 400, "bad_request", "before, after and around: one at most");
+		return;
+	}
+	if (api_charge(rq, res, 1 + (double)limit / 10) < 0)
+		return;
+	if (after >= 0 || around >= 0) {
+		history_from(st, rq, ids[0], after >= 0 ? after : around, around >= 0, limit, res);
+		return;
+	}
 	if (before == 0)
 		before = 1; /* seq < 0: nothing, but the membership is still checked */
 	r = store_history(st, ids[0], rq->user, before > 0 ? before : 0, (int)limit, API_PAGE_BYTES, &ms, &n,
