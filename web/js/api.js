@@ -110,6 +110,10 @@ export function history(conv, before, limit = 50) {
   return api('GET', `/api/v1/conversations/${conv}/messages?${q}`);
 }
 
+// Messages the user may read with every word of q (the last also as a
+// prefix), ranked; snippets are parts, {text, match?}.
+export const search = (q, limit = 20) => api('GET', `/api/v1/search?q=${encodeURIComponent(q)}&limit=${limit}`);
+
 export const receipts = (conv, seq) => api('GET', `/api/v1/conversations/${conv}/messages/${seq}/receipts`);
 
 export const addMember = (conv, userId) => api('POST', `/api/v1/conversations/${conv}/members`, { user_id: userId });

@@ -724,7 +724,7 @@ function drawList() {
   const unread = convs.reduce((n, c) => n + c.unread, 0);
   document.title = unread ? `(${unread}) Parley` : 'Parley';
   notify.setBadge(unread);
-  $('conv-empty').hidden = convs.length > 0;
+  $('conv-empty').hidden = convs.length > 0 || $('conv-list').hidden; // hidden: search results show
   list.replaceChildren(...convs.map((c) => {
     const li = el('li');
     const b = el('button', 'conv');
@@ -1103,6 +1103,115 @@ function closeChat() {
   renderList();
 }
 
+// ---- search ------------------------------------------------------------------
+
+// The sidebar's search box: results replace the conversation list while
+// it holds a query (two characters at least), newest typing wins; a
+// result opens its chat at the message.
+const SEARCH_DELAY_MS = 250;
+const JUMP_PAGES_MAX = 25; // of 200: how far back a result's chat is loaded
+let searchTimer = null;
+let searchSeq = 0;
+
+function searchInput() {
+  clearTimeout(searchTimer);
+  const q = $('search-input').value.trim();
+  if ([...q].length < 2) {
+    showSearch(false);
+    return;
+  }
+  searchTimer = setTimeout(() => runSearch(q), SEARCH_DELAY_MS);
+}
+
+function showSearch(on, status) {
+  $('search-results').hidden = !on || !!status;
+  $('search-status').hidden = !on || !status;
+  $('search-status').textContent = status || '';
+  $('conv-list').hidden = on;
+  $('conv-empty').hidden = on || S.convs.size > 0;
+  if (!on) searchSeq++; // an answer still on its way is dropped
+}
+
+async function runSearch(q) {
+  const mine = ++searchSeq;
+  let res;
+  try {
+    res = await api.search(q);
+  } catch (e) {
+    if (mine !== searchSeq || !S.me) return;
+    showSearch(true, e.status === 400 ? 'Type a word (letters or digits) to search for.' : refusal(e));
+    return;
+  }
+  if (mine !== searchSeq || !S.me) return;
+  for (const r of res.results) if (!S.convs.has(r.conversation_id)) await learnConv(r.conversation_id).catch(() => {});
+  await learnNames(res.results.map((r) => r.message.from));
+  if (mine !== searchSeq) return;
+  const shown = res.results.filter((r) => S.convs.has(r.conversation_id));
+  if (!shown.length) {
+    showSearch(true, `No messages with “${q}”.`);
+    return;
+  }
+  showSearch(true);
+  $('search-results').replaceChildren(...shown.map((r) => searchResultEl(r)));
+}
+
+function searchResultEl(r) {
+  const c = S.convs.get(r.conversation_id);
+  const m = r.message;
+  const b = el('button', 'conv result');
+  b.type = 'button';
+  b.dataset.conv = c.id;
+  b.dataset.seq = m.seq;
+  const dot = el('span', c.kind === 'group' ? 'dot group' : 'dot');
+  dot.setAttribute('aria-hidden', 'true');
+  const preview = el('span', 'preview');
+  const who = m.from === S.me.user_id ? 'You: ' : c.kind === 'group' ? `${nameOf(m.from)}: ` : '';
+  preview.append(document.createTextNode(who));
+  // Parts as text; only the marks are elements (a snippet is never HTML).
+  for (const part of r.snippet) preview.append(part.match ? el('mark', null, part.text) : document.createTextNode(part.text));
+  const day = new Date(m.ts).toLocaleDateString();
+  b.append(dot, el('span', 'name', convName(c)), el('span', 'time', day), preview);
+  b.setAttribute('aria-label', `${convName(c)}, ${day}: ${preview.textContent}`);
+  b.addEventListener('click', () => openAt(c.id, m.seq));
+  const li = el('li');
+  li.append(b);
+  return li;
+}
+
+// Opens a chat at seq: older pages are loaded until it is held (history
+// stays one run from the floor up, as the chat keeps it), then it is
+// scrolled to and flashed.
+async function openAt(conv, seq) {
+  await openChat(conv);
+  const c = S.convs.get(conv);
+  if (!c || S.open !== conv) return;
+  let pages = 0;
+  while (!c.msgs.has(seq) && c.has_more && c.floor > 1 && pages++ < JUMP_PAGES_MAX) {
+    try {
+      const page = await api.history(c.id, c.floor, 200);
+      for (const m of page.messages) if (!c.msgs.has(m.seq)) c.msgs.set(m.seq, m);
+      c.has_more = page.has_more && page.messages.length > 0;
+      if (page.messages.length) c.floor = page.messages[0].seq;
+      await learnNames(page.messages.map((m) => m.from));
+    } catch (e) {
+      if (S.me) toast(`Could not load that message: ${refusal(e)}`);
+      return;
+    }
+    if (S.open !== conv) return;
+  }
+  if (!c.msgs.has(seq)) {
+    toast('That message is too far back to open here.');
+    return;
+  }
+  dirty.stick = false; // the open's pending "to the bottom" would undo the jump
+  drawChat();
+  const node = $('messages').querySelector(`.msg[data-seq="${seq}"]`);
+  if (!node) return;
+  node.scrollIntoView({ block: 'center' });
+  node.classList.add('flash');
+  setTimeout(() => node.classList.remove('flash'), 2000);
+}
+
 // ---- dialogs -------------------------------------------------------------
 
 function dialogErrors(dialog, errEl, fn) {
@@ -1445,6 +1554,8 @@ async function authSubmit(signup) {
 
 function signedOut(message) {
   for (const d of document.querySelectorAll('dialog[open]')) d.close();
+  $('search-input').value = '';
+  showSearch(false);
   if (S.live) S.live.stop();
   if (S.me) notify.stop();
   if (S.me) store.clearSession(S.me.user_id);
@@ -1633,6 +1744,12 @@ function wire() {
   $('settings-button').addEventListener('click', openSettings);
   $('notify-button').addEventListener('click', enableNotifications);
   $('mute-button').addEventListener('click', toggleMute);
+  $('search-input').addEventListener('input', searchInput);
+  $('search-input').addEventListener('keydown', (ev) => {
+    if (ev.key !== 'Escape') return;
+    $('search-input').value = '';
+    showSearch(false);
+  });
   $('push-previews').addEventListener('change', (ev) => savePreviews(ev.target.checked));
   notify.onOpenRequest(openFromOutside);
   window.addEventListener('hashchange', takeHash);
