@@ -92,6 +92,8 @@ enum {
 	Q_PUSH_MARK,
 	Q_PUSH_PENDING,
 	Q_SEARCH,
+	Q_FTS_INDEX,
+	Q_FTS_DEQUEUE,
 	Q_BLOCK_INSERT,
 	Q_BLOCK_DELETE,
 	Q_MEMBER_BLOCKS_SYNC,
@@ -182,6 +184,12 @@ static const char *const queries[Q_COUNT] = {
 	             "JOIN members b ON b.conv_id = m.conv_id AND b.user_id = ?1 AND m.seq > b.joined_seq "
 	             "WHERE messages_fts MATCH ?2 AND (?3 = 0 OR m.conv_id = ?3) "
 	             "ORDER BY bm25(messages_fts), m.id DESC LIMIT ?4 OFFSET ?5",
+	/* The oldest pending messages into the index, then out of the queue:
+	 * the same rows, in one transaction (fts_index). */
+	[Q_FTS_INDEX] = "INSERT INTO messages_fts(rowid, body) SELECT m.id, m.body FROM "
+	                "(SELECT id FROM messages_fts_pending ORDER BY id LIMIT ?1) p JOIN messages m ON m.id = p.id",
+	[Q_FTS_DEQUEUE] = "DELETE FROM messages_fts_pending WHERE id IN "
+	                  "(SELECT id FROM messages_fts_pending ORDER BY id LIMIT ?1)",
 	[Q_BLOCK_INSERT] = "INSERT INTO blocks(user_id, blocked_id, created_at) VALUES(?1, ?2, ?3)",
 	[Q_BLOCK_DELETE] = "DELETE FROM blocks WHERE user_id = ?1 AND blocked_id = ?2",
 	/* A direct chat's member row carries its blocks (1: this member has
@@ -359,16 +367,27 @@ static const char migrate_1_to_2[] =
 
 /* Version 6: the full-text index of message bodies (FTS5; words folded
  * to lower case, accents kept, as PostgreSQL's 'simple' configuration
- * does), kept by triggers in the transaction of each write, so it is
- * never behind the messages. */
+ * does). Indexing a message in the commit that stores it (a trigger)
+ * costs more than storing it: FTS5 writes a segment per transaction, and
+ * group commits are small. So a stored message only enters
+ * messages_fts_pending (a row of its id), and fts_index moves pending
+ * messages into the index a few thousand at a time, every FTS_INDEX_EVERY
+ * messages or FTS_INDEX_MS, and before a search (which so finds every
+ * committed message). A message deleted or changed after it was indexed
+ * leaves or changes the index in its own transaction; before, it only
+ * leaves the queue (the index reads its body when it gets there). */
 #define FTS_SCHEMA                                                                                        \
 	"CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(body, content='messages', "             \
 	"  content_rowid='id', tokenize='unicode61 remove_diacritics 0');"                                  \
+	"CREATE TABLE IF NOT EXISTS messages_fts_pending(id INTEGER PRIMARY KEY);"                          \
 	"CREATE TRIGGER IF NOT EXISTS messages_fts_add AFTER INSERT ON messages BEGIN "                     \
-	"  INSERT INTO messages_fts(rowid, body) VALUES(new.id, new.body); END;"                            \
+	"  INSERT INTO messages_fts_pending(id) VALUES(new.id); END;"                                       \
 	"CREATE TRIGGER IF NOT EXISTS messages_fts_del AFTER DELETE ON messages BEGIN "                     \
-	"  INSERT INTO messages_fts(messages_fts, rowid, body) VALUES('delete', old.id, old.body); END;"    \
-	"CREATE TRIGGER IF NOT EXISTS messages_fts_upd AFTER UPDATE OF body ON messages BEGIN "             \
+	"  INSERT INTO messages_fts(messages_fts, rowid, body) SELECT 'delete', old.id, old.body "          \
+	"    WHERE NOT EXISTS (SELECT 1 FROM messages_fts_pending WHERE id = old.id);"                      \
+	"  DELETE FROM messages_fts_pending WHERE id = old.id; END;"                                        \
+	"CREATE TRIGGER IF NOT EXISTS messages_fts_upd AFTER UPDATE OF body ON messages "                   \
+	"  WHEN NOT EXISTS (SELECT 1 FROM messages_fts_pending WHERE id = old.id) BEGIN "                   \
 	"  INSERT INTO messages_fts(messages_fts, rowid, body) VALUES('delete', old.id, old.body);"         \
 	"  INSERT INTO messages_fts(rowid, body) VALUES(new.id, new.body); END;"
 
@@ -465,6 +484,8 @@ typedef struct sqlite_store {
 	sqlite3 *db;
 	sqlite3_stmt *q[Q_COUNT];
 	int outbox;             /* store_set_outbox */
+	size_t unindexed;       /* messages this handle stored since its last fts_index */
+	int64_t indexed_at;     /* when it last ran (the ops' now_ms) */
 } sqlite_store_t;
 
 static const store_vtab_t sqlite_vtab;
@@ -1461,6 +1482,39 @@ static int sq_history(store_t *base, int64_t conv_id, int64_t user_id, int64_t b
 	return STORE_OK;
 }
 
+/* Pending messages into the full-text index (FTS_SCHEMA): up to
+ * FTS_INDEX_ROWS a pass, each pass its own transaction. Returns the
+ * number indexed, or -1 (said why; the queue keeps them for next time). */
+#define FTS_INDEX_ROWS 2000
+#define FTS_INDEX_EVERY 512
+#define FTS_INDEX_MS 1000
+
+static int fts_index(sqlite_store_t *s)
+{
+	sqlite3_stmt *st;
+	int rc, done;
+
+	if (exec(s, Q_BEGIN) != STORE_OK)
+		return -1;
+	st = q(s, Q_FTS_INDEX);
+	sqlite3_bind_int(st, 1, FTS_INDEX_ROWS);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	done = sqlite3_changes(s->db);
+	if (rc == SQLITE_DONE) {
+		st = q(s, Q_FTS_DEQUEUE);
+		sqlite3_bind_int(st, 1, FTS_INDEX_ROWS);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+	}
+	if (rc != SQLITE_DONE || exec(s, Q_COMMIT) != STORE_OK) {
+		fail(s, "full-text index");
+		exec(s, Q_ROLLBACK);
+		return -1;
+	}
+	return done;
+}
+
 /* The terms as an FTS5 query: each a quoted string (they hold no
  * quotes), all of them required, the last also as a prefix. NULL when
  * out of memory. */
@@ -1487,7 +1541,7 @@ static int sq_search(store_t *base, int64_t user_id, int64_t conv_id, const char
 	sqlite3_stmt *st;
 	char *match;
 	size_t cap = limit + 1;
-	int rc, r = STORE_OK;
+	int rc, r = STORE_OK, passes;
 
 	*out = NULL;
 	*n = 0;
@@ -1496,6 +1550,10 @@ static int sq_search(store_t *base, int64_t user_id, int64_t conv_id, const char
 		return r;
 	if (!nterms || !limit)
 		return STORE_OK;
+	/* Every committed message is found: what is pending goes in first
+	 * (a bounded amount; after that much, the writers' passes catch up). */
+	for (passes = 0; passes < 10 && fts_index(s) == FTS_INDEX_ROWS; passes++)
+		;
 	if (!(match = fts5_query(terms, nterms)) || !(*out = calloc(cap, sizeof **out))) {
 		free(match);
 		return STORE_ERROR;
@@ -2208,6 +2266,16 @@ static int sq_apply(store_t *base, store_op_t *ops, size_t n)
 	if (exec(s, Q_COMMIT) != STORE_OK) {
 		exec(s, Q_ROLLBACK);
 		goto err;
+	}
+	for (i = 0; i < n; i++)
+		s->unindexed += ops[i].kind == STORE_OP_SEND && ops[i].status == STORE_OK;
+	/* After the commit, so no ack waits for it; a failure leaves the
+	 * queue for the next pass. */
+	if (n && s->unindexed &&
+	    (s->unindexed >= FTS_INDEX_EVERY || ops[n - 1].now_ms - s->indexed_at >= FTS_INDEX_MS)) {
+		fts_index(s);
+		s->unindexed = 0;
+		s->indexed_at = ops[n - 1].now_ms;
 	}
 	return STORE_OK;
 err:

@@ -2013,7 +2013,7 @@ static void test_migration_from_v4(void **state)
 {
 	static const char to_v4[] =
 		"DROP TRIGGER messages_fts_add; DROP TRIGGER messages_fts_del; DROP TRIGGER messages_fts_upd;"
-		"DROP TABLE messages_fts;"
+		"DROP TABLE messages_fts; DROP TABLE messages_fts_pending;"
 		"ALTER TABLE users DROP COLUMN push_previews;"
 		"ALTER TABLE members DROP COLUMN muted;"
 		"ALTER TABLE members DROP COLUMN pushed_seq;"
@@ -2061,6 +2061,70 @@ static void test_migration_from_v4(void **state)
 	store_search_free(hits, n);
 	store_close(o);
 	snprintf(cmd, sizeof cmd, "rm -rf %s", old);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* SQLite indexes stored messages later, from a queue (FTS_SCHEMA in
+ * store_sqlite.c): a message deleted or changed by hand, indexed or still
+ * queued, leaves the index consistent (FTS5's integrity check) and the
+ * search right. */
+static void test_sqlite_fts_queue(void **state)
+{
+	char dir[] = "/tmp/parley-unit-store-fts-XXXXXX", path[128], cmd[160], sql[256];
+	const char *word;
+	store_search_hit_t *hits;
+	int64_t a, b, cv, full = 0, ids[5];
+	store_op_t op;
+	store_t *o;
+	sqlite3 *db;
+	size_t n;
+	int created, more, i;
+	static const char *const bodies[5] = {"alpha one", "alpha two", "alpha three", "alpha four", "alpha five"};
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	assert_non_null(o = store_open(dir));
+	assert_int_equal(store_user_create(o, "fq_a", "x", 1, &a), STORE_OK);
+	assert_int_equal(store_user_create(o, "fq_b", "x", 1, &b), STORE_OK);
+	assert_int_equal(store_direct_open(o, a, b, 5, 100, &cv, &created, &full), STORE_OK);
+	for (i = 0; i < 5; i++) {
+		char cmid[16];
+		if (i == 3) { /* the first three indexed by a search, two left queued */
+			word = "alpha";
+			assert_int_equal(store_search(o, b, 0, &word, 1, 0, 10, &hits, &n, &more), STORE_OK);
+			assert_int_equal(n, 3);
+			store_search_free(hits, n);
+		}
+		snprintf(cmid, sizeof cmid, "fq-%d", i);
+		op = send_op(a, cmid, bodies[i], ids[i] = next_id());
+		op.conv = cv;
+		assert_int_equal(store_apply(o, &op, 1), STORE_OK);
+		assert_int_equal(op.status, STORE_OK);
+		store_op_release(&op);
+	}
+	snprintf(path, sizeof path, "%s/parley.db", dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	/* Indexed and deleted; queued and deleted; indexed and changed. */
+	snprintf(sql, sizeof sql,
+	         "DELETE FROM messages WHERE id IN (%lld, %lld);"
+	         "UPDATE messages SET body = 'omega changed' WHERE id = %lld;",
+	         (long long)ids[0], (long long)ids[3], (long long)ids[1]);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	word = "alpha";
+	assert_int_equal(store_search(o, b, 0, &word, 1, 0, 10, &hits, &n, &more), STORE_OK);
+	assert_int_equal(n, 2); /* three and five */
+	store_search_free(hits, n);
+	word = "omega";
+	assert_int_equal(store_search(o, b, 0, &word, 1, 0, 10, &hits, &n, &more), STORE_OK);
+	assert_int_equal(n, 1);
+	store_search_free(hits, n);
+	assert_int_equal(sqlite3_exec(db, "INSERT INTO messages_fts(messages_fts) VALUES('integrity-check')", NULL,
+	                              NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(db);
+	store_close(o);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
 	assert_int_equal(system(cmd), 0);
 }
 
@@ -2351,6 +2415,7 @@ int main(void)
 		cmocka_unit_test(test_sqlite_claim_is_exclusive),
 		cmocka_unit_test(test_migration_from_v1),
 		cmocka_unit_test(test_migration_from_v4),
+		cmocka_unit_test(test_sqlite_fts_queue),
 		cmocka_unit_test(test_every_method_is_called),
 	};
 	const struct CMUnitTest pg_tests[] = {
