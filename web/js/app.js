@@ -553,6 +553,7 @@ function newCmid() {
 
 function send(c, body) {
   const o = { cmid: newCmid(), conv: c.id, body, at: Date.now(), state: 'pending' };
+  c.unreadFrom = 0; // answered: the divider has done its work
   S.outbox.push(o);
   store.saveOutbox(S.me.user_id, S.outbox);
   transmit(o);
@@ -849,13 +850,48 @@ function tickOf(c, m) {
   return ['sent', '✓', 'Sent'];
 }
 
+// A message's text, with its http(s) addresses as links that open
+// elsewhere and tell the page nothing (noopener, noreferrer); the server
+// fetches nothing for them. Everything else is text.
+const LINK = /\bhttps?:\/\/[^\s<>"]+/gi;
+
+function bodyEl(text) {
+  const body = el('div', 'body');
+  let at = 0;
+  for (const m of text.matchAll(LINK)) {
+    let url = m[0];
+    while (/[.,;:!?)\]}'»”]$/.test(url)) url = url.slice(0, -1); // the sentence's, not the address's
+    if (m.index > at) body.append(document.createTextNode(text.slice(at, m.index)));
+    const a = el('a', null, url);
+    a.href = url;
+    a.target = '_blank';
+    a.rel = 'noopener noreferrer nofollow';
+    body.append(a);
+    at = m.index + url.length;
+  }
+  if (at < text.length) body.append(document.createTextNode(text.slice(at)));
+  return body;
+}
+
+// The day a message belongs to, as the separators say it.
+function dayLabel(ts) {
+  const d = new Date(ts);
+  const today = new Date();
+  const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+  if (d.toDateString() === today.toDateString()) return 'Today';
+  if (d.toDateString() === yesterday.toDateString()) return 'Yesterday';
+  return d.toLocaleDateString(undefined, { weekday: 'long', year: 'numeric', month: 'long', day: 'numeric' });
+}
+
 function messageEl(c, m, pending) {
   const own = pending || m.from === S.me.user_id;
   const div = el('div', own ? 'msg own' : 'msg');
   if (m.seq) div.dataset.seq = m.seq;
   if (m.cmid) div.dataset.cmid = m.cmid;
+  // Screen readers hear who wrote each message; the eye sees it by side.
+  div.append(el('span', 'visually-hidden', own ? 'You:' : `${nameOf(m.from)}:`));
   if (c.kind === 'group' && !own) div.append(el('div', 'from', nameOf(m.from)));
-  div.append(el('div', 'body', m.body));
+  div.append(bodyEl(m.body));
   const meta = el('div', 'meta');
   meta.append(el('span', 'time', clock(pending ? m.at : m.ts)));
   if (own) {
@@ -864,8 +900,8 @@ function messageEl(c, m, pending) {
     let label;
     if (pending) {
       [state, mark, label] = m.state === 'failed' ? ['failed', '!', `Not sent: ${m.error || 'failed'}`]
-        : m.state === 'waiting' ? ['pending', '🕓', `Not sent yet: ${m.error}`]
-          : ['pending', '🕓', 'Sending'];
+        : m.state === 'waiting' ? ['pending', '', `Not sent yet: ${m.error}`]
+          : ['pending', '', 'Sending']; // the clock is drawn by app.css: no emoji font needed
     } else {
       [state, mark, label] = tickOf(c, m);
       const k = c.kind === 'group' && c.counts.get(m.seq);
@@ -937,18 +973,68 @@ function drawChat(stick) {
     add('older', text, () => el('div', 'older', text));
   }
   const seqs = [...c.msgs.keys()].sort((a, b) => a - b);
+  let day = null;
+  const dayOf = (ts) => {
+    const label = dayLabel(ts);
+    if (label === day) return;
+    day = label;
+    add(`d${new Date(ts).toDateString()}`, label, () => {
+      const d = el('div', 'day', label);
+      d.setAttribute('role', 'separator');
+      d.setAttribute('aria-label', label);
+      return d;
+    });
+  };
+  const firstUnread = c.unreadFrom && seqs.find((s) => s >= c.unreadFrom && c.msgs.get(s).from !== S.me.user_id);
   for (const seq of seqs) {
     const m = c.msgs.get(seq);
+    dayOf(m.ts);
+    if (seq === firstUnread) {
+      const n = seqs.filter((s) => s >= seq && c.msgs.get(s).from !== S.me.user_id).length;
+      const text = n === 1 ? '1 unread message' : `${n} unread messages`;
+      add('unread', text, () => {
+        const d = el('div', 'unread-divider', text);
+        d.setAttribute('role', 'separator');
+        d.setAttribute('aria-label', text);
+        return d;
+      });
+    }
     add(`s${seq}`, msgSig(c, m, false), () => messageEl(c, m, false));
   }
-  for (const o of S.outbox) if (o.conv === c.id) add(`c${o.cmid}`, msgSig(c, o, true), () => messageEl(c, o, true));
+  for (const o of S.outbox) {
+    if (o.conv !== c.id) continue;
+    dayOf(o.at);
+    add(`c${o.cmid}`, msgSig(c, o, true), () => messageEl(c, o, true));
+  }
   // Wanted nodes into place in order; whatever is left after them goes.
   want.forEach((node, i) => {
     if (box.children[i] !== node) box.insertBefore(node, box.children[i] || null);
   });
   while (box.children.length > want.length) box.lastElementChild.remove();
   shown.nodes = keep;
-  if (atBottom) box.scrollTop = box.scrollHeight;
+  // Opened with unread messages: at the first of them, once, when the
+  // chat's history is there; else where the reader was, or the bottom.
+  const divider = firstUnread && stick && c.loaded && !c.unreadShown && box.querySelector('.unread-divider');
+  if (divider) {
+    scrollToChild(box, divider, 0.1);
+    c.unreadShown = true;
+  } else if (atBottom) {
+    box.scrollTop = box.scrollHeight;
+  }
+  showJump();
+}
+
+// Scrolls box alone (scrollIntoView would move the page too) so that
+// child's top is at `at` (a fraction) of its height.
+function scrollToChild(box, child, at) {
+  box.scrollTop += child.getBoundingClientRect().top - box.getBoundingClientRect().top - box.clientHeight * at
+    + (at === 0.5 ? child.offsetHeight / 2 : 0);
+}
+
+// "Jump to the newest" once the reader has scrolled a screen up.
+function showJump() {
+  const box = $('messages');
+  $('jump-button').hidden = box.scrollHeight - box.scrollTop - box.clientHeight < box.clientHeight;
 }
 
 // The banner says how the connection is; it stays until that changes.
@@ -1010,6 +1096,9 @@ async function openChat(id) {
   const c = S.convs.get(id);
   if (!c) return;
   if (S.typingConv && S.typingConv !== id) typingStop();
+  // Where the unread divider goes while the chat is open.
+  c.unreadFrom = c.unread > 0 ? c.read_seq + 1 : 0;
+  c.unreadShown = false;
   S.open = id;
   $('app').classList.add('chat-open');
   $('chat').hidden = false;
@@ -1207,7 +1296,7 @@ async function openAt(conv, seq) {
   drawChat();
   const node = $('messages').querySelector(`.msg[data-seq="${seq}"]`);
   if (!node) return;
-  node.scrollIntoView({ block: 'center' });
+  scrollToChild($('messages'), node, 0.5);
   node.classList.add('flash');
   setTimeout(() => node.classList.remove('flash'), 2000);
 }
@@ -1668,6 +1757,12 @@ function wire() {
     }
   });
   $('composer-input').addEventListener('input', typingInput);
+  $('jump-button').addEventListener('click', () => {
+    const box = $('messages');
+    box.scrollTop = box.scrollHeight;
+    showJump();
+  });
+  $('messages').addEventListener('scroll', showJump, { passive: true });
   $('messages').addEventListener('scroll', () => {
     if ($('messages').scrollTop < 80) loadOlder();
   });
