@@ -642,6 +642,41 @@ static void test_muted_and_previews_off(void **state)
 	pc_close(a);
 }
 
+/* The metric fmt (one %s: the provider) of each of the three providers,
+ * into v[3]. */
+#define REJECTED "parley_push_failures_total{provider=\"%s\",reason=\"rejected\"}"
+#define DEAD "parley_push_dead_letter_total{provider=\"%s\"}"
+static const char *const PROVIDERS[3] = {"apns", "fcm", "webpush"};
+
+static void provider_metrics(hx_server_t *h, const char *fmt, double v[3])
+{
+	char name[160];
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		snprintf(name, sizeof name, fmt, PROVIDERS[i]);
+		v[i] = hx_metric(h, name);
+	}
+}
+
+/* Waits (up to 5 s) until each provider's metric fmt is above before[i]. */
+static void provider_metrics_rise(hx_server_t *h, const char *fmt, const double before[3])
+{
+	double now[3];
+	int k, i, all = 0;
+
+	for (k = 0; k < 100 && !all; k++) {
+		provider_metrics(h, fmt, now);
+		for (all = 1, i = 0; i < 3; i++)
+			all &= now[i] > before[i];
+		if (!all)
+			pf_pause_ms(50);
+	}
+	for (i = 0; i < 3; i++)
+		if (now[i] <= before[i])
+			fail_msg("%s: %s stayed at %g", PROVIDERS[i], fmt, now[i]);
+}
+
 /* Answers no provider gives (an HTML page from a proxy, a redirect) are
  * refusals: logged, counted by provider and reason, not retried, the
  * targets kept, and the push path goes on. */
@@ -649,13 +684,10 @@ static void test_unexpected_answers_are_counted(void **state)
 {
 	hx_user_t alice, bob, carol;
 	char apns[65], fcm[80], wp[80];
-	double before[3], after = 0;
+	double before[3];
 	json_t *r;
-	const char *providers[3] = {"apns", "fcm", "webpush"};
-	char name[120];
 	pc_conn_t *a;
 	int64_t conv;
-	int i;
 
 	(void)state;
 	hx_user(S.port, "pun_alice", &alice);
@@ -667,22 +699,13 @@ static void test_unexpected_answers_are_counted(void **state)
 	add_fcm(&bob, fcm);
 	add_webpush(&bob, wp);
 	conv = hx_direct(S.port, &alice, &bob);
-	for (i = 0; i < 3; i++) {
-		snprintf(name, sizeof name, "parley_push_failures_total{provider=\"%s\",reason=\"rejected\"}", providers[i]);
-		before[i] = hx_metric(&S, name);
-	}
+	provider_metrics(&S, REJECTED, before);
 	a = hx_ws(S.port, &alice);
 	hx_say(a, conv, "anyone?");
 	json_decref(pf_wait_records(providers_log, "token", apns, 400, 1));
 	json_decref(pf_wait_records(providers_log, "token", fcm, 400, 1));
 	json_decref(pf_wait_records(wp_fake.log, "path", wp, 302, 1));
-	for (i = 0; i < 3; i++) {
-		int k;
-		snprintf(name, sizeof name, "parley_push_failures_total{provider=\"%s\",reason=\"rejected\"}", providers[i]);
-		for (k = 0; k < 100 && (after = hx_metric(&S, name)) <= before[i]; k++)
-			pf_pause_ms(50);
-		assert_true(after > before[i]);
-	}
+	provider_metrics_rise(&S, REJECTED, before);
 	pf_pause_ms(1500);
 	/* Once each: a refusal is not tried again. */
 	r = pf_records(providers_log, "token", apns, -1);
@@ -768,14 +791,13 @@ static void test_failing_push_is_dead_lettered_and_rates_kept(void **state)
 {
 	hx_server_t h;
 	hx_user_t alice, bob, many[6];
-	char apns[65], fcm[80], wp[80], name[120], path[6][80];
+	char apns[65], fcm[80], wp[80], path[6][80];
 	const char *more[] = {"--push-max-attempts", "2", "--push-rate", "2", NULL};
-	const char *providers[3] = {"apns", "fcm", "webpush"};
-	double before[3], after = 0;
+	double before[3];
 	int64_t first = 0, last = 0;
 	pc_conn_t *a;
 	json_t *r;
-	int i, k, saved = S.port;
+	int i, saved = S.port;
 
 	(void)state;
 	start_node(&h, more);
@@ -788,21 +810,13 @@ static void test_failing_push_is_dead_lettered_and_rates_kept(void **state)
 	add_apns(&bob, apns);
 	add_fcm(&bob, fcm);
 	add_webpush(&bob, wp);
-	for (i = 0; i < 3; i++) {
-		snprintf(name, sizeof name, "parley_push_dead_letter_total{provider=\"%s\"}", providers[i]);
-		before[i] = hx_metric(&h, name);
-	}
+	provider_metrics(&h, DEAD, before);
 	a = hx_ws(h.port, &alice);
 	hx_say(a, hx_direct(h.port, &alice, &bob), "are you up?");
 	json_decref(pf_wait_records(providers_log, "token", apns, 500, 2));
 	json_decref(pf_wait_records(providers_log, "token", fcm, 500, 2));
 	json_decref(pf_wait_records(wp_fake.log, "path", wp, 500, 2));
-	for (i = 0; i < 3; i++) {
-		snprintf(name, sizeof name, "parley_push_dead_letter_total{provider=\"%s\"}", providers[i]);
-		for (k = 0; k < 100 && (after = hx_metric(&h, name)) <= before[i]; k++)
-			pf_pause_ms(50);
-		assert_true(after > before[i]);
-	}
+	provider_metrics_rise(&h, DEAD, before);
 	/* Longer than the next backoff would be (2 s at most): no third try. */
 	pf_pause_ms(2500);
 	r = pf_records(providers_log, "token", apns, -1);

@@ -3,8 +3,9 @@
 // driven by playwright-core, and the steps a user takes in the web client.
 // Not a test file itself (node --test picks *.test.mjs).
 
+import { before, after } from 'node:test';
 import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -61,6 +62,38 @@ export function launchBrowser() {
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
   });
+}
+
+// A server and a browser for a test file's tests, started before them and
+// stopped after: s.srv and s.browser once they are up.
+export function serverAndBrowser(extra = []) {
+  const s = { srv: null, browser: null };
+  before(async () => {
+    mkdirSync(SHOTS, { recursive: true });
+    s.srv = await startServer(extra);
+    s.browser = await launchBrowser();
+  });
+  after(async () => {
+    if (s.browser) await s.browser.close();
+    if (s.srv) {
+      await s.srv.stop();
+      rmSync(s.srv.dataDir, { recursive: true, force: true });
+    }
+  });
+  return s;
+}
+
+// A browser context of its own (options: Playwright's, a viewport of 1100
+// by 720 unless given), its page at s's server, the page's errors and
+// Content-Security-Policy refusals collected in errors.
+export async function person(s, options = {}) {
+  const ctx = await s.browser.newContext({ viewport: { width: 1100, height: 720 }, ...options });
+  const page = await ctx.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e));
+  page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) errors.push(m.text()); });
+  await page.goto(s.srv.base);
+  return { ctx, page, errors };
 }
 
 export async function signUp(page, name) {

@@ -3,37 +3,12 @@
 // message for screen readers, a sending mark drawn without an emoji font,
 // an unread divider and a jump to the newest, dark mode when the system
 // is dark, and an offline banner that never covers the chat's header.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, rmSync } from 'node:fs';
-import { SHOTS, WAIT, startServer, launchBrowser, signUp, startChat, openConv, say, waitBodies } from './helpers.mjs';
+import { SHOTS, WAIT, serverAndBrowser, person as personOf, signUp, startChat, openConv, say, waitBodies } from './helpers.mjs';
 
-let srv;
-let browser;
-
-before(async () => {
-  mkdirSync(SHOTS, { recursive: true });
-  srv = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  if (browser) await browser.close();
-  if (srv) {
-    await srv.stop();
-    rmSync(srv.dataDir, { recursive: true, force: true });
-  }
-});
-
-async function person(options = {}) {
-  const ctx = await browser.newContext({ viewport: { width: 1100, height: 720 }, ...options });
-  const page = await ctx.newPage();
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(e));
-  page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) errors.push(m.text()); });
-  await page.goto(srv.base);
-  return { ctx, page, errors };
-}
+const S = serverAndBrowser();
+const person = (options) => personOf(S, options);
 
 test('days, links, who wrote, the sending mark, unread divider, jump, dark mode, the banner', async () => {
   const eva = await person();

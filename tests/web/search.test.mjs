@@ -3,37 +3,12 @@
 // and a click opens the chat at that message, older pages loaded as far
 // as it takes; a query with no word says so, one that finds nothing says
 // so, and Escape brings the conversation list back.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, rmSync } from 'node:fs';
-import { SHOTS, WAIT, startServer, launchBrowser, signUp, startChat, say } from './helpers.mjs';
+import { SHOTS, WAIT, serverAndBrowser, person as personOf, signUp, startChat, say } from './helpers.mjs';
 
-let srv;
-let browser;
-
-before(async () => {
-  mkdirSync(SHOTS, { recursive: true });
-  srv = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  if (browser) await browser.close();
-  if (srv) {
-    await srv.stop();
-    rmSync(srv.dataDir, { recursive: true, force: true });
-  }
-});
-
-async function person() {
-  const ctx = await browser.newContext({ viewport: { width: 1100, height: 720 } });
-  const page = await ctx.newPage();
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(e));
-  page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) errors.push(m.text()); });
-  await page.goto(srv.base);
-  return { ctx, page, errors };
-}
+const S = serverAndBrowser();
+const person = (options) => personOf(S, options);
 
 // Sends bodies to conv from the page's user on a WebSocket of its own
 // (quicker than the composer), 32 in flight (the server takes 128), each
