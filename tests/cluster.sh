@@ -2,7 +2,7 @@
 # tests/cluster.sh - scripts/cluster up, use, status and down, for real:
 # PostgreSQL, Redis, three NATS servers, three nodes and HAProxy come up
 # on loopback; two users sign up and chat through the balancer (parley-cli),
-# the second message reaching the other user live;
+# the second message reaching the other user live, and found by a search;
 # status sees every part running; down leaves no process and no file.
 set -eu
 cd "$(dirname "$0")/.."
@@ -46,6 +46,14 @@ out=$(echo "live across nodes" | timeout 3 build/parley-cli --server "127.0.0.1:
 echo "$out" | grep -q "\[2\] sent" || fail "a's second message was not acked: $out"
 wait "$bpid" || true
 grep -q "\[2\] them: live across nodes" "$PARLEY_CLUSTER_DIR/b.out" || fail "b did not get message 2 live: $(cat "$PARLEY_CLUSTER_DIR/b.out")"
+# b finds a's first message by a word, through the balancer, whichever
+# node answers (the index is PostgreSQL's). Plain HTTP over bash's
+# /dev/tcp: no curl on a fresh machine.
+found=$(exec 3<>"/dev/tcp/127.0.0.1/$lb" &&
+	printf 'GET /api/v1/search?q=cluster HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n' "$tb" >&3 &&
+	timeout 5 cat <&3) || true
+echo "$found" | grep -q '"body":"hello through the cluster"' || fail "b's search did not find message 1: $found"
+echo "$found" | grep -q '{"text":"cluster","match":true}' || fail "the search's snippet does not mark the word: $found"
 
 scripts/cluster down >/dev/null 2>&1 || fail "down failed"
 trap - EXIT
