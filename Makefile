@@ -99,7 +99,7 @@ deps-test:
 	@scripts/deps.sh test
 
 run: deps
-	@$(MAKE) --no-print-directory $(BUILD)/parley
+	@$(MAKE) --no-print-directory $(BUILD)/parley $(BUILD)/parley-cli
 	./$(BUILD)/parley serve --listen $(LISTEN) --data $(DATA)
 
 # Every test, plain and under ASan+UBSan, on SQLite and (once the build
