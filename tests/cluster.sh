@@ -25,6 +25,10 @@ done
 echo "$st" | grep -q 'balancer /healthz: {"status":"ok"}' || fail "no /healthz through the balancer"
 echo "$st" | grep -q 'push /healthz: {"status":"ok"}' || fail "no /healthz from the push service"
 
+# The clients' cursors (what each has shown) in a directory of this run's.
+PARLEY_CLI_STATE=$(mktemp -d /tmp/parley-cluster-cli-XXXXXX)
+export PARLEY_CLI_STATE
+trap 'scripts/cluster down >/dev/null 2>&1 || true; rm -rf "$PARLEY_CLI_STATE"' EXIT
 cli() { timeout 20 build/parley-cli --server "127.0.0.1:$lb" "$@"; }
 cli register clu_a$$ "secret-a-$$" >/dev/null || fail "register a"
 cli register clu_b$$ "secret-b-$$" >/dev/null || fail "register b"
@@ -38,7 +42,8 @@ echo "$out" | grep -q "\[1\] sent" || fail "a's message was not acked: $out"
 # b, connected meanwhile (resume from 0 gives it message 1), gets a's next
 # message live, whichever nodes the balancer put them on: the nodes share
 # who is connected where through Redis.
-timeout 6 build/parley-cli --server "127.0.0.1:$lb" chat "$tb" "$conv" </dev/null >"$PARLEY_CLUSTER_DIR/b.out" 2>&1 &
+# (Its input stays open: at its end the client would quit.)
+sleep 7 | timeout 6 build/parley-cli --server "127.0.0.1:$lb" chat "$tb" "$conv" >"$PARLEY_CLUSTER_DIR/b.out" 2>&1 &
 bpid=$!
 for i in $(seq 50); do grep -q "\[1\] them:" "$PARLEY_CLUSTER_DIR/b.out" 2>/dev/null && break; sleep 0.1; done
 grep -q "\[1\] them: hello through the cluster" "$PARLEY_CLUSTER_DIR/b.out" || fail "b did not get message 1: $(cat "$PARLEY_CLUSTER_DIR/b.out")"
@@ -57,6 +62,7 @@ echo "$found" | grep -q '{"text":"cluster","match":true}' || fail "the search's 
 
 scripts/cluster down >/dev/null 2>&1 || fail "down failed"
 trap - EXIT
+rm -rf "$PARLEY_CLI_STATE"
 [ ! -e "$PARLEY_CLUSTER_DIR" ] || fail "down left $PARLEY_CLUSTER_DIR"
 for p in $(seq $((lb)) $((lb + 53))); do
 	if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then fail "port $p still answers after down"; fi
