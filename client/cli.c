@@ -165,6 +165,7 @@ typedef struct chat {
 	size_t members;
 	char title[160];
 	json_t *names;          /* "user id" -> username */
+	json_t *ids;            /* the members, as the conversation listed them */
 	long long cursor;       /* every seq up to it shown or acked */
 	long long acked[OUT_MAX]; /* own seqs above the cursor */
 	size_t nacked;
@@ -526,6 +527,10 @@ static int chat_session(chat_t *ch, int *connected)
 						cursor_path(ch);
 						cursor_load(ch);
 					}
+					for (i = 0; !ch->group && !ch->title[0] && i < json_array_size(ch->ids); i++)
+						if (json_integer_value(json_array_get(ch->ids, i)) != ch->me)
+							snprintf(ch->title, sizeof ch->title, "%s",
+							         name_of(ch, json_integer_value(json_array_get(ch->ids, i))));
 					*connected = 1;
 					if (ch->group)
 						printf("-- connected to %s:%d as %s: group \"%s\", %zu members\n", host, port,
@@ -610,25 +615,17 @@ static int cmd_chat(const char *token, const char *conv_s)
 	}
 	ch.group = !strcmp(json_string_value(json_object_get(e, "kind")) ? json_string_value(json_object_get(e, "kind")) : "",
 	                   "group");
-	ids = json_object_get(e, "members");
+	ch.ids = ids = json_object_get(e, "members");
 	ch.members = json_array_size(ids);
 	ch.names = json_object();
 	learn_names(&ch, ids);
 	title = json_object_get(e, "title");
-	if (ch.group) {
+	/* A direct chat's title is the other member, known once "ready" says
+	 * who the caller is. */
+	if (ch.group)
 		snprintf(ch.title, sizeof ch.title, "%s", json_is_string(title) ? json_string_value(title) : "untitled");
-	} else {
-		ch.title[0] = 0;
-		/* the other member: whoever is not the caller (known at ready) */
-	}
 	for (;;) {
 		r = chat_session(&ch, &connected);
-		if (!ch.group && !ch.title[0] && ch.me) {
-			for (i = 0; i < json_array_size(ids); i++)
-				if (json_integer_value(json_array_get(ids, i)) != ch.me)
-					snprintf(ch.title, sizeof ch.title, "%s",
-					         name_of(&ch, json_integer_value(json_array_get(ids, i))));
-		}
 		if (r != CHAT_AGAIN)
 			break;
 		if (connected) {
