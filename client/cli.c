@@ -437,18 +437,25 @@ static int on_frame(pc_conn_t *c, chat_t *ch, json_t *j)
 	} else if (!strcmp(t, "members") && conv == ch->conv) {
 		const char *event = json_string_value(json_object_get(j, "event"));
 		long long user = json_integer_value(json_object_get(j, "user"));
-		json_t *ids = json_pack("[I]", (json_int_t)user);
+		long long by = json_integer_value(json_object_get(j, "by"));
+		json_t *ids, *count = json_object_get(j, "count");
+		if (!event || !user)
+			return CHAT_AGAIN; /* "created": nothing to say here */
+		ids = json_pack("[I,I]", (json_int_t)user, (json_int_t)by);
 		learn_names(ch, ids);
 		json_decref(ids);
-		if (event && user == ch->me && strcmp(event, "added")) {
+		if (json_is_integer(count))
+			ch->members = (size_t)json_integer_value(count);
+		if (user == ch->me && (!strcmp(event, "removed") || !strcmp(event, "left"))) {
 			fprintf(stderr, "parley-cli: you are no longer a member of conversation %lld\n", ch->conv);
 			return CHAT_REFUSED;
 		}
-		printf("-- %s %s\n", name_of(ch, user), event ? event : "changed");
-		if (event && !strcmp(event, "added"))
-			ch->members++;
-		else if (event && ch->members > 1)
-			ch->members--;
+		if (!strcmp(event, "added") || !strcmp(event, "removed"))
+			printf("-- %s was %s by %s\n", name_of(ch, user), event, name_of(ch, by));
+		else if (!strcmp(event, "left"))
+			printf("-- %s left\n", name_of(ch, user));
+		else if (!strcmp(event, "admin"))
+			printf("-- %s is now an admin\n", name_of(ch, user));
 	} else if (!strcmp(t, "error")) {
 		const char *code = json_string_value(json_object_get(j, "code"));
 		const char *msg = json_string_value(json_object_get(j, "message"));

@@ -4,8 +4,9 @@
  * read counts for its own message, reconnects by itself when the server
  * restarts and shows what came meanwhile, quits at the end of its input
  * (Ctrl-D) with exit 0, shows on its next run only what it had not shown
- * (its cursor on disk), and refuses a conversation its user is not in
- * with a clear message and exit 1. */
+ * (its cursor on disk), says who was added, quits with exit 1 when its
+ * user is removed, and refuses a conversation its user is not in with a
+ * clear message and exit 1. */
 #include "harness.h"
 
 #include <fcntl.h>
@@ -127,7 +128,7 @@ static int cli_end(cli_t *c)
 
 static void test_chat_mode(void **state)
 {
-	hx_user_t alice, bob, carol, dave;
+	hx_user_t alice, bob, carol, dave, eve;
 	char body[160], line[160], store[256], listen[32];
 	pc_conn_t *a, *b;
 	cli_t c;
@@ -142,6 +143,7 @@ static void test_chat_mode(void **state)
 	hx_user(S.port, "cl_bob", &bob);
 	hx_user(S.port, "cl_carol", &carol);
 	hx_user(S.port, "cl_dave", &dave);
+	hx_user(S.port, "cl_eve", &eve);
 	snprintf(body, sizeof body, "{\"title\":\"trip\",\"members\":[%lld,%lld]}", (long long)bob.id,
 	         (long long)carol.id);
 	j = hx_http(S.port, "POST", "/api/v1/conversations", alice.token, body, &st);
@@ -186,13 +188,25 @@ static void test_chat_mode(void **state)
 	cli_start(&c, &carol, g);
 	snprintf(line, sizeof line, "[4] %s: while you were away", alice.name);
 	cli_expect(&c, line);
-	assert_int_equal(cli_end(&c), 0);
 	assert_null(strstr(c.buf, "hello group"));
 	assert_null(strstr(c.buf, "after the restart"));
 	pc_close(a);
 
+	/* Membership changes are said; removed, it says so and quits, 1. */
+	snprintf(body, sizeof body, "{\"user_id\":%lld}", (long long)dave.id);
+	snprintf(line, sizeof line, "/api/v1/conversations/%lld/members", (long long)g);
+	json_decref(hx_http(S.port, "POST", line, alice.token, body, &st));
+	assert_int_equal(st, 204);
+	snprintf(line, sizeof line, "-- %s was added by %s", dave.name, alice.name);
+	cli_expect(&c, line);
+	snprintf(line, sizeof line, "/api/v1/conversations/%lld/members/%lld", (long long)g, (long long)carol.id);
+	json_decref(hx_http(S.port, "DELETE", line, alice.token, NULL, &st));
+	assert_int_equal(st, 204);
+	cli_expect(&c, "you are no longer a member of conversation");
+	assert_int_equal(cli_end(&c), 1);
+
 	/* Not a member: said plainly, exit 1. */
-	cli_start(&c, &dave, g);
+	cli_start(&c, &eve, g);
 	cli_expect(&c, "you are not a member of it");
 	assert_int_equal(cli_end(&c), 1);
 
