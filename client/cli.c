@@ -177,6 +177,8 @@ typedef struct chat {
 	int64_t eof_at;
 	long long counts_seq, counts_read, counts_delivered; /* the last group counts printed */
 	int resuming;           /* a resume is out: its replay may start past the cursor */
+	int cursor_dirty;       /* moved since it was last written */
+	long long shown, receipted; /* the newest seq shown; the newest receipted */
 } chat_t;
 
 static const char *name_of(chat_t *ch, long long id)
@@ -294,7 +296,7 @@ static void cursor_have(chat_t *ch, long long seq)
 				moved = 1;
 			}
 	} while (moved);
-	cursor_save(ch);
+	ch->cursor_dirty = 1;
 }
 
 static void send_pending(pc_conn_t *c, chat_t *ch, pending_t *o)
@@ -379,7 +381,7 @@ static void receipt(pc_conn_t *c, long long conv, const char *state, long long s
 }
 
 /* One frame from the server. */
-static int on_frame(pc_conn_t *c, chat_t *ch, json_t *j)
+static int on_frame(chat_t *ch, json_t *j)
 {
 	const char *t = json_string_value(json_object_get(j, "type"));
 	long long conv = json_integer_value(json_object_get(j, "conv"));
@@ -404,9 +406,8 @@ static int on_frame(pc_conn_t *c, chat_t *ch, json_t *j)
 		printf("[%lld] %s: %s\n", seq, from == ch->me ? "me" : ch->group ? name_of(ch, from) : "them",
 		       json_string_value(json_object_get(j, "body")));
 		cursor_have(ch, seq);
-		/* Received, then shown: both ticks at once. */
-		receipt(c, ch->conv, "delivered", seq);
-		receipt(c, ch->conv, "read", seq);
+		if (seq > ch->shown)
+			ch->shown = seq;
 	} else if (!strcmp(t, "ack") && conv == ch->conv) {
 		size_t at;
 		long long seq = json_integer_value(json_object_get(j, "seq"));
@@ -551,7 +552,7 @@ static int chat_session(chat_t *ch, int *connected)
 					ch->resuming = 1;
 					for (i = 0; i < ch->nout; i++)
 						send_pending(c, ch, &ch->out[i]);
-				} else if ((r = on_frame(c, ch, j)) != CHAT_AGAIN) {
+				} else if ((r = on_frame(ch, j)) != CHAT_AGAIN) {
 					json_decref(j);
 					pc_frame_free(&f);
 					pc_close(c);
@@ -562,6 +563,18 @@ static int chat_session(chat_t *ch, int *connected)
 			pc_frame_free(&f);
 		}
 		fflush(stdout);
+		/* Once per batch of frames, not per message (a replay is up to
+		 * 1,000): the receipts for what was shown, received then read,
+		 * and the cursor on disk. */
+		if (ch->shown > ch->receipted && r == PC_TIMEOUT) {
+			receipt(c, ch->conv, "delivered", ch->shown);
+			receipt(c, ch->conv, "read", ch->shown);
+			ch->receipted = ch->shown;
+		}
+		if (ch->cursor_dirty) {
+			cursor_save(ch);
+			ch->cursor_dirty = 0;
+		}
 		if (r != PC_TIMEOUT) {
 			pc_close(c);
 			printf("-- connection lost\n");
@@ -677,6 +690,8 @@ static int cmd_chat(const char *token, const char *conv_s)
 			backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
 		}
 	}
+	if (ch.cursor_dirty) /* a batch that ended the session */
+		cursor_save(&ch);
 	for (i = 0; i < ch.nout; i++)
 		free(ch.out[i].body);
 	json_decref(ch.names);

@@ -1154,6 +1154,7 @@ static void resume_page_ready(gw_conn_t *c, void *p)
 	chat_conn_t *cc;
 	json_t *pending;
 	size_t i;
+	resume_conv_t *rc = NULL;
 	int ok;
 
 	if (!c || !(cc = state_of(c, 0)) || cc->resume != r) {
@@ -1203,7 +1204,8 @@ static void resume_page_ready(gw_conn_t *c, void *p)
 		/* Skip what went out live before the resume came in, and
 		 * the connection's own sends held past a gap (it has their
 		 * acks). */
-		resume_conv_t *rc = resume_conv(r, f->conv);
+		if (!rc || rc->conv != f->conv) /* a page is a conversation or a few, in order */
+			rc = resume_conv(r, f->conv);
 		if ((!lr || f->seq < lr->first || f->seq > lr->last) && !gap_own_send(cc, f->conv, f->seq))
 			gw_conn_send(c, f);
 		if (rc && f->seq > rc->sent)

@@ -134,7 +134,7 @@ static void test_chat_mode(void **state)
 	cli_t c;
 	int64_t g;
 	json_t *j;
-	int st;
+	int st, tries;
 
 	(void)state;
 	assert_non_null(mkdtemp(state_dir));
@@ -159,6 +159,22 @@ static void test_chat_mode(void **state)
 	hx_say(a, g, "hello group");
 	snprintf(line, sizeof line, "[1] %s: hello group", alice.name);
 	cli_expect(&c, line);
+	/* What it showed it marks read (one receipt for the batch). */
+	snprintf(line, sizeof line, "/api/v1/conversations/%lld/messages/1/receipts", (long long)g);
+	for (tries = 0; tries < 100; tries++) {
+		json_t *rs, *x;
+		size_t k;
+		int read = 0;
+		j = hx_http(S.port, "GET", line, alice.token, NULL, &st);
+		rs = json_object_get(j, "receipts");
+		json_array_foreach(rs, k, x) read |= hx_int(x, "user_id") == carol.id &&
+		                                  json_is_integer(json_object_get(x, "read_at"));
+		json_decref(j);
+		if (read)
+			break;
+		usleep(50000);
+	}
+	assert_true(tries < 100);
 	cli_type(&c, "hi all\n");
 	cli_expect(&c, "   [2] sent");
 	b = hx_ws(S.port, &bob);
