@@ -504,7 +504,7 @@ static void history_from(store_t *st, api_req_t *rq, int64_t conv, int64_t at, i
 		}
 		limit -= want;
 	}
-	if (limit > 0 && (r = store_replay(st, conv, at > joined ? at : joined, head, (size_t)limit,
+	if (limit > 0 && (r = store_replay(st, conv, joined, at > joined ? at : joined, head, (size_t)limit,
 	                                   around ? API_PAGE_BYTES / 2 : API_PAGE_BYTES, &newer, &nnewer)) !=
 	                     STORE_OK) {
 		store_messages_free(older, nolder);

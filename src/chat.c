@@ -78,6 +78,7 @@ typedef struct live_range {
 
 typedef struct resume_conv {
 	int64_t conv, after, upto;
+	int64_t joined;         /* the user's joined_seq: replies quote only after it */
 	int64_t from;           /* the first seq of the planned replay */
 	int64_t sent;           /* the replay has sent [from, sent] (0: none) */
 	int forbidden;
@@ -222,13 +223,64 @@ static int cmid_valid(const json_t *v)
 	return 1;
 }
 
-static void handle_send(server_t *srv, gw_conn_t *c, json_t *j)
+/* One code point of s[0..n) at *i (valid UTF-8: the frame was checked),
+ * moving *i past it. */
+static uint32_t next_code_point(const unsigned char *s, size_t n, size_t *i)
 {
-	json_t *cmid = json_object_get(j, "cmid"), *body = json_object_get(j, "body");
+	uint32_t c = s[(*i)++];
+	int more = c >= 0xf0 ? 3 : c >= 0xe0 ? 2 : c >= 0xc0 ? 1 : 0;
+
+	c &= more == 3 ? 0x07 : more == 2 ? 0x0f : more == 1 ? 0x1f : 0x7f;
+	while (more-- > 0 && *i < n)
+		c = (c << 6) | (s[(*i)++] & 0x3f);
+	return c;
+}
+
+/* A reaction: one emoji as a client sends it (a sequence, with its
+ * modifiers, joiners and selectors), 1 to STORE_EMOJI_MAX bytes, at most
+ * 10 code points. Not a full emoji grammar: what it keeps out is text —
+ * no control characters, no spaces, and at least one code point from the
+ * pictographic planes or the symbols blocks (ASCII letters alone, as in
+ * "lol", are not a reaction; a keycap such as 1️⃣ is). */
+static int emoji_valid(const char *s, size_t n)
+{
+	size_t i = 0, count = 0;
+	int pictured = 0;
+
+	if (n < 1 || n > STORE_EMOJI_MAX)
+		return 0;
+	while (i < n) {
+		uint32_t c = next_code_point((const unsigned char *)s, n, &i);
+		if (c < 0x21 || (c >= 0x7f && c <= 0xa0) || c == 0x2028 || c == 0x2029 || c == 0x3000 ||
+		    (c >= 0x2000 && c <= 0x200a) || c == 0xfeff || ++count > 10)
+			return 0;
+		if (c >= 0x2000)
+			pictured = 1;
+		else if (c == 0xa9 || c == 0xae)
+			pictured = 1;
+	}
+	return pictured;
+}
+
+static const char *const frame_names[] = {
+	[STORE_MSG_TEXT] = "send",
+	[STORE_MSG_EDIT] = "edit",
+	[STORE_MSG_DELETE] = "delete",
+	[STORE_MSG_REACTION] = "react",
+};
+
+/* send, edit, delete and react: each is stored as the next row of its
+ * conversation, answered with an ack, and reaches the members as "msg"
+ * (docs/protocol.md). */
+static void handle_send(server_t *srv, gw_conn_t *c, json_t *j, int kind)
+{
+	json_t *cmid = json_object_get(j, "cmid"),
+	       *body = json_object_get(j, kind == STORE_MSG_REACTION ? "emoji" : "body");
 	const char *ref = cmid_valid(cmid) ? json_string_value(cmid) : NULL;
 	send_op_t *s;
-	int64_t conv;
+	int64_t conv, target = 0;
 	size_t blen = json_is_string(body) ? json_string_length(body) : 0;
+	char why[96];
 
 	if (!ref) {
 		send_error(c, "bad_request", "cmid must be 1 to 64 printable ASCII characters", NULL, 0);
@@ -238,7 +290,27 @@ static void handle_send(server_t *srv, gw_conn_t *c, json_t *j)
 		send_error(c, "bad_request", "conv must be a conversation id", ref, 0);
 		return;
 	}
-	if (!json_is_string(body) || blen < 1 || blen > BODY_MAX) {
+	if (kind == STORE_MSG_TEXT) {
+		json_t *to = json_object_get(j, "reply_to");
+		if (to && !json_is_null(to) && id_from_json(to, 1, &target) < 0) {
+			send_error(c, "bad_request", "reply_to must be the seq of a message", ref, conv);
+			return;
+		}
+	} else if (id_from_json(json_object_get(j, "seq"), 1, &target) < 0) {
+		snprintf(why, sizeof why, "%s needs seq, the message's seq", frame_names[kind]);
+		send_error(c, "bad_request", why, ref, conv);
+		return;
+	}
+	if (kind == STORE_MSG_DELETE) {
+		body = NULL;
+		blen = 0;
+	} else if (kind == STORE_MSG_REACTION) {
+		if (!json_is_string(body) || (blen && !emoji_valid(json_string_value(body), blen))) {
+			send_error(c, "bad_request", "emoji must be one emoji (at most 32 bytes), or \"\" to take "
+			           "a reaction back", ref, conv);
+			return;
+		}
+	} else if (!json_is_string(body) || blen < 1 || blen > BODY_MAX) {
 		send_error(c, blen > BODY_MAX ? "too_large" : "bad_request",
 		           "body must be a string of 1 to 16384 bytes", ref, conv);
 		return;
@@ -257,8 +329,11 @@ static void handle_send(server_t *srv, gw_conn_t *c, json_t *j)
 	s->origin = gw_conn_handle(c);
 	s->addr = gw_conn_addr(c);
 	strcpy(s->cmid, ref);
-	memcpy(s->body, json_string_value(body), blen + 1);
+	memcpy(s->body, body ? json_string_value(body) : "", blen + 1);
 	s->op.kind = STORE_OP_SEND;
+	s->op.msg_kind = kind;
+	s->op.target = target;
+	s->op.edit_window_ms = (int64_t)srv->cfg.edit_window_s * 1000;
 	s->op.user = gw_conn_user(c);
 	s->op.device = gw_conn_device(c);
 	s->op.conv = conv;
@@ -399,8 +474,9 @@ static void send_done(send_op_t *s)
 	case STORE_OK:
 	case STORE_EXISTS:
 		if (op->status == STORE_OK) {
-			store_message_t m = {op->conv, op->out_id, op->out_seq, op->user, op->out_ts,
-			                     s->cmid, s->body, op->body_len};
+			store_message_t m = {.conv = op->conv, .id = op->out_id, .seq = op->out_seq, .from = op->user,
+			                     .ts = op->out_ts, .cmid = s->cmid, .body = s->body, .body_len = op->body_len,
+			                     .kind = op->msg_kind, .target = op->target};
 			if (!(f = frames_msg(&m)))
 				log_error("chat: out of memory encoding message %lld; recipients will resume",
 				          (long long)op->out_id);
@@ -422,8 +498,10 @@ static void send_done(send_op_t *s)
 				                   NULL, NULL);
 				sbuf_unref(f);
 			}
-			/* The push path decides, on its own threads, who is woken. */
-			push_message(srv->push, op->conv, op->conv_kind, op->out_seq, op->user,
+			/* The push path decides, on its own threads, who is woken;
+			 * an edit, delete or reaction wakes nobody. */
+			if (op->msg_kind == STORE_MSG_TEXT)
+				push_message(srv->push, op->conv, op->conv_kind, op->out_seq, op->user,
 			             op->conv_kind == STORE_GROUP ? NULL : op->members,
 			             op->conv_kind == STORE_GROUP ? 0 : op->nmembers, op->out_members_version, s->body,
 			             op->body_len, op->out_ts);
@@ -440,6 +518,24 @@ static void send_done(send_op_t *s)
 		break;
 	case STORE_FORBIDDEN:
 		send_refused(s, "forbidden", "not a member of this conversation", 0);
+		break;
+	case STORE_NOT_FOUND:
+		send_refused(s, "not_found", op->msg_kind == STORE_MSG_TEXT ? "no such message to reply to"
+		                                                            : "no such message", 0);
+		break;
+	case STORE_DENIED:
+		send_refused(s, "forbidden", op->msg_kind == STORE_MSG_DELETE
+		                                 ? "only its author or a group's admin may delete a message"
+		                                 : "only its author may edit a message", 0);
+		break;
+	case STORE_EXPIRED:
+		send_refused(s, "forbidden", s->srv->cfg.edit_window_s ? "too late to edit: the edit window has passed"
+		                                                       : "messages cannot be edited on this server", 0);
+		break;
+	case STORE_GONE:
+		send_refused(s, "conflict", op->msg_kind == STORE_MSG_EDIT
+		                                ? "the message was deleted, or a member who joined after it never saw it"
+		                                : "the message was deleted", 0);
 		break;
 	case STORE_LIMITED:
 		send_refused(s, "rate_limited",
@@ -737,7 +833,7 @@ static void fill_job(store_t *st, void *arg)
 	if (f->upto > head)
 		f->upto = head;
 	if (f->after < f->upto &&
-	    store_replay(st, f->conv, f->after, f->upto, GAP_FILL_MSGS, RESUME_PAGE_BYTES_MAX, &ms, &n) != STORE_OK) {
+	    store_replay(st, f->conv, joined, f->after, f->upto, GAP_FILL_MSGS, RESUME_PAGE_BYTES_MAX, &ms, &n) != STORE_OK) {
 		f->failed = 1;
 		goto out;
 	}
@@ -954,6 +1050,7 @@ static int resume_plan(store_t *st, resume_t *r)
 		if (x != STORE_OK)
 			return -1;
 		rc->upto = head;
+		rc->joined = joined;
 		if (rc->after < head - RESUME_REPLAY_MAX)
 			rc->after = head - RESUME_REPLAY_MAX;
 		if (rc->after < joined)
@@ -1016,7 +1113,7 @@ static void resume_job(store_t *st, void *arg)
 			r->cur++;
 			continue;
 		}
-		if (store_replay(st, rc->conv, rc->after, rc->upto, RESUME_PAGE_MSGS - count,
+		if (store_replay(st, rc->conv, rc->joined, rc->after, rc->upto, RESUME_PAGE_MSGS - count,
 		                 r->page_bytes - bytes, &ms, &n) != STORE_OK) {
 			r->failed = 1;
 			goto out;
@@ -1613,7 +1710,13 @@ void chat_on_text(server_t *srv, gw_conn_t *c, const uint8_t *data, size_t len)
 	type = json_object_get(j, "type");
 	t = json_is_string(type) ? json_string_value(type) : "";
 	if (strcmp(t, "send") == 0)
-		handle_send(srv, c, j);
+		handle_send(srv, c, j, STORE_MSG_TEXT);
+	else if (strcmp(t, "edit") == 0)
+		handle_send(srv, c, j, STORE_MSG_EDIT);
+	else if (strcmp(t, "delete") == 0)
+		handle_send(srv, c, j, STORE_MSG_DELETE);
+	else if (strcmp(t, "react") == 0)
+		handle_send(srv, c, j, STORE_MSG_REACTION);
 	else if (strcmp(t, "receipt") == 0)
 		handle_receipt(srv, c, j);
 	else if (strcmp(t, "resume") == 0)

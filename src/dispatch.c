@@ -165,6 +165,19 @@ static void on_message(dispatch_t *d, part_t *p, const eventlog_event_t *ev, con
 	m.cmid = (char *)json_string_value(jcmid);
 	m.body = (char *)json_string_value(jbody);
 	m.body_len = json_string_length(jbody);
+	/* An event about an earlier message, or a reply to one (frames.c). */
+	if (json_is_string(json_object_get(o, "kind"))) {
+		const char *k = json_string_value(json_object_get(o, "kind"));
+		m.kind = !strcmp(k, "edit") ? STORE_MSG_EDIT : !strcmp(k, "delete") ? STORE_MSG_DELETE
+		       : !strcmp(k, "reaction") ? STORE_MSG_REACTION : -1;
+		m.target = get_int(o, "target", 0);
+		if (m.kind < 0 || m.target <= 0) {
+			malformed(d, ev, "an event of an unknown kind");
+			return;
+		}
+	} else if (json_is_object(json_object_get(o, "reply_to"))) {
+		m.target = get_int(json_object_get(o, "reply_to"), "seq", 0);
+	}
 	n = event_members(o, &members);
 	/* A group message carries the membership it was stored under; one
 	 * without (swept from the outbox) has its members read afresh. */

@@ -21,6 +21,55 @@ void frames_message_json(jbuf_t *b, const store_message_t *m)
 	jbuf_str(b, m->body, m->body_len);
 	jbuf_key(b, "ts", 0);
 	jbuf_int(b, m->ts);
+	frames_message_state_json(b, m);
+}
+
+static const char *const kind_names[] = {
+	[STORE_MSG_EDIT] = "edit",
+	[STORE_MSG_DELETE] = "delete",
+	[STORE_MSG_REACTION] = "reaction",
+};
+
+void frames_message_state_json(jbuf_t *b, const store_message_t *m)
+{
+	if (m->kind > STORE_MSG_TEXT && m->kind <= STORE_MSG_REACTION) {
+		jbuf_key(b, "kind", 0);
+		jbuf_cstr(b, kind_names[m->kind]);
+		jbuf_key(b, "target", 0);
+		jbuf_int(b, m->target);
+		return;
+	}
+	if (m->target > 0) {
+		jbuf_key(b, "reply_to", 0);
+		jbuf_lit(b, "{\"seq\":");
+		jbuf_int(b, m->target);
+		if (m->quote_from > 0) {
+			jbuf_key(b, "from", 0);
+			jbuf_int(b, m->quote_from);
+			if (m->quote_body) {
+				jbuf_key(b, "body", 0);
+				jbuf_str(b, m->quote_body, m->quote_len);
+			} else {
+				jbuf_lit(b, ",\"deleted\":true");
+			}
+		}
+		jbuf_lit(b, "}");
+	}
+	if (m->edited_at) {
+		jbuf_key(b, "edited_at", 0);
+		jbuf_int(b, m->edited_at);
+	}
+	if (m->deleted)
+		jbuf_lit(b, ",\"deleted\":true");
+	if (m->state_seq) {
+		jbuf_key(b, "state_seq", 0);
+		jbuf_int(b, m->state_seq);
+	}
+	/* Made by the store from ids and emoji it checked (store.h). */
+	if (m->reactions && m->reactions[0] == '[') {
+		jbuf_key(b, "reactions", 0);
+		jbuf_lit(b, m->reactions);
+	}
 }
 
 sbuf_t *frames_from_json(const jbuf_t *b)

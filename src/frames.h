@@ -15,6 +15,10 @@
 /* Appends the fields of the protocol's MESSAGE object, "conv" to "ts",
  * without braces: the caller opens the object (and may add fields first). */
 void frames_message_json(jbuf_t *b, const store_message_t *m);
+/* The additions to it (docs/protocol.md, "Edits, deletes, reactions and
+ * replies"): an event's kind and target; a message's reply_to, edited_at,
+ * deleted, state_seq and reactions, each only when it has one. */
+void frames_message_state_json(jbuf_t *b, const store_message_t *m);
 
 /* Wraps JSON text in a WebSocket text frame. */
 sbuf_t *frames_from_json(const jbuf_t *b);

@@ -122,6 +122,8 @@ static const option_t options[] = {
 	 "seconds between the server's WebSocket pings (default 30)"},
 	{"drain-seconds", OPT_INT, F(drain_seconds), 0, 3600, NULL, "S",
 	 "at SIGTERM, close the WebSockets with 1012 (reconnect)\nspread over this long, so that their clients come back\nto other nodes a few at a time (default 10; 0: at once)"},
+	{"edit-window", OPT_INT, F(edit_window_s), 0, 100000000, NULL, "S",
+	 "a message may be edited by its author this long after it\nwas sent (default 900; 0: no edits)"},
 	{"idle-timeout", OPT_INT, F(idle_timeout_s), 2, 7200, NULL, "S",
 	 "close a WebSocket silent this long (default 75)"},
 	{"request-timeout", OPT_INT, F(request_timeout_s), 1, 600, NULL, "S",

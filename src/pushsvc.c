@@ -81,6 +81,10 @@ static int on_message(svc_t *s, const eventlog_event_t *ev, const json_t *o)
 		malformed(s, ev, "not a message");
 		return 0;
 	}
+	/* An edit, delete or reaction wakes nobody: it changes what a
+	 * device shows when it next looks. */
+	if (json_is_string(json_object_get(o, "kind")))
+		return 0;
 	if (direct && json_is_array(jm) && json_array_size(jm) <= 2)
 		for (i = 0; i < json_array_size(jm); i++)
 			if ((members[n] = json_integer_value(json_array_get(jm, i))) > 0)

@@ -58,6 +58,7 @@ void server_config_defaults(server_config_t *cfg)
 	cfg->http_timeout_s = 60;
 	cfg->request_timeout_s = 10;
 	cfg->max_sends_in_flight = 128;
+	cfg->edit_window_s = 900; /* WhatsApp's fifteen minutes */
 	cfg->receipts_interval_ms = 1000;
 	/* A person chatting never meets these; a bot posting to a full
 	 * 1,024-member group can do so about every 5 seconds, 5 in a burst. */

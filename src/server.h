@@ -52,6 +52,7 @@ typedef struct server_config {
 	int http_timeout_s;       /* closes an HTTP connection idle this long */
 	int request_timeout_s;    /* a request must arrive whole this soon after its first byte */
 	int max_sends_in_flight;  /* per connection, awaiting their ack */
+	int edit_window_s;        /* --edit-window: a message may be edited this long after it was sent (0: never) */
 	int fast_password_hashing; /* tests and benchmarks only */
 	int push_allow_http_endpoints; /* tests only: Web Push endpoints over http, to local hosts */
 	int push_off;             /* --no-push: no push notifications from this node */

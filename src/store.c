@@ -88,7 +88,9 @@ void store_message_clear(store_message_t *m)
 {
 	free(m->cmid);
 	free(m->body);
-	m->cmid = m->body = NULL;
+	free(m->reactions);
+	free(m->quote_body);
+	m->cmid = m->body = m->reactions = m->quote_body = NULL;
 }
 
 void store_messages_free(store_message_t *m, size_t n)
@@ -182,4 +184,29 @@ void store_op_release(store_op_t *op)
 	free(op->members);
 	op->members = NULL;
 	op->nmembers = 0;
+}
+
+int store_event_check(const store_op_t *op, int conv_kind, int64_t target_from, int64_t target_ts,
+                      int target_deleted, int admin, int64_t last_join)
+{
+	if (target_deleted)
+		return STORE_GONE;
+	switch (op->msg_kind) {
+	case STORE_MSG_EDIT:
+		if (target_from != op->user)
+			return STORE_DENIED;
+		if (op->edit_window_ms <= 0 || op->now_ms - target_ts > op->edit_window_ms)
+			return STORE_EXPIRED;
+		/* Someone who joined after it never had its text: an edit would
+		 * give it to them. */
+		if (conv_kind == STORE_GROUP && op->target <= last_join)
+			return STORE_GONE;
+		return STORE_OK;
+	case STORE_MSG_DELETE:
+		if (target_from != op->user && !(conv_kind == STORE_GROUP && admin))
+			return STORE_DENIED;
+		return STORE_OK;
+	default: /* a reaction, or a reply */
+		return STORE_OK;
+	}
 }

@@ -28,6 +28,9 @@ enum {
 	STORE_LIMITED = -7,    /* a send refused by its admission check */
 	STORE_BLOCKED = -8,    /* a direct chat with a block in it takes no messages */
 	STORE_TOO_MANY = -9,   /* a user already in the most conversations allowed */
+	STORE_DENIED = -10,    /* an event on a message the sender may not change */
+	STORE_EXPIRED = -11,   /* an edit after its window */
+	STORE_GONE = -12,      /* an event on a deleted message (or hidden from a member) */
 };
 
 enum { STORE_DIRECT = 1, STORE_GROUP = 2 };
@@ -47,11 +50,41 @@ enum { STORE_DELIVERED = 1, STORE_READ = 2 };
 
 typedef struct store store_t;
 
+/* What a row of a conversation's stream is. A message (STORE_MSG_TEXT)
+ * is what people wrote; the others are events about one earlier message
+ * of the same conversation, its target: each takes the next seq like a
+ * message, so resume and history carry them with nothing new to catch
+ * up on, and the target row itself holds the state they leave (its text
+ * as last edited, deleted or not, its reactions). */
+enum {
+	STORE_MSG_TEXT = 0,
+	STORE_MSG_EDIT = 1,     /* body: the target's new text */
+	STORE_MSG_DELETE = 2,   /* body: "" — the target's text is gone */
+	STORE_MSG_REACTION = 3, /* body: the sender's emoji on the target, "" to take it back */
+};
+#define STORE_EMOJI_MAX 32     /* bytes of one reaction */
+
 typedef struct store_message {
 	int64_t conv, id, seq, from, ts;
 	char *cmid;
 	char *body;
 	size_t body_len;
+	int kind;               /* STORE_MSG_* */
+	/* An event: the seq of the message it is about. A message: the seq of
+	 * the one it replies to, 0 when none. */
+	int64_t target;
+	/* A message's state, the events so far applied (all 0/NULL for an
+	 * event row, or for a message none has touched). */
+	int64_t edited_at;      /* the time of its last edit */
+	int deleted;            /* deleted for everyone: body is "" */
+	int64_t state_seq;      /* the seq of the newest event applied to it */
+	char *reactions;        /* JSON [{"emoji","users":[id…]}…], NULL when none */
+	/* A reply: its target as the reader may see it (quote_from 0: not
+	 * shown — from before the reader joined, or not read). quote_body is
+	 * NULL when the target was deleted. */
+	int64_t quote_from;
+	char *quote_body;
+	size_t quote_len;
 } store_message_t;
 
 typedef struct store_conv {
@@ -190,6 +223,9 @@ struct store_op {
 	const char *cmid;
 	const char *body;
 	size_t body_len;
+	int msg_kind;           /* STORE_MSG_*: a message, or an event about target */
+	int64_t target;         /* an event's target; a message's reply_to (0: none) */
+	int64_t edit_window_ms; /* STORE_MSG_EDIT: how long after its message an edit may come */
 	int64_t new_id;         /* the id a new message gets; its time is ts */
 	store_admit_fn admit;   /* NULL: always admitted */
 	void *admit_ud;
@@ -201,7 +237,12 @@ struct store_op {
 	int64_t seq;            /* in: the watermark asked for */
 	int64_t now_ms;
 	/* Results. status: STORE_OK; STORE_EXISTS for a repeated send (id, seq
-	 * and ts are then the stored ones); STORE_FORBIDDEN; STORE_ERROR. */
+	 * and ts are then the stored ones); STORE_FORBIDDEN; STORE_ERROR. An
+	 * event (or a reply) whose target is not a message the sender may see:
+	 * STORE_NOT_FOUND; one the sender may not change (not its author, nor
+	 * for a delete a group's admin): STORE_DENIED; an edit past its window
+	 * STORE_EXPIRED; a target deleted, or an edit of a message someone now
+	 * in the group has not seen (it joined after): STORE_GONE. */
 	int status;
 	int64_t out_id, out_seq, out_ts;
 	int applied;            /* RECEIPT: the watermark moved (to out_seq) */
@@ -322,7 +363,7 @@ typedef struct store_vtab {
 	int (*member_remove)(store_t *s, int64_t conv_id, int64_t actor, int64_t user_id,
 	                     int64_t *promoted);
 	int (*heads)(store_t *s, int64_t user_id, store_head_t **out, size_t *n);
-	int (*replay)(store_t *s, int64_t conv_id, int64_t after, int64_t upto,
+	int (*replay)(store_t *s, int64_t conv_id, int64_t joined, int64_t after, int64_t upto,
 	              size_t max_count, size_t max_bytes, store_message_t **out, size_t *n);
 	int (*apply)(store_t *s, store_op_t *ops, size_t n);
 	int (*set_outbox)(store_t *s, int on);
@@ -787,12 +828,14 @@ static inline int store_heads(store_t *s, int64_t user_id, store_head_t **out, s
 }
 
 /* Messages with after < seq <= upto, ascending, stopping at max_count
- * messages or once max_bytes of bodies are taken (always at least one). */
-static inline int store_replay(store_t *s, int64_t conv_id, int64_t after, int64_t upto,
+ * messages or once max_bytes of bodies are taken (always at least one),
+ * for a reader that joined at joined (<= after): a reply quotes only a
+ * message after it. */
+static inline int store_replay(store_t *s, int64_t conv_id, int64_t joined, int64_t after, int64_t upto,
                                size_t max_count, size_t max_bytes, store_message_t **out,
                                size_t *n)
 {
-	return s->vt->replay(s, conv_id, after, upto, max_count, max_bytes, out, n);
+	return s->vt->replay(s, conv_id, joined, after, upto, max_count, max_bytes, out, n);
 }
 
 /* Applies a batch of ops in one durable transaction: when it returns
@@ -855,5 +898,14 @@ void store_messages_free(store_message_t *m, size_t n);
 void store_conv_clear(store_conv_t *c);
 void store_convs_free(store_conv_t *c, size_t n);
 void store_op_release(store_op_t *op);
+
+/* The rules of an event (or a reply) about a message, shared by every
+ * backend: STORE_OK, or the status the op ends with (STORE_DENIED,
+ * STORE_EXPIRED, STORE_GONE). The target is a message (STORE_MSG_TEXT)
+ * the sender may see, sent by target_from at target_ts; admin: the
+ * sender is a group's admin; last_join: the newest joined_seq of the
+ * conversation's members (an edit only). */
+int store_event_check(const store_op_t *op, int conv_kind, int64_t target_from, int64_t target_ts,
+                      int target_deleted, int admin, int64_t last_join);
 
 #endif

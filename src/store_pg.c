@@ -66,7 +66,7 @@
 #include "log.h"
 #include "loop.h"
 
-#define SCHEMA_VERSION 5
+#define SCHEMA_VERSION 6
 /* pg_advisory_xact_lock's key for schema changes: "parley" in ASCII. */
 #define SCHEMA_LOCK_KEY "112568959427961"
 
@@ -145,6 +145,8 @@ enum {
 	Q_FIRST_EXPIRE,
 	Q_SEND_PROBE,
 	Q_SEND_INSERT,
+	Q_EVENT_APPLY,
+	Q_REACTIONS_SYNC,
 	Q_SEND_BUMP,
 	Q_SEND_WROTE,
 	Q_RECEIPT_APPLY,
@@ -160,29 +162,40 @@ enum {
 #define MEMBERS_OF(c) \
 	"(SELECT string_agg(x.user_id::text, ',' ORDER BY x.user_id) FROM members x WHERE x.conv_id = " c ")"
 
+/* The columns of a message row as read_message takes them, from messages
+ * l and its reply's target q (LEFT JOINed with MSG_QUOTE, or NULLs). */
+#define MSG_COLS(l)                                                                              \
+	l ".id, " l ".seq, " l ".sender, " l ".cmid, " l ".body, " l ".ts, " l ".kind, " l ".target, " \
+	l ".edited_at, " l ".deleted, " l ".state_seq, " l ".reactions, q.sender, q.body, q.deleted"
+/* A reply's target, when it is after the reader's joined_seq (joined). */
+#define MSG_QUOTE(l, joined)                                                                       \
+	" LEFT JOIN messages q ON " l ".kind = 0 AND " l ".target > 0 AND q.conv_id = " l ".conv_id " \
+	"AND q.seq = " l ".target AND q.seq > " joined " "
+
 /* One conversation as a member sees it, in one row (one snapshot): columns
  * 0 id, 1 kind, 2 title, 3 last_seq, 4 read_seq, 5 wrote, 6 blocks,
- * 7 activity, 8 members, 9 admins, 10 unread, 11..16 the last message,
- * 17 muted, 18 delivered_seq, 19 pushed_seq. */
+ * 7 activity, 8 members, 9 admins, 10 unread, 11 muted, 12 delivered_seq,
+ * 13 pushed_seq, 14.. the newest message it may see (MSG_COLS). */
 #define CONV_VIEW                                                                                \
 	"SELECT c.id, c.kind, c.title, c.last_seq, m.read_seq, m.wrote, m.blocks, c.activity, "      \
 	MEMBERS_OF("c.id") ", "                                                                     \
 	"CASE WHEN c.kind = 2 THEN (SELECT string_agg(x.user_id::text, ',' ORDER BY x.user_id) "    \
 	"FROM members x WHERE x.conv_id = c.id AND x.role = 1) END, "                               \
 	"(SELECT count(*) FROM messages u WHERE u.conv_id = c.id AND u.seq > m.read_seq "            \
-	"AND u.sender <> m.user_id), "                                                              \
-	"l.id, l.seq, l.sender, l.cmid, l.body, l.ts, m.muted, m.delivered_seq, m.pushed_seq "       \
+	"AND u.sender <> m.user_id AND u.kind = 0), "                                               \
+	"m.muted, m.delivered_seq, m.pushed_seq, " MSG_COLS("l") " "                                \
 	"FROM members m JOIN conversations c ON c.id = m.conv_id "                                   \
-	"LEFT JOIN messages l ON l.conv_id = c.id AND l.seq = c.last_seq AND c.last_seq > 0 "
+	"LEFT JOIN LATERAL (SELECT * FROM messages x WHERE x.conv_id = c.id AND x.kind = 0 AND "     \
+	"x.seq > m.joined_seq ORDER BY x.seq DESC LIMIT 1) l ON true " MSG_QUOTE("l", "m.joined_seq")
 
 /* Messages newest or oldest first with the body bytes of those before each
  * in that order, so that only what the byte bound can take is sent: a row
  * goes when the bytes before it are under the bound (the first always). */
-#define MESSAGE_PAGE(order, where, limit)                                                         \
-	"SELECT id, seq, sender, cmid, body, ts FROM (SELECT id, seq, sender, cmid, body, ts, "       \
+#define MESSAGE_PAGE(order, where, limit, joined)                                                 \
+	"SELECT " MSG_COLS("t") " FROM (SELECT *, "                                                  \
 	"sum(octet_length(body)) OVER (ORDER BY seq " order " ROWS UNBOUNDED PRECEDING) "            \
 	"- octet_length(body) AS before FROM messages WHERE " where " ORDER BY seq " order           \
-	" LIMIT " limit ") t WHERE t.before < GREATEST($5::bigint, 1) ORDER BY seq " order
+	" LIMIT " limit ") t" MSG_QUOTE("t", joined) "WHERE t.before < GREATEST($5::bigint, 1) ORDER BY t.seq " order
 
 /* A receipt in one statement (Q_RECEIPT_APPLY below says how); cte and
  * col add to it (the outbox's variant). */
@@ -205,9 +218,9 @@ enum {
 		cte "SELECT kind, member_version, seq, prev, moves::int, members" col " FROM act"
 
 #define SEND_INSERT                                                                       \
-	"INSERT INTO messages(id, conv_id, seq, sender, cmid, body, ts) "                         \
+	"INSERT INTO messages(id, conv_id, seq, sender, cmid, body, ts, kind, target) "           \
 	"SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], "           \
-	"$5::text[], $6::text[], $7::bigint[])"
+	"$5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[])"
 
 static const char *const queries[Q_COUNT] = {
 	[Q_USER_INSERT] = "INSERT INTO users(username, pwhash, created_at) VALUES($1, $2, $3) "
@@ -286,16 +299,18 @@ static const char *const queries[Q_COUNT] = {
 	/* In slices, so that no statement runs for long. */
 	[Q_EXPIRE_MARKS] = "DELETE FROM receipt_marks WHERE ctid = ANY(ARRAY("
 	                   "SELECT ctid FROM receipt_marks WHERE ts < $1 LIMIT $2))",
+	/* Messages only: an event has no receipts of its own. */
 	[Q_SENDERS] = "SELECT seq, sender FROM messages WHERE conv_id = $1 AND seq >= $2 AND seq <= $3 "
-	              "ORDER BY seq",
+	              "AND kind = 0 ORDER BY seq",
 	/* A user's unread messages in every conversation, counted up to $2. */
 	[Q_UNREAD_TOTAL] = "SELECT count(*) FROM (SELECT 1 FROM members m JOIN messages g ON g.conv_id = m.conv_id "
 	                   "AND g.seq > m.read_seq AND g.seq > m.joined_seq WHERE m.user_id = $1 AND g.sender <> $1 "
-	                   "LIMIT $2) t",
+	                   "AND g.kind = 0 LIMIT $2) t",
 	[Q_READ_COUNT] = "SELECT count(*) FROM members WHERE conv_id = $1 AND user_id <> "
 	                 "(SELECT sender FROM messages WHERE conv_id = $1 AND seq = $2) "
 	                 "AND joined_seq < $2 AND read_seq >= $2",
-	[Q_MESSAGE_AT] = "SELECT id, seq, sender, cmid, body, ts FROM messages WHERE conv_id = $1 AND seq = $2",
+	[Q_MESSAGE_AT] = "SELECT id, seq, sender, cmid, body, ts FROM messages WHERE conv_id = $1 AND seq = $2 "
+	                 "AND kind = 0",
 	/* Watermarks only rise, so the first mark at or above seq is the moment
 	 * the watermark passed it; for every member but the sender ($3) who
 	 * was a member when it was sent, in one statement. */
@@ -306,8 +321,8 @@ static const char *const queries[Q_COUNT] = {
 	                     "AND r.state = 2 AND r.seq >= $2 ORDER BY r.seq LIMIT 1) "
 	                     "FROM members m WHERE m.conv_id = $1 AND m.joined_seq < $2 AND m.user_id <> $3 "
 	                     "ORDER BY m.user_id",
-	[Q_HISTORY] = MESSAGE_PAGE("DESC", "conv_id = $1 AND seq < $2 AND seq > $4", "$3"),
-	[Q_REPLAY] = MESSAGE_PAGE("ASC", "conv_id = $1 AND seq > $2 AND seq <= $3", "$4"),
+	[Q_HISTORY] = MESSAGE_PAGE("DESC", "conv_id = $1 AND seq < $2 AND seq > $4", "$3", "$4"),
+	[Q_REPLAY] = MESSAGE_PAGE("ASC", "conv_id = $1 AND seq > $2 AND seq <= $3", "$4", "$6"),
 	[Q_HEADS] = "SELECT c.id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conv_id "
 	            "WHERE m.user_id = $1 ORDER BY c.id",
 	[Q_SHARES] = "SELECT 1 FROM members a JOIN members b ON b.conv_id = a.conv_id "
@@ -329,14 +344,14 @@ static const char *const queries[Q_COUNT] = {
 	/* $2: tsquery syntax made from words only (store_search). The
 	 * headline is made for the page's rows only (PostgreSQL evaluates a
 	 * costly output column after the sort and limit). */
-	[Q_SEARCH] = "SELECT m.id, m.seq, m.sender, m.cmid, m.body, m.ts, m.conv_id, "
-	             "ts_headline('simple', m.body, q.q, 'StartSel=' || chr(2) || ', StopSel=' || chr(3) || "
+	[Q_SEARCH] = "SELECT " MSG_COLS("m") ", m.conv_id, "
+	             "ts_headline('simple', m.body, w.q, 'StartSel=' || chr(2) || ', StopSel=' || chr(3) || "
 	             "', MaxWords=24, MinWords=10, ShortWord=1, MaxFragments=2, FragmentDelimiter=\" … \"') "
-	             "FROM (SELECT to_tsquery('simple', $2) AS q) q, members b JOIN messages m ON "
-	             "m.conv_id = b.conv_id AND m.seq > b.joined_seq "
-	             "WHERE b.user_id = $1 AND m.tsv @@ q.q AND ($3 = 0 OR m.conv_id = $3) "
-	             "ORDER BY ts_rank(m.tsv, q.q) DESC, m.id DESC LIMIT $4 OFFSET $5",
-	[Q_PUSH_PENDING] = "SELECT m.conv_id, m.user_id, c.kind, l.seq, l.sender, l.ts, l.body FROM messages l JOIN conversations c ON c.id = l.conv_id AND c.last_seq = l.seq JOIN members m ON m.conv_id = l.conv_id WHERE l.id > $1 AND m.user_id <> l.sender AND m.muted = 0 AND m.joined_seq < l.seq AND m.delivered_seq < l.seq AND m.read_seq < l.seq AND m.pushed_seq < l.seq AND EXISTS(SELECT 1 FROM push_targets t WHERE t.user_id = m.user_id) ORDER BY l.id, m.user_id LIMIT $2",
+	             "FROM (SELECT to_tsquery('simple', $2) AS q) w, members b JOIN messages m ON "
+	             "m.conv_id = b.conv_id AND m.seq > b.joined_seq " MSG_QUOTE("m", "b.joined_seq")
+	             "WHERE b.user_id = $1 AND m.tsv @@ w.q AND m.kind = 0 AND ($3 = 0 OR m.conv_id = $3) "
+	             "ORDER BY ts_rank(m.tsv, w.q) DESC, m.id DESC LIMIT $4 OFFSET $5",
+	[Q_PUSH_PENDING] = "SELECT m.conv_id, m.user_id, c.kind, l.seq, l.sender, l.ts, l.body FROM messages l JOIN conversations c ON c.id = l.conv_id AND c.last_seq = l.seq JOIN members m ON m.conv_id = l.conv_id WHERE l.id > $1 AND l.kind = 0 AND m.user_id <> l.sender AND m.muted = 0 AND m.joined_seq < l.seq AND m.delivered_seq < l.seq AND m.read_seq < l.seq AND m.pushed_seq < l.seq AND EXISTS(SELECT 1 FROM push_targets t WHERE t.user_id = m.user_id) ORDER BY l.id, m.user_id LIMIT $2",
 	[Q_BLOCK_INSERT] = "INSERT INTO blocks(user_id, blocked_id, created_at) VALUES($1, $2, $3) "
 	                   "ON CONFLICT DO NOTHING",
 	[Q_BLOCK_DELETE] = "DELETE FROM blocks WHERE user_id = $1 AND blocked_id = $2",
@@ -379,10 +394,17 @@ static const char *const queries[Q_COUNT] = {
 	 * guesses (a plain join let a generic plan probe the cmid index on
 	 * (conversation, sender) alone and read every message of the sender). */
 	[Q_SEND_PROBE] = "SELECT c.kind, c.member_count, c.member_version, m.blocks, "
-	                 "CASE WHEN c.kind = 1 THEN " MEMBERS_OF("b.conv") " END, d.id, d.seq, d.ts, m.wrote "
-	                 "FROM unnest($1::bigint[], $2::bigint[], $3::text[]) WITH ORDINALITY AS b(conv, usr, cmid, i) "
-	                 "LEFT JOIN LATERAL (SELECT blocks, wrote FROM members WHERE conv_id = b.conv "
+	                 "CASE WHEN c.kind = 1 THEN " MEMBERS_OF("b.conv") " END, d.id, d.seq, d.ts, m.wrote, "
+	                 "t.sender, t.ts, t.kind, t.deleted, m.role, m.joined_seq, "
+	                 "CASE WHEN b.mkind = 1 AND c.kind = 2 THEN (SELECT max(joined_seq) FROM members "
+	                 "WHERE conv_id = b.conv) END "
+	                 "FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) "
+	                 "WITH ORDINALITY AS b(conv, usr, cmid, tgt, mkind, i) "
+	                 "LEFT JOIN LATERAL (SELECT blocks, wrote, role, joined_seq FROM members WHERE conv_id = b.conv "
 	                 "AND user_id = b.usr LIMIT 1) m ON true "
+	                 /* An event's (or a reply's) target. */
+	                 "LEFT JOIN LATERAL (SELECT sender, ts, kind, deleted FROM messages WHERE b.tgt > 0 "
+	                 "AND conv_id = b.conv AND seq = b.tgt LIMIT 1) t ON true "
 	                 "LEFT JOIN LATERAL (SELECT kind, member_count, member_version FROM conversations "
 	                 "WHERE id = b.conv LIMIT 1) c ON true "
 	                 "LEFT JOIN LATERAL (SELECT id, seq, ts FROM messages WHERE conv_id = b.conv "
@@ -405,6 +427,35 @@ static const char *const queries[Q_COUNT] = {
 	 * activity. */
 	[Q_SEND_BUMP] = "UPDATE conversations c SET last_seq = v.seq, activity = v.act "
 	                "FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(id, seq, act) WHERE c.id = v.id",
+	/* What a stored event leaves on its target ($2), in op order after
+	 * the batch's rows are in: an edit's text, a delete's tombstone (the
+	 * text gone from the message and from its edits, its reactions
+	 * dropped), a reaction's row. The parts see one snapshot, so a
+	 * reaction's summary is the next statement. */
+	[Q_EVENT_APPLY] = "WITH e AS (SELECT $1::bigint AS conv, $2::bigint AS tgt, $3::int AS kind, $4::text AS body, "
+	                  "$5::bigint AS ts, $6::bigint AS seq, $7::bigint AS usr), "
+	                  "ed AS (UPDATE messages m SET body = e.body, edited_at = e.ts, state_seq = e.seq FROM e "
+	                  "WHERE e.kind = 1 AND m.conv_id = e.conv AND m.seq = e.tgt RETURNING 1), "
+	                  "dl AS (UPDATE messages m SET body = '', deleted = 1, reactions = NULL, state_seq = e.seq "
+	                  "FROM e WHERE e.kind = 2 AND m.conv_id = e.conv AND m.seq = e.tgt RETURNING 1), "
+	                  "de AS (UPDATE messages m SET body = '' FROM e WHERE e.kind = 2 AND m.conv_id = e.conv "
+	                  "AND m.target = e.tgt AND m.kind = 1 RETURNING 1), "
+	                  "dr AS (DELETE FROM reactions r USING e WHERE e.kind = 2 AND r.conv_id = e.conv "
+	                  "AND r.msg_seq = e.tgt RETURNING 1), "
+	                  "rp AS (INSERT INTO reactions(conv_id, msg_seq, user_id, emoji, seq) SELECT conv, tgt, usr, "
+	                  "body, seq FROM e WHERE kind = 3 AND body <> '' ON CONFLICT (conv_id, msg_seq, user_id) "
+	                  "DO UPDATE SET emoji = excluded.emoji, seq = excluded.seq RETURNING 1), "
+	                  "rd AS (DELETE FROM reactions r USING e WHERE e.kind = 3 AND e.body = '' AND "
+	                  "r.conv_id = e.conv AND r.msg_seq = e.tgt AND r.user_id = e.usr RETURNING 1) "
+	                  "SELECT (SELECT count(*) FROM ed) + (SELECT count(*) FROM dl) + (SELECT count(*) FROM de) + "
+	                  "(SELECT count(*) FROM dr) + (SELECT count(*) FROM rp) + (SELECT count(*) FROM rd)",
+	/* The message's reactions as the JSON its readers get, kept in its
+	 * row so that no read of history aggregates them: each emoji once, in
+	 * the order it first came, with who gave it. */
+	[Q_REACTIONS_SYNC] = "UPDATE messages SET state_seq = $3, reactions = (SELECT json_agg(json_build_object("
+	                     "'emoji', emoji, 'users', users) ORDER BY first)::text FROM (SELECT emoji, "
+	                     "json_agg(user_id ORDER BY user_id) AS users, min(seq) AS first FROM reactions "
+	                     "WHERE conv_id = $1 AND msg_seq = $2 GROUP BY emoji) g) WHERE conv_id = $1 AND seq = $2",
 	/* The first-message marks of the senders who had none. */
 	[Q_SEND_WROTE] = "UPDATE members m SET wrote = 1 FROM unnest($1::bigint[], $2::bigint[]) AS v(conv, usr) "
 	                 "WHERE m.conv_id = v.conv AND m.user_id = v.usr AND m.wrote = 0",
@@ -431,7 +482,8 @@ static const char *const queries[Q_COUNT] = {
 	                  "WHERE created_at <= $2 AND taken_at <= $2 ORDER BY id LIMIT $3 "
 	                  "FOR UPDATE SKIP LOCKED) c WHERE o.id = c.id RETURNING o.*) "
 	                  "SELECT t.id, t.conv_id, t.kind, t.seq, t.user_id, t.created_at, "
-	                  "m.id, m.seq, m.sender, m.cmid, m.body, m.ts FROM t "
+	                  "m.id, m.seq, m.sender, m.cmid, m.body, m.ts, m.kind, m.target, m.edited_at, "
+	                  "m.deleted, m.state_seq, m.reactions, NULL::bigint, NULL::text, NULL::integer FROM t "
 	                  "LEFT JOIN messages m ON m.id = t.msg_id ORDER BY t.id",
 	[Q_OUTBOX_DELETE] = "DELETE FROM outbox WHERE id = ANY($1::bigint[])",
 };
@@ -570,6 +622,23 @@ static const char schema_v5[] =
 	"  GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, body)) STORED;"
 	"CREATE INDEX messages_tsv ON messages USING gin(tsv);";
 
+/* Version 6: edits, deletes, reactions and replies (store.h's
+ * STORE_MSG_*): what a row is, the message it is about, the state events
+ * leave on a message, and who reacted with what. Columns with constant
+ * defaults: no table rewrite. */
+static const char schema_v6[] =
+	"ALTER TABLE messages ADD COLUMN kind integer NOT NULL DEFAULT 0, "
+	"  ADD COLUMN target bigint NOT NULL DEFAULT 0, ADD COLUMN edited_at bigint NOT NULL DEFAULT 0, "
+	"  ADD COLUMN deleted integer NOT NULL DEFAULT 0, ADD COLUMN state_seq bigint NOT NULL DEFAULT 0, "
+	"  ADD COLUMN reactions text;"
+	"CREATE TABLE reactions("
+	"  conv_id bigint NOT NULL,"
+	"  msg_seq bigint NOT NULL,"
+	"  user_id bigint NOT NULL,"
+	"  emoji text NOT NULL,"
+	"  seq bigint NOT NULL,"
+	"  PRIMARY KEY(conv_id, msg_seq, user_id));";
+
 /* migrations[v] takes the schema from version v to v + 1 (0: none yet). */
 static const char *const migrations[SCHEMA_VERSION] = {
 	schema_v1,
@@ -577,6 +646,7 @@ static const char *const migrations[SCHEMA_VERSION] = {
 	schema_v3,
 	schema_v4,
 	schema_v5,
+	schema_v6,
 };
 
 /* Run on every new connection, before anything else. The statement
@@ -1297,11 +1367,24 @@ static int read_message(const PGresult *r, int row, int c0, int64_t conv, store_
 	m->cmid = g_dup(r, row, c0 + 3, NULL);
 	m->body = g_dup(r, row, c0 + 4, &m->body_len);
 	m->ts = g_int(r, row, c0 + 5);
-	if (!m->cmid || !m->body) {
-		store_message_clear(m);
-		return STORE_ERROR;
+	m->kind = (int)g_int(r, row, c0 + 6);
+	m->target = g_int(r, row, c0 + 7);
+	m->edited_at = g_int(r, row, c0 + 8);
+	m->deleted = (int)g_int(r, row, c0 + 9);
+	m->state_seq = g_int(r, row, c0 + 10);
+	if (!m->cmid || !m->body)
+		goto oom;
+	if (!PQgetisnull(r, row, c0 + 11) && !(m->reactions = g_dup(r, row, c0 + 11, NULL)))
+		goto oom;
+	if (!PQgetisnull(r, row, c0 + 12)) {
+		m->quote_from = g_int(r, row, c0 + 12);
+		if (!g_int(r, row, c0 + 14) && !(m->quote_body = g_dup(r, row, c0 + 13, &m->quote_len)))
+			goto oom;
 	}
 	return STORE_OK;
+oom:
+	store_message_clear(m);
+	return STORE_ERROR;
 }
 
 /* ---- users and devices --------------------------------------------- */
@@ -1775,22 +1858,18 @@ static int read_conv(const PGresult *r, int row, store_conv_t *c)
 	c->wrote = (int)g_int(r, row, 5);
 	c->blocked = c->kind == STORE_DIRECT && (g_int(r, row, 6) & 1);
 	c->activity = g_int(r, row, 7);
-	c->muted = (int)g_int(r, row, 17);
-	c->delivered_seq = g_int(r, row, 18);
-	c->pushed_seq = g_int(r, row, 19);
+	c->muted = (int)g_int(r, row, 11);
+	c->delivered_seq = g_int(r, row, 12);
+	c->pushed_seq = g_int(r, row, 13);
 	if (g_ids(r, row, 8, &c->members, &c->nmembers) != STORE_OK)
 		goto err;
 	if (c->kind == STORE_GROUP && g_ids(r, row, 9, &c->admins, &c->nadmins) != STORE_OK)
 		goto err;
 	c->unread = g_int(r, row, 10);
-	if (c->last_seq > 0) {
-		if (PQgetisnull(r, row, 11)) {
-			log_error("store: conversation %lld has no message at its head %lld", (long long)c->id,
-			          (long long)c->last_seq);
-			goto err;
-		}
+	/* None: nothing it may see yet, or only events. */
+	if (!PQgetisnull(r, row, 14)) {
 		if (!(c->last_message = calloc(1, sizeof *c->last_message)) ||
-		    read_message(r, row, 11, c->id, c->last_message) != STORE_OK) {
+		    read_message(r, row, 14, c->id, c->last_message) != STORE_OK) {
 			free(c->last_message);
 			c->last_message = NULL;
 			goto err;
@@ -1976,8 +2055,8 @@ static int pg_search(store_t *base, int64_t user_id, int64_t conv_id, const char
 	}
 	for (i = 0; i < rows; i++) {
 		store_search_hit_t *h = &(*out)[i];
-		if (read_message(r, (int)i, 0, g_int(r, (int)i, 6), &h->msg) != STORE_OK ||
-		    !(h->snippet = g_dup(r, (int)i, 7, &h->snippet_len))) {
+		if (read_message(r, (int)i, 0, g_int(r, (int)i, 15), &h->msg) != STORE_OK ||
+		    !(h->snippet = g_dup(r, (int)i, 16, &h->snippet_len))) {
 			store_message_clear(&h->msg);
 			store_search_free(*out, i);
 			*out = NULL;
@@ -2411,7 +2490,7 @@ static int pg_heads(store_t *base, int64_t user_id, store_head_t **out, size_t *
 	return STORE_OK;
 }
 
-static int pg_replay(store_t *base, int64_t conv_id, int64_t after, int64_t upto, size_t max_count,
+static int pg_replay(store_t *base, int64_t conv_id, int64_t joined, int64_t after, int64_t upto, size_t max_count,
                      size_t max_bytes, store_message_t **out, size_t *n)
 {
 	pg_store_t *s = S(base);
@@ -2423,7 +2502,7 @@ static int pg_replay(store_t *base, int64_t conv_id, int64_t after, int64_t upto
 	*n = 0;
 	READY(s);
 	p_int(p_int(p_int(&p, conv_id), after), upto);
-	p_size(p_size(&p, max_count), max_bytes);
+	p_int(p_size(p_size(&p, max_count), max_bytes), joined);
 	if ((rc = run(s, Q_REPLAY, &p, &r)) != STORE_OK)
 		return rc;
 	rc = collect_messages(r, conv_id, max_bytes, out, n);
@@ -2630,6 +2709,47 @@ static head_t *head_of(head_t *h, size_t n, int64_t conv)
 	return NULL;
 }
 
+/* The rules of an event (or a reply) of the batch about its target
+ * (store_event_check), from the probe's row, or from the batch itself
+ * when the target, or a delete of it, is an earlier op of the batch
+ * (the probe ran before any of them was written). */
+static int plan_event(const store_op_t *ops, size_t i, const int *plan, PGresult *r, int row, const head_t *h)
+{
+	const store_op_t *op = &ops[i];
+	int64_t from, ts, joined = PQgetisnull(r, row, 14) ? 0 : g_int(r, row, 14);
+	int kind, deleted;
+	size_t j;
+
+	if (op->target <= joined || op->target > h->seq)
+		return STORE_NOT_FOUND;
+	if (op->target > h->at) {
+		for (j = 0; j < i; j++)
+			if (plan[j] == PLAN_STORE && ops[j].conv == op->conv && ops[j].out_seq == op->target)
+				break;
+		if (j == i)
+			return STORE_NOT_FOUND;
+		from = ops[j].user;
+		ts = ops[j].out_ts;
+		kind = ops[j].msg_kind;
+		deleted = 0;
+	} else {
+		if (PQgetisnull(r, row, 9))
+			return STORE_NOT_FOUND;
+		from = g_int(r, row, 9);
+		ts = g_int(r, row, 10);
+		kind = (int)g_int(r, row, 11);
+		deleted = (int)g_int(r, row, 12);
+	}
+	if (kind != STORE_MSG_TEXT)
+		return STORE_NOT_FOUND; /* events are not the subject of events */
+	for (j = 0; j < i; j++)
+		if (plan[j] == PLAN_STORE && ops[j].conv == op->conv && ops[j].msg_kind == STORE_MSG_DELETE &&
+		    ops[j].target == op->target)
+			deleted = 1;
+	return store_event_check(op, op->conv_kind, from, ts, deleted, g_int(r, row, 13) == 1,
+	                         PQgetisnull(r, row, 15) ? 0 : g_int(r, row, 15));
+}
+
 /* Decides a send from its row of the probe (phase A), as
  * store_sqlite.c's apply_send does in order: not a member, stored already
  * (here or earlier in this batch), blocked, not admitted; else it is to
@@ -2672,6 +2792,9 @@ static int plan_send(store_op_t *ops, size_t i, const int *plan, int *dup, PGres
 		op->status = STORE_BLOCKED;
 		return PLAN_DONE;
 	}
+	if ((op->msg_kind != STORE_MSG_TEXT || op->target > 0) &&
+	    (op->status = plan_event(ops, i, plan, r, row, h)) != STORE_OK)
+		return PLAN_DONE;
 	if (op->admit) {
 		int64_t retry = op->admit(op->admit_ud, op, count > 1 ? (size_t)count - 1 : 1);
 		if (retry > 0) {
@@ -2744,12 +2867,12 @@ static int64_t *batch_convs(const store_op_t *ops, size_t n, size_t *k)
 static int send_writes(pg_store_t *s, const store_op_t *ops, size_t n, const int *plan, const int *first,
                        const head_t *heads, size_t nheads, const char **what)
 {
-	arr_t a[7];
+	arr_t a[9];
 	params_t p;
 	size_t i, j, nw = 0;
 	int k = 0, rc = -1;
 
-	for (j = 0; j < 7; j++)
+	for (j = 0; j < 9; j++)
 		arr_init(&a[j], j == 4 || j == 5 ? OID_TEXT : OID_INT8);
 	for (i = 0; i < n; i++) {
 		if (plan[i] != PLAN_STORE)
@@ -2761,15 +2884,17 @@ static int send_writes(pg_store_t *s, const store_op_t *ops, size_t n, const int
 		arr_text(&a[4], ops[i].cmid, strlen(ops[i].cmid));
 		arr_text(&a[5], ops[i].body, ops[i].body_len);
 		arr_i64(&a[6], ops[i].out_ts);
+		arr_i64(&a[7], ops[i].msg_kind);
+		arr_i64(&a[8], ops[i].target);
 	}
 	p.n = 0;
-	for (j = 0; j < 7; j++)
+	for (j = 0; j < 9; j++)
 		if (p_arr(&p, &a[j]) < 0)
 			goto out;
 	what[k++] = "the batch's messages";
 	if (pipe_send(s, s->outbox ? Q_SEND_INSERT_OUTBOX : Q_SEND_INSERT, &p) < 0)
 		goto out;
-	arrs_free(a, 7);
+	arrs_free(a, 9);
 
 	for (j = 0; j < 3; j++)
 		arr_init(&a[j], OID_INT8);
@@ -2815,7 +2940,7 @@ static int send_writes(pg_store_t *s, const store_op_t *ops, size_t n, const int
 	}
 	rc = k;
 out:
-	arrs_free(a, 7);
+	arrs_free(a, 9);
 	return rc;
 }
 
@@ -2847,7 +2972,10 @@ static int apply_once(pg_store_t *s, store_op_t *ops, size_t n, int *twin)
 		return STORE_OK;
 	if (ready(s) != STORE_OK)
 		goto err;
-	if (!(res = calloc(n + 8, sizeof *res)) || !(what = calloc(n + 8, sizeof *what)) ||
+	/* Statements: BEGIN, the locks, the probe, three for the rows, up to
+	 * two per op (an event's change and a reaction's summary; one per
+	 * receipt), COMMIT. */
+	if (!(res = calloc(2 * n + 8, sizeof *res)) || !(what = calloc(2 * n + 8, sizeof *what)) ||
 	    !(plan = calloc(n, sizeof *plan)) || !(dup = calloc(n, sizeof *dup)) ||
 	    !(first = calloc(n, sizeof *first)) || !(convs = batch_convs(ops, n, &nconvs)) ||
 	    !(heads = calloc(nconvs, sizeof *heads)) || !(convs_text = id_array(convs, nconvs)))
@@ -2869,24 +2997,26 @@ static int apply_once(pg_store_t *s, store_op_t *ops, size_t n, int *twin)
 	if (pipe_send(s, Q_LOCK_CONVS, p_text(&p, convs_text)) < 0)
 		goto err;
 	if (nsends) {
-		arr_t a[3];
+		arr_t a[5];
 		int bad = 0;
-		arr_init(&a[0], OID_INT8);
-		arr_init(&a[1], OID_INT8);
-		arr_init(&a[2], OID_TEXT);
+		for (i = 0; i < 5; i++)
+			arr_init(&a[i], i == 2 ? OID_TEXT : OID_INT8);
 		for (i = 0; i < n; i++) {
 			if (ops[i].kind != STORE_OP_SEND)
 				continue;
 			arr_i64(&a[0], ops[i].conv);
 			arr_i64(&a[1], ops[i].user);
 			arr_text(&a[2], ops[i].cmid, strlen(ops[i].cmid));
+			arr_i64(&a[3], ops[i].target);
+			arr_i64(&a[4], ops[i].msg_kind);
 		}
 		p.n = 0;
-		bad = p_arr(&p, &a[0]) < 0 || p_arr(&p, &a[1]) < 0 || p_arr(&p, &a[2]) < 0;
+		for (i = 0; i < 5; i++)
+			bad |= p_arr(&p, &a[i]) < 0;
 		what[k++] = "the sends' probe";
 		if (!bad && pipe_send(s, Q_SEND_PROBE, &p) < 0)
 			bad = 1;
-		arrs_free(a, 3);
+		arrs_free(a, 5);
 		if (bad)
 			goto err;
 		if (pipe_read(s, res, k, what) < 0)
@@ -2909,7 +3039,9 @@ static int apply_once(pg_store_t *s, store_op_t *ops, size_t n, int *twin)
 			plan[i] = plan_send(ops, i, plan, dup, res[2], w, head_of(heads, nhead, ops[i].conv));
 			if (plan[i] < 0)
 				goto abort;
-			first[i] = !PQgetisnull(res[2], w, 8) && g_int(res[2], w, 8) == 0;
+			/* Only a message makes its sender one who wrote here. */
+			first[i] = !PQgetisnull(res[2], w, 8) && g_int(res[2], w, 8) == 0 &&
+			           ops[i].msg_kind == STORE_MSG_TEXT;
 			nstored += plan[i] == PLAN_STORE;
 			w++;
 		}
@@ -2931,6 +3063,22 @@ static int apply_once(pg_store_t *s, store_op_t *ops, size_t n, int *twin)
 		head_t *h = nsends ? head_of(heads, nhead, op->conv) : NULL;
 		if (plan[i] == PLAN_STORE) {
 			h->at = op->out_seq;
+			if (op->msg_kind == STORE_MSG_TEXT)
+				continue;
+			p.n = 0;
+			p_int(p_int(p_int(&p, op->conv), op->target), op->msg_kind);
+			p_bytes(&p, op->body, op->body_len);
+			p_int(p_int(p_int(&p, op->out_ts), op->out_seq), op->user);
+			what[k++] = "an event's change to its message";
+			if (pipe_send(s, Q_EVENT_APPLY, &p) < 0)
+				goto err;
+			if (op->msg_kind == STORE_MSG_REACTION) {
+				p.n = 0;
+				p_int(p_int(p_int(&p, op->conv), op->target), op->out_seq);
+				what[k++] = "a message's reactions";
+					if (pipe_send(s, Q_REACTIONS_SYNC, &p) < 0)
+					goto err;
+			}
 		} else if (plan[i] == PLAN_RECEIPT) {
 			p.n = 0;
 			p_int(p_int(p_int(p_int(&p, op->conv), op->user), op->state), op->seq);
@@ -2968,9 +3116,12 @@ static int apply_once(pg_store_t *s, store_op_t *ops, size_t n, int *twin)
 		}
 	}
 	k = (nsends ? 0 : 2) + (size_t)nsendstmts;
-	for (i = 0; i < n; i++)
-		if (plan[i] == PLAN_RECEIPT && read_receipt(&ops[i], res[k++], s->outbox) < 0)
+	for (i = 0; i < n; i++) {
+		if (plan[i] == PLAN_STORE && ops[i].msg_kind != STORE_MSG_TEXT)
+			k += ops[i].msg_kind == STORE_MSG_REACTION ? 2 : 1; /* an event's statements */
+		else if (plan[i] == PLAN_RECEIPT && read_receipt(&ops[i], res[k++], s->outbox) < 0)
 			ops[i].status = STORE_ERROR; /* committed, but its members could not be copied */
+	}
 	clear_results(res, nres);
 	if (PQexitPipelineMode(s->conn) != 1)
 		lost(s, "the batch's pipeline did not end");
@@ -2998,14 +3149,14 @@ static int apply_once(pg_store_t *s, store_op_t *ops, size_t n, int *twin)
 abort:
 	/* The pipeline read to its sync: leave it and the failed transaction
 	 * so that the connection can serve the next call. */
-	clear_results(res, n + 8);
+	clear_results(res, 2 * n + 8);
 	if (s->conn && PQexitPipelineMode(s->conn) != 1)
 		lost(s, "the batch's pipeline did not end");
 	pipelined = 0;
 	rollback(s);
 err:
 	if (res)
-		clear_results(res, n + 8);
+		clear_results(res, 2 * n + 8);
 	/* A pipeline left half-sent cannot be trusted: nothing of it was
 	 * committed (COMMIT's answer never came), and the connection goes. */
 	if (pipelined && s->conn)

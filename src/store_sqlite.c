@@ -24,8 +24,18 @@
 
 #include "log.h"
 
-#define SCHEMA_VERSION 6
-#define SCHEMA_VERSION_TEXT "6" /* the same, for SQL text */
+#define SCHEMA_VERSION 7
+#define SCHEMA_VERSION_TEXT "7" /* the same, for SQL text */
+
+/* The columns of a message row as read_message takes them, from messages
+ * m and its reply's target q (LEFT JOINed with MSG_QUOTE, or NULLs). */
+#define MSG_COLS                                                                              \
+	"m.id, m.seq, m.sender, m.cmid, m.body, m.ts, m.kind, m.target, m.edited_at, m.deleted, " \
+	"m.state_seq, m.reactions, q.sender, q.body, q.deleted"
+/* A reply's target, when it is after the reader's joined_seq (joined). */
+#define MSG_QUOTE(joined)                                                                  \
+	" LEFT JOIN messages q ON m.kind = 0 AND m.target > 0 AND q.conv_id = m.conv_id AND " \
+	"q.seq = m.target AND q.seq > " joined " "
 
 enum {
 	Q_USER_INSERT,
@@ -60,6 +70,15 @@ enum {
 	Q_UNREAD_TOTAL,
 	Q_CONV_LIST,
 	Q_MESSAGE_AT,
+	Q_TARGET,
+	Q_LAST_JOIN,
+	Q_EDIT_APPLY,
+	Q_DELETE_APPLY,
+	Q_DELETE_EDITS,
+	Q_DELETE_REACTIONS,
+	Q_REACTION_PUT,
+	Q_REACTION_DROP,
+	Q_REACTIONS_SYNC,
 	Q_UNREAD,
 	Q_HISTORY,
 	Q_REPLAY,
@@ -174,14 +193,15 @@ static const char *const queries[Q_COUNT] = {
 	[Q_PUSH_MARK] = "UPDATE members SET pushed_seq = max(pushed_seq, ?3) WHERE conv_id = ?1 AND user_id = ?2",
 	/* From the newest messages (their ids are times) to the members they
 	 * have not reached. */
-	[Q_PUSH_PENDING] = "SELECT m.conv_id, m.user_id, c.kind, l.seq, l.sender, l.ts, l.body FROM messages l JOIN conversations c ON c.id = l.conv_id AND c.last_seq = l.seq JOIN members m ON m.conv_id = l.conv_id WHERE l.id > ?1 AND m.user_id <> l.sender AND m.muted = 0 AND m.joined_seq < l.seq AND m.delivered_seq < l.seq AND m.read_seq < l.seq AND m.pushed_seq < l.seq AND EXISTS(SELECT 1 FROM push_targets t WHERE t.user_id = m.user_id) ORDER BY l.id, m.user_id LIMIT ?2",
+	[Q_PUSH_PENDING] = "SELECT m.conv_id, m.user_id, c.kind, l.seq, l.sender, l.ts, l.body FROM messages l JOIN conversations c ON c.id = l.conv_id AND c.last_seq = l.seq JOIN members m ON m.conv_id = l.conv_id WHERE l.id > ?1 AND l.kind = 0 AND m.user_id <> l.sender AND m.muted = 0 AND m.joined_seq < l.seq AND m.delivered_seq < l.seq AND m.read_seq < l.seq AND m.pushed_seq < l.seq AND EXISTS(SELECT 1 FROM push_targets t WHERE t.user_id = m.user_id) ORDER BY l.id, m.user_id LIMIT ?2",
 	/* The index's matches, each joined to the caller's membership of its
 	 * conversation (none before it joined); ?2 is FTS5 syntax made from
 	 * words only (store_search). */
-	[Q_SEARCH] = "SELECT m.id, m.seq, m.sender, m.cmid, m.body, m.ts, m.conv_id, "
+	[Q_SEARCH] = "SELECT " MSG_COLS ", m.conv_id, "
 	             "snippet(messages_fts, 0, char(2), char(3), '…', 16) FROM messages_fts "
 	             "JOIN messages m ON m.id = messages_fts.rowid "
 	             "JOIN members b ON b.conv_id = m.conv_id AND b.user_id = ?1 AND m.seq > b.joined_seq "
+	             MSG_QUOTE("b.joined_seq")
 	             "WHERE messages_fts MATCH ?2 AND (?3 = 0 OR m.conv_id = ?3) "
 	             "ORDER BY bm25(messages_fts), m.id DESC LIMIT ?4 OFFSET ?5",
 	/* The oldest pending messages into the index, then out of the queue:
@@ -240,12 +260,14 @@ static const char *const queries[Q_COUNT] = {
 	[Q_USER_CONVS_ADD] = "UPDATE users SET conv_count = conv_count + ?2 WHERE id = ?1",
 	[Q_LAST_SEEN_SET] = "UPDATE users SET last_seen = max(coalesce(last_seen, 0), ?2) WHERE id = ?1",
 	[Q_WATERMARKS] = "SELECT user_id, joined_seq, delivered_seq, read_seq FROM members WHERE conv_id = ?1",
+	/* Messages only: an event has no receipts of its own. */
 	[Q_SENDERS] = "SELECT seq, sender FROM messages WHERE conv_id = ?1 AND seq >= ?2 AND seq <= ?3 "
-	              "ORDER BY seq",
+	              "AND kind = 0 ORDER BY seq",
 	[Q_READ_ONLY_SET] = "UPDATE members SET read_seq = ?3 WHERE conv_id = ?1 AND user_id = ?2",
 	/* A user's unread messages in every conversation, counted up to ?2. */
 	[Q_UNREAD_TOTAL] = "SELECT count(*) FROM (SELECT 1 FROM members m JOIN messages g ON g.conv_id = m.conv_id "
 	                   "AND g.seq > m.read_seq AND g.seq > m.joined_seq WHERE m.user_id = ?1 AND g.sender <> ?1 "
+	                   "AND g.kind = 0 "
 	                   "LIMIT ?2)",
 	[Q_READ_COUNT] = "SELECT count(*) FROM members WHERE conv_id = ?1 AND user_id <> "
 	                 "(SELECT sender FROM messages WHERE conv_id = ?1 AND seq = ?2) "
@@ -256,19 +278,43 @@ static const char *const queries[Q_COUNT] = {
 	[Q_CONV_LIST] = "SELECT c.id FROM members m JOIN conversations c ON c.id = m.conv_id "
 	                "WHERE m.user_id = ?1 AND (c.activity < ?2 OR (c.activity = ?2 AND c.id < ?3)) "
 	                "ORDER BY c.activity DESC, c.id DESC LIMIT ?4",
-	[Q_MESSAGE_AT] = "SELECT id, seq, sender, cmid, body, ts FROM messages WHERE conv_id = ?1 AND seq = ?2",
-	[Q_UNREAD] = "SELECT count(*) FROM messages WHERE conv_id = ?1 AND seq > ?2 AND sender <> ?3",
-	[Q_HISTORY] = "SELECT id, seq, sender, cmid, body, ts FROM messages "
-	              "WHERE conv_id = ?1 AND seq < ?2 AND seq > ?4 ORDER BY seq DESC LIMIT ?3",
-	[Q_REPLAY] = "SELECT id, seq, sender, cmid, body, ts FROM messages "
-	             "WHERE conv_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
+	/* The newest message (not event) the reader (joined at ?2) may see. */
+	[Q_MESSAGE_AT] = "SELECT " MSG_COLS " FROM messages m" MSG_QUOTE("?2")
+	                 "WHERE m.conv_id = ?1 AND m.seq > ?2 AND m.kind = 0 ORDER BY m.seq DESC LIMIT 1",
+	[Q_UNREAD] = "SELECT count(*) FROM messages WHERE conv_id = ?1 AND seq > ?2 AND sender <> ?3 AND kind = 0",
+	[Q_HISTORY] = "SELECT " MSG_COLS " FROM messages m" MSG_QUOTE("?4")
+	              "WHERE m.conv_id = ?1 AND m.seq < ?2 AND m.seq > ?4 ORDER BY m.seq DESC LIMIT ?3",
+	[Q_REPLAY] = "SELECT " MSG_COLS " FROM messages m" MSG_QUOTE("?5")
+	             "WHERE m.conv_id = ?1 AND m.seq > ?2 AND m.seq <= ?3 ORDER BY m.seq LIMIT ?4",
 	[Q_HEADS] = "SELECT c.id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conv_id "
 	            "WHERE m.user_id = ?1 ORDER BY c.id",
 	[Q_SEND_FIND] = "SELECT id, seq, ts FROM messages WHERE conv_id = ?1 AND sender = ?2 AND cmid = ?3",
 	[Q_SEQ_NEXT] = "UPDATE conversations SET last_seq = last_seq + 1, activity = ?2 WHERE id = ?1 "
 	               "RETURNING last_seq",
-	[Q_MESSAGE_INSERT] = "INSERT INTO messages(id, conv_id, seq, sender, cmid, body, ts) "
-	                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	[Q_MESSAGE_INSERT] = "INSERT INTO messages(id, conv_id, seq, sender, cmid, body, ts, kind, target) "
+	                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	/* An event's target as the sender sees it: ?3 is its joined_seq. */
+	[Q_TARGET] = "SELECT sender, ts, kind, deleted FROM messages WHERE conv_id = ?1 AND seq = ?2 AND seq > ?3",
+	[Q_LAST_JOIN] = "SELECT max(joined_seq) FROM members WHERE conv_id = ?1",
+	[Q_EDIT_APPLY] = "UPDATE messages SET body = ?3, edited_at = ?4, state_seq = ?5 "
+	                 "WHERE conv_id = ?1 AND seq = ?2",
+	/* A delete takes the text from the message and from its edits; the
+	 * rows stay, so seqs stay gapless. */
+	[Q_DELETE_APPLY] = "UPDATE messages SET body = '', deleted = 1, reactions = NULL, state_seq = ?3 "
+	                   "WHERE conv_id = ?1 AND seq = ?2",
+	[Q_DELETE_EDITS] = "UPDATE messages SET body = '' WHERE conv_id = ?1 AND target = ?2 AND kind = 1",
+	[Q_DELETE_REACTIONS] = "DELETE FROM reactions WHERE conv_id = ?1 AND msg_seq = ?2",
+	[Q_REACTION_PUT] = "INSERT INTO reactions(conv_id, msg_seq, user_id, emoji, seq) VALUES(?1, ?2, ?3, ?4, ?5) "
+	                   "ON CONFLICT(conv_id, msg_seq, user_id) DO UPDATE SET emoji = excluded.emoji, seq = excluded.seq",
+	[Q_REACTION_DROP] = "DELETE FROM reactions WHERE conv_id = ?1 AND msg_seq = ?2 AND user_id = ?3",
+	/* The message's reactions as the JSON its readers get, kept in its
+	 * row so that no read of history aggregates them: each emoji once, in
+	 * the order it first came, with who gave it. */
+	[Q_REACTIONS_SYNC] = "UPDATE messages SET state_seq = ?3, reactions = (SELECT CASE WHEN count(*) = 0 THEN NULL "
+	                     "ELSE json_group_array(json_object('emoji', emoji, 'users', json(users))) END FROM "
+	                     "(SELECT emoji, json_group_array(user_id) AS users, min(seq) AS first FROM "
+	                     "(SELECT emoji, user_id, seq FROM reactions WHERE conv_id = ?1 AND msg_seq = ?2 "
+	                     "ORDER BY user_id) GROUP BY emoji ORDER BY first)) WHERE conv_id = ?1 AND seq = ?2",
 	[Q_READ_SET] = "UPDATE members SET read_seq = ?3, delivered_seq = max(delivered_seq, ?3) "
 	               "WHERE conv_id = ?1 AND user_id = ?2",
 	[Q_DELIVERED_SET] = "UPDATE members SET delivered_seq = ?3 WHERE conv_id = ?1 AND user_id = ?2",
@@ -285,8 +331,11 @@ static const char *const queries[Q_COUNT] = {
 	                    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, 0)",
 	/* One writer at a time: the take is a read then a mark in one
 	 * transaction, and nobody else can take between them. */
+	/* A message as it went live: no quote (live frames name a reply's
+	 * target by seq; each reader has its own copy of it). */
 	[Q_OUTBOX_TAKE] = "SELECT o.id, o.conv_id, o.kind, o.seq, o.user_id, o.created_at, "
-	                  "m.id, m.seq, m.sender, m.cmid, m.body, m.ts FROM outbox o "
+	                  "m.id, m.seq, m.sender, m.cmid, m.body, m.ts, m.kind, m.target, m.edited_at, "
+	                  "m.deleted, m.state_seq, m.reactions, NULL, NULL, NULL FROM outbox o "
 	                  "LEFT JOIN messages m ON m.id = o.msg_id "
 	                  "WHERE o.created_at <= ?1 AND o.taken_at <= ?1 ORDER BY o.id LIMIT ?2",
 	[Q_OUTBOX_MARK] = "UPDATE outbox SET taken_at = ?2 WHERE id = ?1",
@@ -380,16 +429,56 @@ static const char migrate_1_to_2[] =
 	"CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(body, content='messages', "             \
 	"  content_rowid='id', tokenize='unicode61 remove_diacritics 0');"                                  \
 	"CREATE TABLE IF NOT EXISTS messages_fts_pending(id INTEGER PRIMARY KEY);"                          \
-	"CREATE TRIGGER IF NOT EXISTS messages_fts_add AFTER INSERT ON messages BEGIN "                     \
+	FTS_TRIGGERS
+
+/* Only messages (kind 0) are indexed: an edit's row repeats text its
+ * message now holds, and a reaction's is an emoji. (Version 6's triggers
+ * had no such test; there were no other rows then.) */
+#define FTS_TRIGGERS                                                                                      \
+	"CREATE TRIGGER IF NOT EXISTS messages_fts_add AFTER INSERT ON messages WHEN new.kind = 0 BEGIN "   \
 	"  INSERT INTO messages_fts_pending(id) VALUES(new.id); END;"                                       \
-	"CREATE TRIGGER IF NOT EXISTS messages_fts_del AFTER DELETE ON messages BEGIN "                     \
+	"CREATE TRIGGER IF NOT EXISTS messages_fts_del AFTER DELETE ON messages WHEN old.kind = 0 BEGIN "   \
 	"  INSERT INTO messages_fts(messages_fts, rowid, body) SELECT 'delete', old.id, old.body "          \
 	"    WHERE NOT EXISTS (SELECT 1 FROM messages_fts_pending WHERE id = old.id);"                      \
 	"  DELETE FROM messages_fts_pending WHERE id = old.id; END;"                                        \
 	"CREATE TRIGGER IF NOT EXISTS messages_fts_upd AFTER UPDATE OF body ON messages "                   \
-	"  WHEN NOT EXISTS (SELECT 1 FROM messages_fts_pending WHERE id = old.id) BEGIN "                   \
+	"  WHEN old.kind = 0 AND NOT EXISTS (SELECT 1 FROM messages_fts_pending WHERE id = old.id) BEGIN "  \
 	"  INSERT INTO messages_fts(messages_fts, rowid, body) VALUES('delete', old.id, old.body);"         \
 	"  INSERT INTO messages_fts(rowid, body) VALUES(new.id, new.body); END;"
+
+/* Version 7: edits, deletes, reactions and replies (store.h's
+ * STORE_MSG_*): what a row is, the message it is about, the state events
+ * leave on a message, and who reacted with what. */
+#define EVENTS_COLUMNS                                                     \
+	"  kind INTEGER NOT NULL DEFAULT 0,"                               \
+	"  target INTEGER NOT NULL DEFAULT 0,"                             \
+	"  edited_at INTEGER NOT NULL DEFAULT 0,"                          \
+	"  deleted INTEGER NOT NULL DEFAULT 0,"                            \
+	"  state_seq INTEGER NOT NULL DEFAULT 0,"                          \
+	"  reactions TEXT,"
+#define REACTIONS_SCHEMA                                                   \
+	"CREATE TABLE IF NOT EXISTS reactions("                            \
+	"  conv_id INTEGER NOT NULL,"                                      \
+	"  msg_seq INTEGER NOT NULL,"                                      \
+	"  user_id INTEGER NOT NULL,"                                      \
+	"  emoji TEXT NOT NULL,"                                           \
+	"  seq INTEGER NOT NULL,"                                          \
+	"  PRIMARY KEY(conv_id, msg_seq, user_id)) WITHOUT ROWID;"
+
+/* From versions 1 to 6, before the index is built (its triggers name
+ * kind). */
+static const char migrate_to_7[] =
+	"ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE messages ADD COLUMN target INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE messages ADD COLUMN edited_at INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE messages ADD COLUMN state_seq INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE messages ADD COLUMN reactions TEXT;"
+	REACTIONS_SCHEMA
+	"DROP TRIGGER IF EXISTS messages_fts_add;"
+	"DROP TRIGGER IF EXISTS messages_fts_del;"
+	"DROP TRIGGER IF EXISTS messages_fts_upd;"
+	FTS_TRIGGERS;
 
 /* From versions 1 to 5: the index, built from the messages there are. */
 static const char migrate_to_6[] = FTS_SCHEMA "INSERT INTO messages_fts(messages_fts) VALUES('rebuild');";
@@ -462,6 +551,7 @@ static const char schema[] =
 	"  cmid TEXT NOT NULL,"
 	"  body TEXT NOT NULL,"
 	"  ts INTEGER NOT NULL,"
+	EVENTS_COLUMNS
 	"  UNIQUE(conv_id, seq),"
 	"  UNIQUE(conv_id, sender, cmid));"
 	/* One row per receipt frame that moved a watermark: what per-message
@@ -477,6 +567,7 @@ static const char schema[] =
 	BLOCKS_SCHEMA
 	OUTBOX_SCHEMA
 	PUSH_SCHEMA
+	REACTIONS_SCHEMA
 	FTS_SCHEMA;
 
 typedef struct sqlite_store {
@@ -527,20 +618,40 @@ static char *dup_col(sqlite3_stmt *st, int col, size_t *len)
 }
 
 /* Reads a message row (id, seq, sender, cmid, body, ts) into m. */
-static int read_message(sqlite3_stmt *st, int64_t conv, store_message_t *m)
+/* A message from MSG_COLS, starting at column c. */
+static int read_message_at(sqlite3_stmt *st, int c, int64_t conv, store_message_t *m)
 {
+	memset(m, 0, sizeof *m);
 	m->conv = conv;
-	m->id = sqlite3_column_int64(st, 0);
-	m->seq = sqlite3_column_int64(st, 1);
-	m->from = sqlite3_column_int64(st, 2);
-	m->cmid = dup_col(st, 3, NULL);
-	m->body = dup_col(st, 4, &m->body_len);
-	m->ts = sqlite3_column_int64(st, 5);
-	if (!m->cmid || !m->body) {
-		store_message_clear(m);
-		return STORE_ERROR;
+	m->id = sqlite3_column_int64(st, c);
+	m->seq = sqlite3_column_int64(st, c + 1);
+	m->from = sqlite3_column_int64(st, c + 2);
+	m->cmid = dup_col(st, c + 3, NULL);
+	m->body = dup_col(st, c + 4, &m->body_len);
+	m->ts = sqlite3_column_int64(st, c + 5);
+	m->kind = sqlite3_column_int(st, c + 6);
+	m->target = sqlite3_column_int64(st, c + 7);
+	m->edited_at = sqlite3_column_int64(st, c + 8);
+	m->deleted = sqlite3_column_int(st, c + 9);
+	m->state_seq = sqlite3_column_int64(st, c + 10);
+	if (!m->cmid || !m->body)
+		goto oom;
+	if (sqlite3_column_type(st, c + 11) != SQLITE_NULL && !(m->reactions = dup_col(st, c + 11, NULL)))
+		goto oom;
+	if (sqlite3_column_type(st, c + 12) != SQLITE_NULL) {
+		m->quote_from = sqlite3_column_int64(st, c + 12);
+		if (!sqlite3_column_int(st, c + 14) && !(m->quote_body = dup_col(st, c + 13, &m->quote_len)))
+			goto oom;
 	}
 	return STORE_OK;
+oom:
+	store_message_clear(m);
+	return STORE_ERROR;
+}
+
+static int read_message(sqlite3_stmt *st, int64_t conv, store_message_t *m)
+{
+	return read_message_at(st, 0, conv, m);
 }
 
 static int exec(sqlite_store_t *s, int which)
@@ -626,6 +737,8 @@ static store_t *sqlite_open_dir(const char *data_dir, int *from)
 	if (version >= 1 && version < 5 && sqlite3_exec(s->db, migrate_to_5, NULL, NULL, &err) != SQLITE_OK)
 		goto schema_err;
 	if (version >= 1 && version < 6 && sqlite3_exec(s->db, migrate_to_6, NULL, NULL, &err) != SQLITE_OK)
+		goto schema_err;
+	if (version >= 1 && version < 7 && sqlite3_exec(s->db, migrate_to_7, NULL, NULL, &err) != SQLITE_OK)
 		goto schema_err;
 	if (sqlite3_exec(s->db, "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', " SCHEMA_VERSION_TEXT ");"
 	                 "COMMIT", NULL, NULL, &err) != SQLITE_OK)
@@ -1275,14 +1388,45 @@ static int load_membership(sqlite_store_t *s, int64_t conv_id, int64_t user_id, 
 	return r;
 }
 
-static int load_message_at(sqlite_store_t *s, int64_t conv_id, int64_t seq, store_message_t **out)
+/* What an event needs to know of the row it is about. */
+typedef struct target {
+	int64_t from, ts;
+	int kind, deleted;
+} target_t;
+
+/* The row at seq of conv_id, for a member who joined at joined:
+ * STORE_NOT_FOUND when there is none it may see. */
+static int load_target(sqlite_store_t *s, int64_t conv_id, int64_t seq, int64_t joined, target_t *t)
+{
+	sqlite3_stmt *st = q(s, Q_TARGET);
+	int rc, r = STORE_OK;
+
+	sqlite3_bind_int64(st, 1, conv_id);
+	sqlite3_bind_int64(st, 2, seq);
+	sqlite3_bind_int64(st, 3, joined);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		t->from = sqlite3_column_int64(st, 0);
+		t->ts = sqlite3_column_int64(st, 1);
+		t->kind = sqlite3_column_int(st, 2);
+		t->deleted = sqlite3_column_int(st, 3);
+	} else {
+		r = rc == SQLITE_DONE ? STORE_NOT_FOUND : fail(s, "message");
+	}
+	sqlite3_reset(st);
+	return r;
+}
+
+/* The newest message (events are not shown as one) of conv_id that a
+ * member who joined at joined may see; STORE_NOT_FOUND when none. */
+static int load_last_message(sqlite_store_t *s, int64_t conv_id, int64_t joined, store_message_t **out)
 {
 	sqlite3_stmt *st = q(s, Q_MESSAGE_AT);
 	int rc, r = STORE_OK;
 
 	*out = NULL;
 	sqlite3_bind_int64(st, 1, conv_id);
-	sqlite3_bind_int64(st, 2, seq);
+	sqlite3_bind_int64(st, 2, joined);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		store_message_t *m = calloc(1, sizeof *m);
@@ -1324,8 +1468,10 @@ static int sq_conv_get(store_t *base, int64_t conv_id, int64_t user_id, store_co
 	if (c->kind == STORE_GROUP &&
 	    (r = load_ids(s, Q_ADMINS_OF, conv_id, &c->admins, &c->nadmins)) != STORE_OK)
 		goto err;
-	if (c->last_seq > 0) {
-		r = load_message_at(s, conv_id, c->last_seq, &c->last_message);
+	if (c->last_seq > m.joined_seq) {
+		r = load_last_message(s, conv_id, m.joined_seq, &c->last_message);
+		if (r == STORE_NOT_FOUND)
+			r = STORE_OK;
 		if (r != STORE_OK)
 			goto err;
 	}
@@ -1566,8 +1712,8 @@ static int sq_search(store_t *base, int64_t user_id, int64_t conv_id, const char
 	sqlite3_bind_int64(st, 5, (sqlite3_int64)(offset > INT32_MAX ? INT32_MAX : offset));
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		store_search_hit_t *h = &(*out)[*n];
-		if (read_message(st, sqlite3_column_int64(st, 6), &h->msg) != STORE_OK ||
-		    !(h->snippet = dup_col(st, 7, &h->snippet_len))) {
+		if (read_message(st, sqlite3_column_int64(st, 15), &h->msg) != STORE_OK ||
+		    !(h->snippet = dup_col(st, 16, &h->snippet_len))) {
 			store_message_clear(&h->msg);
 			r = STORE_ERROR;
 			break;
@@ -1599,7 +1745,7 @@ static int sq_receipts(store_t *base, int64_t conv_id, int64_t user_id, int64_t 
 {
 	sqlite_store_t *s = S(base);
 	membership_t ms;
-	store_message_t *m = NULL;
+	target_t t;
 	int64_t *members = NULL;
 	size_t nmembers = 0, i;
 	int r;
@@ -1610,9 +1756,11 @@ static int sq_receipts(store_t *base, int64_t conv_id, int64_t user_id, int64_t 
 		return r;
 	if (seq <= ms.joined_seq || seq > ms.last_seq)
 		return STORE_NOT_FOUND;
-	if ((r = load_message_at(s, conv_id, seq, &m)) != STORE_OK)
+	if ((r = load_target(s, conv_id, seq, ms.joined_seq, &t)) != STORE_OK)
 		return r;
-	if (m->ts < now_ms - (int64_t)STORE_RECEIPT_DETAIL_DAYS * 86400000) {
+	if (t.kind != STORE_MSG_TEXT)
+		return STORE_NOT_FOUND; /* an event has no receipts of its own */
+	if (t.ts < now_ms - (int64_t)STORE_RECEIPT_DETAIL_DAYS * 86400000) {
 		r = STORE_NOT_FOUND; /* its detail has expired */
 		goto done;
 	}
@@ -1627,7 +1775,7 @@ static int sq_receipts(store_t *base, int64_t conv_id, int64_t user_id, int64_t 
 		sqlite3_stmt *st;
 		store_receipt_t *rc;
 
-		if (members[i] == m->from)
+		if (members[i] == t.from)
 			continue;
 		rc = &(*out)[(*n)++];
 		rc->user_id = members[i];
@@ -1646,7 +1794,6 @@ static int sq_receipts(store_t *base, int64_t conv_id, int64_t user_id, int64_t 
 	}
 done:
 	free(members);
-	store_messages_free(m, 1);
 	if (r != STORE_OK) {
 		free(*out);
 		*out = NULL;
@@ -2052,7 +2199,7 @@ static int sq_heads(store_t *base, int64_t user_id, store_head_t **out, size_t *
 	return STORE_OK;
 }
 
-static int sq_replay(store_t *base, int64_t conv_id, int64_t after, int64_t upto,
+static int sq_replay(store_t *base, int64_t conv_id, int64_t joined, int64_t after, int64_t upto,
                      size_t max_count, size_t max_bytes, store_message_t **out, size_t *n)
 {
 	sqlite_store_t *s = S(base);
@@ -2062,6 +2209,7 @@ static int sq_replay(store_t *base, int64_t conv_id, int64_t after, int64_t upto
 	sqlite3_bind_int64(st, 2, after);
 	sqlite3_bind_int64(st, 3, upto);
 	sqlite3_bind_int64(st, 4, (sqlite3_int64)max_count);
+	sqlite3_bind_int64(st, 5, joined);
 	return collect_messages(s, st, conv_id, max_bytes, out, n);
 }
 
@@ -2076,6 +2224,58 @@ static int op_membership(sqlite_store_t *s, store_op_t *op, membership_t *m)
 		op->out_members_version = m->member_version;
 	}
 	return r;
+}
+
+/* Runs the statement `which` with the integer arguments args[0..n) and
+ * text at position text_at (0: none). */
+static int run_event_stmt(sqlite_store_t *s, int which, const int64_t *args, int n, int text_at,
+                          const char *text, size_t text_len)
+{
+	sqlite3_stmt *st = q(s, which);
+	int i, rc;
+
+	for (i = 0; i < n; i++)
+		sqlite3_bind_int64(st, i + 1, args[i]);
+	if (text_at)
+		sqlite3_bind_text(st, text_at, text, (int)text_len, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc == SQLITE_DONE ? STORE_OK : fail(s, queries[which]);
+}
+
+/* What a stored event leaves on its target, in the same transaction. */
+static int apply_event(sqlite_store_t *s, const store_op_t *op)
+{
+	int64_t a[5] = {op->conv, op->target, 0, 0, 0};
+	int r;
+
+	switch (op->msg_kind) {
+	case STORE_MSG_EDIT:
+		a[3] = op->out_ts;
+		a[4] = op->out_seq;
+		return run_event_stmt(s, Q_EDIT_APPLY, a, 5, 3, op->body, op->body_len);
+	case STORE_MSG_DELETE:
+		a[2] = op->out_seq;
+		if ((r = run_event_stmt(s, Q_DELETE_APPLY, a, 3, 0, NULL, 0)) != STORE_OK ||
+		    (r = run_event_stmt(s, Q_DELETE_EDITS, a, 2, 0, NULL, 0)) != STORE_OK)
+			return r;
+		return run_event_stmt(s, Q_DELETE_REACTIONS, a, 2, 0, NULL, 0);
+	case STORE_MSG_REACTION:
+		a[2] = op->user;
+		if (op->body_len) {
+			a[4] = op->out_seq;
+			r = run_event_stmt(s, Q_REACTION_PUT, a, 5, 4, op->body, op->body_len);
+		} else {
+			r = run_event_stmt(s, Q_REACTION_DROP, a, 3, 0, NULL, 0);
+		}
+		if (r != STORE_OK)
+			return r;
+		a[2] = op->out_seq;
+		return run_event_stmt(s, Q_REACTIONS_SYNC, a, 3, 0, NULL, 0);
+	default:
+		return STORE_OK;
+	}
 }
 
 static int apply_send(sqlite_store_t *s, store_op_t *op)
@@ -2107,6 +2307,19 @@ static int apply_send(sqlite_store_t *s, store_op_t *op)
 		op->out_blocked_by_me = m.blocks & 1;
 		return STORE_BLOCKED;
 	}
+	if (op->msg_kind != STORE_MSG_TEXT || op->target > 0) {
+		target_t t;
+		int64_t last_join = 0;
+		if ((r = load_target(s, op->conv, op->target, m.joined_seq, &t)) != STORE_OK)
+			return r;
+		if (t.kind != STORE_MSG_TEXT)
+			return STORE_NOT_FOUND; /* events are not the subject of events */
+		if (op->msg_kind == STORE_MSG_EDIT && m.kind == STORE_GROUP &&
+		    (r = query_int(s, Q_LAST_JOIN, op->conv, 0, &last_join)) != STORE_OK)
+			return r;
+		if ((r = store_event_check(op, m.kind, t.from, t.ts, t.deleted, m.role == 1, last_join)) != STORE_OK)
+			return r;
+	}
 	if (op->admit) {
 		int64_t retry = op->admit(op->admit_ud, op,
 		                          m.member_count > 1 ? (size_t)m.member_count - 1 : 1);
@@ -2135,10 +2348,14 @@ static int apply_send(sqlite_store_t *s, store_op_t *op)
 	sqlite3_bind_text(st, 5, op->cmid, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 6, op->body, (int)op->body_len, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 7, op->out_ts);
+	sqlite3_bind_int(st, 8, op->msg_kind);
+	sqlite3_bind_int64(st, 9, op->target);
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
 		return fail(s, "message insert");
+	if (op->msg_kind != STORE_MSG_TEXT)
+		return apply_event(s, op);
 	if (!m.wrote) {
 		/* Its first message here: in a direct chat, this is what makes
 		 * the other a contact of the sender's. */
@@ -2333,18 +2550,10 @@ static int sq_outbox_take(store_t *base, int64_t now_ms, int64_t age_ms, size_t 
 		r->seq = sqlite3_column_int64(st, 3);
 		r->user = sqlite3_column_int64(st, 4);
 		r->created_at = sqlite3_column_int64(st, 5);
-		if (r->kind == STORE_EVENT_MESSAGE && sqlite3_column_type(st, 6) != SQLITE_NULL) {
-			r->msg.conv = r->conv;
-			r->msg.id = sqlite3_column_int64(st, 6);
-			r->msg.seq = sqlite3_column_int64(st, 7);
-			r->msg.from = sqlite3_column_int64(st, 8);
-			r->msg.cmid = dup_col(st, 9, NULL);
-			r->msg.body = dup_col(st, 10, &r->msg.body_len);
-			r->msg.ts = sqlite3_column_int64(st, 11);
-			if (!r->msg.cmid || !r->msg.body) {
-				rc = SQLITE_NOMEM;
-				break;
-			}
+		if (r->kind == STORE_EVENT_MESSAGE && sqlite3_column_type(st, 6) != SQLITE_NULL &&
+		    read_message_at(st, 6, r->conv, &r->msg) != STORE_OK) {
+			rc = SQLITE_NOMEM;
+			break;
 		}
 	}
 	sqlite3_reset(st);

@@ -226,9 +226,9 @@ FWD(member_add, (store_t *s, int64_t c, int64_t actor, int64_t u, int64_t now, u
 FWD(member_remove, (store_t *s, int64_t c, int64_t actor, int64_t u, int64_t *promoted),
     (R(s), c, actor, u, promoted))
 FWD(heads, (store_t *s, int64_t u, store_head_t **out, size_t *n), (R(s), u, out, n))
-FWD(replay, (store_t *s, int64_t c, int64_t after, int64_t upto, size_t max_count, size_t max_bytes,
-             store_message_t **out, size_t *n),
-    (R(s), c, after, upto, max_count, max_bytes, out, n))
+FWD(replay, (store_t *s, int64_t c, int64_t joined, int64_t after, int64_t upto, size_t max_count,
+             size_t max_bytes, store_message_t **out, size_t *n),
+    (R(s), c, joined, after, upto, max_count, max_bytes, out, n))
 FWD(search, (store_t *s, int64_t u, int64_t c, const char *const *terms, size_t nterms, size_t offset, size_t limit,
              store_search_hit_t **out, size_t *n, int *more),
     (R(s), u, c, terms, nterms, offset, limit, out, n, more))
@@ -713,11 +713,11 @@ static void test_history_and_list(void **state)
 	assert_int_equal(m[0].seq, 3);
 	assert_true(more);
 	store_messages_free(m, n);
-	assert_int_equal(store_replay(st, conv, 1, 3, 10, 1 << 20, &m, &n), STORE_OK);
+	assert_int_equal(store_replay(st, conv, 0, 1, 3, 10, 1 << 20, &m, &n), STORE_OK);
 	assert_int_equal(n, 2);
 	assert_int_equal(m[0].seq, 2);
 	store_messages_free(m, n);
-	assert_int_equal(store_replay(st, conv, 0, 3, 10, 1, &m, &n), STORE_OK); /* byte cap */
+	assert_int_equal(store_replay(st, conv, 0, 0, 3, 10, 1, &m, &n), STORE_OK); /* byte cap */
 	assert_int_equal(n, 1);
 	store_messages_free(m, n);
 
@@ -2017,6 +2017,10 @@ static void test_migration_from_v4(void **state)
 		"ALTER TABLE users DROP COLUMN push_previews;"
 		"ALTER TABLE members DROP COLUMN muted;"
 		"ALTER TABLE members DROP COLUMN pushed_seq;"
+		"DROP TABLE reactions;"
+		"ALTER TABLE messages DROP COLUMN kind; ALTER TABLE messages DROP COLUMN target;"
+		"ALTER TABLE messages DROP COLUMN edited_at; ALTER TABLE messages DROP COLUMN deleted;"
+		"ALTER TABLE messages DROP COLUMN state_seq; ALTER TABLE messages DROP COLUMN reactions;"
 		"UPDATE meta SET value = 4 WHERE key = 'schema_version';";
 	char old[] = "/tmp/parley-unit-store-v4-XXXXXX", path[128], cmd[160];
 	const char *word = "index";

@@ -193,7 +193,7 @@ static void test_racing_retries(void **state)
 		assert_int_equal(ok->out_seq, i + 1); /* no gap from the loser */
 	}
 	assert_non_null(s = store_open(w.url));
-	assert_int_equal(store_replay(s, w.conv, 0, INT64_MAX, 1000, SIZE_MAX, &m, &n), STORE_OK);
+	assert_int_equal(store_replay(s, w.conv, 0, 0, INT64_MAX, 1000, SIZE_MAX, &m, &n), STORE_OK);
 	assert_int_equal(n, RACES);
 	for (i = 0; i < RACES; i++)
 		assert_int_equal(m[i].seq, i + 1);
