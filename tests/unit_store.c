@@ -1763,6 +1763,71 @@ static size_t found(int64_t user, int64_t conv, const char *words, size_t offset
 
 /* Words (the last also as a prefix), case folded, only in what the user
  * may read: its conversations, from when it joined, not after it left. */
+/* An event op of cv about target. */
+static store_op_t event_to(int64_t cv, int64_t user, const char *cmid, int kind, int64_t target, const char *body)
+{
+	store_op_t op = send_to(cv, user, cmid, body);
+
+	op.msg_kind = kind;
+	op.target = target;
+	op.edit_window_ms = 60000;
+	return op;
+}
+
+/* Events in one batch with the message they are about, and with each
+ * other: each is decided against what the batch did before it (a
+ * PostgreSQL batch probes before it writes), and the message ends as the
+ * last of them left it; a refused one takes no seq. */
+static void test_events_in_one_batch(void **state)
+{
+	int64_t a = new_user("ev_a"), b = new_user("ev_b"), d = new_direct(a, b), last, joined;
+	store_op_t ops[8];
+	store_message_t *m;
+	size_t n, i;
+	int more;
+
+	(void)state;
+	assert_int_equal(store_member_head(st, d, a, &last, &joined), STORE_OK);
+	ops[0] = send_to(d, a, "eb1", "draft one");
+	ops[1] = event_to(d, a, "eb2", STORE_MSG_EDIT, last + 1, "draft two");
+	ops[2] = event_to(d, b, "eb3", STORE_MSG_REACTION, last + 1, "\xe2\x9c\x85");
+	ops[3] = event_to(d, b, "eb4", STORE_MSG_EDIT, last + 1, "not bob's");
+	ops[4] = send_to(d, b, "eb5", "a reply");
+	ops[4].target = last + 1;
+	ops[5] = event_to(d, a, "eb6", STORE_MSG_DELETE, last + 1, "");
+	ops[6] = event_to(d, a, "eb7", STORE_MSG_EDIT, last + 1, "after the delete");
+	ops[7] = event_to(d, a, "eb8", STORE_MSG_REACTION, last + 2, "\xe2\x9c\x85"); /* an event as target */
+	assert_int_equal(store_apply(st, ops, 8), STORE_OK);
+	assert_int_equal(ops[0].status, STORE_OK);
+	assert_int_equal(ops[1].status, STORE_OK);
+	assert_int_equal(ops[2].status, STORE_OK);
+	assert_int_equal(ops[3].status, STORE_DENIED);
+	assert_int_equal(ops[4].status, STORE_OK);
+	assert_int_equal(ops[5].status, STORE_OK);
+	assert_int_equal(ops[6].status, STORE_GONE);
+	assert_int_equal(ops[7].status, STORE_NOT_FOUND);
+	assert_int_equal(ops[5].out_seq, last + 5); /* gapless: the refused took none */
+	for (i = 0; i < 8; i++)
+		store_op_release(&ops[i]);
+	assert_int_equal(store_history(st, d, a, 0, 50, 1 << 20, &m, &n, &more), STORE_OK);
+	assert_true(n >= 5);
+	m += n - 5; /* the batch's five rows */
+	assert_int_equal(m[0].kind, STORE_MSG_TEXT);
+	assert_true(m[0].deleted);
+	assert_int_equal(m[0].body_len, 0);
+	assert_null(m[0].reactions);
+	assert_int_equal(m[0].state_seq, last + 5);
+	assert_int_equal(m[1].kind, STORE_MSG_EDIT);
+	assert_int_equal(m[1].body_len, 0); /* the edit's text went with it */
+	assert_int_equal(m[2].kind, STORE_MSG_REACTION);
+	assert_int_equal(m[3].target, last + 1);
+	assert_int_equal(m[3].quote_from, a);
+	assert_null(m[3].quote_body); /* deleted */
+	assert_int_equal(m[4].kind, STORE_MSG_DELETE);
+	m -= n - 5;
+	store_messages_free(m, n);
+}
+
 static void test_search(void **state)
 {
 	int64_t a = new_user("se_a"), b = new_user("se_b"), c = new_user("se_c"), d, g, other, promoted;
@@ -2407,6 +2472,7 @@ static void test_outbox_concurrent_take(void **state)
 	cmocka_unit_test(test_mute_and_previews),                     \
 	cmocka_unit_test(test_push_marks_and_pending),                \
 	cmocka_unit_test(test_search),                                \
+	cmocka_unit_test(test_events_in_one_batch),                   \
 	cmocka_unit_test(test_blocks_hold_in_direct_chats_only),      \
 	cmocka_unit_test(test_outbox_rows),                           \
 	cmocka_unit_test(test_outbox_failed_batch),                   \
