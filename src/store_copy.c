@@ -34,14 +34,16 @@ static const struct table {
 	const char *name, *cols;
 	int identity;          /* the id column is an identity in PostgreSQL */
 } tables[] = {
-	{"users", "id, username, pwhash, created_at, last_seen, group_adds, strangers_exempt, conv_count", 1},
+	{"users", "id, username, pwhash, created_at, last_seen, group_adds, strangers_exempt, conv_count, push_previews", 1},
 	{"devices", "id, user_id, name, token_hash, created_at, last_used", 1},
 	{"push_targets", "id, user_id, device_id, platform, address, topic, sandbox, p256dh, auth, created_at", 1},
 	{"server_keys", "name, value", 0},
 	{"conversations",
 	 "id, kind, title, direct_key, created_by, created_at, last_seq, member_count, member_version, activity", 1},
-	{"members", "conv_id, user_id, role, joined_at, delivered_seq, read_seq, joined_seq, wrote, blocks", 0},
-	{"messages", "id, conv_id, seq, sender, cmid, body, ts", 0},
+	{"members", "conv_id, user_id, role, joined_at, delivered_seq, read_seq, joined_seq, wrote, blocks, muted, "
+	            "pushed_seq", 0},
+	{"messages", "id, conv_id, seq, sender, cmid, body, ts, kind, target, edited_at, deleted, state_seq, reactions", 0},
+	{"reactions", "conv_id, msg_seq, user_id, emoji, seq", 0},
 	{"receipt_marks", "conv_id, user_id, state, seq, ts", 0},
 	{"blocks", "user_id, blocked_id, created_at", 0},
 	{"first_contacts", "user_id, target_id, ts", 0},

@@ -127,6 +127,17 @@ static void test_sqlite_to_postgresql(void **state)
 	group = hx_int(j, "conversation_id");
 	json_decref(j);
 	seq = hx_say(ca, group, "hello group");
+	/* Events and their state: an edit, a reaction, a reply; a mute. */
+	hx_sendf(ca, "{\"type\":\"edit\",\"conv\":%lld,\"cmid\":\"copy-e\",\"seq\":%lld,\"body\":\"hello, group\"}",
+	         (long long)group, (long long)seq);
+	json_decref(hx_expect(ca, "ack"));
+	hx_sendf(cb, "{\"type\":\"react\",\"conv\":%lld,\"cmid\":\"copy-r\",\"seq\":%lld,\"emoji\":\"\\u2764\"}",
+	         (long long)group, (long long)seq);
+	hx_sendf(cb, "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"copy-p\",\"body\":\"hi\",\"reply_to\":%lld}",
+	         (long long)group, (long long)seq);
+	snprintf(body, sizeof body, "/api/v1/conversations/%lld", (long long)group);
+	json_decref(hx_http(s.port, "PATCH", body, a.token, "{\"muted\":true}", &st));
+	assert_int_equal(st, 200);
 	hx_sendf(cb, "{\"type\":\"receipt\",\"conv\":%lld,\"state\":\"read\",\"seq\":%lld}", (long long)group,
 	         (long long)seq);
 	hx_sendf(cb, "{\"type\":\"receipt\",\"conv\":%lld,\"state\":\"delivered\",\"seq\":4}", (long long)direct);
