@@ -35,7 +35,10 @@ const S = {
   open: null,               // the conversation on screen
   live: null,
   seqs: {},                 // conv id -> highest seq held with no gap below
-  outbox: [],               // sends not yet acked: { cmid, conv, body, at, state, error }
+  outbox: [],               // sends not yet acked: { cmid, conv, body, at, state, error, reply_to? }
+  events: new Map(),        // cmid -> an edit, delete or reaction sent and not yet acked
+  replyTo: null,            // the composer answers this message: { conv, seq }
+  editing: null,            // the composer edits this message instead: { conv, seq }
   pendingDelivered: new Map(),
   pendingRead: new Map(),
   receiptTimer: null,
@@ -325,6 +328,16 @@ async function onMsg(m) {
   const isNew = m.seq > c.last_seq;
   c.msgs.set(m.seq, m);
   advance(c, m.seq);
+  if (m.kind) {
+    // An edit, delete or reaction: it changes a message, is no message.
+    if (isNew) c.last_seq = m.seq;
+    applyEvent(c, m);
+    if (m.from !== S.me.user_id) queueReceipt(S.pendingDelivered, c.id, m.seq);
+    if (chatVisible(c)) markRead(c);
+    renderList();
+    if (S.open === c.id) renderChat();
+    return;
+  }
   if (isNew) {
     c.last_seq = m.seq;
     c.last_message = m;
@@ -343,7 +356,79 @@ async function onMsg(m) {
   if (S.open === c.id) renderChat();
 }
 
+// An event's effect on the message it is about, when we hold it and the
+// event is newer than the state it shows (docs/protocol.md: applied in
+// any order, or twice, events end the same).
+function applyEvent(c, e) {
+  const t = c.msgs.get(e.target);
+  if (!t || t.kind || (t.state_seq || 0) >= e.seq) return;
+  t.state_seq = e.seq;
+  if (e.kind === 'edit') {
+    if (t.deleted) return;
+    t.body = e.body;
+    t.edited_at = e.ts;
+  } else if (e.kind === 'delete') {
+    t.deleted = true;
+    t.body = '';
+    delete t.reactions;
+    delete t.edited_at;
+  } else if (e.kind === 'reaction') {
+    let rs = (t.reactions || []).map((r) => ({ emoji: r.emoji, users: r.users.filter((u) => u !== e.from) }));
+    if (e.body) {
+      const r = rs.find((x) => x.emoji === e.body);
+      if (r) r.users.push(e.from);
+      else rs.push({ emoji: e.body, users: [e.from] });
+    }
+    rs = rs.filter((r) => r.users.length);
+    if (rs.length) t.reactions = rs;
+    else delete t.reactions;
+  }
+  if (c.last_message && c.last_message.seq === t.seq) c.last_message = t;
+}
+
+// A page of history into c: rows it lacks, and rows it holds in an older
+// state; then the page's events onto messages held from elsewhere.
+function takePage(c, messages) {
+  for (const m of messages) {
+    const held = c.msgs.get(m.seq);
+    if (!held || (!held.kind && (m.state_seq || 0) > (held.state_seq || 0))) c.msgs.set(m.seq, m);
+  }
+  for (const m of messages) if (m.kind) applyEvent(c, m);
+}
+
+// Sends an edit, delete or reaction; its ack applies it here (the
+// sending device gets no msg of its own events).
+function sendEvent(c, frame) {
+  const cmid = newCmid();
+  const e = { ...frame, conv: c.id, cmid };
+  if (!S.live || !S.live.send(e)) {
+    toast('Not connected — try again in a moment.');
+    return;
+  }
+  S.events.set(cmid, e);
+}
+
+function onEventAck(a, e) {
+  S.events.delete(a.cmid);
+  const c = S.convs.get(a.conv);
+  if (!c) return;
+  const kind = e.type === 'react' ? 'reaction' : e.type;
+  const m = { conv: a.conv, id: a.id, seq: a.seq, from: S.me.user_id, cmid: a.cmid, ts: a.ts, kind,
+    target: e.seq, body: e.type === 'react' ? e.emoji : e.type === 'delete' ? '' : e.body };
+  c.msgs.set(m.seq, m);
+  advance(c, m.seq);
+  if (m.seq > c.last_seq) c.last_seq = m.seq;
+  applyEvent(c, m);
+  renderList();
+  if (S.open === c.id) renderChat();
+}
+
 function onAck(a) {
+  const ev = S.events.get(a.cmid);
+  if (ev && ev.conv === a.conv) {
+    onEventAck(a, ev);
+    return;
+  }
   const i = S.outbox.findIndex((o) => o.cmid === a.cmid && o.conv === a.conv);
   const c = S.convs.get(a.conv);
   if (i < 0 || !c) return;
@@ -352,6 +437,7 @@ function onAck(a) {
   S.outbox.splice(i, 1);
   store.saveOutbox(S.me.user_id, S.outbox);
   const m = { conv: a.conv, id: a.id, seq: a.seq, from: S.me.user_id, cmid: a.cmid, body: o.body, ts: a.ts };
+  if (o.reply_to) m.reply_to = { seq: o.reply_to };
   markContact(c);
   c.msgs.set(m.seq, m);
   advance(c, m.seq);
@@ -464,6 +550,12 @@ async function onMembers(f) {
 }
 
 function onError(e) {
+  if (e.ref !== undefined && S.events.has(e.ref)) {
+    // An edit, delete or reaction refused: nothing changed; say why.
+    S.events.delete(e.ref);
+    toast(refusal(e));
+    return;
+  }
   if (e.ref !== undefined) {
     // A refused send: shown on that message. One we no longer hold (an
     // answer to another page's send) has nowhere to go.
@@ -551,8 +643,9 @@ function newCmid() {
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
 }
 
-function send(c, body) {
+function send(c, body, replyTo) {
   const o = { cmid: newCmid(), conv: c.id, body, at: Date.now(), state: 'pending' };
+  if (replyTo) o.reply_to = replyTo;
   c.unreadFrom = 0; // answered: the divider has done its work
   S.outbox.push(o);
   store.saveOutbox(S.me.user_id, S.outbox);
@@ -568,7 +661,9 @@ function transmit(o) {
   o.error = undefined;
   o.serverMessage = undefined;
   o.refused = false;
-  if (!S.live.send({ type: 'send', conv: o.conv, cmid: o.cmid, body: o.body })) return; // sent on reconnect
+  const frame = { type: 'send', conv: o.conv, cmid: o.cmid, body: o.body };
+  if (o.reply_to) frame.reply_to = o.reply_to;
+  if (!S.live.send(frame)) return; // sent on reconnect
   o.timer = setTimeout(() => {
     o.state = 'failed';
     o.error = 'Not delivered to the server yet';
@@ -745,7 +840,7 @@ function drawList() {
     if (!typing && c.last_message) {
       const lm = c.last_message;
       const who = lm.from === S.me.user_id ? 'You: ' : c.kind === 'group' ? `${nameOf(lm.from)}: ` : '';
-      previewText = who + lm.body.split('\n')[0];
+      previewText = who + (lm.deleted ? 'This message was deleted' : lm.body.split('\n')[0]);
     }
     const preview = el('span', typing ? 'preview typing' : 'preview');
     const stranger = isStranger(c);
@@ -883,6 +978,141 @@ function dayLabel(ts) {
   return d.toLocaleDateString(undefined, { weekday: 'long', year: 'numeric', month: 'long', day: 'numeric' });
 }
 
+// The message a reply quotes, as this client can show it: the copy it
+// holds (its present state), else what history said; null when neither.
+function quoteOf(c, reply) {
+  const t = c.msgs.get(reply.seq);
+  if (t && !t.kind) return { from: t.from, text: t.deleted ? 'Deleted message' : t.body, deleted: !!t.deleted };
+  if (reply.from) return { from: reply.from, text: reply.deleted ? 'Deleted message' : reply.body, deleted: !!reply.deleted };
+  return null;
+}
+
+const EDIT_WINDOW_MS = 15 * 60 * 1000; // the server's default; it decides
+const QUICK_REACTIONS = ['\u{1F44D}', '\u2764\uFE0F', '\u{1F602}', '\u{1F62E}', '\u{1F622}', '\u{1F64F}'];
+let menuFor = null; // the seq whose message menu is open
+
+function isAdmin(c) {
+  return c.kind === 'group' && c.admins.includes(S.me.user_id);
+}
+
+function myReaction(m) {
+  const r = (m.reactions || []).find((x) => x.users.includes(S.me.user_id));
+  return r ? r.emoji : '';
+}
+
+function react(c, m, emoji) {
+  sendEvent(c, { type: 'react', seq: m.seq, emoji: myReaction(m) === emoji ? '' : emoji });
+}
+
+function closeMenu(focusSeq) {
+  if (menuFor === null) return;
+  menuFor = null;
+  renderChat();
+  if (focusSeq) requestAnimationFrame(() => {
+    const b = document.querySelector(`#messages .msg[data-seq="${focusSeq}"] .menu-button`);
+    if (b) b.focus();
+  });
+}
+
+function startReply(c, m) {
+  S.editing = null;
+  S.replyTo = { conv: c.id, seq: m.seq };
+  drawContext();
+  $('composer-input').focus();
+}
+
+function startEdit(c, m) {
+  S.replyTo = null;
+  S.editing = { conv: c.id, seq: m.seq };
+  $('composer-input').value = m.body;
+  drawContext();
+  $('composer-input').focus();
+}
+
+function confirmDelete(c, m) {
+  confirmAction({
+    title: 'Delete message?',
+    text: m.from === S.me.user_id ? 'It will be deleted for everyone in this chat.'
+      : `This message by ${nameOf(m.from)} will be deleted for everyone in this group.`,
+    ok: 'Delete for everyone',
+    run: async () => sendEvent(c, { type: 'delete', seq: m.seq }),
+  });
+}
+
+// What the composer is doing besides writing a new message: answering
+// one, or editing one; Cancel (or Escape) goes back to writing.
+function drawContext() {
+  const bar = $('compose-context');
+  const ctx = S.editing || S.replyTo;
+  if (!ctx || ctx.conv !== S.open) {
+    bar.hidden = true;
+    return;
+  }
+  const c = S.convs.get(ctx.conv);
+  const t = c && c.msgs.get(ctx.seq);
+  bar.hidden = false;
+  $('compose-context-text').textContent = S.editing ? 'Editing your message'
+    : `Replying to ${t ? nameOf(t.from) : 'a message'}: ${t ? (t.deleted ? 'Deleted message' : t.body.slice(0, 120)) : ''}`;
+}
+
+function cancelContext() {
+  if (S.editing) $('composer-input').value = '';
+  S.editing = null;
+  S.replyTo = null;
+  drawContext();
+}
+
+function menuEl(c, m) {
+  const own = m.from === S.me.user_id;
+  const menu = el('div', 'msg-menu');
+  menu.setAttribute('role', 'menu');
+  menu.setAttribute('aria-label', 'Message options');
+  const item = (label, fn, cls) => {
+    const b = el('button', cls || null, label);
+    b.type = 'button';
+    b.setAttribute('role', 'menuitem');
+    b.addEventListener('click', () => {
+      closeMenu(null);
+      fn();
+    });
+    menu.append(b);
+    return b;
+  };
+  const row = el('div', 'quick-reactions');
+  for (const e of QUICK_REACTIONS) {
+    const b = el('button', 'quick-reaction', e);
+    b.type = 'button';
+    b.setAttribute('role', 'menuitem');
+    b.setAttribute('aria-label', `React with ${e}`);
+    if (myReaction(m) === e) b.setAttribute('aria-pressed', 'true');
+    b.addEventListener('click', () => {
+      closeMenu(m.seq);
+      react(c, m, e);
+    });
+    row.append(b);
+  }
+  menu.append(row);
+  item('Reply', () => startReply(c, m), 'menu-reply');
+  if (myReaction(m)) item('Remove reaction', () => sendEvent(c, { type: 'react', seq: m.seq, emoji: '' }), 'menu-unreact');
+  if (own && Date.now() - m.ts < EDIT_WINDOW_MS) item('Edit', () => startEdit(c, m), 'menu-edit');
+  if (own || isAdmin(c)) item('Delete', () => confirmDelete(c, m), 'menu-delete');
+  menu.addEventListener('keydown', (ev) => {
+    const items = [...menu.querySelectorAll('button')];
+    const i = items.indexOf(document.activeElement);
+    if (ev.key === 'Escape') {
+      ev.preventDefault();
+      closeMenu(m.seq);
+    } else if (ev.key === 'ArrowDown' || ev.key === 'ArrowRight') {
+      ev.preventDefault();
+      items[(i + 1) % items.length].focus();
+    } else if (ev.key === 'ArrowUp' || ev.key === 'ArrowLeft') {
+      ev.preventDefault();
+      items[(i - 1 + items.length) % items.length].focus();
+    }
+  });
+  return menu;
+}
+
 function messageEl(c, m, pending) {
   const own = pending || m.from === S.me.user_id;
   const div = el('div', own ? 'msg own' : 'msg');
@@ -891,8 +1121,34 @@ function messageEl(c, m, pending) {
   // Screen readers hear who wrote each message; the eye sees it by side.
   div.append(el('span', 'visually-hidden', own ? 'You:' : `${nameOf(m.from)}:`));
   if (c.kind === 'group' && !own) div.append(el('div', 'from', nameOf(m.from)));
-  div.append(bodyEl(m.body));
+  const q = m.reply_to && quoteOf(c, m.reply_to);
+  if (m.reply_to) {
+    const quote = el('button', q && q.deleted ? 'quote deleted' : 'quote');
+    quote.type = 'button';
+    quote.append(el('span', 'quote-from', q ? nameOf(q.from) : 'Reply'));
+    quote.append(el('span', 'quote-text', q ? q.text : 'to an earlier message'));
+    quote.setAttribute('aria-label', q ? `In reply to ${nameOf(q.from)}: ${q.text}` : 'In reply to an earlier message');
+    quote.addEventListener('click', () => openAt(c.id, m.reply_to.seq));
+    div.append(quote);
+  }
+  if (m.deleted) div.append(el('div', 'body deleted', 'This message was deleted'));
+  else div.append(bodyEl(m.body));
+  if (m.reactions && m.reactions.length) {
+    const rs = el('div', 'reactions');
+    for (const r of m.reactions) {
+      const b = el('button', 'reaction', `${r.emoji} ${r.users.length}`);
+      b.type = 'button';
+      const mine = r.users.includes(S.me.user_id);
+      b.setAttribute('aria-pressed', mine ? 'true' : 'false');
+      b.title = r.users.map(nameOf).join(', ');
+      b.setAttribute('aria-label', `${r.emoji} from ${b.title}`);
+      b.addEventListener('click', () => react(c, m, r.emoji));
+      rs.append(b);
+    }
+    div.append(rs);
+  }
   const meta = el('div', 'meta');
+  if (m.edited_at && !m.deleted) meta.append(el('span', 'edited', 'edited'));
   meta.append(el('span', 'time', clock(pending ? m.at : m.ts)));
   if (own) {
     let state;
@@ -925,7 +1181,26 @@ function messageEl(c, m, pending) {
       meta.append(b);
     }
   }
+  if (!pending && !m.deleted) {
+    const b = el('button', 'menu-button');
+    b.type = 'button';
+    b.setAttribute('aria-label', 'Message options');
+    b.setAttribute('aria-haspopup', 'menu');
+    b.setAttribute('aria-expanded', menuFor === m.seq ? 'true' : 'false');
+    // Three dots drawn by app.css: no symbol font needed.
+    for (let i = 0; i < 3; i++) b.append(el('span', 'dot'));
+    b.addEventListener('click', () => {
+      menuFor = menuFor === m.seq ? null : m.seq;
+      renderChat();
+      if (menuFor === m.seq) requestAnimationFrame(() => {
+        const first = document.querySelector(`#messages .msg[data-seq="${m.seq}"] .msg-menu button`);
+        if (first) first.focus();
+      });
+    });
+    meta.append(b);
+  }
   div.append(meta);
+  if (!pending && menuFor === m.seq && !m.deleted) div.append(menuEl(c, m));
   // Why it is not sent, in words, under the message it is about.
   if (pending && (m.state === 'failed' || m.state === 'waiting') && m.error) {
     const note = el('div', m.state === 'failed' ? 'note failed' : 'note',
@@ -944,9 +1219,12 @@ const shown = { conv: null, nodes: new Map() };
 
 function msgSig(c, m, pending) {
   if (pending) return `p:${m.state}:${m.error || ''}`;
-  if (m.from !== S.me.user_id) return c.kind === 'group' ? `f:${nameOf(m.from)}` : 'f';
+  // What events change, and the quote of a reply, whose target may change.
+  const q = m.reply_to && quoteOf(c, m.reply_to);
+  const state = `${m.state_seq || 0}:${q ? `${q.from}:${q.text}` : ''}:${menuFor === m.seq ? 'menu' : ''}`;
+  if (m.from !== S.me.user_id) return c.kind === 'group' ? `f:${nameOf(m.from)}:${state}` : `f:${state}`;
   const k = c.kind === 'group' && c.counts.get(m.seq);
-  return `o:${tickOf(c, m)[0]}:${k ? `${k.delivered}/${k.read}/${c.members.length}` : ''}`;
+  return `o:${tickOf(c, m)[0]}:${k ? `${k.delivered}/${k.read}/${c.members.length}` : ''}:${state}`;
 }
 
 function drawChat(stick) {
@@ -972,7 +1250,7 @@ function drawChat(stick) {
     const text = S.loadingOlder ? 'Loading…' : 'Scroll up for older messages';
     add('older', text, () => el('div', 'older', text));
   }
-  const seqs = [...c.msgs.keys()].sort((a, b) => a - b);
+  const allSeqs = [...c.msgs.keys()].sort((a, b) => a - b);
   let day = null;
   const dayOf = (ts) => {
     const label = dayLabel(ts);
@@ -985,6 +1263,8 @@ function drawChat(stick) {
       return d;
     });
   };
+  // Events are not drawn: the messages they changed show it.
+  const seqs = allSeqs.filter((s) => !c.msgs.get(s).kind);
   const firstUnread = c.unreadFrom && seqs.find((s) => s >= c.unreadFrom && c.msgs.get(s).from !== S.me.user_id);
   for (const seq of seqs) {
     const m = c.msgs.get(seq);
@@ -1100,6 +1380,10 @@ async function openChat(id) {
   c.unreadFrom = c.unread > 0 ? c.read_seq + 1 : 0;
   c.unreadShown = false;
   S.open = id;
+  S.replyTo = null;
+  S.editing = null;
+  menuFor = null;
+  drawContext();
   $('app').classList.add('chat-open');
   $('chat').hidden = false;
   $('no-chat').hidden = true;
@@ -1112,7 +1396,7 @@ async function openChat(id) {
   if (!c.loaded) {
     try {
       const page = await api.history(c.id, 0, PAGE);
-      for (const m of page.messages) if (!c.msgs.has(m.seq)) c.msgs.set(m.seq, m);
+      takePage(c, page.messages);
       c.has_more = page.has_more && page.messages.length > 0;
       c.floor = page.messages.length ? page.messages[0].seq : 0;
       c.loaded = true;
@@ -1170,7 +1454,7 @@ async function loadOlder() {
   const fromBottom = box.scrollHeight - box.scrollTop;
   try {
     const page = await api.history(c.id, oldest, PAGE);
-    for (const m of page.messages) if (!c.msgs.has(m.seq)) c.msgs.set(m.seq, m);
+    takePage(c, page.messages);
     c.has_more = page.has_more && page.messages.length > 0;
     if (page.messages.length) c.floor = page.messages[0].seq;
     await learnNames(page.messages.map((m) => m.from));
@@ -1278,7 +1562,7 @@ async function openAt(conv, seq) {
   while (!c.msgs.has(seq) && c.has_more && c.floor > 1 && pages++ < JUMP_PAGES_MAX) {
     try {
       const page = await api.history(c.id, c.floor, 200);
-      for (const m of page.messages) if (!c.msgs.has(m.seq)) c.msgs.set(m.seq, m);
+      takePage(c, page.messages);
       c.has_more = page.has_more && page.messages.length > 0;
       if (page.messages.length) c.floor = page.messages[0].seq;
       await learnNames(page.messages.map((m) => m.from));
@@ -1748,9 +2032,27 @@ function wire() {
     }
     input.value = '';
     typingStop();
-    send(c, body);
+    if (S.editing && S.editing.conv === c.id) {
+      const t = c.msgs.get(S.editing.seq);
+      if (t && t.body !== body) sendEvent(c, { type: 'edit', seq: S.editing.seq, body });
+      cancelContext();
+      return;
+    }
+    const replyTo = S.replyTo && S.replyTo.conv === c.id ? S.replyTo.seq : undefined;
+    S.replyTo = null;
+    drawContext();
+    send(c, body, replyTo);
+  });
+  $('compose-context-cancel').addEventListener('click', () => {
+    cancelContext();
+    $('composer-input').focus();
   });
   $('composer-input').addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape' && (S.editing || S.replyTo)) {
+      ev.preventDefault();
+      cancelContext();
+      return;
+    }
     if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
       ev.preventDefault();
       $('composer').requestSubmit();
