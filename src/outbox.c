@@ -230,6 +230,8 @@ void outbox_committed(outbox_relay_t *r, const store_op_t *ops, size_t n)
 			e->msg.seq = op->out_seq;
 			e->msg.from = op->user;
 			e->msg.ts = op->out_ts;
+			e->msg.kind = op->msg_kind;
+			e->msg.target = op->target;
 			e->msg.cmid = strdup(op->cmid);
 			e->msg.body = malloc(op->body_len + 1);
 			if (!e->msg.cmid || !e->msg.body) {

@@ -168,6 +168,30 @@ static void test_across_nodes_through_the_log(void **state)
 	assert_int_equal(sum_metric("parley_bus_publishes_total") - pub0, by == 1 ? 0 : N);
 	printf("# dispatched by node %d, %g publishes for %d messages\n", by + 1,
 	       sum_metric("parley_bus_publishes_total") - pub0, N);
+	/* Events and replies keep what they are on the way: kind, target,
+	 * reply_to (the log's envelope is the MESSAGE with its additions). */
+	hx_sendf(ca, "{\"type\":\"edit\",\"conv\":%lld,\"cmid\":\"de-1\",\"seq\":1,\"body\":\"across, edited\"}",
+	         (long long)conv);
+	hx_sendf(ca, "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"de-2\",\"body\":\"a reply\",\"reply_to\":2}",
+	         (long long)conv);
+	hx_sendf(ca, "{\"type\":\"react\",\"conv\":%lld,\"cmid\":\"de-3\",\"seq\":3,\"emoji\":\"\\u2705\"}",
+	         (long long)conv);
+	assert_non_null(j = hx_next_msg(cb, HX_TIMEOUT));
+	assert_int_equal(hx_int(j, "seq"), N + 1);
+	assert_string_equal(hx_str(j, "kind"), "edit");
+	assert_int_equal(hx_int(j, "target"), 1);
+	assert_string_equal(hx_str(j, "body"), "across, edited");
+	json_decref(j);
+	assert_non_null(j = hx_next_msg(cb, HX_TIMEOUT));
+	assert_int_equal(hx_int(j, "seq"), N + 2);
+	assert_null(json_object_get(j, "kind"));
+	assert_int_equal(hx_int(json_object_get(j, "reply_to"), "seq"), 2);
+	json_decref(j);
+	assert_non_null(j = hx_next_msg(cb, HX_TIMEOUT));
+	assert_int_equal(hx_int(j, "seq"), N + 3);
+	assert_string_equal(hx_str(j, "kind"), "reaction");
+	assert_string_equal(hx_str(j, "body"), "\xe2\x9c\x85");
+	json_decref(j);
 	pc_close(ca);
 	pc_close(cb);
 }
