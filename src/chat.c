@@ -240,8 +240,8 @@ static uint32_t next_code_point(const unsigned char *s, size_t n, size_t *i)
  * modifiers, joiners and selectors), 1 to STORE_EMOJI_MAX bytes, at most
  * 10 code points. Not a full emoji grammar: what it keeps out is text —
  * no control characters, no spaces, and at least one code point from the
- * pictographic planes or the symbols blocks (ASCII letters alone, as in
- * "lol", are not a reaction; a keycap such as 1️⃣ is). */
+ * blocks emoji come from (letters alone, as in "lol" or "中", are not a
+ * reaction; a keycap such as 1️⃣ is). */
 static int emoji_valid(const char *s, size_t n)
 {
 	size_t i = 0, count = 0;
@@ -254,9 +254,12 @@ static int emoji_valid(const char *s, size_t n)
 		if (c < 0x21 || (c >= 0x7f && c <= 0xa0) || c == 0x2028 || c == 0x2029 || c == 0x3000 ||
 		    (c >= 0x2000 && c <= 0x200a) || c == 0xfeff || ++count > 10)
 			return 0;
-		if (c >= 0x2000)
-			pictured = 1;
-		else if (c == 0xa9 || c == 0xae)
+		/* Unicode's emoji live here: arrows, technical and other
+		 * symbols, dingbats, the pictographic planes; and a few
+		 * strays (©, ®, ‼, ⁉, ™, ℹ, the keycap's combining mark). */
+		if ((c >= 0x2190 && c <= 0x2bff) || (c >= 0x1f000 && c <= 0x1faff) || c == 0xa9 || c == 0xae ||
+		    c == 0x203c || c == 0x2049 || c == 0x2122 || c == 0x2139 || c == 0x20e3 || c == 0x3030 ||
+		    c == 0x303d || c == 0x3297 || c == 0x3299)
 			pictured = 1;
 	}
 	return pictured;

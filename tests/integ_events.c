@@ -345,6 +345,11 @@ static void test_reactions_and_replies(void **state)
 	            (long long)conv, (long long)s1), "bad_request", "emoji");
 	refused(ask(cb, "r7", "{\"type\":\"react\",\"conv\":%lld,\"cmid\":\"r7\",\"seq\":%lld,\"emoji\":1}",
 	            (long long)conv, (long long)s1), "bad_request", "emoji");
+	refused(ask(cb, "r8", "{\"type\":\"react\",\"conv\":%lld,\"cmid\":\"r8\",\"seq\":%lld,\"emoji\":\"\\u4e2d\"}",
+	            (long long)conv, (long long)s1), "bad_request", "emoji");
+	/* A keycap is one: a digit, a selector, the combining keycap. */
+	acked(cb, "r9", "{\"type\":\"react\",\"conv\":%lld,\"cmid\":\"r9\",\"seq\":%lld,\"emoji\":\"1\\ufe0f\\u20e3\"}",
+	      (long long)conv, (long long)s2);
 
 	/* A reply: live it names its target; history quotes it as it is. */
 	reply = acked(cb, "p1", "{\"type\":\"send\",\"conv\":%lld,\"cmid\":\"p1\",\"body\":\"noon works\",\"reply_to\":%lld}",
