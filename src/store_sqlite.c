@@ -425,8 +425,12 @@ static const char migrate_1_to_2[] =
  * committed message). A message deleted or changed after it was indexed
  * leaves or changes the index in its own transaction; before, it only
  * leaves the queue (the index reads its body when it gets there). */
+/* From version 7 the index's content is the view of messages (kind 0),
+ * not the table, whose other rows are events: a rebuild or an integrity
+ * check then sees exactly what is indexed. */
 #define FTS_SCHEMA                                                                                        \
-	"CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(body, content='messages', "             \
+	"CREATE VIEW IF NOT EXISTS messages_text AS SELECT id, body FROM messages WHERE kind = 0;"         \
+	"CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(body, content='messages_text', "        \
 	"  content_rowid='id', tokenize='unicode61 remove_diacritics 0');"                                  \
 	"CREATE TABLE IF NOT EXISTS messages_fts_pending(id INTEGER PRIMARY KEY);"                          \
 	FTS_TRIGGERS
@@ -465,8 +469,9 @@ static const char migrate_1_to_2[] =
 	"  seq INTEGER NOT NULL,"                                          \
 	"  PRIMARY KEY(conv_id, msg_seq, user_id)) WITHOUT ROWID;"
 
-/* From versions 1 to 6, before the index is built (its triggers name
- * kind). */
+/* From versions 1 to 6: the columns, then the index (version 6's, over
+ * the table, is made again over the view), built from the messages
+ * there are. */
 static const char migrate_to_7[] =
 	"ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE messages ADD COLUMN target INTEGER NOT NULL DEFAULT 0;"
@@ -478,10 +483,11 @@ static const char migrate_to_7[] =
 	"DROP TRIGGER IF EXISTS messages_fts_add;"
 	"DROP TRIGGER IF EXISTS messages_fts_del;"
 	"DROP TRIGGER IF EXISTS messages_fts_upd;"
-	FTS_TRIGGERS;
+	"DROP TABLE IF EXISTS messages_fts;"
+	"DROP TABLE IF EXISTS messages_fts_pending;"
+	FTS_SCHEMA
+	"INSERT INTO messages_fts(messages_fts) VALUES('rebuild');";
 
-/* From versions 1 to 5: the index, built from the messages there are. */
-static const char migrate_to_6[] = FTS_SCHEMA "INSERT INTO messages_fts(messages_fts) VALUES('rebuild');";
 
 /* Version 5: muted conversations, whether pushes show the text, and
  * what was pushed. From versions 1 to 4, after the steps before it. */
@@ -567,8 +573,7 @@ static const char schema[] =
 	BLOCKS_SCHEMA
 	OUTBOX_SCHEMA
 	PUSH_SCHEMA
-	REACTIONS_SCHEMA
-	FTS_SCHEMA;
+	REACTIONS_SCHEMA;
 
 typedef struct sqlite_store {
 	store_t base;
@@ -736,7 +741,8 @@ static store_t *sqlite_open_dir(const char *data_dir, int *from)
 	}
 	if (version >= 1 && version < 5 && sqlite3_exec(s->db, migrate_to_5, NULL, NULL, &err) != SQLITE_OK)
 		goto schema_err;
-	if (version >= 1 && version < 6 && sqlite3_exec(s->db, migrate_to_6, NULL, NULL, &err) != SQLITE_OK)
+	/* A new store's index; an older one's comes with version 7's step. */
+	if (version == 0 && sqlite3_exec(s->db, FTS_SCHEMA, NULL, NULL, &err) != SQLITE_OK)
 		goto schema_err;
 	if (version >= 1 && version < 7 && sqlite3_exec(s->db, migrate_to_7, NULL, NULL, &err) != SQLITE_OK)
 		goto schema_err;

@@ -2078,7 +2078,7 @@ static void test_migration_from_v4(void **state)
 {
 	static const char to_v4[] =
 		"DROP TRIGGER messages_fts_add; DROP TRIGGER messages_fts_del; DROP TRIGGER messages_fts_upd;"
-		"DROP TABLE messages_fts; DROP TABLE messages_fts_pending;"
+		"DROP TABLE messages_fts; DROP TABLE messages_fts_pending; DROP VIEW messages_text;"
 		"ALTER TABLE users DROP COLUMN push_previews;"
 		"ALTER TABLE members DROP COLUMN muted;"
 		"ALTER TABLE members DROP COLUMN pushed_seq;"
@@ -2129,6 +2129,93 @@ static void test_migration_from_v4(void **state)
 	assert_string_equal(hits[0].msg.body, "kept from before the index");
 	store_search_free(hits, n);
 	store_close(o);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", old);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* A data directory of schema version 6 (search, no events) opens with
+ * the events' columns and table, and triggers that index messages only:
+ * after an edit and a delete, the index passes FTS5's integrity check and
+ * finds the edited text, not the deleted. */
+static void test_migration_from_v6(void **state)
+{
+	static const char to_v6[] =
+		"DROP TRIGGER messages_fts_add; DROP TRIGGER messages_fts_del; DROP TRIGGER messages_fts_upd;"
+		"DROP TABLE messages_fts; DROP VIEW messages_text; DROP TABLE reactions;"
+		"ALTER TABLE messages DROP COLUMN kind; ALTER TABLE messages DROP COLUMN target;"
+		"ALTER TABLE messages DROP COLUMN edited_at; ALTER TABLE messages DROP COLUMN deleted;"
+		"ALTER TABLE messages DROP COLUMN state_seq; ALTER TABLE messages DROP COLUMN reactions;"
+		/* Version 6's own index, over the table, and its triggers, which
+		 * index every row. */
+		"CREATE VIRTUAL TABLE messages_fts USING fts5(body, content='messages', "
+		"  content_rowid='id', tokenize='unicode61 remove_diacritics 0');"
+		"INSERT INTO messages_fts(messages_fts) VALUES('rebuild');"
+		"CREATE TRIGGER messages_fts_add AFTER INSERT ON messages BEGIN "
+		"  INSERT INTO messages_fts_pending(id) VALUES(new.id); END;"
+		"CREATE TRIGGER messages_fts_del AFTER DELETE ON messages BEGIN "
+		"  INSERT INTO messages_fts(messages_fts, rowid, body) SELECT 'delete', old.id, old.body "
+		"    WHERE NOT EXISTS (SELECT 1 FROM messages_fts_pending WHERE id = old.id);"
+		"  DELETE FROM messages_fts_pending WHERE id = old.id; END;"
+		"CREATE TRIGGER messages_fts_upd AFTER UPDATE OF body ON messages "
+		"  WHEN NOT EXISTS (SELECT 1 FROM messages_fts_pending WHERE id = old.id) BEGIN "
+		"  INSERT INTO messages_fts(messages_fts, rowid, body) VALUES('delete', old.id, old.body);"
+		"  INSERT INTO messages_fts(rowid, body) VALUES(new.id, new.body); END;"
+		"UPDATE meta SET value = 6 WHERE key = 'schema_version';";
+	char old[] = "/tmp/parley-unit-store-v6-XXXXXX", path[128], cmd[160];
+	const char *planet[1] = {"planetarium"}, *aqua[1] = {"aquarium"}, *gone[1] = {"rhubarb"};
+	store_search_hit_t *hits;
+	store_op_t op;
+	store_t *o;
+	sqlite3 *db;
+	int64_t a, b, cv, full = 0;
+	size_t n;
+	int created, more;
+
+	(void)state;
+	assert_non_null(mkdtemp(old));
+	assert_non_null(o = store_open(old));
+	assert_int_equal(store_user_create(o, "v6_a", "x", 1, &a), STORE_OK);
+	assert_int_equal(store_user_create(o, "v6_b", "x", 1, &b), STORE_OK);
+	assert_int_equal(store_direct_open(o, a, b, 5, 100, &cv, &created, &full), STORE_OK);
+	op = send_op(a, "v6-1", "meet at the aquarium", next_id());
+	op.conv = cv;
+	assert_int_equal(store_apply(o, &op, 1), STORE_OK);
+	op = send_op(a, "v6-2", "rhubarb recipe", next_id());
+	op.conv = cv;
+	assert_int_equal(store_apply(o, &op, 1), STORE_OK);
+	store_close(o);
+	snprintf(path, sizeof path, "%s/parley.db", old);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, to_v6, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	assert_non_null(o = store_open(old));
+	op = send_op(a, "v6-3", "meet at the planetarium", next_id());
+	op.conv = cv;
+	op.msg_kind = STORE_MSG_EDIT;
+	op.target = 1;
+	op.edit_window_ms = INT64_MAX / 2;
+	assert_int_equal(store_apply(o, &op, 1), STORE_OK);
+	assert_int_equal(op.status, STORE_OK);
+	op = send_op(a, "v6-4", "", next_id());
+	op.conv = cv;
+	op.msg_kind = STORE_MSG_DELETE;
+	op.target = 2;
+	assert_int_equal(store_apply(o, &op, 1), STORE_OK);
+	assert_int_equal(op.status, STORE_OK);
+	assert_int_equal(store_search(o, b, 0, planet, 1, 0, 10, &hits, &n, &more), STORE_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(hits[0].msg.seq, 1);
+	assert_int_equal(hits[0].msg.kind, STORE_MSG_TEXT);
+	store_search_free(hits, n);
+	assert_int_equal(store_search(o, b, 0, aqua, 1, 0, 10, &hits, &n, &more), STORE_OK);
+	assert_int_equal(n, 0);
+	assert_int_equal(store_search(o, b, 0, gone, 1, 0, 10, &hits, &n, &more), STORE_OK);
+	assert_int_equal(n, 0);
+	store_close(o);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "INSERT INTO messages_fts(messages_fts, rank) VALUES('integrity-check', 1)",
+	                              NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
 	snprintf(cmd, sizeof cmd, "rm -rf %s", old);
 	assert_int_equal(system(cmd), 0);
 }
@@ -2484,6 +2571,7 @@ int main(void)
 		COMMON_TESTS,
 		cmocka_unit_test(test_sqlite_claim_is_exclusive),
 		cmocka_unit_test(test_migration_from_v1),
+		cmocka_unit_test(test_migration_from_v6),
 		cmocka_unit_test(test_migration_from_v4),
 		cmocka_unit_test(test_sqlite_fts_queue),
 		cmocka_unit_test(test_every_method_is_called),
