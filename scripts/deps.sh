@@ -50,5 +50,9 @@ if [ "${1:-build}" = test ]; then
 	# The web client's browser test: Debian's Chromium, and Node.js with
 	# npm for playwright-core (installed from package-lock.json by make).
 	need chromium
+	# Reactions are emoji, which people's systems draw with an emoji
+	# font; the browser tests' screenshots show them as they would look.
+	# (The client's own marks need none: app.css draws them.)
+	need fonts-noto-color-emoji
 	command -v npm >/dev/null 2>&1 || need nodejs npm
 fi

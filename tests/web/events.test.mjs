@@ -74,10 +74,10 @@ test('edit, delete, react and reply reach the other side live and after a reload
   await ana.page.waitForFunction(() => [...document.querySelectorAll('#messages .msg')].some((m) =>
     m.querySelector('.body') && m.querySelector('.body').textContent === 'crisps it is' &&
     m.querySelector('.quote') && m.querySelector('.quote').textContent.includes('bring snacks')), null, { timeout: WAIT });
-  await ana.page.screenshot({ path: `${SHOTS}/events.png` });
 
   // Ana deletes her second message, after confirming.
   await openMenu(ana.page, 2);
+  await ana.page.screenshot({ path: `${SHOTS}/events.png` });
   await ana.page.click(`${msg(2)} .menu-delete`);
   await ana.page.waitForSelector('#confirm-dialog[open]', { timeout: WAIT });
   await ana.page.click('#confirm-ok');
