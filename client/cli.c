@@ -154,7 +154,7 @@ static int64_t now_ms(void)
 
 typedef struct pending {
 	char cmid[48];
-	char *body;
+	json_t *frame;          /* the send, edit, delete or react, its cmid in it */
 	int64_t retry_at;       /* monotonic ms; 0: in flight */
 } pending_t;
 
@@ -301,20 +301,58 @@ static void cursor_have(chat_t *ch, long long seq)
 
 static void send_pending(pc_conn_t *c, chat_t *ch, pending_t *o)
 {
-	json_t *f = json_pack("{s:s, s:I, s:s, s:s}", "type", "send", "conv", (json_int_t)ch->conv, "cmid", o->cmid,
-	                      "body", o->body);
-	char *text = json_dumps(f, JSON_COMPACT);
+	char *text = json_dumps(o->frame, JSON_COMPACT);
 
+	(void)ch;
 	if (text)
 		pc_ws_send_text(c, text);
 	free(text);
-	json_decref(f);
 	o->retry_at = 0;
+}
+
+/* A seq at *s followed by a space or the end; *s moves past it. */
+static int seq_of(const char **s, long long *seq)
+{
+	char *end;
+
+	*seq = strtoll(*s, &end, 10);
+	if (end == *s || *seq < 1 || (*end && *end != ' '))
+		return -1;
+	*s = *end ? end + 1 : end;
+	return 0;
+}
+
+/* The frame a typed line asks for: a message, or one of the commands
+ * (/edit SEQ TEXT, /delete SEQ, /react SEQ [EMOJI], /reply SEQ TEXT).
+ * NULL for a command it cannot read, after saying how to write it. */
+static json_t *frame_of_line(const chat_t *ch, const char *line, const char *cmid)
+{
+	json_int_t conv = (json_int_t)ch->conv;
+	const char *s;
+	long long seq;
+
+	if (!strncmp(line, "/edit ", 6) && (s = line + 6, !seq_of(&s, &seq)) && *s)
+		return json_pack("{s:s, s:I, s:s, s:I, s:s}", "type", "edit", "conv", conv, "cmid", cmid, "seq",
+		                 (json_int_t)seq, "body", s);
+	if (!strncmp(line, "/delete ", 8) && (s = line + 8, !seq_of(&s, &seq)) && !*s)
+		return json_pack("{s:s, s:I, s:s, s:I}", "type", "delete", "conv", conv, "cmid", cmid, "seq", (json_int_t)seq);
+	if (!strncmp(line, "/react ", 7) && (s = line + 7, !seq_of(&s, &seq)))
+		return json_pack("{s:s, s:I, s:s, s:I, s:s}", "type", "react", "conv", conv, "cmid", cmid, "seq",
+		                 (json_int_t)seq, "emoji", s);
+	if (!strncmp(line, "/reply ", 7) && (s = line + 7, !seq_of(&s, &seq)) && *s)
+		return json_pack("{s:s, s:I, s:s, s:s, s:I}", "type", "send", "conv", conv, "cmid", cmid, "body", s,
+		                 "reply_to", (json_int_t)seq);
+	if (!strncmp(line, "/edit", 5) || !strncmp(line, "/delete", 7) || !strncmp(line, "/react", 6) ||
+	    !strncmp(line, "/reply", 6)) {
+		printf("-- /edit SEQ TEXT, /delete SEQ, /react SEQ [EMOJI] (none: take it back), /reply SEQ TEXT\n");
+		return NULL;
+	}
+	return json_pack("{s:s, s:I, s:s, s:s}", "type", "send", "conv", conv, "cmid", cmid, "body", line);
 }
 
 static void pending_drop(chat_t *ch, size_t i)
 {
-	free(ch->out[i].body);
+	json_decref(ch->out[i].frame);
 	memmove(&ch->out[i], &ch->out[i + 1], (ch->nout - i - 1) * sizeof ch->out[0]);
 	ch->nout--;
 }
@@ -343,9 +381,8 @@ static void typed(pc_conn_t *c, chat_t *ch, const char *line)
 	}
 	o = &ch->out[ch->nout++];
 	snprintf(o->cmid, sizeof o->cmid, "cli-%ld-%lu-%lld", (long)getpid(), ++ch->counter, (long long)time(NULL));
-	o->body = strdup(line);
 	o->retry_at = 0;
-	if (!o->body) {
+	if (!(o->frame = frame_of_line(ch, line, o->cmid))) {
 		ch->nout--;
 		return;
 	}
@@ -370,6 +407,35 @@ static int read_stdin(pc_conn_t *c, chat_t *ch)
 }
 
 enum { CHAT_AGAIN, CHAT_DONE, CHAT_REFUSED };
+
+/* A msg in words: a message with what its events left (a replay's), or
+ * an event about an earlier one. */
+static void print_message(const chat_t *ch, json_t *j, long long seq, const char *who)
+{
+	const char *kind = json_string_value(json_object_get(j, "kind"));
+	const char *body = json_string_value(json_object_get(j, "body"));
+	long long target = json_integer_value(json_object_get(j, "target"));
+	json_t *to = json_object_get(j, "reply_to");
+
+	(void)ch;
+	if (kind && !strcmp(kind, "edit"))
+		printf("[%lld] %s edited [%lld]: %s\n", seq, who, target, body);
+	else if (kind && !strcmp(kind, "delete"))
+		printf("[%lld] %s deleted [%lld]\n", seq, who, target);
+	else if (kind && !strcmp(kind, "reaction") && body && *body)
+		printf("[%lld] %s reacted %s to [%lld]\n", seq, who, body, target);
+	else if (kind)
+		printf("[%lld] %s took back a reaction to [%lld]\n", seq, who, target);
+	else if (json_is_true(json_object_get(j, "deleted")))
+		printf("[%lld] %s: (deleted)\n", seq, who);
+	else {
+		char reply[48] = "";
+		if (to)
+			snprintf(reply, sizeof reply, " (reply to [%lld])",
+			         (long long)json_integer_value(json_object_get(to, "seq")));
+		printf("[%lld] %s%s: %s%s\n", seq, who, reply, body, json_object_get(j, "edited_at") ? " (edited)" : "");
+	}
+}
 
 static void receipt(pc_conn_t *c, long long conv, const char *state, long long seq)
 {
@@ -403,8 +469,7 @@ static int on_frame(chat_t *ch, json_t *j)
 		}
 		ch->resuming = 0;
 		print_time(json_integer_value(json_object_get(j, "ts")));
-		printf("[%lld] %s: %s\n", seq, from == ch->me ? "me" : ch->group ? name_of(ch, from) : "them",
-		       json_string_value(json_object_get(j, "body")));
+		print_message(ch, j, seq, from == ch->me ? "me" : ch->group ? name_of(ch, from) : "them");
 		cursor_have(ch, seq);
 		if (seq > ch->shown)
 			ch->shown = seq;
@@ -693,7 +758,7 @@ static int cmd_chat(const char *token, const char *conv_s)
 	if (ch.cursor_dirty) /* a batch that ended the session */
 		cursor_save(&ch);
 	for (i = 0; i < ch.nout; i++)
-		free(ch.out[i].body);
+		json_decref(ch.out[i].frame);
 	json_decref(ch.names);
 	json_decref(e);
 	return r == CHAT_DONE ? 0 : 1;

@@ -206,6 +206,22 @@ static void test_chat_mode(void **state)
 	cli_expect(&c, line);
 	assert_null(strstr(c.buf, "hello group"));
 	assert_null(strstr(c.buf, "after the restart"));
+
+	/* Replies, edits, reactions and deletes, typed and seen. */
+	cli_type(&c, "/reply 4 got it\n");
+	cli_expect(&c, "   [5] sent");
+	cli_type(&c, "/edit 5 got it, thanks\n");
+	cli_expect(&c, "   [6] sent");
+	hx_sendf(a, "{\"type\":\"react\",\"conv\":%lld,\"cmid\":\"cli-r\",\"seq\":5,\"emoji\":\"\\u2705\"}", (long long)g);
+	snprintf(line, sizeof line, "[7] %s reacted \xe2\x9c\x85 to [5]", alice.name);
+	cli_expect(&c, line);
+	hx_sendf(a, "{\"type\":\"delete\",\"conv\":%lld,\"cmid\":\"cli-d\",\"seq\":4}", (long long)g);
+	snprintf(line, sizeof line, "[8] %s deleted [4]", alice.name);
+	cli_expect(&c, line);
+	cli_type(&c, "/edit nope\n");
+	cli_expect(&c, "-- /edit SEQ TEXT, /delete SEQ");
+	cli_type(&c, "/delete 1\n");
+	cli_expect(&c, "-- not sent: forbidden: only its author or a group's admin may delete a message");
 	pc_close(a);
 
 	/* Membership changes are said; removed, it says so and quits, 1. */
