@@ -38,15 +38,12 @@ static int teardown(void **state)
 
 /* Sends a frame (printf-style) whose cmid is cmid and returns what
  * answers it: its ack, or the error naming it. */
-static json_t *ask(pc_conn_t *c, const char *cmid, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static json_t *ask(pc_conn_t *c, const char *cmid, const char *fmt, ...)
+static json_t *askv(pc_conn_t *c, const char *cmid, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
+static json_t *askv(pc_conn_t *c, const char *cmid, const char *fmt, va_list ap)
 {
 	char frame[2048];
-	va_list ap;
 
-	va_start(ap, fmt);
 	vsnprintf(frame, sizeof frame, fmt, ap);
-	va_end(ap);
 	hx_sendf(c, "%s", frame);
 	for (;;) {
 		json_t *j = hx_recv(c);
@@ -59,19 +56,29 @@ static json_t *ask(pc_conn_t *c, const char *cmid, const char *fmt, ...)
 	}
 }
 
+static json_t *ask(pc_conn_t *c, const char *cmid, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static json_t *ask(pc_conn_t *c, const char *cmid, const char *fmt, ...)
+{
+	va_list ap;
+	json_t *j;
+
+	va_start(ap, fmt);
+	j = askv(c, cmid, fmt, ap);
+	va_end(ap);
+	return j;
+}
+
 /* ask, which must be acked: the ack's seq. */
 static int64_t acked(pc_conn_t *c, const char *cmid, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int64_t acked(pc_conn_t *c, const char *cmid, const char *fmt, ...)
 {
-	char frame[2048];
 	va_list ap;
 	json_t *j;
 	int64_t seq;
 
 	va_start(ap, fmt);
-	vsnprintf(frame, sizeof frame, fmt, ap);
+	j = askv(c, cmid, fmt, ap);
 	va_end(ap);
-	j = ask(c, cmid, "%s", frame);
 	if (strcmp(hx_str(j, "type"), "ack") != 0)
 		fail_msg("%s was refused: %s", cmid, json_dumps(j, JSON_COMPACT));
 	seq = hx_int(j, "seq");
