@@ -1121,14 +1121,16 @@ function messageEl(c, m, pending) {
   // Screen readers hear who wrote each message; the eye sees it by side.
   div.append(el('span', 'visually-hidden', own ? 'You:' : `${nameOf(m.from)}:`));
   if (c.kind === 'group' && !own) div.append(el('div', 'from', nameOf(m.from)));
-  const q = m.reply_to && quoteOf(c, m.reply_to);
-  if (m.reply_to) {
+  // A pending send keeps its reply_to as the seq it answers.
+  const reply = pending ? (m.reply_to ? { seq: m.reply_to } : null) : m.reply_to;
+  const q = reply && quoteOf(c, reply);
+  if (reply) {
     const quote = el('button', q && q.deleted ? 'quote deleted' : 'quote');
     quote.type = 'button';
     quote.append(el('span', 'quote-from', q ? nameOf(q.from) : 'Reply'));
     quote.append(el('span', 'quote-text', q ? q.text : 'to an earlier message'));
     quote.setAttribute('aria-label', q ? `In reply to ${nameOf(q.from)}: ${q.text}` : 'In reply to an earlier message');
-    quote.addEventListener('click', () => openAt(c.id, m.reply_to.seq));
+    quote.addEventListener('click', () => openAt(c.id, reply.seq));
     div.append(quote);
   }
   if (m.deleted) div.append(el('div', 'body deleted', 'This message was deleted'));
@@ -1218,7 +1220,7 @@ function messageEl(c, m, pending) {
 const shown = { conv: null, nodes: new Map() };
 
 function msgSig(c, m, pending) {
-  if (pending) return `p:${m.state}:${m.error || ''}`;
+  if (pending) return `p:${m.state}:${m.error || ''}:${m.reply_to || ''}`;
   // What events change, and the quote of a reply, whose target may change.
   const q = m.reply_to && quoteOf(c, m.reply_to);
   const state = `${m.state_seq || 0}:${q ? `${q.from}:${q.text}` : ''}:${menuFor === m.seq ? 'menu' : ''}`;
