@@ -139,7 +139,8 @@ static json_t *frame_json(const sbuf_t *f)
 
 static void test_frames(void **state)
 {
-	store_message_t m = {7, 123456789012345678LL, 3, 42, 1700000000000LL, "c-1", "hi \"you\"", 8};
+	store_message_t m = {.conv = 7, .id = 123456789012345678LL, .seq = 3, .from = 42, .ts = 1700000000000LL,
+	                     .cmid = "c-1", .body = "hi \"you\"", .body_len = 8};
 	sbuf_t *f;
 	json_t *j;
 
