@@ -2180,9 +2180,11 @@ static void test_migration_from_v6(void **state)
 	op = send_op(a, "v6-1", "meet at the aquarium", next_id());
 	op.conv = cv;
 	assert_int_equal(store_apply(o, &op, 1), STORE_OK);
+	store_op_release(&op);
 	op = send_op(a, "v6-2", "rhubarb recipe", next_id());
 	op.conv = cv;
 	assert_int_equal(store_apply(o, &op, 1), STORE_OK);
+	store_op_release(&op);
 	store_close(o);
 	snprintf(path, sizeof path, "%s/parley.db", old);
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
@@ -2195,12 +2197,14 @@ static void test_migration_from_v6(void **state)
 	op.target = 1;
 	op.edit_window_ms = INT64_MAX / 2;
 	assert_int_equal(store_apply(o, &op, 1), STORE_OK);
+	store_op_release(&op);
 	assert_int_equal(op.status, STORE_OK);
 	op = send_op(a, "v6-4", "", next_id());
 	op.conv = cv;
 	op.msg_kind = STORE_MSG_DELETE;
 	op.target = 2;
 	assert_int_equal(store_apply(o, &op, 1), STORE_OK);
+	store_op_release(&op);
 	assert_int_equal(op.status, STORE_OK);
 	assert_int_equal(store_search(o, b, 0, planet, 1, 0, 10, &hits, &n, &more), STORE_OK);
 	assert_int_equal(n, 1);
@@ -2209,8 +2213,10 @@ static void test_migration_from_v6(void **state)
 	store_search_free(hits, n);
 	assert_int_equal(store_search(o, b, 0, aqua, 1, 0, 10, &hits, &n, &more), STORE_OK);
 	assert_int_equal(n, 0);
+	store_search_free(hits, n);
 	assert_int_equal(store_search(o, b, 0, gone, 1, 0, 10, &hits, &n, &more), STORE_OK);
 	assert_int_equal(n, 0);
+	store_search_free(hits, n);
 	store_close(o);
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, "INSERT INTO messages_fts(messages_fts, rank) VALUES('integrity-check', 1)",
